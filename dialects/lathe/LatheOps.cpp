@@ -1,0 +1,210 @@
+//===- LatheOps.cpp - lathe op verifiers -------------------------*- C++ -*-===//
+//
+// Every static invariant of the architecture-level ops is checked here, so
+// that passes downstream may assume well-formed shapes.
+//
+//===----------------------------------------------------------------------===//
+
+#include "lathe/LatheOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/OpImplementation.h"
+
+using namespace mlir;
+using namespace mlir::lathe;
+
+#include "lathe/LatheEnums.cpp.inc"
+
+/// Checks that `type` is static with `rank` dimensions; names it `what`.
+static LogicalResult expectStatic(Operation *op, Type type, int64_t rank,
+                                  StringRef what) {
+  auto tensor = llvm::cast<RankedTensorType>(type);
+  if (tensor.getRank() != rank)
+    return op->emitOpError() << "expects " << what << " of rank " << rank
+                             << ", got " << type;
+  if (!tensor.hasStaticShape())
+    return op->emitOpError() << "expects " << what
+                             << " to have a static shape, got " << type;
+  return success();
+}
+
+static int64_t dim(Value v, unsigned i) {
+  return llvm::cast<RankedTensorType>(v.getType()).getDimSize(i);
+}
+
+//===----------------------------------------------------------------------===//
+// ParamOp / WeightOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult ParamOp::verify() {
+  if (!getTensorType().hasStaticShape())
+    return emitOpError() << "expects a static shape, got " << getType();
+  if (getInit() == InitKind::normal) {
+    if (!getStd())
+      return emitOpError("with init 'normal' needs a std");
+    if (!(getStd()->convertToDouble() > 0.0))
+      return emitOpError("expects std > 0, got ") << getStd()->convertToDouble();
+  } else if (getStd()) {
+    return emitOpError("takes a std only with init 'normal'");
+  }
+  return success();
+}
+
+LogicalResult WeightOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  auto param =
+      symbolTable.lookupNearestSymbolFrom<ParamOp>(*this, getNameAttr());
+  if (!param)
+    return emitOpError() << "refers to unknown parameter " << getNameAttr();
+  if (param.getType() != getType())
+    return emitOpError() << "has type " << getType() << " but parameter "
+                         << getNameAttr() << " has type " << param.getType();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Decoder ops
+//===----------------------------------------------------------------------===//
+
+LogicalResult EmbeddingOp::verify() {
+  if (failed(expectStatic(*this, getTokens().getType(), 1, "tokens")) ||
+      failed(expectStatic(*this, getTable().getType(), 2, "table")) ||
+      failed(expectStatic(*this, getType(), 2, "result")))
+    return failure();
+  if (dim(getResult(), 0) != dim(getTokens(), 0) ||
+      dim(getResult(), 1) != dim(getTable(), 1))
+    return emitOpError() << "result must be [T, D] = ["
+                         << dim(getTokens(), 0) << ", " << dim(getTable(), 1)
+                         << "], got " << getType();
+  return success();
+}
+
+LogicalResult RmsNormOp::verify() {
+  if (failed(expectStatic(*this, getInput().getType(), 2, "input")) ||
+      failed(expectStatic(*this, getGain().getType(), 1, "gain")))
+    return failure();
+  if (getType() != getInput().getType())
+    return emitOpError("result type must equal the input type");
+  if (dim(getGain(), 0) != dim(getInput(), 1))
+    return emitOpError() << "gain has " << dim(getGain(), 0)
+                         << " elements but the normalised axis has "
+                         << dim(getInput(), 1);
+  if (!(getEps().convertToDouble() > 0.0))
+    return emitOpError("expects eps > 0");
+  return success();
+}
+
+LogicalResult LinearOp::verify() {
+  if (failed(expectStatic(*this, getInput().getType(), 2, "input")) ||
+      failed(expectStatic(*this, getWeight().getType(), 2, "weight")) ||
+      failed(expectStatic(*this, getType(), 2, "result")))
+    return failure();
+  if (dim(getWeight(), 1) != dim(getInput(), 1))
+    return emitOpError() << "weight [out, in] has in = " << dim(getWeight(), 1)
+                         << " but the input has " << dim(getInput(), 1)
+                         << " features";
+  if (dim(getResult(), 0) != dim(getInput(), 0) ||
+      dim(getResult(), 1) != dim(getWeight(), 0))
+    return emitOpError() << "result must be [" << dim(getInput(), 0) << ", "
+                         << dim(getWeight(), 0) << "], got " << getType();
+  return success();
+}
+
+LogicalResult RopeOp::verify() {
+  if (failed(expectStatic(*this, getInput().getType(), 2, "input")))
+    return failure();
+  if (getType() != getInput().getType())
+    return emitOpError("result type must equal the input type");
+  int64_t width = dim(getInput(), 1), heads = getHeads();
+  if (heads <= 0 || width % heads != 0)
+    return emitOpError() << "heads (" << heads << ") must divide the width ("
+                         << width << ")";
+  if ((width / heads) % 2 != 0)
+    return emitOpError() << "head_dim (" << width / heads << ") must be even";
+  if (!(getBase().convertToDouble() > 0.0))
+    return emitOpError("expects base > 0");
+  return success();
+}
+
+LogicalResult AttentionOp::verify() {
+  if (failed(expectStatic(*this, getQuery().getType(), 2, "query")) ||
+      failed(expectStatic(*this, getKey().getType(), 2, "key")) ||
+      failed(expectStatic(*this, getValue().getType(), 2, "value")))
+    return failure();
+  int64_t heads = getHeads(), kvHeads = getKvHeads();
+  if (heads <= 0 || kvHeads <= 0)
+    return emitOpError("expects positive heads and kv_heads");
+  if (heads % kvHeads != 0)
+    return emitOpError() << "kv_heads (" << kvHeads
+                         << ") must divide heads (" << heads << ")";
+  int64_t width = dim(getQuery(), 1);
+  if (width % heads != 0)
+    return emitOpError() << "heads (" << heads
+                         << ") must divide the query width (" << width << ")";
+  int64_t headDim = width / heads;
+  if (getKey().getType() != getValue().getType())
+    return emitOpError("key and value must have the same type");
+  if (dim(getKey(), 0) != dim(getQuery(), 0))
+    return emitOpError("query and key must have the same sequence length");
+  if (dim(getKey(), 1) != kvHeads * headDim)
+    return emitOpError() << "key width must be kv_heads * head_dim = "
+                         << kvHeads * headDim << ", got " << dim(getKey(), 1);
+  if (getType() != getQuery().getType())
+    return emitOpError("result type must equal the query type");
+  return success();
+}
+
+LogicalResult MlpOp::verify() {
+  if (failed(expectStatic(*this, getInput().getType(), 2, "input")) ||
+      failed(expectStatic(*this, getGateWeight().getType(), 2, "gate weight")) ||
+      failed(expectStatic(*this, getUpWeight().getType(), 2, "up weight")) ||
+      failed(expectStatic(*this, getDownWeight().getType(), 2, "down weight")))
+    return failure();
+  int64_t d = dim(getInput(), 1), width = dim(getGateWeight(), 0);
+  if (getGateWeight().getType() != getUpWeight().getType())
+    return emitOpError("gate and up weights must have the same type");
+  if (dim(getGateWeight(), 1) != d)
+    return emitOpError() << "gate weight must be [width, " << d << "], got "
+                         << getGateWeight().getType();
+  if (dim(getDownWeight(), 0) != d || dim(getDownWeight(), 1) != width)
+    return emitOpError() << "down weight must be [" << d << ", " << width
+                         << "], got " << getDownWeight().getType();
+  if (getType() != getInput().getType())
+    return emitOpError("result type must equal the input type");
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// LaunchOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult LaunchOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  auto fn = symbolTable.lookupNearestSymbolFrom<func::FuncOp>(
+      *this, getCalleeAttr());
+  if (!fn)
+    return emitOpError() << "refers to unknown kernel " << getCalleeAttr();
+  if (!fn->hasAttr(kKernelAttrName))
+    return emitOpError() << getCalleeAttr() << " is not a lathe.kernel";
+  FunctionType type = fn.getFunctionType();
+  unsigned numIn = getNumOperands(), numOut = getNumResults();
+  if (type.getNumInputs() != numIn + numOut ||
+      type.getNumResults() != numOut)
+    return emitOpError() << "kernel " << getCalleeAttr() << " of type " << type
+                         << " does not take " << numIn
+                         << " operands plus one buffer per result";
+  for (unsigned i = 0; i < numIn; ++i)
+    if (type.getInput(i) != getOperand(i).getType())
+      return emitOpError() << "operand " << i << " has type "
+                           << getOperand(i).getType() << ", kernel expects "
+                           << type.getInput(i);
+  for (unsigned i = 0; i < numOut; ++i)
+    if (type.getInput(numIn + i) != getResult(i).getType() ||
+        type.getResult(i) != getResult(i).getType())
+      return emitOpError() << "result " << i << " type does not match kernel";
+  if (auto offsets = getOffsets())
+    if (offsets->size() != numOut)
+      return emitOpError("needs one offset per result");
+  return success();
+}
+
+#define GET_OP_CLASSES
+#include "lathe/LatheOps.cpp.inc"

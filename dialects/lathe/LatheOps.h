@@ -1,0 +1,19 @@
+//===- LatheOps.h - lathe ops ------------------------------------*- C++ -*-===//
+#ifndef LATHE_LATHEOPS_H
+#define LATHE_LATHEOPS_H
+
+#include "lathe/LatheDialect.h"
+#include "mlir/Bytecode/BytecodeOpInterface.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/OpDefinition.h"
+#include "mlir/IR/SymbolTable.h"
+#include "mlir/Interfaces/CallInterfaces.h"
+#include "mlir/Interfaces/InferTypeOpInterface.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
+
+#include "lathe/LatheEnums.h.inc"
+
+#define GET_OP_CLASSES
+#include "lathe/LatheOps.h.inc"
+
+#endif // LATHE_LATHEOPS_H

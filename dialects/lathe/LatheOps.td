@@ -1,0 +1,277 @@
+//===- LatheOps.td - lathe ops --------------------------------*- tablegen -*-===//
+//
+// Parameters, the standard pre-norm decoder pieces, and the kernel launch that
+// kernel formation leaves behind. Shapes are static: an artifact is compiled
+// for one maximum sequence length.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef LATHE_OPS_TD
+#define LATHE_OPS_TD
+
+include "LatheDialect.td"
+include "mlir/IR/EnumAttr.td"
+include "mlir/IR/OpBase.td"
+include "mlir/IR/CommonTypeConstraints.td"
+include "mlir/IR/BuiltinAttributes.td"
+include "mlir/IR/SymbolInterfaces.td"
+include "mlir/Interfaces/CallInterfaces.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+
+//===----------------------------------------------------------------------===//
+// Enums
+//===----------------------------------------------------------------------===//
+
+def Lathe_InitKind : I32EnumAttr<"InitKind", "how a parameter is initialised", [
+    I32EnumAttrCase<"zeros", 0>,
+    I32EnumAttrCase<"ones", 1>,
+    I32EnumAttrCase<"normal", 2>
+  ]> {
+  let cppNamespace = "::mlir::lathe";
+}
+
+def Lathe_MlpKind : I32EnumAttr<"MlpKind", "the MLP's activation", [
+    I32EnumAttrCase<"swiglu", 0>
+  ]> {
+  let cppNamespace = "::mlir::lathe";
+}
+
+def Lathe_F32Tensor : RankedTensorOf<[F32]>;
+def Lathe_I32Tensor : RankedTensorOf<[I32]>;
+
+//===----------------------------------------------------------------------===//
+// Parameters
+//===----------------------------------------------------------------------===//
+
+def Lathe_ParamOp : Lathe_Op<"param", [Symbol, HasParent<"::mlir::ModuleOp">]> {
+  let summary = "A named model parameter with its shape and init rule.";
+  let description = [{
+    Declares one trainable tensor of the model. The symbol name is the tensor's
+    name in safetensors weight files; `init` says how `lathe-run init` fills
+    it (`normal` takes a standard deviation).
+
+    ```mlir
+    lathe.param @"embed.weight" : tensor<256x64xf32> init(normal, std = 2.0e-02)
+    lathe.param @"norm.weight" : tensor<64xf32> init(ones)
+    ```
+  }];
+  let arguments = (ins SymbolNameAttr:$sym_name,
+                       TypeAttrOf<Lathe_F32Tensor>:$type,
+                       Lathe_InitKind:$init,
+                       OptionalAttr<F64Attr>:$std);
+  let assemblyFormat = [{
+    $sym_name `:` $type `init` `(` $init (`,` `std` `=` $std^)? `)` attr-dict
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    ::mlir::RankedTensorType getTensorType() {
+      return ::llvm::cast<::mlir::RankedTensorType>(getType());
+    }
+  }];
+}
+
+def Lathe_WeightOp : Lathe_Op<"weight",
+    [Pure, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "The value of a parameter.";
+  let description = [{
+    Reads the parameter named by `name`. The result type must equal the
+    parameter's type.
+
+    ```mlir
+    %w = lathe.weight @"layers.0.attn.wq.weight" : tensor<64x64xf32>
+    ```
+  }];
+  let arguments = (ins FlatSymbolRefAttr:$name);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$name attr-dict `:` type($result)";
+}
+
+//===----------------------------------------------------------------------===//
+// Decoder building blocks
+//===----------------------------------------------------------------------===//
+
+def Lathe_EmbeddingOp : Lathe_Op<"embedding", [Pure]> {
+  let summary = "Token embedding lookup.";
+  let description = [{
+    `result[t, :] = table[tokens[t], :]` for tokens of shape [T] and a table
+    of shape [V, D]. Token ids outside [0, V) are the caller's error; the
+    runtime rejects them before any kernel runs.
+
+    ```mlir
+    %x = lathe.embedding %tokens, %table
+        : tensor<64xi32>, tensor<256x64xf32> -> tensor<64x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_I32Tensor:$tokens, Lathe_F32Tensor:$table);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $tokens `,` $table attr-dict `:` type($tokens) `,` type($table) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_RmsNormOp : Lathe_Op<"rms_norm", [Pure]> {
+  let summary = "RMSNorm over the last axis with a learned gain.";
+  let description = [{
+    `result = x / sqrt(mean(x^2, last axis) + eps) * gain`, for x of shape
+    [T, D] and gain of shape [D].
+
+    ```mlir
+    %y = lathe.rms_norm %x, %g {eps = 1.0e-05 : f64}
+        : tensor<64x64xf32>, tensor<64xf32> -> tensor<64x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input, Lathe_F32Tensor:$gain, F64Attr:$eps);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `,` $gain attr-dict `:` type($input) `,` type($gain) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_LinearOp : Lathe_Op<"linear", [Pure]> {
+  let summary = "A bias-free linear layer, y = x W^T.";
+  let description = [{
+    The weight has PyTorch's `nn.Linear` layout [out, in], so weights can come
+    from PyTorch unchanged. x is [T, in]; the result is [T, out].
+
+    ```mlir
+    %q = lathe.linear %h, %wq
+        : tensor<64x64xf32>, tensor<64x64xf32> -> tensor<64x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input, Lathe_F32Tensor:$weight);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `,` $weight attr-dict `:` type($input) `,` type($weight) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_RopeOp : Lathe_Op<"rope", [Pure]> {
+  let summary = "Rotary position embedding, rotate-half convention.";
+  let description = [{
+    x has shape [T, heads * head_dim]; each head's vector is rotated by the
+    angle `t * base^(-2i / head_dim)` on the pairs (i, i + head_dim / 2),
+    where t is the row (the position, counted from 0).
+
+    ```mlir
+    %r = lathe.rope %q {heads = 4 : i64, base = 1.0e+04 : f64}
+        : tensor<64x64xf32> -> tensor<64x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input, I64Attr:$heads, F64Attr:$base);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def Lathe_AttentionOp : Lathe_Op<"attention", [Pure]> {
+  let summary = "Causal grouped-query attention with softmax.";
+  let description = [{
+    q is [T, heads * head_dim]; k and v are [T, kv_heads * head_dim]. Query
+    head h attends with key/value head `h / (heads / kv_heads)`; scores are
+    scaled by 1/sqrt(head_dim) and masked so that position t sees s <= t.
+    The result is [T, heads * head_dim], heads concatenated.
+
+    ```mlir
+    %a = lathe.attention %q, %k, %v {heads = 4 : i64, kv_heads = 2 : i64}
+        : tensor<64x64xf32>, tensor<64x32xf32>, tensor<64x32xf32> -> tensor<64x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$query, Lathe_F32Tensor:$key, Lathe_F32Tensor:$value,
+                       I64Attr:$heads, I64Attr:$kv_heads);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $query `,` $key `,` $value attr-dict `:` type($query) `,` type($key) `,`
+    type($value) `->` type($result)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    int64_t getHeadDim() {
+      return getQuery().getType().getDimSize(1) / getHeads();
+    }
+  }];
+}
+
+def Lathe_MlpOp : Lathe_Op<"mlp", [Pure]> {
+  let summary = "A gated MLP: down(act(gate(x)) * up(x)).";
+  let description = [{
+    With `kind = swiglu`: `result = (silu(x Wg^T) * (x Wu^T)) Wd^T`, where Wg
+    and Wu are [width, D] and Wd is [D, width]. The width may differ from
+    layer to layer.
+
+    ```mlir
+    %y = lathe.mlp swiglu %h, %wg, %wu, %wd
+        : tensor<64x64xf32>, tensor<128x64xf32>, tensor<128x64xf32>,
+          tensor<64x128xf32> -> tensor<64x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_MlpKind:$kind, Lathe_F32Tensor:$input,
+                       Lathe_F32Tensor:$gate_weight, Lathe_F32Tensor:$up_weight,
+                       Lathe_F32Tensor:$down_weight);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $kind $input `,` $gate_weight `,` $up_weight `,` $down_weight attr-dict `:`
+    type($input) `,` type($gate_weight) `,` type($up_weight) `,`
+    type($down_weight) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_AddOp : Lathe_Op<"add", [Pure, SameOperandsAndResultType, Commutative]> {
+  let summary = "Elementwise addition: the residual connection.";
+  let description = [{
+    ```mlir
+    %x1 = lathe.add %x, %a : tensor<64x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$lhs, Lathe_F32Tensor:$rhs);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$lhs `,` $rhs attr-dict `:` type($result)";
+}
+
+//===----------------------------------------------------------------------===//
+// Kernels
+//===----------------------------------------------------------------------===//
+
+def Lathe_LaunchOp : Lathe_Op<"launch",
+    [CallOpInterface, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "Runs one kernel formed by `lathe-form-kernels`.";
+  let description = [{
+    Calls a kernel function (a `func.func` carrying the `lathe.kernel` unit
+    attribute) in destination-passing form: the kernel takes the operands,
+    then one tensor per result that it overwrites, and returns those. The
+    launch itself names only the operands; the result buffers are planned by
+    `lathe-plan-buffers`, which records their arena offsets in `offsets`.
+
+    ```mlir
+    %y = lathe.launch @forward_k3(%x, %w)
+        : (tensor<64x64xf32>, tensor<256x64xf32>) -> tensor<64x256xf32>
+    ```
+  }];
+  let arguments = (ins FlatSymbolRefAttr:$callee,
+                       Variadic<AnyRankedTensor>:$operands,
+                       OptionalAttr<DenseI64ArrayAttr>:$offsets,
+                       OptionalAttr<DictArrayAttr>:$arg_attrs,
+                       OptionalAttr<DictArrayAttr>:$res_attrs);
+  let results = (outs Variadic<AnyRankedTensor>:$results);
+  let assemblyFormat = [{
+    $callee `(` $operands `)` attr-dict `:` functional-type($operands, $results)
+  }];
+  let extraClassDeclaration = [{
+    ::mlir::CallInterfaceCallable getCallableForCallee() {
+      return (*this)->getAttrOfType<::mlir::SymbolRefAttr>("callee");
+    }
+    void setCalleeFromCallable(::mlir::CallInterfaceCallable callee) {
+      (*this)->setAttr("callee", ::llvm::cast<::mlir::SymbolRefAttr>(callee));
+    }
+    ::mlir::Operation::operand_range getArgOperands() { return getOperands(); }
+    ::mlir::MutableOperandRange getArgOperandsMutable() {
+      return getOperandsMutable();
+    }
+  }];
+}
+
+#endif // LATHE_OPS_TD

@@ -1,0 +1,44 @@
+//===- Compiler.h - the compiler API the tools call --------------*- C++ -*-===//
+#ifndef LATHE_COMPILER_H
+#define LATHE_COMPILER_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/IR/OwningOpRef.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <string>
+
+namespace mlir::lathe {
+
+enum class Target { cpu, cuda };
+/// What lathec produces: the artifact, or the IR at one stage.
+enum class Emit { artifact, lathe, linalg, llvm, ptx };
+
+struct CompileOptions {
+  Target target = Target::cpu;
+  Emit emit = Emit::artifact;
+  /// The chip whose PTX/NVVM `--emit` prints; artifacts carry every chip in
+  /// kCudaChips.
+  std::string gpuChip = "sm_90";
+};
+
+/// The chips every cuda artifact carries PTX for.
+inline constexpr const char *kCudaChips[] = {"sm_80", "sm_90"};
+
+/// Every dialect, interface and translation the compiler uses.
+void registerCompilerDialects(DialectRegistry &registry);
+
+/// Reads a model: a YAML spec (.yaml/.yml) or `lathe` IR (.mlir), verified.
+/// Errors are printed to `errs` as one line each; null on error.
+OwningOpRef<ModuleOp> loadModel(llvm::StringRef path, MLIRContext &ctx,
+                                llvm::raw_ostream &errs);
+
+/// Runs the pipelines on `module` (consumed) and writes the artifact (binary)
+/// or the requested IR (text) to `out`.
+LogicalResult compile(ModuleOp module, const CompileOptions &options,
+                      llvm::raw_ostream &out, llvm::raw_ostream &errs);
+
+} // namespace mlir::lathe
+
+#endif // LATHE_COMPILER_H

@@ -1,0 +1,40 @@
+//===- Pipelines.h - lathe's pass pipelines as functions ---------*- C++ -*-===//
+//
+// The driver (lathec) and lathe-opt run the very same pipelines; lathe-opt
+// exposes them as `--lathe-to-kernels`, `--lathe-cpu-kernels` and
+// `--lathe-cuda-kernels`.
+//
+//===----------------------------------------------------------------------===//
+#ifndef LATHE_PIPELINES_H
+#define LATHE_PIPELINES_H
+
+#include "mlir/Pass/PassManager.h"
+
+#include <string>
+
+namespace mlir::lathe {
+
+/// lathe ops → linalg → kernels → planned arena (the `linalg` stage).
+void buildLatheToKernelsPipeline(OpPassManager &pm);
+
+/// Bufferizes the extracted kernels into `(memref...) -> ()` functions.
+void buildBufferizeKernelsPipeline(OpPassManager &pm);
+
+/// Kernels (after lathe-extract-kernels) → LLVM dialect for the host CPU.
+void buildCpuKernelsPipeline(OpPassManager &pm);
+
+struct CudaKernelsOptions {
+  std::string chip = "sm_90";
+  std::string features = "+ptx80";
+};
+/// Kernels (after lathe-extract-kernels) → host functions launching
+/// gpu.module kernels in the NVVM dialect for `chip` (ready to serialize).
+void buildCudaKernelsPipeline(OpPassManager &pm,
+                              const CudaKernelsOptions &options);
+
+/// Registers the pipelines for lathe-opt.
+void registerLathePipelines();
+
+} // namespace mlir::lathe
+
+#endif // LATHE_PIPELINES_H

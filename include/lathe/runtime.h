@@ -1,0 +1,88 @@
+/* lathe runtime C API: load a compiled artifact, bind weights, run entries.
+ *
+ * Conventions (after IREE's runtime API):
+ *  - Every call that can fail returns a lathe_status_t; NULL means success.
+ *    A non-NULL status owns a message and must be freed with
+ *    lathe_status_free(). The runtime never exits or aborts on bad input.
+ *  - Objects returned through out_ parameters are owned by the caller and are
+ *    released with the matching _free function.
+ *  - Thread safety: a lathe_artifact_t is immutable after loading and may be
+ *    shared between threads; a lathe_session_t must be used by one thread at
+ *    a time.
+ *  - Nothing of MLIR is visible here or linked into the runtime.
+ */
+#ifndef LATHE_RUNTIME_H
+#define LATHE_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct lathe_status *lathe_status_t;
+
+/* The message of a failed status, e.g. "t.lathe: not a lathe artifact". */
+const char *lathe_status_message(lathe_status_t status);
+void lathe_status_free(lathe_status_t status);
+
+typedef struct lathe_artifact lathe_artifact_t;
+
+/* Reads and verifies an artifact file (flatbuffers, identifier "LATH"). */
+lathe_status_t lathe_artifact_load(const char *path,
+                                   lathe_artifact_t **out_artifact);
+void lathe_artifact_free(lathe_artifact_t *artifact);
+
+const char *lathe_artifact_model_name(const lathe_artifact_t *artifact);
+/* "cpu" or "cuda". */
+const char *lathe_artifact_target(const lathe_artifact_t *artifact);
+int64_t lathe_artifact_vocab(const lathe_artifact_t *artifact);
+int64_t lathe_artifact_max_seq(const lathe_artifact_t *artifact);
+size_t lathe_artifact_param_count(const lathe_artifact_t *artifact);
+/* Total number of scalar parameters. */
+int64_t lathe_artifact_param_elements(const lathe_artifact_t *artifact);
+/* Name of parameter i (its safetensors key); NULL if i is out of range. */
+const char *lathe_artifact_param_name(const lathe_artifact_t *artifact,
+                                      size_t i);
+/* Bytes of the statically planned activation arena. */
+uint64_t lathe_artifact_arena_bytes(const lathe_artifact_t *artifact);
+/* Entries (e.g. "forward") and their kernel launches, for inspection. Out of
+ * range indices give 0 / NULL. */
+size_t lathe_artifact_entry_count(const lathe_artifact_t *artifact);
+const char *lathe_artifact_entry_name(const lathe_artifact_t *artifact,
+                                      size_t entry);
+size_t lathe_artifact_launch_count(const lathe_artifact_t *artifact,
+                                   size_t entry);
+const char *lathe_artifact_launch_kernel(const lathe_artifact_t *artifact,
+                                         size_t entry, size_t launch);
+
+/* Writes freshly initialised weights (each parameter's init rule, seeded
+ * deterministically by `seed`) to a safetensors file. */
+lathe_status_t lathe_weights_init(const lathe_artifact_t *artifact,
+                                  uint64_t seed, const char *out_path);
+
+typedef struct lathe_session lathe_session_t;
+
+/* A session owns the device state: the activation arena and bound weights.
+ * The artifact must outlive the session. */
+lathe_status_t lathe_session_create(const lathe_artifact_t *artifact,
+                                    lathe_session_t **out_session);
+void lathe_session_free(lathe_session_t *session);
+
+/* Binds weights from a safetensors file. Every parameter of the artifact
+ * must be present with its exact shape and dtype. */
+lathe_status_t lathe_session_load_weights(lathe_session_t *session,
+                                          const char *safetensors_path);
+
+/* Runs the "forward" entry on n tokens (1 <= n <= max_seq) and writes
+ * float32 logits of shape [n, vocab] to out_logits. */
+lathe_status_t lathe_session_forward(lathe_session_t *session,
+                                     const int32_t *tokens, size_t n,
+                                     float *out_logits);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LATHE_RUNTIME_H */

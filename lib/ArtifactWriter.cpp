@@ -1,0 +1,58 @@
+//===- ArtifactWriter.cpp - pack a compiled model into flatbuffers -*- C++ -*-===//
+#include "Targets.h"
+
+#include "artifact_generated.h"
+#include "artifact_version.h"
+
+using namespace mlir;
+using namespace mlir::lathe;
+namespace fb = ::lathe::fb;
+
+static fb::DType toFb(DType d) {
+  return d == DType::i32 ? fb::DType::i32 : fb::DType::f32;
+}
+
+std::string mlir::lathe::writeArtifact(
+    const ScheduleInfo &s, Target target, const std::string &cpuLibrary,
+    const std::map<std::string, std::string> &ptx) {
+  flatbuffers::FlatBufferBuilder fbb(1 << 16);
+  std::vector<flatbuffers::Offset<fb::Param>> params;
+  for (const ParamInfo &p : s.params) {
+    fb::InitKind init = p.init == InitRule::zeros  ? fb::InitKind::zeros
+                        : p.init == InitRule::ones ? fb::InitKind::ones
+                                                   : fb::InitKind::normal;
+    params.push_back(fb::CreateParamDirect(fbb, p.name.c_str(), &p.shape,
+                                           fb::DType::f32, init, p.std));
+  }
+  std::vector<flatbuffers::Offset<fb::Buffer>> buffers;
+  for (const BufferInfo &b : s.buffers)
+    buffers.push_back(fb::CreateBufferDirect(
+        fbb, b.isParam ? fb::BufferKind::param : fb::BufferKind::arena,
+        b.param, b.offset, &b.shape, toFb(b.dtype)));
+  std::vector<flatbuffers::Offset<fb::Entry>> entries;
+  uint64_t arenaBytes = 0;
+  for (const EntryInfo &e : s.entries) {
+    std::vector<flatbuffers::Offset<fb::Launch>> launches;
+    for (const LaunchInfo &l : e.launches)
+      launches.push_back(fb::CreateLaunchDirect(
+          fbb, l.kernel.c_str(), &l.args, l.grid.empty() ? nullptr : &l.grid,
+          l.block.empty() ? nullptr : &l.block));
+    entries.push_back(fb::CreateEntryDirect(fbb, e.name.c_str(), &e.inputs,
+                                            &e.outputs, &launches,
+                                            /*causal=*/true));
+    arenaBytes = std::max(arenaBytes, e.arenaBytes);
+  }
+  std::vector<flatbuffers::Offset<fb::PtxModule>> modules;
+  for (const auto &[chip, text] : ptx)
+    modules.push_back(fb::CreatePtxModuleDirect(fbb, chip.c_str(), text.c_str()));
+  std::vector<uint8_t> library(cpuLibrary.begin(), cpuLibrary.end());
+  auto artifact = fb::CreateArtifactDirect(
+      fbb, LATHE_ARTIFACT_VERSION, s.model.c_str(),
+      target == Target::cpu ? fb::Target::cpu : fb::Target::cuda, s.vocab,
+      s.maxSeq, &params, &buffers, arenaBytes, &entries,
+      library.empty() ? nullptr : &library,
+      modules.empty() ? nullptr : &modules);
+  fb::FinishArtifactBuffer(fbb, artifact);
+  return std::string(reinterpret_cast<const char *>(fbb.GetBufferPointer()),
+                     fbb.GetSize());
+}

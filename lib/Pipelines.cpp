@@ -1,0 +1,99 @@
+//===- Pipelines.cpp - lathe's pass pipelines --------------------*- C++ -*-===//
+#include "lathe/Pipelines.h"
+
+#include "Passes.h"
+
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Dialect/Bufferization/Transforms/Passes.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/Transforms/Passes.h"
+#include "mlir/Dialect/Linalg/Passes.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/Passes.h"
+
+using namespace mlir;
+using namespace mlir::lathe;
+
+void mlir::lathe::buildLatheToKernelsPipeline(OpPassManager &pm) {
+  pm.addPass(createLowerToLinalg());
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createFormKernels());
+  pm.addPass(createCSEPass());
+  pm.addPass(createPlanBuffers());
+}
+
+void mlir::lathe::buildBufferizeKernelsPipeline(OpPassManager &pm) {
+  bufferization::OneShotBufferizePassOptions bufferize;
+  bufferize.bufferizeFunctionBoundaries = true;
+  bufferize.functionBoundaryTypeConversion =
+      bufferization::LayoutMapOption::IdentityLayoutMap;
+  pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
+  pm.addPass(bufferization::createDropEquivalentBufferResultsPass());
+  pm.addPass(createExportKernels());
+}
+
+void mlir::lathe::buildCpuKernelsPipeline(OpPassManager &pm) {
+  buildBufferizeKernelsPipeline(pm);
+  pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
+  pm.addPass(createSCFToControlFlowPass());
+  pm.addPass(memref::createExpandStridedMetadataPass());
+  pm.addPass(createLowerAffinePass());
+  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
+  pm.addPass(createConvertMathToLLVMPass());
+  pm.addPass(createArithToLLVMConversionPass());
+  pm.addPass(createConvertControlFlowToLLVMPass());
+  ConvertFuncToLLVMPassOptions func;
+  // One pointer per buffer: kernels are called by the runtime, not by MLIR.
+  func.useBarePtrCallConv = true;
+  pm.addPass(createConvertFuncToLLVMPass(func));
+  pm.addPass(createReconcileUnrealizedCastsPass());
+}
+
+void mlir::lathe::buildCudaKernelsPipeline(OpPassManager &pm,
+                                           const CudaKernelsOptions &options) {
+  buildBufferizeKernelsPipeline(pm);
+  pm.addNestedPass<func::FuncOp>(createConvertLinalgToParallelLoopsPass());
+  pm.addPass(createMapKernelsToGpu());
+  pm.addNestedPass<func::FuncOp>(createGpuMapParallelLoopsPass());
+  pm.addPass(createConvertParallelLoopToGpuPass());
+  pm.addPass(createCanonicalizerPass());
+  pm.addNestedPass<func::FuncOp>(createGpuLaunchSinkIndexComputationsPass());
+  pm.addPass(createGpuKernelOutliningPass());
+  pm.addPass(createMergeGpuModules());
+  pm.addPass(createLowerAffinePass());
+  pm.addPass(createSCFToControlFlowPass());
+  GpuNVVMAttachTargetOptions target;
+  target.chip = options.chip;
+  target.features = options.features;
+  target.optLevel = 3;
+  pm.addPass(createGpuNVVMAttachTarget(target));
+  ConvertGpuOpsToNVVMOpsOptions nvvm;
+  nvvm.useBarePtrCallConv = true;
+  pm.addNestedPass<gpu::GPUModuleOp>(createConvertGpuOpsToNVVMOps(nvvm));
+  pm.addNestedPass<gpu::GPUModuleOp>(createReconcileUnrealizedCastsPass());
+}
+
+void mlir::lathe::registerLathePipelines() {
+  PassPipelineRegistration<>(
+      "lathe-to-kernels",
+      "Lower lathe ops to linalg, form kernels and plan the arena",
+      buildLatheToKernelsPipeline);
+  PassPipelineRegistration<>(
+      "lathe-cpu-kernels",
+      "Bufferize extracted kernels and lower them to the LLVM dialect",
+      buildCpuKernelsPipeline);
+  struct CudaPipelineOptions
+      : public PassPipelineOptions<CudaPipelineOptions> {
+    Option<std::string> chip{*this, "chip", llvm::cl::desc("GPU chip"),
+                             llvm::cl::init("sm_90")};
+  };
+  PassPipelineRegistration<CudaPipelineOptions>(
+      "lathe-cuda-kernels",
+      "Bufferize extracted kernels, map them to the GPU and lower to NVVM",
+      [](OpPassManager &pm, const CudaPipelineOptions &opts) {
+        CudaKernelsOptions options;
+        options.chip = opts.chip;
+        buildCudaKernelsPipeline(pm, options);
+      });
+}

@@ -1,0 +1,121 @@
+//===- Schedule.cpp - read the host schedule off a planned module -*- C++ -*-===//
+//
+// After lathe-plan-buffers the entry function *is* the schedule: launches in
+// order, every value with an arena offset or a parameter. This turns it into
+// plain data for the artifact, independent of MLIR.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Targets.h"
+
+#include "lathe/LatheOps.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+
+using namespace mlir;
+using namespace mlir::lathe;
+
+static FailureOr<DType> dtypeOf(Operation *where, Type type) {
+  Type element = cast<RankedTensorType>(type).getElementType();
+  if (element.isF32())
+    return DType::f32;
+  if (element.isInteger(32))
+    return DType::i32;
+  return where->emitOpError("has a tensor of unsupported element type ")
+         << element;
+}
+
+FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
+  ScheduleInfo s;
+  if (auto name = planned->getAttrOfType<StringAttr>("lathe.model"))
+    s.model = name.str();
+  if (auto v = planned->getAttrOfType<IntegerAttr>("lathe.vocab"))
+    s.vocab = v.getInt();
+  if (auto v = planned->getAttrOfType<IntegerAttr>("lathe.max_seq"))
+    s.maxSeq = v.getInt();
+
+  DenseMap<StringAttr, uint32_t> paramIndex;
+  for (auto param : planned.getOps<ParamOp>()) {
+    ParamInfo p;
+    p.name = param.getSymName().str();
+    p.shape.assign(param.getTensorType().getShape().begin(),
+                   param.getTensorType().getShape().end());
+    p.init = param.getInit() == InitKind::zeros  ? InitRule::zeros
+             : param.getInit() == InitKind::ones ? InitRule::ones
+                                                 : InitRule::normal;
+    if (auto std = param.getStd())
+      p.std = static_cast<float>(std->convertToDouble());
+    paramIndex[param.getSymNameAttr()] = s.params.size();
+    s.params.push_back(std::move(p));
+  }
+
+  for (auto fn : planned.getOps<func::FuncOp>()) {
+    if (fn.isExternal() || fn->hasAttr(kKernelAttrName))
+      continue;
+    auto arena = fn->getAttrOfType<IntegerAttr>(kArenaBytesAttrName);
+    if (!arena)
+      return fn.emitOpError("has no planned arena: run lathe-plan-buffers");
+    EntryInfo entry;
+    entry.name = fn.getSymName().str();
+    entry.arenaBytes = arena.getInt();
+    DenseMap<Value, uint32_t> bufferOf;
+    auto addBuffer = [&](Value v, BufferInfo b) -> LogicalResult {
+      auto type = cast<RankedTensorType>(v.getType());
+      b.shape.assign(type.getShape().begin(), type.getShape().end());
+      FailureOr<DType> dtype = dtypeOf(fn, type);
+      if (failed(dtype))
+        return failure();
+      b.dtype = *dtype;
+      bufferOf[v] = s.buffers.size();
+      s.buffers.push_back(std::move(b));
+      return success();
+    };
+    for (BlockArgument arg : fn.getArguments()) {
+      auto offset = fn.getArgAttrOfType<IntegerAttr>(arg.getArgNumber(),
+                                                     kOffsetAttrName);
+      if (!offset)
+        return fn.emitOpError("argument without a planned offset");
+      BufferInfo b;
+      b.offset = offset.getInt();
+      if (failed(addBuffer(arg, b)))
+        return failure();
+      entry.inputs.push_back(bufferOf[arg]);
+    }
+    for (Operation &op : fn.getBody().front()) {
+      if (auto weight = dyn_cast<WeightOp>(op)) {
+        BufferInfo b;
+        b.isParam = true;
+        b.param = paramIndex.lookup(weight.getNameAttr().getAttr());
+        if (failed(addBuffer(weight.getResult(), b)))
+          return failure();
+      } else if (auto launch = dyn_cast<LaunchOp>(op)) {
+        LaunchInfo info;
+        info.kernel = launch.getCallee().str();
+        for (Value operand : launch.getOperands()) {
+          if (!bufferOf.count(operand))
+            return launch.emitOpError("operand is not a planned buffer");
+          info.args.push_back(bufferOf[operand]);
+        }
+        ArrayRef<int64_t> offsets = *launch.getOffsets();
+        for (auto [result, offset] : llvm::zip(launch.getResults(), offsets)) {
+          BufferInfo b;
+          b.offset = offset;
+          if (failed(addBuffer(result, b)))
+            return failure();
+          info.args.push_back(bufferOf[result]);
+        }
+        entry.launches.push_back(std::move(info));
+      } else if (isa<tensor::ExpandShapeOp, tensor::CollapseShapeOp>(op)) {
+        BufferInfo b;
+        b.offset = op.getAttrOfType<IntegerAttr>(kOffsetAttrName).getInt();
+        if (failed(addBuffer(op.getResult(0), b)))
+          return failure();
+      } else if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+        for (Value v : ret.getOperands())
+          entry.outputs.push_back(bufferOf[v]);
+      }
+    }
+    s.entries.push_back(std::move(entry));
+  }
+  return s;
+}

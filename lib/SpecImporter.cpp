@@ -1,0 +1,305 @@
+//===- SpecImporter.cpp - YAML model spec to the lathe dialect ---*- C++ -*-===//
+//
+// The spec is read with LLVM's YAML I/O, which rejects unknown and missing
+// keys with a location. Semantic checks (divisibility, positivity) run after,
+// pointing at the offending key's value; then the module is built with every
+// op located at the spec line it comes from.
+//
+//===----------------------------------------------------------------------===//
+
+#include "lathe/SpecImporter.h"
+
+#include "lathe/LatheOps.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/YAMLParser.h"
+#include "llvm/Support/YAMLTraits.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::lathe;
+
+namespace {
+
+struct MlpSpec {
+  std::string kind;
+  int64_t width = 0;
+};
+struct NormSpec {
+  double eps = 1e-5;
+};
+struct RopeSpec {
+  double base = 10000.0;
+};
+struct ModelSpec {
+  std::string name;
+  int64_t vocab = 0, dModel = 0, layers = 0, heads = 0, kvHeads = 0,
+          maxSeq = 0;
+  MlpSpec mlp;
+  NormSpec norm;
+  RopeSpec rope;
+};
+
+} // namespace
+
+namespace llvm::yaml {
+template <> struct MappingTraits<MlpSpec> {
+  static void mapping(IO &io, MlpSpec &s) {
+    io.mapRequired("kind", s.kind);
+    io.mapRequired("width", s.width);
+  }
+};
+template <> struct MappingTraits<NormSpec> {
+  static void mapping(IO &io, NormSpec &s) { io.mapOptional("eps", s.eps); }
+};
+template <> struct MappingTraits<RopeSpec> {
+  static void mapping(IO &io, RopeSpec &s) { io.mapOptional("base", s.base); }
+};
+template <> struct MappingTraits<ModelSpec> {
+  static void mapping(IO &io, ModelSpec &s) {
+    io.mapRequired("name", s.name);
+    io.mapRequired("vocab", s.vocab);
+    io.mapRequired("d_model", s.dModel);
+    io.mapRequired("layers", s.layers);
+    io.mapRequired("heads", s.heads);
+    io.mapOptional("kv_heads", s.kvHeads, int64_t(0));
+    io.mapRequired("max_seq", s.maxSeq);
+    io.mapRequired("mlp", s.mlp);
+    io.mapOptional("norm", s.norm);
+    io.mapOptional("rope", s.rope);
+  }
+};
+} // namespace llvm::yaml
+
+namespace {
+
+/// Prints an LLVM diagnostic as one line: FILE:LINE:COL: error: MESSAGE.
+void printOneLine(const llvm::SMDiagnostic &diag, llvm::raw_ostream &os) {
+  os << diag.getFilename();
+  if (diag.getLineNo() > 0)
+    os << ":" << diag.getLineNo() << ":" << diag.getColumnNo() + 1;
+  os << ": error: " << diag.getMessage() << "\n";
+}
+
+/// Where each key's value starts, by dotted path ("mlp.width").
+void collectKeyLocations(llvm::yaml::Node *node, const std::string &prefix,
+                         llvm::StringMap<llvm::SMLoc> &out) {
+  auto *mapping = llvm::dyn_cast_or_null<llvm::yaml::MappingNode>(node);
+  if (!mapping)
+    return;
+  for (llvm::yaml::KeyValueNode &kv : *mapping) {
+    auto *key = llvm::dyn_cast_or_null<llvm::yaml::ScalarNode>(kv.getKey());
+    if (!key)
+      continue;
+    llvm::SmallString<32> storage;
+    std::string path = prefix + key->getValue(storage).str();
+    llvm::yaml::Node *value = kv.getValue();
+    out[path] = value ? value->getSourceRange().Start
+                      : key->getSourceRange().Start;
+    collectKeyLocations(value, path + ".", out);
+  }
+}
+
+class Importer {
+public:
+  Importer(llvm::MemoryBufferRef buffer, MLIRContext &ctx,
+           llvm::raw_ostream &errs)
+      : buffer(buffer), ctx(ctx), errs(errs) {
+    sourceMgr.AddNewSourceBuffer(llvm::MemoryBuffer::getMemBuffer(buffer),
+                                 llvm::SMLoc());
+  }
+
+  OwningOpRef<ModuleOp> run() {
+    if (!parse() || !validate())
+      return nullptr;
+    return build();
+  }
+
+private:
+  bool parse() {
+    bool failed = false;
+    auto handler = [](const llvm::SMDiagnostic &diag, void *context) {
+      auto *self = static_cast<Importer *>(context);
+      printOneLine(diag, self->errs);
+    };
+    llvm::yaml::Input yin(buffer, nullptr, handler, this);
+    yin >> spec;
+    failed = static_cast<bool>(yin.error());
+    if (failed)
+      return false;
+    llvm::yaml::Stream stream(buffer, sourceMgr);
+    for (llvm::yaml::Document &doc : stream)
+      collectKeyLocations(doc.getRoot(), "", keyLocs);
+    return true;
+  }
+
+  /// One-line error at the value of `key`.
+  bool fail(llvm::StringRef key, const llvm::Twine &message) {
+    llvm::SMLoc loc = keyLocs.lookup(key);
+    printOneLine(sourceMgr.GetMessage(loc, llvm::SourceMgr::DK_Error,
+                                      key + ": " + message),
+                 errs);
+    return false;
+  }
+
+  bool validate() {
+    if (spec.kvHeads == 0)
+      spec.kvHeads = spec.heads;
+    struct Positive {
+      const char *key;
+      int64_t value;
+    } positives[] = {{"vocab", spec.vocab},     {"d_model", spec.dModel},
+                     {"layers", spec.layers},   {"heads", spec.heads},
+                     {"kv_heads", spec.kvHeads}, {"max_seq", spec.maxSeq},
+                     {"mlp.width", spec.mlp.width}};
+    for (const Positive &p : positives)
+      if (p.value <= 0)
+        return fail(p.key, "must be positive, got " + llvm::Twine(p.value));
+    if (spec.dModel % spec.heads != 0)
+      return fail("heads", "heads (" + llvm::Twine(spec.heads) +
+                               ") must divide d_model (" +
+                               llvm::Twine(spec.dModel) + ")");
+    if (spec.heads % spec.kvHeads != 0)
+      return fail("kv_heads", "kv_heads (" + llvm::Twine(spec.kvHeads) +
+                                  ") must divide heads (" +
+                                  llvm::Twine(spec.heads) + ")");
+    if ((spec.dModel / spec.heads) % 2 != 0)
+      return fail("heads", "head_dim = d_model / heads = " +
+                               llvm::Twine(spec.dModel / spec.heads) +
+                               " must be even for RoPE");
+    if (spec.mlp.kind != "swiglu")
+      return fail("mlp.kind", "unknown MLP kind '" + spec.mlp.kind +
+                                  "' (expected: swiglu)");
+    if (!(spec.norm.eps > 0.0))
+      return fail("norm.eps", "must be positive");
+    if (!(spec.rope.base > 0.0))
+      return fail("rope.base", "must be positive");
+    return true;
+  }
+
+  Location locOf(llvm::StringRef key) {
+    llvm::SMLoc loc = keyLocs.lookup(key);
+    if (!loc.isValid())
+      return FileLineColLoc::get(&ctx, buffer.getBufferIdentifier(), 0, 0);
+    auto [line, col] = sourceMgr.getLineAndColumn(loc);
+    return FileLineColLoc::get(&ctx, buffer.getBufferIdentifier(), line, col);
+  }
+
+  OwningOpRef<ModuleOp> build() {
+    ctx.loadDialect<LatheDialect, func::FuncDialect>();
+    Location top = locOf("name");
+    OwningOpRef<ModuleOp> module = ModuleOp::create(top);
+    OpBuilder b(&ctx);
+    ModuleOp m = *module;
+    m->setAttr("lathe.model", b.getStringAttr(spec.name));
+    m->setAttr("lathe.vocab", b.getI64IntegerAttr(spec.vocab));
+    m->setAttr("lathe.max_seq", b.getI64IntegerAttr(spec.maxSeq));
+    b.setInsertionPointToEnd(m.getBody());
+
+    const int64_t T = spec.maxSeq, D = spec.dModel, V = spec.vocab,
+                  H = spec.heads, K = spec.kvHeads, Dh = D / H,
+                  F = spec.mlp.width;
+    const double std = 0.02,
+                 residualStd = 0.02 / std::sqrt(2.0 * spec.layers);
+    auto f32 = [&](ArrayRef<int64_t> shape) {
+      return RankedTensorType::get(shape, b.getF32Type());
+    };
+    auto declare = [&](const std::string &name, RankedTensorType type,
+                       InitKind init, std::optional<double> s, Location loc) {
+      ParamOp::create(b, loc, b.getStringAttr(name), TypeAttr::get(type),
+                      InitKindAttr::get(&ctx, init),
+                      s ? b.getF64FloatAttr(*s) : FloatAttr());
+    };
+    Location embLoc = locOf("vocab"), layerLoc = locOf("layers"),
+             mlpLoc = locOf("mlp"), headLoc = locOf("d_model");
+    declare("embed.weight", f32({V, D}), InitKind::normal, std, embLoc);
+    for (int64_t l = 0; l < spec.layers; ++l) {
+      std::string p = "layers." + std::to_string(l) + ".";
+      declare(p + "attn_norm.weight", f32({D}), InitKind::ones, {}, layerLoc);
+      declare(p + "attn.wq.weight", f32({H * Dh, D}), InitKind::normal, std,
+              layerLoc);
+      declare(p + "attn.wk.weight", f32({K * Dh, D}), InitKind::normal, std,
+              layerLoc);
+      declare(p + "attn.wv.weight", f32({K * Dh, D}), InitKind::normal, std,
+              layerLoc);
+      declare(p + "attn.wo.weight", f32({D, H * Dh}), InitKind::normal,
+              residualStd, layerLoc);
+      declare(p + "mlp_norm.weight", f32({D}), InitKind::ones, {}, layerLoc);
+      declare(p + "mlp.w_gate.weight", f32({F, D}), InitKind::normal, std,
+              mlpLoc);
+      declare(p + "mlp.w_up.weight", f32({F, D}), InitKind::normal, std,
+              mlpLoc);
+      declare(p + "mlp.w_down.weight", f32({D, F}), InitKind::normal,
+              residualStd, mlpLoc);
+    }
+    declare("norm.weight", f32({D}), InitKind::ones, {}, headLoc);
+    declare("lm_head.weight", f32({V, D}), InitKind::normal, std, headLoc);
+
+    auto tokensType = RankedTensorType::get({T}, b.getI32Type());
+    auto fn = func::FuncOp::create(
+        b, top, "forward", b.getFunctionType({tokensType}, {f32({T, V})}));
+    Block *body = fn.addEntryBlock();
+    b.setInsertionPointToStart(body);
+    auto weight = [&](const std::string &name, Location loc) -> Value {
+      auto param = m.lookupSymbol<ParamOp>(name);
+      return WeightOp::create(b, loc, param.getTensorType(),
+                              FlatSymbolRefAttr::get(&ctx, name));
+    };
+    auto eps = b.getF64FloatAttr(spec.norm.eps);
+    Value x = EmbeddingOp::create(b, embLoc, f32({T, D}), body->getArgument(0),
+                                  weight("embed.weight", embLoc));
+    for (int64_t l = 0; l < spec.layers; ++l) {
+      std::string p = "layers." + std::to_string(l) + ".";
+      Location loc = NameLoc::get(b.getStringAttr("layers." + std::to_string(l)),
+                                  layerLoc);
+      Value h = RmsNormOp::create(b, loc, f32({T, D}), x,
+                                  weight(p + "attn_norm.weight", loc), eps);
+      Value q = LinearOp::create(b, loc, f32({T, H * Dh}), h,
+                                 weight(p + "attn.wq.weight", loc));
+      Value k = LinearOp::create(b, loc, f32({T, K * Dh}), h,
+                                 weight(p + "attn.wk.weight", loc));
+      Value v = LinearOp::create(b, loc, f32({T, K * Dh}), h,
+                                 weight(p + "attn.wv.weight", loc));
+      auto base = b.getF64FloatAttr(spec.rope.base);
+      q = RopeOp::create(b, loc, q.getType(), q, b.getI64IntegerAttr(H), base);
+      k = RopeOp::create(b, loc, k.getType(), k, b.getI64IntegerAttr(K), base);
+      Value a = AttentionOp::create(b, loc, f32({T, H * Dh}), q, k, v,
+                                    b.getI64IntegerAttr(H),
+                                    b.getI64IntegerAttr(K));
+      Value o = LinearOp::create(b, loc, f32({T, D}), a,
+                                 weight(p + "attn.wo.weight", loc));
+      x = AddOp::create(b, loc, x, o);
+      h = RmsNormOp::create(b, loc, f32({T, D}), x,
+                            weight(p + "mlp_norm.weight", loc), eps);
+      Value y = MlpOp::create(b, loc, f32({T, D}), MlpKind::swiglu, h,
+                              weight(p + "mlp.w_gate.weight", loc),
+                              weight(p + "mlp.w_up.weight", loc),
+                              weight(p + "mlp.w_down.weight", loc));
+      x = AddOp::create(b, loc, x, y);
+    }
+    Value n = RmsNormOp::create(b, headLoc, f32({T, D}), x,
+                                weight("norm.weight", headLoc), eps);
+    Value logits = LinearOp::create(b, headLoc, f32({T, V}), n,
+                                    weight("lm_head.weight", headLoc));
+    func::ReturnOp::create(b, top, logits);
+    return module;
+  }
+
+  llvm::MemoryBufferRef buffer;
+  MLIRContext &ctx;
+  llvm::raw_ostream &errs;
+  llvm::SourceMgr sourceMgr;
+  ModelSpec spec;
+  llvm::StringMap<llvm::SMLoc> keyLocs;
+};
+
+} // namespace
+
+OwningOpRef<ModuleOp> mlir::lathe::importSpec(llvm::MemoryBufferRef spec,
+                                              MLIRContext &ctx,
+                                              llvm::raw_ostream &errs) {
+  return Importer(spec, ctx, errs).run();
+}

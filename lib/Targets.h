@@ -1,0 +1,89 @@
+//===- Targets.h - back ends and the artifact writer -------------*- C++ -*-===//
+//
+// Internal to lib/: the schedule read off a planned module, the CPU and CUDA
+// back ends that compile its kernels, and the writer that packs all of it.
+//
+//===----------------------------------------------------------------------===//
+#ifndef LATHE_LIB_TARGETS_H
+#define LATHE_LIB_TARGETS_H
+
+#include "lathe/Compiler.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace mlir::lathe {
+
+enum class DType { f32, i32 };
+enum class InitRule { zeros, ones, normal };
+
+struct ParamInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+  InitRule init;
+  float std = 0.0f;
+};
+
+struct BufferInfo {
+  bool isParam = false;
+  uint32_t param = 0;   // index into params
+  uint64_t offset = 0;  // arena byte offset
+  std::vector<int64_t> shape;
+  DType dtype = DType::f32;
+};
+
+struct LaunchInfo {
+  std::string kernel;
+  std::vector<uint32_t> args; // buffer ids
+  std::vector<uint32_t> grid, block;
+};
+
+struct EntryInfo {
+  std::string name;
+  std::vector<uint32_t> inputs, outputs;
+  std::vector<LaunchInfo> launches; // one per lathe.launch, kernel = func name
+  uint64_t arenaBytes = 0;
+};
+
+struct ScheduleInfo {
+  std::string model;
+  int64_t vocab = 0, maxSeq = 0;
+  std::vector<ParamInfo> params;
+  std::vector<BufferInfo> buffers;
+  std::vector<EntryInfo> entries;
+};
+
+/// Reads the schedule off a module after lathe-to-kernels.
+FailureOr<ScheduleInfo> readSchedule(ModuleOp planned);
+
+/// CPU: compiles the kernels (LLVM dialect, after lathe-cpu-kernels) into an
+/// ELF shared object exporting `lathe_kernel_<name>(void **args)`. With
+/// `llvmIR`, prints the optimised LLVM IR instead.
+FailureOr<std::string> buildCpuLibrary(ModuleOp kernels,
+                                       llvm::raw_ostream *llvmIR);
+
+/// CUDA: one GPU launch of a kernel function.
+struct GpuLaunch {
+  std::string kernel;            // PTX entry name
+  std::vector<unsigned> argIndex; // kernel-function argument per parameter
+  std::vector<uint32_t> grid, block;
+};
+/// Reads the GPU launches of every kernel function (after
+/// lathe-cuda-kernels) and serializes its gpu.module to PTX.
+LogicalResult buildCudaModule(ModuleOp kernels,
+                              std::map<std::string, std::vector<GpuLaunch>> &launches,
+                              std::string &ptx);
+
+/// Packs the artifact. `cpuLibrary` is set for cpu, `ptx` (chip → text) for
+/// cuda; for cuda the entries' launches are already the GPU launches.
+std::string writeArtifact(const ScheduleInfo &schedule, Target target,
+                          const std::string &cpuLibrary,
+                          const std::map<std::string, std::string> &ptx);
+
+} // namespace mlir::lathe
+
+#endif // LATHE_LIB_TARGETS_H

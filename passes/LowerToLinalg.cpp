@@ -1,0 +1,364 @@
+//===- LowerToLinalg.cpp - lathe decoder ops to linalg -----------*- C++ -*-===//
+//
+// Each architecture-level op becomes a few `linalg.generic` ops on tensors.
+// The generics are deliberately plain (one reduction or one elementwise map
+// each): kernel formation decides what runs together, and the targets decide
+// how each generic is tiled.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Transforms/DialectConversion.h"
+
+#include <cmath>
+#include <limits>
+
+namespace mlir::lathe {
+#define GEN_PASS_DEF_LOWERTOLINALG
+#include "Passes.h.inc"
+} // namespace mlir::lathe
+
+using namespace mlir;
+using namespace mlir::lathe;
+
+namespace {
+
+using utils::IteratorType;
+constexpr IteratorType kPar = IteratorType::parallel;
+constexpr IteratorType kRed = IteratorType::reduction;
+
+/// Small builder for the generics below: keeps each lowering to its math.
+struct GenericBuilder {
+  OpBuilder &b;
+  Location loc;
+
+  Value cst(double v) {
+    return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
+  }
+
+  /// A tensor of `shape` filled with `init` (the reduction identity).
+  Value filled(ArrayRef<int64_t> shape, double init) {
+    Value empty = tensor::EmptyOp::create(b, loc, shape, b.getF32Type());
+    return linalg::FillOp::create(b, loc, ValueRange{cst(init)},
+                                  ValueRange{empty})
+        .getResult(0);
+  }
+
+  Value empty(ArrayRef<int64_t> shape) {
+    return tensor::EmptyOp::create(b, loc, shape, b.getF32Type());
+  }
+
+  /// Maps are written as lists of loop-dimension positions, with an optional
+  /// `floordiv` on one result for GQA head sharing.
+  AffineMap map(unsigned numLoops, ArrayRef<AffineExpr> results) {
+    return AffineMap::get(numLoops, 0, results, b.getContext());
+  }
+  AffineExpr d(unsigned i) { return b.getAffineDimExpr(i); }
+
+  Value generic(ValueRange ins, Value out, ArrayRef<AffineMap> maps,
+                ArrayRef<IteratorType> iters,
+                function_ref<Value(OpBuilder &, Location, ValueRange)> body) {
+    auto op = linalg::GenericOp::create(
+        b, loc, TypeRange{out.getType()}, ins, ValueRange{out}, maps, iters,
+        [&](OpBuilder &nb, Location nloc, ValueRange args) {
+          linalg::YieldOp::create(nb, nloc, body(nb, nloc, args));
+        });
+    return op.getResult(0);
+  }
+
+  /// y[t, o] = sum_i x[t, i] * w[o, i]   (w in nn.Linear layout).
+  Value linear(Value x, Value w) {
+    auto xt = llvm::cast<RankedTensorType>(x.getType());
+    auto wt = llvm::cast<RankedTensorType>(w.getType());
+    Value out = filled({xt.getDimSize(0), wt.getDimSize(0)}, 0.0);
+    return generic({x, w}, out,
+                   {map(3, {d(0), d(2)}), map(3, {d(1), d(2)}),
+                    map(3, {d(0), d(1)})},
+                   {kPar, kPar, kRed},
+                   [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                     Value m = arith::MulFOp::create(nb, l, a[0], a[1]);
+                     return arith::AddFOp::create(nb, l, a[2], m);
+                   });
+  }
+};
+
+static SmallVector<int64_t> shapeOf(Value v) {
+  return SmallVector<int64_t>(
+      llvm::cast<RankedTensorType>(v.getType()).getShape());
+}
+
+/// Index (loop position) as f32, for positions and masks.
+static Value indexToF32(OpBuilder &b, Location loc, Value index) {
+  Value i64 = arith::IndexCastOp::create(b, loc, b.getI64Type(), index);
+  return arith::SIToFPOp::create(b, loc, b.getF32Type(), i64);
+}
+
+struct LowerEmbedding : OpConversionPattern<EmbeddingOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(EmbeddingOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc()};
+    Value table = adaptor.getTable();
+    Value out = g.empty(shapeOf(op.getResult()));
+    Value r = g.generic(
+        {adaptor.getTokens()}, out, {g.map(2, {g.d(0)}), g.map(2, {g.d(0), g.d(1)})},
+        {kPar, kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          Value row = arith::IndexCastOp::create(nb, l, nb.getIndexType(), a[0]);
+          Value col = linalg::IndexOp::create(nb, l, 1);
+          return tensor::ExtractOp::create(nb, l, table, ValueRange{row, col});
+        });
+    rewriter.replaceOp(op, r);
+    return success();
+  }
+};
+
+struct LowerRmsNorm : OpConversionPattern<RmsNormOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(RmsNormOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc()};
+    SmallVector<int64_t> shape = shapeOf(op.getInput());
+    Value x = adaptor.getInput();
+    // Sum of squares per row.
+    Value ss = g.generic({x}, g.filled({shape[0]}, 0.0),
+                         {g.map(2, {g.d(0), g.d(1)}), g.map(2, {g.d(0)})},
+                         {kPar, kRed},
+                         [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                           Value sq = arith::MulFOp::create(nb, l, a[0], a[0]);
+                           return arith::AddFOp::create(nb, l, a[1], sq);
+                         });
+    float invD = 1.0f / static_cast<float>(shape[1]);
+    float eps = static_cast<float>(op.getEps().convertToDouble());
+    Value r = g.generic(
+        {x, ss, adaptor.getGain()}, g.empty(shape),
+        {g.map(2, {g.d(0), g.d(1)}), g.map(2, {g.d(0)}), g.map(2, {g.d(1)}),
+         g.map(2, {g.d(0), g.d(1)})},
+        {kPar, kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value mean = arith::MulFOp::create(nb, l, a[1], in.cst(invD));
+          Value var = arith::AddFOp::create(nb, l, mean, in.cst(eps));
+          Value rms = math::SqrtOp::create(nb, l, var);
+          Value inv = arith::DivFOp::create(nb, l, in.cst(1.0), rms);
+          Value y = arith::MulFOp::create(nb, l, a[0], inv);
+          return arith::MulFOp::create(nb, l, y, a[2]);
+        });
+    rewriter.replaceOp(op, r);
+    return success();
+  }
+};
+
+struct LowerLinear : OpConversionPattern<LinearOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(LinearOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc()};
+    rewriter.replaceOp(op, g.linear(adaptor.getInput(), adaptor.getWeight()));
+    return success();
+  }
+};
+
+struct LowerRope : OpConversionPattern<RopeOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(RopeOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc()};
+    SmallVector<int64_t> shape = shapeOf(op.getInput());
+    int64_t headDim = shape[1] / op.getHeads(), half = headDim / 2;
+    // freq_j = base^(-2j/head_dim) = exp(j * -2 ln(base) / head_dim)
+    float logStep = static_cast<float>(
+        -2.0 * std::log(op.getBase().convertToDouble()) /
+        static_cast<double>(headDim));
+    Value x = adaptor.getInput();
+    Value r = g.generic(
+        {x}, g.empty(shape),
+        {g.map(2, {g.d(0), g.d(1)}), g.map(2, {g.d(0), g.d(1)})}, {kPar, kPar},
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          auto idx = [&](int64_t v) {
+            return arith::ConstantIndexOp::create(nb, l, v);
+          };
+          Value t = linalg::IndexOp::create(nb, l, 0);
+          Value c = linalg::IndexOp::create(nb, l, 1);
+          Value i = arith::RemUIOp::create(nb, l, c, idx(headDim));
+          Value first = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ult,
+                                              i, idx(half));
+          Value j = arith::RemUIOp::create(nb, l, i, idx(half));
+          Value partner = arith::SelectOp::create(
+              nb, l, first, arith::AddIOp::create(nb, l, c, idx(half)),
+              arith::SubIOp::create(nb, l, c, idx(half)));
+          Value xp = tensor::ExtractOp::create(nb, l, x, ValueRange{t, partner});
+          Value freq = math::ExpOp::create(
+              nb, l,
+              arith::MulFOp::create(nb, l, indexToF32(nb, l, j),
+                                    in.cst(logStep)));
+          Value angle =
+              arith::MulFOp::create(nb, l, indexToF32(nb, l, t), freq);
+          Value cos = math::CosOp::create(nb, l, angle);
+          Value sin = math::SinOp::create(nb, l, angle);
+          Value xc = arith::MulFOp::create(nb, l, a[0], cos);
+          Value ps = arith::MulFOp::create(nb, l, xp, sin);
+          // (x_i, x_{i+half}) -> (x_i c - x_{i+half} s, x_{i+half} c + x_i s)
+          return arith::SelectOp::create(nb, l, first,
+                                         arith::SubFOp::create(nb, l, xc, ps),
+                                         arith::AddFOp::create(nb, l, xc, ps));
+        });
+    rewriter.replaceOp(op, r);
+    return success();
+  }
+};
+
+struct LowerAttention : OpConversionPattern<AttentionOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(AttentionOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    GenericBuilder g{rewriter, loc};
+    int64_t seq = shapeOf(op.getQuery())[0], heads = op.getHeads(),
+            kvHeads = op.getKvHeads(), headDim = op.getHeadDim(),
+            group = heads / kvHeads;
+    float scale = 1.0f / std::sqrt(static_cast<float>(headDim));
+    float negInf = -std::numeric_limits<float>::infinity();
+    SmallVector<ReassociationIndices> split = {{0}, {1, 2}};
+    auto splitHeads = [&](Value v, int64_t n) -> Value {
+      return tensor::ExpandShapeOp::create(
+          rewriter, loc,
+          RankedTensorType::get({seq, n, headDim}, rewriter.getF32Type()), v,
+          split);
+    };
+    Value q = splitHeads(adaptor.getQuery(), heads);
+    Value k = splitHeads(adaptor.getKey(), kvHeads);
+    Value v = splitHeads(adaptor.getValue(), kvHeads);
+    auto d = [&](unsigned i) { return g.d(i); };
+    AffineExpr kvHead0 = d(0).floorDiv(group);
+
+    // Raw scores S[h, i, j] = q[i, h] . k[j, h / group].
+    Value scores = g.generic(
+        {q, k}, g.filled({heads, seq, seq}, 0.0),
+        {g.map(4, {d(1), d(0), d(3)}), g.map(4, {d(2), kvHead0, d(3)}),
+         g.map(4, {d(0), d(1), d(2)})},
+        {kPar, kPar, kPar, kRed},
+        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          Value m = arith::MulFOp::create(nb, l, a[0], a[1]);
+          return arith::AddFOp::create(nb, l, a[2], m);
+        });
+
+    // Scaled, causally masked logit of S[h, i, j]: j > i is -inf.
+    auto maskedLogit = [&](OpBuilder &nb, Location l, Value s) -> Value {
+      GenericBuilder in{nb, l};
+      Value i = linalg::IndexOp::create(nb, l, 1);
+      Value j = linalg::IndexOp::create(nb, l, 2);
+      Value future =
+          arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ugt, j, i);
+      Value scaled = arith::MulFOp::create(nb, l, s, in.cst(scale));
+      return arith::SelectOp::create(nb, l, future, in.cst(negInf), scaled);
+    };
+    AffineMap hij = g.map(3, {d(0), d(1), d(2)}), hi = g.map(3, {d(0), d(1)});
+    Value rowMax = g.generic(
+        {scores}, g.filled({heads, seq}, negInf), {hij, hi}, {kPar, kPar, kRed},
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          return arith::MaximumFOp::create(nb, l, a[1],
+                                           maskedLogit(nb, l, a[0]));
+        });
+    // exp(-inf - max) is 0 for masked entries; the diagonal keeps max finite.
+    Value probs = g.generic(
+        {scores, rowMax}, g.empty({heads, seq, seq}), {hij, hi, hij},
+        {kPar, kPar, kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          Value z = arith::SubFOp::create(nb, l, maskedLogit(nb, l, a[0]), a[1]);
+          return math::ExpOp::create(nb, l, z);
+        });
+    Value rowSum = g.generic(
+        {probs}, g.filled({heads, seq}, 0.0), {hij, hi}, {kPar, kPar, kRed},
+        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          return arith::AddFOp::create(nb, l, a[1], a[0]);
+        });
+    // O[i, h, e] = sum_j P[h, i, j] v[j, h / group, e] / Z[h, i]; loops
+    // (i, h, e, j).
+    AffineExpr kvHead1 = d(1).floorDiv(group);
+    Value out = g.generic(
+        {probs, v, rowSum}, g.filled({seq, heads, headDim}, 0.0),
+        {g.map(4, {d(1), d(0), d(3)}), g.map(4, {d(3), kvHead1, d(2)}),
+         g.map(4, {d(1), d(0)}), g.map(4, {d(0), d(1), d(2)})},
+        {kPar, kPar, kPar, kRed},
+        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          Value pv = arith::MulFOp::create(nb, l, a[0], a[1]);
+          Value w = arith::DivFOp::create(nb, l, pv, a[2]);
+          return arith::AddFOp::create(nb, l, a[3], w);
+        });
+    Value merged = tensor::CollapseShapeOp::create(
+        rewriter, loc, op.getType(), out, split);
+    rewriter.replaceOp(op, merged);
+    return success();
+  }
+};
+
+struct LowerMlp : OpConversionPattern<MlpOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(MlpOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc()};
+    Value gate = g.linear(adaptor.getInput(), adaptor.getGateWeight());
+    Value up = g.linear(adaptor.getInput(), adaptor.getUpWeight());
+    SmallVector<int64_t> hidden = shapeOf(gate);
+    AffineMap id = g.map(2, {g.d(0), g.d(1)});
+    // silu(a) * b = a / (1 + exp(-a)) * b
+    Value act = g.generic(
+        {gate, up}, g.empty(hidden), {id, id, id}, {kPar, kPar},
+        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value neg = arith::NegFOp::create(nb, l, a[0]);
+          Value den = arith::AddFOp::create(nb, l, in.cst(1.0),
+                                            math::ExpOp::create(nb, l, neg));
+          Value silu = arith::DivFOp::create(nb, l, a[0], den);
+          return arith::MulFOp::create(nb, l, silu, a[1]);
+        });
+    rewriter.replaceOp(op, g.linear(act, adaptor.getDownWeight()));
+    return success();
+  }
+};
+
+struct LowerAdd : OpConversionPattern<AddOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(AddOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc()};
+    auto rank = op.getType().getRank();
+    AffineMap id = AffineMap::getMultiDimIdentityMap(rank, op.getContext());
+    SmallVector<IteratorType> iters(rank, kPar);
+    Value r = g.generic({adaptor.getLhs(), adaptor.getRhs()},
+                        g.empty(shapeOf(op.getResult())), {id, id, id}, iters,
+                        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                          return arith::AddFOp::create(nb, l, a[0], a[1]);
+                        });
+    rewriter.replaceOp(op, r);
+    return success();
+  }
+};
+
+struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
+  void runOnOperation() override {
+    MLIRContext *ctx = &getContext();
+    ConversionTarget target(*ctx);
+    target.addLegalDialect<linalg::LinalgDialect, tensor::TensorDialect,
+                           arith::ArithDialect, math::MathDialect,
+                           func::FuncDialect>();
+    target.addLegalOp<ParamOp, WeightOp, LaunchOp>();
+    target.addIllegalDialect<LatheDialect>();
+    RewritePatternSet patterns(ctx);
+    patterns.add<LowerEmbedding, LowerRmsNorm, LowerLinear, LowerRope,
+                 LowerAttention, LowerMlp, LowerAdd>(ctx);
+    if (failed(applyPartialConversion(getOperation(), target,
+                                      std::move(patterns))))
+      signalPassFailure();
+  }
+};
+
+} // namespace

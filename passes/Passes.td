@@ -1,0 +1,150 @@
+//===- Passes.td - lathe passes ------------------------------*- tablegen -*-===//
+//
+// The passes in the order the pipelines run them:
+//   lathe-lower-to-linalg → lathe-form-kernels → lathe-plan-buffers
+//   → lathe-extract-kernels → (bufferize) → lathe-export-kernels
+//   → cpu: loops → LLVM        cuda: lathe-map-kernels-to-gpu → NVVM → PTX
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef LATHE_PASSES_TD
+#define LATHE_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def LowerToLinalg : Pass<"lathe-lower-to-linalg", "::mlir::ModuleOp"> {
+  let summary = "Lower the lathe decoder ops to linalg on tensors.";
+  let description = [{
+    Rewrites every architecture-level op (`lathe.embedding`, `lathe.rms_norm`,
+    `lathe.linear`, `lathe.rope`, `lathe.attention`, `lathe.mlp`,
+    `lathe.add`) into `linalg.generic` ops on tensors, leaving
+    `lathe.weight` and `lathe.param` in place. Attention becomes scores,
+    row max, exponentials, row sums and the weighted value sum; head splits
+    are `tensor.expand_shape` views, never copies.
+
+    ```mlir
+    // before
+    %y = lathe.linear %x, %w : tensor<8x16xf32>, tensor<32x16xf32> -> tensor<8x32xf32>
+    // after
+    %e = tensor.empty() : tensor<8x32xf32>
+    %z = linalg.fill ins(%c0 : f32) outs(%e : tensor<8x32xf32>) -> tensor<8x32xf32>
+    %y = linalg.generic {... iterator_types = ["parallel", "parallel", "reduction"]}
+        ins(%x, %w : ...) outs(%z : tensor<8x32xf32>) {...}
+    ```
+  }];
+  let dependentDialects = ["::mlir::linalg::LinalgDialect",
+                           "::mlir::tensor::TensorDialect",
+                           "::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect"];
+}
+
+def FormKernels : Pass<"lathe-form-kernels", "::mlir::ModuleOp"> {
+  let summary = "Group linalg ops into kernels with explicit inputs and outputs.";
+  let description = [{
+    Target-independent kernel formation. Each structured op of an entry
+    function, together with the `tensor.empty`/`linalg.fill` that initialise
+    its outputs and the constants its body uses, is outlined into a private
+    `func.func` marked `lathe.kernel`, in destination-passing form
+    (operands, then one buffer per result). The entry keeps a
+    `lathe.launch` in its place. Tensor reshapes stay in the entry: they are
+    views of a planned buffer, not kernels.
+
+    ```mlir
+    %y = lathe.launch @forward_k0(%x, %w)
+        : (tensor<8x16xf32>, tensor<32x16xf32>) -> tensor<8x32xf32>
+    func.func private @forward_k0(%x: tensor<8x16xf32>, %w: tensor<32x16xf32>,
+        %out: tensor<8x32xf32>) -> tensor<8x32xf32> attributes {lathe.kernel}
+    ```
+  }];
+  let dependentDialects = ["::mlir::lathe::LatheDialect"];
+}
+
+def PlanBuffers : Pass<"lathe-plan-buffers", "::mlir::ModuleOp"> {
+  let summary = "Plan every activation of an entry into one static arena.";
+  let description = [{
+    Assigns each entry argument, each `lathe.launch` result and each reshape
+    an offset in one arena per entry, reusing space once a value is dead
+    (first fit over live ranges, 64-byte aligned). Returned values stay live
+    to the end. Reshapes alias their source. Records `lathe.offset` on
+    arguments, `offsets` on launches, `lathe.offset` on reshapes and
+    `lathe.arena_bytes` on the entry.
+
+    ```mlir
+    func.func @forward(%t: tensor<8xi32> {lathe.offset = 0 : i64}) -> ...
+        attributes {lathe.arena_bytes = 4160 : i64} {
+      %x = lathe.launch @forward_k0(%t, %w) {offsets = array<i64: 64>} ...
+    ```
+  }];
+  let options = [
+    Option<"alignment", "alignment", "int64_t", /*default=*/"64",
+           "Byte alignment of every planned buffer">
+  ];
+}
+
+def ExtractKernels : Pass<"lathe-extract-kernels", "::mlir::ModuleOp"> {
+  let summary = "Keep only the kernel functions, for a target back end.";
+  let description = [{
+    Erases entry functions and `lathe.param` declarations so that a target
+    compiles exactly the kernels. The schedule that called them has already
+    been recorded (the artifact writer reads it before this pass runs).
+
+    ```mlir
+    // after: only
+    func.func private @forward_k0(...) attributes {lathe.kernel} {...}
+    ```
+  }];
+}
+
+def ExportKernels : Pass<"lathe-export-kernels", "::mlir::ModuleOp"> {
+  let summary = "Give bufferized kernels their external ABI.";
+  let description = [{
+    After bufferization and `drop-equivalent-buffer-results`, every kernel is
+    `(memref...) -> ()`. This pass checks that and makes the kernels public,
+    so that the CPU back end exports them and the GPU mapping keeps them.
+
+    ```mlir
+    func.func @forward_k0(%x: memref<8x16xf32>, %w: memref<32x16xf32>,
+                          %out: memref<8x32xf32>) attributes {lathe.kernel}
+    ```
+  }];
+}
+
+def MapKernelsToGpu : Pass<"lathe-map-kernels-to-gpu", "::mlir::ModuleOp"> {
+  let summary = "Tile the parallel loops of kernels for blocks and threads.";
+  let description = [{
+    Runs on `scf.parallel` loops produced from linalg. The innermost parallel
+    dimensions are tiled so a block holds up to `max-threads` threads
+    (tiles divide the static sizes, so no bounds checks are needed); the
+    outer loop is then mapped to blocks and the inner one to threads, ready
+    for `convert-parallel-loops-to-gpu`.
+
+    ```mlir
+    scf.parallel (%i, %j) = (%c0, %c0) to (%c64, %c256) step (%c1, %c1) {...}
+    // becomes an outer loop over blocks and an inner one over 64x4 threads
+    ```
+  }];
+  let options = [
+    Option<"maxThreads", "max-threads", "int64_t", /*default=*/"256",
+           "Most threads per block">
+  ];
+  let dependentDialects = ["::mlir::gpu::GPUDialect", "::mlir::scf::SCFDialect"];
+}
+
+def MergeGpuModules : Pass<"lathe-merge-gpu-modules", "::mlir::ModuleOp"> {
+  let summary = "Gather every outlined GPU kernel into one gpu.module.";
+  let description = [{
+    `gpu-kernel-outlining` makes one `gpu.module` per launch. The artifact
+    carries one PTX module per chip, so this pass moves every `gpu.func` into
+    a single `gpu.module @lathe_kernels`, renaming each after its old module
+    (which outlining made unique), and retargets the `gpu.launch_func` ops.
+
+    ```mlir
+    gpu.launch_func @forward_k0_kernel::@forward_k0_kernel ...
+    // becomes
+    gpu.launch_func @lathe_kernels::@forward_k0_kernel ...
+    ```
+  }];
+  let dependentDialects = ["::mlir::gpu::GPUDialect"];
+}
+
+#endif // LATHE_PASSES_TD

@@ -1,0 +1,335 @@
+// Artifact loading: flatbuffers verification plus the semantic checks that
+// let the rest of the runtime trust every index and offset it reads.
+#include "artifact.h"
+#include "status.h"
+
+#include "llvm/ADT/StringSet.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <limits>
+
+using namespace lathe;
+using namespace lathe::rt;
+
+namespace lathe::rt {
+
+size_t dtypeSize(fb::DType dtype) {
+  switch (dtype) {
+  case fb::DType::f32:
+  case fb::DType::i32:
+    return 4;
+  case fb::DType::f16:
+  case fb::DType::bf16:
+    return 2;
+  }
+  return 0;
+}
+
+const char *dtypeSafetensorsName(fb::DType dtype) {
+  switch (dtype) {
+  case fb::DType::f32:
+    return "F32";
+  case fb::DType::i32:
+    return "I32";
+  case fb::DType::f16:
+    return "F16";
+  case fb::DType::bf16:
+    return "BF16";
+  }
+  return "?";
+}
+
+std::optional<int64_t> numElements(const flatbuffers::Vector<int64_t> *shape) {
+  // Anything past 2^48 elements is a corrupt shape, not a model; the bound
+  // also keeps later byte-size arithmetic far from overflow.
+  constexpr int64_t kMax = int64_t(1) << 48;
+  int64_t n = 1;
+  if (!shape)
+    return n;
+  for (int64_t d : *shape) {
+    if (d < 0 || d > kMax)
+      return std::nullopt;
+    if (d != 0 && n > kMax / d)
+      return std::nullopt;
+    n *= d;
+  }
+  return n;
+}
+
+std::vector<int64_t> shapeOf(const flatbuffers::Vector<int64_t> *shape) {
+  if (!shape)
+    return {};
+  return std::vector<int64_t>(shape->begin(), shape->end());
+}
+
+} // namespace lathe::rt
+
+namespace {
+
+bool validDType(fb::DType d) { return dtypeSize(d) != 0; }
+
+bool sameShape(const flatbuffers::Vector<int64_t> *a,
+               const flatbuffers::Vector<int64_t> *b) {
+  return shapeOf(a) == shapeOf(b);
+}
+
+// Everything flatbuffers' verifier cannot know: indices, ranges, shapes.
+lathe_status_t checkSemantics(lathe_artifact &art) {
+  const fb::Artifact &a = *art.root;
+  const std::string &path = art.path;
+  auto corrupt = [&](const std::string &what) {
+    return makeStatus(path + ": invalid lathe artifact: " + what);
+  };
+
+  if (a.version() != kArtifactVersion)
+    return makeStatusF("{0}: unsupported artifact version {1} (this runtime "
+                       "reads version {2})",
+                       path, a.version(), kArtifactVersion);
+  if (a.target() != fb::Target::cpu && a.target() != fb::Target::cuda)
+    return corrupt(llvm::formatv("unknown target {0}", int(a.target())).str());
+  if (a.vocab() < 1)
+    return corrupt(llvm::formatv("vocab {0} is not positive", a.vocab()).str());
+  if (a.max_seq() < 1)
+    return corrupt(
+        llvm::formatv("max_seq {0} is not positive", a.max_seq()).str());
+
+  size_t numParams = a.params() ? a.params()->size() : 0;
+  size_t numBuffers = a.buffers() ? a.buffers()->size() : 0;
+
+  llvm::StringSet<> names;
+  int64_t total = 0;
+  for (size_t i = 0; i < numParams; ++i) {
+    const fb::Param *p = a.params()->Get(i);
+    std::string name = p->name()->str();
+    std::string where = llvm::formatv("param {0} ('{1}')", i, name).str();
+    if (name.empty())
+      return corrupt(llvm::formatv("param {0} has an empty name", i).str());
+    if (!names.insert(name).second)
+      return corrupt(where + " is listed twice");
+    if (!validDType(p->dtype()))
+      return corrupt(where + " has an unknown dtype");
+    if (p->init() != fb::InitKind::zeros && p->init() != fb::InitKind::ones &&
+        p->init() != fb::InitKind::normal)
+      return corrupt(where + " has an unknown init kind");
+    if (p->init() == fb::InitKind::normal &&
+        !(p->std() >= 0.0f && p->std() < std::numeric_limits<float>::infinity()))
+      return corrupt(where + " has an invalid std for normal init");
+    std::optional<int64_t> n = numElements(p->shape());
+    if (!n)
+      return corrupt(where + " has an invalid shape");
+    if (total > (int64_t(1) << 50) - *n)
+      return corrupt("parameters are too large");
+    total += *n;
+  }
+  art.paramElements = total;
+
+  uint64_t arenaBytes = a.arena_bytes();
+  for (size_t i = 0; i < numBuffers; ++i) {
+    const fb::Buffer *b = a.buffers()->Get(i);
+    std::string where = llvm::formatv("buffer {0}", i).str();
+    if (!validDType(b->dtype()))
+      return corrupt(where + " has an unknown dtype");
+    std::optional<int64_t> n = numElements(b->shape());
+    if (!n)
+      return corrupt(where + " has an invalid shape");
+    uint64_t bytes = uint64_t(*n) * dtypeSize(b->dtype());
+    if (b->kind() == fb::BufferKind::arena) {
+      if (b->offset() > arenaBytes || bytes > arenaBytes - b->offset())
+        return corrupt(llvm::formatv("{0} (offset {1}, {2} bytes) does not fit "
+                                     "in arena_bytes {3}",
+                                     where, b->offset(), bytes, arenaBytes)
+                           .str());
+    } else if (b->kind() == fb::BufferKind::param) {
+      if (b->param() >= numParams)
+        return corrupt(llvm::formatv("{0} refers to param {1}, but there are "
+                                     "{2} params",
+                                     where, b->param(), numParams)
+                           .str());
+      const fb::Param *p = a.params()->Get(b->param());
+      if (p->dtype() != b->dtype() || !sameShape(p->shape(), b->shape()))
+        return corrupt(llvm::formatv("{0} does not match the shape and dtype "
+                                     "of param '{1}'",
+                                     where, p->name()->str())
+                           .str());
+    } else {
+      return corrupt(where + " has an unknown kind");
+    }
+  }
+
+  auto checkIds = [&](const flatbuffers::Vector<uint32_t> *ids,
+                      const std::string &where) -> lathe_status_t {
+    if (!ids)
+      return nullptr;
+    for (uint32_t id : *ids)
+      if (id >= numBuffers)
+        return corrupt(llvm::formatv("{0} refers to buffer {1}, but there are "
+                                     "{2} buffers",
+                                     where, id, numBuffers)
+                           .str());
+    return nullptr;
+  };
+
+  llvm::StringSet<> entryNames;
+  size_t numEntries = a.entries() ? a.entries()->size() : 0;
+  bool anyLaunch = false;
+  for (size_t e = 0; e < numEntries; ++e) {
+    const fb::Entry *entry = a.entries()->Get(e);
+    std::string ename = entry->name()->str();
+    std::string where = "entry '" + ename + "'";
+    if (!entryNames.insert(ename).second)
+      return corrupt(where + " is listed twice");
+    LATHE_RETURN_IF_ERROR(checkIds(entry->inputs(), where + " input"));
+    LATHE_RETURN_IF_ERROR(checkIds(entry->outputs(), where + " output"));
+    size_t numLaunches = entry->launches() ? entry->launches()->size() : 0;
+    for (size_t l = 0; l < numLaunches; ++l) {
+      const fb::Launch *launch = entry->launches()->Get(l);
+      std::string lwhere = llvm::formatv("{0} launch {1} (kernel '{2}')",
+                                         where, l, launch->kernel()->str())
+                               .str();
+      if (launch->kernel()->size() == 0)
+        return corrupt(where + " has a launch with an empty kernel name");
+      LATHE_RETURN_IF_ERROR(checkIds(launch->args(), lwhere));
+      anyLaunch = true;
+    }
+    if (ename == "forward")
+      art.forward = entry;
+  }
+
+  if (a.target() == fb::Target::cpu && anyLaunch &&
+      (!a.cpu_library() || a.cpu_library()->size() == 0))
+    return corrupt("target cpu but no cpu_library");
+
+  // lathe_session_forward relies on this exact I/O layout.
+  if (const fb::Entry *f = art.forward) {
+    auto one = [](const flatbuffers::Vector<uint32_t> *v) {
+      return v && v->size() == 1;
+    };
+    if (!one(f->inputs()) || !one(f->outputs()))
+      return corrupt("entry 'forward' must have one input and one output");
+    const fb::Buffer *in = a.buffers()->Get(f->inputs()->Get(0));
+    const fb::Buffer *out = a.buffers()->Get(f->outputs()->Get(0));
+    std::vector<int64_t> wantIn{a.max_seq()}, wantOut{a.max_seq(), a.vocab()};
+    if (in->kind() != fb::BufferKind::arena || in->dtype() != fb::DType::i32 ||
+        shapeOf(in->shape()) != wantIn)
+      return corrupt("entry 'forward' input must be an i32 arena buffer of "
+                     "shape " +
+                     formatShape(wantIn));
+    if (out->kind() != fb::BufferKind::arena ||
+        out->dtype() != fb::DType::f32 || shapeOf(out->shape()) != wantOut)
+      return corrupt("entry 'forward' output must be an f32 arena buffer of "
+                     "shape " +
+                     formatShape(wantOut));
+  }
+  return nullptr;
+}
+
+} // namespace
+
+extern "C" lathe_status_t lathe_artifact_load(const char *path,
+                                              lathe_artifact_t **out_artifact) {
+  if (!path || !out_artifact)
+    return makeStatus("lathe_artifact_load: null argument");
+  *out_artifact = nullptr;
+  auto art = std::make_unique<lathe_artifact>();
+  art->path = path;
+
+  // 16-byte alignment: the verifier checks the alignment of 8-byte scalars.
+  auto fileOr = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
+                                            /*RequiresNullTerminator=*/false,
+                                            /*IsVolatile=*/false, llvm::Align(16));
+  if (!fileOr)
+    return makeStatusF("{0}: cannot read: {1}", path,
+                       fileOr.getError().message());
+  art->file = std::move(*fileOr);
+  const auto *data =
+      reinterpret_cast<const uint8_t *>(art->file->getBufferStart());
+  size_t size = art->file->getBufferSize();
+
+  // The identifier sits at bytes 4..8, after the root offset.
+  if (size >= 8 && !lathe::fb::ArtifactBufferHasIdentifier(data))
+    return makeStatusF("{0}: not a lathe artifact (bad identifier)", path);
+  if (size < 8)
+    return makeStatusF("{0}: truncated or corrupt lathe artifact", path);
+  if (size >= FLATBUFFERS_MAX_BUFFER_SIZE)
+    return makeStatusF("{0}: artifact is too large ({1} bytes)", path, size);
+
+  flatbuffers::Verifier verifier(data, size);
+  if (!lathe::fb::VerifyArtifactBuffer(verifier))
+    return makeStatusF("{0}: truncated or corrupt lathe artifact", path);
+  art->root = lathe::fb::GetArtifact(data);
+  art->model = art->root->model() ? art->root->model()->str() : "";
+  art->target = art->root->target() == fb::Target::cuda ? "cuda" : "cpu";
+
+  LATHE_RETURN_IF_ERROR(checkSemantics(*art));
+  *out_artifact = art.release();
+  return nullptr;
+}
+
+extern "C" void lathe_artifact_free(lathe_artifact_t *artifact) {
+  delete artifact;
+}
+
+extern "C" const char *lathe_artifact_model_name(const lathe_artifact_t *a) {
+  return a->model.c_str();
+}
+
+extern "C" const char *lathe_artifact_target(const lathe_artifact_t *a) {
+  return a->target.c_str();
+}
+
+extern "C" int64_t lathe_artifact_vocab(const lathe_artifact_t *a) {
+  return a->root->vocab();
+}
+
+extern "C" int64_t lathe_artifact_max_seq(const lathe_artifact_t *a) {
+  return a->root->max_seq();
+}
+
+extern "C" size_t lathe_artifact_param_count(const lathe_artifact_t *a) {
+  return a->root->params() ? a->root->params()->size() : 0;
+}
+
+extern "C" int64_t lathe_artifact_param_elements(const lathe_artifact_t *a) {
+  return a->paramElements;
+}
+
+extern "C" const char *lathe_artifact_param_name(const lathe_artifact_t *a,
+                                                 size_t i) {
+  if (i >= lathe_artifact_param_count(a))
+    return nullptr;
+  return a->root->params()->Get(i)->name()->c_str();
+}
+
+extern "C" uint64_t lathe_artifact_arena_bytes(const lathe_artifact_t *a) {
+  return a->root->arena_bytes();
+}
+
+extern "C" size_t lathe_artifact_entry_count(const lathe_artifact_t *a) {
+  return a->root->entries() ? a->root->entries()->size() : 0;
+}
+
+static const lathe::fb::Entry *entryAt(const lathe_artifact_t *a, size_t e) {
+  if (e >= lathe_artifact_entry_count(a))
+    return nullptr;
+  return a->root->entries()->Get(e);
+}
+
+extern "C" const char *lathe_artifact_entry_name(const lathe_artifact_t *a,
+                                                 size_t entry) {
+  const lathe::fb::Entry *e = entryAt(a, entry);
+  return e ? e->name()->c_str() : nullptr;
+}
+
+extern "C" size_t lathe_artifact_launch_count(const lathe_artifact_t *a,
+                                              size_t entry) {
+  const lathe::fb::Entry *e = entryAt(a, entry);
+  return e && e->launches() ? e->launches()->size() : 0;
+}
+
+extern "C" const char *lathe_artifact_launch_kernel(const lathe_artifact_t *a,
+                                                    size_t entry,
+                                                    size_t launch) {
+  if (launch >= lathe_artifact_launch_count(a, entry))
+    return nullptr;
+  return entryAt(a, entry)->launches()->Get(launch)->kernel()->c_str();
+}

@@ -1,0 +1,45 @@
+// The loaded, verified artifact (lathe_artifact_t) and small schema helpers.
+#ifndef LATHE_RUNTIME_ARTIFACT_H
+#define LATHE_RUNTIME_ARTIFACT_H
+
+#include "artifact_generated.h"
+#include "artifact_version.h"
+#include "lathe/runtime.h"
+
+#include "llvm/Support/MemoryBuffer.h"
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+struct lathe_artifact {
+  std::string path;
+  // Owns the flatbuffer; every fb pointer below points into it.
+  std::unique_ptr<llvm::MemoryBuffer> file;
+  const lathe::fb::Artifact *root = nullptr;
+  std::string model;
+  std::string target;
+  // Null when the artifact has no "forward" entry.
+  const lathe::fb::Entry *forward = nullptr;
+  int64_t paramElements = 0;
+};
+
+namespace lathe::rt {
+
+constexpr uint32_t kArtifactVersion = LATHE_ARTIFACT_VERSION;
+
+// Size in bytes of one element; 0 for a value outside the enum.
+size_t dtypeSize(fb::DType dtype);
+// The safetensors spelling ("F32", "I32", "F16", "BF16").
+const char *dtypeSafetensorsName(fb::DType dtype);
+
+// Product of the dims, or nullopt for a negative dim or one that would not
+// fit in memory.
+std::optional<int64_t> numElements(const flatbuffers::Vector<int64_t> *shape);
+
+std::vector<int64_t> shapeOf(const flatbuffers::Vector<int64_t> *shape);
+
+} // namespace lathe::rt
+
+#endif // LATHE_RUNTIME_ARTIFACT_H

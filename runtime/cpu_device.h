@@ -1,0 +1,39 @@
+// The cpu device: loads an artifact's kernel library and resolves kernels.
+#ifndef LATHE_RUNTIME_CPU_DEVICE_H
+#define LATHE_RUNTIME_CPU_DEVICE_H
+
+#include "lathe/runtime.h"
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/StringRef.h"
+
+#include <memory>
+#include <string>
+
+namespace lathe::rt {
+
+// Every kernel in a cpu library has this C signature: args[i] is the data
+// pointer of the launch's i-th buffer.
+using CpuKernelFn = void (*)(void **args);
+
+class CpuLibrary {
+public:
+  // dlopens `elf` (an in-memory ELF shared object) without leaving a file
+  // behind. `owner` names the artifact in error messages.
+  static lathe_status_t load(llvm::ArrayRef<uint8_t> elf,
+                             const std::string &owner,
+                             std::unique_ptr<CpuLibrary> &out);
+  ~CpuLibrary();
+
+  // Resolves `lathe_kernel_<kernel>`.
+  lathe_status_t lookup(llvm::StringRef kernel, CpuKernelFn &out) const;
+
+private:
+  CpuLibrary() = default;
+  void *handle_ = nullptr;
+  std::string owner_;
+};
+
+} // namespace lathe::rt
+
+#endif // LATHE_RUNTIME_CPU_DEVICE_H

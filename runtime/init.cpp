@@ -1,0 +1,116 @@
+// lathe_weights_init: deterministic weights from each Param's init rule.
+//
+// Each parameter draws from its own stream, seeded from (seed, name), so a
+// parameter's values do not change when others are added, removed or
+// reordered. Stream: xoshiro256** seeded through splitmix64; normals by
+// Box-Muller, both outputs used, in double precision then rounded to f32.
+#include "artifact.h"
+#include "safetensors.h"
+#include "status.h"
+
+#include <cmath>
+#include <memory>
+
+using namespace lathe;
+using namespace lathe::rt;
+
+namespace {
+
+uint64_t splitmix64(uint64_t &state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+uint64_t fnv1a64(llvm::StringRef s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : s)
+    h = (h ^ c) * 0x100000001b3ull;
+  return h;
+}
+
+class Xoshiro256 {
+public:
+  explicit Xoshiro256(uint64_t seed) {
+    for (uint64_t &w : s_)
+      w = splitmix64(seed);
+  }
+  uint64_t next() {
+    uint64_t result = rotl(s_[1] * 5, 7) * 9;
+    uint64_t t = s_[1] << 17;
+    s_[2] ^= s_[0];
+    s_[3] ^= s_[1];
+    s_[1] ^= s_[2];
+    s_[0] ^= s_[3];
+    s_[2] ^= t;
+    s_[3] = rotl(s_[3], 45);
+    return result;
+  }
+  // Uniform in (0, 1]: never 0, so log() in Box-Muller stays finite.
+  double uniformOpenClosed() { return double((next() >> 11) + 1) * 0x1p-53; }
+
+private:
+  static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+  uint64_t s_[4];
+};
+
+void fillNormal(float *out, int64_t n, float stddev, Xoshiro256 &rng) {
+  const double kTwoPi = 6.283185307179586476925286766559;
+  for (int64_t i = 0; i < n; i += 2) {
+    double r = std::sqrt(-2.0 * std::log(rng.uniformOpenClosed()));
+    double theta = kTwoPi * rng.uniformOpenClosed();
+    out[i] = float(stddev * r * std::cos(theta));
+    if (i + 1 < n)
+      out[i + 1] = float(stddev * r * std::sin(theta));
+  }
+}
+
+} // namespace
+
+extern "C" lathe_status_t lathe_weights_init(const lathe_artifact_t *artifact,
+                                             uint64_t seed,
+                                             const char *out_path) {
+  if (!artifact || !out_path)
+    return makeStatus("lathe_weights_init: null argument");
+  const fb::Artifact &a = *artifact->root;
+  size_t count = lathe_artifact_param_count(artifact);
+
+  std::vector<std::unique_ptr<float[]>> storage;
+  std::vector<TensorToWrite> tensors;
+  for (size_t i = 0; i < count; ++i) {
+    const fb::Param *p = a.params()->Get(i);
+    std::string name = p->name()->str();
+    if (p->dtype() != fb::DType::f32)
+      return makeStatusF("{0}: param '{1}' has dtype {2}; init writes F32 "
+                         "parameters only",
+                         artifact->path, name, dtypeSafetensorsName(p->dtype()));
+    int64_t n = *numElements(p->shape()); // checked at load
+    auto data = std::unique_ptr<float[]>(new (std::nothrow) float[n ? n : 1]);
+    if (!data)
+      return makeStatusF("{0}: out of memory initialising param '{1}'",
+                         artifact->path, name);
+    switch (p->init()) {
+    case fb::InitKind::zeros:
+      std::fill(data.get(), data.get() + n, 0.0f);
+      break;
+    case fb::InitKind::ones:
+      std::fill(data.get(), data.get() + n, 1.0f);
+      break;
+    case fb::InitKind::normal: {
+      uint64_t s = seed ^ fnv1a64(name);
+      Xoshiro256 rng(splitmix64(s));
+      fillNormal(data.get(), n, p->std(), rng);
+      break;
+    }
+    }
+    tensors.push_back({name, "F32", shapeOf(p->shape()), data.get(),
+                       size_t(n) * sizeof(float)});
+    storage.push_back(std::move(data));
+  }
+  std::map<std::string, std::string> meta{
+      {"format", "pt"},
+      {"lathe.model", artifact->model},
+      {"lathe.seed", std::to_string(seed)}};
+  return writeSafetensors(out_path, tensors, meta);
+}

@@ -1,0 +1,199 @@
+// RUN: lathe-opt %s -split-input-file -verify-diagnostics
+
+// A normal init needs its standard deviation.
+// expected-error @+1 {{with init 'normal' needs a std}}
+lathe.param @w : tensor<4x4xf32> init(normal)
+
+// -----
+
+// ones/zeros take no std: a stray one is a spec mistake.
+// expected-error @+1 {{takes a std only with init 'normal'}}
+lathe.param @g : tensor<4xf32> init(ones, std = 1.0)
+
+// -----
+
+// A negative std is meaningless.
+// expected-error @+1 {{expects std > 0}}
+lathe.param @w : tensor<4x4xf32> init(normal, std = -1.0)
+
+// -----
+
+// Parameters have static shapes: the artifact plans them statically.
+// expected-error @+1 {{expects a static shape}}
+lathe.param @w : tensor<?x4xf32> init(zeros)
+
+// -----
+
+func.func @unknown_param() -> tensor<4xf32> {
+  // expected-error @+1 {{refers to unknown parameter @missing}}
+  %w = lathe.weight @missing : tensor<4xf32>
+  return %w : tensor<4xf32>
+}
+
+// -----
+
+lathe.param @g : tensor<4xf32> init(ones)
+func.func @weight_type_mismatch() -> tensor<8xf32> {
+  // The weight's type must be the parameter's.
+  // expected-error @+1 {{has type 'tensor<8xf32>' but parameter @g has type 'tensor<4xf32>'}}
+  %w = lathe.weight @g : tensor<8xf32>
+  return %w : tensor<8xf32>
+}
+
+// -----
+
+func.func @embedding_width(%t: tensor<4xi32>, %e: tensor<16x8xf32>) {
+  // The result width must be the table's.
+  // expected-error @+1 {{result must be [T, D] = [4, 8]}}
+  %x = lathe.embedding %t, %e : tensor<4xi32>, tensor<16x8xf32> -> tensor<4x6xf32>
+  return
+}
+
+// -----
+
+func.func @norm_gain(%x: tensor<4x8xf32>, %g: tensor<6xf32>) {
+  // The gain covers the normalised axis.
+  // expected-error @+1 {{gain has 6 elements but the normalised axis has 8}}
+  %y = lathe.rms_norm %x, %g {eps = 1.0e-5 : f64} : tensor<4x8xf32>, tensor<6xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @norm_eps(%x: tensor<4x8xf32>, %g: tensor<8xf32>) {
+  // eps keeps the division finite; zero is not allowed.
+  // expected-error @+1 {{expects eps > 0}}
+  %y = lathe.rms_norm %x, %g {eps = 0.0 : f64} : tensor<4x8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @norm_dynamic(%x: tensor<?x8xf32>, %g: tensor<8xf32>) {
+  // Shapes are static per artifact.
+  // expected-error @+1 {{expects input to have a static shape}}
+  %y = lathe.rms_norm %x, %g {eps = 1.0e-5 : f64} : tensor<?x8xf32>, tensor<8xf32> -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @linear_in(%x: tensor<4x8xf32>, %w: tensor<16x6xf32>) {
+  // nn.Linear layout: the weight is [out, in].
+  // expected-error @+1 {{weight [out, in] has in = 6 but the input has 8 features}}
+  %y = lathe.linear %x, %w : tensor<4x8xf32>, tensor<16x6xf32> -> tensor<4x16xf32>
+  return
+}
+
+// -----
+
+func.func @linear_out(%x: tensor<4x8xf32>, %w: tensor<16x8xf32>) {
+  // expected-error @+1 {{result must be [4, 16]}}
+  %y = lathe.linear %x, %w : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x12xf32>
+  return
+}
+
+// -----
+
+func.func @rope_heads(%x: tensor<4x8xf32>) {
+  // Heads must split the width evenly.
+  // expected-error @+1 {{heads (3) must divide the width (8)}}
+  %y = lathe.rope %x {heads = 3 : i64, base = 10000.0 : f64} : tensor<4x8xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @rope_odd(%x: tensor<4x6xf32>) {
+  // Rotate-half pairs channel i with i + head_dim/2.
+  // expected-error @+1 {{head_dim (3) must be even}}
+  %y = lathe.rope %x {heads = 2 : i64, base = 10000.0 : f64} : tensor<4x6xf32> -> tensor<4x6xf32>
+  return
+}
+
+// -----
+
+func.func @gqa_divisibility(%q: tensor<4x12xf32>, %k: tensor<4x8xf32>) {
+  // GQA: query heads are shared evenly among K/V heads.
+  // expected-error @+1 {{kv_heads (2) must divide heads (3)}}
+  %a = lathe.attention %q, %k, %k {heads = 3 : i64, kv_heads = 2 : i64} : tensor<4x12xf32>, tensor<4x8xf32>, tensor<4x8xf32> -> tensor<4x12xf32>
+  return
+}
+
+// -----
+
+func.func @attention_heads(%q: tensor<4x10xf32>, %k: tensor<4x10xf32>) {
+  // expected-error @+1 {{heads (4) must divide the query width (10)}}
+  %a = lathe.attention %q, %k, %k {heads = 4 : i64, kv_heads = 2 : i64} : tensor<4x10xf32>, tensor<4x10xf32>, tensor<4x10xf32> -> tensor<4x10xf32>
+  return
+}
+
+// -----
+
+func.func @attention_kv_width(%q: tensor<4x8xf32>, %k: tensor<4x8xf32>) {
+  // With head_dim 2 and 2 K/V heads, K is 4 wide.
+  // expected-error @+1 {{key width must be kv_heads * head_dim = 4, got 8}}
+  %a = lathe.attention %q, %k, %k {heads = 4 : i64, kv_heads = 2 : i64} : tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @attention_seq(%q: tensor<4x8xf32>, %k: tensor<5x4xf32>) {
+  // expected-error @+1 {{query and key must have the same sequence length}}
+  %a = lathe.attention %q, %k, %k {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<5x4xf32>, tensor<5x4xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @mlp_down(%x: tensor<4x8xf32>, %w: tensor<12x8xf32>, %d: tensor<8x10xf32>) {
+  // The down projection maps the MLP width back to D.
+  // expected-error @+1 {{down weight must be [8, 12]}}
+  %y = lathe.mlp swiglu %x, %w, %w, %d : tensor<4x8xf32>, tensor<12x8xf32>, tensor<12x8xf32>, tensor<8x10xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @mlp_gate(%x: tensor<4x8xf32>, %w: tensor<12x6xf32>, %d: tensor<8x12xf32>) {
+  // expected-error @+1 {{gate weight must be [width, 8]}}
+  %y = lathe.mlp swiglu %x, %w, %w, %d : tensor<4x8xf32>, tensor<12x6xf32>, tensor<12x6xf32>, tensor<8x12xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @add_types(%a: tensor<4x8xf32>, %b: tensor<4x6xf32>) {
+  // expected-error @+1 {{requires the same type for all operands and results}}
+  %y = "lathe.add"(%a, %b) : (tensor<4x8xf32>, tensor<4x6xf32>) -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @launch_unknown(%x: tensor<4xf32>) {
+  // expected-error @+1 {{refers to unknown kernel @nowhere}}
+  %y = lathe.launch @nowhere(%x) : (tensor<4xf32>) -> tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func private @plain(%x: tensor<4xf32>, %o: tensor<4xf32>) -> tensor<4xf32>
+func.func @launch_not_kernel(%x: tensor<4xf32>) {
+  // Only functions formed as kernels can be launched.
+  // expected-error @+1 {{@plain is not a lathe.kernel}}
+  %y = lathe.launch @plain(%x) : (tensor<4xf32>) -> tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func private @k(%x: tensor<4xf32>) -> tensor<4xf32> attributes {lathe.kernel}
+func.func @launch_arity(%x: tensor<4xf32>) {
+  // The kernel must take a buffer for each result.
+  // expected-error @+1 {{does not take 1 operands plus one buffer per result}}
+  %y = lathe.launch @k(%x) : (tensor<4xf32>) -> tensor<4xf32>
+  return
+}

@@ -1,0 +1,48 @@
+// RUN: lathe-opt %s | lathe-opt | FileCheck %s
+// RUN: lathe-opt %s --mlir-print-op-generic | lathe-opt | FileCheck %s
+
+// Tests that every lathe op survives a print/parse round trip, in both the
+// custom and the generic form.
+
+// CHECK: lathe.param @embed.weight : tensor<16x8xf32> init(normal, std = 2.000000e-02)
+lathe.param @embed.weight : tensor<16x8xf32> init(normal, std = 0.02)
+// CHECK: lathe.param @norm.weight : tensor<8xf32> init(ones)
+lathe.param @norm.weight : tensor<8xf32> init(ones)
+// CHECK: lathe.param @bias : tensor<8xf32> init(zeros)
+lathe.param @bias : tensor<8xf32> init(zeros)
+
+// CHECK-LABEL: func.func @decoder_pieces
+func.func @decoder_pieces(%tokens: tensor<4xi32>, %wq: tensor<8x8xf32>,
+    %wk: tensor<4x8xf32>, %wg: tensor<12x8xf32>, %wd: tensor<8x12xf32>)
+    -> tensor<4x8xf32> {
+  // CHECK: lathe.weight @embed.weight : tensor<16x8xf32>
+  %table = lathe.weight @embed.weight : tensor<16x8xf32>
+  // CHECK: lathe.embedding %{{.*}}, %{{.*}} : tensor<4xi32>, tensor<16x8xf32> -> tensor<4x8xf32>
+  %x = lathe.embedding %tokens, %table : tensor<4xi32>, tensor<16x8xf32> -> tensor<4x8xf32>
+  %g = lathe.weight @norm.weight : tensor<8xf32>
+  // CHECK: lathe.rms_norm %{{.*}}, %{{.*}} {eps = 1.000000e-05 : f64} : tensor<4x8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  %h = lathe.rms_norm %x, %g {eps = 1.0e-5 : f64} : tensor<4x8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  // CHECK: lathe.linear %{{.*}}, %{{.*}} : tensor<4x8xf32>, tensor<8x8xf32> -> tensor<4x8xf32>
+  %q = lathe.linear %h, %wq : tensor<4x8xf32>, tensor<8x8xf32> -> tensor<4x8xf32>
+  %k = lathe.linear %h, %wk : tensor<4x8xf32>, tensor<4x8xf32> -> tensor<4x4xf32>
+  // CHECK: lathe.rope %{{.*}} {base = 1.000000e+04 : f64, heads = 2 : i64} : tensor<4x8xf32> -> tensor<4x8xf32>
+  %qr = lathe.rope %q {heads = 2 : i64, base = 10000.0 : f64} : tensor<4x8xf32> -> tensor<4x8xf32>
+  %kr = lathe.rope %k {heads = 1 : i64, base = 10000.0 : f64} : tensor<4x4xf32> -> tensor<4x4xf32>
+  // CHECK: lathe.attention %{{.*}}, %{{.*}}, %{{.*}} {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32> -> tensor<4x8xf32>
+  %a = lathe.attention %qr, %kr, %k {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32> -> tensor<4x8xf32>
+  // CHECK: lathe.add %{{.*}}, %{{.*}} : tensor<4x8xf32>
+  %r = lathe.add %x, %a : tensor<4x8xf32>
+  // CHECK: lathe.mlp swiglu %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : tensor<4x8xf32>, tensor<12x8xf32>, tensor<12x8xf32>, tensor<8x12xf32> -> tensor<4x8xf32>
+  %m = lathe.mlp swiglu %r, %wg, %wg, %wd : tensor<4x8xf32>, tensor<12x8xf32>, tensor<12x8xf32>, tensor<8x12xf32> -> tensor<4x8xf32>
+  return %m : tensor<4x8xf32>
+}
+
+// CHECK-LABEL: func.func @entry
+func.func @entry(%x: tensor<4x8xf32>, %w: tensor<16x8xf32>) -> tensor<4x16xf32> {
+  // CHECK: lathe.launch @entry_k0(%{{.*}}, %{{.*}}) {offsets = array<i64: 128>} : (tensor<4x8xf32>, tensor<16x8xf32>) -> tensor<4x16xf32>
+  %y = lathe.launch @entry_k0(%x, %w) {offsets = array<i64: 128>} : (tensor<4x8xf32>, tensor<16x8xf32>) -> tensor<4x16xf32>
+  return %y : tensor<4x16xf32>
+}
+func.func private @entry_k0(%x: tensor<4x8xf32>, %w: tensor<16x8xf32>, %out: tensor<4x16xf32>) -> tensor<4x16xf32> attributes {lathe.kernel} {
+  return %out : tensor<4x16xf32>
+}

@@ -1,0 +1,249 @@
+#!/usr/bin/python3
+"""Independent numpy reference for lathe's standard pre-norm decoder.
+
+Written only from docs/model-and-weights.md (the contract), not from the
+compiler's sources. Everything is computed in float64.
+
+CLI:
+  decoder.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --compare L.npy [--rtol 1e-4]
+  decoder.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --out REF.npy
+  decoder.py --spec S.yaml --write-weights W.safetensors --seed N [--scale S] [--norm-jitter J]
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_np  # noqa: E402
+
+
+# ---------------------------------------------------------------- spec
+
+def load_spec(path):
+    import yaml
+    with open(path) as f:
+        raw = yaml.safe_load(f)
+    return make_spec(**raw)
+
+
+def make_spec(name="model", vocab=256, d_model=64, layers=2, heads=4, kv_heads=None,
+              max_seq=64, mlp=None, norm=None, rope=None, **extra):
+    """Normalise and check a spec dict (also handy for building test specs)."""
+    mlp = dict(mlp or {})
+    spec = {
+        "name": str(name), "vocab": int(vocab), "d_model": int(d_model),
+        "layers": int(layers), "heads": int(heads),
+        "kv_heads": int(heads if kv_heads is None else kv_heads),
+        "max_seq": int(max_seq),
+        "mlp": {"kind": str(mlp.get("kind", "swiglu")), "width": int(mlp.get("width", 4 * d_model))},
+        "norm": {"eps": float((norm or {}).get("eps", 1e-5))},
+        "rope": {"base": float((rope or {}).get("base", 10000.0))},
+    }
+    spec.update(extra)  # keep unknown keys visible rather than dropping them silently
+    D, H, K = spec["d_model"], spec["heads"], spec["kv_heads"]
+    if D % H or H % K or (D // H) % 2:
+        raise ValueError(f"need d_model % heads == 0, heads % kv_heads == 0 and an even "
+                         f"head dim; got D={D} H={H} K={K}")
+    if spec["mlp"]["kind"] != "swiglu":
+        raise ValueError(f"mlp.kind {spec['mlp']['kind']!r} not supported (only swiglu)")
+    return spec
+
+
+# ---------------------------------------------------------------- weights
+
+def weight_shapes(spec):
+    """Documented name -> (shape, init std or None for 'ones')."""
+    V, D, L = spec["vocab"], spec["d_model"], spec["layers"]
+    H, K, F = spec["heads"], spec["kv_heads"], spec["mlp"]["width"]
+    Dh = D // H
+    out_std = 0.02 / np.sqrt(2 * L) if L else 0.02
+    s = {"embed.weight": ((V, D), 0.02)}
+    for l in range(L):
+        p = f"layers.{l}."
+        s[p + "attn_norm.weight"] = ((D,), None)
+        s[p + "attn.wq.weight"] = ((H * Dh, D), 0.02)
+        s[p + "attn.wk.weight"] = ((K * Dh, D), 0.02)
+        s[p + "attn.wv.weight"] = ((K * Dh, D), 0.02)
+        s[p + "attn.wo.weight"] = ((D, H * Dh), out_std)
+        s[p + "mlp_norm.weight"] = ((D,), None)
+        s[p + "mlp.w_gate.weight"] = ((F, D), 0.02)
+        s[p + "mlp.w_up.weight"] = ((F, D), 0.02)
+        s[p + "mlp.w_down.weight"] = ((D, F), out_std)
+    s["norm.weight"] = ((D,), None)
+    s["lm_head.weight"] = ((V, D), 0.02)
+    return s
+
+
+def init_weights(spec, seed=0, scale=1.0, norm_jitter=0.0):
+    """Random float32 weights with the documented names, shapes and init.
+
+    scale multiplies every std; the documented std 0.02 leaves attention
+    almost uniform, so tests that want RoPE/attention errors to show up in the
+    logits should use a larger scale. norm_jitter > 0 draws norm gains from
+    1 + normal(0, norm_jitter) instead of ones, so ignored gains are caught.
+    """
+    rng = np.random.default_rng(seed)
+    w = {}
+    for name, (shape, std) in weight_shapes(spec).items():
+        if std is None:
+            a = np.ones(shape) + (rng.normal(0, norm_jitter, shape) if norm_jitter else 0)
+        else:
+            a = rng.normal(0.0, std * scale, shape)
+        w[name] = a.astype(np.float32)
+    return w
+
+
+def check_weights(spec, weights):
+    for name, (shape, _) in weight_shapes(spec).items():
+        if name not in weights:
+            raise ValueError(f"missing tensor {name}")
+        a = weights[name]
+        if tuple(a.shape) != shape:
+            raise ValueError(f"tensor {name} has shape {list(a.shape)}, expected {list(shape)}")
+        if a.dtype != np.float32:
+            raise ValueError(f"tensor {name} has dtype {a.dtype}, expected float32")
+
+
+# ---------------------------------------------------------------- math
+
+def rmsnorm(x, g, eps):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * g
+
+
+def silu(z):
+    return z / (1.0 + np.exp(-z))
+
+
+def rope(x, base, positions=None):
+    """Rotate-half RoPE on x [T, heads, Dh]; position of row t is positions[t] (default t)."""
+    T, _, Dh = x.shape
+    half = Dh // 2
+    p = np.arange(T, dtype=np.float64) if positions is None else np.asarray(positions, np.float64)
+    f = base ** (-2.0 * np.arange(half) / Dh)          # f_i = theta^(-2i/Dh)
+    ang = p[:, None, None] * f[None, None, :]           # [T, 1, half]
+    c, s = np.cos(ang), np.sin(ang)
+    a, b = x[..., :half], x[..., half:]
+    return np.concatenate([a * c - b * s, b * c + a * s], axis=-1)
+
+
+def softmax(x, axis=-1):
+    m = np.max(x, axis=axis, keepdims=True)
+    e = np.exp(x - m)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def softpick(x, axis=-1, eps=1e-8):
+    """ARCHITECTURES.md s5: relu(e^x - 1) / (sum |e^x - 1| + eps); -inf entries are masked.
+
+    Uses m+ = max(max x, 0) as the reference point so nothing overflows.
+    """
+    m = np.maximum(np.max(x, axis=axis, keepdims=True), 0.0)
+    d = np.exp(x - m) - np.exp(-m)                      # = e^{-m}(e^x - 1); masked -> -e^{-m}
+    d = np.where(np.isneginf(x), 0.0, d)
+    return np.maximum(d, 0.0) / (np.sum(np.abs(d), axis=axis, keepdims=True) + eps * np.exp(-m))
+
+
+def attention_probs(q, k, H, K, normalizer=softmax):
+    """Causal attention weights [H, T, T] for q [T, H, Dh], k [T, K, Dh]."""
+    T, _, Dh = q.shape
+    kh = k[:, np.arange(H) // (H // K), :]              # query head h reads kv head h // (H/K)
+    scores = np.einsum("thd,shd->hts", q, kh) / np.sqrt(Dh)
+    future = np.triu(np.ones((T, T), bool), k=1)        # s > t is masked
+    scores = np.where(future[None], -np.inf, scores)
+    return normalizer(scores, axis=-1)
+
+
+def forward(spec, weights, tokens, normalizer=softmax):
+    """Logits [T, vocab] (float64) for a 1-D sequence of token ids."""
+    check_weights(spec, weights)
+    tokens = np.asarray(tokens, dtype=np.int64)
+    V, D, L = spec["vocab"], spec["d_model"], spec["layers"]
+    H, K = spec["heads"], spec["kv_heads"]
+    Dh, eps, base = D // H, spec["norm"]["eps"], spec["rope"]["base"]
+    if tokens.ndim != 1 or tokens.size == 0 or tokens.size > spec["max_seq"]:
+        raise ValueError(f"need 1 <= len(tokens) <= max_seq={spec['max_seq']}, got {tokens.shape}")
+    if tokens.min() < 0 or tokens.max() >= V:
+        raise ValueError(f"token ids must lie in [0, {V})")
+    W = {n: a.astype(np.float64) for n, a in weights.items()}
+    T = tokens.size
+
+    x = W["embed.weight"][tokens]
+    for l in range(L):
+        p = f"layers.{l}."
+        h = rmsnorm(x, W[p + "attn_norm.weight"], eps)
+        q = (h @ W[p + "attn.wq.weight"].T).reshape(T, H, Dh)
+        k = (h @ W[p + "attn.wk.weight"].T).reshape(T, K, Dh)
+        v = (h @ W[p + "attn.wv.weight"].T).reshape(T, K, Dh)
+        q, k = rope(q, base), rope(k, base)
+        P = attention_probs(q, k, H, K, normalizer)                 # [H, T, T]
+        a = np.einsum("hts,shd->thd", P, v[:, np.arange(H) // (H // K), :])
+        x = x + a.reshape(T, H * Dh) @ W[p + "attn.wo.weight"].T
+        h = rmsnorm(x, W[p + "mlp_norm.weight"], eps)
+        x = x + (silu(h @ W[p + "mlp.w_gate.weight"].T) * (h @ W[p + "mlp.w_up.weight"].T)) \
+            @ W[p + "mlp.w_down.weight"].T
+    return rmsnorm(x, W["norm.weight"], eps) @ W["lm_head.weight"].T
+
+
+# ---------------------------------------------------------------- CLI
+
+def compare(lathe, ref, rtol):
+    """Return (ok, message) for lathe logits against the reference."""
+    if lathe.shape != ref.shape:
+        return False, f"MISMATCH shape lathe={list(lathe.shape)} ref={list(ref.shape)}"
+    lathe = lathe.astype(np.float64)
+    if not np.all(np.isfinite(lathe)):
+        return False, "MISMATCH lathe logits contain non-finite values"
+    err = float(np.max(np.abs(lathe - ref)))
+    mref = float(np.max(np.abs(ref)))
+    rel = err / mref if mref else float("inf") if err else 0.0
+    line = f"max_abs_err={err:.3e} max_abs_ref={mref:.3e} rel={rel:.3e}"
+    if err <= rtol * mref:
+        return True, line + " OK"
+    i = np.unravel_index(np.argmax(np.abs(lathe - ref)), ref.shape)
+    return False, f"MISMATCH {line} rtol={rtol:g} worst at [t={i[0]}, v={i[1]}]"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--spec", required=True)
+    ap.add_argument("--weights", help="safetensors file to read")
+    ap.add_argument("--tokens", help="comma-separated token ids")
+    ap.add_argument("--compare", help=".npy of lathe's logits [n, vocab]")
+    ap.add_argument("--rtol", type=float, default=1e-4)
+    ap.add_argument("--out", help="write the reference logits (float64) to this .npy")
+    ap.add_argument("--write-weights", metavar="OUT", help="write random weights and exit")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every init std")
+    ap.add_argument("--norm-jitter", type=float, default=0.0, help="norm gains 1 + N(0, J)")
+    args = ap.parse_args(argv)
+
+    spec = load_spec(args.spec)
+    if args.write_weights:
+        w = init_weights(spec, args.seed, args.scale, args.norm_jitter)
+        safetensors_np.save(args.write_weights, w, {"format": "pt", "spec": spec["name"]})
+        print(f"wrote {len(w)} tensors to {args.write_weights}")
+        return 0
+    if not (args.weights and args.tokens):
+        ap.error("--weights and --tokens are required unless --write-weights is given")
+    weights, _ = safetensors_np.load(args.weights)
+    tokens = [int(t) for t in args.tokens.split(",") if t.strip()]
+    try:
+        ref = forward(spec, weights, tokens)
+    except ValueError as e:
+        print(f"ERROR {e}")
+        return 2
+    if args.out:
+        np.save(args.out, ref)
+    if args.compare:
+        ok, line = compare(np.load(args.compare), ref, args.rtol)
+        print(line)
+        return 0 if ok else 1
+    if not args.out:
+        print(f"logits shape={list(ref.shape)} max_abs={np.max(np.abs(ref)):.6e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

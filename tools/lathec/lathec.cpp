@@ -1,0 +1,84 @@
+//===- lathec.cpp - the lathe compiler driver --------------------*- C++ -*-===//
+//
+//   lathec SPEC(.yaml|.mlir) --target=cpu|cuda -o OUT.lathe
+//   lathec SPEC --emit=lathe|linalg|llvm|ptx [--gpu-chip=sm_80|sm_90]
+//
+//===----------------------------------------------------------------------===//
+
+#include "lathe/Compiler.h"
+
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Support/FileUtilities.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/ToolOutputFile.h"
+
+using namespace mlir;
+using namespace mlir::lathe;
+namespace cl = llvm::cl;
+
+static cl::opt<std::string> inputPath(cl::Positional, cl::Required,
+                                      cl::desc("<spec.yaml | model.mlir>"));
+static cl::opt<std::string> outputPath("o", cl::desc("Output file"),
+                                       cl::value_desc("file"),
+                                       cl::init("-"));
+static cl::opt<Target> target(
+    "target", cl::desc("Code generation target"), cl::init(Target::cpu),
+    cl::values(clEnumValN(Target::cpu, "cpu", "native code for this CPU"),
+               clEnumValN(Target::cuda, "cuda", "PTX for NVIDIA GPUs")));
+static cl::opt<Emit> emit(
+    "emit", cl::desc("Print the IR at a stage instead of the artifact"),
+    cl::init(Emit::artifact),
+    cl::values(clEnumValN(Emit::lathe, "lathe", "the lathe dialect"),
+               clEnumValN(Emit::linalg, "linalg",
+                          "kernels in linalg with the planned schedule"),
+               clEnumValN(Emit::llvm, "llvm",
+                          "LLVM IR (cpu) or the NVVM kernels (cuda)"),
+               clEnumValN(Emit::ptx, "ptx", "PTX (cuda)")));
+static cl::opt<std::string> gpuChip(
+    "gpu-chip", cl::desc("Chip for --emit=llvm|ptx with --target=cuda"),
+    cl::init("sm_90"));
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  cl::ParseCommandLineOptions(argc, argv, "lathe compiler\n");
+  if (gpuChip != "sm_80" && gpuChip != "sm_90") {
+    llvm::errs() << "lathec: error: --gpu-chip must be sm_80 or sm_90, got '"
+                 << gpuChip << "'\n";
+    return 1;
+  }
+  if (emit == Emit::artifact && outputPath == "-") {
+    llvm::errs() << "lathec: error: an artifact needs an output file: -o "
+                    "OUT.lathe\n";
+    return 1;
+  }
+
+  DialectRegistry registry;
+  registerCompilerDialects(registry);
+  MLIRContext ctx(registry);
+  OwningOpRef<ModuleOp> module = loadModel(inputPath, ctx, llvm::errs());
+  if (!module)
+    return 1;
+
+  // Write to a string first so that a failed compile leaves no partial file
+  // behind and never truncates an existing one.
+  std::string result;
+  llvm::raw_string_ostream out(result);
+  CompileOptions options;
+  options.target = target;
+  options.emit = emit;
+  options.gpuChip = gpuChip;
+  if (failed(compile(*module, options, out, llvm::errs())))
+    return 1;
+
+  std::string error;
+  auto file = mlir::openOutputFile(outputPath, &error);
+  if (!file) {
+    llvm::errs() << "lathec: error: " << error << "\n";
+    return 1;
+  }
+  file->os() << result;
+  file->keep();
+  return 0;
+}
