@@ -62,14 +62,30 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
         anchors.push_back(op);
     });
     unsigned counter = 0;
-    for (linalg::LinalgOp anchor : anchors)
-      if (failed(outline(entry, anchor, counter++, symbols)))
+    Operation *insertAfter = entry;
+    for (linalg::LinalgOp anchor : anchors) {
+      FailureOr<func::FuncOp> kernel =
+          outline(entry, anchor, counter++, insertAfter, symbols);
+      if (failed(kernel))
         return failure();
+      insertAfter = *kernel;
+    }
+    // Constants now cloned into kernels are dead in the entry.
+    SmallVector<Operation *> dead;
+    entry.walk([&](Operation *op) {
+      if (op->hasTrait<OpTrait::ConstantLike>() && op->use_empty())
+        dead.push_back(op);
+    });
+    for (Operation *op : dead)
+      op->erase();
     return success();
   }
 
-  LogicalResult outline(func::FuncOp entry, linalg::LinalgOp anchor,
-                        unsigned index, SymbolTable &symbols) {
+  /// Outlines `anchor` into kernel number `index`, placed after
+  /// `insertAfter` so kernels appear in launch order.
+  FailureOr<func::FuncOp> outline(func::FuncOp entry, linalg::LinalgOp anchor,
+                                  unsigned index, Operation *insertAfter,
+                                  SymbolTable &symbols) {
     Operation *op = anchor.getOperation();
     MLIRContext *ctx = op->getContext();
     Location loc = op->getLoc();
@@ -108,13 +124,13 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
     TypeRange resultTypes = op->getResultTypes();
 
     OpBuilder b(ctx);
-    b.setInsertionPointAfter(entry);
+    b.setInsertionPointAfter(insertAfter);
     auto kernel = func::FuncOp::create(
         b, loc, (entry.getSymName() + "_k" + Twine(index)).str(),
         FunctionType::get(ctx, argTypes, resultTypes));
     kernel.setPrivate();
     kernel->setAttr(kKernelAttrName, UnitAttr::get(ctx));
-    symbols.insert(kernel);
+    symbols.insert(kernel, b.getInsertionPoint());
 
     Block *body = kernel.addEntryBlock();
     b.setInsertionPointToStart(body);
@@ -162,13 +178,16 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
     // Drop the now-unused initialisers (fill, then its empty).
     for (Operation *init : inits) {
       SmallVector<Operation *> chain = {init};
-      if (auto fill = dyn_cast<linalg::FillOp>(init))
+      if (auto fill = dyn_cast<linalg::FillOp>(init)) {
         chain.push_back(fill.getOutputs()[0].getDefiningOp());
+        if (isInlinedConstant(fill.getInputs()[0]))
+          chain.push_back(fill.getInputs()[0].getDefiningOp());
+      }
       for (Operation *dead : chain)
         if (dead && dead->use_empty())
           dead->erase();
     }
-    return success();
+    return kernel;
   }
 };
 

@@ -124,6 +124,11 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
   art.paramElements = total;
 
   uint64_t arenaBytes = a.arena_bytes();
+  // Same bound as for shapes; also keeps the session's round-up from
+  // wrapping around.
+  if (arenaBytes > (uint64_t(1) << 50))
+    return corrupt(llvm::formatv("arena_bytes {0} is too large", arenaBytes)
+                       .str());
   for (size_t i = 0; i < numBuffers; ++i) {
     const fb::Buffer *b = a.buffers()->Get(i);
     std::string where = llvm::formatv("buffer {0}", i).str();

@@ -4,6 +4,7 @@
 #include "lathe/runtime.h"
 
 #include <cctype>
+#include <algorithm>
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
@@ -204,7 +205,11 @@ int runForward(const lathe_artifact_t *art, const Options &opts) {
   check(lathe_session_load_weights(session.get(), weights.c_str()));
 
   int64_t vocab = lathe_artifact_vocab(art);
-  std::vector<float> logits(tokens.size() * size_t(vocab));
+  // Sized for at most max_seq rows: a longer list is rejected by the runtime
+  // before it writes anything, and must not cost a huge allocation first.
+  size_t rows = std::min<size_t>(tokens.size(),
+                                 size_t(lathe_artifact_max_seq(art)));
+  std::vector<float> logits(rows * size_t(vocab));
   check(lathe_session_forward(session.get(), tokens.data(), tokens.size(),
                               logits.data()));
   if (const std::string *out = opts.get("--logits-out"))

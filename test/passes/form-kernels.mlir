@@ -1,0 +1,69 @@
+// RUN: lathe-opt %s --lathe-form-kernels --split-input-file | FileCheck %s
+
+// Tests that a structured op is outlined with its fill into a private kernel
+// in destination-passing form (inputs, then one buffer per result), and that
+// the entry launches it; the now-dead empty/fill/constant leave the entry.
+
+#x = affine_map<(t, o, i) -> (t, i)>
+#w = affine_map<(t, o, i) -> (o, i)>
+#y = affine_map<(t, o, i) -> (t, o)>
+lathe.param @w : tensor<16x8xf32> init(normal, std = 0.02)
+// CHECK-LABEL: func.func @forward
+// CHECK-SAME: (%[[X:.*]]: tensor<4x8xf32>)
+// CHECK-NEXT: %[[W:.*]] = lathe.weight @w
+// CHECK-NEXT: %[[Y:.*]] = lathe.launch @forward_k0(%[[X]], %[[W]]) : (tensor<4x8xf32>, tensor<16x8xf32>) -> tensor<4x16xf32>
+// CHECK-NEXT: return %[[Y]]
+// CHECK: func.func private @forward_k0(%[[A:.*]]: tensor<4x8xf32>, %[[B:.*]]: tensor<16x8xf32>, %[[OUT:.*]]: tensor<4x16xf32>) -> tensor<4x16xf32> attributes {lathe.kernel}
+// CHECK: %[[F:.*]] = linalg.fill ins(%{{.*}} : f32) outs(%[[OUT]] : tensor<4x16xf32>)
+// CHECK: %[[R:.*]] = linalg.generic {{.*}} ins(%[[A]], %[[B]] : {{.*}}) outs(%[[F]] : tensor<4x16xf32>)
+// CHECK: return %[[R]]
+func.func @forward(%x: tensor<4x8xf32>) -> tensor<4x16xf32> {
+  %w = lathe.weight @w : tensor<16x8xf32>
+  %e = tensor.empty() : tensor<4x16xf32>
+  %c0 = arith.constant 0.0 : f32
+  %z = linalg.fill ins(%c0 : f32) outs(%e : tensor<4x16xf32>) -> tensor<4x16xf32>
+  %y = linalg.generic {indexing_maps = [#x, #w, #y], iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%x, %w : tensor<4x8xf32>, tensor<16x8xf32>) outs(%z : tensor<4x16xf32>) {
+  ^bb0(%a: f32, %b: f32, %acc: f32):
+    %m = arith.mulf %a, %b : f32
+    %s = arith.addf %acc, %m : f32
+    linalg.yield %s : f32
+  } -> tensor<4x16xf32>
+  return %y : tensor<4x16xf32>
+}
+
+// -----
+
+// Tests that tensors a body reads from above (a gather's table) become kernel
+// inputs, constants used in the body are cloned in, and two ops make two
+// kernels launched in order.
+
+#id = affine_map<(t, d) -> (t, d)>
+#t = affine_map<(t, d) -> (t)>
+// CHECK-LABEL: func.func @gather_then_scale
+// CHECK: %[[G:.*]] = lathe.launch @gather_then_scale_k0(%{{.*}}, %[[TABLE:.*]]) : (tensor<4xi32>, tensor<16x8xf32>) -> tensor<4x8xf32>
+// CHECK: lathe.launch @gather_then_scale_k1(%[[G]]) : (tensor<4x8xf32>) -> tensor<4x8xf32>
+// CHECK: func.func private @gather_then_scale_k0(%{{.*}}: tensor<4xi32>, %[[T:.*]]: tensor<16x8xf32>, %{{.*}}: tensor<4x8xf32>)
+// CHECK: tensor.extract %[[T]]
+// CHECK: func.func private @gather_then_scale_k1
+// CHECK: arith.constant 2.000000e+00 : f32
+func.func @gather_then_scale(%tok: tensor<4xi32>, %table: tensor<16x8xf32>) -> tensor<4x8xf32> {
+  %two = arith.constant 2.0 : f32
+  %e = tensor.empty() : tensor<4x8xf32>
+  %g = linalg.generic {indexing_maps = [#t, #id], iterator_types = ["parallel", "parallel"]}
+      ins(%tok : tensor<4xi32>) outs(%e : tensor<4x8xf32>) {
+  ^bb0(%i: i32, %o: f32):
+    %r = arith.index_cast %i : i32 to index
+    %c = linalg.index 1 : index
+    %v = tensor.extract %table[%r, %c] : tensor<16x8xf32>
+    linalg.yield %v : f32
+  } -> tensor<4x8xf32>
+  %e2 = tensor.empty() : tensor<4x8xf32>
+  %s = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel", "parallel"]}
+      ins(%g : tensor<4x8xf32>) outs(%e2 : tensor<4x8xf32>) {
+  ^bb0(%a: f32, %o: f32):
+    %m = arith.mulf %a, %two : f32
+    linalg.yield %m : f32
+  } -> tensor<4x8xf32>
+  return %s : tensor<4x8xf32>
+}

@@ -1,0 +1,119 @@
+// RUN: lathe-opt %s --lathe-lower-to-linalg --split-input-file | FileCheck %s
+
+// Tests that a linear layer becomes one reduction generic over (t, o, i) that
+// reads the weight in nn.Linear [out, in] layout, into a zero-filled result.
+
+// CHECK-DAG: #[[X:.*]] = affine_map<(d0, d1, d2) -> (d0, d2)>
+// CHECK-DAG: #[[W:.*]] = affine_map<(d0, d1, d2) -> (d1, d2)>
+// CHECK-DAG: #[[Y:.*]] = affine_map<(d0, d1, d2) -> (d0, d1)>
+// CHECK-LABEL: func.func @linear
+// CHECK: %[[ZERO:.*]] = arith.constant 0.000000e+00 : f32
+// CHECK: %[[INIT:.*]] = linalg.fill ins(%[[ZERO]] : f32)
+// CHECK: linalg.generic {indexing_maps = [#[[X]], #[[W]], #[[Y]]], iterator_types = ["parallel", "parallel", "reduction"]}
+// CHECK-SAME: outs(%[[INIT]] : tensor<4x16xf32>)
+// CHECK: arith.mulf
+// CHECK: arith.addf
+// CHECK-NOT: lathe.linear
+func.func @linear(%x: tensor<4x8xf32>, %w: tensor<16x8xf32>) -> tensor<4x16xf32> {
+  %y = lathe.linear %x, %w : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
+  return %y : tensor<4x16xf32>
+}
+
+// -----
+
+// Tests that RMSNorm is a sum-of-squares reduction followed by one
+// elementwise generic using 1/sqrt(mean + eps) and the gain.
+
+// CHECK-LABEL: func.func @rms_norm
+// CHECK: %[[SS:.*]] = linalg.generic {{.*}} iterator_types = ["parallel", "reduction"]
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %[[SS]], %{{.*}} : tensor<4x8xf32>, tensor<4xf32>, tensor<8xf32>)
+// CHECK: arith.constant 1.250000e-01 : f32
+// CHECK: math.sqrt
+// CHECK: arith.divf
+func.func @rms_norm(%x: tensor<4x8xf32>, %g: tensor<8xf32>) -> tensor<4x8xf32> {
+  %y = lathe.rms_norm %x, %g {eps = 1.0e-5 : f64} : tensor<4x8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  return %y : tensor<4x8xf32>
+}
+
+// -----
+
+// Tests that GQA attention splits heads with expand_shape views, reads the
+// shared K/V head through a floordiv map (4 query heads, 2 K/V heads), and
+// merges heads with collapse_shape: scores, row max, exp, row sum, and PV.
+
+// CHECK-DAG: #[[KMAP:.*]] = affine_map<(d0, d1, d2, d3) -> (d2, d0 floordiv 2, d3)>
+// CHECK-LABEL: func.func @attention
+// CHECK: tensor.expand_shape %{{.*}} {{\[\[}}0], [1, 2]] output_shape [4, 4, 2]
+// CHECK: tensor.expand_shape %{{.*}} {{\[\[}}0], [1, 2]] output_shape [4, 2, 2]
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #[[KMAP]], #{{.*}}]
+// CHECK: arith.maximumf
+// CHECK: math.exp
+// CHECK: linalg.generic
+// CHECK: linalg.generic
+// CHECK: tensor.collapse_shape %{{.*}} {{\[\[}}0], [1, 2]] : tensor<4x4x2xf32> into tensor<4x8xf32>
+func.func @attention(%q: tensor<4x8xf32>, %k: tensor<4x4xf32>, %v: tensor<4x4xf32>) -> tensor<4x8xf32> {
+  %a = lathe.attention %q, %k, %v {heads = 4 : i64, kv_heads = 2 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32> -> tensor<4x8xf32>
+  return %a : tensor<4x8xf32>
+}
+
+// -----
+
+// Tests that the embedding gathers rows with tensor.extract at the token id.
+
+// CHECK-LABEL: func.func @embedding
+// CHECK: linalg.generic
+// CHECK: arith.index_cast %{{.*}} : i32 to index
+// CHECK: linalg.index 1
+// CHECK: tensor.extract %{{.*}}[%{{.*}}, %{{.*}}] : tensor<16x8xf32>
+func.func @embedding(%t: tensor<4xi32>, %e: tensor<16x8xf32>) -> tensor<4x8xf32> {
+  %x = lathe.embedding %t, %e : tensor<4xi32>, tensor<16x8xf32> -> tensor<4x8xf32>
+  return %x : tensor<4x8xf32>
+}
+
+// -----
+
+// Tests that RoPE rotates with cos/sin of position * frequency, pairing
+// channel i with i + head_dim/2 (rotate-half).
+
+// CHECK-LABEL: func.func @rope
+// CHECK: linalg.generic
+// CHECK: arith.remui
+// CHECK: tensor.extract
+// CHECK: math.exp
+// CHECK: math.cos
+// CHECK: math.sin
+// CHECK: arith.select
+func.func @rope(%x: tensor<4x8xf32>) -> tensor<4x8xf32> {
+  %y = lathe.rope %x {heads = 2 : i64, base = 10000.0 : f64} : tensor<4x8xf32> -> tensor<4x8xf32>
+  return %y : tensor<4x8xf32>
+}
+
+// -----
+
+// Tests that the SwiGLU MLP is gate and up GEMMs, one elementwise silu(g)*u,
+// and the down GEMM.
+
+// CHECK-LABEL: func.func @mlp
+// CHECK-COUNT-2: iterator_types = ["parallel", "parallel", "reduction"]
+// CHECK: math.exp
+// CHECK: arith.mulf
+// CHECK: iterator_types = ["parallel", "parallel", "reduction"]
+// CHECK-NOT: lathe.mlp
+func.func @mlp(%x: tensor<4x8xf32>, %wg: tensor<12x8xf32>, %wd: tensor<8x12xf32>) -> tensor<4x8xf32> {
+  %y = lathe.mlp swiglu %x, %wg, %wg, %wd : tensor<4x8xf32>, tensor<12x8xf32>, tensor<12x8xf32>, tensor<8x12xf32> -> tensor<4x8xf32>
+  return %y : tensor<4x8xf32>
+}
+
+// -----
+
+// Tests that weights and parameters stay: they are bound by the runtime.
+
+// CHECK-LABEL: func.func @weights_stay
+// CHECK: lathe.weight @g
+// CHECK: arith.addf
+lathe.param @g : tensor<4x8xf32> init(zeros)
+func.func @weights_stay(%x: tensor<4x8xf32>) -> tensor<4x8xf32> {
+  %g = lathe.weight @g : tensor<4x8xf32>
+  %y = lathe.add %x, %g : tensor<4x8xf32>
+  return %y : tensor<4x8xf32>
+}
