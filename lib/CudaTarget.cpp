@@ -16,6 +16,10 @@
 #include "mlir/Dialect/GPU/Transforms/Passes.h"
 #include "mlir/Dialect/Utils/StaticValueUtils.h"
 #include "mlir/Pass/PassManager.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+
+#include <cstdlib>
 
 using namespace mlir;
 using namespace mlir::lathe;
@@ -77,9 +81,24 @@ LogicalResult mlir::lathe::buildCudaModule(
       return failure();
   }
 
+  // libdevice (for exp, sqrt, sin, ...) comes from the CUDA toolkit. Find it
+  // here rather than rely on the environment of whoever runs lathec.
+  std::string toolkit;
+  for (const char *var : {"CUDA_HOME", "CUDA_PATH"})
+    if (const char *v = std::getenv(var); v && *v && toolkit.empty())
+      toolkit = v;
+  if (toolkit.empty())
+    toolkit = "/usr/local/cuda";
+  llvm::SmallString<128> libdevice(toolkit);
+  llvm::sys::path::append(libdevice, "nvvm", "libdevice", "libdevice.10.bc");
+  if (!llvm::sys::fs::exists(libdevice))
+    return kernels.emitError("CUDA libdevice not found at ")
+           << libdevice << " (set CUDA_HOME to the CUDA toolkit)";
+
   PassManager pm(kernels.getContext());
   GpuModuleToBinaryPassOptions toBinary;
   toBinary.compilationTarget = "isa";
+  toBinary.toolkitPath = toolkit;
   pm.addPass(createGpuModuleToBinaryPass(toBinary));
   if (failed(pm.run(kernels)))
     return failure();

@@ -338,3 +338,23 @@ extern "C" const char *lathe_artifact_launch_kernel(const lathe_artifact_t *a,
     return nullptr;
   return entryAt(a, entry)->launches()->Get(launch)->kernel()->c_str();
 }
+
+extern "C" lathe_status_t lathe_artifact_ptx(const lathe_artifact_t *a,
+                                             const char *chip,
+                                             const char **out_ptx) {
+  *out_ptx = nullptr;
+  std::string available;
+  if (const auto *modules = a->root->ptx()) {
+    for (const auto *m : *modules) {
+      if (m->chip()->str() == chip) {
+        *out_ptx = m->text()->c_str();
+        return nullptr;
+      }
+      available += (available.empty() ? "" : ", ") + m->chip()->str();
+    }
+  }
+  return lathe::rt::makeStatusF("{0}: no PTX for chip '{1}' (the artifact has: "
+                                "{2})",
+                                a->path, chip,
+                                available.empty() ? "none" : available);
+}

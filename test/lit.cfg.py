@@ -9,7 +9,7 @@ from lit.llvm import llvm_config
 config.name = "lathe"
 config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
 config.suffixes = [".mlir", ".test", ".yaml"]
-config.excludes = ["reference", "inputs", "CMakeLists.txt", "lit.cfg.py",
+config.excludes = ["reference", "inputs", "utils", "CMakeLists.txt", "lit.cfg.py",
                    "lit.site.cfg.py"]
 config.test_source_root = os.path.dirname(__file__)
 config.test_exec_root = os.path.join(config.lathe_obj_root, "test")
@@ -22,6 +22,9 @@ llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 # on PATH.
 config.substitutions.append(("%python", "/usr/bin/python3"))
 config.substitutions.append(("%reference", os.path.join(config.test_source_root, "reference")))
+# `%expect_exit N cmd...` passes only if cmd exits with exactly N (a crash
+# never does): bad input must give exit code 1, not an abort.
+config.substitutions.append(("%expect_exit", "/usr/bin/python3 " + os.path.join(config.test_source_root, "utils", "expect_exit.py")))
 config.substitutions.append(("%examples", os.path.join(config.lathe_src_root, "examples")))
 
 ptxas = shutil.which("ptxas") or (

@@ -57,6 +57,12 @@ size_t lathe_artifact_launch_count(const lathe_artifact_t *artifact,
 const char *lathe_artifact_launch_kernel(const lathe_artifact_t *artifact,
                                          size_t entry, size_t launch);
 
+/* The PTX of a cuda artifact for `chip` ("sm_80", "sm_90"): a NUL-terminated
+ * string owned by the artifact, for loading the kernels from another runtime.
+ * Fails if the artifact has no PTX for that chip. */
+lathe_status_t lathe_artifact_ptx(const lathe_artifact_t *artifact,
+                                  const char *chip, const char **out_ptx);
+
 /* Writes freshly initialised weights (each parameter's init rule, seeded
  * deterministically by `seed`) to a safetensors file. */
 lathe_status_t lathe_weights_init(const lathe_artifact_t *artifact,

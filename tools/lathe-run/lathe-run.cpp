@@ -18,6 +18,7 @@ namespace {
 
 const char *const kUsage =
     "usage: lathe-run ARTIFACT info\n"
+    "       lathe-run ARTIFACT dump-ptx CHIP -o KERNELS.ptx\n"
     "       lathe-run ARTIFACT init [--seed N] -o WEIGHTS.safetensors\n"
     "       lathe-run ARTIFACT forward --weights WEIGHTS.safetensors\n"
     "                 --tokens T0,T1,... [--logits-out LOGITS.npy]\n";
@@ -163,6 +164,22 @@ std::string tokenLabel(int64_t token, int64_t vocab) {
   return s;
 }
 
+int runDumpPtx(const lathe_artifact_t *art, const std::string &chip,
+               const Options &opts) {
+  const std::string &out = opts.require("-o", "dump-ptx");
+  const char *ptx = nullptr;
+  check(lathe_artifact_ptx(art, chip.c_str(), &ptx));
+  FILE *f = std::fopen(out.c_str(), "wb");
+  if (!f)
+    fail(out + ": cannot write: " + std::strerror(errno));
+  size_t n = std::strlen(ptx);
+  bool ok = std::fwrite(ptx, 1, n, f) == n;
+  ok = std::fclose(f) == 0 && ok;
+  if (!ok)
+    fail(out + ": write failed");
+  return 0;
+}
+
 int runInfo(const lathe_artifact_t *art) {
   std::printf("model:   %s\n", lathe_artifact_model_name(art));
   std::printf("target:  %s\n", lathe_artifact_target(art));
@@ -247,9 +264,20 @@ int main(int argc, char **argv) {
     allowed = {"--seed", "-o"};
   else if (command == "forward")
     allowed = {"--weights", "--tokens", "--logits-out"};
+  else if (command == "dump-ptx")
+    allowed = {"-o"};
   else
     fail("unknown command '" + command + "' (see lathe-run --help)");
-  Options opts = parseOptions(argc, argv, 3, allowed, command);
+  // dump-ptx takes the chip as a positional argument.
+  std::string chip;
+  int firstOption = 3;
+  if (command == "dump-ptx") {
+    if (argc < 4 || argv[3][0] == '-')
+      fail("dump-ptx needs a chip, e.g. 'dump-ptx sm_90 -o k.ptx'");
+    chip = argv[3];
+    firstOption = 4;
+  }
+  Options opts = parseOptions(argc, argv, firstOption, allowed, command);
 
   lathe_artifact_t *raw = nullptr;
   check(lathe_artifact_load(argv[1], &raw));
@@ -258,5 +286,7 @@ int main(int argc, char **argv) {
     return runInfo(art.get());
   if (command == "init")
     return runInit(art.get(), opts);
+  if (command == "dump-ptx")
+    return runDumpPtx(art.get(), chip, opts);
   return runForward(art.get(), opts);
 }
