@@ -29,7 +29,11 @@ struct MlpSpec {
   int64_t width = 0;
 };
 struct NormSpec {
+  std::string kind = "rmsnorm";
   double eps = 1e-5;
+};
+struct AttentionSpec {
+  std::string normalizer = "softmax";
 };
 struct RopeSpec {
   double base = 10000.0;
@@ -41,6 +45,10 @@ struct ModelSpec {
   MlpSpec mlp;
   NormSpec norm;
   RopeSpec rope;
+  AttentionSpec attention;
+  std::string position = "rope";
+  bool bias = false;
+  bool tieEmbeddings = false;
 };
 
 } // namespace
@@ -53,7 +61,15 @@ template <> struct MappingTraits<MlpSpec> {
   }
 };
 template <> struct MappingTraits<NormSpec> {
-  static void mapping(IO &io, NormSpec &s) { io.mapOptional("eps", s.eps); }
+  static void mapping(IO &io, NormSpec &s) {
+    io.mapOptional("kind", s.kind);
+    io.mapOptional("eps", s.eps);
+  }
+};
+template <> struct MappingTraits<AttentionSpec> {
+  static void mapping(IO &io, AttentionSpec &s) {
+    io.mapOptional("normalizer", s.normalizer);
+  }
 };
 template <> struct MappingTraits<RopeSpec> {
   static void mapping(IO &io, RopeSpec &s) { io.mapOptional("base", s.base); }
@@ -70,6 +86,10 @@ template <> struct MappingTraits<ModelSpec> {
     io.mapRequired("mlp", s.mlp);
     io.mapOptional("norm", s.norm);
     io.mapOptional("rope", s.rope);
+    io.mapOptional("attention", s.attention);
+    io.mapOptional("position", s.position);
+    io.mapOptional("bias", s.bias);
+    io.mapOptional("tie_embeddings", s.tieEmbeddings);
   }
 };
 } // namespace llvm::yaml
@@ -166,13 +186,23 @@ private:
       return fail("kv_heads", "kv_heads (" + llvm::Twine(spec.kvHeads) +
                                   ") must divide heads (" +
                                   llvm::Twine(spec.heads) + ")");
-    if ((spec.dModel / spec.heads) % 2 != 0)
+    if (spec.position == "rope" && (spec.dModel / spec.heads) % 2 != 0)
       return fail("heads", "head_dim = d_model / heads = " +
                                llvm::Twine(spec.dModel / spec.heads) +
                                " must be even for RoPE");
-    if (spec.mlp.kind != "swiglu")
+    if (!symbolizeMlpKind(spec.mlp.kind))
       return fail("mlp.kind", "unknown MLP kind '" + spec.mlp.kind +
-                                  "' (expected: swiglu)");
+                                  "' (expected: swiglu, gelu, relu2)");
+    if (spec.norm.kind != "rmsnorm" && spec.norm.kind != "layernorm")
+      return fail("norm.kind", "unknown norm kind '" + spec.norm.kind +
+                                   "' (expected: rmsnorm, layernorm)");
+    if (!symbolizeNormalizer(spec.attention.normalizer))
+      return fail("attention.normalizer",
+                  "unknown normalizer '" + spec.attention.normalizer +
+                      "' (expected: softmax, softpick)");
+    if (spec.position != "rope" && spec.position != "learned")
+      return fail("position", "unknown position encoding '" + spec.position +
+                                  "' (expected: rope, learned)");
     if (!(spec.norm.eps > 0.0))
       return fail("norm.eps", "must be positive");
     if (!(spec.rope.base > 0.0))
@@ -214,29 +244,41 @@ private:
                       s ? b.getF64FloatAttr(*s) : FloatAttr());
     };
     Location embLoc = locOf("vocab"), layerLoc = locOf("layers"),
-             mlpLoc = locOf("mlp"), headLoc = locOf("d_model");
+             mlpLoc = locOf("mlp"), headLoc = locOf("d_model"),
+             posLoc = spec.position == "learned" ? locOf("position") : embLoc;
+    const bool layerNorm = spec.norm.kind == "layernorm";
+    const bool learned = spec.position == "learned";
+    const MlpKind mlpKind = *symbolizeMlpKind(spec.mlp.kind);
+    auto declareNorm = [&](const std::string &prefix, Location loc) {
+      declare(prefix + ".weight", f32({D}), InitKind::ones, {}, loc);
+      if (layerNorm)
+        declare(prefix + ".bias", f32({D}), InitKind::zeros, {}, loc);
+    };
+    auto declareLinear = [&](const std::string &prefix, int64_t out,
+                             int64_t in, double s, Location loc) {
+      declare(prefix + ".weight", f32({out, in}), InitKind::normal, s, loc);
+      if (spec.bias)
+        declare(prefix + ".bias", f32({out}), InitKind::zeros, {}, loc);
+    };
     declare("embed.weight", f32({V, D}), InitKind::normal, std, embLoc);
+    if (learned)
+      declare("pos_embed.weight", f32({T, D}), InitKind::normal, 0.01, posLoc);
     for (int64_t l = 0; l < spec.layers; ++l) {
       std::string p = "layers." + std::to_string(l) + ".";
-      declare(p + "attn_norm.weight", f32({D}), InitKind::ones, {}, layerLoc);
-      declare(p + "attn.wq.weight", f32({H * Dh, D}), InitKind::normal, std,
-              layerLoc);
-      declare(p + "attn.wk.weight", f32({K * Dh, D}), InitKind::normal, std,
-              layerLoc);
-      declare(p + "attn.wv.weight", f32({K * Dh, D}), InitKind::normal, std,
-              layerLoc);
-      declare(p + "attn.wo.weight", f32({D, H * Dh}), InitKind::normal,
-              residualStd, layerLoc);
-      declare(p + "mlp_norm.weight", f32({D}), InitKind::ones, {}, layerLoc);
-      declare(p + "mlp.w_gate.weight", f32({F, D}), InitKind::normal, std,
-              mlpLoc);
-      declare(p + "mlp.w_up.weight", f32({F, D}), InitKind::normal, std,
-              mlpLoc);
-      declare(p + "mlp.w_down.weight", f32({D, F}), InitKind::normal,
-              residualStd, mlpLoc);
+      declareNorm(p + "attn_norm", layerLoc);
+      declareLinear(p + "attn.wq", H * Dh, D, std, layerLoc);
+      declareLinear(p + "attn.wk", K * Dh, D, std, layerLoc);
+      declareLinear(p + "attn.wv", K * Dh, D, std, layerLoc);
+      declareLinear(p + "attn.wo", D, H * Dh, residualStd, layerLoc);
+      declareNorm(p + "mlp_norm", layerLoc);
+      if (mlpKind == MlpKind::swiglu)
+        declareLinear(p + "mlp.w_gate", F, D, std, mlpLoc);
+      declareLinear(p + "mlp.w_up", F, D, std, mlpLoc);
+      declareLinear(p + "mlp.w_down", D, F, residualStd, mlpLoc);
     }
-    declare("norm.weight", f32({D}), InitKind::ones, {}, headLoc);
-    declare("lm_head.weight", f32({V, D}), InitKind::normal, std, headLoc);
+    declareNorm("norm", headLoc);
+    if (!spec.tieEmbeddings)
+      declare("lm_head.weight", f32({V, D}), InitKind::normal, std, headLoc);
 
     auto tokensType = RankedTensorType::get({T}, b.getI32Type());
     auto fn = func::FuncOp::create(
@@ -245,45 +287,61 @@ private:
     b.setInsertionPointToStart(body);
     auto weight = [&](const std::string &name, Location loc) -> Value {
       auto param = m.lookupSymbol<ParamOp>(name);
+      if (!param)
+        return nullptr;
       return WeightOp::create(b, loc, param.getTensorType(),
                               FlatSymbolRefAttr::get(&ctx, name));
     };
     auto eps = b.getF64FloatAttr(spec.norm.eps);
+    auto norm = [&](Value x, const std::string &prefix, Location loc) -> Value {
+      Value g = weight(prefix + ".weight", loc);
+      if (layerNorm)
+        return LayerNormOp::create(b, loc, x.getType(), x, g,
+                                   weight(prefix + ".bias", loc), eps);
+      return RmsNormOp::create(b, loc, x.getType(), x, g, eps);
+    };
+    auto linear = [&](Value x, const std::string &prefix, int64_t out,
+                      Location loc) -> Value {
+      return LinearOp::create(b, loc, f32({T, out}), x,
+                              weight(prefix + ".weight", loc),
+                              weight(prefix + ".bias", loc));
+    };
     Value x = EmbeddingOp::create(b, embLoc, f32({T, D}), body->getArgument(0),
                                   weight("embed.weight", embLoc));
+    // The entry covers positions 0..T-1, so the learned table is added whole.
+    if (learned)
+      x = AddOp::create(b, posLoc, x, weight("pos_embed.weight", posLoc));
+    auto base = b.getF64FloatAttr(spec.rope.base);
+    auto normalizer = *symbolizeNormalizer(spec.attention.normalizer);
     for (int64_t l = 0; l < spec.layers; ++l) {
       std::string p = "layers." + std::to_string(l) + ".";
       Location loc = NameLoc::get(b.getStringAttr("layers." + std::to_string(l)),
                                   layerLoc);
-      Value h = RmsNormOp::create(b, loc, f32({T, D}), x,
-                                  weight(p + "attn_norm.weight", loc), eps);
-      Value q = LinearOp::create(b, loc, f32({T, H * Dh}), h,
-                                 weight(p + "attn.wq.weight", loc));
-      Value k = LinearOp::create(b, loc, f32({T, K * Dh}), h,
-                                 weight(p + "attn.wk.weight", loc));
-      Value v = LinearOp::create(b, loc, f32({T, K * Dh}), h,
-                                 weight(p + "attn.wv.weight", loc));
-      auto base = b.getF64FloatAttr(spec.rope.base);
-      q = RopeOp::create(b, loc, q.getType(), q, b.getI64IntegerAttr(H), base);
-      k = RopeOp::create(b, loc, k.getType(), k, b.getI64IntegerAttr(K), base);
-      Value a = AttentionOp::create(b, loc, f32({T, H * Dh}), q, k, v,
-                                    b.getI64IntegerAttr(H),
-                                    b.getI64IntegerAttr(K));
-      Value o = LinearOp::create(b, loc, f32({T, D}), a,
-                                 weight(p + "attn.wo.weight", loc));
-      x = AddOp::create(b, loc, x, o);
-      h = RmsNormOp::create(b, loc, f32({T, D}), x,
-                            weight(p + "mlp_norm.weight", loc), eps);
-      Value y = MlpOp::create(b, loc, f32({T, D}), MlpKind::swiglu, h,
-                              weight(p + "mlp.w_gate.weight", loc),
-                              weight(p + "mlp.w_up.weight", loc),
-                              weight(p + "mlp.w_down.weight", loc));
+      Value h = norm(x, p + "attn_norm", loc);
+      Value q = linear(h, p + "attn.wq", H * Dh, loc);
+      Value k = linear(h, p + "attn.wk", K * Dh, loc);
+      Value v = linear(h, p + "attn.wv", K * Dh, loc);
+      if (!learned) {
+        q = RopeOp::create(b, loc, q.getType(), q, b.getI64IntegerAttr(H), base);
+        k = RopeOp::create(b, loc, k.getType(), k, b.getI64IntegerAttr(K), base);
+      }
+      Value a = AttentionOp::create(
+          b, loc, f32({T, H * Dh}), q, k, v, b.getI64IntegerAttr(H),
+          b.getI64IntegerAttr(K), NormalizerAttr::get(&ctx, normalizer));
+      x = AddOp::create(b, loc, x, linear(a, p + "attn.wo", D, loc));
+      h = norm(x, p + "mlp_norm", loc);
+      Value y = MlpOp::create(
+          b, loc, f32({T, D}), mlpKind, h, weight(p + "mlp.w_gate.weight", loc),
+          weight(p + "mlp.w_gate.bias", loc), weight(p + "mlp.w_up.weight", loc),
+          weight(p + "mlp.w_up.bias", loc), weight(p + "mlp.w_down.weight", loc),
+          weight(p + "mlp.w_down.bias", loc));
       x = AddOp::create(b, loc, x, y);
     }
-    Value n = RmsNormOp::create(b, headLoc, f32({T, D}), x,
-                                weight("norm.weight", headLoc), eps);
-    Value logits = LinearOp::create(b, headLoc, f32({T, V}), n,
-                                    weight("lm_head.weight", headLoc));
+    Value n = norm(x, "norm", headLoc);
+    Value head = weight(spec.tieEmbeddings ? "embed.weight" : "lm_head.weight",
+                        headLoc);
+    Value logits =
+        LinearOp::create(b, headLoc, f32({T, V}), n, head, Value());
     func::ReturnOp::create(b, top, logits);
     return module;
   }

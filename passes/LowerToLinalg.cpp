@@ -68,8 +68,32 @@ struct GenericBuilder {
     return op.getResult(0);
   }
 
-  /// y[t, o] = sum_i x[t, i] * w[o, i]   (w in nn.Linear layout).
-  Value linear(Value x, Value w) {
+  /// y[t, o] = sum_i x[t, i] * w[o, i] (+ b[o])   (w in nn.Linear layout).
+  Value linear(Value x, Value w, Value bias = nullptr) {
+    Value y = matmulTransposed(x, w);
+    if (!bias)
+      return y;
+    auto shape = llvm::cast<RankedTensorType>(y.getType()).getShape();
+    return generic({y, bias}, empty(shape),
+                   {map(2, {d(0), d(1)}), map(2, {d(1)}), map(2, {d(0), d(1)})},
+                   {IteratorType::parallel, IteratorType::parallel},
+                   [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                     return arith::AddFOp::create(nb, l, a[0], a[1]);
+                   });
+  }
+
+  /// An elementwise map over a tensor of any rank.
+  Value elementwise(ValueRange ins,
+                    function_ref<Value(OpBuilder &, Location, ValueRange)> fn) {
+    auto type = llvm::cast<RankedTensorType>(ins[0].getType());
+    AffineMap id =
+        AffineMap::getMultiDimIdentityMap(type.getRank(), b.getContext());
+    SmallVector<AffineMap> maps(ins.size() + 1, id);
+    SmallVector<IteratorType> iters(type.getRank(), IteratorType::parallel);
+    return generic(ins, empty(type.getShape()), maps, iters, fn);
+  }
+
+  Value matmulTransposed(Value x, Value w) {
     auto xt = llvm::cast<RankedTensorType>(x.getType());
     auto wt = llvm::cast<RankedTensorType>(w.getType());
     Value out = filled({xt.getDimSize(0), wt.getDimSize(0)}, 0.0);
@@ -151,13 +175,62 @@ struct LowerRmsNorm : OpConversionPattern<RmsNormOp> {
   }
 };
 
+struct LowerLayerNorm : OpConversionPattern<LayerNormOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(LayerNormOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc()};
+    SmallVector<int64_t> shape = shapeOf(op.getInput());
+    Value x = adaptor.getInput();
+    float invD = 1.0f / static_cast<float>(shape[1]);
+    AffineMap td = g.map(2, {g.d(0), g.d(1)}), t = g.map(2, {g.d(0)}),
+              d = g.map(2, {g.d(1)});
+    // Two passes (mean, then the variance around it) rather than E[x^2] -
+    // E[x]^2, which cancels badly when |mean| >> std.
+    Value mean = g.generic({x}, g.filled({shape[0]}, 0.0), {td, t},
+                           {kPar, kRed},
+                           [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                             GenericBuilder in{nb, l};
+                             Value s = arith::MulFOp::create(nb, l, a[0],
+                                                             in.cst(invD));
+                             return arith::AddFOp::create(nb, l, a[1], s);
+                           });
+    Value var = g.generic(
+        {x, mean}, g.filled({shape[0]}, 0.0), {td, t, t}, {kPar, kRed},
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value c = arith::SubFOp::create(nb, l, a[0], a[1]);
+          Value sq = arith::MulFOp::create(nb, l, c, c);
+          Value s = arith::MulFOp::create(nb, l, sq, in.cst(invD));
+          return arith::AddFOp::create(nb, l, a[2], s);
+        });
+    float eps = static_cast<float>(op.getEps().convertToDouble());
+    Value r = g.generic(
+        {x, mean, var, adaptor.getGain(), adaptor.getBias()}, g.empty(shape),
+        {td, t, t, d, d, td}, {kPar, kPar},
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value c = arith::SubFOp::create(nb, l, a[0], a[1]);
+          Value sd = math::SqrtOp::create(
+              nb, l, arith::AddFOp::create(nb, l, a[2], in.cst(eps)));
+          Value n = arith::DivFOp::create(nb, l, c, sd);
+          return arith::AddFOp::create(
+              nb, l, arith::MulFOp::create(nb, l, n, a[3]), a[4]);
+        });
+    rewriter.replaceOp(op, r);
+    return success();
+  }
+};
+
 struct LowerLinear : OpConversionPattern<LinearOp> {
   using OpConversionPattern::OpConversionPattern;
   LogicalResult
   matchAndRewrite(LinearOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
     GenericBuilder g{rewriter, op.getLoc()};
-    rewriter.replaceOp(op, g.linear(adaptor.getInput(), adaptor.getWeight()));
+    rewriter.replaceOp(op, g.linear(adaptor.getInput(), adaptor.getWeight(),
+                                    adaptor.getBias()));
     return success();
   }
 };
@@ -266,17 +339,50 @@ struct LowerAttention : OpConversionPattern<AttentionOp> {
           return arith::MaximumFOp::create(nb, l, a[1],
                                            maskedLogit(nb, l, a[0]));
         });
-    // exp(-inf - max) is 0 for masked entries; the diagonal keeps max finite.
+    // Weights W and row denominators Z. Masked entries contribute nothing.
+    //   softmax:  W = exp(l - m),                      Z = sum W
+    //   softpick: W = relu(exp(l - m+) - exp(-m+)),    Z = sum |...| + eps,
+    // with m+ = max(m, 0) so that exp(-m+) <= 1 never overflows
+    // (ARCHITECTURES.md §5); both factors carry e^(-m+), so the ratio is the
+    // definition's.
+    bool softpick = op.getNormalizer() == Normalizer::softpick;
+    auto shifted = [&](OpBuilder &nb, Location l, Value s, Value m,
+                       Value &masked) -> Value {
+      GenericBuilder in{nb, l};
+      Value i = linalg::IndexOp::create(nb, l, 1);
+      Value j = linalg::IndexOp::create(nb, l, 2);
+      masked = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ugt, j, i);
+      Value scaled = arith::MulFOp::create(nb, l, s, in.cst(scale));
+      if (!softpick)
+        return math::ExpOp::create(nb, l,
+                                   arith::SubFOp::create(nb, l, scaled, m));
+      Value mPlus = arith::MaximumFOp::create(nb, l, m, in.cst(0.0));
+      Value e = math::ExpOp::create(nb, l,
+                                    arith::SubFOp::create(nb, l, scaled, mPlus));
+      Value floor = math::ExpOp::create(nb, l, arith::NegFOp::create(nb, l, mPlus));
+      return arith::SubFOp::create(nb, l, e, floor);
+    };
     Value probs = g.generic(
         {scores, rowMax}, g.empty({heads, seq, seq}), {hij, hi, hij},
         {kPar, kPar, kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
-          Value z = arith::SubFOp::create(nb, l, maskedLogit(nb, l, a[0]), a[1]);
-          return math::ExpOp::create(nb, l, z);
+          GenericBuilder in{nb, l};
+          Value masked;
+          Value w = shifted(nb, l, a[0], a[1], masked);
+          if (softpick)
+            w = arith::MaximumFOp::create(nb, l, w, in.cst(0.0));
+          return arith::SelectOp::create(nb, l, masked, in.cst(0.0), w);
         });
     Value rowSum = g.generic(
-        {probs}, g.filled({heads, seq}, 0.0), {hij, hi}, {kPar, kPar, kRed},
-        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
-          return arith::AddFOp::create(nb, l, a[1], a[0]);
+        {scores, rowMax}, g.filled({heads, seq}, softpick ? 1e-8 : 0.0),
+        {hij, hi, hi}, {kPar, kPar, kRed},
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value masked;
+          Value w = shifted(nb, l, a[0], a[1], masked);
+          if (softpick)
+            w = math::AbsFOp::create(nb, l, w);
+          w = arith::SelectOp::create(nb, l, masked, in.cst(0.0), w);
+          return arith::AddFOp::create(nb, l, a[2], w);
         });
     // O[i, h, e] = sum_j P[h, i, j] v[j, h / group, e] / Z[h, i]; loops
     // (i, h, e, j).
@@ -298,28 +404,60 @@ struct LowerAttention : OpConversionPattern<AttentionOp> {
   }
 };
 
+/// GELU, tanh approximation: 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))).
+static Value gelu(OpBuilder &b, Location l, Value z) {
+  GenericBuilder in{b, l};
+  Value z3 = arith::MulFOp::create(b, l, arith::MulFOp::create(b, l, z, z), z);
+  Value inner = arith::AddFOp::create(
+      b, l, z, arith::MulFOp::create(b, l, z3, in.cst(0.044715)));
+  Value t = math::TanhOp::create(
+      b, l, arith::MulFOp::create(b, l, inner, in.cst(0.7978845608028654)));
+  Value half = arith::MulFOp::create(b, l, z, in.cst(0.5));
+  return arith::MulFOp::create(b, l, half,
+                               arith::AddFOp::create(b, l, t, in.cst(1.0)));
+}
+
 struct LowerMlp : OpConversionPattern<MlpOp> {
   using OpConversionPattern::OpConversionPattern;
   LogicalResult
   matchAndRewrite(MlpOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
     GenericBuilder g{rewriter, op.getLoc()};
-    Value gate = g.linear(adaptor.getInput(), adaptor.getGateWeight());
-    Value up = g.linear(adaptor.getInput(), adaptor.getUpWeight());
-    SmallVector<int64_t> hidden = shapeOf(gate);
-    AffineMap id = g.map(2, {g.d(0), g.d(1)});
-    // silu(a) * b = a / (1 + exp(-a)) * b
-    Value act = g.generic(
-        {gate, up}, g.empty(hidden), {id, id, id}, {kPar, kPar},
-        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
-          GenericBuilder in{nb, l};
-          Value neg = arith::NegFOp::create(nb, l, a[0]);
-          Value den = arith::AddFOp::create(nb, l, in.cst(1.0),
-                                            math::ExpOp::create(nb, l, neg));
-          Value silu = arith::DivFOp::create(nb, l, a[0], den);
-          return arith::MulFOp::create(nb, l, silu, a[1]);
-        });
-    rewriter.replaceOp(op, g.linear(act, adaptor.getDownWeight()));
+    Value x = adaptor.getInput();
+    Value up = g.linear(x, adaptor.getUpWeight(), adaptor.getUpBias());
+    Value act;
+    switch (op.getKind()) {
+    case MlpKind::swiglu: {
+      Value gate = g.linear(x, adaptor.getGateWeight(), adaptor.getGateBias());
+      // silu(a) * b = a / (1 + exp(-a)) * b
+      act = g.elementwise({gate, up}, [](OpBuilder &nb, Location l,
+                                         ValueRange a) -> Value {
+        GenericBuilder in{nb, l};
+        Value neg = arith::NegFOp::create(nb, l, a[0]);
+        Value den = arith::AddFOp::create(nb, l, in.cst(1.0),
+                                          math::ExpOp::create(nb, l, neg));
+        Value silu = arith::DivFOp::create(nb, l, a[0], den);
+        return arith::MulFOp::create(nb, l, silu, a[1]);
+      });
+      break;
+    }
+    case MlpKind::gelu:
+      act = g.elementwise({up}, [](OpBuilder &nb, Location l,
+                                   ValueRange a) -> Value {
+        return gelu(nb, l, a[0]);
+      });
+      break;
+    case MlpKind::relu2:
+      act = g.elementwise({up}, [](OpBuilder &nb, Location l,
+                                   ValueRange a) -> Value {
+        GenericBuilder in{nb, l};
+        Value r = arith::MaximumFOp::create(nb, l, a[0], in.cst(0.0));
+        return arith::MulFOp::create(nb, l, r, r);
+      });
+      break;
+    }
+    rewriter.replaceOp(op, g.linear(act, adaptor.getDownWeight(),
+                                    adaptor.getDownBias()));
     return success();
   }
 };
@@ -330,15 +468,11 @@ struct LowerAdd : OpConversionPattern<AddOp> {
   matchAndRewrite(AddOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
     GenericBuilder g{rewriter, op.getLoc()};
-    auto rank = op.getType().getRank();
-    AffineMap id = AffineMap::getMultiDimIdentityMap(rank, op.getContext());
-    SmallVector<IteratorType> iters(rank, kPar);
-    Value r = g.generic({adaptor.getLhs(), adaptor.getRhs()},
-                        g.empty(shapeOf(op.getResult())), {id, id, id}, iters,
-                        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
-                          return arith::AddFOp::create(nb, l, a[0], a[1]);
-                        });
-    rewriter.replaceOp(op, r);
+    rewriter.replaceOp(
+        op, g.elementwise({adaptor.getLhs(), adaptor.getRhs()},
+                          [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                            return arith::AddFOp::create(nb, l, a[0], a[1]);
+                          }));
     return success();
   }
 };
@@ -353,7 +487,8 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
     target.addLegalOp<ParamOp, WeightOp, LaunchOp>();
     target.addIllegalDialect<LatheDialect>();
     RewritePatternSet patterns(ctx);
-    patterns.add<LowerEmbedding, LowerRmsNorm, LowerLinear, LowerRope,
+    patterns.add<LowerEmbedding, LowerRmsNorm, LowerLayerNorm, LowerLinear,
+                 LowerRope,
                  LowerAttention, LowerMlp, LowerAdd>(ctx);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))

@@ -93,6 +93,35 @@ LogicalResult RmsNormOp::verify() {
   return success();
 }
 
+LogicalResult LayerNormOp::verify() {
+  if (failed(expectStatic(*this, getInput().getType(), 2, "input")) ||
+      failed(expectStatic(*this, getGain().getType(), 1, "gain")) ||
+      failed(expectStatic(*this, getBias().getType(), 1, "bias")))
+    return failure();
+  if (getType() != getInput().getType())
+    return emitOpError("result type must equal the input type");
+  if (dim(getGain(), 0) != dim(getInput(), 1) ||
+      dim(getBias(), 0) != dim(getInput(), 1))
+    return emitOpError() << "gain and bias must have " << dim(getInput(), 1)
+                         << " elements, the normalised axis";
+  if (!(getEps().convertToDouble() > 0.0))
+    return emitOpError("expects eps > 0");
+  return success();
+}
+
+/// A bias of a layer with `out` outputs is [out].
+static LogicalResult verifyBias(Operation *op, Value bias, int64_t out,
+                                StringRef what) {
+  if (!bias)
+    return success();
+  if (failed(expectStatic(op, bias.getType(), 1, what)))
+    return failure();
+  if (dim(bias, 0) != out)
+    return op->emitOpError() << what << " must have " << out
+                             << " elements, got " << bias.getType();
+  return success();
+}
+
 LogicalResult LinearOp::verify() {
   if (failed(expectStatic(*this, getInput().getType(), 2, "input")) ||
       failed(expectStatic(*this, getWeight().getType(), 2, "weight")) ||
@@ -106,7 +135,7 @@ LogicalResult LinearOp::verify() {
       dim(getResult(), 1) != dim(getWeight(), 0))
     return emitOpError() << "result must be [" << dim(getInput(), 0) << ", "
                          << dim(getWeight(), 0) << "], got " << getType();
-  return success();
+  return verifyBias(*this, getBias(), dim(getWeight(), 0), "bias");
 }
 
 LogicalResult RopeOp::verify() {
@@ -154,20 +183,29 @@ LogicalResult AttentionOp::verify() {
 }
 
 LogicalResult MlpOp::verify() {
+  bool gated = getKind() == MlpKind::swiglu;
+  if (gated && !getGateWeight())
+    return emitOpError("swiglu needs a gate weight");
+  if (!gated && (getGateWeight() || getGateBias()))
+    return emitOpError() << stringifyMlpKind(getKind())
+                         << " has no gate: drop the gate weight";
   if (failed(expectStatic(*this, getInput().getType(), 2, "input")) ||
-      failed(expectStatic(*this, getGateWeight().getType(), 2, "gate weight")) ||
       failed(expectStatic(*this, getUpWeight().getType(), 2, "up weight")) ||
       failed(expectStatic(*this, getDownWeight().getType(), 2, "down weight")))
     return failure();
-  int64_t d = dim(getInput(), 1), width = dim(getGateWeight(), 0);
-  if (getGateWeight().getType() != getUpWeight().getType())
+  int64_t d = dim(getInput(), 1), width = dim(getUpWeight(), 0);
+  if (dim(getUpWeight(), 1) != d)
+    return emitOpError() << "up weight must be [width, " << d << "], got "
+                         << getUpWeight().getType();
+  if (gated && getGateWeight().getType() != getUpWeight().getType())
     return emitOpError("gate and up weights must have the same type");
-  if (dim(getGateWeight(), 1) != d)
-    return emitOpError() << "gate weight must be [width, " << d << "], got "
-                         << getGateWeight().getType();
   if (dim(getDownWeight(), 0) != d || dim(getDownWeight(), 1) != width)
     return emitOpError() << "down weight must be [" << d << ", " << width
                          << "], got " << getDownWeight().getType();
+  if (failed(verifyBias(*this, getGateBias(), width, "gate bias")) ||
+      failed(verifyBias(*this, getUpBias(), width, "up bias")) ||
+      failed(verifyBias(*this, getDownBias(), d, "down bias")))
+    return failure();
   if (getType() != getInput().getType())
     return emitOpError("result type must equal the input type");
   return success();

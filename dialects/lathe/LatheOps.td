@@ -32,7 +32,17 @@ def Lathe_InitKind : I32EnumAttr<"InitKind", "how a parameter is initialised", [
 }
 
 def Lathe_MlpKind : I32EnumAttr<"MlpKind", "the MLP's activation", [
-    I32EnumAttrCase<"swiglu", 0>
+    I32EnumAttrCase<"swiglu", 0>,
+    I32EnumAttrCase<"gelu", 1>,
+    I32EnumAttrCase<"relu2", 2>
+  ]> {
+  let cppNamespace = "::mlir::lathe";
+}
+
+def Lathe_Normalizer : I32EnumAttr<"Normalizer",
+    "how attention scores become weights", [
+    I32EnumAttrCase<"softmax", 0>,
+    I32EnumAttrCase<"softpick", 1>
   ]> {
   let cppNamespace = "::mlir::lathe";
 }
@@ -130,21 +140,47 @@ def Lathe_RmsNormOp : Lathe_Op<"rms_norm", [Pure]> {
   let hasVerifier = 1;
 }
 
+def Lathe_LayerNormOp : Lathe_Op<"layer_norm", [Pure]> {
+  let summary = "LayerNorm over the last axis with a learned gain and bias.";
+  let description = [{
+    `result = (x - mean) / sqrt(var + eps) * gain + bias`, with the mean and
+    the biased variance over the last axis of x [T, D]; gain and bias are [D].
+
+    ```mlir
+    %y = lathe.layer_norm %x, %g, %b {eps = 1.0e-05 : f64}
+        : tensor<64x64xf32>, tensor<64xf32>, tensor<64xf32> -> tensor<64x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input, Lathe_F32Tensor:$gain,
+                       Lathe_F32Tensor:$bias, F64Attr:$eps);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `,` $gain `,` $bias attr-dict `:` type($input) `,` type($gain) `,`
+    type($bias) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
 def Lathe_LinearOp : Lathe_Op<"linear", [Pure]> {
-  let summary = "A bias-free linear layer, y = x W^T.";
+  let summary = "A linear layer, y = x W^T (+ b).";
   let description = [{
     The weight has PyTorch's `nn.Linear` layout [out, in], so weights can come
-    from PyTorch unchanged. x is [T, in]; the result is [T, out].
+    from PyTorch unchanged. x is [T, in]; the optional bias is [out]; the
+    result is [T, out].
 
     ```mlir
     %q = lathe.linear %h, %wq
         : tensor<64x64xf32>, tensor<64x64xf32> -> tensor<64x64xf32>
+    %k = lathe.linear %h, %wk bias %bk
+        : tensor<64x64xf32>, tensor<32x64xf32>, tensor<32xf32> -> tensor<64x32xf32>
     ```
   }];
-  let arguments = (ins Lathe_F32Tensor:$input, Lathe_F32Tensor:$weight);
+  let arguments = (ins Lathe_F32Tensor:$input, Lathe_F32Tensor:$weight,
+                       Optional<Lathe_F32Tensor>:$bias);
   let results = (outs Lathe_F32Tensor:$result);
   let assemblyFormat = [{
-    $input `,` $weight attr-dict `:` type($input) `,` type($weight) `->` type($result)
+    $input `,` $weight (`bias` $bias^)? attr-dict `:` type($input) `,`
+    type($weight) (`,` type($bias)^)? `->` type($result)
   }];
   let hasVerifier = 1;
 }
@@ -172,19 +208,27 @@ def Lathe_AttentionOp : Lathe_Op<"attention", [Pure]> {
   let description = [{
     q is [T, heads * head_dim]; k and v are [T, kv_heads * head_dim]. Query
     head h attends with key/value head `h / (heads / kv_heads)`; scores are
-    scaled by 1/sqrt(head_dim) and masked so that position t sees s <= t.
-    The result is [T, heads * head_dim], heads concatenated.
+    scaled by 1/sqrt(head_dim) and masked so that position t sees s <= t,
+    then normalised by `normalizer`: softmax, or softpick
+    (`relu(e^x - 1) / (sum |e^x - 1| + 1e-8)` over the unmasked entries, with
+    no renormalisation). The result is [T, heads * head_dim], heads
+    concatenated.
 
     ```mlir
     %a = lathe.attention %q, %k, %v {heads = 4 : i64, kv_heads = 2 : i64}
         : tensor<64x64xf32>, tensor<64x32xf32>, tensor<64x32xf32> -> tensor<64x64xf32>
+    %b = lathe.attention %q, %k, %v normalizer(softpick) {heads = 4 : i64, kv_heads = 2 : i64}
+        : tensor<64x64xf32>, tensor<64x32xf32>, tensor<64x32xf32> -> tensor<64x64xf32>
     ```
   }];
   let arguments = (ins Lathe_F32Tensor:$query, Lathe_F32Tensor:$key, Lathe_F32Tensor:$value,
-                       I64Attr:$heads, I64Attr:$kv_heads);
+                       I64Attr:$heads, I64Attr:$kv_heads,
+                       DefaultValuedAttr<Lathe_Normalizer,
+                                         "::mlir::lathe::Normalizer::softmax">:$normalizer);
   let results = (outs Lathe_F32Tensor:$result);
   let assemblyFormat = [{
-    $query `,` $key `,` $value attr-dict `:` type($query) `,` type($key) `,`
+    $query `,` $key `,` $value (`normalizer` `(` $normalizer^ `)`)? attr-dict
+    `:` type($query) `,` type($key) `,`
     type($value) `->` type($result)
   }];
   let hasVerifier = 1;
@@ -195,27 +239,36 @@ def Lathe_AttentionOp : Lathe_Op<"attention", [Pure]> {
   }];
 }
 
-def Lathe_MlpOp : Lathe_Op<"mlp", [Pure]> {
-  let summary = "A gated MLP: down(act(gate(x)) * up(x)).";
+def Lathe_MlpOp : Lathe_Op<"mlp", [Pure, AttrSizedOperandSegments]> {
+  let summary = "The MLP of a decoder layer: gated (SwiGLU) or plain (GELU, ReLU²).";
   let description = [{
-    With `kind = swiglu`: `result = (silu(x Wg^T) * (x Wu^T)) Wd^T`, where Wg
-    and Wu are [width, D] and Wd is [D, width]. The width may differ from
-    layer to layer.
+    `swiglu`: `result = (silu(x Wg^T + bg) * (x Wu^T + bu)) Wd^T + bd`.
+    `gelu`, `relu2`: `result = act(x Wu^T + bu) Wd^T + bd`, with GELU's tanh
+    approximation, or `relu(z)^2`; these have no gate.
+    Wg and Wu are [width, D] and Wd is [D, width]; biases are optional. The
+    width may differ from layer to layer.
 
     ```mlir
-    %y = lathe.mlp swiglu %h, %wg, %wu, %wd
-        : tensor<64x64xf32>, tensor<128x64xf32>, tensor<128x64xf32>,
-          tensor<64x128xf32> -> tensor<64x64xf32>
+    %y = lathe.mlp swiglu %h gate %wg up %wu down %wd
+        : (tensor<64x64xf32>, tensor<128x64xf32>, tensor<128x64xf32>,
+           tensor<64x128xf32>) -> tensor<64x64xf32>
+    %z = lathe.mlp gelu %h up %wu bias %bu down %wd bias %bd
+        : (tensor<64x64xf32>, tensor<256x64xf32>, tensor<256xf32>,
+           tensor<64x256xf32>, tensor<64xf32>) -> tensor<64x64xf32>
     ```
   }];
   let arguments = (ins Lathe_MlpKind:$kind, Lathe_F32Tensor:$input,
-                       Lathe_F32Tensor:$gate_weight, Lathe_F32Tensor:$up_weight,
-                       Lathe_F32Tensor:$down_weight);
+                       Optional<Lathe_F32Tensor>:$gate_weight,
+                       Optional<Lathe_F32Tensor>:$gate_bias,
+                       Lathe_F32Tensor:$up_weight,
+                       Optional<Lathe_F32Tensor>:$up_bias,
+                       Lathe_F32Tensor:$down_weight,
+                       Optional<Lathe_F32Tensor>:$down_bias);
   let results = (outs Lathe_F32Tensor:$result);
   let assemblyFormat = [{
-    $kind $input `,` $gate_weight `,` $up_weight `,` $down_weight attr-dict `:`
-    type($input) `,` type($gate_weight) `,` type($up_weight) `,`
-    type($down_weight) `->` type($result)
+    $kind $input (`gate` $gate_weight^ (`bias` $gate_bias^)?)?
+    `up` $up_weight (`bias` $up_bias^)? `down` $down_weight (`bias` $down_bias^)?
+    attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }

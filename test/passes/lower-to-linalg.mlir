@@ -100,7 +100,7 @@ func.func @rope(%x: tensor<4x8xf32>) -> tensor<4x8xf32> {
 // CHECK: iterator_types = ["parallel", "parallel", "reduction"]
 // CHECK-NOT: lathe.mlp
 func.func @mlp(%x: tensor<4x8xf32>, %wg: tensor<12x8xf32>, %wd: tensor<8x12xf32>) -> tensor<4x8xf32> {
-  %y = lathe.mlp swiglu %x, %wg, %wg, %wd : tensor<4x8xf32>, tensor<12x8xf32>, tensor<12x8xf32>, tensor<8x12xf32> -> tensor<4x8xf32>
+  %y = lathe.mlp swiglu %x gate %wg up %wg down %wd : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<12x8xf32>, tensor<8x12xf32>) -> tensor<4x8xf32>
   return %y : tensor<4x8xf32>
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Independent numpy reference for lathe's standard pre-norm decoder.
+"""Independent numpy reference for lathe's standard pre-norm decoder and its options.
 
 Written only from docs/model-and-weights.md (the contract), not from the
 compiler's sources. Everything is computed in float64.
@@ -28,51 +28,90 @@ def load_spec(path):
     return make_spec(**raw)
 
 
+OPTIONS = {  # spec key -> allowed values (first is the default)
+    "norm.kind": ("rmsnorm", "layernorm"),
+    "mlp.kind": ("swiglu", "gelu", "relu2"),
+    "attention.normalizer": ("softmax", "softpick"),
+    "position": ("rope", "learned"),
+    "bias": (False, True),
+    "tie_embeddings": (False, True),
+}
+
+
+def _option(key, value):
+    allowed = OPTIONS[key]
+    value = allowed[0] if value is None else value
+    # bools must really be bools (YAML true/false), strings must be one of the names
+    if not any(value == a and type(value) is type(a) for a in allowed):
+        raise ValueError(f"{key}: {value!r} is not one of {list(allowed)}")
+    return value
+
+
 def make_spec(name="model", vocab=256, d_model=64, layers=2, heads=4, kv_heads=None,
-              max_seq=64, mlp=None, norm=None, rope=None, **extra):
+              max_seq=64, mlp=None, norm=None, rope=None, attention=None, position=None,
+              bias=None, tie_embeddings=None, **extra):
     """Normalise and check a spec dict (also handy for building test specs)."""
-    mlp = dict(mlp or {})
+    mlp, norm, attention = dict(mlp or {}), dict(norm or {}), dict(attention or {})
     spec = {
         "name": str(name), "vocab": int(vocab), "d_model": int(d_model),
         "layers": int(layers), "heads": int(heads),
         "kv_heads": int(heads if kv_heads is None else kv_heads),
         "max_seq": int(max_seq),
-        "mlp": {"kind": str(mlp.get("kind", "swiglu")), "width": int(mlp.get("width", 4 * d_model))},
-        "norm": {"eps": float((norm or {}).get("eps", 1e-5))},
+        "mlp": {"kind": _option("mlp.kind", mlp.get("kind")), "width": int(mlp.get("width", 4 * d_model))},
+        "norm": {"kind": _option("norm.kind", norm.get("kind")), "eps": float(norm.get("eps", 1e-5))},
         "rope": {"base": float((rope or {}).get("base", 10000.0))},
+        "attention": {"normalizer": _option("attention.normalizer", attention.get("normalizer"))},
+        "position": _option("position", position),
+        "bias": _option("bias", bias),
+        "tie_embeddings": _option("tie_embeddings", tie_embeddings),
     }
     spec.update(extra)  # keep unknown keys visible rather than dropping them silently
     D, H, K = spec["d_model"], spec["heads"], spec["kv_heads"]
-    if D % H or H % K or (D // H) % 2:
-        raise ValueError(f"need d_model % heads == 0, heads % kv_heads == 0 and an even "
-                         f"head dim; got D={D} H={H} K={K}")
-    if spec["mlp"]["kind"] != "swiglu":
-        raise ValueError(f"mlp.kind {spec['mlp']['kind']!r} not supported (only swiglu)")
+    if D % H or H % K:
+        raise ValueError(f"need d_model % heads == 0 and heads % kv_heads == 0; got D={D} H={H} K={K}")
+    if spec["position"] == "rope" and (D // H) % 2:
+        raise ValueError(f"RoPE needs an even head dim; got {D // H}")
     return spec
 
 
 # ---------------------------------------------------------------- weights
 
 def weight_shapes(spec):
-    """Documented name -> (shape, init std or None for 'ones')."""
+    """Documented name -> (shape, init): a std, "ones" or "zeros"."""
     V, D, L = spec["vocab"], spec["d_model"], spec["layers"]
     H, K, F = spec["heads"], spec["kv_heads"], spec["mlp"]["width"]
     Dh = D // H
     out_std = 0.02 / np.sqrt(2 * L) if L else 0.02
+    ln, bias, swiglu = spec["norm"]["kind"] == "layernorm", spec["bias"], spec["mlp"]["kind"] == "swiglu"
     s = {"embed.weight": ((V, D), 0.02)}
+
+    def norm(n):
+        s[n + ".weight"] = ((D,), "ones")
+        if ln:
+            s[n + ".bias"] = ((D,), "zeros")
+
+    def linear(n, out, inp, std):
+        s[n + ".weight"] = ((out, inp), std)
+        if bias:
+            s[n + ".bias"] = ((out,), "zeros")
+
     for l in range(L):
         p = f"layers.{l}."
-        s[p + "attn_norm.weight"] = ((D,), None)
-        s[p + "attn.wq.weight"] = ((H * Dh, D), 0.02)
-        s[p + "attn.wk.weight"] = ((K * Dh, D), 0.02)
-        s[p + "attn.wv.weight"] = ((K * Dh, D), 0.02)
-        s[p + "attn.wo.weight"] = ((D, H * Dh), out_std)
-        s[p + "mlp_norm.weight"] = ((D,), None)
-        s[p + "mlp.w_gate.weight"] = ((F, D), 0.02)
-        s[p + "mlp.w_up.weight"] = ((F, D), 0.02)
-        s[p + "mlp.w_down.weight"] = ((D, F), out_std)
-    s["norm.weight"] = ((D,), None)
-    s["lm_head.weight"] = ((V, D), 0.02)
+        norm(p + "attn_norm")
+        linear(p + "attn.wq", H * Dh, D, 0.02)
+        linear(p + "attn.wk", K * Dh, D, 0.02)
+        linear(p + "attn.wv", K * Dh, D, 0.02)
+        linear(p + "attn.wo", D, H * Dh, out_std)
+        norm(p + "mlp_norm")
+        if swiglu:
+            linear(p + "mlp.w_gate", F, D, 0.02)
+        linear(p + "mlp.w_up", F, D, 0.02)
+        linear(p + "mlp.w_down", D, F, out_std)
+    norm("norm")
+    if not spec["tie_embeddings"]:
+        s["lm_head.weight"] = ((V, D), 0.02)
+    if spec["position"] == "learned":
+        s["pos_embed.weight"] = ((spec["max_seq"], D), 0.01)
     return s
 
 
@@ -81,16 +120,21 @@ def init_weights(spec, seed=0, scale=1.0, norm_jitter=0.0):
 
     scale multiplies every std; the documented std 0.02 leaves attention
     almost uniform, so tests that want RoPE/attention errors to show up in the
-    logits should use a larger scale. norm_jitter > 0 draws norm gains from
+    logits should use a larger scale. With scale != 1, tensors documented as
+    zeros (linear and layernorm biases) are drawn from normal(0, 0.02 * scale)
+    so an ignored bias shows up. norm_jitter > 0 draws norm gains from
     1 + normal(0, norm_jitter) instead of ones, so ignored gains are caught.
+    For the default options the draws are the same as before options existed.
     """
     rng = np.random.default_rng(seed)
     w = {}
-    for name, (shape, std) in weight_shapes(spec).items():
-        if std is None:
+    for name, (shape, init) in weight_shapes(spec).items():
+        if init == "ones":
             a = np.ones(shape) + (rng.normal(0, norm_jitter, shape) if norm_jitter else 0)
+        elif init == "zeros":
+            a = rng.normal(0.0, 0.02 * scale, shape) if scale != 1.0 else np.zeros(shape)
         else:
-            a = rng.normal(0.0, std * scale, shape)
+            a = rng.normal(0.0, init * scale, shape)
         w[name] = a.astype(np.float32)
     return w
 
@@ -110,6 +154,20 @@ def check_weights(spec, weights):
 
 def rmsnorm(x, g, eps):
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * g
+
+
+def layernorm(x, g, b, eps):
+    mu = np.mean(x, axis=-1, keepdims=True)
+    var = np.mean((x - mu) ** 2, axis=-1, keepdims=True)   # biased variance
+    return (x - mu) / np.sqrt(var + eps) * g + b
+
+
+def gelu_tanh(z):
+    return 0.5 * z * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (z + 0.044715 * z ** 3)))
+
+
+def relu2(z):
+    return np.maximum(z, 0.0) ** 2
 
 
 def silu(z):
@@ -155,7 +213,7 @@ def attention_probs(q, k, H, K, normalizer=softmax):
     return normalizer(scores, axis=-1)
 
 
-def forward(spec, weights, tokens, normalizer=softmax):
+def forward(spec, weights, tokens):
     """Logits [T, vocab] (float64) for a 1-D sequence of token ids."""
     check_weights(spec, weights)
     tokens = np.asarray(tokens, dtype=np.int64)
@@ -168,22 +226,41 @@ def forward(spec, weights, tokens, normalizer=softmax):
         raise ValueError(f"token ids must lie in [0, {V})")
     W = {n: a.astype(np.float64) for n, a in weights.items()}
     T = tokens.size
+    use_rope = spec["position"] == "rope"
+    normalizer = {"softmax": softmax, "softpick": softpick}[spec["attention"]["normalizer"]]
+    act = {"gelu": gelu_tanh, "relu2": relu2}.get(spec["mlp"]["kind"])
+
+    def norm(x, n):
+        if spec["norm"]["kind"] == "layernorm":
+            return layernorm(x, W[n + ".weight"], W[n + ".bias"], eps)
+        return rmsnorm(x, W[n + ".weight"], eps)
+
+    def lin(x, n):
+        y = x @ W[n + ".weight"].T
+        return y + W[n + ".bias"] if spec["bias"] else y
 
     x = W["embed.weight"][tokens]
+    if not use_rope:
+        x = x + W["pos_embed.weight"][:T]
     for l in range(L):
         p = f"layers.{l}."
-        h = rmsnorm(x, W[p + "attn_norm.weight"], eps)
-        q = (h @ W[p + "attn.wq.weight"].T).reshape(T, H, Dh)
-        k = (h @ W[p + "attn.wk.weight"].T).reshape(T, K, Dh)
-        v = (h @ W[p + "attn.wv.weight"].T).reshape(T, K, Dh)
-        q, k = rope(q, base), rope(k, base)
+        h = norm(x, p + "attn_norm")
+        q = lin(h, p + "attn.wq").reshape(T, H, Dh)
+        k = lin(h, p + "attn.wk").reshape(T, K, Dh)
+        v = lin(h, p + "attn.wv").reshape(T, K, Dh)
+        if use_rope:
+            q, k = rope(q, base), rope(k, base)
         P = attention_probs(q, k, H, K, normalizer)                 # [H, T, T]
         a = np.einsum("hts,shd->thd", P, v[:, np.arange(H) // (H // K), :])
-        x = x + a.reshape(T, H * Dh) @ W[p + "attn.wo.weight"].T
-        h = rmsnorm(x, W[p + "mlp_norm.weight"], eps)
-        x = x + (silu(h @ W[p + "mlp.w_gate.weight"].T) * (h @ W[p + "mlp.w_up.weight"].T)) \
-            @ W[p + "mlp.w_down.weight"].T
-    return rmsnorm(x, W["norm.weight"], eps) @ W["lm_head.weight"].T
+        x = x + lin(a.reshape(T, H * Dh), p + "attn.wo")
+        h = norm(x, p + "mlp_norm")
+        if act is None:
+            m = silu(lin(h, p + "mlp.w_gate")) * lin(h, p + "mlp.w_up")
+        else:
+            m = act(lin(h, p + "mlp.w_up"))
+        x = x + lin(m, p + "mlp.w_down")
+    head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
+    return norm(x, "norm") @ head.T                                 # the LM head has no bias
 
 
 # ---------------------------------------------------------------- CLI

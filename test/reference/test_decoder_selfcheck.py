@@ -70,46 +70,78 @@ def rope_complex(vec, p, base):
 
 
 def forward_loops(spec, w, tokens):
-    """Plain per-token, per-head loops. Only for kv_heads == heads (plain MHA)."""
+    """Plain per-token, per-head loops over every option. Only for kv_heads == heads (plain MHA)."""
     assert spec["kv_heads"] == spec["heads"]
     W = {n: a.astype(np.float64) for n, a in w.items()}
     D, H, eps, base = spec["d_model"], spec["heads"], spec["norm"]["eps"], spec["rope"]["base"]
-    Dh = D // H
+    Dh, learned, has_bias = D // H, spec["position"] == "learned", spec["bias"]
 
-    def norm(v, g):
-        return [v[i] / math.sqrt(sum(t * t for t in v) / len(v) + eps) * g[i] for i in range(len(v))]
+    def norm(v, n):
+        g = W[n + ".weight"]
+        if spec["norm"]["kind"] == "rmsnorm":
+            return [v[i] / math.sqrt(sum(t * t for t in v) / len(v) + eps) * g[i] for i in range(len(v))]
+        mu = sum(v) / len(v)
+        sd = math.sqrt(sum((t - mu) ** 2 for t in v) / len(v) + eps)
+        return [(v[i] - mu) / sd * g[i] + W[n + ".bias"][i] for i in range(len(v))]
 
-    def lin(Wm, v):  # Wm is [out, in]
-        return [float(np.dot(Wm[o], v)) for o in range(Wm.shape[0])]
+    def lin(n, v, bias=True):  # weight is [out, in]
+        Wm = W[n + ".weight"]
+        return [float(np.dot(Wm[o], v)) + (W[n + ".bias"][o] if has_bias and bias else 0.0)
+                for o in range(Wm.shape[0])]
 
-    xs = [list(W["embed.weight"][t]) for t in tokens]
+    def weights_of(sc):  # attention weights over the causal row sc[0..t]
+        if spec["attention"]["normalizer"] == "softpick":
+            e = [math.exp(z) - 1 for z in sc]
+            den = sum(abs(z) for z in e) + 1e-8
+            return [max(z, 0.0) / den for z in e]
+        m = max(sc)
+        e = [math.exp(z - m) for z in sc]
+        return [z / sum(e) for z in e]
+
+    def act(z):
+        kind = spec["mlp"]["kind"]
+        if kind == "gelu":
+            return 0.5 * z * (1 + math.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z * z * z)))
+        return max(z, 0.0) * max(z, 0.0)
+
+    rot = (lambda v, p: v) if learned else (lambda v, p: rope_complex(v, p, base))
+    xs = [[W["embed.weight"][tok][i] + (W["pos_embed.weight"][t][i] if learned else 0.0) for i in range(D)]
+          for t, tok in enumerate(tokens)]
     for l in range(spec["layers"]):
         p = f"layers.{l}."
-        hs = [norm(x, W[p + "attn_norm.weight"]) for x in xs]
-        qs = [lin(W[p + "attn.wq.weight"], h) for h in hs]
-        ks = [lin(W[p + "attn.wk.weight"], h) for h in hs]
-        vs = [lin(W[p + "attn.wv.weight"], h) for h in hs]
+        hs = [norm(x, p + "attn_norm") for x in xs]
+        qs = [lin(p + "attn.wq", h) for h in hs]
+        ks = [lin(p + "attn.wk", h) for h in hs]
+        vs = [lin(p + "attn.wv", h) for h in hs]
         new = []
         for t in range(len(xs)):
             heads_out = []
             for hd in range(H):
                 sl = slice(hd * Dh, (hd + 1) * Dh)
-                q = rope_complex(np.array(qs[t][sl]), t, base)
-                sc = [float(np.dot(q, rope_complex(np.array(ks[s][sl]), s, base))) / math.sqrt(Dh)
-                      for s in range(t + 1)]
-                m = max(sc)
-                e = [math.exp(z - m) for z in sc]
-                heads_out += [sum(e[s] / sum(e) * vs[s][sl][d] for s in range(t + 1)) for d in range(Dh)]
-            o = lin(W[p + "attn.wo.weight"], heads_out)
+                q = rot(np.array(qs[t][sl]), t)
+                sc = [float(np.dot(q, rot(np.array(ks[s][sl]), s))) / math.sqrt(Dh) for s in range(t + 1)]
+                pr = weights_of(sc)
+                heads_out += [sum(pr[s] * vs[s][sl][d] for s in range(t + 1)) for d in range(Dh)]
+            o = lin(p + "attn.wo", heads_out)
             new.append([xs[t][i] + o[i] for i in range(D)])
         xs = new
         for t in range(len(xs)):
-            h = norm(xs[t], W[p + "mlp_norm.weight"])
-            g, u = lin(W[p + "mlp.w_gate.weight"], h), lin(W[p + "mlp.w_up.weight"], h)
-            act = [gi / (1 + math.exp(-gi)) * ui for gi, ui in zip(g, u)]
-            d = lin(W[p + "mlp.w_down.weight"], act)
+            h = norm(xs[t], p + "mlp_norm")
+            u = lin(p + "mlp.w_up", h)
+            if spec["mlp"]["kind"] == "swiglu":
+                g = lin(p + "mlp.w_gate", h)
+                m = [gi / (1 + math.exp(-gi)) * ui for gi, ui in zip(g, u)]
+            else:
+                m = [act(ui) for ui in u]
+            d = lin(p + "mlp.w_down", m)
             xs[t] = [xs[t][i] + d[i] for i in range(D)]
-    return np.array([lin(W["lm_head.weight"], norm(x, W["norm.weight"])) for x in xs])
+    head = "embed" if spec["tie_embeddings"] else "lm_head"
+    return np.array([lin(head, norm(x, "norm"), bias=False) for x in xs])
+
+
+# GPT-2 style: every non-default option except softpick.
+GPT2 = dict(norm={"kind": "layernorm", "eps": 1e-5}, mlp={"kind": "gelu", "width": 64}, position="learned",
+            bias=True, tie_embeddings=True, heads=4, kv_heads=4)
 
 
 # ---------------------------------------------------------------- checks
@@ -252,6 +284,185 @@ def _():
     assert np.all(np.isfinite(z)) and np.all(z.sum(-1) <= 1 + 1e-12)
 
 
+@check("spec: option keys have documented defaults, parse, and reject unknown values")
+def _():
+    s = small_spec()
+    assert (s["norm"]["kind"], s["mlp"]["kind"], s["attention"]["normalizer"], s["position"],
+            s["bias"], s["tie_embeddings"]) == ("rmsnorm", "swiglu", "softmax", "rope", False, False)
+    g = small_spec(**GPT2, attention={"normalizer": "softpick"})
+    assert (g["norm"]["kind"], g["mlp"]["kind"], g["attention"]["normalizer"], g["position"],
+            g["bias"], g["tie_embeddings"]) == ("layernorm", "gelu", "softpick", "learned", True, True)
+    assert small_spec(mlp={"kind": "relu2", "width": 8})["mlp"] == {"kind": "relu2", "width": 8}
+    bad = [dict(norm={"kind": "batchnorm"}), dict(mlp={"kind": "geglu"}), dict(attention={"normalizer": "sigmoid"}),
+           dict(position="alibi"), dict(bias="true"), dict(bias=1), dict(tie_embeddings="yes")]
+    for kw in bad:
+        try:
+            small_spec(**kw)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted {kw}")
+    small_spec(position="learned", d_model=36, heads=4, kv_heads=4)  # odd head dim is fine without RoPE
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "g.yaml")
+        open(path, "w").write("name: g\nnorm: {kind: layernorm}\nmlp: {kind: gelu, width: 96}\n"
+                              "attention: {normalizer: softpick}\nposition: learned\nbias: true\n"
+                              "tie_embeddings: true\n")
+        y = ref.load_spec(path)
+    assert y["bias"] is True and y["tie_embeddings"] is True and y["mlp"]["width"] == 96
+
+
+@check("layernorm: zero mean / unit biased variance before affine, then gain and bias")
+def _():
+    rng = np.random.default_rng(10)
+    x = rng.normal(3.0, 5.0, size=(7, 24))
+    y = ref.layernorm(x, np.ones(24), np.zeros(24), eps=0.0)
+    close(y.mean(-1), 0.0, 1e-12, "mean")
+    close(y.var(-1), 1.0, 1e-12, "biased var")  # np.var is biased (ddof=0)
+    g, b = rng.normal(size=24), rng.normal(size=24)
+    close(ref.layernorm(x, g, b, 1e-5), (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * g + b,
+          1e-12, "affine")
+
+
+@check("gelu: tanh formula by hand, within 1e-3 of erf-GELU; relu2 zero on negatives, square on positives")
+def _():
+    # 0.5 (1 + tanh(sqrt(2/pi) * 1.044715)) at z = 1
+    close(ref.gelu_tanh(np.array(1.0)), 0.5 * (1 + math.tanh(math.sqrt(2 / math.pi) * 1.044715)), 1e-15, "hand")
+    z = np.linspace(-8, 8, 2001)
+    erf_gelu = np.array([0.5 * t * (1 + math.erf(t / math.sqrt(2))) for t in z])
+    err = close(ref.gelu_tanh(z), erf_gelu, 1e-3, "erf")
+    assert np.max(np.abs(ref.gelu_tanh(z) - erf_gelu)) > 1e-6, "that is the erf form, not tanh"
+    assert np.all(ref.relu2(-z[z > 0]) == 0) and np.array_equal(ref.relu2(np.array([3.0, 0.5])), [9.0, 0.25])
+    return f"max |tanh - erf| {err:.1e}"
+
+
+for _label, _kw in (("layernorm", dict(norm={"kind": "layernorm"})), ("gelu", dict(mlp={"kind": "gelu", "width": 48})),
+                    ("relu2", dict(mlp={"kind": "relu2", "width": 48})), ("softpick", dict(attention={"normalizer": "softpick"})),
+                    ("learned positions", dict(position="learned")), ("bias", dict(bias=True)),
+                    ("tied embeddings", dict(tie_embeddings=True)), ("GPT-2 style", GPT2)):
+    @check(f"forward: {_label} equals the independent per-token loop implementation")
+    def _(kw=_kw):
+        s = small_spec(**dict(dict(kv_heads=4), **kw))
+        w = weights(s, 11)
+        a, b = ref.forward(s, w, TOKENS), forward_loops(s, w, TOKENS)
+        return f"max abs err {close(a, b, 1e-9 * np.max(np.abs(b)), 'loop'):.2e}, max |logit| {np.max(np.abs(b)):.2f}"
+
+
+@check("softpick attention: masked entries excluded, rows <= 1, all-negative row gives zero output")
+def _():
+    rng = np.random.default_rng(12)
+    q, k = rng.normal(size=(9, 4, 8)) * 3, rng.normal(size=(9, 2, 8)) * 3
+    P = ref.attention_probs(q, k, 4, 2, ref.softpick)
+    kh = k[:, [0, 0, 1, 1]]
+    for t in (0, 4, 8):
+        sc = np.einsum("hd,shd->hs", q[t], kh[:t + 1]) / math.sqrt(8)
+        close(P[:, t, :t + 1], ref.softpick(sc), 1e-15, f"row {t}")
+    assert np.all(P.sum(-1) <= 1 + 1e-12) and np.all(P[:, np.triu_indices(9, 1)[0], np.triu_indices(9, 1)[1]] == 0)
+    # one token, wk = -wq: q.k = -|q|^2 <= 0, so attention adds nothing (no renormalisation);
+    # the same construction under softmax adds v
+    for norm_, same in (("softpick", True), ("softmax", False)):
+        s = small_spec(layers=1, kv_heads=4, attention={"normalizer": norm_})
+        w = weights(s, 13)
+        w["layers.0.attn.wk.weight"] = -w["layers.0.attn.wq.weight"]
+        w0 = dict(w, **{"layers.0.attn.wo.weight": np.zeros_like(w["layers.0.attn.wo.weight"])})
+        d = np.max(np.abs(ref.forward(s, w, [7]) - ref.forward(s, w0, [7])))
+        assert (d < 1e-12) == same, f"{norm_}: diff {d:.2e}"
+
+
+@check("learned positions: pos_embed[t] adds to token t's embedding, no RoPE, swapping rows moves only rows >= first")
+def _():
+    s = small_spec(position="learned", layers=1)
+    w = weights(s, 14)
+    toks = [3, 17, 0, 36, 5, 21]
+    full = ref.forward(s, w, toks)
+    # folding pos_embed[t] into the (distinct) token rows and zeroing pos_embed gives the same logits
+    E = w["embed.weight"].astype(np.float64).copy()
+    E[toks] += w["pos_embed.weight"][:len(toks)]
+    w2 = dict(w, **{"embed.weight": E.astype(np.float32), "pos_embed.weight": np.zeros((s["max_seq"], 32), np.float32)})
+    close(ref.forward(s, w2, toks), full, 1e-5, "fold (float32 rounding of the folded rows)")
+    # no position information at all (zero pos_embed, no RoPE): one layer's last row is a function
+    # of the set of earlier tokens, so permuting them changes nothing; with RoPE it does
+    wz = dict(w, **{"pos_embed.weight": np.zeros((s["max_seq"], 32), np.float32)})
+    perm = [36, 0, 3, 17, 5, 21]
+    close(ref.forward(s, wz, perm)[-1], ref.forward(s, wz, toks)[-1], 1e-12, "permutation")
+    sr = small_spec(layers=1)
+    wr = weights(sr, 14)
+    assert np.max(np.abs(ref.forward(sr, wr, perm)[-1] - ref.forward(sr, wr, toks)[-1])) > 1e-3
+    # swapping pos_embed rows 2 and 4 leaves rows 0, 1 alone and changes rows 2..5
+    P = w["pos_embed.weight"].copy()
+    P[[2, 4]] = P[[4, 2]]
+    sw = ref.forward(s, dict(w, **{"pos_embed.weight": P}), toks)
+    close(sw[:2], full[:2], 0, "rows before the swap")
+    assert np.min(np.max(np.abs(sw[2:] - full[2:]), axis=-1)) > 1e-3
+
+
+@check("tied head equals untied with lm_head = embed; bias=true with zero biases equals bias=false")
+def _():
+    s, st = small_spec(), small_spec(tie_embeddings=True)
+    wt = weights(st, 15)
+    close(ref.forward(st, wt, TOKENS), ref.forward(s, dict(wt, **{"lm_head.weight": wt["embed.weight"]}), TOKENS), 0, "tie")
+    for kw in ({}, dict(mlp={"kind": "gelu", "width": 48}, norm={"kind": "layernorm"})):
+        s0, sb = small_spec(**kw), small_spec(bias=True, **kw)
+        wb = weights(sb, 16)
+        assert all(np.any(wb[n] != 0) for n in wb if n.endswith(".bias"))
+        zero = {n: (np.zeros_like(a) if n.endswith(".bias") and ".w" in n else a) for n, a in wb.items()}
+        close(ref.forward(sb, zero, TOKENS), ref.forward(s0, zero, TOKENS), 0, "zero bias")
+        assert np.max(np.abs(ref.forward(sb, wb, TOKENS) - ref.forward(s0, wb, TOKENS))) > 1e-3
+
+
+@check("weights: documented names per option set; every tensor matters; a missing bias is named")
+def _():
+    names = lambda **kw: set(ref.init_weights(small_spec(layers=1, **kw)))
+    base = {"embed.weight", "norm.weight", "lm_head.weight"} | {f"layers.0.{n}.weight" for n in (
+        "attn_norm", "attn.wq", "attn.wk", "attn.wv", "attn.wo", "mlp_norm", "mlp.w_gate", "mlp.w_up", "mlp.w_down")}
+    assert names() == base
+    gpt2 = (base - {"lm_head.weight", "layers.0.mlp.w_gate.weight"}) | {"pos_embed.weight", "norm.bias",
+            "layers.0.attn_norm.bias", "layers.0.mlp_norm.bias"} | {f"layers.0.{n}.bias" for n in (
+            "attn.wq", "attn.wk", "attn.wv", "attn.wo", "mlp.w_up", "mlp.w_down")}
+    assert names(**GPT2) == gpt2, names(**GPT2) ^ gpt2
+    assert names(bias=True) == base | {n[:-6] + "bias" for n in base if ".attn.w" in n or ".mlp.w" in n}
+    assert names(mlp={"kind": "relu2", "width": 48}) == base - {"layers.0.mlp.w_gate.weight"}
+    s = small_spec(**GPT2)
+    shapes = {n: a.shape for n, a in ref.init_weights(s).items()}
+    assert shapes["pos_embed.weight"] == (16, 32) and shapes["layers.1.mlp.w_up.bias"] == (64,)
+    assert shapes["layers.0.attn.wk.bias"] == (32,) and all(np.all(a == 0) for n, a in ref.init_weights(s).items()
+                                                           if n.endswith(".bias"))
+    w = weights(s, 17)
+    # perturbing any tensor moves the logits: nothing is silently ignored. Under softmax the
+    # key bias adds q.bk to a whole row and cancels, so use softpick, where it does not.
+    sp = small_spec(**GPT2, attention={"normalizer": "softpick"})
+    full = ref.forward(sp, w, TOKENS)
+    for n in w:
+        assert np.max(np.abs(ref.forward(sp, dict(w, **{n: w[n] * 1.5 + 0.1}), TOKENS) - full)) > 1e-6, n
+    bk = dict(w, **{"layers.0.attn.wk.bias": w["layers.0.attn.wk.bias"] + 1})
+    close(ref.forward(s, bk, TOKENS), ref.forward(s, w, TOKENS), 1e-12, "softmax ignores a key bias")
+    for n in ("layers.1.mlp.w_down.bias", "norm.bias", "pos_embed.weight"):
+        try:
+            ref.forward(s, {k: a for k, a in w.items() if k != n}, TOKENS)
+        except ValueError as e:
+            assert n in str(e), str(e)
+        else:
+            raise AssertionError(f"no error for missing {n}")
+
+
+@check("CLI: --write-weights for a GPT-2-style YAML spec writes the documented names; --scale makes biases nonzero")
+def _():
+    with tempfile.TemporaryDirectory() as d:
+        S, W, R = (os.path.join(d, n) for n in ("g.yaml", "w.safetensors", "r.npy"))
+        open(S, "w").write("name: g\nvocab: 40\nd_model: 32\nlayers: 2\nheads: 4\nmax_seq: 12\n"
+                           "norm: {kind: layernorm}\nmlp: {kind: gelu, width: 64}\nposition: learned\n"
+                           "bias: true\ntie_embeddings: true\n")
+        cli = [sys.executable, os.path.join(HERE, "decoder.py"), "--spec", S]
+        subprocess.run(cli + ["--write-weights", W, "--seed", "1", "--scale", "4"], check=True, capture_output=True)
+        w, _ = safetensors_np.load(W)
+        s = ref.load_spec(S)
+        assert {n: a.shape for n, a in w.items()} == {n: sh for n, (sh, _) in ref.weight_shapes(s).items()}
+        assert all(np.std(a) > 0.01 for n, a in w.items() if n.endswith(".bias"))
+        r = subprocess.run(cli + ["--weights", W, "--tokens", "1,2,39", "--out", R], capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        close(np.load(R), forward_loops(s, w, [1, 2, 39]), 1e-9 * 100, "cli vs loops")
+    return f"{len(w)} tensors"
+
+
 @check("CLI: write weights, compare OK / MISMATCH (values and shape)")
 def _():
     spec = os.path.join(EXAMPLES, "tiny.yaml")
@@ -277,39 +488,68 @@ def _():
     return ok.stdout.strip()
 
 
-@check("torch: matches a tiny PyTorch implementation (HF-Llama style)")
-def _():
-    try:
-        import torch
-    except ImportError:
-        return "SKIPPED: torch is not importable in this interpreter"
+def forward_torch(spec, w, tokens):
+    """The same model in PyTorch (float64), HF-Llama / GPT-2 style."""
+    import torch
     import torch.nn.functional as F
-    s = small_spec()
-    w = weights(s, 9)
-    T, D, H, K = len(TOKENS), s["d_model"], s["heads"], s["kv_heads"]
-    Dh, eps = D // H, s["norm"]["eps"]
+    T, D, H, K = len(tokens), spec["d_model"], spec["heads"], spec["kv_heads"]
+    Dh, eps = D // H, spec["norm"]["eps"]
     tw = {n: torch.tensor(a, dtype=torch.float64) for n, a in w.items()}
-    norm = lambda x, g: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * g
-    inv = 1.0 / (s["rope"]["base"] ** (torch.arange(0, Dh, 2, dtype=torch.float64) / Dh))
+    get = lambda n: tw.get(n + ".bias") if spec["bias"] else None
+    lin = lambda x, n: F.linear(x, tw[n + ".weight"], get(n))
+    if spec["norm"]["kind"] == "layernorm":
+        norm = lambda x, n: F.layer_norm(x, (D,), tw[n + ".weight"], tw[n + ".bias"], eps)
+    else:
+        norm = lambda x, n: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * tw[n + ".weight"]
+    inv = 1.0 / (spec["rope"]["base"] ** (torch.arange(0, Dh, 2, dtype=torch.float64) / Dh))
     emb = torch.cat([torch.outer(torch.arange(T, dtype=torch.float64), inv)] * 2, dim=-1)
     cos, sin = emb.cos()[None], emb.sin()[None]                       # [1, T, Dh]
     rot = lambda x: torch.cat([-x[..., Dh // 2:], x[..., :Dh // 2]], -1)
-    x = tw["embed.weight"][torch.tensor(TOKENS)]
-    for l in range(s["layers"]):
+    mask = torch.ones(T, T, dtype=torch.bool).triu(1)
+    x = tw["embed.weight"][torch.tensor(tokens)]
+    if spec["position"] == "learned":
+        x = x + tw["pos_embed.weight"][:T]
+    for l in range(spec["layers"]):
         p = f"layers.{l}."
-        h = norm(x, tw[p + "attn_norm.weight"])
-        q = F.linear(h, tw[p + "attn.wq.weight"]).view(T, H, Dh).transpose(0, 1)
-        k = F.linear(h, tw[p + "attn.wk.weight"]).view(T, K, Dh).transpose(0, 1)
-        v = F.linear(h, tw[p + "attn.wv.weight"]).view(T, K, Dh).transpose(0, 1)
-        q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
+        h = norm(x, p + "attn_norm")
+        q = lin(h, p + "attn.wq").view(T, H, Dh).transpose(0, 1)
+        k = lin(h, p + "attn.wk").view(T, K, Dh).transpose(0, 1)
+        v = lin(h, p + "attn.wv").view(T, K, Dh).transpose(0, 1)
+        if spec["position"] == "rope":
+            q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
         k, v = k.repeat_interleave(H // K, 0), v.repeat_interleave(H // K, 0)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + F.linear(a.transpose(0, 1).reshape(T, D), tw[p + "attn.wo.weight"])
-        h = norm(x, tw[p + "mlp_norm.weight"])
-        x = x + F.linear(F.silu(F.linear(h, tw[p + "mlp.w_gate.weight"])) * F.linear(h, tw[p + "mlp.w_up.weight"]),
-                         tw[p + "mlp.w_down.weight"])
-    out = F.linear(norm(x, tw["norm.weight"]), tw["lm_head.weight"]).numpy()
-    return f"torch {torch.__version__}: max abs err {close(ref.forward(s, w, TOKENS), out, 1e-9, 'torch'):.2e}"
+        s = (q @ k.transpose(-1, -2)) / math.sqrt(Dh)
+        if spec["attention"]["normalizer"] == "softpick":
+            e = torch.expm1(s).masked_fill(mask, 0.0)
+            P = F.relu(e) / (e.abs().sum(-1, keepdim=True) + 1e-8)
+        else:
+            P = torch.softmax(s.masked_fill(mask, -math.inf), -1)
+        x = x + lin((P @ v).transpose(0, 1).reshape(T, D), p + "attn.wo")
+        h = norm(x, p + "mlp_norm")
+        kind = spec["mlp"]["kind"]
+        if kind == "swiglu":
+            m = F.silu(lin(h, p + "mlp.w_gate")) * lin(h, p + "mlp.w_up")
+        else:
+            m = F.gelu(lin(h, p + "mlp.w_up"), approximate="tanh") if kind == "gelu" else F.relu(lin(h, p + "mlp.w_up")) ** 2
+        x = x + lin(m, p + "mlp.w_down")
+    head = tw["embed.weight"] if spec["tie_embeddings"] else tw["lm_head.weight"]
+    return F.linear(norm(x, "norm"), head).numpy()
+
+
+for _label, _kw in (("HF-Llama style, GQA", {}), ("GPT-2 style", GPT2),
+                    ("layernorm+relu2+softpick+bias+rope, GQA",
+                     dict(norm={"kind": "layernorm"}, mlp={"kind": "relu2", "width": 40},
+                          attention={"normalizer": "softpick"}, bias=True))):
+    @check(f"torch: matches a tiny PyTorch implementation ({_label})")
+    def _(kw=_kw):
+        try:
+            import torch
+        except ImportError:
+            return "SKIPPED: torch is not importable in this interpreter"
+        s = small_spec(**kw)
+        w = weights(s, 9)
+        out = forward_torch(s, w, TOKENS)
+        return f"torch {torch.__version__}: max abs err {close(ref.forward(s, w, TOKENS), out, 1e-9 * max(1, np.max(np.abs(out))), 'torch'):.2e}"
 
 
 if __name__ == "__main__":

@@ -150,15 +150,58 @@ func.func @attention_seq(%q: tensor<4x8xf32>, %k: tensor<5x4xf32>) {
 func.func @mlp_down(%x: tensor<4x8xf32>, %w: tensor<12x8xf32>, %d: tensor<8x10xf32>) {
   // The down projection maps the MLP width back to D.
   // expected-error @+1 {{down weight must be [8, 12]}}
-  %y = lathe.mlp swiglu %x, %w, %w, %d : tensor<4x8xf32>, tensor<12x8xf32>, tensor<12x8xf32>, tensor<8x10xf32> -> tensor<4x8xf32>
+  %y = lathe.mlp swiglu %x gate %w up %w down %d : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<12x8xf32>, tensor<8x10xf32>) -> tensor<4x8xf32>
   return
 }
 
 // -----
 
 func.func @mlp_gate(%x: tensor<4x8xf32>, %w: tensor<12x6xf32>, %d: tensor<8x12xf32>) {
-  // expected-error @+1 {{gate weight must be [width, 8]}}
-  %y = lathe.mlp swiglu %x, %w, %w, %d : tensor<4x8xf32>, tensor<12x6xf32>, tensor<12x6xf32>, tensor<8x12xf32> -> tensor<4x8xf32>
+  // expected-error @+1 {{up weight must be [width, 8]}}
+  %y = lathe.mlp swiglu %x gate %w up %w down %d : (tensor<4x8xf32>, tensor<12x6xf32>, tensor<12x6xf32>, tensor<8x12xf32>) -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @mlp_no_gate(%x: tensor<4x8xf32>, %w: tensor<12x8xf32>, %d: tensor<8x12xf32>) {
+  // SwiGLU is gated: it cannot run without its gate weight.
+  // expected-error @+1 {{swiglu needs a gate weight}}
+  %y = lathe.mlp swiglu %x up %w down %d : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<8x12xf32>) -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @mlp_stray_gate(%x: tensor<4x8xf32>, %w: tensor<12x8xf32>, %d: tensor<8x12xf32>) {
+  // A gate weight on an ungated MLP would be silently ignored.
+  // expected-error @+1 {{gelu has no gate: drop the gate weight}}
+  %y = lathe.mlp gelu %x gate %w up %w down %d : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<12x8xf32>, tensor<8x12xf32>) -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @mlp_bias(%x: tensor<4x8xf32>, %w: tensor<12x8xf32>, %b: tensor<8xf32>, %d: tensor<8x12xf32>) {
+  // The up bias has the MLP width.
+  // expected-error @+1 {{up bias must have 12 elements}}
+  %y = lathe.mlp gelu %x up %w bias %b down %d : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<8xf32>, tensor<8x12xf32>) -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @linear_bias(%x: tensor<4x8xf32>, %w: tensor<16x8xf32>, %b: tensor<8xf32>) {
+  // expected-error @+1 {{bias must have 16 elements}}
+  %y = lathe.linear %x, %w bias %b : tensor<4x8xf32>, tensor<16x8xf32>, tensor<8xf32> -> tensor<4x16xf32>
+  return
+}
+
+// -----
+
+func.func @layer_norm_bias(%x: tensor<4x8xf32>, %g: tensor<8xf32>, %b: tensor<6xf32>) {
+  // expected-error @+1 {{gain and bias must have 8 elements, the normalised axis}}
+  %y = lathe.layer_norm %x, %g, %b {eps = 1.0e-5 : f64} : tensor<4x8xf32>, tensor<8xf32>, tensor<6xf32> -> tensor<4x8xf32>
   return
 }
 

@@ -32,9 +32,25 @@ func.func @decoder_pieces(%tokens: tensor<4xi32>, %wq: tensor<8x8xf32>,
   %a = lathe.attention %qr, %kr, %k {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32> -> tensor<4x8xf32>
   // CHECK: lathe.add %{{.*}}, %{{.*}} : tensor<4x8xf32>
   %r = lathe.add %x, %a : tensor<4x8xf32>
-  // CHECK: lathe.mlp swiglu %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : tensor<4x8xf32>, tensor<12x8xf32>, tensor<12x8xf32>, tensor<8x12xf32> -> tensor<4x8xf32>
-  %m = lathe.mlp swiglu %r, %wg, %wg, %wd : tensor<4x8xf32>, tensor<12x8xf32>, tensor<12x8xf32>, tensor<8x12xf32> -> tensor<4x8xf32>
+  // CHECK: lathe.mlp swiglu %{{.*}} gate %{{.*}} up %{{.*}} down %{{.*}} : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<12x8xf32>, tensor<8x12xf32>) -> tensor<4x8xf32>
+  %m = lathe.mlp swiglu %r gate %wg up %wg down %wd : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<12x8xf32>, tensor<8x12xf32>) -> tensor<4x8xf32>
   return %m : tensor<4x8xf32>
+}
+
+// CHECK-LABEL: func.func @options
+func.func @options(%x: tensor<4x8xf32>, %g: tensor<8xf32>, %w: tensor<12x8xf32>,
+    %b: tensor<12xf32>, %wd: tensor<8x12xf32>) -> tensor<4x8xf32> {
+  // CHECK: lathe.layer_norm %{{.*}}, %{{.*}}, %{{.*}} {eps = 1.000000e-05 : f64} : tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  %n = lathe.layer_norm %x, %g, %g {eps = 1.0e-5 : f64} : tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  // CHECK: lathe.linear %{{.*}}, %{{.*}} bias %{{.*}} : tensor<4x8xf32>, tensor<12x8xf32>, tensor<12xf32> -> tensor<4x12xf32>
+  %l = lathe.linear %n, %w bias %b : tensor<4x8xf32>, tensor<12x8xf32>, tensor<12xf32> -> tensor<4x12xf32>
+  // CHECK: lathe.mlp gelu %{{.*}} up %{{.*}} bias %{{.*}} down %{{.*}} bias %{{.*}} :
+  %m = lathe.mlp gelu %n up %w bias %b down %wd bias %g : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<12xf32>, tensor<8x12xf32>, tensor<8xf32>) -> tensor<4x8xf32>
+  // CHECK: lathe.mlp relu2 %{{.*}} up %{{.*}} down %{{.*}} :
+  %r = lathe.mlp relu2 %m up %w down %wd : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<8x12xf32>) -> tensor<4x8xf32>
+  // CHECK: lathe.attention %{{.*}}, %{{.*}}, %{{.*}} normalizer(softpick) {heads = 2 : i64, kv_heads = 2 : i64}
+  %a = lathe.attention %r, %r, %r normalizer(softpick) {heads = 2 : i64, kv_heads = 2 : i64} : tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
+  return %a : tensor<4x8xf32>
 }
 
 // CHECK-LABEL: func.func @entry
