@@ -87,6 +87,25 @@ lathe_status_t lathe_session_forward(lathe_session_t *session,
                                      const int32_t *tokens, size_t n,
                                      float *out_logits);
 
+/* KV-cache decoding. An artifact compiled from a spec has "prefill" and
+ * "decode" entries; the session owns the cache and remembers how many
+ * positions it holds.
+ *
+ * Prefill runs n prompt tokens (1 <= n <= max_seq) from position 0, replacing
+ * the cache, and writes logits [n, vocab]. */
+lathe_status_t lathe_session_prefill(lathe_session_t *session,
+                                     const int32_t *tokens, size_t n,
+                                     float *out_logits);
+
+/* Decode runs one token at position `pos` and writes logits [vocab]. The
+ * cache must hold positions 0..pos-1 (pos <= cached length < max_seq); the
+ * token's keys and values are appended at `pos`. */
+lathe_status_t lathe_session_decode(lathe_session_t *session, int32_t token,
+                                    size_t pos, float *out_logits);
+
+/* Number of positions the cache holds (0 after creation). */
+size_t lathe_session_cached(const lathe_session_t *session);
+
 #ifdef __cplusplus
 }
 #endif
