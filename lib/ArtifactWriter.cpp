@@ -24,11 +24,22 @@ std::string mlir::lathe::writeArtifact(
     params.push_back(fb::CreateParamDirect(fbb, p.name.c_str(), &p.shape,
                                            fb::DType::f32, init, p.std));
   }
+  std::vector<flatbuffers::Offset<fb::State>> states;
+  for (const StateInfo &st : s.states)
+    states.push_back(
+        fb::CreateStateDirect(fbb, st.name.c_str(), &st.shape, fb::DType::f32));
   std::vector<flatbuffers::Offset<fb::Buffer>> buffers;
-  for (const BufferInfo &b : s.buffers)
+  for (const BufferInfo &b : s.buffers) {
+    bool param = b.kind == BufferInfo::Kind::param;
+    bool state = b.kind == BufferInfo::Kind::state;
     buffers.push_back(fb::CreateBufferDirect(
-        fbb, b.isParam ? fb::BufferKind::param : fb::BufferKind::arena,
-        b.param, b.offset, &b.shape, toFb(b.dtype)));
+        fbb,
+        param   ? fb::BufferKind::param
+        : state ? fb::BufferKind::state
+                : fb::BufferKind::arena,
+        param ? b.index : 0, state ? b.index : 0, b.offset, &b.shape,
+        toFb(b.dtype)));
+  }
   std::vector<flatbuffers::Offset<fb::Entry>> entries;
   uint64_t arenaBytes = 0;
   for (const EntryInfo &e : s.entries) {
@@ -49,7 +60,8 @@ std::string mlir::lathe::writeArtifact(
   auto artifact = fb::CreateArtifactDirect(
       fbb, LATHE_ARTIFACT_VERSION, s.model.c_str(),
       target == Target::cpu ? fb::Target::cpu : fb::Target::cuda, s.vocab,
-      s.maxSeq, &params, &buffers, arenaBytes, &entries,
+      s.maxSeq, &params, states.empty() ? nullptr : &states, &buffers,
+      arenaBytes, &entries,
       library.empty() ? nullptr : &library,
       modules.empty() ? nullptr : &modules);
   fb::FinishArtifactBuffer(fbb, artifact);

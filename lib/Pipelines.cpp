@@ -30,6 +30,10 @@ void mlir::lathe::buildBufferizeKernelsPipeline(OpPassManager &pm) {
       bufferization::LayoutMapOption::IdentityLayoutMap;
   pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
   pm.addPass(bufferization::createDropEquivalentBufferResultsPass());
+  // An in-place cache update leaves a copy of a slice onto itself; CSE makes
+  // the two views one value and canonicalization drops the copy.
+  pm.addPass(createCSEPass());
+  pm.addPass(createCanonicalizerPass());
   pm.addPass(createExportKernels());
 }
 
@@ -54,6 +58,9 @@ void mlir::lathe::buildCudaKernelsPipeline(OpPassManager &pm,
                                            const CudaKernelsOptions &options) {
   buildBufferizeKernelsPipeline(pm);
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToParallelLoopsPass());
+  // Views (a cache row at a dynamic position) become index arithmetic on
+  // the base buffer, so every GPU kernel takes plain identity-layout buffers.
+  pm.addPass(memref::createFoldMemRefAliasOpsPass());
   pm.addPass(createMapKernelsToGpu());
   pm.addNestedPass<func::FuncOp>(createGpuMapParallelLoopsPass());
   pm.addPass(createConvertParallelLoopToGpuPass());

@@ -49,6 +49,16 @@ FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
     s.params.push_back(std::move(p));
   }
 
+  DenseMap<StringAttr, uint32_t> stateIndex;
+  for (auto cache : planned.getOps<CacheOp>()) {
+    StateInfo st;
+    st.name = cache.getSymName().str();
+    st.shape.assign(cache.getTensorType().getShape().begin(),
+                    cache.getTensorType().getShape().end());
+    stateIndex[cache.getSymNameAttr()] = s.states.size();
+    s.states.push_back(std::move(st));
+  }
+
   for (auto fn : planned.getOps<func::FuncOp>()) {
     if (fn.isExternal() || fn->hasAttr(kKernelAttrName))
       continue;
@@ -84,9 +94,15 @@ FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
     for (Operation &op : fn.getBody().front()) {
       if (auto weight = dyn_cast<WeightOp>(op)) {
         BufferInfo b;
-        b.isParam = true;
-        b.param = paramIndex.lookup(weight.getNameAttr().getAttr());
+        b.kind = BufferInfo::Kind::param;
+        b.index = paramIndex.lookup(weight.getNameAttr().getAttr());
         if (failed(addBuffer(weight.getResult(), b)))
+          return failure();
+      } else if (auto read = dyn_cast<CacheReadOp>(op)) {
+        BufferInfo b;
+        b.kind = BufferInfo::Kind::state;
+        b.index = stateIndex.lookup(read.getNameAttr().getAttr());
+        if (failed(addBuffer(read.getResult(), b)))
           return failure();
       } else if (auto launch = dyn_cast<LaunchOp>(op)) {
         LaunchInfo info;
@@ -97,7 +113,15 @@ FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
           info.args.push_back(bufferOf[operand]);
         }
         ArrayRef<int64_t> offsets = *launch.getOffsets();
-        for (auto [result, offset] : llvm::zip(launch.getResults(), offsets)) {
+        for (auto [i, result, offset] :
+             llvm::enumerate(launch.getResults(), offsets)) {
+          if (launch.getTied() && (*launch.getTied())[i] >= 0) {
+            // Written in place: the result is its operand's buffer.
+            uint32_t id = bufferOf[launch.getOperand((*launch.getTied())[i])];
+            bufferOf[result] = id;
+            info.args.push_back(id);
+            continue;
+          }
           BufferInfo b;
           b.offset = offset;
           if (failed(addBuffer(result, b)))
@@ -106,8 +130,8 @@ FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
         }
         entry.launches.push_back(std::move(info));
       } else if (isa<tensor::ExpandShapeOp, tensor::CollapseShapeOp>(op)) {
-        BufferInfo b;
-        b.offset = op.getAttrOfType<IntegerAttr>(kOffsetAttrName).getInt();
+        // A view: the same storage (arena, parameter or cache), new shape.
+        BufferInfo b = s.buffers[bufferOf[op.getOperand(0)]];
         if (failed(addBuffer(op.getResult(0), b)))
           return failure();
       } else if (auto ret = dyn_cast<func::ReturnOp>(op)) {

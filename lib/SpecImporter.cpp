@@ -280,17 +280,61 @@ private:
     if (!spec.tieEmbeddings)
       declare("lm_head.weight", f32({V, D}), InitKind::normal, std, headLoc);
 
-    auto tokensType = RankedTensorType::get({T}, b.getI32Type());
-    auto fn = func::FuncOp::create(
-        b, top, "forward", b.getFunctionType({tokensType}, {f32({T, V})}));
+    // KV caches: one [max_seq, kv_heads * head_dim] tensor per layer for
+    // keys and one for values, keys stored after RoPE.
+    for (int64_t l = 0; l < spec.layers; ++l)
+      for (const char *kv : {"k", "v"})
+        CacheOp::create(b, layerLoc,
+                        b.getStringAttr("kv.layers." + std::to_string(l) + "." + kv),
+                        TypeAttr::get(f32({T, K * Dh})));
+
+    buildEntry(m, Entry::forward);
+    buildEntry(m, Entry::prefill);
+    buildEntry(m, Entry::decode);
+    return module;
+  }
+
+  /// forward: the whole window, no cache. prefill: the same, and it fills
+  /// the caches. decode: one token at a given position, against the caches.
+  enum class Entry { forward, prefill, decode };
+
+  void buildEntry(ModuleOp m, Entry kind) {
+    OpBuilder b(&ctx);
+    b.setInsertionPointToEnd(m.getBody());
+    const int64_t D = spec.dModel, V = spec.vocab, H = spec.heads,
+                  K = spec.kvHeads, Dh = D / H;
+    const int64_t T = kind == Entry::decode ? 1 : spec.maxSeq;
+    const bool layerNorm = spec.norm.kind == "layernorm";
+    const bool learned = spec.position == "learned";
+    const MlpKind mlpKind = *symbolizeMlpKind(spec.mlp.kind);
+    Location top = locOf("name"), embLoc = locOf("vocab"),
+             layerLoc = locOf("layers"), headLoc = locOf("d_model"),
+             posLoc = learned ? locOf("position") : embLoc;
+    auto f32 = [&](ArrayRef<int64_t> shape) {
+      return RankedTensorType::get(shape, b.getF32Type());
+    };
+    auto i32 = RankedTensorType::get({T}, b.getI32Type());
+    auto one = RankedTensorType::get({1}, b.getI32Type());
+
+    const char *name = kind == Entry::forward   ? "forward"
+                       : kind == Entry::prefill ? "prefill"
+                                                : "decode";
+    SmallVector<Type> inputs = {i32};
+    if (kind == Entry::decode)
+      inputs.push_back(one);
+    auto fn = func::FuncOp::create(b, top, name,
+                                   b.getFunctionType(inputs, {f32({T, V})}));
     Block *body = fn.addEntryBlock();
     b.setInsertionPointToStart(body);
-    auto weight = [&](const std::string &name, Location loc) -> Value {
-      auto param = m.lookupSymbol<ParamOp>(name);
+    Value tokens = body->getArgument(0);
+    Value pos = kind == Entry::decode ? body->getArgument(1) : Value();
+
+    auto weight = [&](const std::string &pname, Location loc) -> Value {
+      auto param = m.lookupSymbol<ParamOp>(pname);
       if (!param)
         return nullptr;
       return WeightOp::create(b, loc, param.getTensorType(),
-                              FlatSymbolRefAttr::get(&ctx, name));
+                              FlatSymbolRefAttr::get(&ctx, pname));
     };
     auto eps = b.getF64FloatAttr(spec.norm.eps);
     auto norm = [&](Value x, const std::string &prefix, Location loc) -> Value {
@@ -306,15 +350,31 @@ private:
                               weight(prefix + ".weight", loc),
                               weight(prefix + ".bias", loc));
     };
-    Value x = EmbeddingOp::create(b, embLoc, f32({T, D}), body->getArgument(0),
+    // Keys and values go into the cache; decode then attends to the cache.
+    auto cached = [&](Value rows, const std::string &cache,
+                      Location loc) -> Value {
+      auto type = f32({spec.maxSeq, K * Dh});
+      Value cur = CacheReadOp::create(b, loc, type,
+                                      FlatSymbolRefAttr::get(&ctx, cache));
+      return CacheWriteOp::create(b, loc, type, cur, rows, pos);
+    };
+
+    Value x = EmbeddingOp::create(b, embLoc, f32({T, D}), tokens,
                                   weight("embed.weight", embLoc));
-    // The entry covers positions 0..T-1, so the learned table is added whole.
-    if (learned)
-      x = AddOp::create(b, posLoc, x, weight("pos_embed.weight", posLoc));
+    if (learned) {
+      // The whole window starts at position 0; decode looks its row up.
+      Value table = weight("pos_embed.weight", posLoc);
+      Value rows = kind == Entry::decode
+                       ? Value(EmbeddingOp::create(b, posLoc, f32({T, D}), pos,
+                                                   table))
+                       : table;
+      x = AddOp::create(b, posLoc, x, rows);
+    }
     auto base = b.getF64FloatAttr(spec.rope.base);
     auto normalizer = *symbolizeNormalizer(spec.attention.normalizer);
     for (int64_t l = 0; l < spec.layers; ++l) {
       std::string p = "layers." + std::to_string(l) + ".";
+      std::string kv = "kv.layers." + std::to_string(l) + ".";
       Location loc = NameLoc::get(b.getStringAttr("layers." + std::to_string(l)),
                                   layerLoc);
       Value h = norm(x, p + "attn_norm", loc);
@@ -322,12 +382,22 @@ private:
       Value k = linear(h, p + "attn.wk", K * Dh, loc);
       Value v = linear(h, p + "attn.wv", K * Dh, loc);
       if (!learned) {
-        q = RopeOp::create(b, loc, q.getType(), q, b.getI64IntegerAttr(H), base);
-        k = RopeOp::create(b, loc, k.getType(), k, b.getI64IntegerAttr(K), base);
+        q = RopeOp::create(b, loc, q.getType(), q, pos, b.getI64IntegerAttr(H),
+                           base);
+        k = RopeOp::create(b, loc, k.getType(), k, pos, b.getI64IntegerAttr(K),
+                           base);
+      }
+      Value keys = k, values = v;
+      if (kind != Entry::forward) {
+        Value kc = cached(k, kv + "k", loc);
+        Value vc = cached(v, kv + "v", loc);
+        if (kind == Entry::decode)
+          keys = kc, values = vc;
       }
       Value a = AttentionOp::create(
-          b, loc, f32({T, H * Dh}), q, k, v, b.getI64IntegerAttr(H),
-          b.getI64IntegerAttr(K), NormalizerAttr::get(&ctx, normalizer));
+          b, loc, f32({T, H * Dh}), q, keys, values, pos,
+          b.getI64IntegerAttr(H), b.getI64IntegerAttr(K),
+          NormalizerAttr::get(&ctx, normalizer));
       x = AddOp::create(b, loc, x, linear(a, p + "attn.wo", D, loc));
       h = norm(x, p + "mlp_norm", loc);
       Value y = MlpOp::create(
@@ -343,7 +413,6 @@ private:
     Value logits =
         LinearOp::create(b, headLoc, f32({T, V}), n, head, Value());
     func::ReturnOp::create(b, top, logits);
-    return module;
   }
 
   llvm::MemoryBufferRef buffer;

@@ -28,9 +28,14 @@ struct ParamInfo {
   float std = 0.0f;
 };
 
+struct StateInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
 struct BufferInfo {
-  bool isParam = false;
-  uint32_t param = 0;   // index into params
+  enum class Kind { arena, param, state } kind = Kind::arena;
+  uint32_t index = 0;   // into params or states
   uint64_t offset = 0;  // arena byte offset
   std::vector<int64_t> shape;
   DType dtype = DType::f32;
@@ -53,6 +58,7 @@ struct ScheduleInfo {
   std::string model;
   int64_t vocab = 0, maxSeq = 0;
   std::vector<ParamInfo> params;
+  std::vector<StateInfo> states;
   std::vector<BufferInfo> buffers;
   std::vector<EntryInfo> entries;
 };

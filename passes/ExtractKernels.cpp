@@ -14,7 +14,7 @@ struct ExtractKernels : lathe::impl::ExtractKernelsBase<ExtractKernels> {
   void runOnOperation() override {
     SmallVector<Operation *> dead;
     for (Operation &op : getOperation().getOps()) {
-      if (isa<ParamOp>(op))
+      if (isa<ParamOp, CacheOp>(op))
         dead.push_back(&op);
       else if (auto fn = dyn_cast<func::FuncOp>(op))
         if (!fn->hasAttr(kKernelAttrName))

@@ -14,7 +14,10 @@
 
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/SymbolTable.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "mlir/Transforms/RegionUtils.h"
+
+#include <functional>
 
 namespace mlir::lathe {
 #define GEN_PASS_DEF_FORMKERNELS
@@ -81,6 +84,28 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
     return success();
   }
 
+  /// An in-place update: the op writes into a slice of S and the slice goes
+  /// straight back into S. The kernel then overwrites S's own storage.
+  struct InPlace {
+    tensor::ExtractSliceOp extract;
+    tensor::InsertSliceOp insert;
+  };
+  static std::optional<InPlace> matchInPlace(linalg::LinalgOp anchor,
+                                             OpOperand &init) {
+    auto extract = init.get().getDefiningOp<tensor::ExtractSliceOp>();
+    Value result = anchor->getResult(anchor.getIndexingMapIndex(&init) -
+                                     anchor.getNumDpsInputs());
+    if (!extract || !result.hasOneUse())
+      return std::nullopt;
+    auto insert = dyn_cast<tensor::InsertSliceOp>(*result.getUsers().begin());
+    if (!insert || insert.getDest() != extract.getSource() ||
+        !insert.isSameAs(extract, [](OpFoldResult a, OpFoldResult b) {
+          return a == b;
+        }))
+      return std::nullopt;
+    return InPlace{extract, insert};
+  }
+
   /// Outlines `anchor` into kernel number `index`, placed after
   /// `insertAfter` so kernels appear in launch order.
   FailureOr<func::FuncOp> outline(func::FuncOp entry, linalg::LinalgOp anchor,
@@ -90,38 +115,69 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
     MLIRContext *ctx = op->getContext();
     Location loc = op->getLoc();
 
-    // Inputs: the op's own inputs, then tensors its body reads from above
-    // (e.g. an embedding table or a rotated partner element).
+    // Tensors become inputs; constants are cloned in; scalars computed in
+    // the entry (e.g. a position read from a tensor) are recomputed in the
+    // kernel from their tensor sources, so every input is a buffer.
     SetVector<Value> inputs;
-    for (Value v : anchor.getDpsInputs())
-      if (!isInlinedConstant(v))
+    SetVector<Operation *> recomputed;
+    std::function<LogicalResult(Value)> need = [&](Value v) -> LogicalResult {
+      if (isInlinedConstant(v)) {
+        recomputed.insert(v.getDefiningOp());
+        return success();
+      }
+      if (isa<RankedTensorType>(v.getType())) {
         inputs.insert(v);
+        return success();
+      }
+      Operation *def = v.getDefiningOp();
+      if (!def || def->getNumRegions() != 0 || !isMemoryEffectFree(def))
+        return op->emitOpError("cannot form a kernel: it uses ")
+               << v.getType() << " value that is not computed from tensors";
+      for (Value operand : def->getOperands())
+        if (failed(need(operand)))
+          return failure();
+      recomputed.insert(def);
+      return success();
+    };
+    for (Value v : anchor.getDpsInputs())
+      if (failed(need(v)))
+        return failure();
     SetVector<Value> captured;
     getUsedValuesDefinedAbove(op->getRegions(), captured);
     for (Value v : captured)
-      if (!isInlinedConstant(v))
-        inputs.insert(v);
-    for (Value v : inputs)
-      if (!isa<RankedTensorType>(v.getType()))
-        return op->emitOpError("cannot form a kernel: input of type ")
-               << v.getType() << " is not a ranked tensor";
+      if (failed(need(v)))
+        return failure();
 
-    // Outputs: each init must be fresh (empty, or a fill of empty); the
-    // kernel receives a buffer to overwrite in its place.
-    SmallVector<Type> argTypes(llvm::map_range(
-        inputs, [](Value v) { return v.getType(); }));
+    // Outputs: a fresh buffer (empty, or a fill of empty), or an in-place
+    // update of a tensor the entry already has.
+    SmallVector<std::optional<InPlace>> inPlace;
     for (OpOperand &init : anchor.getDpsInitsMutable()) {
       Operation *def = init.get().getDefiningOp();
       bool fresh = isa_and_nonnull<tensor::EmptyOp>(def) ||
                    (isa_and_nonnull<linalg::FillOp>(def) &&
                     isa_and_nonnull<tensor::EmptyOp>(
                         cast<linalg::FillOp>(def).getOutputs()[0].getDefiningOp()));
-      if (!fresh)
+      std::optional<InPlace> update = matchInPlace(anchor, init);
+      if (!fresh && !update)
         return op->emitOpError(
             "cannot form a kernel: an output is initialised from a live value");
-      argTypes.push_back(init.get().getType());
+      if (update) {
+        inputs.insert(update->extract.getSource());
+        for (Value v : update->extract.getOperands().drop_front())
+          if (failed(need(v)))
+            return failure();
+      }
+      inPlace.push_back(update);
     }
-    TypeRange resultTypes = op->getResultTypes();
+
+    SmallVector<Type> argTypes(llvm::map_range(
+        inputs, [](Value v) { return v.getType(); }));
+    SmallVector<Type> resultTypes;
+    for (auto [i, update] : llvm::enumerate(inPlace)) {
+      Type t = update ? update->insert.getType() : op->getResultTypes()[i];
+      argTypes.push_back(t);
+      resultTypes.push_back(t);
+    }
 
     OpBuilder b(ctx);
     b.setInsertionPointAfter(insertAfter);
@@ -137,21 +193,32 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
     IRMapping map;
     for (auto [v, arg] : llvm::zip(inputs, body->getArguments()))
       map.map(v, arg);
-    // Constants the op uses from above are cloned, not passed.
-    auto cloneConstant = [&](Value v) {
-      if (isInlinedConstant(v) && !map.contains(v))
-        map.map(v, b.clone(*v.getDefiningOp())->getResult(0));
-    };
-    for (Value v : anchor.getDpsInputs())
-      cloneConstant(v);
-    for (Value v : captured)
-      cloneConstant(v);
+    // Recompute scalars in their original order.
+    SmallVector<Operation *> ordered(recomputed.begin(), recomputed.end());
+    llvm::sort(ordered, [](Operation *a, Operation *b) {
+      return a->isBeforeInBlock(b);
+    });
+    for (Operation *scalar : ordered)
+      b.clone(*scalar, map);
+
     unsigned outArg = inputs.size();
-    for (OpOperand &init : anchor.getDpsInitsMutable()) {
+    SmallVector<Value> buffers;
+    for (auto [init, update] :
+         llvm::zip(anchor.getDpsInitsMutable(), inPlace)) {
       Value buffer = body->getArgument(outArg++);
-      if (auto fill = init.get().getDefiningOp<linalg::FillOp>()) {
+      buffers.push_back(buffer);
+      if (update) {
+        // The slice is taken from the output buffer itself, so the update
+        // lands in place.
+        IRMapping sliceMap = map;
+        sliceMap.map(update->extract.getSource(), buffer);
+        map.map(init.get(), b.clone(*update->extract, sliceMap)->getResult(0));
+      } else if (auto fill = init.get().getDefiningOp<linalg::FillOp>()) {
         Value scalar = fill.getInputs()[0];
-        cloneConstant(scalar);
+        if (failed(need(scalar)))
+          return failure();
+        if (!map.contains(scalar))
+          b.clone(*scalar.getDefiningOp(), map);
         Value filled = linalg::FillOp::create(b, fill.getLoc(),
                                               map.lookupOrDefault(scalar),
                                               buffer)
@@ -162,30 +229,67 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
       }
     }
     Operation *clone = b.clone(*op, map);
-    func::ReturnOp::create(b, loc, clone->getResults());
+    SmallVector<Value> results;
+    for (auto [i, update] : llvm::enumerate(inPlace)) {
+      if (!update) {
+        results.push_back(clone->getResult(i));
+        continue;
+      }
+      IRMapping insertMap = map;
+      insertMap.map(update->insert.getDest(), buffers[i]);
+      insertMap.map(update->insert.getSource(), clone->getResult(i));
+      results.push_back(b.clone(*update->insert, insertMap)->getResult(0));
+    }
+    func::ReturnOp::create(b, loc, results);
 
     // The entry launches the kernel in the op's place.
     OpBuilder eb(op);
-    auto launch = LaunchOp::create(eb, loc, resultTypes,
-                                   FlatSymbolRefAttr::get(kernel),
-                                   inputs.getArrayRef(), nullptr, nullptr,
-                                   nullptr);
+    SmallVector<int64_t> tied;
+    for (std::optional<InPlace> &update : inPlace)
+      tied.push_back(update ? static_cast<int64_t>(
+                                  llvm::find(inputs, update->extract.getSource()) -
+                                  inputs.begin())
+                            : -1);
+    bool anyTied = llvm::any_of(tied, [](int64_t t) { return t >= 0; });
+    auto launch = LaunchOp::create(
+        eb, loc, resultTypes, FlatSymbolRefAttr::get(kernel),
+        inputs.getArrayRef(), nullptr,
+        anyTied ? eb.getDenseI64ArrayAttr(tied) : nullptr, nullptr, nullptr);
+    SmallVector<Operation *> dead;
+    for (auto [i, update] : llvm::enumerate(inPlace)) {
+      if (update) {
+        update->insert.getResult().replaceAllUsesWith(launch->getResult(i));
+        dead.push_back(update->insert);
+      } else {
+        op->getResult(i).replaceAllUsesWith(launch->getResult(i));
+      }
+    }
     SmallVector<Operation *> inits;
     for (Value v : anchor.getDpsInits())
       inits.push_back(v.getDefiningOp());
-    op->replaceAllUsesWith(launch->getResults());
+    for (Operation *d : dead)
+      d->erase();
     op->erase();
-    // Drop the now-unused initialisers (fill, then its empty).
+    // Drop what only fed the kernel: initialisers, slices and recomputed
+    // scalars, in reverse order of definition.
+    SetVector<Operation *> unique;
     for (Operation *init : inits) {
-      SmallVector<Operation *> chain = {init};
-      if (auto fill = dyn_cast<linalg::FillOp>(init)) {
-        chain.push_back(fill.getOutputs()[0].getDefiningOp());
-        if (isInlinedConstant(fill.getInputs()[0]))
-          chain.push_back(fill.getInputs()[0].getDefiningOp());
+      unique.insert(init);
+      if (auto fill = dyn_cast_or_null<linalg::FillOp>(init))
+        unique.insert(fill.getOutputs()[0].getDefiningOp());
+    }
+    unique.insert(ordered.rbegin(), ordered.rend());
+    SmallVector<Operation *> candidates(unique.begin(), unique.end());
+    bool changed = true;
+    while (changed) {
+      changed = false;
+      for (Operation *&c : candidates) {
+        if (c && c->use_empty() && isMemoryEffectFree(c)) {
+          c->erase();
+          c = nullptr;
+          changed = true;
+        }
       }
-      for (Operation *dead : chain)
-        if (dead && dead->use_empty())
-          dead->erase();
     }
     return kernel;
   }

@@ -113,6 +113,17 @@ static SmallVector<int64_t> shapeOf(Value v) {
       llvm::cast<RankedTensorType>(v.getType()).getShape());
 }
 
+/// The position offset of row 0: element 0 of a tensor<1xi32>, or 0 when
+/// absent. Read inside a generic's body, so that the kernel formed around it
+/// takes the offset tensor as an input.
+static Value positionOffset(OpBuilder &b, Location loc, Value offset) {
+  if (!offset)
+    return arith::ConstantIndexOp::create(b, loc, 0);
+  Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+  Value v = tensor::ExtractOp::create(b, loc, offset, ValueRange{zero});
+  return arith::IndexCastOp::create(b, loc, b.getIndexType(), v);
+}
+
 /// Index (loop position) as f32, for positions and masks.
 static Value indexToF32(OpBuilder &b, Location loc, Value index) {
   Value i64 = arith::IndexCastOp::create(b, loc, b.getI64Type(), index);
@@ -248,6 +259,7 @@ struct LowerRope : OpConversionPattern<RopeOp> {
         -2.0 * std::log(op.getBase().convertToDouble()) /
         static_cast<double>(headDim));
     Value x = adaptor.getInput();
+    Value offset = adaptor.getOffset();
     Value r = g.generic(
         {x}, g.empty(shape),
         {g.map(2, {g.d(0), g.d(1)}), g.map(2, {g.d(0), g.d(1)})}, {kPar, kPar},
@@ -256,8 +268,10 @@ struct LowerRope : OpConversionPattern<RopeOp> {
           auto idx = [&](int64_t v) {
             return arith::ConstantIndexOp::create(nb, l, v);
           };
-          Value t = linalg::IndexOp::create(nb, l, 0);
+          Value row = linalg::IndexOp::create(nb, l, 0);
           Value c = linalg::IndexOp::create(nb, l, 1);
+          Value t = arith::AddIOp::create(nb, l, row,
+                                          positionOffset(nb, l, offset));
           Value i = arith::RemUIOp::create(nb, l, c, idx(headDim));
           Value first = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ult,
                                               i, idx(half));
@@ -265,7 +279,8 @@ struct LowerRope : OpConversionPattern<RopeOp> {
           Value partner = arith::SelectOp::create(
               nb, l, first, arith::AddIOp::create(nb, l, c, idx(half)),
               arith::SubIOp::create(nb, l, c, idx(half)));
-          Value xp = tensor::ExtractOp::create(nb, l, x, ValueRange{t, partner});
+          Value xp =
+              tensor::ExtractOp::create(nb, l, x, ValueRange{row, partner});
           Value freq = math::ExpOp::create(
               nb, l,
               arith::MulFOp::create(nb, l, indexToF32(nb, l, j),
@@ -293,27 +308,36 @@ struct LowerAttention : OpConversionPattern<AttentionOp> {
                   ConversionPatternRewriter &rewriter) const override {
     Location loc = op.getLoc();
     GenericBuilder g{rewriter, loc};
-    int64_t seq = shapeOf(op.getQuery())[0], heads = op.getHeads(),
+    int64_t seqQ = shapeOf(op.getQuery())[0], seqK = shapeOf(op.getKey())[0],
+            heads = op.getHeads(),
             kvHeads = op.getKvHeads(), headDim = op.getHeadDim(),
             group = heads / kvHeads;
     float scale = 1.0f / std::sqrt(static_cast<float>(headDim));
     float negInf = -std::numeric_limits<float>::infinity();
     SmallVector<ReassociationIndices> split = {{0}, {1, 2}};
-    auto splitHeads = [&](Value v, int64_t n) -> Value {
+    auto splitHeads = [&](Value v, int64_t rows, int64_t n) -> Value {
       return tensor::ExpandShapeOp::create(
           rewriter, loc,
-          RankedTensorType::get({seq, n, headDim}, rewriter.getF32Type()), v,
+          RankedTensorType::get({rows, n, headDim}, rewriter.getF32Type()), v,
           split);
     };
-    Value q = splitHeads(adaptor.getQuery(), heads);
-    Value k = splitHeads(adaptor.getKey(), kvHeads);
-    Value v = splitHeads(adaptor.getValue(), kvHeads);
+    Value q = splitHeads(adaptor.getQuery(), seqQ, heads);
+    Value k = splitHeads(adaptor.getKey(), seqK, kvHeads);
+    Value v = splitHeads(adaptor.getValue(), seqK, kvHeads);
+    Value offset = adaptor.getOffset();
+    // Query row i sits at position offset + i; key j at position j.
+    auto isFuture = [&](OpBuilder &nb, Location l) -> Value {
+      Value i = linalg::IndexOp::create(nb, l, 1);
+      Value j = linalg::IndexOp::create(nb, l, 2);
+      Value pos = arith::AddIOp::create(nb, l, i, positionOffset(nb, l, offset));
+      return arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ugt, j, pos);
+    };
     auto d = [&](unsigned i) { return g.d(i); };
     AffineExpr kvHead0 = d(0).floorDiv(group);
 
     // Raw scores S[h, i, j] = q[i, h] . k[j, h / group].
     Value scores = g.generic(
-        {q, k}, g.filled({heads, seq, seq}, 0.0),
+        {q, k}, g.filled({heads, seqQ, seqK}, 0.0),
         {g.map(4, {d(1), d(0), d(3)}), g.map(4, {d(2), kvHead0, d(3)}),
          g.map(4, {d(0), d(1), d(2)})},
         {kPar, kPar, kPar, kRed},
@@ -325,16 +349,13 @@ struct LowerAttention : OpConversionPattern<AttentionOp> {
     // Scaled, causally masked logit of S[h, i, j]: j > i is -inf.
     auto maskedLogit = [&](OpBuilder &nb, Location l, Value s) -> Value {
       GenericBuilder in{nb, l};
-      Value i = linalg::IndexOp::create(nb, l, 1);
-      Value j = linalg::IndexOp::create(nb, l, 2);
-      Value future =
-          arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ugt, j, i);
+      Value future = isFuture(nb, l);
       Value scaled = arith::MulFOp::create(nb, l, s, in.cst(scale));
       return arith::SelectOp::create(nb, l, future, in.cst(negInf), scaled);
     };
     AffineMap hij = g.map(3, {d(0), d(1), d(2)}), hi = g.map(3, {d(0), d(1)});
     Value rowMax = g.generic(
-        {scores}, g.filled({heads, seq}, negInf), {hij, hi}, {kPar, kPar, kRed},
+        {scores}, g.filled({heads, seqQ}, negInf), {hij, hi}, {kPar, kPar, kRed},
         [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
           return arith::MaximumFOp::create(nb, l, a[1],
                                            maskedLogit(nb, l, a[0]));
@@ -349,9 +370,7 @@ struct LowerAttention : OpConversionPattern<AttentionOp> {
     auto shifted = [&](OpBuilder &nb, Location l, Value s, Value m,
                        Value &masked) -> Value {
       GenericBuilder in{nb, l};
-      Value i = linalg::IndexOp::create(nb, l, 1);
-      Value j = linalg::IndexOp::create(nb, l, 2);
-      masked = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ugt, j, i);
+      masked = isFuture(nb, l);
       Value scaled = arith::MulFOp::create(nb, l, s, in.cst(scale));
       if (!softpick)
         return math::ExpOp::create(nb, l,
@@ -363,7 +382,7 @@ struct LowerAttention : OpConversionPattern<AttentionOp> {
       return arith::SubFOp::create(nb, l, e, floor);
     };
     Value probs = g.generic(
-        {scores, rowMax}, g.empty({heads, seq, seq}), {hij, hi, hij},
+        {scores, rowMax}, g.empty({heads, seqQ, seqK}), {hij, hi, hij},
         {kPar, kPar, kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
           GenericBuilder in{nb, l};
           Value masked;
@@ -373,7 +392,7 @@ struct LowerAttention : OpConversionPattern<AttentionOp> {
           return arith::SelectOp::create(nb, l, masked, in.cst(0.0), w);
         });
     Value rowSum = g.generic(
-        {scores, rowMax}, g.filled({heads, seq}, softpick ? 1e-8 : 0.0),
+        {scores, rowMax}, g.filled({heads, seqQ}, softpick ? 1e-8 : 0.0),
         {hij, hi, hi}, {kPar, kPar, kRed},
         [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
           GenericBuilder in{nb, l};
@@ -388,7 +407,7 @@ struct LowerAttention : OpConversionPattern<AttentionOp> {
     // (i, h, e, j).
     AffineExpr kvHead1 = d(1).floorDiv(group);
     Value out = g.generic(
-        {probs, v, rowSum}, g.filled({seq, heads, headDim}, 0.0),
+        {probs, v, rowSum}, g.filled({seqQ, heads, headDim}, 0.0),
         {g.map(4, {d(1), d(0), d(3)}), g.map(4, {d(3), kvHead1, d(2)}),
          g.map(4, {d(1), d(0)}), g.map(4, {d(0), d(1), d(2)})},
         {kPar, kPar, kPar, kRed},
@@ -462,6 +481,31 @@ struct LowerMlp : OpConversionPattern<MlpOp> {
   }
 };
 
+/// In place: the rows are copied into a slice of the cache and the slice is
+/// put back, which bufferizes to a copy into the cache's own storage.
+struct LowerCacheWrite : OpConversionPattern<CacheWriteOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(CacheWriteOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    auto rowsType = llvm::cast<RankedTensorType>(op.getRows().getType());
+    Value start = positionOffset(rewriter, loc, adaptor.getOffset());
+    SmallVector<OpFoldResult> offsets = {start, rewriter.getIndexAttr(0)};
+    SmallVector<OpFoldResult> sizes = {
+        rewriter.getIndexAttr(rowsType.getDimSize(0)),
+        rewriter.getIndexAttr(rowsType.getDimSize(1))};
+    SmallVector<OpFoldResult> strides(2, rewriter.getIndexAttr(1));
+    Value slot = tensor::ExtractSliceOp::create(
+        rewriter, loc, rowsType, adaptor.getCache(), offsets, sizes, strides);
+    Value copied = linalg::CopyOp::create(rewriter, loc, adaptor.getRows(), slot)
+                       .getResult(0);
+    rewriter.replaceOpWithNewOp<tensor::InsertSliceOp>(
+        op, copied, adaptor.getCache(), offsets, sizes, strides);
+    return success();
+  }
+};
+
 struct LowerAdd : OpConversionPattern<AddOp> {
   using OpConversionPattern::OpConversionPattern;
   LogicalResult
@@ -484,12 +528,12 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
     target.addLegalDialect<linalg::LinalgDialect, tensor::TensorDialect,
                            arith::ArithDialect, math::MathDialect,
                            func::FuncDialect>();
-    target.addLegalOp<ParamOp, WeightOp, LaunchOp>();
+    target.addLegalOp<ParamOp, WeightOp, LaunchOp, CacheOp, CacheReadOp>();
     target.addIllegalDialect<LatheDialect>();
     RewritePatternSet patterns(ctx);
     patterns.add<LowerEmbedding, LowerRmsNorm, LowerLayerNorm, LowerLinear,
                  LowerRope,
-                 LowerAttention, LowerMlp, LowerAdd>(ctx);
+                 LowerAttention, LowerMlp, LowerAdd, LowerCacheWrite>(ctx);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
       signalPassFailure();

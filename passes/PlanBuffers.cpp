@@ -62,13 +62,21 @@ struct PlanBuffers : lathe::impl::PlanBuffersBase<PlanBuffers> {
           return signalPassFailure();
   }
 
-  /// Reshapes are views: they share their source's buffer.
+  /// The value whose buffer `v` lives in: reshapes are views of their
+  /// source, and a result updated in place lives in its tied operand.
   static Value root(Value v) {
     while (Operation *def = v.getDefiningOp()) {
-      if (isa<tensor::ExpandShapeOp, tensor::CollapseShapeOp>(def))
+      if (isa<tensor::ExpandShapeOp, tensor::CollapseShapeOp>(def)) {
         v = def->getOperand(0);
-      else
+        continue;
+      }
+      auto launch = dyn_cast<LaunchOp>(def);
+      if (!launch || !launch.getTied())
         break;
+      int64_t t = (*launch.getTied())[cast<OpResult>(v).getResultNumber()];
+      if (t < 0)
+        break;
+      v = launch.getOperand(t);
     }
     return v;
   }
@@ -125,6 +133,17 @@ struct PlanBuffers : lathe::impl::PlanBuffersBase<PlanBuffers> {
       if (auto launch = dyn_cast<LaunchOp>(op)) {
         SmallVector<int64_t> offsets;
         for (Value result : launch.getResults()) {
+          Value r = root(result);
+          if (r != result) {
+            // Updated in place: the old value must be dead from here on, or
+            // a later reader would see the new contents.
+            for (Operation *user : r.getUsers())
+              if (user != &op && op.isBeforeInBlock(user))
+                return user->emitOpError(
+                    "reads a value that an earlier launch updated in place");
+            offsets.push_back(offsetOf.count(r) ? offsetOf[r] : -1);
+            continue;
+          }
           int64_t offset = arena.allocate(byteSize(result.getType()));
           offsetOf[result] = offset;
           offsets.push_back(offset);
@@ -134,11 +153,11 @@ struct PlanBuffers : lathe::impl::PlanBuffersBase<PlanBuffers> {
         }
         launch.setOffsets(offsets);
       } else if (isa<tensor::ExpandShapeOp, tensor::CollapseShapeOp>(op)) {
+        // A view of a parameter or a cache needs no arena space.
         Value src = root(op.getOperand(0));
-        if (!offsetOf.count(src))
-          return op.emitOpError("reshapes only planned buffers");
-        op.setAttr(kOffsetAttrName, IntegerAttr::get(i64, offsetOf[src]));
-      } else if (!isa<WeightOp, func::ReturnOp>(op) &&
+        if (offsetOf.count(src))
+          op.setAttr(kOffsetAttrName, IntegerAttr::get(i64, offsetOf[src]));
+      } else if (!isa<WeightOp, CacheReadOp, func::ReturnOp>(op) &&
                  !op.hasTrait<OpTrait::ConstantLike>()) {
         return op.emitOpError("cannot be planned: run lathe-form-kernels "
                               "first, so that every computation is a launch");

@@ -61,6 +61,52 @@ LogicalResult WeightOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
   return success();
 }
 
+LogicalResult CacheOp::verify() {
+  if (!getTensorType().hasStaticShape() || getTensorType().getRank() != 2)
+    return emitOpError() << "expects a static [N, W] tensor, got " << getType();
+  return success();
+}
+
+LogicalResult CacheReadOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  auto cache =
+      symbolTable.lookupNearestSymbolFrom<CacheOp>(*this, getNameAttr());
+  if (!cache)
+    return emitOpError() << "refers to unknown cache " << getNameAttr();
+  if (cache.getType() != getType())
+    return emitOpError() << "has type " << getType() << " but cache "
+                         << getNameAttr() << " has type " << cache.getType();
+  return success();
+}
+
+/// A scalar position passed as a tensor<1xi32>.
+static LogicalResult verifyOffset(Operation *op, Value offset) {
+  if (offset && llvm::cast<RankedTensorType>(offset.getType()).getShape() !=
+                    ArrayRef<int64_t>{1})
+    return op->emitOpError() << "expects the offset as tensor<1xi32>, got "
+                             << offset.getType();
+  return success();
+}
+
+LogicalResult CacheWriteOp::verify() {
+  if (failed(expectStatic(*this, getCache().getType(), 2, "cache")) ||
+      failed(expectStatic(*this, getRows().getType(), 2, "rows")) ||
+      failed(verifyOffset(*this, getOffset())))
+    return failure();
+  if (getType() != getCache().getType())
+    return emitOpError("result type must equal the cache type");
+  if (dim(getRows(), 1) != dim(getCache(), 1))
+    return emitOpError() << "rows are " << dim(getRows(), 1)
+                         << " wide but the cache is " << dim(getCache(), 1);
+  if (dim(getRows(), 0) > dim(getCache(), 0))
+    return emitOpError() << "writes " << dim(getRows(), 0)
+                         << " rows into a cache of " << dim(getCache(), 0);
+  if (!getCache().getDefiningOp<CacheReadOp>() &&
+      !getCache().getDefiningOp<CacheWriteOp>())
+    return emitOpError("updates in place, so its cache operand must come from "
+                       "lathe.cache_read or lathe.cache_write");
+  return success();
+}
+
 //===----------------------------------------------------------------------===//
 // Decoder ops
 //===----------------------------------------------------------------------===//
@@ -151,7 +197,7 @@ LogicalResult RopeOp::verify() {
     return emitOpError() << "head_dim (" << width / heads << ") must be even";
   if (!(getBase().convertToDouble() > 0.0))
     return emitOpError("expects base > 0");
-  return success();
+  return verifyOffset(*this, getOffset());
 }
 
 LogicalResult AttentionOp::verify() {
@@ -172,8 +218,12 @@ LogicalResult AttentionOp::verify() {
   int64_t headDim = width / heads;
   if (getKey().getType() != getValue().getType())
     return emitOpError("key and value must have the same type");
-  if (dim(getKey(), 0) != dim(getQuery(), 0))
+  if (failed(verifyOffset(*this, getOffset())))
+    return failure();
+  if (!getOffset() && dim(getKey(), 0) != dim(getQuery(), 0))
     return emitOpError("query and key must have the same sequence length");
+  if (getOffset() && dim(getQuery(), 0) > dim(getKey(), 0))
+    return emitOpError("has more query rows than key rows");
   if (dim(getKey(), 1) != kvHeads * headDim)
     return emitOpError() << "key width must be kv_heads * head_dim = "
                          << kvHeads * headDim << ", got " << dim(getKey(), 1);
@@ -241,6 +291,15 @@ LogicalResult LaunchOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
   if (auto offsets = getOffsets())
     if (offsets->size() != numOut)
       return emitOpError("needs one offset per result");
+  if (auto tied = getTied()) {
+    if (tied->size() != numOut)
+      return emitOpError("needs one tied entry per result");
+    for (auto [i, t] : llvm::enumerate(*tied))
+      if (t != -1 && (t < 0 || t >= static_cast<int64_t>(numIn) ||
+                      getOperand(t).getType() != getResult(i).getType()))
+        return emitOpError() << "result " << i
+                             << " is tied to an invalid operand " << t;
+  }
   return success();
 }
 

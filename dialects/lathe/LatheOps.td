@@ -97,6 +97,68 @@ def Lathe_WeightOp : Lathe_Op<"weight",
   let assemblyFormat = "$name attr-dict `:` type($result)";
 }
 
+def Lathe_CacheOp : Lathe_Op<"cache", [Symbol, HasParent<"::mlir::ModuleOp">]> {
+  let summary = "A named tensor the runtime keeps across entry calls (the KV cache).";
+  let description = [{
+    Declares persistent, zero-initialised state owned by a runtime session,
+    such as one layer's keys. It is not a parameter: weight files do not hold
+    it. Entries read it with `lathe.cache_read` and update it with
+    `lathe.cache_write`.
+
+    ```mlir
+    lathe.cache @"kv.layers.0.k" : tensor<64x32xf32>
+    ```
+  }];
+  let arguments = (ins SymbolNameAttr:$sym_name, TypeAttrOf<Lathe_F32Tensor>:$type);
+  let assemblyFormat = "$sym_name `:` $type attr-dict";
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    ::mlir::RankedTensorType getTensorType() {
+      return ::llvm::cast<::mlir::RankedTensorType>(getType());
+    }
+  }];
+}
+
+def Lathe_CacheReadOp : Lathe_Op<"cache_read",
+    [DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "The current contents of a cache.";
+  let description = [{
+    Reads the cache named by `name` as it is when the entry runs. The result
+    type must equal the cache's type.
+
+    ```mlir
+    %k = lathe.cache_read @"kv.layers.0.k" : tensor<64x32xf32>
+    ```
+  }];
+  let arguments = (ins FlatSymbolRefAttr:$name);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$name attr-dict `:` type($result)";
+}
+
+def Lathe_CacheWriteOp : Lathe_Op<"cache_write", []> {
+  let summary = "Writes rows into a cache at a position, in place.";
+  let description = [{
+    Stores `rows` [R, W] into rows [offset, offset + R) of `cache` [N, W] and
+    returns the updated contents. The update happens in the cache's own
+    storage, so `cache` (a `lathe.cache_read` or an earlier write) must have
+    no other use after this op. Without `at`, the offset is 0. The runtime
+    guarantees offset + R <= N.
+
+    ```mlir
+    %k1 = lathe.cache_write %k0, %k at %pos
+        : tensor<64x32xf32>, tensor<1x32xf32>, tensor<1xi32> -> tensor<64x32xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$cache, Lathe_F32Tensor:$rows,
+                       Optional<Lathe_I32Tensor>:$offset);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $cache `,` $rows (`at` $offset^)? attr-dict `:` type($cache) `,` type($rows)
+    (`,` type($offset)^)? `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // Decoder building blocks
 //===----------------------------------------------------------------------===//
@@ -189,26 +251,34 @@ def Lathe_RopeOp : Lathe_Op<"rope", [Pure]> {
   let summary = "Rotary position embedding, rotate-half convention.";
   let description = [{
     x has shape [T, heads * head_dim]; each head's vector is rotated by the
-    angle `t * base^(-2i / head_dim)` on the pairs (i, i + head_dim / 2),
-    where t is the row (the position, counted from 0).
+    angle `p * base^(-2i / head_dim)` on the pairs (i, i + head_dim / 2),
+    where the position p of row t is `offset + t` (offset: a tensor<1xi32>,
+    0 when absent).
 
     ```mlir
     %r = lathe.rope %q {heads = 4 : i64, base = 1.0e+04 : f64}
         : tensor<64x64xf32> -> tensor<64x64xf32>
     ```
   }];
-  let arguments = (ins Lathe_F32Tensor:$input, I64Attr:$heads, F64Attr:$base);
+  let arguments = (ins Lathe_F32Tensor:$input, Optional<Lathe_I32Tensor>:$offset,
+                       I64Attr:$heads, F64Attr:$base);
   let results = (outs Lathe_F32Tensor:$result);
-  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
+  let assemblyFormat = [{
+    $input (`at` $offset^)? attr-dict `:` type($input) (`,` type($offset)^)?
+    `->` type($result)
+  }];
   let hasVerifier = 1;
 }
 
 def Lathe_AttentionOp : Lathe_Op<"attention", [Pure]> {
   let summary = "Causal grouped-query attention with softmax.";
   let description = [{
-    q is [T, heads * head_dim]; k and v are [T, kv_heads * head_dim]. Query
-    head h attends with key/value head `h / (heads / kv_heads)`; scores are
-    scaled by 1/sqrt(head_dim) and masked so that position t sees s <= t,
+    q is [Tq, heads * head_dim]; k and v are [Tk, kv_heads * head_dim]. Query
+    head h attends with key/value head `h / (heads / kv_heads)`. Query row i
+    is at position `offset + i` (offset: a tensor<1xi32>, 0 when absent;
+    without it Tq == Tk), key row j at position j. Scores are scaled by
+    1/sqrt(head_dim) and masked so that a query sees keys at positions <= its
+    own,
     then normalised by `normalizer`: softmax, or softpick
     (`relu(e^x - 1) / (sum |e^x - 1| + 1e-8)` over the unmasked entries, with
     no renormalisation). The result is [T, heads * head_dim], heads
@@ -222,14 +292,16 @@ def Lathe_AttentionOp : Lathe_Op<"attention", [Pure]> {
     ```
   }];
   let arguments = (ins Lathe_F32Tensor:$query, Lathe_F32Tensor:$key, Lathe_F32Tensor:$value,
+                       Optional<Lathe_I32Tensor>:$offset,
                        I64Attr:$heads, I64Attr:$kv_heads,
                        DefaultValuedAttr<Lathe_Normalizer,
                                          "::mlir::lathe::Normalizer::softmax">:$normalizer);
   let results = (outs Lathe_F32Tensor:$result);
   let assemblyFormat = [{
-    $query `,` $key `,` $value (`normalizer` `(` $normalizer^ `)`)? attr-dict
-    `:` type($query) `,` type($key) `,`
-    type($value) `->` type($result)
+    $query `,` $key `,` $value (`at` $offset^)?
+    (`normalizer` `(` $normalizer^ `)`)? attr-dict
+    `:` type($query) `,` type($key) `,` type($value) (`,` type($offset)^)?
+    `->` type($result)
   }];
   let hasVerifier = 1;
   let extraClassDeclaration = [{
@@ -298,6 +370,8 @@ def Lathe_LaunchOp : Lathe_Op<"launch",
     then one tensor per result that it overwrites, and returns those. The
     launch itself names only the operands; the result buffers are planned by
     `lathe-plan-buffers`, which records their arena offsets in `offsets`.
+    `tied` (one entry per result) names the operand whose storage a result
+    overwrites in place, or -1: such a result gets no buffer of its own.
 
     ```mlir
     %y = lathe.launch @forward_k3(%x, %w)
@@ -307,6 +381,7 @@ def Lathe_LaunchOp : Lathe_Op<"launch",
   let arguments = (ins FlatSymbolRefAttr:$callee,
                        Variadic<AnyRankedTensor>:$operands,
                        OptionalAttr<DenseI64ArrayAttr>:$offsets,
+                       OptionalAttr<DenseI64ArrayAttr>:$tied,
                        OptionalAttr<DictArrayAttr>:$arg_attrs,
                        OptionalAttr<DictArrayAttr>:$res_attrs);
   let results = (outs Variadic<AnyRankedTensor>:$results);

@@ -67,3 +67,33 @@ func.func @gather_then_scale(%tok: tensor<4xi32>, %table: tensor<16x8xf32>) -> t
   } -> tensor<4x8xf32>
   return %s : tensor<4x8xf32>
 }
+
+// -----
+
+// Tests that an in-place cache update (copy into a slice that goes straight
+// back) becomes one kernel whose output is tied to the cache operand: the
+// kernel slices its own output buffer, and the position it writes at is
+// recomputed inside the kernel from the position tensor.
+
+// CHECK-LABEL: func.func @append
+// CHECK: %[[C:.*]] = lathe.cache_read @k
+// CHECK: %[[NEW:.*]] = lathe.launch @append_k0(%{{.*}}, %[[C]], %{{.*}}) {tied = array<i64: 1>} : (tensor<1x4xf32>, tensor<8x4xf32>, tensor<1xi32>) -> tensor<8x4xf32>
+// CHECK: return %[[NEW]]
+// CHECK: func.func private @append_k0(%[[ROWS:.*]]: tensor<1x4xf32>, %{{.*}}: tensor<8x4xf32>, %[[POS:.*]]: tensor<1xi32>, %[[OUT:.*]]: tensor<8x4xf32>) -> tensor<8x4xf32> attributes {lathe.kernel}
+// CHECK: %[[P:.*]] = tensor.extract %[[POS]]
+// CHECK: %[[I:.*]] = arith.index_cast %[[P]]
+// CHECK: %[[SLOT:.*]] = tensor.extract_slice %[[OUT]][%[[I]], 0] [1, 4] [1, 1]
+// CHECK: %[[COPY:.*]] = linalg.copy ins(%[[ROWS]] : tensor<1x4xf32>) outs(%[[SLOT]] : tensor<1x4xf32>)
+// CHECK: %[[INS:.*]] = tensor.insert_slice %[[COPY]] into %[[OUT]][%[[I]], 0] [1, 4] [1, 1]
+// CHECK: return %[[INS]]
+lathe.cache @k : tensor<8x4xf32>
+func.func @append(%rows: tensor<1x4xf32>, %pos: tensor<1xi32>) -> tensor<8x4xf32> {
+  %c = lathe.cache_read @k : tensor<8x4xf32>
+  %c0 = arith.constant 0 : index
+  %p = tensor.extract %pos[%c0] : tensor<1xi32>
+  %i = arith.index_cast %p : i32 to index
+  %slot = tensor.extract_slice %c[%i, 0] [1, 4] [1, 1] : tensor<8x4xf32> to tensor<1x4xf32>
+  %copy = linalg.copy ins(%rows : tensor<1x4xf32>) outs(%slot : tensor<1x4xf32>) -> tensor<1x4xf32>
+  %new = tensor.insert_slice %copy into %c[%i, 0] [1, 4] [1, 1] : tensor<1x4xf32> into tensor<8x4xf32>
+  return %new : tensor<8x4xf32>
+}

@@ -117,3 +117,37 @@ func.func @weights_stay(%x: tensor<4x8xf32>) -> tensor<4x8xf32> {
   %y = lathe.add %x, %g : tensor<4x8xf32>
   return %y : tensor<4x8xf32>
 }
+
+// -----
+
+// Tests that a cache write is a copy into a slice at the position read from
+// the offset tensor, put back with insert_slice (in place once bufferized).
+
+// CHECK-LABEL: func.func @cache_write
+// CHECK: %[[C:.*]] = lathe.cache_read @k
+// CHECK: %[[P:.*]] = tensor.extract %{{.*}}[%{{.*}}] : tensor<1xi32>
+// CHECK: %[[I:.*]] = arith.index_cast %[[P]] : i32 to index
+// CHECK: %[[SLOT:.*]] = tensor.extract_slice %[[C]][%[[I]], 0] [1, 4] [1, 1]
+// CHECK: %[[COPY:.*]] = linalg.copy ins(%{{.*}} : tensor<1x4xf32>) outs(%[[SLOT]] : tensor<1x4xf32>)
+// CHECK: tensor.insert_slice %[[COPY]] into %[[C]][%[[I]], 0] [1, 4] [1, 1]
+lathe.cache @k : tensor<8x4xf32>
+func.func @cache_write(%r: tensor<1x4xf32>, %pos: tensor<1xi32>) -> tensor<8x4xf32> {
+  %c = lathe.cache_read @k : tensor<8x4xf32>
+  %n = lathe.cache_write %c, %r at %pos : tensor<8x4xf32>, tensor<1x4xf32>, tensor<1xi32> -> tensor<8x4xf32>
+  return %n : tensor<8x4xf32>
+}
+
+// -----
+
+// Tests that decode attention (1 query row at position pos, 8 key rows) masks
+// keys beyond pos + i: the position is read inside the generic bodies.
+
+// CHECK-LABEL: func.func @decode_attention
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<1x2x2xf32>, tensor<8x1x2xf32>) outs(%{{.*}} : tensor<2x1x8xf32>)
+// CHECK: arith.maximumf
+// CHECK: tensor.extract %{{.*}} : tensor<1xi32>
+// CHECK: arith.cmpi ugt
+func.func @decode_attention(%q: tensor<1x4xf32>, %k: tensor<8x2xf32>, %pos: tensor<1xi32>) -> tensor<1x4xf32> {
+  %a = lathe.attention %q, %k, %k at %pos {heads = 2 : i64, kv_heads = 1 : i64} : tensor<1x4xf32>, tensor<8x2xf32>, tensor<8x2xf32>, tensor<1xi32> -> tensor<1x4xf32>
+  return %a : tensor<1x4xf32>
+}

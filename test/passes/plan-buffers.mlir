@@ -30,3 +30,23 @@ func.func @chain(%x: tensor<16xf32>) -> tensor<4x4xf32> {
   %d = lathe.launch @k2(%r) : (tensor<4x4xf32>) -> tensor<4x4xf32>
   return %d : tensor<4x4xf32>
 }
+
+// Tests that a result tied to a cache operand gets no arena space (offset -1)
+// and that views of caches need none either.
+
+// CHECK-LABEL: func.func @cache_update
+// CHECK-SAME: attributes {lathe.arena_bytes = 128 : i64}
+// CHECK: lathe.launch @upd(%{{.*}}, %{{.*}}) {offsets = array<i64: -1>, tied = array<i64: 1>}
+// CHECK: tensor.expand_shape
+// CHECK-NOT: lathe.offset
+// CHECK: lathe.launch @use
+lathe.cache @kc : tensor<8x4xf32>
+func.func private @upd(%r: tensor<1x4xf32>, %c: tensor<8x4xf32>, %o: tensor<8x4xf32>) -> tensor<8x4xf32> attributes {lathe.kernel}
+func.func private @use(%c: tensor<8x2x2xf32>, %o: tensor<1x4xf32>) -> tensor<1x4xf32> attributes {lathe.kernel}
+func.func @cache_update(%r: tensor<1x4xf32>) -> tensor<1x4xf32> {
+  %c = lathe.cache_read @kc : tensor<8x4xf32>
+  %n = lathe.launch @upd(%r, %c) {tied = array<i64: 1>} : (tensor<1x4xf32>, tensor<8x4xf32>) -> tensor<8x4xf32>
+  %v = tensor.expand_shape %n [[0], [1, 2]] output_shape [8, 2, 2] : tensor<8x4xf32> into tensor<8x2x2xf32>
+  %y = lathe.launch @use(%v) : (tensor<8x2x2xf32>) -> tensor<1x4xf32>
+  return %y : tensor<1x4xf32>
+}

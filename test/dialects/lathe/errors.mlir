@@ -240,3 +240,72 @@ func.func @launch_arity(%x: tensor<4xf32>) {
   %y = lathe.launch @k(%x) : (tensor<4xf32>) -> tensor<4xf32>
   return
 }
+
+// -----
+
+func.func @cache_unknown() -> tensor<8x4xf32> {
+  // expected-error @+1 {{refers to unknown cache @nope}}
+  %c = lathe.cache_read @nope : tensor<8x4xf32>
+  return %c : tensor<8x4xf32>
+}
+
+// -----
+
+// A cache is a [positions, width] matrix.
+// expected-error @+1 {{expects a static [N, W] tensor}}
+lathe.cache @c : tensor<8xf32>
+
+// -----
+
+lathe.cache @c : tensor<8x4xf32>
+func.func @cache_write_width(%r: tensor<1x6xf32>) {
+  %c = lathe.cache_read @c : tensor<8x4xf32>
+  // expected-error @+1 {{rows are 6 wide but the cache is 4}}
+  %n = lathe.cache_write %c, %r : tensor<8x4xf32>, tensor<1x6xf32> -> tensor<8x4xf32>
+  return
+}
+
+// -----
+
+func.func @cache_write_not_cache(%c: tensor<8x4xf32>, %r: tensor<1x4xf32>) {
+  // An in-place write needs storage that the runtime owns.
+  // expected-error @+1 {{its cache operand must come from lathe.cache_read or lathe.cache_write}}
+  %n = lathe.cache_write %c, %r : tensor<8x4xf32>, tensor<1x4xf32> -> tensor<8x4xf32>
+  return
+}
+
+// -----
+
+lathe.cache @c : tensor<8x4xf32>
+func.func @cache_write_rows(%r: tensor<9x4xf32>) {
+  %c = lathe.cache_read @c : tensor<8x4xf32>
+  // expected-error @+1 {{writes 9 rows into a cache of 8}}
+  %n = lathe.cache_write %c, %r : tensor<8x4xf32>, tensor<9x4xf32> -> tensor<8x4xf32>
+  return
+}
+
+// -----
+
+func.func @offset_shape(%x: tensor<1x8xf32>, %p: tensor<2xi32>) {
+  // A position is one number.
+  // expected-error @+1 {{expects the offset as tensor<1xi32>}}
+  %y = lathe.rope %x at %p {heads = 2 : i64, base = 10000.0 : f64} : tensor<1x8xf32>, tensor<2xi32> -> tensor<1x8xf32>
+  return
+}
+
+// -----
+
+func.func @attention_more_queries(%q: tensor<9x8xf32>, %k: tensor<8x4xf32>, %p: tensor<1xi32>) {
+  // expected-error @+1 {{has more query rows than key rows}}
+  %a = lathe.attention %q, %k, %k at %p {heads = 2 : i64, kv_heads = 1 : i64} : tensor<9x8xf32>, tensor<8x4xf32>, tensor<8x4xf32>, tensor<1xi32> -> tensor<9x8xf32>
+  return
+}
+
+// -----
+
+func.func private @k(%x: tensor<4xf32>, %o: tensor<4xf32>) -> tensor<4xf32> attributes {lathe.kernel}
+func.func @launch_tied(%x: tensor<4xf32>) {
+  // expected-error @+1 {{result 0 is tied to an invalid operand 3}}
+  %y = lathe.launch @k(%x) {tied = array<i64: 3>} : (tensor<4xf32>) -> tensor<4xf32>
+  return
+}

@@ -62,3 +62,19 @@ func.func @entry(%x: tensor<4x8xf32>, %w: tensor<16x8xf32>) -> tensor<4x16xf32> 
 func.func private @entry_k0(%x: tensor<4x8xf32>, %w: tensor<16x8xf32>, %out: tensor<4x16xf32>) -> tensor<4x16xf32> attributes {lathe.kernel} {
   return %out : tensor<4x16xf32>
 }
+
+// CHECK: lathe.cache @kv.layers.0.k : tensor<8x4xf32>
+lathe.cache @kv.layers.0.k : tensor<8x4xf32>
+
+// CHECK-LABEL: func.func @decode_pieces
+func.func @decode_pieces(%q: tensor<1x8xf32>, %k: tensor<1x4xf32>, %pos: tensor<1xi32>) -> tensor<1x8xf32> {
+  // CHECK: lathe.cache_read @kv.layers.0.k : tensor<8x4xf32>
+  %c = lathe.cache_read @kv.layers.0.k : tensor<8x4xf32>
+  // CHECK: lathe.rope %{{.*}} at %{{.*}} {base = 1.000000e+04 : f64, heads = 1 : i64} : tensor<1x4xf32>, tensor<1xi32> -> tensor<1x4xf32>
+  %kr = lathe.rope %k at %pos {heads = 1 : i64, base = 10000.0 : f64} : tensor<1x4xf32>, tensor<1xi32> -> tensor<1x4xf32>
+  // CHECK: lathe.cache_write %{{.*}}, %{{.*}} at %{{.*}} : tensor<8x4xf32>, tensor<1x4xf32>, tensor<1xi32> -> tensor<8x4xf32>
+  %c2 = lathe.cache_write %c, %kr at %pos : tensor<8x4xf32>, tensor<1x4xf32>, tensor<1xi32> -> tensor<8x4xf32>
+  // CHECK: lathe.attention %{{.*}}, %{{.*}}, %{{.*}} at %{{.*}} {heads = 2 : i64, kv_heads = 1 : i64} : tensor<1x8xf32>, tensor<8x4xf32>, tensor<8x4xf32>, tensor<1xi32> -> tensor<1x8xf32>
+  %a = lathe.attention %q, %c2, %c2 at %pos {heads = 2 : i64, kv_heads = 1 : i64} : tensor<1x8xf32>, tensor<8x4xf32>, tensor<8x4xf32>, tensor<1xi32> -> tensor<1x8xf32>
+  return %a : tensor<1x8xf32>
+}
