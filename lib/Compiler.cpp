@@ -124,6 +124,8 @@ LogicalResult mlir::lathe::compile(ModuleOp module,
     module.print(out);
     return success();
   }
+  if (options.emit == Emit::report)
+    return printReport(module, out);
   FailureOr<ScheduleInfo> schedule = readSchedule(module);
   if (failed(schedule))
     return failure();

@@ -63,6 +63,9 @@ struct ScheduleInfo {
   std::vector<EntryInfo> entries;
 };
 
+/// Prints kernels per layer and each kernel's FLOPs and bytes (--report).
+LogicalResult printReport(ModuleOp planned, llvm::raw_ostream &os);
+
 /// Reads the schedule off a module after lathe-to-kernels.
 FailureOr<ScheduleInfo> readSchedule(ModuleOp planned);
 

@@ -58,7 +58,33 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
         return signalPassFailure();
   }
 
+  /// A cache write becomes a copy into a slice of the cache that goes
+  /// straight back: the in-place form that `outline` turns into a kernel
+  /// writing the cache's own storage.
+  static void expandCacheWrite(CacheWriteOp op) {
+    OpBuilder b(op);
+    Location loc = op.getLoc();
+    auto rowsType = cast<RankedTensorType>(op.getRows().getType());
+    Value start = positionOffset(b, loc, op.getOffset());
+    SmallVector<OpFoldResult> offsets = {start, b.getIndexAttr(0)};
+    SmallVector<OpFoldResult> sizes = {b.getIndexAttr(rowsType.getDimSize(0)),
+                                       b.getIndexAttr(rowsType.getDimSize(1))};
+    SmallVector<OpFoldResult> strides(2, b.getIndexAttr(1));
+    Value slot = tensor::ExtractSliceOp::create(b, loc, rowsType, op.getCache(),
+                                                offsets, sizes, strides);
+    Value copied =
+        linalg::CopyOp::create(b, loc, op.getRows(), slot).getResult(0);
+    Value updated = tensor::InsertSliceOp::create(b, loc, copied, op.getCache(),
+                                                  offsets, sizes, strides);
+    op.getResult().replaceAllUsesWith(updated);
+    op.erase();
+  }
+
   LogicalResult formKernels(func::FuncOp entry, SymbolTable &symbols) {
+    SmallVector<CacheWriteOp> writes;
+    entry.walk([&](CacheWriteOp op) { writes.push_back(op); });
+    for (CacheWriteOp op : writes)
+      expandCacheWrite(op);
     SmallVector<linalg::LinalgOp> anchors;
     entry.walk([&](linalg::LinalgOp op) {
       if (!isInitFill(op))

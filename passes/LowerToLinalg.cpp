@@ -23,6 +23,14 @@ namespace mlir::lathe {
 using namespace mlir;
 using namespace mlir::lathe;
 
+Value mlir::lathe::positionOffset(OpBuilder &b, Location loc, Value offset) {
+  if (!offset)
+    return arith::ConstantIndexOp::create(b, loc, 0);
+  Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+  Value v = tensor::ExtractOp::create(b, loc, offset, ValueRange{zero});
+  return arith::IndexCastOp::create(b, loc, b.getIndexType(), v);
+}
+
 namespace {
 
 using utils::IteratorType;
@@ -111,17 +119,6 @@ struct GenericBuilder {
 static SmallVector<int64_t> shapeOf(Value v) {
   return SmallVector<int64_t>(
       llvm::cast<RankedTensorType>(v.getType()).getShape());
-}
-
-/// The position offset of row 0: element 0 of a tensor<1xi32>, or 0 when
-/// absent. Read inside a generic's body, so that the kernel formed around it
-/// takes the offset tensor as an input.
-static Value positionOffset(OpBuilder &b, Location loc, Value offset) {
-  if (!offset)
-    return arith::ConstantIndexOp::create(b, loc, 0);
-  Value zero = arith::ConstantIndexOp::create(b, loc, 0);
-  Value v = tensor::ExtractOp::create(b, loc, offset, ValueRange{zero});
-  return arith::IndexCastOp::create(b, loc, b.getIndexType(), v);
 }
 
 /// Index (loop position) as f32, for positions and masks.
@@ -481,31 +478,6 @@ struct LowerMlp : OpConversionPattern<MlpOp> {
   }
 };
 
-/// In place: the rows are copied into a slice of the cache and the slice is
-/// put back, which bufferizes to a copy into the cache's own storage.
-struct LowerCacheWrite : OpConversionPattern<CacheWriteOp> {
-  using OpConversionPattern::OpConversionPattern;
-  LogicalResult
-  matchAndRewrite(CacheWriteOp op, OpAdaptor adaptor,
-                  ConversionPatternRewriter &rewriter) const override {
-    Location loc = op.getLoc();
-    auto rowsType = llvm::cast<RankedTensorType>(op.getRows().getType());
-    Value start = positionOffset(rewriter, loc, adaptor.getOffset());
-    SmallVector<OpFoldResult> offsets = {start, rewriter.getIndexAttr(0)};
-    SmallVector<OpFoldResult> sizes = {
-        rewriter.getIndexAttr(rowsType.getDimSize(0)),
-        rewriter.getIndexAttr(rowsType.getDimSize(1))};
-    SmallVector<OpFoldResult> strides(2, rewriter.getIndexAttr(1));
-    Value slot = tensor::ExtractSliceOp::create(
-        rewriter, loc, rowsType, adaptor.getCache(), offsets, sizes, strides);
-    Value copied = linalg::CopyOp::create(rewriter, loc, adaptor.getRows(), slot)
-                       .getResult(0);
-    rewriter.replaceOpWithNewOp<tensor::InsertSliceOp>(
-        op, copied, adaptor.getCache(), offsets, sizes, strides);
-    return success();
-  }
-};
-
 struct LowerAdd : OpConversionPattern<AddOp> {
   using OpConversionPattern::OpConversionPattern;
   LogicalResult
@@ -528,12 +500,15 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
     target.addLegalDialect<linalg::LinalgDialect, tensor::TensorDialect,
                            arith::ArithDialect, math::MathDialect,
                            func::FuncDialect>();
-    target.addLegalOp<ParamOp, WeightOp, LaunchOp, CacheOp, CacheReadOp>();
+    // Cache writes stay: kernel formation expands them right where it
+    // outlines them, so no pass in between can drop the write as unused.
+    target.addLegalOp<ParamOp, WeightOp, LaunchOp, CacheOp, CacheReadOp,
+                      CacheWriteOp>();
     target.addIllegalDialect<LatheDialect>();
     RewritePatternSet patterns(ctx);
     patterns.add<LowerEmbedding, LowerRmsNorm, LowerLayerNorm, LowerLinear,
                  LowerRope,
-                 LowerAttention, LowerMlp, LowerAdd, LowerCacheWrite>(ctx);
+                 LowerAttention, LowerMlp, LowerAdd>(ctx);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
       signalPassFailure();

@@ -16,6 +16,11 @@ namespace mlir::lathe {
 #define GEN_PASS_DECL
 #include "Passes.h.inc"
 
+/// The position offset of row 0: element 0 of a tensor<1xi32>, or 0 when
+/// `offset` is null. Built inside a generic's body, the kernel formed around
+/// it takes the offset tensor as an input.
+Value positionOffset(OpBuilder &b, Location loc, Value offset);
+
 #define GEN_PASS_REGISTRATION
 #include "Passes.h.inc"
 

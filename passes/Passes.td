@@ -55,8 +55,15 @@ def FormKernels : Pass<"lathe-form-kernels", "::mlir::ModuleOp"> {
     func.func private @forward_k0(%x: tensor<8x16xf32>, %w: tensor<32x16xf32>,
         %out: tensor<8x32xf32>) -> tensor<8x32xf32> attributes {lathe.kernel}
     ```
+
+    A `lathe.cache_write` is expanded here into a copy into a slice of the
+    cache that goes straight back, and outlined as a kernel whose result is
+    `tied` to the cache operand: it writes the cache's own storage.
   }];
-  let dependentDialects = ["::mlir::lathe::LatheDialect"];
+  let dependentDialects = ["::mlir::lathe::LatheDialect",
+                           "::mlir::linalg::LinalgDialect",
+                           "::mlir::tensor::TensorDialect",
+                           "::mlir::arith::ArithDialect"];
 }
 
 def PlanBuffers : Pass<"lathe-plan-buffers", "::mlir::ModuleOp"> {

@@ -39,6 +39,20 @@ const char *dtypeSafetensorsName(fb::DType dtype) {
   return "?";
 }
 
+const char *dtypeName(fb::DType dtype) {
+  switch (dtype) {
+  case fb::DType::f32:
+    return "f32";
+  case fb::DType::i32:
+    return "i32";
+  case fb::DType::f16:
+    return "f16";
+  case fb::DType::bf16:
+    return "bf16";
+  }
+  return "?";
+}
+
 std::optional<int64_t> numElements(const flatbuffers::Vector<int64_t> *shape) {
   // Anything past 2^48 elements is a corrupt shape, not a model; the bound
   // also keeps later byte-size arithmetic far from overflow.
@@ -94,6 +108,7 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
         llvm::formatv("max_seq {0} is not positive", a.max_seq()).str());
 
   size_t numParams = a.params() ? a.params()->size() : 0;
+  size_t numStates = a.states() ? a.states()->size() : 0;
   size_t numBuffers = a.buffers() ? a.buffers()->size() : 0;
 
   llvm::StringSet<> names;
@@ -123,6 +138,30 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
   }
   art.paramElements = total;
 
+  // States are allocated whole by every session, so their sizes are bounded
+  // like the arena's.
+  llvm::StringSet<> stateNames;
+  uint64_t stateTotal = 0;
+  for (size_t i = 0; i < numStates; ++i) {
+    const fb::State *st = a.states()->Get(i);
+    std::string name = st->name()->str();
+    std::string where = llvm::formatv("state {0} ('{1}')", i, name).str();
+    if (name.empty())
+      return corrupt(llvm::formatv("state {0} has an empty name", i).str());
+    if (!stateNames.insert(name).second)
+      return corrupt(where + " is listed twice");
+    if (!validDType(st->dtype()))
+      return corrupt(where + " has an unknown dtype");
+    std::optional<int64_t> n = numElements(st->shape());
+    if (!n)
+      return corrupt(where + " has an invalid shape");
+    uint64_t bytes = uint64_t(*n) * dtypeSize(st->dtype());
+    if (stateTotal > (uint64_t(1) << 50) - bytes)
+      return corrupt("states are too large");
+    stateTotal += bytes;
+    art.stateBytes.push_back(bytes);
+  }
+
   uint64_t arenaBytes = a.arena_bytes();
   // Same bound as for shapes; also keeps the session's round-up from
   // wrapping around.
@@ -150,11 +189,28 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
                                      "{2} params",
                                      where, b->param(), numParams)
                            .str());
+      // A buffer may view the parameter in another shape (a reshape), but
+      // it must cover exactly its elements.
       const fb::Param *p = a.params()->Get(b->param());
-      if (p->dtype() != b->dtype() || !sameShape(p->shape(), b->shape()))
-        return corrupt(llvm::formatv("{0} does not match the shape and dtype "
+      if (p->dtype() != b->dtype() || numElements(p->shape()) != n)
+        return corrupt(llvm::formatv("{0} does not match the size and dtype "
                                      "of param '{1}'",
                                      where, p->name()->str())
+                           .str());
+    } else if (b->kind() == fb::BufferKind::state) {
+      if (b->state() >= numStates)
+        return corrupt(llvm::formatv("{0} refers to state {1}, but there are "
+                                     "{2} states",
+                                     where, b->state(), numStates)
+                           .str());
+      // The session allocates the State, not the buffer: a buffer may view
+      // it in another shape (heads split off), but a buffer of another size
+      // would make kernels read past the allocation.
+      const fb::State *st = a.states()->Get(b->state());
+      if (st->dtype() != b->dtype() || numElements(st->shape()) != n)
+        return corrupt(llvm::formatv("{0} does not match the size and dtype "
+                                     "of state '{1}'",
+                                     where, st->name()->str())
                            .str());
     } else {
       return corrupt(where + " has an unknown kind");
@@ -198,32 +254,65 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
     }
     if (ename == "forward")
       art.forward = entry;
+    else if (ename == "prefill")
+      art.prefill = entry;
+    else if (ename == "decode")
+      art.decode = entry;
   }
 
   if (a.target() == fb::Target::cpu && anyLaunch &&
       (!a.cpu_library() || a.cpu_library()->size() == 0))
     return corrupt("target cpu but no cpu_library");
 
-  // lathe_session_forward relies on this exact I/O layout.
-  if (const fb::Entry *f = art.forward) {
-    auto one = [](const flatbuffers::Vector<uint32_t> *v) {
-      return v && v->size() == 1;
-    };
-    if (!one(f->inputs()) || !one(f->outputs()))
-      return corrupt("entry 'forward' must have one input and one output");
-    const fb::Buffer *in = a.buffers()->Get(f->inputs()->Get(0));
-    const fb::Buffer *out = a.buffers()->Get(f->outputs()->Get(0));
-    std::vector<int64_t> wantIn{a.max_seq()}, wantOut{a.max_seq(), a.vocab()};
-    if (in->kind() != fb::BufferKind::arena || in->dtype() != fb::DType::i32 ||
-        shapeOf(in->shape()) != wantIn)
-      return corrupt("entry 'forward' input must be an i32 arena buffer of "
+  if (!art.forward && !art.prefill)
+    return corrupt("the artifact has neither a 'forward' nor a 'prefill' "
+                   "entry");
+
+  // The session API relies on these exact I/O layouts (see artifact.fbs).
+  auto buffer = [&](uint32_t id) { return a.buffers()->Get(id); };
+  auto isArena = [](const fb::Buffer *b, fb::DType dtype,
+                    const std::vector<int64_t> &shape) {
+    return b->kind() == fb::BufferKind::arena && b->dtype() == dtype &&
+           shapeOf(b->shape()) == shape;
+  };
+  auto count = [](const flatbuffers::Vector<uint32_t> *v) -> size_t {
+    return v ? v->size() : 0;
+  };
+  std::vector<int64_t> seqTokens{a.max_seq()}, seqLogits{a.max_seq(), a.vocab()};
+  for (const fb::Entry *e : {art.forward, art.prefill}) {
+    if (!e)
+      continue;
+    std::string where = "entry '" + e->name()->str() + "'";
+    if (count(e->inputs()) != 1 || count(e->outputs()) != 1)
+      return corrupt(where + " must have one input and one output");
+    if (!isArena(buffer(e->inputs()->Get(0)), fb::DType::i32, seqTokens))
+      return corrupt(where + " input must be an i32 arena buffer of shape " +
+                     formatShape(seqTokens));
+    if (!isArena(buffer(e->outputs()->Get(0)), fb::DType::f32, seqLogits))
+      return corrupt(where + " output must be an f32 arena buffer of shape " +
+                     formatShape(seqLogits));
+  }
+  if (const fb::Entry *e = art.decode) {
+    std::vector<int64_t> one{1}, oneLogits{1, a.vocab()};
+    if (count(e->inputs()) != 2 || count(e->outputs()) != 1)
+      return corrupt("entry 'decode' must have two inputs (token, pos) and "
+                     "one output");
+    if (!isArena(buffer(e->inputs()->Get(0)), fb::DType::i32, one))
+      return corrupt("entry 'decode' input 0 (token) must be an i32 arena "
+                     "buffer of shape [1]");
+    if (!isArena(buffer(e->inputs()->Get(1)), fb::DType::i32, one))
+      return corrupt("entry 'decode' input 1 (pos) must be an i32 arena "
+                     "buffer of shape [1]");
+    if (!isArena(buffer(e->outputs()->Get(0)), fb::DType::f32, oneLogits))
+      return corrupt("entry 'decode' output must be an f32 arena buffer of "
                      "shape " +
-                     formatShape(wantIn));
-    if (out->kind() != fb::BufferKind::arena ||
-        out->dtype() != fb::DType::f32 || shapeOf(out->shape()) != wantOut)
-      return corrupt("entry 'forward' output must be an f32 arena buffer of "
-                     "shape " +
-                     formatShape(wantOut));
+                     formatShape(oneLogits));
+    // The position travels as an i32.
+    if (a.max_seq() > std::numeric_limits<int32_t>::max())
+      return corrupt(llvm::formatv("max_seq {0} does not fit the i32 position "
+                                   "of entry 'decode'",
+                                   a.max_seq())
+                         .str());
   }
   return nullptr;
 }
@@ -357,4 +446,39 @@ extern "C" lathe_status_t lathe_artifact_ptx(const lathe_artifact_t *a,
                                 "{2})",
                                 a->path, chip,
                                 available.empty() ? "none" : available);
+}
+
+extern "C" size_t lathe_artifact_state_count(const lathe_artifact_t *a) {
+  return a->root->states() ? a->root->states()->size() : 0;
+}
+
+static const lathe::fb::State *stateAt(const lathe_artifact_t *a, size_t i) {
+  if (i >= lathe_artifact_state_count(a))
+    return nullptr;
+  return a->root->states()->Get(i);
+}
+
+extern "C" const char *lathe_artifact_state_name(const lathe_artifact_t *a,
+                                                 size_t i) {
+  const lathe::fb::State *st = stateAt(a, i);
+  return st ? st->name()->c_str() : nullptr;
+}
+
+extern "C" const char *lathe_artifact_state_dtype(const lathe_artifact_t *a,
+                                                  size_t i) {
+  const lathe::fb::State *st = stateAt(a, i);
+  return st ? lathe::rt::dtypeName(st->dtype()) : nullptr;
+}
+
+extern "C" size_t lathe_artifact_state_rank(const lathe_artifact_t *a,
+                                            size_t i) {
+  const lathe::fb::State *st = stateAt(a, i);
+  return st && st->shape() ? st->shape()->size() : 0;
+}
+
+extern "C" int64_t lathe_artifact_state_dim(const lathe_artifact_t *a,
+                                            size_t i, size_t d) {
+  if (d >= lathe_artifact_state_rank(a, i))
+    return 0;
+  return stateAt(a, i)->shape()->Get(d);
 }

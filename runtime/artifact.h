@@ -20,9 +20,14 @@ struct lathe_artifact {
   const lathe::fb::Artifact *root = nullptr;
   std::string model;
   std::string target;
-  // Null when the artifact has no "forward" entry.
+  // The entries the session API runs, looked up by name; each is null when
+  // the artifact lacks it (at least one of forward/prefill is present).
   const lathe::fb::Entry *forward = nullptr;
+  const lathe::fb::Entry *prefill = nullptr;
+  const lathe::fb::Entry *decode = nullptr;
   int64_t paramElements = 0;
+  // Bytes of each State (elements times dtype size), in Artifact.states order.
+  std::vector<uint64_t> stateBytes;
 };
 
 namespace lathe::rt {
@@ -33,6 +38,8 @@ constexpr uint32_t kArtifactVersion = LATHE_ARTIFACT_VERSION;
 size_t dtypeSize(fb::DType dtype);
 // The safetensors spelling ("F32", "I32", "F16", "BF16").
 const char *dtypeSafetensorsName(fb::DType dtype);
+// The schema spelling ("f32", "i32", "f16", "bf16").
+const char *dtypeName(fb::DType dtype);
 
 // Product of the dims, or nullopt for a negative dim or one that would not
 // fit in memory.

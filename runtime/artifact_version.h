@@ -4,6 +4,8 @@
 
 /* Bump on any change that an older runtime would misread; the runtime only
  * accepts artifacts with exactly this version. */
-#define LATHE_ARTIFACT_VERSION 1u
+/* 2: states (the KV cache), prefill/decode entries; Buffer.state was inserted
+ * before Buffer.offset, which moves the field ids of version 1. */
+#define LATHE_ARTIFACT_VERSION 2u
 
 #endif /* LATHE_RUNTIME_ARTIFACT_VERSION_H */

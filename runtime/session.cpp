@@ -1,5 +1,5 @@
-// lathe_session_t: the activation arena, bound weights and the resolved
-// kernel schedule of one artifact on the cpu device.
+// lathe_session_t: the activation arena, bound weights, the states (KV cache)
+// and the resolved kernel schedules of one artifact on the cpu device.
 #include "artifact.h"
 #include "cpu_device.h"
 #include "safetensors.h"
@@ -46,14 +46,86 @@ struct lathe_session {
   // Data pointer of each param; all null until weights are loaded.
   std::vector<uint8_t *> paramData;
   bool weightsLoaded = false;
-  std::vector<ResolvedLaunch> forward;
+  // One zero-filled allocation per State, in Artifact.states order.
+  std::vector<AlignedBytes> states;
+  // Positions 0..cached-1 of the cache hold keys and values of real tokens.
+  size_t cached = 0;
+  std::vector<ResolvedLaunch> forward, prefill, decode;
   std::vector<void *> argScratch;
 
   void *bufferData(uint32_t id) const {
     const fb::Buffer *b = art->root->buffers()->Get(id);
     if (b->kind() == fb::BufferKind::param)
       return paramData[b->param()];
+    if (b->kind() == fb::BufferKind::state)
+      return states[b->state()].get();
     return arena.get() + b->offset();
+  }
+
+  void run(const std::vector<ResolvedLaunch> &launches) {
+    for (const ResolvedLaunch &launch : launches) {
+      argScratch.clear();
+      for (uint32_t id : launch.args)
+        argScratch.push_back(bufferData(id));
+      launch.fn(argScratch.data());
+    }
+  }
+
+  lathe_status_t checkWeights() const {
+    if (!weightsLoaded && lathe_artifact_param_count(art) != 0)
+      return makeStatusF("{0}: no weights loaded (call "
+                         "lathe_session_load_weights first)",
+                         art->path);
+    return nullptr;
+  }
+
+  lathe_status_t checkToken(int32_t token, size_t pos) const {
+    int64_t vocab = art->root->vocab();
+    if (token < 0 || token >= vocab)
+      return makeStatusF("{0}: token {1} at position {2} is out of range "
+                         "[0, {3})",
+                         art->path, token, pos, vocab);
+    return nullptr;
+  }
+
+  // Runs `entry` (forward or prefill: i32[max_seq] -> f32[max_seq, vocab])
+  // on n tokens and copies out the first n rows of logits.
+  lathe_status_t runSequence(const fb::Entry *entry,
+                             const std::vector<ResolvedLaunch> &launches,
+                             const char *name, const int32_t *tokens, size_t n,
+                             float *out_logits) {
+    const std::string &path = art->path;
+    if (!entry)
+      return makeStatusF("{0}: this artifact has no {1} entry", path, name);
+    int64_t maxSeq = art->root->max_seq();
+    int64_t vocab = art->root->vocab();
+    if (n == 0)
+      return makeStatusF("{0}: no tokens given ({1} needs 1 to {2})", path,
+                         name, maxSeq);
+    if (uint64_t(n) > uint64_t(maxSeq))
+      return makeStatusF("{0}: {1} tokens given, but the artifact's max_seq "
+                         "is {2}",
+                         path, n, maxSeq);
+    // Padding is sound only for a causal entry; otherwise the pad tokens
+    // would leak into the rows we return.
+    if (!entry->causal() && uint64_t(n) != uint64_t(maxSeq))
+      return makeStatusF("{0}: entry '{1}' is not causal, so it needs exactly "
+                         "max_seq ({2}) tokens, not {3}",
+                         path, name, maxSeq, n);
+    for (size_t i = 0; i < n; ++i)
+      LATHE_RETURN_IF_ERROR(checkToken(tokens[i], i));
+    LATHE_RETURN_IF_ERROR(checkWeights());
+
+    // The entry is causal: zero padding past n cannot change the first n
+    // rows.
+    auto *in = static_cast<int32_t *>(bufferData(entry->inputs()->Get(0)));
+    std::memset(in, 0, size_t(maxSeq) * sizeof(int32_t));
+    std::memcpy(in, tokens, n * sizeof(int32_t));
+    run(launches);
+    const auto *out =
+        static_cast<const float *>(bufferData(entry->outputs()->Get(0)));
+    std::memcpy(out_logits, out, n * size_t(vocab) * sizeof(float));
+    return nullptr;
   }
 };
 
@@ -95,7 +167,11 @@ extern "C" lathe_status_t lathe_session_create(const lathe_artifact_t *artifact,
       if (launch->args())
         r.args.assign(launch->args()->begin(), launch->args()->end());
       if (entry == artifact->forward)
-        s->forward.push_back(std::move(r));
+        s->forward.push_back(r);
+      if (entry == artifact->prefill)
+        s->prefill.push_back(r);
+      if (entry == artifact->decode)
+        s->decode.push_back(std::move(r));
     }
   }
 
@@ -103,6 +179,15 @@ extern "C" lathe_status_t lathe_session_create(const lathe_artifact_t *artifact,
   if (!s->arena)
     return makeStatusF("{0}: cannot allocate the {1}-byte arena",
                        artifact->path, a.arena_bytes());
+  // Zero-filled: the cache of a fresh session holds no positions, and
+  // kernels that read it past `cached` must see defined values.
+  for (size_t i = 0; i < artifact->stateBytes.size(); ++i) {
+    s->states.push_back(allocAligned(artifact->stateBytes[i]));
+    if (!s->states.back())
+      return makeStatusF("{0}: cannot allocate {1} bytes for state '{2}'",
+                         artifact->path, artifact->stateBytes[i],
+                         a.states()->Get(i)->name()->str());
+  }
   *out_session = s.release();
   return nullptr;
 }
@@ -164,45 +249,63 @@ extern "C" lathe_status_t lathe_session_forward(lathe_session_t *session,
                                                 float *out_logits) {
   if (!session || (!tokens && n) || !out_logits)
     return makeStatus("lathe_session_forward: null argument");
+  // forward does not touch the states, so the cache stays as it was.
+  return session->runSequence(session->art->forward, session->forward,
+                              "forward", tokens, n, out_logits);
+}
+
+extern "C" lathe_status_t lathe_session_prefill(lathe_session_t *session,
+                                                const int32_t *tokens, size_t n,
+                                                float *out_logits) {
+  if (!session || (!tokens && n) || !out_logits)
+    return makeStatus("lathe_session_prefill: null argument");
+  LATHE_RETURN_IF_ERROR(session->runSequence(session->art->prefill,
+                                             session->prefill, "prefill",
+                                             tokens, n, out_logits));
+  // Prefill also wrote the padding positions n..max_seq-1; they do not count
+  // and the next decode at position n overwrites them.
+  session->cached = n;
+  return nullptr;
+}
+
+extern "C" lathe_status_t lathe_session_decode(lathe_session_t *session,
+                                               int32_t token, size_t pos,
+                                               float *out_logits) {
+  if (!session || !out_logits)
+    return makeStatus("lathe_session_decode: null argument");
   const lathe_artifact *art = session->art;
   const std::string &path = art->path;
-  if (!art->forward)
-    return makeStatusF("{0}: the artifact has no 'forward' entry", path);
+  const fb::Entry *entry = art->decode;
+  if (!entry)
+    return makeStatusF("{0}: this artifact has no decode entry", path);
   int64_t maxSeq = art->root->max_seq();
-  int64_t vocab = art->root->vocab();
-  if (n == 0)
-    return makeStatusF("{0}: no tokens given (forward needs 1 to {1})", path,
-                       maxSeq);
-  if (uint64_t(n) > uint64_t(maxSeq))
-    return makeStatusF("{0}: {1} tokens given, but the artifact's max_seq is "
-                       "{2}",
-                       path, n, maxSeq);
-  for (size_t i = 0; i < n; ++i)
-    if (tokens[i] < 0 || tokens[i] >= vocab)
-      return makeStatusF("{0}: token {1} at position {2} is out of range "
-                         "[0, {3})",
-                         path, tokens[i], i, vocab);
-  if (!session->weightsLoaded && lathe_artifact_param_count(art) != 0)
-    return makeStatusF("{0}: no weights loaded (call "
-                       "lathe_session_load_weights first)",
-                       path);
+  if (uint64_t(pos) >= uint64_t(maxSeq))
+    return makeStatusF("{0}: decode at position {1}, but the artifact's "
+                       "max_seq is {2}",
+                       path, pos, maxSeq);
+  // Decoding past the cached prefix would attend to positions that hold no
+  // token (zeros or prefill padding).
+  if (pos > session->cached)
+    return makeStatusF("{0}: decode at position {1}, but the cache holds only "
+                       "{2} positions",
+                       path, pos, session->cached);
+  LATHE_RETURN_IF_ERROR(session->checkToken(token, pos));
+  LATHE_RETURN_IF_ERROR(session->checkWeights());
 
-  const fb::Entry *entry = art->forward;
-  // The entry is causal: zero padding past n cannot change the first n rows.
-  auto *in = static_cast<int32_t *>(
-      session->bufferData(entry->inputs()->Get(0)));
-  std::memset(in, 0, size_t(maxSeq) * sizeof(int32_t));
-  std::memcpy(in, tokens, n * sizeof(int32_t));
-
-  for (const ResolvedLaunch &launch : session->forward) {
-    session->argScratch.clear();
-    for (uint32_t id : launch.args)
-      session->argScratch.push_back(session->bufferData(id));
-    launch.fn(session->argScratch.data());
-  }
-
-  const auto *out = static_cast<const float *>(
-      session->bufferData(entry->outputs()->Get(0)));
-  std::memcpy(out_logits, out, n * size_t(vocab) * sizeof(float));
+  *static_cast<int32_t *>(session->bufferData(entry->inputs()->Get(0))) = token;
+  // pos < max_seq <= INT32_MAX (checked when the artifact was loaded).
+  *static_cast<int32_t *>(session->bufferData(entry->inputs()->Get(1))) =
+      int32_t(pos);
+  session->run(session->decode);
+  const auto *out =
+      static_cast<const float *>(session->bufferData(entry->outputs()->Get(0)));
+  std::memcpy(out_logits, out, size_t(art->root->vocab()) * sizeof(float));
+  // Positions past pos are stale now: a later decode must continue at
+  // pos + 1 at the latest.
+  session->cached = pos + 1;
   return nullptr;
+}
+
+extern "C" size_t lathe_session_cached(const lathe_session_t *session) {
+  return session ? session->cached : 0;
 }

@@ -135,14 +135,15 @@ def Lathe_CacheReadOp : Lathe_Op<"cache_read",
   let assemblyFormat = "$name attr-dict `:` type($result)";
 }
 
-def Lathe_CacheWriteOp : Lathe_Op<"cache_write", []> {
+def Lathe_CacheWriteOp : Lathe_Op<"cache_write", [MemoryEffects<[MemWrite]>]> {
   let summary = "Writes rows into a cache at a position, in place.";
   let description = [{
     Stores `rows` [R, W] into rows [offset, offset + R) of `cache` [N, W] and
     returns the updated contents. The update happens in the cache's own
     storage, so `cache` (a `lathe.cache_read` or an earlier write) must have
     no other use after this op. Without `at`, the offset is 0. The runtime
-    guarantees offset + R <= N.
+    guarantees offset + R <= N. The write is an effect: it stays even when
+    the entry does not read the result (prefill attends to its own keys).
 
     ```mlir
     %k1 = lathe.cache_write %k0, %k at %pos

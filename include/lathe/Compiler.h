@@ -13,7 +13,7 @@ namespace mlir::lathe {
 
 enum class Target { cpu, cuda };
 /// What lathec produces: the artifact, or the IR at one stage.
-enum class Emit { artifact, lathe, linalg, llvm, ptx };
+enum class Emit { artifact, lathe, linalg, llvm, ptx, report };
 
 struct CompileOptions {
   Target target = Target::cpu;

@@ -45,6 +45,17 @@ int64_t lathe_artifact_param_elements(const lathe_artifact_t *artifact);
 /* Name of parameter i (its safetensors key); NULL if i is out of range. */
 const char *lathe_artifact_param_name(const lathe_artifact_t *artifact,
                                       size_t i);
+/* States: runtime-owned tensors kept across entry calls (the KV cache), for
+ * inspection. Out of range indices give 0 / NULL. The dtype is spelled as in
+ * the schema ("f32", "i32", "f16", "bf16"). */
+size_t lathe_artifact_state_count(const lathe_artifact_t *artifact);
+const char *lathe_artifact_state_name(const lathe_artifact_t *artifact,
+                                      size_t i);
+const char *lathe_artifact_state_dtype(const lathe_artifact_t *artifact,
+                                       size_t i);
+size_t lathe_artifact_state_rank(const lathe_artifact_t *artifact, size_t i);
+int64_t lathe_artifact_state_dim(const lathe_artifact_t *artifact, size_t i,
+                                 size_t dim);
 /* Bytes of the statically planned activation arena. */
 uint64_t lathe_artifact_arena_bytes(const lathe_artifact_t *artifact);
 /* Entries (e.g. "forward") and their kernel launches, for inspection. Out of
@@ -82,7 +93,8 @@ lathe_status_t lathe_session_load_weights(lathe_session_t *session,
                                           const char *safetensors_path);
 
 /* Runs the "forward" entry on n tokens (1 <= n <= max_seq) and writes
- * float32 logits of shape [n, vocab] to out_logits. */
+ * float32 logits of shape [n, vocab] to out_logits. Fails if the artifact
+ * has no forward entry; never touches the KV cache. */
 lathe_status_t lathe_session_forward(lathe_session_t *session,
                                      const int32_t *tokens, size_t n,
                                      float *out_logits);
@@ -98,8 +110,10 @@ lathe_status_t lathe_session_prefill(lathe_session_t *session,
                                      float *out_logits);
 
 /* Decode runs one token at position `pos` and writes logits [vocab]. The
- * cache must hold positions 0..pos-1 (pos <= cached length < max_seq); the
- * token's keys and values are appended at `pos`. */
+ * cache must hold positions 0..pos-1 (pos <= cached length, pos < max_seq);
+ * the token's keys and values are appended at `pos`, and the cache then
+ * holds pos + 1 positions (decoding below the end rewinds it). Prefill and
+ * decode fail if the artifact lacks the entry. */
 lathe_status_t lathe_session_decode(lathe_session_t *session, int32_t token,
                                     size_t pos, float *out_logits);
 

@@ -97,3 +97,22 @@ func.func @append(%rows: tensor<1x4xf32>, %pos: tensor<1xi32>) -> tensor<8x4xf32
   %new = tensor.insert_slice %copy into %c[%i, 0] [1, 4] [1, 1] : tensor<1x4xf32> into tensor<8x4xf32>
   return %new : tensor<8x4xf32>
 }
+
+// -----
+
+// Tests that a lathe.cache_write becomes an in-place kernel even when nothing
+// reads the updated cache (prefill attends to its own keys): the write is an
+// effect, and the launch that replaces it is kept.
+
+// CHECK-LABEL: func.func @prefill_write
+// CHECK: %[[C:.*]] = lathe.cache_read @kp
+// CHECK: lathe.launch @prefill_write_k0(%{{.*}}, %[[C]]) {tied = array<i64: 1>} : (tensor<8x4xf32>, tensor<8x4xf32>) -> tensor<8x4xf32>
+// CHECK: func.func private @prefill_write_k0
+// CHECK: linalg.copy
+// CHECK: tensor.insert_slice
+lathe.cache @kp : tensor<8x4xf32>
+func.func @prefill_write(%rows: tensor<8x4xf32>) -> tensor<8x4xf32> {
+  %c = lathe.cache_read @kp : tensor<8x4xf32>
+  %n = lathe.cache_write %c, %rows : tensor<8x4xf32>, tensor<8x4xf32> -> tensor<8x4xf32>
+  return %rows : tensor<8x4xf32>
+}

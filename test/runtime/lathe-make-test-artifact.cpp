@@ -2,9 +2,19 @@
 // library compiled by the test (inputs/toy_kernels.c), optionally broken in
 // one chosen way, so runtime error paths can be exercised.
 //
-// The toy model, with params embed [V,D], norm [D], lm_head [V,D], bias [V]:
+// --model toy (default), with params embed [V,D], norm [D], lm_head [V,D],
+// bias [V]:
 //   x = embed[tokens]; h = x * norm; logits = h lm_head^T + bias
-// as three launches: toy_embed, toy_scale, toy_lm_head.
+// as three launches: toy_embed, toy_scale, toy_lm_head. Entries: forward.
+//
+// --model kv, the same params plus a state cache [S,D] (the "KV cache"):
+//   k[s] = h[s] * (1 + s/8); c[t] = mean(k[0..t]); logits = c lm_head^T + bias
+// so logits depend on every earlier token. Entries: forward (no cache),
+// prefill (fills the cache) and decode (appends one position), laid out as
+// artifact.fbs documents them.
+//
+// --entries NAME,... keeps only the listed entries (of forward, prefill,
+// decode, and train_step: an empty entry standing in for training).
 #include "artifact_generated.h"
 #include "artifact_version.h"
 
@@ -38,7 +48,7 @@ bool readFile(const std::string &path, std::vector<uint8_t> &out) {
 } // namespace
 
 int main(int argc, char **argv) {
-  std::string kernels, out, target = "cpu", corrupt;
+  std::string kernels, out, target = "cpu", corrupt, model = "toy", entryList;
   int64_t vocab = 32, dim = 8, maxSeq = 8;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -53,6 +63,10 @@ int main(int argc, char **argv) {
       out = value();
     else if (a == "--target")
       target = value();
+    else if (a == "--model")
+      model = value();
+    else if (a == "--entries")
+      entryList = value();
     else if (a == "--vocab")
       vocab = std::atoll(value().c_str());
     else if (a == "--dim")
@@ -66,17 +80,43 @@ int main(int argc, char **argv) {
   }
   if (out.empty())
     fail("usage: lathe-make-test-artifact [--kernels LIB.so] [--target "
-         "cpu|cuda] [--vocab V --dim D --max-seq S] [--corrupt KIND] -o OUT");
-  // Kinds: buffer-id, arena, param-index, version, missing-kernel,
-  // not-elf, forward-shape.
-  static const char *kKinds[] = {"",        "buffer-id",      "arena",
-                                 "param-index", "version",     "missing-kernel",
-                                 "not-elf", "forward-shape"};
+         "cpu|cuda] [--model toy|kv] [--entries forward,prefill,decode,"
+         "train_step] [--vocab V --dim D --max-seq S] [--corrupt KIND] -o OUT");
+  if (model != "toy" && model != "kv")
+    fail("unknown --model " + model);
+  bool kv = model == "kv";
+  // toy kinds: buffer-id, arena, param-index, version, missing-kernel,
+  // not-elf, forward-shape. kv kinds: state-index, state-shape, state-dup,
+  // prefill-io, decode-io, decode-arity.
+  static const char *kKinds[] = {
+      "",           "buffer-id",   "arena",       "param-index",
+      "version",    "missing-kernel", "not-elf",  "forward-shape",
+      "state-index", "state-shape", "state-dup", "prefill-io",
+      "decode-io",  "decode-arity"};
   bool knownKind = false;
   for (const char *k : kKinds)
     knownKind |= corrupt == k;
   if (!knownKind)
     fail("unknown --corrupt kind " + corrupt);
+
+  std::vector<std::string> wanted;
+  if (entryList.empty())
+    wanted = kv ? std::vector<std::string>{"forward", "prefill", "decode"}
+                : std::vector<std::string>{"forward"};
+  else if (entryList != "none")
+    for (size_t start = 0;;) {
+      size_t comma = entryList.find(',', start);
+      wanted.push_back(entryList.substr(start, comma == std::string::npos
+                                                   ? std::string::npos
+                                                   : comma - start));
+      if (comma == std::string::npos)
+        break;
+      start = comma + 1;
+    }
+  for (const std::string &e : wanted)
+    if (e != "forward" && e != "train_step" &&
+        (!kv || (e != "prefill" && e != "decode")))
+      fail("--model " + model + " has no entry '" + e + "'");
 
   std::vector<uint8_t> library;
   if (corrupt == "not-elf")
@@ -100,14 +140,43 @@ int main(int argc, char **argv) {
       fb::CreateParam(fbb, fbb.CreateString("lm_head.bias"), shape({vocab}),
                       DType::f32, InitKind::zeros),
   };
+  std::vector<flatbuffers::Offset<fb::State>> states;
+  if (kv) {
+    states.push_back(fb::CreateState(fbb, fbb.CreateString("toy.cache"),
+                                     shape({maxSeq, dim}), DType::f32));
+    if (corrupt == "state-dup")
+      states.push_back(fb::CreateState(fbb, fbb.CreateString("toy.cache"),
+                                       shape({1}), DType::f32));
+  }
 
-  // Arena: tokens, x, h, logits, each 64-byte aligned.
+  // Arena: tokens, x, h, logits (toy); then c, token, pos, c1, logits1 (kv);
+  // each 64-byte aligned.
   auto align = [](uint64_t n) { return (n + 63) / 64 * 64; };
   uint64_t offTokens = 0;
   uint64_t offX = offTokens + align(uint64_t(maxSeq) * 4);
   uint64_t offH = offX + align(uint64_t(maxSeq * dim) * 4);
   uint64_t offLogits = offH + align(uint64_t(maxSeq * dim) * 4);
   uint64_t arenaBytes = offLogits + align(uint64_t(maxSeq * vocab) * 4);
+  uint64_t offC = arenaBytes;
+  uint64_t offTok1 = offC + align(uint64_t(maxSeq * dim) * 4);
+  uint64_t offPos1 = offTok1 + 64;
+  uint64_t offC1 = offPos1 + 64;
+  uint64_t offLogits1 = offC1 + align(uint64_t(dim) * 4);
+  if (kv)
+    arenaBytes = offLogits1 + align(uint64_t(vocab) * 4);
+
+  auto arena = [&](uint64_t offset, std::vector<int64_t> s, DType dtype) {
+    return fb::CreateBuffer(fbb, BufferKind::arena, 0, 0, offset, shape(s),
+                            dtype);
+  };
+  auto param = [&](uint32_t index, std::vector<int64_t> s) {
+    return fb::CreateBuffer(fbb, BufferKind::param, index, 0, 0, shape(s),
+                            DType::f32);
+  };
+  auto state = [&](uint32_t index, std::vector<int64_t> s) {
+    return fb::CreateBuffer(fbb, BufferKind::state, 0, index, 0, shape(s),
+                            DType::f32);
+  };
 
   std::vector<int64_t> tokensShape = {maxSeq};
   if (corrupt == "forward-shape")
@@ -115,46 +184,82 @@ int main(int argc, char **argv) {
   uint32_t embedParam = corrupt == "param-index" ? 99 : 0;
   std::vector<flatbuffers::Offset<fb::Buffer>> buffers = {
       // 0 tokens, 1 x, 2 h, 3 logits
-      fb::CreateBuffer(fbb, BufferKind::arena, 0, offTokens,
-                       shape(tokensShape), DType::i32),
-      fb::CreateBuffer(fbb, BufferKind::arena, 0, offX, shape({maxSeq, dim}),
-                       DType::f32),
-      fb::CreateBuffer(fbb, BufferKind::arena, 0, offH, shape({maxSeq, dim}),
-                       DType::f32),
-      fb::CreateBuffer(fbb, BufferKind::arena, 0,
-                       corrupt == "arena" ? offLogits + 64 : offLogits,
-                       shape({maxSeq, vocab}), DType::f32),
+      arena(offTokens, tokensShape, DType::i32),
+      arena(offX, {maxSeq, dim}, DType::f32),
+      arena(offH, {maxSeq, dim}, DType::f32),
+      arena(corrupt == "arena" ? offLogits + 64 : offLogits, {maxSeq, vocab},
+            DType::f32),
       // 4..7 params
-      fb::CreateBuffer(fbb, BufferKind::param, embedParam, 0,
-                       shape({vocab, dim}), DType::f32),
-      fb::CreateBuffer(fbb, BufferKind::param, 1, 0, shape({dim}), DType::f32),
-      fb::CreateBuffer(fbb, BufferKind::param, 2, 0, shape({vocab, dim}),
-                       DType::f32),
-      fb::CreateBuffer(fbb, BufferKind::param, 3, 0, shape({vocab}),
-                       DType::f32),
+      param(embedParam, {vocab, dim}),
+      param(1, {dim}),
+      param(2, {vocab, dim}),
+      param(3, {vocab}),
   };
+  if (kv) {
+    // 8 c, 9 token, 10 pos, 11 c1, 12 logits1, 13 and 14 the cache (two
+    // buffers of one state: prefill's and decode's view).
+    buffers.push_back(arena(offC, {maxSeq, dim}, DType::f32));
+    buffers.push_back(arena(offTok1, {1}, DType::i32));
+    buffers.push_back(arena(offPos1, {1}, DType::i32));
+    buffers.push_back(arena(offC1, {1, dim}, DType::f32));
+    buffers.push_back(arena(offLogits1, {1, vocab}, DType::f32));
+    buffers.push_back(state(corrupt == "state-index" ? 7 : 0, {maxSeq, dim}));
+    buffers.push_back(
+        state(0, corrupt == "state-shape" ? std::vector<int64_t>{maxSeq + 1, dim}
+                                          : std::vector<int64_t>{maxSeq, dim}));
+  }
 
   auto launch = [&](const char *kernel, std::vector<uint32_t> args) {
     return fb::CreateLaunch(fbb, fbb.CreateString(kernel),
                             fbb.CreateVector(args));
   };
-  std::vector<flatbuffers::Offset<fb::Launch>> launches = {
-      launch("toy_embed", {0, 4, 1}),
-      launch("toy_scale", {1, 5, 2}),
-      launch(corrupt == "missing-kernel" ? "toy_missing" : "toy_lm_head",
-             {2, 6, 7, corrupt == "buffer-id" ? 42u : 3u}),
+  auto entry = [&](const char *name, std::vector<uint32_t> inputs,
+                   std::vector<uint32_t> outputs,
+                   std::vector<flatbuffers::Offset<fb::Launch>> launches) {
+    return fb::CreateEntry(fbb, fbb.CreateString(name),
+                           fbb.CreateVector(inputs), fbb.CreateVector(outputs),
+                           fbb.CreateVector(launches), /*causal=*/true);
   };
-  std::vector<flatbuffers::Offset<fb::Entry>> entries = {fb::CreateEntry(
-      fbb, fbb.CreateString("forward"), fbb.CreateVector<uint32_t>({0}),
-      fbb.CreateVector<uint32_t>({3}), fbb.CreateVector(launches),
-      /*causal=*/true)};
+  std::vector<flatbuffers::Offset<fb::Entry>> entries;
+  for (const std::string &name : wanted) {
+    if (name == "train_step") {
+      entries.push_back(entry("train_step", {}, {}, {}));
+    } else if (name == "forward" && !kv) {
+      entries.push_back(entry(
+          "forward", {0}, {3},
+          {launch("toy_embed", {0, 4, 1}), launch("toy_scale", {1, 5, 2}),
+           launch(corrupt == "missing-kernel" ? "toy_missing" : "toy_lm_head",
+                  {2, 6, 7, corrupt == "buffer-id" ? 42u : 3u})}));
+    } else if (name == "forward") {
+      entries.push_back(entry(
+          "forward", {0}, {3},
+          {launch("toy_embed", {0, 4, 1}), launch("toy_scale", {1, 5, 2}),
+           launch("toy_cummean", {2, 8}), launch("toy_lm_head", {8, 6, 7, 3})}));
+    } else if (name == "prefill") {
+      entries.push_back(entry(
+          "prefill", {0}, {corrupt == "prefill-io" ? 12u : 3u},
+          {launch("toy_embed", {0, 4, 1}), launch("toy_scale", {1, 5, 2}),
+           launch("toy_cache_fill", {2, 13}),
+           launch("toy_cache_mean", {13, 8}),
+           launch("toy_lm_head", {8, 6, 7, 3})}));
+    } else if (name == "decode") {
+      std::vector<uint32_t> inputs = {9, 10};
+      if (corrupt == "decode-arity")
+        inputs = {9};
+      entries.push_back(entry(
+          "decode", inputs, {corrupt == "decode-io" ? 3u : 12u},
+          {launch("toy_decode_step", {9, 10, 4, 5, 14, 11}),
+           launch("toy_lm_head_one", {11, 6, 7, 12})}));
+    }
+  }
 
   bool cuda = target == "cuda";
   auto artifact = fb::CreateArtifact(
       fbb, corrupt == "version" ? LATHE_ARTIFACT_VERSION + 1
                                 : LATHE_ARTIFACT_VERSION,
-      fbb.CreateString("toy"), cuda ? fb::Target::cuda : fb::Target::cpu,
-      vocab, maxSeq, fbb.CreateVector(params), fbb.CreateVector(buffers),
+      fbb.CreateString(model), cuda ? fb::Target::cuda : fb::Target::cpu,
+      vocab, maxSeq, fbb.CreateVector(params),
+      states.empty() ? 0 : fbb.CreateVector(states), fbb.CreateVector(buffers),
       arenaBytes, fbb.CreateVector(entries),
       library.empty() ? 0 : fbb.CreateVector(library));
   fb::FinishArtifactBuffer(fbb, artifact);

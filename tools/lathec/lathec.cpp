@@ -36,6 +36,10 @@ static cl::opt<Emit> emit(
                clEnumValN(Emit::llvm, "llvm",
                           "LLVM IR (cpu) or the NVVM kernels (cuda)"),
                clEnumValN(Emit::ptx, "ptx", "PTX (cuda)")));
+static cl::opt<bool> report(
+    "report",
+    cl::desc("Print kernels per layer and each kernel's FLOPs and bytes"),
+    cl::init(false));
 static cl::opt<std::string> gpuChip(
     "gpu-chip", cl::desc("Chip for --emit=llvm|ptx with --target=cuda"),
     cl::init("sm_90"));
@@ -47,6 +51,13 @@ int main(int argc, char **argv) {
     llvm::errs() << "lathec: error: --gpu-chip must be sm_80 or sm_90, got '"
                  << gpuChip << "'\n";
     return 1;
+  }
+  if (report) {
+    if (emit != Emit::artifact) {
+      llvm::errs() << "lathec: error: --report and --emit are exclusive\n";
+      return 1;
+    }
+    emit = Emit::report;
   }
   if (emit == Emit::artifact && outputPath == "-") {
     llvm::errs() << "lathec: error: an artifact needs an output file: -o "

@@ -1,0 +1,105 @@
+//===- Report.cpp - what the compiled schedule costs -------------*- C++ -*-===//
+//
+// `lathec --report` reads the planned module (after lathe-to-kernels): per
+// entry, how many kernels each decoder layer launches, and per kernel its
+// arithmetic (FLOPs: loop iterations times floating-point ops in the body)
+// and the bytes it must move at least (every operand read once, every result
+// written once).
+//
+//===----------------------------------------------------------------------===//
+
+#include "Targets.h"
+
+#include "lathe/LatheOps.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "llvm/Support/Format.h"
+
+#include <map>
+
+using namespace mlir;
+using namespace mlir::lathe;
+
+namespace {
+struct KernelCost {
+  int64_t flops = 0, bytes = 0;
+};
+} // namespace
+
+static int64_t bytesOf(Type type) {
+  auto t = dyn_cast<RankedTensorType>(type);
+  if (!t || !t.hasStaticShape())
+    return 0;
+  return t.getNumElements() * ((t.getElementTypeBitWidth() + 7) / 8);
+}
+
+static KernelCost costOf(func::FuncOp kernel) {
+  KernelCost cost;
+  for (Type t : kernel.getFunctionType().getInputs())
+    cost.bytes += bytesOf(t);
+  kernel.walk([&](linalg::LinalgOp op) {
+    int64_t iterations = 1;
+    for (int64_t range : op.getStaticLoopRanges())
+      iterations *= range;
+    int64_t perIteration = 0;
+    for (Operation &inner : op->getRegion(0).front())
+      if (inner.getDialect() &&
+          (inner.getDialect()->getNamespace() == "arith" ||
+           inner.getDialect()->getNamespace() == "math") &&
+          llvm::any_of(inner.getResultTypes(),
+                       [](Type t) { return isa<FloatType>(t); }) &&
+          !inner.hasTrait<OpTrait::ConstantLike>())
+        ++perIteration;
+    cost.flops += iterations * perIteration;
+  });
+  return cost;
+}
+
+/// "layers.3" from a location built by the spec importer, or -1.
+static int layerOf(Location loc) {
+  int layer = -1;
+  loc->walk([&](Location l) {
+    if (auto name = dyn_cast<NameLoc>(l)) {
+      StringRef s = name.getName().strref();
+      if (s.consume_front("layers.") && !s.getAsInteger(10, layer))
+        return WalkResult::interrupt();
+    }
+    return WalkResult::advance();
+  });
+  return layer;
+}
+
+LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os) {
+  SymbolTable symbols(planned);
+  for (auto entry : planned.getOps<func::FuncOp>()) {
+    if (entry.isExternal() || entry->hasAttr(kKernelAttrName))
+      continue;
+    std::map<int, int> perLayer;
+    KernelCost total;
+    std::string lines;
+    llvm::raw_string_ostream detail(lines);
+    int count = 0;
+    entry.walk([&](LaunchOp launch) {
+      auto kernel = symbols.lookup<func::FuncOp>(launch.getCallee());
+      KernelCost c = costOf(kernel);
+      int layer = layerOf(launch.getLoc());
+      ++perLayer[layer];
+      ++count;
+      total.flops += c.flops;
+      total.bytes += c.bytes;
+      detail << "  " << launch.getCallee() << "  layer "
+             << (layer < 0 ? std::string("-") : std::to_string(layer))
+             << "  flops " << c.flops << "  bytes " << c.bytes << "\n";
+    });
+    auto arena = entry->getAttrOfType<IntegerAttr>(kArenaBytesAttrName);
+    os << "entry " << entry.getSymName() << ": " << count << " kernels, "
+       << llvm::format("%.3f", total.flops / 1e9) << " GFLOP, "
+       << llvm::format("%.2f", total.bytes / 1e6) << " MB moved, arena "
+       << (arena ? arena.getInt() : 0) << " bytes\n";
+    for (auto [layer, n] : perLayer)
+      if (layer >= 0)
+        os << "  layer " << layer << ": " << n << " kernels\n";
+    os << lines;
+  }
+  return success();
+}
