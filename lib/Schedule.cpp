@@ -129,8 +129,10 @@ FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
           info.args.push_back(bufferOf[result]);
         }
         entry.launches.push_back(std::move(info));
-      } else if (isa<tensor::ExpandShapeOp, tensor::CollapseShapeOp>(op)) {
-        // A view: the same storage (arena, parameter or cache), new shape.
+      } else if (isa<tensor::ExpandShapeOp, tensor::CollapseShapeOp,
+                     tensor::ExtractSliceOp>(op)) {
+        // A view (lathe-plan-buffers admits only reshapes and leading-row
+        // slices): the same storage, a new shape.
         BufferInfo b = s.buffers[bufferOf[op.getOperand(0)]];
         if (failed(addBuffer(op.getResult(0), b)))
           return failure();

@@ -11,6 +11,7 @@
 
 #include "lathe/LatheOps.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/SourceMgr.h"
@@ -289,7 +290,12 @@ private:
                         TypeAttr::get(f32({T, K * Dh})));
 
     buildEntry(m, Entry::forward);
-    buildEntry(m, Entry::prefill);
+    // Prefill buckets: shapes are static, so a short prompt runs in the
+    // smallest of 16, 64, 256, ... tokens that holds it instead of paying for
+    // the whole window.
+    for (int64_t bucket = 16; bucket < spec.maxSeq; bucket *= 4)
+      buildEntry(m, Entry::prefill, bucket);
+    buildEntry(m, Entry::prefill, spec.maxSeq);
     buildEntry(m, Entry::decode);
     return module;
   }
@@ -298,12 +304,14 @@ private:
   /// the caches. decode: one token at a given position, against the caches.
   enum class Entry { forward, prefill, decode };
 
-  void buildEntry(ModuleOp m, Entry kind) {
+  void buildEntry(ModuleOp m, Entry kind, int64_t length = 0) {
     OpBuilder b(&ctx);
     b.setInsertionPointToEnd(m.getBody());
     const int64_t D = spec.dModel, V = spec.vocab, H = spec.heads,
                   K = spec.kvHeads, Dh = D / H;
-    const int64_t T = kind == Entry::decode ? 1 : spec.maxSeq;
+    const int64_t T = kind == Entry::decode    ? 1
+                      : kind == Entry::prefill ? length
+                                               : spec.maxSeq;
     const bool layerNorm = spec.norm.kind == "layernorm";
     const bool learned = spec.position == "learned";
     const MlpKind mlpKind = *symbolizeMlpKind(spec.mlp.kind);
@@ -316,9 +324,10 @@ private:
     auto i32 = RankedTensorType::get({T}, b.getI32Type());
     auto one = RankedTensorType::get({1}, b.getI32Type());
 
-    const char *name = kind == Entry::forward   ? "forward"
-                       : kind == Entry::prefill ? "prefill"
-                                                : "decode";
+    std::string name = kind == Entry::forward ? "forward"
+                       : kind == Entry::decode ? "decode"
+                       : T == spec.maxSeq      ? "prefill"
+                                               : "prefill_" + std::to_string(T);
     SmallVector<Type> inputs = {i32};
     if (kind == Entry::decode)
       inputs.push_back(one);
@@ -362,12 +371,21 @@ private:
     Value x = EmbeddingOp::create(b, embLoc, f32({T, D}), tokens,
                                   weight("embed.weight", embLoc));
     if (learned) {
-      // The whole window starts at position 0; decode looks its row up.
+      // A window starts at position 0 (its first T rows); decode looks its
+      // row up.
       Value table = weight("pos_embed.weight", posLoc);
-      Value rows = kind == Entry::decode
-                       ? Value(EmbeddingOp::create(b, posLoc, f32({T, D}), pos,
-                                                   table))
-                       : table;
+      Value rows = table;
+      if (kind == Entry::decode) {
+        rows = EmbeddingOp::create(b, posLoc, f32({T, D}), pos, table);
+      } else if (T != spec.maxSeq) {
+        auto offsets = b.getDenseI64ArrayAttr({0, 0});
+        auto sizes = b.getDenseI64ArrayAttr({T, D});
+        auto strides = b.getDenseI64ArrayAttr({1, 1});
+        rows = tensor::ExtractSliceOp::create(b, posLoc, f32({T, D}), table,
+                                              ValueRange{}, ValueRange{},
+                                              ValueRange{}, offsets, sizes,
+                                              strides);
+      }
       x = AddOp::create(b, posLoc, x, rows);
     }
     auto base = b.getF64FloatAttr(spec.rope.base);

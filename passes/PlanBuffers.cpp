@@ -62,11 +62,33 @@ struct PlanBuffers : lathe::impl::PlanBuffersBase<PlanBuffers> {
           return signalPassFailure();
   }
 
-  /// The value whose buffer `v` lives in: reshapes are views of their
-  /// source, and a result updated in place lives in its tied operand.
+  /// A slice of the leading rows of a row-major tensor starts at the same
+  /// address: it is a view, not a copy.
+  static bool isLeadingRows(Operation *op) {
+    auto slice = dyn_cast<tensor::ExtractSliceOp>(op);
+    if (!slice || !slice.hasUnitStride())
+      return false;
+    RankedTensorType src = slice.getSourceType();
+    for (auto [i, offset] : llvm::enumerate(slice.getStaticOffsets()))
+      if (offset != 0)
+        return false;
+    for (auto [i, size] : llvm::enumerate(slice.getStaticSizes()))
+      if (i > 0 && size != src.getDimSize(i))
+        return false;
+    return slice.getType().getRank() == src.getRank();
+  }
+
+  static bool isView(Operation *op) {
+    return isa<tensor::ExpandShapeOp, tensor::CollapseShapeOp>(op) ||
+           isLeadingRows(op);
+  }
+
+  /// The value whose buffer `v` lives in: reshapes and leading-row slices
+  /// are views of their source, and a result updated in place lives in its
+  /// tied operand.
   static Value root(Value v) {
     while (Operation *def = v.getDefiningOp()) {
-      if (isa<tensor::ExpandShapeOp, tensor::CollapseShapeOp>(def)) {
+      if (isView(def)) {
         v = def->getOperand(0);
         continue;
       }
@@ -152,7 +174,7 @@ struct PlanBuffers : lathe::impl::PlanBuffersBase<PlanBuffers> {
             pending.push_back({last, result});
         }
         launch.setOffsets(offsets);
-      } else if (isa<tensor::ExpandShapeOp, tensor::CollapseShapeOp>(op)) {
+      } else if (isView(&op)) {
         // A view of a parameter or a cache needs no arena space.
         Value src = root(op.getOperand(0));
         if (offsetOf.count(src))

@@ -6,6 +6,7 @@
 #include "llvm/ADT/StringSet.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
 #include <limits>
 
 using namespace lathe;
@@ -189,10 +190,10 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
                                      "{2} params",
                                      where, b->param(), numParams)
                            .str());
-      // A buffer may view the parameter in another shape (a reshape), but
-      // it must cover exactly its elements.
+      // A buffer may view the parameter in another shape (a reshape, or its
+      // leading rows), but never past its end.
       const fb::Param *p = a.params()->Get(b->param());
-      if (p->dtype() != b->dtype() || numElements(p->shape()) != n)
+      if (p->dtype() != b->dtype() || *numElements(p->shape()) < *n)
         return corrupt(llvm::formatv("{0} does not match the size and dtype "
                                      "of param '{1}'",
                                      where, p->name()->str())
@@ -204,10 +205,10 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
                                      where, b->state(), numStates)
                            .str());
       // The session allocates the State, not the buffer: a buffer may view
-      // it in another shape (heads split off), but a buffer of another size
-      // would make kernels read past the allocation.
+      // it in another shape (heads split off) or a prefix of it, but a
+      // larger buffer would make kernels read past the allocation.
       const fb::State *st = a.states()->Get(b->state());
-      if (st->dtype() != b->dtype() || numElements(st->shape()) != n)
+      if (st->dtype() != b->dtype() || *numElements(st->shape()) < *n)
         return corrupt(llvm::formatv("{0} does not match the size and dtype "
                                      "of state '{1}'",
                                      where, st->name()->str())
@@ -252,10 +253,18 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
       LATHE_RETURN_IF_ERROR(checkIds(launch->args(), lwhere));
       anyLaunch = true;
     }
+    llvm::StringRef bucket(ename);
+    int64_t tokens = 0;
     if (ename == "forward")
       art.forward = entry;
     else if (ename == "prefill")
       art.prefill = entry;
+    else if (bucket.consume_front("prefill_")) {
+      if (bucket.getAsInteger(10, tokens) || tokens <= 0 ||
+          tokens >= a.max_seq())
+        return corrupt(where + " is not a prefill bucket below max_seq");
+      art.prefillBuckets.push_back({tokens, entry});
+    }
     else if (ename == "decode")
       art.decode = entry;
   }
@@ -278,10 +287,17 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
   auto count = [](const flatbuffers::Vector<uint32_t> *v) -> size_t {
     return v ? v->size() : 0;
   };
-  std::vector<int64_t> seqTokens{a.max_seq()}, seqLogits{a.max_seq(), a.vocab()};
-  for (const fb::Entry *e : {art.forward, art.prefill}) {
-    if (!e)
-      continue;
+  if (art.prefill)
+    art.prefillBuckets.push_back({a.max_seq(), art.prefill});
+  else if (!art.prefillBuckets.empty())
+    return corrupt("prefill buckets without the full 'prefill' entry");
+  std::sort(art.prefillBuckets.begin(), art.prefillBuckets.end());
+  std::vector<std::pair<int64_t, const fb::Entry *>> sequences =
+      art.prefillBuckets;
+  if (art.forward)
+    sequences.push_back({a.max_seq(), art.forward});
+  for (auto [length, e] : sequences) {
+    std::vector<int64_t> seqTokens{length}, seqLogits{length, a.vocab()};
     std::string where = "entry '" + e->name()->str() + "'";
     if (count(e->inputs()) != 1 || count(e->outputs()) != 1)
       return corrupt(where + " must have one input and one output");

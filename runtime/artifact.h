@@ -24,6 +24,10 @@ struct lathe_artifact {
   // the artifact lacks it (at least one of forward/prefill is present).
   const lathe::fb::Entry *forward = nullptr;
   const lathe::fb::Entry *prefill = nullptr;
+  // Every prefill entry by the number of tokens it takes, ascending:
+  // "prefill_<B>" buckets below max_seq, then "prefill" itself. A prompt
+  // runs in the smallest bucket that holds it.
+  std::vector<std::pair<int64_t, const lathe::fb::Entry *>> prefillBuckets;
   const lathe::fb::Entry *decode = nullptr;
   int64_t paramElements = 0;
   // Bytes of each State (elements times dtype size), in Artifact.states order.

@@ -6,6 +6,7 @@
 #include "status.h"
 
 #include <cstdlib>
+#include <unordered_map>
 #include <cstring>
 
 using namespace lathe;
@@ -50,7 +51,8 @@ struct lathe_session {
   std::vector<AlignedBytes> states;
   // Positions 0..cached-1 of the cache hold keys and values of real tokens.
   size_t cached = 0;
-  std::vector<ResolvedLaunch> forward, prefill, decode;
+  // The resolved launches of every entry.
+  std::unordered_map<const fb::Entry *, std::vector<ResolvedLaunch>> launches;
   std::vector<void *> argScratch;
 
   void *bufferData(uint32_t id) const {
@@ -88,16 +90,18 @@ struct lathe_session {
     return nullptr;
   }
 
-  // Runs `entry` (forward or prefill: i32[max_seq] -> f32[max_seq, vocab])
-  // on n tokens and copies out the first n rows of logits.
-  lathe_status_t runSequence(const fb::Entry *entry,
-                             const std::vector<ResolvedLaunch> &launches,
-                             const char *name, const int32_t *tokens, size_t n,
+  // Runs `entry` (forward or a prefill bucket: i32[L] -> f32[L, vocab]) on
+  // n <= L tokens and copies out the first n rows of logits.
+  lathe_status_t runSequence(const fb::Entry *entry, const char *name,
+                             const int32_t *tokens, size_t n,
                              float *out_logits) {
     const std::string &path = art->path;
     if (!entry)
       return makeStatusF("{0}: this artifact has no {1} entry", path, name);
     int64_t maxSeq = art->root->max_seq();
+    // The entry's own length: max_seq, or a prefill bucket's.
+    int64_t length =
+        art->root->buffers()->Get(entry->inputs()->Get(0))->shape()->Get(0);
     int64_t vocab = art->root->vocab();
     if (n == 0)
       return makeStatusF("{0}: no tokens given ({1} needs 1 to {2})", path,
@@ -108,10 +112,10 @@ struct lathe_session {
                          path, n, maxSeq);
     // Padding is sound only for a causal entry; otherwise the pad tokens
     // would leak into the rows we return.
-    if (!entry->causal() && uint64_t(n) != uint64_t(maxSeq))
+    if (!entry->causal() && uint64_t(n) != uint64_t(length))
       return makeStatusF("{0}: entry '{1}' is not causal, so it needs exactly "
-                         "max_seq ({2}) tokens, not {3}",
-                         path, name, maxSeq, n);
+                         "{2} tokens, not {3}",
+                         path, name, length, n);
     for (size_t i = 0; i < n; ++i)
       LATHE_RETURN_IF_ERROR(checkToken(tokens[i], i));
     LATHE_RETURN_IF_ERROR(checkWeights());
@@ -119,9 +123,9 @@ struct lathe_session {
     // The entry is causal: zero padding past n cannot change the first n
     // rows.
     auto *in = static_cast<int32_t *>(bufferData(entry->inputs()->Get(0)));
-    std::memset(in, 0, size_t(maxSeq) * sizeof(int32_t));
+    std::memset(in, 0, size_t(length) * sizeof(int32_t));
     std::memcpy(in, tokens, n * sizeof(int32_t));
-    run(launches);
+    run(launches[entry]);
     const auto *out =
         static_cast<const float *>(bufferData(entry->outputs()->Get(0)));
     std::memcpy(out_logits, out, n * size_t(vocab) * sizeof(float));
@@ -166,12 +170,7 @@ extern "C" lathe_status_t lathe_session_create(const lathe_artifact_t *artifact,
                                            r.fn));
       if (launch->args())
         r.args.assign(launch->args()->begin(), launch->args()->end());
-      if (entry == artifact->forward)
-        s->forward.push_back(r);
-      if (entry == artifact->prefill)
-        s->prefill.push_back(r);
-      if (entry == artifact->decode)
-        s->decode.push_back(std::move(r));
+      s->launches[entry].push_back(std::move(r));
     }
   }
 
@@ -250,8 +249,8 @@ extern "C" lathe_status_t lathe_session_forward(lathe_session_t *session,
   if (!session || (!tokens && n) || !out_logits)
     return makeStatus("lathe_session_forward: null argument");
   // forward does not touch the states, so the cache stays as it was.
-  return session->runSequence(session->art->forward, session->forward,
-                              "forward", tokens, n, out_logits);
+  return session->runSequence(session->art->forward, "forward", tokens, n,
+                              out_logits);
 }
 
 extern "C" lathe_status_t lathe_session_prefill(lathe_session_t *session,
@@ -259,9 +258,15 @@ extern "C" lathe_status_t lathe_session_prefill(lathe_session_t *session,
                                                 float *out_logits) {
   if (!session || (!tokens && n) || !out_logits)
     return makeStatus("lathe_session_prefill: null argument");
-  LATHE_RETURN_IF_ERROR(session->runSequence(session->art->prefill,
-                                             session->prefill, "prefill",
-                                             tokens, n, out_logits));
+  // The smallest bucket that holds the prompt: less padding to compute.
+  const fb::Entry *entry = session->art->prefill;
+  for (auto [length, bucket] : session->art->prefillBuckets)
+    if (uint64_t(length) >= uint64_t(n)) {
+      entry = bucket;
+      break;
+    }
+  LATHE_RETURN_IF_ERROR(
+      session->runSequence(entry, "prefill", tokens, n, out_logits));
   // Prefill also wrote the padding positions n..max_seq-1; they do not count
   // and the next decode at position n overwrites them.
   session->cached = n;
@@ -296,7 +301,7 @@ extern "C" lathe_status_t lathe_session_decode(lathe_session_t *session,
   // pos < max_seq <= INT32_MAX (checked when the artifact was loaded).
   *static_cast<int32_t *>(session->bufferData(entry->inputs()->Get(1))) =
       int32_t(pos);
-  session->run(session->decode);
+  session->run(session->launches[session->art->decode]);
   const auto *out =
       static_cast<const float *>(session->bufferData(entry->outputs()->Get(0)));
   std::memcpy(out_logits, out, size_t(art->root->vocab()) * sizeof(float));
