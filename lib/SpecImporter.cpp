@@ -220,7 +220,7 @@ private:
   }
 
   OwningOpRef<ModuleOp> build() {
-    ctx.loadDialect<LatheDialect, func::FuncDialect>();
+    ctx.loadDialect<LatheDialect, func::FuncDialect, tensor::TensorDialect>();
     Location top = locOf("name");
     OwningOpRef<ModuleOp> module = ModuleOp::create(top);
     OpBuilder b(&ctx);
