@@ -47,7 +47,7 @@ std::string mlir::lathe::writeArtifact(
     for (const LaunchInfo &l : e.launches)
       launches.push_back(fb::CreateLaunchDirect(
           fbb, l.kernel.c_str(), &l.args, l.grid.empty() ? nullptr : &l.grid,
-          l.block.empty() ? nullptr : &l.block));
+          l.block.empty() ? nullptr : &l.block, l.flops));
     entries.push_back(fb::CreateEntryDirect(fbb, e.name.c_str(), &e.inputs,
                                             &e.outputs, &launches,
                                             /*causal=*/true));

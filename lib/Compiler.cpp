@@ -193,6 +193,8 @@ LogicalResult mlir::lathe::compile(ModuleOp module,
           l.args.push_back(launch.args[index]);
         l.grid = g.grid;
         l.block = g.block;
+        // The kernel function's work, on its first GPU launch.
+        l.flops = &g == &gpuLaunches[launch.kernel].front() ? launch.flops : 0;
         expanded.push_back(std::move(l));
       }
     }

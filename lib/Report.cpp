@@ -103,3 +103,7 @@ LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os) 
   }
   return success();
 }
+
+int64_t mlir::lathe::kernelFlops(func::FuncOp kernel) {
+  return costOf(kernel).flops;
+}

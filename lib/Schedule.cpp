@@ -107,6 +107,8 @@ FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
       } else if (auto launch = dyn_cast<LaunchOp>(op)) {
         LaunchInfo info;
         info.kernel = launch.getCallee().str();
+        if (auto kernel = planned.lookupSymbol<func::FuncOp>(launch.getCallee()))
+          info.flops = kernelFlops(kernel);
         for (Value operand : launch.getOperands()) {
           if (!bufferOf.count(operand))
             return launch.emitOpError("operand is not a planned buffer");

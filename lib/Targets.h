@@ -9,6 +9,7 @@
 
 #include "lathe/Compiler.h"
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -45,6 +46,7 @@ struct LaunchInfo {
   std::string kernel;
   std::vector<uint32_t> args; // buffer ids
   std::vector<uint32_t> grid, block;
+  uint64_t flops = 0;
 };
 
 struct EntryInfo {
@@ -62,6 +64,9 @@ struct ScheduleInfo {
   std::vector<BufferInfo> buffers;
   std::vector<EntryInfo> entries;
 };
+
+/// Floating-point operations of one call of a kernel function.
+int64_t kernelFlops(func::FuncOp kernel);
 
 /// Prints kernels per layer and each kernel's FLOPs and bytes (--report).
 LogicalResult printReport(ModuleOp planned, llvm::raw_ostream &os);
