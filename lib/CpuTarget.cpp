@@ -54,6 +54,34 @@ static void addEntryPoints(llvm::Module &module,
   }
 }
 
+/// Kernels call host services (lathe_host_gemm) through a pointer slot that
+/// the runtime fills after loading the library, so the library needs no
+/// link-time dependency on the runtime or on a BLAS.
+static void addHostSlots(llvm::Module &module) {
+  for (const char *name : {"lathe_host_gemm"}) {
+    llvm::Function *decl = module.getFunction(name);
+    if (!decl || !decl->isDeclaration())
+      continue;
+    llvm::Type *ptr = llvm::PointerType::getUnqual(module.getContext());
+    auto *slot = new llvm::GlobalVariable(
+        module, ptr, /*isConstant=*/false, llvm::GlobalValue::ExternalLinkage,
+        llvm::ConstantPointerNull::get(llvm::PointerType::getUnqual(
+            module.getContext())),
+        std::string(name) + "_slot");
+    for (llvm::User *user : llvm::make_early_inc_range(decl->users())) {
+      auto *call = llvm::cast<llvm::CallInst>(user);
+      llvm::IRBuilder<> b(call);
+      llvm::Value *fn = b.CreateLoad(ptr, slot);
+      SmallVector<llvm::Value *> args(call->args());
+      llvm::CallInst *indirect =
+          b.CreateCall(decl->getFunctionType(), fn, args);
+      call->replaceAllUsesWith(indirect);
+      call->eraseFromParent();
+    }
+    decl->eraseFromParent();
+  }
+}
+
 static std::unique_ptr<llvm::TargetMachine> hostMachine(std::string &error) {
   llvm::InitializeNativeTarget();
   llvm::InitializeNativeTargetAsmPrinter();
@@ -99,6 +127,7 @@ FailureOr<std::string> mlir::lathe::buildCpuLibrary(ModuleOp kernels,
   if (!module)
     return kernels.emitError("cannot translate the kernels to LLVM IR");
   addEntryPoints(*module, names);
+  addHostSlots(*module);
 
   std::string error;
   std::unique_ptr<llvm::TargetMachine> machine = hostMachine(error);

@@ -20,6 +20,7 @@ void mlir::lathe::buildLatheToKernelsPipeline(OpPassManager &pm) {
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createFormKernels());
   pm.addPass(createCSEPass());
+  pm.addPass(createDedupKernels());
   pm.addPass(createPlanBuffers());
 }
 
@@ -39,6 +40,7 @@ void mlir::lathe::buildBufferizeKernelsPipeline(OpPassManager &pm) {
 
 void mlir::lathe::buildCpuKernelsPipeline(OpPassManager &pm) {
   buildBufferizeKernelsPipeline(pm);
+  pm.addPass(createContractionToBlas());
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
   pm.addPass(createSCFToControlFlowPass());
   pm.addPass(memref::createExpandStridedMetadataPass());

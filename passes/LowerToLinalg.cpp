@@ -378,16 +378,6 @@ struct LowerAttention : OpConversionPattern<AttentionOp> {
       Value floor = math::ExpOp::create(nb, l, arith::NegFOp::create(nb, l, mPlus));
       return arith::SubFOp::create(nb, l, e, floor);
     };
-    Value probs = g.generic(
-        {scores, rowMax}, g.empty({heads, seqQ, seqK}), {hij, hi, hij},
-        {kPar, kPar, kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
-          GenericBuilder in{nb, l};
-          Value masked;
-          Value w = shifted(nb, l, a[0], a[1], masked);
-          if (softpick)
-            w = arith::MaximumFOp::create(nb, l, w, in.cst(0.0));
-          return arith::SelectOp::create(nb, l, masked, in.cst(0.0), w);
-        });
     Value rowSum = g.generic(
         {scores, rowMax}, g.filled({heads, seqQ}, softpick ? 1e-8 : 0.0),
         {hij, hi, hi}, {kPar, kPar, kRed},
@@ -400,18 +390,30 @@ struct LowerAttention : OpConversionPattern<AttentionOp> {
           w = arith::SelectOp::create(nb, l, masked, in.cst(0.0), w);
           return arith::AddFOp::create(nb, l, a[2], w);
         });
-    // O[i, h, e] = sum_j P[h, i, j] v[j, h / group, e] / Z[h, i]; loops
-    // (i, h, e, j).
+    // Normalised weights P = W / Z, so that the value sum below is a plain
+    // (batched) matrix product.
+    Value probs = g.generic(
+        {scores, rowMax, rowSum}, g.empty({heads, seqQ, seqK}),
+        {hij, hi, hi, hij}, {kPar, kPar, kPar},
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value masked;
+          Value w = shifted(nb, l, a[0], a[1], masked);
+          if (softpick)
+            w = arith::MaximumFOp::create(nb, l, w, in.cst(0.0));
+          w = arith::DivFOp::create(nb, l, w, a[2]);
+          return arith::SelectOp::create(nb, l, masked, in.cst(0.0), w);
+        });
+    // O[i, h, e] = sum_j P[h, i, j] v[j, h / group, e]; loops (i, h, e, j).
     AffineExpr kvHead1 = d(1).floorDiv(group);
     Value out = g.generic(
-        {probs, v, rowSum}, g.filled({seqQ, heads, headDim}, 0.0),
+        {probs, v}, g.filled({seqQ, heads, headDim}, 0.0),
         {g.map(4, {d(1), d(0), d(3)}), g.map(4, {d(3), kvHead1, d(2)}),
-         g.map(4, {d(1), d(0)}), g.map(4, {d(0), d(1), d(2)})},
+         g.map(4, {d(0), d(1), d(2)})},
         {kPar, kPar, kPar, kRed},
         [](OpBuilder &nb, Location l, ValueRange a) -> Value {
           Value pv = arith::MulFOp::create(nb, l, a[0], a[1]);
-          Value w = arith::DivFOp::create(nb, l, pv, a[2]);
-          return arith::AddFOp::create(nb, l, a[3], w);
+          return arith::AddFOp::create(nb, l, a[2], pv);
         });
     Value merged = tensor::CollapseShapeOp::create(
         rewriter, loc, op.getType(), out, split);

@@ -66,6 +66,24 @@ def FormKernels : Pass<"lathe-form-kernels", "::mlir::ModuleOp"> {
                            "::mlir::arith::ArithDialect"];
 }
 
+def DedupKernels : Pass<"lathe-dedup-kernels", "::mlir::ModuleOp"> {
+  let summary = "Keep one copy of kernels that are the same code.";
+  let description = [{
+    Layers of the same shape give kernels that differ only in the buffers
+    they are launched with, and prefill buckets repeat the per-token
+    kernels. Kernels whose bodies and types are identical are merged into the
+    first of them and every launch is redirected, so each distinct kernel is
+    compiled once.
+
+    ```mlir
+    %a = lathe.launch @forward_k3(%x, %w0) ...
+    %b = lathe.launch @forward_k24(%y, %w1) ...   // same body as k3
+    // becomes
+    %b = lathe.launch @forward_k3(%y, %w1) ...
+    ```
+  }];
+}
+
 def PlanBuffers : Pass<"lathe-plan-buffers", "::mlir::ModuleOp"> {
   let summary = "Plan every activation of an entry into one static arena.";
   let description = [{
@@ -152,6 +170,29 @@ def MergeGpuModules : Pass<"lathe-merge-gpu-modules", "::mlir::ModuleOp"> {
     ```
   }];
   let dependentDialects = ["::mlir::gpu::GPUDialect"];
+}
+
+def ContractionToBlas : Pass<"lathe-contraction-to-blas", "::mlir::ModuleOp"> {
+  let summary = "Run (batched) matrix products through the host's BLAS.";
+  let description = [{
+    CPU only, on bufferized kernels. A `linalg.generic` that accumulates
+    `a * b` over one reduction dimension, whose operands are row-major
+    buffers that a GEMM can address (one unit stride per matrix), becomes a
+    call to `lathe_host_gemm`: M, N, K, transposes, leading dimensions, an
+    optional batch dimension with its strides (the right operand may be
+    shared by `group` consecutive batches, as GQA's K/V heads are), and
+    whether to accumulate. A zero `linalg.fill` of the output just before it
+    is folded into the call. The runtime provides `lathe_host_gemm` (OpenBLAS
+    today), so linear layers and both attention products run at BLAS speed.
+
+    ```mlir
+    // y[t, o] += x[t, i] * w[o, i]  becomes
+    func.call @lathe_host_gemm(%x, %w, %y, %c64, %c256, %c64, %c0, %c1, ...)
+    ```
+  }];
+  let dependentDialects = ["::mlir::func::FuncDialect",
+                           "::mlir::memref::MemRefDialect",
+                           "::mlir::arith::ArithDialect"];
 }
 
 #endif // LATHE_PASSES_TD

@@ -3,6 +3,7 @@
 // where memfd_create is unavailable, to a temp file unlinked right after
 // dlopen.
 #include "cpu_device.h"
+#include "host_gemm.h"
 #include "status.h"
 
 #include <cerrno>
@@ -98,6 +99,10 @@ lathe_status_t CpuLibrary::load(llvm::ArrayRef<uint8_t> elf,
   if (!handle)
     return makeStatusF("{0}: cannot load the cpu kernel library: {1}", owner,
                        err);
+  // Host services the kernels call through pointer slots (absent when no
+  // kernel needs them).
+  if (void *slot = dlsym(handle, "lathe_host_gemm_slot"))
+    *static_cast<void **>(slot) = reinterpret_cast<void *>(&hostGemm);
   out.reset(new CpuLibrary);
   out->handle_ = handle;
   out->owner_ = owner;

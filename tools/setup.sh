@@ -13,6 +13,7 @@ PACKAGES=(
   clang-22 lld-22
   llvm-22-dev llvm-22-tools libmlir-22-dev mlir-22-tools
   flatbuffers-compiler libflatbuffers-dev
+  libopenblas-dev
   python3-numpy python3-yaml
 )
 

@@ -1,0 +1,20 @@
+// Host services that compiled cpu kernels call through pointer slots.
+#ifndef LATHE_RUNTIME_HOST_GEMM_H
+#define LATHE_RUNTIME_HOST_GEMM_H
+
+#include <cstdint>
+
+namespace lathe::rt {
+
+// The contract of `lathe_host_gemm` (see passes/ContractionToBlas.cpp): for
+// each batch b, C_b (m x n, row-major, ldc) = [C_b +] op(A_b) op(B_{b/groupB})
+// with op(A) m x k and op(B) k x n, transposes and leading dimensions as
+// given; pointers and sizes travel as int64 so the kernel's call is uniform.
+void hostGemm(int64_t a, int64_t b, int64_t c, int64_t m, int64_t n, int64_t k,
+              int64_t transA, int64_t transB, int64_t lda, int64_t ldb,
+              int64_t ldc, int64_t batch, int64_t strideA, int64_t strideB,
+              int64_t groupB, int64_t strideC, int64_t accumulate);
+
+} // namespace lathe::rt
+
+#endif // LATHE_RUNTIME_HOST_GEMM_H
