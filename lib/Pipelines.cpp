@@ -41,6 +41,7 @@ void mlir::lathe::buildBufferizeKernelsPipeline(OpPassManager &pm) {
 void mlir::lathe::buildCpuKernelsPipeline(OpPassManager &pm) {
   buildBufferizeKernelsPipeline(pm);
   pm.addPass(createContractionToBlas());
+  pm.addPass(createApproximateMath());
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
   pm.addPass(createSCFToControlFlowPass());
   pm.addPass(memref::createExpandStridedMetadataPass());

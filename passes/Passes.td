@@ -66,6 +66,24 @@ def FormKernels : Pass<"lathe-form-kernels", "::mlir::ModuleOp"> {
                            "::mlir::arith::ArithDialect"];
 }
 
+def ApproximateMath : Pass<"lathe-approximate-math", "::mlir::ModuleOp"> {
+  let summary = "Polynomial exp and tanh, so that loops using them vectorize.";
+  let description = [{
+    CPU only. `math.exp` and `math.tanh` become MLIR's polynomial
+    approximations (a few ULP) instead of calls to libm, which LLVM cannot
+    vectorize; softmax, SiLU and GELU then run on full vectors. sin and cos
+    stay exact: RoPE's angles reach thousands of radians, where the
+    approximations' range reduction loses precision.
+
+    ```mlir
+    %e = math.exp %x : f32   // becomes arith/math.fma/bitcast arithmetic
+    ```
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect",
+                           "::mlir::vector::VectorDialect"];
+}
+
 def DedupKernels : Pass<"lathe-dedup-kernels", "::mlir::ModuleOp"> {
   let summary = "Keep one copy of kernels that are the same code.";
   let description = [{

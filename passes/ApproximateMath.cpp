@@ -1,0 +1,27 @@
+//===- ApproximateMath.cpp - vectorizable exp and tanh -----------*- C++ -*-===//
+#include "Passes.h"
+
+#include "mlir/Dialect/Math/Transforms/Approximation.h"
+#include "mlir/Dialect/Math/Transforms/Passes.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+
+namespace mlir::lathe {
+#define GEN_PASS_DEF_APPROXIMATEMATH
+#include "Passes.h.inc"
+} // namespace mlir::lathe
+
+using namespace mlir;
+using namespace mlir::lathe;
+
+namespace {
+struct ApproximateMath : lathe::impl::ApproximateMathBase<ApproximateMath> {
+  void runOnOperation() override {
+    RewritePatternSet patterns(&getContext());
+    populateMathPolynomialApproximationPatterns(
+        patterns, [](StringRef name) { return name == "exp" || name == "tanh"; });
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+      signalPassFailure();
+  }
+};
+} // namespace
