@@ -38,9 +38,8 @@ void mlir::lathe::buildBufferizeKernelsPipeline(OpPassManager &pm) {
   pm.addPass(createExportKernels());
 }
 
-void mlir::lathe::buildCpuKernelsPipeline(OpPassManager &pm) {
-  buildBufferizeKernelsPipeline(pm);
-  pm.addPass(createContractionToBlas());
+/// Loops on memrefs → LLVM dialect, bare pointers at kernel boundaries.
+static void addCpuLowering(OpPassManager &pm) {
   pm.addPass(createApproximateMath());
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
   pm.addPass(createSCFToControlFlowPass());
@@ -57,8 +56,9 @@ void mlir::lathe::buildCpuKernelsPipeline(OpPassManager &pm) {
   pm.addPass(createReconcileUnrealizedCastsPass());
 }
 
-void mlir::lathe::buildCudaKernelsPipeline(OpPassManager &pm,
-                                           const CudaKernelsOptions &options) {
+/// Bufferized kernels → host functions with gpu.launch regions: the GPU
+/// kernels after mapping to blocks and threads, shared by PTX and emulation.
+static void addGpuMapping(OpPassManager &pm) {
   buildBufferizeKernelsPipeline(pm);
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToParallelLoopsPass());
   // Views (a cache row at a dynamic position) become index arithmetic on
@@ -69,6 +69,17 @@ void mlir::lathe::buildCudaKernelsPipeline(OpPassManager &pm,
   pm.addPass(createConvertParallelLoopToGpuPass());
   pm.addPass(createCanonicalizerPass());
   pm.addNestedPass<func::FuncOp>(createGpuLaunchSinkIndexComputationsPass());
+}
+
+void mlir::lathe::buildCpuKernelsPipeline(OpPassManager &pm) {
+  buildBufferizeKernelsPipeline(pm);
+  pm.addPass(createContractionToBlas());
+  addCpuLowering(pm);
+}
+
+void mlir::lathe::buildCudaKernelsPipeline(OpPassManager &pm,
+                                           const CudaKernelsOptions &options) {
+  addGpuMapping(pm);
   pm.addPass(createGpuKernelOutliningPass());
   pm.addPass(createMergeGpuModules());
   pm.addPass(createLowerAffinePass());
@@ -82,6 +93,12 @@ void mlir::lathe::buildCudaKernelsPipeline(OpPassManager &pm,
   nvvm.useBarePtrCallConv = true;
   pm.addNestedPass<gpu::GPUModuleOp>(createConvertGpuOpsToNVVMOps(nvvm));
   pm.addNestedPass<gpu::GPUModuleOp>(createReconcileUnrealizedCastsPass());
+}
+
+void mlir::lathe::buildCudaEmulationKernelsPipeline(OpPassManager &pm) {
+  addGpuMapping(pm);
+  pm.addPass(createEmulateGpu());
+  addCpuLowering(pm);
 }
 
 void mlir::lathe::registerLathePipelines() {
@@ -98,6 +115,10 @@ void mlir::lathe::registerLathePipelines() {
     Option<std::string> chip{*this, "chip", llvm::cl::desc("GPU chip"),
                              llvm::cl::init("sm_90")};
   };
+  PassPipelineRegistration<>(
+      "lathe-cuda-emulation-kernels",
+      "The cuda kernels after mapping to blocks and threads, as CPU code",
+      buildCudaEmulationKernelsPipeline);
   PassPipelineRegistration<CudaPipelineOptions>(
       "lathe-cuda-kernels",
       "Bufferize extracted kernels, map them to the GPU and lower to NVVM",

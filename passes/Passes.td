@@ -84,6 +84,26 @@ def ApproximateMath : Pass<"lathe-approximate-math", "::mlir::ModuleOp"> {
                            "::mlir::vector::VectorDialect"];
 }
 
+def EmulateGpu : Pass<"lathe-emulate-gpu", "::mlir::ModuleOp"> {
+  let summary = "Run GPU launches as CPU loops over blocks and threads.";
+  let description = [{
+    The GPU kernels are checked on machines without a GPU by running them on
+    the CPU: after mapping to blocks and threads (`gpu.launch`), and before
+    any NVVM conversion, each launch becomes a loop nest over grid and block
+    (threads innermost) whose body is the kernel body with block and thread
+    ids bound to the loop counters. Kernels that synchronise threads
+    (`gpu.barrier`, shuffles) need their bodies split into phases, which this
+    pass does not do yet: it rejects them rather than run them wrongly.
+
+    ```mlir
+    gpu.launch blocks(%bx, %by, %bz) in (%gx = %c4, ...) threads(%tx, ...) in (...) {...}
+    // becomes
+    scf.for %bz ... { scf.for %by ... { scf.for %bx ... { scf.for %tz ... { ... body } } } }
+    ```
+  }];
+  let dependentDialects = ["::mlir::scf::SCFDialect", "::mlir::gpu::GPUDialect"];
+}
+
 def DedupKernels : Pass<"lathe-dedup-kernels", "::mlir::ModuleOp"> {
   let summary = "Keep one copy of kernels that are the same code.";
   let description = [{

@@ -136,6 +136,7 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
     if (total > (int64_t(1) << 50) - *n)
       return corrupt("parameters are too large");
     total += *n;
+    art.paramBytes += uint64_t(*n) * dtypeSize(p->dtype());
   }
   art.paramElements = total;
 
@@ -403,6 +404,10 @@ extern "C" int64_t lathe_artifact_param_elements(const lathe_artifact_t *a) {
   return a->paramElements;
 }
 
+extern "C" uint64_t lathe_artifact_param_bytes(const lathe_artifact_t *a) {
+  return a->paramBytes;
+}
+
 extern "C" const char *lathe_artifact_param_name(const lathe_artifact_t *a,
                                                  size_t i) {
   if (i >= lathe_artifact_param_count(a))
@@ -442,6 +447,29 @@ extern "C" const char *lathe_artifact_launch_kernel(const lathe_artifact_t *a,
   if (launch >= lathe_artifact_launch_count(a, entry))
     return nullptr;
   return entryAt(a, entry)->launches()->Get(launch)->kernel()->c_str();
+}
+
+extern "C" uint64_t lathe_artifact_launch_flops(const lathe_artifact_t *a,
+                                                size_t entry, size_t launch) {
+  if (launch >= lathe_artifact_launch_count(a, entry))
+    return 0;
+  return entryAt(a, entry)->launches()->Get(launch)->flops();
+}
+
+const lathe::fb::Entry *lathe::rt::prefillEntryFor(const lathe_artifact &a,
+                                                   uint64_t n) {
+  for (auto [length, bucket] : a.prefillBuckets)
+    if (uint64_t(length) >= n)
+      return bucket;
+  return a.prefill;
+}
+
+extern "C" const char *lathe_artifact_prefill_entry(const lathe_artifact_t *a,
+                                                    size_t n) {
+  if (n == 0 || uint64_t(n) > uint64_t(a->root->max_seq()))
+    return nullptr;
+  const lathe::fb::Entry *e = lathe::rt::prefillEntryFor(*a, n);
+  return e ? e->name()->c_str() : nullptr;
 }
 
 extern "C" lathe_status_t lathe_artifact_ptx(const lathe_artifact_t *a,

@@ -30,6 +30,8 @@ struct lathe_artifact {
   std::vector<std::pair<int64_t, const lathe::fb::Entry *>> prefillBuckets;
   const lathe::fb::Entry *decode = nullptr;
   int64_t paramElements = 0;
+  // Elements times dtype size, summed over the params.
+  uint64_t paramBytes = 0;
   // Bytes of each State (elements times dtype size), in Artifact.states order.
   std::vector<uint64_t> stateBytes;
 };
@@ -50,6 +52,11 @@ const char *dtypeName(fb::DType dtype);
 std::optional<int64_t> numElements(const flatbuffers::Vector<int64_t> *shape);
 
 std::vector<int64_t> shapeOf(const flatbuffers::Vector<int64_t> *shape);
+
+// The entry lathe_session_prefill runs for n tokens: the smallest bucket
+// that holds them, else the full prefill (null if there is none); for n above
+// max_seq, the full prefill, which then refuses them.
+const fb::Entry *prefillEntryFor(const lathe_artifact &artifact, uint64_t n);
 
 } // namespace lathe::rt
 

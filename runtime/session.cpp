@@ -5,9 +5,11 @@
 #include "safetensors.h"
 #include "status.h"
 
+#include <chrono>
 #include <cstdlib>
 #include <unordered_map>
 #include <cstring>
+#include <string_view>
 
 using namespace lathe;
 using namespace lathe::rt;
@@ -35,6 +37,16 @@ AlignedBytes allocAligned(uint64_t bytes) {
 struct ResolvedLaunch {
   CpuKernelFn fn;
   std::vector<uint32_t> args;
+  // Index of the kernel's profile totals, and Launch.flops.
+  uint32_t slot = 0;
+  uint64_t flops = 0;
+};
+
+struct KernelTotals {
+  const char *kernel = nullptr;
+  uint64_t calls = 0;
+  double seconds = 0;
+  uint64_t flops = 0;
 };
 
 } // namespace
@@ -54,6 +66,11 @@ struct lathe_session {
   // The resolved launches of every entry.
   std::unordered_map<const fb::Entry *, std::vector<ResolvedLaunch>> launches;
   std::vector<void *> argScratch;
+  // Profiling: totals per distinct kernel name (slots fixed at creation),
+  // and the slots that ran since the last reset, in first-run order.
+  bool profiling = false;
+  std::vector<KernelTotals> totals;
+  std::vector<uint32_t> ranSlots;
 
   void *bufferData(uint32_t id) const {
     const fb::Buffer *b = art->root->buffers()->Get(id);
@@ -69,7 +86,18 @@ struct lathe_session {
       argScratch.clear();
       for (uint32_t id : launch.args)
         argScratch.push_back(bufferData(id));
+      if (!profiling) {
+        launch.fn(argScratch.data());
+        continue;
+      }
+      auto start = std::chrono::steady_clock::now();
       launch.fn(argScratch.data());
+      auto end = std::chrono::steady_clock::now();
+      KernelTotals &t = totals[launch.slot];
+      if (t.calls++ == 0)
+        ranSlots.push_back(launch.slot);
+      t.seconds += std::chrono::duration<double>(end - start).count();
+      t.flops += launch.flops;
     }
   }
 
@@ -160,16 +188,24 @@ extern "C" lathe_status_t lathe_session_create(const lathe_artifact_t *artifact,
 
   // Resolve every kernel of every entry now, so a broken library fails at
   // session creation rather than halfway through a forward pass.
+  std::unordered_map<std::string_view, uint32_t> slotOf;
   for (size_t e = 0; e < numEntries; ++e) {
     const fb::Entry *entry = a.entries()->Get(e);
     if (!entry->launches())
       continue;
     for (const fb::Launch *launch : *entry->launches()) {
       ResolvedLaunch r;
-      LATHE_RETURN_IF_ERROR(s->lib->lookup(launch->kernel()->string_view(),
-                                           r.fn));
+      std::string_view kernel = launch->kernel()->string_view();
+      LATHE_RETURN_IF_ERROR(s->lib->lookup(kernel, r.fn));
       if (launch->args())
         r.args.assign(launch->args()->begin(), launch->args()->end());
+      auto [it, added] = slotOf.try_emplace(kernel, uint32_t(s->totals.size()));
+      if (added) {
+        s->totals.emplace_back();
+        s->totals.back().kernel = launch->kernel()->c_str();
+      }
+      r.slot = it->second;
+      r.flops = launch->flops();
       s->launches[entry].push_back(std::move(r));
     }
   }
@@ -259,12 +295,7 @@ extern "C" lathe_status_t lathe_session_prefill(lathe_session_t *session,
   if (!session || (!tokens && n) || !out_logits)
     return makeStatus("lathe_session_prefill: null argument");
   // The smallest bucket that holds the prompt: less padding to compute.
-  const fb::Entry *entry = session->art->prefill;
-  for (auto [length, bucket] : session->art->prefillBuckets)
-    if (uint64_t(length) >= uint64_t(n)) {
-      entry = bucket;
-      break;
-    }
+  const fb::Entry *entry = prefillEntryFor(*session->art, n);
   LATHE_RETURN_IF_ERROR(
       session->runSequence(entry, "prefill", tokens, n, out_logits));
   // Prefill also wrote the padding positions n..max_seq-1; they do not count
@@ -313,4 +344,38 @@ extern "C" lathe_status_t lathe_session_decode(lathe_session_t *session,
 
 extern "C" size_t lathe_session_cached(const lathe_session_t *session) {
   return session ? session->cached : 0;
+}
+
+extern "C" void lathe_session_set_profiling(lathe_session_t *session,
+                                            int enable) {
+  if (session)
+    session->profiling = enable != 0;
+}
+
+extern "C" void lathe_session_profile_reset(lathe_session_t *session) {
+  if (!session)
+    return;
+  for (KernelTotals &t : session->totals) {
+    t.calls = 0;
+    t.seconds = 0;
+    t.flops = 0;
+  }
+  session->ranSlots.clear();
+}
+
+extern "C" size_t lathe_session_profile_count(const lathe_session_t *session) {
+  return session ? session->ranSlots.size() : 0;
+}
+
+extern "C" int lathe_session_profile_kernel(const lathe_session_t *session,
+                                            size_t i,
+                                            lathe_kernel_profile_t *out) {
+  if (!session || !out || i >= session->ranSlots.size())
+    return 0;
+  const KernelTotals &t = session->totals[session->ranSlots[i]];
+  out->kernel = t.kernel;
+  out->calls = t.calls;
+  out->seconds = t.seconds;
+  out->flops = t.flops;
+  return 1;
 }

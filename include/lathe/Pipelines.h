@@ -32,6 +32,11 @@ struct CudaKernelsOptions {
 void buildCudaKernelsPipeline(OpPassManager &pm,
                               const CudaKernelsOptions &options);
 
+/// Kernels (after lathe-extract-kernels) → the same GPU kernels as
+/// buildCudaKernelsPipeline up to the mapping to blocks and threads, then
+/// emulated as CPU loops and lowered to the LLVM dialect like the cpu target.
+void buildCudaEmulationKernelsPipeline(OpPassManager &pm);
+
 /// Registers the pipelines for lathe-opt.
 void registerLathePipelines();
 

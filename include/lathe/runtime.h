@@ -42,6 +42,8 @@ int64_t lathe_artifact_max_seq(const lathe_artifact_t *artifact);
 size_t lathe_artifact_param_count(const lathe_artifact_t *artifact);
 /* Total number of scalar parameters. */
 int64_t lathe_artifact_param_elements(const lathe_artifact_t *artifact);
+/* Total bytes of the parameters (elements times their dtype's size). */
+uint64_t lathe_artifact_param_bytes(const lathe_artifact_t *artifact);
 /* Name of parameter i (its safetensors key); NULL if i is out of range. */
 const char *lathe_artifact_param_name(const lathe_artifact_t *artifact,
                                       size_t i);
@@ -67,6 +69,15 @@ size_t lathe_artifact_launch_count(const lathe_artifact_t *artifact,
                                    size_t entry);
 const char *lathe_artifact_launch_kernel(const lathe_artifact_t *artifact,
                                          size_t entry, size_t launch);
+/* Floating-point operations of one call of a launch, as the compiler counts
+ * them (Launch.flops); 0 where it did not count them or out of range. */
+uint64_t lathe_artifact_launch_flops(const lathe_artifact_t *artifact,
+                                     size_t entry, size_t launch);
+/* The name of the entry lathe_session_prefill runs for n tokens: the
+ * smallest prefill bucket ("prefill_<B>", B >= n), else "prefill". NULL if
+ * the artifact has no prefill entry or n is 0 or above max_seq. */
+const char *lathe_artifact_prefill_entry(const lathe_artifact_t *artifact,
+                                         size_t n);
 
 /* The PTX of a cuda artifact for `chip` ("sm_80", "sm_90"): a NUL-terminated
  * string owned by the artifact, for loading the kernels from another runtime.
@@ -119,6 +130,29 @@ lathe_status_t lathe_session_decode(lathe_session_t *session, int32_t token,
 
 /* Number of positions the cache holds (0 after creation). */
 size_t lathe_session_cached(const lathe_session_t *session);
+
+/* Profiling, off by default. While it is enabled, the session times every
+ * kernel launch with a monotonic clock and adds to that kernel's totals: one
+ * call, the launch's wall time, and its Launch.flops. Turning it off keeps
+ * the totals; lathe_session_profile_reset clears them. With profiling off a
+ * launch costs nothing extra. */
+void lathe_session_set_profiling(lathe_session_t *session, int enable);
+void lathe_session_profile_reset(lathe_session_t *session);
+
+typedef struct lathe_kernel_profile {
+  const char *kernel; /* the kernel's name, owned by the artifact */
+  uint64_t calls;
+  double seconds;     /* wall time of all its calls */
+  uint64_t flops;     /* sum of Launch.flops over its calls (0: not counted) */
+} lathe_kernel_profile_t;
+
+/* Number of kernels that ran while profiling since the last reset; they are
+ * numbered in the order they first ran. */
+size_t lathe_session_profile_count(const lathe_session_t *session);
+/* Writes the totals of kernel i to *out and returns 1, or returns 0 (and
+ * leaves *out alone) if i >= lathe_session_profile_count. */
+int lathe_session_profile_kernel(const lathe_session_t *session, size_t i,
+                                 lathe_kernel_profile_t *out);
 
 #ifdef __cplusplus
 }

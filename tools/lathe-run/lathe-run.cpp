@@ -4,7 +4,16 @@
 // "lathe-run: <message>" on stderr and exit code 1.
 #include "lathe/runtime.h"
 
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cctype>
 #include <cmath>
 #include <cerrno>
@@ -12,8 +21,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -30,6 +41,9 @@ const char *const kUsage =
     "       lathe-run ARTIFACT generate --weights WEIGHTS.safetensors\n"
     "                 --prompt TEXT -n N [--temperature T] [--top-k K]\n"
     "                 [--seed S]\n"
+    "       lathe-run ARTIFACT bench --weights WEIGHTS.safetensors\n"
+    "                 [--prompt-len N] [--decode N] [--repeat R] [--profile]\n"
+    "                 [--bandwidth-mib M]\n"
     "       lathe-run ARTIFACT train ...\n"
     "\n"
     "cached-forward runs the first N tokens (default 1) through prefill and\n"
@@ -41,6 +55,12 @@ const char *const kUsage =
     "reaches max_seq. It samples softmax(logits / T) (T defaults to 1) over\n"
     "the top-k tokens (default: all) with a generator seeded by --seed\n"
     "(default 0); --temperature 0 is greedy (argmax, ties to the lowest id).\n"
+    "bench times prefill of a fixed --prompt-len-token prompt (default 256)\n"
+    "and greedy decoding of --decode tokens after it (default 128), --repeat\n"
+    "times (default 3; medians reported), measures peak RSS and the machine's\n"
+    "read bandwidth (2 threads over --bandwidth-mib MiB, default 1024; 0\n"
+    "skips it), and prints one JSON object on stdout (progress on stderr).\n"
+    "--profile adds per-kernel times and GFLOP/s.\n"
     "train needs an artifact compiled for training (a train_step entry).\n";
 
 [[noreturn]] void fail(const std::string &message) {
@@ -85,9 +105,11 @@ struct Options {
   }
 };
 
+// `flags` take no value ("--profile" reads as "--profile=1").
 Options parseOptions(int argc, char **argv, int first,
                      const std::vector<std::string> &allowed,
-                     const std::string &command) {
+                     const std::string &command,
+                     const std::vector<std::string> &flags = {}) {
   Options opts;
   for (int i = first; i < argc; ++i) {
     std::string arg = argv[i];
@@ -105,7 +127,12 @@ Options parseOptions(int argc, char **argv, int first,
     if (!known)
       fail("unknown option '" + arg + "' for " + command +
            " (see lathe-run --help)");
-    if (!hasValue) {
+    bool isFlag = false;
+    for (const std::string &f : flags)
+      isFlag |= f == name;
+    if (!hasValue && isFlag) {
+      value = "1";
+    } else if (!hasValue) {
       if (i + 1 >= argc)
         fail("option " + name + " needs a value");
       value = argv[++i];
@@ -514,6 +541,479 @@ int runTrain(const lathe_artifact_t *art, const std::string &path) {
   fail(path + ": training is not implemented in this lathe-run yet");
 }
 
+// ---------------------------------------------------------------- bench
+
+using Clock = std::chrono::steady_clock;
+
+double secondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+double median(std::vector<double> v) {
+  if (v.empty())
+    return 0;
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Peak resident set of this process so far: VmHWM of /proc/self/status, the
+// high-water mark of this address space. getrusage's ru_maxrss is only the
+// fallback: Linux carries it over from the parent through fork and exec, so
+// under a large parent (a Python script) it reports the parent's size.
+uint64_t peakRssBytes() {
+  if (std::FILE *f = std::fopen("/proc/self/status", "r")) {
+    char line[256];
+    uint64_t kib = 0;
+    bool found = false;
+    while (std::fgets(line, sizeof line, f))
+      if (std::sscanf(line, "VmHWM: %" SCNu64, &kib) == 1) {
+        found = true;
+        break;
+      }
+    std::fclose(f);
+    if (found)
+      return kib * 1024;
+  }
+  struct rusage usage;
+  if (getrusage(RUSAGE_SELF, &usage) != 0)
+    return 0;
+  return uint64_t(usage.ru_maxrss) * 1024;
+}
+
+// Current resident set (/proc/self/statm); 0 if unknown.
+uint64_t currentRssBytes() {
+  uint64_t pages = 0, resident = 0;
+  if (std::FILE *f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%" SCNu64 " %" SCNu64, &pages, &resident) != 2)
+      resident = 0;
+    std::fclose(f);
+  }
+  return resident * uint64_t(sysconf(_SC_PAGESIZE));
+}
+
+// Size of the last-level data or unified cache from sysfs; 0 if unknown.
+uint64_t lastLevelCacheBytes() {
+  uint64_t best = 0;
+  int bestLevel = -1;
+  for (int i = 0; i < 16; ++i) {
+    std::string dir =
+        "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
+    auto readLine = [](const std::string &path) {
+      std::string s;
+      if (std::FILE *f = std::fopen(path.c_str(), "r")) {
+        char buf[64];
+        if (std::fgets(buf, sizeof buf, f))
+          s = buf;
+        std::fclose(f);
+      }
+      while (!s.empty() && std::isspace((unsigned char)s.back()))
+        s.pop_back();
+      return s;
+    };
+    std::string level = readLine(dir + "level");
+    if (level.empty())
+      break;
+    if (readLine(dir + "type") == "Instruction")
+      continue;
+    std::string size = readLine(dir + "size");
+    char *end = nullptr;
+    uint64_t bytes = std::strtoull(size.c_str(), &end, 10);
+    if (end && (*end == 'K' || *end == 'k'))
+      bytes <<= 10;
+    else if (end && *end == 'M')
+      bytes <<= 20;
+    int l = std::atoi(level.c_str());
+    if (l > bestLevel || (l == bestLevel && bytes > best)) {
+      bestLevel = l;
+      best = bytes;
+    }
+  }
+  return best;
+}
+
+// Sums n 64-bit words with four independent vector accumulators, so the
+// loop is bound by loads, not by the add latency.
+typedef uint64_t U64x2 __attribute__((vector_size(16)));
+uint64_t sumWords(const uint64_t *p, size_t n) {
+  U64x2 a0 = {0, 0}, a1 = a0, a2 = a0, a3 = a0;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    U64x2 x0, x1, x2, x3;
+    std::memcpy(&x0, p + i, 16);
+    std::memcpy(&x1, p + i + 2, 16);
+    std::memcpy(&x2, p + i + 4, 16);
+    std::memcpy(&x3, p + i + 6, 16);
+    a0 += x0;
+    a1 += x1;
+    a2 += x2;
+    a3 += x3;
+  }
+  U64x2 a = a0 + a1 + a2 + a3;
+  uint64_t s = a[0] + a[1];
+  for (; i < n; ++i)
+    s += p[i];
+  return s;
+}
+
+volatile uint64_t gBandwidthSink;
+
+struct Bandwidth {
+  std::vector<double> passesGBs;
+  double medianGBs = 0;
+};
+
+// Streaming read bandwidth: `threads` threads each sum their contiguous
+// share of a `bytes` buffer; one pass is timed from a common start signal to
+// the last thread's finish. GB/s with GB = 1e9 bytes.
+Bandwidth measureReadBandwidth(uint64_t bytes, int threads, int passes) {
+  size_t words = size_t(bytes / sizeof(uint64_t));
+  auto *data = static_cast<uint64_t *>(
+      std::aligned_alloc(64, (words * sizeof(uint64_t) + 63) / 64 * 64));
+  if (!data)
+    fail("cannot allocate " + std::to_string(bytes) +
+         " bytes for the bandwidth test");
+  auto share = [&](int t, size_t &begin, size_t &end) {
+    begin = words * size_t(t) / size_t(threads);
+    end = words * size_t(t + 1) / size_t(threads);
+  };
+  {
+    // Each thread touches its own share first (no zero-page reads later).
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] {
+        size_t begin, end;
+        share(t, begin, end);
+        for (size_t i = begin; i < end; ++i)
+          data[i] = i;
+      });
+    for (std::thread &th : pool)
+      th.join();
+  }
+  Bandwidth result;
+  uint64_t sink = 0;
+  // Pass -1 warms up (TLB, clocks) and is not counted.
+  for (int pass = -1; pass < passes; ++pass) {
+    std::atomic<bool> go{false};
+    std::vector<Clock::time_point> ends(static_cast<size_t>(threads));
+    std::vector<uint64_t> sums(static_cast<size_t>(threads));
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] {
+        size_t begin, end;
+        share(t, begin, end);
+        while (!go.load(std::memory_order_acquire))
+          ;
+        sums[size_t(t)] = sumWords(data + begin, end - begin);
+        ends[size_t(t)] = Clock::now();
+      });
+    auto start = Clock::now();
+    go.store(true, std::memory_order_release);
+    for (std::thread &th : pool)
+      th.join();
+    Clock::time_point last = *std::max_element(ends.begin(), ends.end());
+    double seconds = std::chrono::duration<double>(last - start).count();
+    for (uint64_t s : sums)
+      sink += s;
+    if (pass >= 0)
+      result.passesGBs.push_back(double(words * sizeof(uint64_t)) / seconds /
+                                 1e9);
+  }
+  gBandwidthSink = sink;
+  std::free(data);
+  result.medianGBs = median(result.passesGBs);
+  return result;
+}
+
+size_t entryIndex(const lathe_artifact_t *art, const char *name) {
+  for (size_t e = 0; e < lathe_artifact_entry_count(art); ++e)
+    if (!std::strcmp(lathe_artifact_entry_name(art, e), name))
+      return e;
+  return size_t(-1);
+}
+
+uint64_t entryFlops(const lathe_artifact_t *art, size_t entry) {
+  uint64_t total = 0;
+  for (size_t l = 0; l < lathe_artifact_launch_count(art, entry); ++l)
+    total += lathe_artifact_launch_flops(art, entry, l);
+  return total;
+}
+
+uint64_t dtypeBytes(const char *dtype) {
+  if (!std::strcmp(dtype, "f16") || !std::strcmp(dtype, "bf16"))
+    return 2;
+  return 4; // f32, i32
+}
+
+int32_t argmaxToken(const float *row, int64_t vocab) {
+  int32_t best = 0;
+  for (int32_t v = 1; v < vocab; ++v)
+    if (better(row, v, best))
+      best = v;
+  return best;
+}
+
+int64_t parseCount(const Options &opts, const std::string &name,
+                   int64_t defaultValue, int64_t minValue) {
+  int64_t v = defaultValue;
+  if (const std::string *s = opts.get(name))
+    if (!parseInt64(*s, v) || v < minValue)
+      fail("bad " + name + " '" + *s + "': expected an integer >= " +
+           std::to_string(minValue));
+  return v;
+}
+
+// A JSON number, or null for NaN/inf (0/0 when nothing was timed).
+llvm::json::Value number(double v) {
+  if (std::isfinite(v))
+    return v;
+  return nullptr;
+}
+
+llvm::json::Array numbers(const std::vector<double> &values) {
+  llvm::json::Array a;
+  for (double v : values)
+    a.push_back(number(v));
+  return a;
+}
+
+int runBench(const lathe_artifact_t *art, const std::string &path,
+             const Options &opts) {
+  const std::string &weights = opts.require("--weights", "bench");
+  int64_t promptLen = parseCount(opts, "--prompt-len", 256, 1);
+  int64_t numDecode = parseCount(opts, "--decode", 128, 0);
+  int64_t repeat = parseCount(opts, "--repeat", 3, 1);
+  int64_t bandwidthMiB = parseCount(opts, "--bandwidth-mib", 1024, 0);
+  bool profile = false;
+  if (const std::string *p = opts.get("--profile")) {
+    if (*p != "0" && *p != "1")
+      fail("bad --profile '" + *p + "': expected 0 or 1 (or --profile alone)");
+    profile = *p == "1";
+  }
+  constexpr int kBandwidthThreads = 2;
+  constexpr int kBandwidthPasses = 5;
+  constexpr uint64_t kSlackBytes = uint64_t(64) << 20;
+
+  int64_t maxSeq = lathe_artifact_max_seq(art);
+  int64_t vocab = lathe_artifact_vocab(art);
+  if (promptLen > maxSeq)
+    fail("bad --prompt-len '" + std::to_string(promptLen) +
+         "': the artifact's max_seq is " + std::to_string(maxSeq));
+  if (promptLen + numDecode > maxSeq)
+    fail("bad --decode '" + std::to_string(numDecode) + "': the prompt (" +
+         std::to_string(promptLen) + " tokens) and the decoded tokens must "
+         "fit in max_seq (" + std::to_string(maxSeq) + ")");
+  const char *prefillName = lathe_artifact_prefill_entry(art, size_t(promptLen));
+  if (!prefillName)
+    fail(path + ": this artifact has no prefill entry (bench needs prefill)");
+  size_t prefillEntry = entryIndex(art, prefillName);
+  size_t decodeEntry = entryIndex(art, "decode");
+  if (numDecode > 0 && decodeEntry == size_t(-1))
+    fail(path + ": this artifact has no decode entry (bench --decode " +
+         std::to_string(numDecode) + " needs one; use --decode 0)");
+
+  // A fixed text, cycled, one byte per token (clipped into the vocabulary):
+  // every run and every build sees the same prompt.
+  static const char kText[] =
+      "It was the best of times, it was the worst of times, it was the age "
+      "of wisdom, it was the age of foolishness, it was the epoch of belief, "
+      "it was the epoch of incredulity, it was the season of Light, it was "
+      "the season of Darkness.\n";
+  std::vector<int32_t> prompt(static_cast<size_t>(promptLen));
+  for (size_t i = 0; i < prompt.size(); ++i)
+    prompt[i] = int32_t(uint8_t(kText[i % (sizeof kText - 1)]) % vocab);
+
+  uint64_t rssAtStart = currentRssBytes();
+  std::fprintf(stderr, "bench: loading %s\n", weights.c_str());
+  auto loadStart = Clock::now();
+  SessionPtr session = openSession(art, weights);
+  double loadSeconds = secondsSince(loadStart);
+  uint64_t peakAfterLoad = peakRssBytes();
+  lathe_session_set_profiling(session.get(), profile);
+
+  std::vector<float> logits(size_t(promptLen) * size_t(vocab));
+  std::vector<float> row(static_cast<size_t>(vocab));
+  std::vector<double> prefillSeconds, decodeSeconds;
+  for (int64_t r = 0; r < repeat; ++r) {
+    std::fprintf(stderr, "bench: repeat %lld/%lld: prefill %lld tokens (%s)\n",
+                 (long long)(r + 1), (long long)repeat, (long long)promptLen,
+                 prefillName);
+    auto start = Clock::now();
+    check(lathe_session_prefill(session.get(), prompt.data(), prompt.size(),
+                                logits.data()));
+    prefillSeconds.push_back(secondsSince(start));
+    if (numDecode == 0)
+      continue;
+    std::fprintf(stderr, "bench: repeat %lld/%lld: decode %lld tokens\n",
+                 (long long)(r + 1), (long long)repeat, (long long)numDecode);
+    // Greedy decoding from the last prompt row: the tokens a user would see.
+    const float *last = logits.data() + (prompt.size() - 1) * size_t(vocab);
+    int32_t token = argmaxToken(last, vocab);
+    start = Clock::now();
+    for (int64_t i = 0; i < numDecode; ++i) {
+      check(lathe_session_decode(session.get(), token,
+                                 size_t(promptLen + i), row.data()));
+      token = argmaxToken(row.data(), vocab);
+    }
+    decodeSeconds.push_back(secondsSince(start));
+  }
+  // Before the bandwidth buffer exists: that is not the model's memory.
+  uint64_t peakRss = peakRssBytes();
+
+  uint64_t weightBytes = lathe_artifact_param_bytes(art);
+  uint64_t kvBytes = 0;
+  for (size_t i = 0; i < lathe_artifact_state_count(art); ++i) {
+    uint64_t n = dtypeBytes(lathe_artifact_state_dtype(art, i));
+    for (size_t d = 0; d < lathe_artifact_state_rank(art, i); ++d)
+      n *= uint64_t(lathe_artifact_state_dim(art, i, d));
+    kvBytes += n;
+  }
+  uint64_t arenaBytes = lathe_artifact_arena_bytes(art);
+  uint64_t budget = weightBytes + kvBytes + arenaBytes + kSlackBytes;
+
+  uint64_t llc = lastLevelCacheBytes();
+  Bandwidth bw;
+  uint64_t bwBytes = uint64_t(bandwidthMiB) << 20;
+  if (bwBytes) {
+    if (llc && bwBytes < 4 * llc)
+      std::fprintf(stderr,
+                   "bench: warning: the bandwidth buffer (%llu bytes) is "
+                   "smaller than 4x the last-level cache (%llu bytes)\n",
+                   (unsigned long long)bwBytes, (unsigned long long)llc);
+    std::fprintf(stderr, "bench: read bandwidth over %lld MiB, %d threads\n",
+                 (long long)bandwidthMiB, kBandwidthThreads);
+    bw = measureReadBandwidth(bwBytes, kBandwidthThreads, kBandwidthPasses);
+  }
+
+  double prefillMedian = median(prefillSeconds);
+  double decodeMedian = median(decodeSeconds);
+  double prefillTps = double(promptLen) / prefillMedian;
+  double decodeTps =
+      numDecode ? double(numDecode) / decodeMedian : std::nan("");
+  uint64_t prefillFlops = entryFlops(art, prefillEntry);
+  uint64_t decodeFlops =
+      decodeEntry == size_t(-1) ? 0 : entryFlops(art, decodeEntry);
+  // Every decode step reads every weight once (the bound ignores the KV
+  // cache and activations, so it is optimistic).
+  double boundTps = bwBytes && weightBytes
+                        ? bw.medianGBs * 1e9 / double(weightBytes)
+                        : std::nan("");
+
+  llvm::json::Object out;
+  out["artifact"] = path;
+  out["model"] = lathe_artifact_model_name(art);
+  out["target"] = lathe_artifact_target(art);
+  out["vocab"] = vocab;
+  out["max_seq"] = maxSeq;
+  out["prompt_len"] = promptLen;
+  out["decode_tokens"] = numDecode;
+  out["repeat"] = repeat;
+  out["load_seconds"] = loadSeconds;
+
+  out["prefill_entry"] = prefillName;
+  out["prefill_kernels"] = int64_t(lathe_artifact_launch_count(art, prefillEntry));
+  out["prefill_seconds"] = numbers(prefillSeconds);
+  out["prefill_median_seconds"] = prefillMedian;
+  out["prefill_tokens_per_s"] = number(prefillTps);
+  out["prefill_flops"] = int64_t(prefillFlops);
+  out["prefill_gflops_per_s"] =
+      prefillFlops ? number(double(prefillFlops) / prefillMedian / 1e9)
+                   : llvm::json::Value(nullptr);
+
+  if (decodeEntry == size_t(-1))
+    out["decode_kernels"] = nullptr;
+  else
+    out["decode_kernels"] = int64_t(lathe_artifact_launch_count(art, decodeEntry));
+  out["decode_seconds"] = numbers(decodeSeconds);
+  out["decode_median_seconds"] = numDecode ? number(decodeMedian)
+                                           : llvm::json::Value(nullptr);
+  out["decode_tokens_per_s"] = number(decodeTps);
+  out["decode_flops_per_token"] = int64_t(decodeFlops);
+  out["decode_gflops_per_s"] =
+      numDecode && decodeFlops
+          ? number(double(decodeFlops) * double(numDecode) / decodeMedian / 1e9)
+          : llvm::json::Value(nullptr);
+
+  out["peak_rss_bytes"] = int64_t(peakRss);
+  out["peak_rss_after_load_bytes"] = int64_t(peakAfterLoad);
+  // The process before the session (code, libLLVM, libc): part of the peak.
+  out["rss_before_load_bytes"] = int64_t(rssAtStart);
+  out["weights_bytes"] = int64_t(weightBytes);
+  out["kv_cache_bytes"] = int64_t(kvBytes);
+  out["arena_bytes"] = int64_t(arenaBytes);
+  out["rss_slack_bytes"] = int64_t(kSlackBytes);
+  out["rss_budget_bytes"] = int64_t(budget);
+  out["rss_within_budget"] = peakRss <= budget;
+
+  out["bandwidth_threads"] = kBandwidthThreads;
+  out["bandwidth_buffer_bytes"] = int64_t(bwBytes);
+  out["llc_bytes"] = int64_t(llc);
+  out["bandwidth_passes_gbs"] =
+numbers(bw.passesGBs);
+  out["read_bandwidth_gbs"] =
+      bwBytes ? number(bw.medianGBs) : llvm::json::Value(nullptr);
+  out["decode_bytes_per_token"] = int64_t(weightBytes);
+  out["decode_bound_tokens_per_s"] = number(boundTps);
+  out["decode_vs_bound"] = number(decodeTps / boundTps);
+
+  out["profiled"] = profile;
+  if (profile) {
+    // The entries that launch each kernel (one, for lathec's per-entry
+    // kernel names; an artifact may share a kernel between entries).
+    std::map<std::string, std::vector<std::string>> entriesOf;
+    for (size_t e = 0; e < lathe_artifact_entry_count(art); ++e)
+      for (size_t l = 0; l < lathe_artifact_launch_count(art, e); ++l) {
+        std::vector<std::string> &list =
+            entriesOf[lathe_artifact_launch_kernel(art, e, l)];
+        const char *name = lathe_artifact_entry_name(art, e);
+        if (list.empty() || list.back() != name)
+          list.push_back(name);
+      }
+    std::vector<lathe_kernel_profile_t> kernels(
+        lathe_session_profile_count(session.get()));
+    for (size_t i = 0; i < kernels.size(); ++i)
+      lathe_session_profile_kernel(session.get(), i, &kernels[i]);
+    std::sort(kernels.begin(), kernels.end(),
+              [](const lathe_kernel_profile_t &a,
+                 const lathe_kernel_profile_t &b) {
+                if (a.seconds != b.seconds)
+                  return a.seconds > b.seconds;
+                return std::strcmp(a.kernel, b.kernel) < 0;
+              });
+    double totalSeconds = 0;
+    for (const lathe_kernel_profile_t &k : kernels)
+      totalSeconds += k.seconds;
+    llvm::json::Array list;
+    for (const lathe_kernel_profile_t &k : kernels) {
+      llvm::json::Object o;
+      o["kernel"] = k.kernel;
+      llvm::json::Array entries;
+      for (const std::string &e : entriesOf[k.kernel])
+        entries.push_back(e);
+      o["entries"] = std::move(entries);
+      o["calls"] = int64_t(k.calls);
+      o["seconds"] = k.seconds;
+      o["seconds_per_call"] = k.seconds / double(k.calls);
+      o["flops_per_call"] = int64_t(k.flops / k.calls);
+      o["gflops_per_s"] = k.flops && k.seconds > 0
+                              ? number(double(k.flops) / k.seconds / 1e9)
+                              : llvm::json::Value(nullptr);
+      o["share"] = totalSeconds > 0 ? k.seconds / totalSeconds : 0.0;
+      list.push_back(std::move(o));
+    }
+    out["profile_kernel_seconds"] = totalSeconds;
+    out["profile"] = std::move(list);
+  }
+
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  os << llvm::formatv("{0:2}", llvm::json::Value(std::move(out)));
+  os.flush();
+  std::fputs(text.c_str(), stdout);
+  std::fputc('\n', stdout);
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -540,6 +1040,9 @@ int main(int argc, char **argv) {
                "--seed"};
   else if (command == "dump-ptx")
     allowed = {"-o"};
+  else if (command == "bench")
+    allowed = {"--weights", "--prompt-len", "--decode", "--repeat",
+               "--profile", "--bandwidth-mib"};
   else if (command != "train")
     fail("unknown command '" + command + "' (see lathe-run --help)");
   // dump-ptx takes the chip as a positional argument.
@@ -555,7 +1058,10 @@ int main(int argc, char **argv) {
   // artifact is refused first.
   Options opts;
   if (command != "train")
-    opts = parseOptions(argc, argv, firstOption, allowed, command);
+    opts = parseOptions(argc, argv, firstOption, allowed, command,
+                        command == "bench"
+                            ? std::vector<std::string>{"--profile"}
+                            : std::vector<std::string>{});
 
   lathe_artifact_t *raw = nullptr;
   check(lathe_artifact_load(argv[1], &raw));
@@ -572,5 +1078,7 @@ int main(int argc, char **argv) {
     return runGenerate(art.get(), argv[1], opts);
   if (command == "train")
     return runTrain(art.get(), argv[1]);
+  if (command == "bench")
+    return runBench(art.get(), argv[1], opts);
   return runForward(art.get(), opts);
 }
