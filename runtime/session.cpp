@@ -7,6 +7,8 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <unordered_map>
 #include <cstring>
 #include <string_view>
@@ -229,6 +231,17 @@ extern "C" lathe_status_t lathe_session_create(const lathe_artifact_t *artifact,
 
 extern "C" void lathe_session_free(lathe_session_t *session) { delete session; }
 
+/// Hands back the pages that lie wholly inside [data, data + bytes) of the
+/// mapped weight file once they are copied, so that loading never holds the
+/// weights twice (peak RSS stays near weights + arena + cache).
+static void releasePages(const void *data, size_t bytes) {
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  uintptr_t begin = (uintptr_t(data) + page - 1) & ~(page - 1);
+  uintptr_t end = (uintptr_t(data) + bytes) & ~(page - 1);
+  if (end > begin)
+    madvise(reinterpret_cast<void *>(begin), end - begin, MADV_DONTNEED);
+}
+
 extern "C" lathe_status_t
 lathe_session_load_weights(lathe_session_t *session,
                            const char *safetensors_path) {
@@ -273,6 +286,7 @@ lathe_session_load_weights(lathe_session_t *session,
     // may change after loading.
     std::memcpy(storage.get() + offsets[i], views[i]->data, views[i]->bytes);
     session->paramData[i] = storage.get() + offsets[i];
+    releasePages(views[i]->data, views[i]->bytes);
   }
   session->paramStorage = std::move(storage);
   session->weightsLoaded = true;
