@@ -43,14 +43,23 @@ std::string mlir::lathe::writeArtifact(
   std::vector<flatbuffers::Offset<fb::Entry>> entries;
   uint64_t arenaBytes = 0;
   for (const EntryInfo &e : s.entries) {
-    std::vector<flatbuffers::Offset<fb::Launch>> launches;
-    for (const LaunchInfo &l : e.launches)
-      launches.push_back(fb::CreateLaunchDirect(
-          fbb, l.kernel.c_str(), &l.args, l.grid.empty() ? nullptr : &l.grid,
-          l.block.empty() ? nullptr : &l.block, l.flops));
-    entries.push_back(fb::CreateEntryDirect(fbb, e.name.c_str(), &e.inputs,
-                                            &e.outputs, &launches,
-                                            /*causal=*/true));
+    auto pack = [&](const std::vector<LaunchInfo> &list) {
+      std::vector<flatbuffers::Offset<fb::Launch>> out;
+      for (const LaunchInfo &l : list)
+        out.push_back(fb::CreateLaunchDirect(
+            fbb, l.kernel.c_str(), &l.args,
+            l.grid.empty() ? nullptr : &l.grid,
+            l.block.empty() ? nullptr : &l.block, l.flops));
+      return out;
+    };
+    bool cuda = target == Target::cuda;
+    auto launches = pack(cuda ? e.gpuLaunches : e.launches);
+    std::vector<flatbuffers::Offset<fb::Launch>> emulated;
+    if (cuda)
+      emulated = pack(e.launches);
+    entries.push_back(fb::CreateEntryDirect(
+        fbb, e.name.c_str(), &e.inputs, &e.outputs, &launches,
+        /*causal=*/true, cuda ? &emulated : nullptr));
     arenaBytes = std::max(arenaBytes, e.arenaBytes);
   }
   std::vector<flatbuffers::Offset<fb::PtxModule>> modules;

@@ -184,7 +184,6 @@ LogicalResult mlir::lathe::compile(ModuleOp module,
   // Each lathe.launch expands into the GPU launches of its kernel function,
   // with kernel-function arguments mapped back to schedule buffers.
   for (EntryInfo &entry : schedule->entries) {
-    std::vector<LaunchInfo> expanded;
     for (const LaunchInfo &launch : entry.launches) {
       for (const GpuLaunch &g : gpuLaunches[launch.kernel]) {
         LaunchInfo l;
@@ -195,11 +194,17 @@ LogicalResult mlir::lathe::compile(ModuleOp module,
         l.block = g.block;
         // The kernel function's work, on its first GPU launch.
         l.flops = &g == &gpuLaunches[launch.kernel].front() ? launch.flops : 0;
-        expanded.push_back(std::move(l));
+        entry.gpuLaunches.push_back(std::move(l));
       }
     }
-    entry.launches = std::move(expanded);
   }
-  out << writeArtifact(*schedule, Target::cuda, "", ptxByChip);
+  // The same GPU kernels, run as CPU loops: the cuda-emulated device.
+  OwningOpRef<ModuleOp> emulated = extracted();
+  if (!emulated || failed(run(*emulated, buildCudaEmulationKernelsPipeline)))
+    return failure();
+  FailureOr<std::string> emulation = buildCpuLibrary(*emulated, nullptr);
+  if (failed(emulation))
+    return failure();
+  out << writeArtifact(*schedule, Target::cuda, *emulation, ptxByChip);
   return success();
 }

@@ -53,6 +53,7 @@ struct EntryInfo {
   std::string name;
   std::vector<uint32_t> inputs, outputs;
   std::vector<LaunchInfo> launches; // one per lathe.launch, kernel = func name
+  std::vector<LaunchInfo> gpuLaunches; // cuda: the GPU kernels they launch
   uint64_t arenaBytes = 0;
 };
 
@@ -92,8 +93,9 @@ LogicalResult buildCudaModule(ModuleOp kernels,
                               std::map<std::string, std::vector<GpuLaunch>> &launches,
                               std::string &ptx);
 
-/// Packs the artifact. `cpuLibrary` is set for cpu, `ptx` (chip → text) for
-/// cuda; for cuda the entries' launches are already the GPU launches.
+/// Packs the artifact. `cpuLibrary` holds the cpu kernels, or for cuda the
+/// emulated GPU kernels; `ptx` (chip → text) is set for cuda, whose entries
+/// carry their gpuLaunches as launches and launches as emulated launches.
 std::string writeArtifact(const ScheduleInfo &schedule, Target target,
                           const std::string &cpuLibrary,
                           const std::map<std::string, std::string> &ptx);

@@ -254,6 +254,16 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
       LATHE_RETURN_IF_ERROR(checkIds(launch->args(), lwhere));
       anyLaunch = true;
     }
+    if (const auto *emulated = entry->emulated_launches())
+      for (size_t l = 0; l < emulated->size(); ++l) {
+        const fb::Launch *launch = emulated->Get(l);
+        if (launch->kernel()->size() == 0)
+          return corrupt(where + " has an emulated launch with an empty "
+                                 "kernel name");
+        LATHE_RETURN_IF_ERROR(checkIds(
+            launch->args(),
+            llvm::formatv("{0} emulated launch {1}", where, l).str()));
+      }
     llvm::StringRef bucket(ename);
     int64_t tokens = 0;
     if (ename == "forward")

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <dlfcn.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <unordered_map>
@@ -165,24 +166,88 @@ struct lathe_session {
 
 extern "C" lathe_status_t lathe_session_create(const lathe_artifact_t *artifact,
                                                lathe_session_t **out_session) {
+  return lathe_session_create_on_device(artifact, nullptr, out_session);
+}
+
+/// The CUDA driver is looked up at run time so that lathe starts on machines
+/// without one; a device that exists is not driven yet (the cuda device is
+/// still to come), which is said plainly instead of pretending.
+static lathe_status_t probeCuda(const std::string &path) {
+  void *driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (!driver)
+    return makeStatusF("{0}: no CUDA driver found (libcuda.so.1 cannot be "
+                       "loaded); --device=cuda-emulated runs the same GPU "
+                       "kernels on the CPU",
+                       path);
+  using InitFn = int (*)(unsigned);
+  using CountFn = int (*)(int *);
+  auto init = reinterpret_cast<InitFn>(dlsym(driver, "cuInit"));
+  auto count = reinterpret_cast<CountFn>(dlsym(driver, "cuDeviceGetCount"));
+  int devices = 0;
+  bool none = !init || !count || init(0) != 0 || count(&devices) != 0 ||
+              devices == 0;
+  dlclose(driver);
+  if (none)
+    return makeStatusF("{0}: no CUDA device", path);
+  return makeStatusF("{0}: found a CUDA device, but this runtime's cuda "
+                     "device is not implemented yet; use "
+                     "--device=cuda-emulated",
+                     path);
+}
+
+extern "C" lathe_status_t
+lathe_session_create_on_device(const lathe_artifact_t *artifact,
+                               const char *device,
+                               lathe_session_t **out_session) {
   if (!artifact || !out_session)
     return makeStatus("lathe_session_create: null argument");
   *out_session = nullptr;
   const fb::Artifact &a = *artifact->root;
-  if (a.target() != fb::Target::cpu)
-    return makeStatusF("{0}: this artifact targets {1}; lathe-run's cpu device "
-                       "cannot run it",
-                       artifact->path, artifact->target);
+  bool cudaArtifact = a.target() == fb::Target::cuda;
+  std::string name = device ? device : (cudaArtifact ? "cuda" : "cpu");
+  if (name != "cpu" && name != "cuda" && name != "cuda-emulated")
+    return makeStatusF("{0}: unknown device '{1}' (expected cpu, cuda or "
+                       "cuda-emulated)",
+                       artifact->path, name);
+  if (name == "cpu" && cudaArtifact)
+    return makeStatusF("{0}: this artifact targets cuda; run it with "
+                       "--device=cuda or --device=cuda-emulated",
+                       artifact->path);
+  if (name != "cpu" && !cudaArtifact)
+    return makeStatusF("{0}: this artifact targets cpu; device '{1}' needs an "
+                       "artifact compiled with --target=cuda",
+                       artifact->path, name);
+  if (name == "cuda")
+    return probeCuda(artifact->path);
+  // cpu runs the entries' launches; cuda-emulated their emulated launches.
+  const bool emulated = name == "cuda-emulated";
+  auto launchesOf = [&](const fb::Entry *entry) {
+    return emulated ? entry->emulated_launches() : entry->launches();
+  };
 
   auto s = std::make_unique<lathe_session>();
   s->art = artifact;
   s->paramData.assign(lathe_artifact_param_count(artifact), nullptr);
 
   size_t numEntries = lathe_artifact_entry_count(artifact);
+  if (emulated)
+    for (size_t e = 0; e < numEntries; ++e) {
+      const fb::Entry *entry = a.entries()->Get(e);
+      if (entry->launches() && entry->launches()->size() &&
+          !entry->emulated_launches())
+        return makeStatusF("{0}: entry '{1}' has no emulated kernels, so "
+                           "device 'cuda-emulated' cannot run it",
+                           artifact->path, entry->name()->str());
+    }
   bool anyLaunch = false;
   for (size_t e = 0; e < numEntries; ++e)
-    anyLaunch |= lathe_artifact_launch_count(artifact, e) != 0;
+    if (auto *l = launchesOf(a.entries()->Get(e)))
+      anyLaunch |= l->size() != 0;
   if (anyLaunch) {
+    if (!a.cpu_library() || a.cpu_library()->size() == 0)
+      return makeStatusF("{0}: the artifact has no kernel library for device "
+                         "'{1}'",
+                         artifact->path, name);
     llvm::ArrayRef<uint8_t> elf(a.cpu_library()->data(),
                                 a.cpu_library()->size());
     LATHE_RETURN_IF_ERROR(CpuLibrary::load(elf, artifact->path, s->lib));
@@ -193,9 +258,9 @@ extern "C" lathe_status_t lathe_session_create(const lathe_artifact_t *artifact,
   std::unordered_map<std::string_view, uint32_t> slotOf;
   for (size_t e = 0; e < numEntries; ++e) {
     const fb::Entry *entry = a.entries()->Get(e);
-    if (!entry->launches())
+    if (!launchesOf(entry))
       continue;
-    for (const fb::Launch *launch : *entry->launches()) {
+    for (const fb::Launch *launch : *launchesOf(entry)) {
       ResolvedLaunch r;
       std::string_view kernel = launch->kernel()->string_view();
       LATHE_RETURN_IF_ERROR(s->lib->lookup(kernel, r.fn));

@@ -93,10 +93,21 @@ lathe_status_t lathe_weights_init(const lathe_artifact_t *artifact,
 typedef struct lathe_session lathe_session_t;
 
 /* A session owns the device state: the activation arena and bound weights.
- * The artifact must outlive the session. */
+ * The artifact must outlive the session. It runs on the artifact's own
+ * device: "cpu" for a cpu artifact, "cuda" for a cuda one. */
 lathe_status_t lathe_session_create(const lathe_artifact_t *artifact,
                                     lathe_session_t **out_session);
 void lathe_session_free(lathe_session_t *session);
+
+/* The same on a named device (NULL: the artifact's own):
+ *  - "cpu": a cpu artifact's kernels on this CPU;
+ *  - "cuda": an NVIDIA GPU through the CUDA driver (fails cleanly with "no
+ *    CUDA driver found" or "no CUDA device" where there is none);
+ *  - "cuda-emulated": a cuda artifact's GPU kernels, taken after mapping to
+ *    blocks and threads, run on the CPU as loops over blocks and threads. */
+lathe_status_t lathe_session_create_on_device(const lathe_artifact_t *artifact,
+                                              const char *device,
+                                              lathe_session_t **out_session);
 
 /* Binds weights from a safetensors file. Every parameter of the artifact
  * must be present with its exact shape and dtype. */

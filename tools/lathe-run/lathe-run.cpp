@@ -286,10 +286,14 @@ void printLogits(const std::vector<int32_t> &tokens,
   }
 }
 
+// --device, for the commands that run the model; empty: the artifact's own.
+std::string gDevice;
+
 SessionPtr openSession(const lathe_artifact_t *art,
                        const std::string &weights) {
   lathe_session_t *raw = nullptr;
-  check(lathe_session_create(art, &raw));
+  check(lathe_session_create_on_device(
+      art, gDevice.empty() ? nullptr : gDevice.c_str(), &raw));
   SessionPtr session(raw);
   check(lathe_session_load_weights(session.get(), weights.c_str()));
   return session;
@@ -1031,18 +1035,18 @@ int main(int argc, char **argv) {
   else if (command == "init")
     allowed = {"--seed", "-o"};
   else if (command == "forward")
-    allowed = {"--weights", "--tokens", "--logits-out"};
+    allowed = {"--weights", "--tokens", "--logits-out", "--device"};
   else if (command == "cached-forward")
     allowed = {"--weights", "--tokens", "--prefill", "--positions",
-               "--logits-out"};
+               "--logits-out", "--device"};
   else if (command == "generate")
     allowed = {"--weights", "--prompt", "-n", "--temperature", "--top-k",
-               "--seed"};
+               "--seed", "--device"};
   else if (command == "dump-ptx")
     allowed = {"-o"};
   else if (command == "bench")
     allowed = {"--weights", "--prompt-len", "--decode", "--repeat",
-               "--profile", "--bandwidth-mib"};
+               "--profile", "--bandwidth-mib", "--device"};
   else if (command != "train")
     fail("unknown command '" + command + "' (see lathe-run --help)");
   // dump-ptx takes the chip as a positional argument.
@@ -1062,6 +1066,9 @@ int main(int argc, char **argv) {
                         command == "bench"
                             ? std::vector<std::string>{"--profile"}
                             : std::vector<std::string>{});
+
+  if (const std::string *device = opts.get("--device"))
+    gDevice = *device;
 
   lathe_artifact_t *raw = nullptr;
   check(lathe_artifact_load(argv[1], &raw));
