@@ -50,5 +50,9 @@ lathe-run build/demo/tiny.lathe init --seed 1 -o build/demo/tiny.safetensors
 lathe-run build/demo/tiny.lathe forward --weights build/demo/tiny.safetensors \
   --tokens 72,101,108,108,111 --logits-out build/demo/logits.npy
 echo
+echo "== greedy generation with the KV cache (prefill, then one token at a time)"
+lathe-run build/demo/tiny.lathe generate --weights build/demo/tiny.safetensors \
+  --prompt "To be, or not" -n 24 --temperature 0
+echo
 echo "(untrained weights: the predictions are noise, but they are the model's own:"
 echo " 'cmake --workflow --preset check' checks them against a numpy reference)"
