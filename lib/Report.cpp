@@ -71,6 +71,12 @@ static int layerOf(Location loc) {
 
 LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os) {
   SymbolTable symbols(planned);
+  if (auto widths = planned->getAttrOfType<DenseI64ArrayAttr>("lathe.mlp_widths")) {
+    os << "mlp widths:";
+    for (int64_t w : widths.asArrayRef())
+      os << " " << w;
+    os << "\n";
+  }
   for (auto entry : planned.getOps<func::FuncOp>()) {
     if (entry.isExternal() || entry->hasAttr(kKernelAttrName))
       continue;

@@ -14,6 +14,7 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/YAMLParser.h"
 #include "llvm/Support/YAMLTraits.h"
@@ -25,9 +26,15 @@ using namespace mlir::lathe;
 
 namespace {
 
+struct TaperSpec {
+  std::string schedule = "cosine";
+  double max = 1.5, min = 0.5;
+  int64_t multiple = 64;
+};
 struct MlpSpec {
   std::string kind;
   int64_t width = 0;
+  std::optional<TaperSpec> taper;
 };
 struct NormSpec {
   std::string kind = "rmsnorm";
@@ -55,10 +62,19 @@ struct ModelSpec {
 } // namespace
 
 namespace llvm::yaml {
+template <> struct MappingTraits<TaperSpec> {
+  static void mapping(IO &io, TaperSpec &s) {
+    io.mapOptional("schedule", s.schedule);
+    io.mapOptional("max", s.max);
+    io.mapOptional("min", s.min);
+    io.mapOptional("multiple", s.multiple);
+  }
+};
 template <> struct MappingTraits<MlpSpec> {
   static void mapping(IO &io, MlpSpec &s) {
     io.mapRequired("kind", s.kind);
     io.mapRequired("width", s.width);
+    io.mapOptional("taper", s.taper);
   }
 };
 template <> struct MappingTraits<NormSpec> {
@@ -206,6 +222,8 @@ private:
                                   "' (expected: rope, learned)");
     if (!(spec.norm.eps > 0.0))
       return fail("norm.eps", "must be positive");
+    if (!computeWidths())
+      return false;
     if (!(spec.rope.base > 0.0))
       return fail("rope.base", "must be positive");
     return true;
@@ -228,11 +246,12 @@ private:
     m->setAttr("lathe.model", b.getStringAttr(spec.name));
     m->setAttr("lathe.vocab", b.getI64IntegerAttr(spec.vocab));
     m->setAttr("lathe.max_seq", b.getI64IntegerAttr(spec.maxSeq));
+    // The MLP width of every layer (tapered or uniform), for --report.
+    m->setAttr("lathe.mlp_widths", b.getDenseI64ArrayAttr(widths));
     b.setInsertionPointToEnd(m.getBody());
 
     const int64_t T = spec.maxSeq, D = spec.dModel, V = spec.vocab,
-                  H = spec.heads, K = spec.kvHeads, Dh = D / H,
-                  F = spec.mlp.width;
+                  H = spec.heads, K = spec.kvHeads, Dh = D / H;
     const double std = 0.02,
                  residualStd = 0.02 / std::sqrt(2.0 * spec.layers);
     auto f32 = [&](ArrayRef<int64_t> shape) {
@@ -272,6 +291,7 @@ private:
       declareLinear(p + "attn.wv", K * Dh, D, std, layerLoc);
       declareLinear(p + "attn.wo", D, H * Dh, residualStd, layerLoc);
       declareNorm(p + "mlp_norm", layerLoc);
+      const int64_t F = widths[l];
       if (mlpKind == MlpKind::swiglu)
         declareLinear(p + "mlp.w_gate", F, D, std, mlpLoc);
       declareLinear(p + "mlp.w_up", F, D, std, mlpLoc);
@@ -298,6 +318,82 @@ private:
     buildEntry(m, Entry::prefill, spec.maxSeq);
     buildEntry(m, Entry::decode);
     return module;
+  }
+
+  /// Per-layer MLP widths: mlp.width everywhere, or the taper schedule of
+  /// docs/model-and-weights.md (ARCHITECTURES.md §1.2), which keeps the
+  /// total width, and so the MLP parameters and FLOPs, exactly.
+  bool computeWidths() {
+    const int64_t L = spec.layers, base = spec.mlp.width;
+    widths.assign(L, base);
+    if (!spec.mlp.taper)
+      return true;
+    const TaperSpec &t = *spec.mlp.taper;
+    auto show = [](ArrayRef<double> w) {
+      std::string s;
+      for (double v : w)
+        s += (s.empty() ? "" : ", ") + std::to_string(int64_t(v));
+      return s;
+    };
+    if (t.schedule != "cosine" && t.schedule != "linear" &&
+        t.schedule != "sigmoid")
+      return fail("mlp.taper.schedule", "unknown schedule '" + t.schedule +
+                                            "' (expected: cosine, linear, "
+                                            "sigmoid)");
+    if (L < 2)
+      return fail("mlp.taper", "a taper needs at least 2 layers");
+    if (!(t.min > 0.0) || !(t.max >= t.min))
+      return fail("mlp.taper", "needs max >= min > 0 (front-heavy), got max " +
+                                   llvm::formatv("{0}", t.max) + ", min " +
+                                   llvm::formatv("{0}", t.min));
+    if (t.multiple <= 0 || (L * base) % t.multiple != 0)
+      return fail("mlp.taper.multiple",
+                  "layers * width = " + llvm::Twine(L * base) +
+                      " is not a multiple of " + llvm::Twine(t.multiple) +
+                      ", so no rounding keeps the budget");
+    auto sig = [](double z) { return 1.0 / (1.0 + std::exp(-z)); };
+    SmallVector<double> profile;
+    double total = 0;
+    for (int64_t l = 0; l < L; ++l) {
+      double u = double(l) / double(L - 1), s;
+      if (t.schedule == "cosine")
+        s = t.min + (t.max - t.min) * 0.5 * (1.0 + std::cos(M_PI * u));
+      else if (t.schedule == "linear")
+        s = t.max + (t.min - t.max) * u;
+      else
+        s = t.min + (t.max - t.min) * (sig(10.0 * (0.5 - u)) - sig(-5.0)) /
+                        (sig(5.0) - sig(-5.0));
+      profile.push_back(s);
+      total += s;
+    }
+    SmallVector<double> exact;
+    SmallVector<std::pair<double, int64_t>> remainders;
+    int64_t floors = 0, m = t.multiple;
+    for (int64_t l = 0; l < L; ++l) {
+      double w = double(base) * double(L) * profile[l] / total;
+      exact.push_back(w);
+      widths[l] = m * int64_t(std::floor(w / double(m)));
+      floors += widths[l];
+      remainders.push_back({w - double(widths[l]), l});
+    }
+    // The largest remainders get one more multiple; earlier layers first on
+    // ties, which keeps the widths non-increasing.
+    llvm::sort(remainders, [](auto a, auto b) {
+      return a.first > b.first || (a.first == b.first && a.second < b.second);
+    });
+    for (int64_t k = (L * base - floors) / m, i = 0; i < k; ++i)
+      widths[remainders[i].second] += m;
+    SmallVector<double> rounded(widths.begin(), widths.end());
+    for (int64_t l = 0; l < L; ++l) {
+      if (widths[l] <= 0)
+        return fail("mlp.taper", "layer " + llvm::Twine(l) +
+                                     " would have no MLP: widths " +
+                                     show(rounded));
+      if (l > 0 && widths[l] > widths[l - 1])
+        return fail("mlp.taper", "rounding gives widths that grow with "
+                                 "depth: " + show(rounded));
+    }
+    return true;
   }
 
   /// forward: the whole window, no cache. prefill: the same, and it fills
@@ -438,6 +534,7 @@ private:
   llvm::raw_ostream &errs;
   llvm::SourceMgr sourceMgr;
   ModelSpec spec;
+  SmallVector<int64_t> widths; // per layer, after taper
   llvm::StringMap<llvm::SMLoc> keyLocs;
 };
 

@@ -8,8 +8,10 @@ CLI:
   decoder.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --compare L.npy [--rtol 1e-4]
   decoder.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --out REF.npy
   decoder.py --spec S.yaml --write-weights W.safetensors --seed N [--scale S] [--norm-jitter J]
+  decoder.py --spec S.yaml --print-widths     # per-layer MLP widths: widths=w0,w1,... (exit 1 on a bad spec)
 """
 import argparse
+import math
 import os
 import sys
 
@@ -65,13 +67,138 @@ def make_spec(name="model", vocab=256, d_model=64, layers=2, heads=4, kv_heads=N
         "bias": _option("bias", bias),
         "tie_embeddings": _option("tie_embeddings", tie_embeddings),
     }
+    taper = _taper_spec(mlp.get("taper"))
+    if taper is not None:
+        spec["mlp"]["taper"] = taper
     spec.update(extra)  # keep unknown keys visible rather than dropping them silently
     D, H, K = spec["d_model"], spec["heads"], spec["kv_heads"]
     if D % H or H % K:
         raise ValueError(f"need d_model % heads == 0 and heads % kv_heads == 0; got D={D} H={H} K={K}")
     if spec["position"] == "rope" and (D // H) % 2:
         raise ValueError(f"RoPE needs an even head dim; got {D // H}")
+    if taper is not None:
+        mlp_widths(spec)  # raises ValueError for a taper that cannot be built
     return spec
+
+
+# ---------------------------------------------------------------- tapered MLP widths
+# docs/model-and-weights.md "Tapered MLP widths (`mlp.taper`)" and ARCHITECTURES.md s1.2.
+
+TAPER_SCHEDULES = ("cosine", "linear", "sigmoid")
+TAPER_DEFAULTS = {"schedule": "cosine", "max": 1.5, "min": 0.5, "multiple": 64}
+
+
+def _sig(z):
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def taper_profile(L, schedule, r_max, r_min):
+    """The profile s(l), l = 0 .. L-1 (u = l / (L-1)), before normalisation."""
+    if schedule not in TAPER_SCHEDULES:
+        raise ValueError(f"mlp.taper.schedule: {schedule!r} is not one of {list(TAPER_SCHEDULES)}")
+    if L < 2:
+        raise ValueError(f"mlp.taper needs layers >= 2, got {L}")
+    out = []
+    for l in range(L):
+        u = l / (L - 1)
+        if schedule == "cosine":
+            s = r_min + (r_max - r_min) * 0.5 * (1.0 + math.cos(math.pi * u))
+        elif schedule == "linear":
+            s = r_max + (r_min - r_max) * u
+        else:
+            s = r_min + (r_max - r_min) * (_sig(10.0 * (0.5 - u)) - _sig(-5.0)) / (_sig(5.0) - _sig(-5.0))
+        out.append(s)
+    return out
+
+
+def round_widths(raw, total, m):
+    """Largest-remainder rounding of raw widths to multiples of m with sum exactly total.
+
+    f_l = m floor(w_l / m); the k = (total - sum f) / m layers with the largest
+    remainders w_l - f_l get one more m, earlier layers first on ties. The
+    result must be positive and non-increasing.
+    """
+    L = len(raw)
+    if total % m:
+        raise ValueError(f"mlp.taper: layers * width = {total} is not a multiple of {m}")
+    # the tiny slack only keeps a width that is an exact multiple in real arithmetic
+    # (e.g. 1.5 * 3072 = 4608) from flooring to the multiple below through float error
+    floors = [m * int(math.floor(w / m + 1e-9)) for w in raw]
+    k, rest = divmod(total - sum(floors), m)
+    assert rest == 0
+    if not 0 <= k <= L:
+        raise ValueError(f"mlp.taper: rounding needs {k} extra multiples of {m} for {L} layers")
+    # remainders equal up to float noise are ties: rank them by layer index
+    rem = [round((w - f) / m, 9) for w, f in zip(raw, floors)]
+    order = sorted(range(L), key=lambda l: (-rem[l], l))
+    widths = list(floors)
+    for l in order[:k]:
+        widths[l] += m
+    assert sum(widths) == total
+    bad = [l for l in range(L) if widths[l] <= 0]
+    if bad:
+        raise ValueError(f"mlp.taper: layer {bad[0]} would get width {widths[bad[0]]} <= 0 "
+                         f"(widths {widths}); raise mlp.width or mlp.taper.min, or lower the multiple")
+    for l in range(L - 1):
+        if widths[l] < widths[l + 1]:
+            raise ValueError(f"mlp.taper: widths are not non-increasing at layer {l}: {widths}")
+    return widths
+
+
+def taper_raw_widths(L, w_base, schedule="cosine", r_max=1.5, r_min=0.5):
+    """w_l = w_base * L * s(l) / sum_j s(j) (floats, before rounding)."""
+    s = taper_profile(L, schedule, r_max, r_min)
+    tot = math.fsum(s)
+    return [w_base * L * v / tot for v in s]
+
+
+def taper_widths(L, w_base, schedule="cosine", r_max=1.5, r_min=0.5, multiple=64):
+    """Per-layer MLP widths (list of int) whose sum is exactly L * w_base."""
+    if L < 2:
+        raise ValueError(f"mlp.taper needs layers >= 2, got {L}")
+    if isinstance(multiple, bool) or not isinstance(multiple, (int, np.integer)) or multiple < 1:
+        raise ValueError(f"mlp.taper.multiple must be a positive integer, got {multiple!r}")
+    if isinstance(w_base, bool) or not isinstance(w_base, (int, np.integer)) or w_base < 1:
+        raise ValueError(f"mlp.width must be a positive integer, got {w_base!r}")
+    if not (math.isfinite(r_max) and math.isfinite(r_min)):
+        raise ValueError(f"mlp.taper: max and min must be finite, got max={r_max} min={r_min}")
+    if r_min <= 0:
+        raise ValueError(f"mlp.taper.min must be > 0, got {r_min}")
+    if r_max < r_min:
+        raise ValueError(f"mlp.taper: need max >= min, got max={r_max} min={r_min}")
+    total = L * int(w_base)
+    if total % multiple:
+        raise ValueError(f"mlp.taper: layers * width = {L} * {w_base} = {total} is not a multiple of {multiple}")
+    return round_widths(taper_raw_widths(L, w_base, schedule, r_max, r_min), total, int(multiple))
+
+
+def _taper_spec(taper):
+    """Normalise the mlp.taper mapping (defaults filled in); None means no taper."""
+    if taper is None:
+        return None
+    if not isinstance(taper, dict):
+        raise ValueError(f"mlp.taper must be a mapping, got {taper!r}")
+    unknown = set(taper) - set(TAPER_DEFAULTS)
+    if unknown:
+        raise ValueError(f"mlp.taper: unknown keys {sorted(unknown)}; known: {list(TAPER_DEFAULTS)}")
+    t = dict(TAPER_DEFAULTS, **{k: v for k, v in taper.items() if v is not None})
+    if not isinstance(t["schedule"], str) or t["schedule"] not in TAPER_SCHEDULES:
+        raise ValueError(f"mlp.taper.schedule: {t['schedule']!r} is not one of {list(TAPER_SCHEDULES)}")
+    for k in ("max", "min"):
+        if isinstance(t[k], bool) or not isinstance(t[k], (int, float)):
+            raise ValueError(f"mlp.taper.{k} must be a number, got {t[k]!r}")
+        t[k] = float(t[k])
+    if isinstance(t["multiple"], bool) or not isinstance(t["multiple"], int):
+        raise ValueError(f"mlp.taper.multiple must be an integer, got {t['multiple']!r}")
+    return t
+
+
+def mlp_widths(spec):
+    """MLP hidden width of each layer: mlp.width everywhere, or the tapered widths."""
+    L, F, t = spec["layers"], spec["mlp"]["width"], spec["mlp"].get("taper")
+    if t is None:
+        return [F] * L
+    return taper_widths(L, F, t["schedule"], t["max"], t["min"], t["multiple"])
 
 
 # ---------------------------------------------------------------- weights
@@ -79,7 +206,8 @@ def make_spec(name="model", vocab=256, d_model=64, layers=2, heads=4, kv_heads=N
 def weight_shapes(spec):
     """Documented name -> (shape, init): a std, "ones" or "zeros"."""
     V, D, L = spec["vocab"], spec["d_model"], spec["layers"]
-    H, K, F = spec["heads"], spec["kv_heads"], spec["mlp"]["width"]
+    H, K = spec["heads"], spec["kv_heads"]
+    widths = mlp_widths(spec)                       # layer l's MLP width (all mlp.width without taper)
     Dh = D // H
     out_std = 0.02 / np.sqrt(2 * L) if L else 0.02
     ln, bias, swiglu = spec["norm"]["kind"] == "layernorm", spec["bias"], spec["mlp"]["kind"] == "swiglu"
@@ -96,7 +224,7 @@ def weight_shapes(spec):
             s[n + ".bias"] = ((out,), "zeros")
 
     for l in range(L):
-        p = f"layers.{l}."
+        p, F = f"layers.{l}.", widths[l]
         norm(p + "attn_norm")
         linear(p + "attn.wq", H * Dh, D, 0.02)
         linear(p + "attn.wk", K * Dh, D, 0.02)
@@ -294,8 +422,18 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every init std")
     ap.add_argument("--norm-jitter", type=float, default=0.0, help="norm gains 1 + N(0, J)")
+    ap.add_argument("--print-widths", action="store_true",
+                    help="print the per-layer MLP widths as widths=w0,w1,... and exit (exit 1 on a bad spec)")
     args = ap.parse_args(argv)
 
+    if args.print_widths:
+        try:
+            widths = mlp_widths(load_spec(args.spec))
+        except ValueError as e:
+            print(f"ERROR {e}")
+            return 1
+        print("widths=" + ",".join(str(w) for w in widths))
+        return 0
     spec = load_spec(args.spec)
     if args.write_weights:
         w = init_weights(spec, args.seed, args.scale, args.norm_jitter)
