@@ -367,14 +367,18 @@ private:
       total += s;
     }
     SmallVector<double> exact;
-    SmallVector<std::pair<double, int64_t>> remainders;
+    // Remainders that are equal on paper may differ by float noise; they are
+    // compared at a resolution of 1e-6 multiples so that such ties go to the
+    // earlier layer, as the rule says.
+    SmallVector<std::pair<int64_t, int64_t>> remainders;
     int64_t floors = 0, m = t.multiple;
     for (int64_t l = 0; l < L; ++l) {
       double w = double(base) * double(L) * profile[l] / total;
       exact.push_back(w);
       widths[l] = m * int64_t(std::floor(w / double(m)));
       floors += widths[l];
-      remainders.push_back({w - double(widths[l]), l});
+      remainders.push_back(
+          {std::llround((w - double(widths[l])) / double(m) * 1e6), l});
     }
     // The largest remainders get one more multiple; earlier layers first on
     // ties, which keeps the widths non-increasing.

@@ -11,6 +11,7 @@ CLI:
   decoder.py --spec S.yaml --print-widths     # per-layer MLP widths: widths=w0,w1,... (exit 1 on a bad spec)
 """
 import argparse
+import functools
 import math
 import os
 import sys
@@ -128,9 +129,18 @@ def round_widths(raw, total, m):
     assert rest == 0
     if not 0 <= k <= L:
         raise ValueError(f"mlp.taper: rounding needs {k} extra multiples of {m} for {L} layers")
-    # remainders equal up to float noise are ties: rank them by layer index
-    rem = [round((w - f) / m, 9) for w, f in zip(raw, floors)]
-    order = sorted(range(L), key=lambda l: (-rem[l], l))
+    # Remainders that are equal in exact arithmetic are ties and go to the earlier layer.
+    # Float noise must not break them: for L=4, w_base=128, m=64 (cosine 1.5/0.5) the raw
+    # widths are 192, 160, 96.00000000000001, 64, so a plain float comparison would hand
+    # the extra 64 to layer 2 ([192,128,128,64]) instead of layer 1 ([192,192,64,64]).
+    rem = [w - f for w, f in zip(raw, floors)]
+    tol = 1e-9 * m
+
+    def by_remainder(a, b):  # larger remainder first; within tol, earlier layer first
+        d = rem[b] - rem[a]
+        return (1 if d > 0 else -1) if abs(d) > tol else a - b
+
+    order = sorted(range(L), key=functools.cmp_to_key(by_remainder))
     widths = list(floors)
     for l in order[:k]:
         widths[l] += m

@@ -69,9 +69,16 @@ def rope_complex(vec, p, base):
     return out
 
 
-def forward_loops(spec, w, tokens):
-    """Plain per-token, per-head loops over every option. Only for kv_heads == heads (plain MHA)."""
+def forward_loops(spec, w, tokens, widths=None):
+    """Plain per-token, per-head loops over every option. Only for kv_heads == heads (plain MHA).
+
+    widths: the MLP hidden width of each layer (tapered models); default mlp.width everywhere.
+    The MLP loops run over that many hidden units, so a weight of another width is an error.
+    """
     assert spec["kv_heads"] == spec["heads"]
+    if widths is None:
+        widths = [spec["mlp"]["width"]] * spec["layers"]
+    assert len(widths) == spec["layers"]
     W = {n: a.astype(np.float64) for n, a in w.items()}
     D, H, eps, base = spec["d_model"], spec["heads"], spec["norm"]["eps"], spec["rope"]["base"]
     Dh, learned, has_bias = D // H, spec["position"] == "learned", spec["bias"]
@@ -84,10 +91,12 @@ def forward_loops(spec, w, tokens):
         sd = math.sqrt(sum((t - mu) ** 2 for t in v) / len(v) + eps)
         return [(v[i] - mu) / sd * g[i] + W[n + ".bias"][i] for i in range(len(v))]
 
-    def lin(n, v, bias=True):  # weight is [out, in]
+    def lin(n, v, bias=True, out=None):  # weight is [out, in]
         Wm = W[n + ".weight"]
+        out = Wm.shape[0] if out is None else out
+        assert Wm.shape == (out, len(v)), f"{n}.weight has shape {Wm.shape}, loops need {(out, len(v))}"
         return [float(np.dot(Wm[o], v)) + (W[n + ".bias"][o] if has_bias and bias else 0.0)
-                for o in range(Wm.shape[0])]
+                for o in range(out)]
 
     def weights_of(sc):  # attention weights over the causal row sc[0..t]
         if spec["attention"]["normalizer"] == "softpick":
@@ -127,13 +136,13 @@ def forward_loops(spec, w, tokens):
         xs = new
         for t in range(len(xs)):
             h = norm(xs[t], p + "mlp_norm")
-            u = lin(p + "mlp.w_up", h)
+            u = lin(p + "mlp.w_up", h, out=widths[l])
             if spec["mlp"]["kind"] == "swiglu":
-                g = lin(p + "mlp.w_gate", h)
+                g = lin(p + "mlp.w_gate", h, out=widths[l])
                 m = [gi / (1 + math.exp(-gi)) * ui for gi, ui in zip(g, u)]
             else:
                 m = [act(ui) for ui in u]
-            d = lin(p + "mlp.w_down", m)
+            d = lin(p + "mlp.w_down", m, out=D)
             xs[t] = [xs[t][i] + d[i] for i in range(D)]
     head = "embed" if spec["tie_embeddings"] else "lm_head"
     return np.array([lin(head, norm(x, "norm"), bias=False) for x in xs])
@@ -488,6 +497,208 @@ def _():
     return ok.stdout.strip()
 
 
+# ---------------------------------------------------------------- tapered MLP widths (mlp.taper)
+# docs/model-and-weights.md "Tapered MLP widths" and ARCHITECTURES.md s1.2 / s6.1.
+
+def raises(fn, *frags):
+    """fn() must raise ValueError whose message holds every fragment (case-insensitive)."""
+    try:
+        fn()
+    except ValueError as e:
+        msg = str(e).lower()
+        assert all(f.lower() in msg for f in frags), f"message {str(e)!r} lacks {frags}"
+        return str(e)
+    raise AssertionError(f"no ValueError (wanted {frags})")
+
+
+@check("taper: the three checked examples of ARCHITECTURES.md s1.2 (cosine 1.5/0.5)")
+def _():
+    for wb, L, m, first, last in ((3072, 24, 64, [4608, 4608, 4544], [1600, 1536, 1536]),
+                                  (2048, 12, 128, [3072, 3072, 2944], [1152, 1024, 1024]),
+                                  (4096, 36, 128, [6144, 6144, 6144], [2048, 2048, 2048])):
+        w = ref.taper_widths(L, wb, "cosine", 1.5, 0.5, m)
+        assert len(w) == L and w[:3] == first and w[-3:] == last, (wb, L, m, w)
+        assert sum(w) == L * wb and all(x % m == 0 for x in w), (wb, L, m, w)
+    # defaults are cosine, 1.5, 0.5, 64
+    assert ref.taper_widths(24, 3072) == ref.taper_widths(24, 3072, "cosine", 1.5, 0.5, 64)
+    return "2048/12/128: " + ",".join(map(str, ref.taper_widths(12, 2048, "cosine", 1.5, 0.5, 128)))
+
+
+@check("taper: budget exact, multiples of m, non-increasing, within m of the raw widths (all schedules)")
+def _():
+    n = 0
+    for sched in ref.TAPER_SCHEDULES:
+        for r_max, r_min in ((1.5, 0.5), (2.0, 0.25), (1.2, 0.9), (1.0, 1.0), (3.0, 1.0)):
+            for L in (2, 3, 4, 5, 7, 12, 24, 36, 48):
+                for wb in (128, 256, 768, 1024, 2048, 3072, 4096):
+                    for m in (16, 32, 64, 128):
+                        if (L * wb) % m:
+                            continue
+                        raw = ref.taper_raw_widths(L, wb, sched, r_max, r_min)
+                        assert abs(math.fsum(raw) - L * wb) < 1e-9 * L * wb
+                        try:
+                            w = ref.taper_widths(L, wb, sched, r_max, r_min, m)
+                        except ValueError as e:  # only allowed when the smallest width rounds to 0
+                            assert "<= 0" in str(e) and min(raw) < m, (sched, r_max, r_min, L, wb, m, e)
+                            continue
+                        assert sum(w) == L * wb, (sched, L, wb, m, w)
+                        assert all(x > 0 and x % m == 0 for x in w)
+                        assert all(a >= b for a, b in zip(w, w[1:])), (sched, L, wb, m, w)
+                        assert all(abs(x - y) < m + 1e-6 for x, y in zip(w, raw))
+                        # largest-remainder: every layer that got the extra m had a remainder at
+                        # least as large as every layer that did not
+                        fl = [m * math.floor(y / m + 1e-9) for y in raw]
+                        up = [l for l in range(L) if w[l] > fl[l]]
+                        down = [l for l in range(L) if w[l] == fl[l]]
+                        if up and down:
+                            assert min(raw[l] - fl[l] for l in up) >= max(raw[l] - fl[l] for l in down) - 1e-6
+                        if r_max == r_min:
+                            assert w == [wb] * L
+                        n += 1
+    return f"{n} (schedule, ratios, L, w_base, m) cases"
+
+
+@check("taper: mean r(l) = 1 for cosine (1.5, 0.5) before rounding; profiles run r_max -> r_min, decreasing")
+def _():
+    for L in list(range(2, 65)) + [96, 128]:
+        r = ref.taper_profile(L, "cosine", 1.5, 0.5)
+        # written out again here from s1.2
+        mine = [0.5 + 1.0 * 0.5 * (1 + math.cos(math.pi * l / (L - 1))) for l in range(L)]
+        close(r, mine, 1e-15, f"cosine L={L}")
+        close(math.fsum(r) / L, 1.0, 1e-13, f"mean L={L}")
+        for sched in ref.TAPER_SCHEDULES:
+            s = ref.taper_profile(L, sched, 1.5, 0.5)
+            close([s[0], s[-1]], [1.5, 0.5], 1e-12, f"{sched} ends L={L}")
+            assert all(a > b for a, b in zip(s, s[1:])), f"{sched} not strictly decreasing at L={L}"
+            # all three profiles are point-symmetric about u = 1/2, so their mean is (max+min)/2 too
+            close(math.fsum(s) / L, 1.0, 1e-13, f"{sched} mean L={L}")
+    # linear and sigmoid midpoints, and the sigmoid's own definition at u = 1/4
+    close(ref.taper_profile(3, "linear", 2.0, 1.0)[1], 1.5, 1e-15)
+    sig = lambda z: 1 / (1 + math.exp(-z))
+    want = 0.5 + (sig(2.5) - sig(-5)) / (sig(5) - sig(-5))
+    close(ref.taper_profile(5, "sigmoid", 1.5, 0.5)[1], want, 1e-15, "sigmoid u=1/4")
+
+
+@check("taper: ties go to the earlier layer even through float noise; L=4 examples")
+def _():
+    # cosine 1.5/0.5, L=4: raw 192, 160, 96, 64 (x w_base/128); with m = 64 layers 1 and 2 both have
+    # remainder 32 exactly, so layer 1 wins. (In floats layer 2's is 32.00000000000001.)
+    assert ref.taper_widths(4, 128, "cosine", 1.5, 0.5, 64) == [192, 192, 64, 64]
+    assert ref.taper_widths(4, 64, "cosine", 1.5, 0.5, 32) == [96, 96, 32, 32]
+    for sched in ref.TAPER_SCHEDULES:
+        assert ref.taper_widths(4, 128, sched, 1.5, 0.5, 32) == [192, 160, 96, 64], sched
+        assert ref.taper_widths(4, 48, sched, 1.5, 0.5, 16) == [80, 64, 32, 16], sched
+    # largest-remainder by hand: raw linear 1.5..0.5 at L=5, w_base 100, m 10 = 150,125,100,75,50: exact
+    # floors 150,120,100,70,50 leave k = 1; layers 1 and 3 tie at remainder 5 and layer 1 wins
+    assert ref.taper_widths(5, 100, "linear", 1.5, 0.5, 10) == [150, 130, 100, 70, 50]
+
+
+@check("taper: ValueError for L < 2, budget not a multiple of m, max < min, min <= 0, width <= 0, increasing, bad schedule")
+def _():
+    tw = ref.taper_widths
+    raises(lambda: tw(1, 128), "layers >= 2")
+    raises(lambda: tw(0, 128), "layers >= 2")
+    raises(lambda: tw(3, 100, multiple=64), "300", "multiple of 64")
+    raises(lambda: tw(4, 128, "cosine", 0.5, 1.5, 32), "max >= min")
+    raises(lambda: tw(4, 128, "cosine", 1.5, 0.0, 32), "min must be > 0")
+    raises(lambda: tw(4, 128, "cosine", 1.5, -0.5, 32), "min must be > 0")
+    # raw 60.8, 46.4, 17.6, 3.2 -> 64, 32, 32, 0
+    raises(lambda: tw(4, 32, "cosine", 1.9, 0.1, 32), "layer 3", "<= 0")
+    raises(lambda: tw(4, 128, "exponential"), "schedule", "exponential")
+    raises(lambda: tw(4, 128, multiple=0), "multiple")
+    # an increasing profile cannot come out of the three schedules; the rounding step still refuses it
+    # (floors 32, 32, 96, k = 1 goes to layer 1: 32, 64, 96)
+    raises(lambda: ref.round_widths([40.0, 50.0, 102.0], 192, 32), "non-increasing")
+    raises(lambda: ref.round_widths([40.0, 50.0, 102.0], 190, 32), "multiple of 32")
+    # the spec carries the same errors, and its own
+    sp = lambda L=4, width=64, **t: small_spec(layers=L, mlp={"kind": "swiglu", "width": width, "taper": t})
+    raises(lambda: sp(L=1), "layers >= 2")
+    raises(lambda: sp(width=40), "160", "multiple of 64")
+    raises(lambda: sp(schedule="exponential"), "schedule")
+    raises(lambda: sp(max=0.4), "max >= min")
+    raises(lambda: sp(min=0), "min must be > 0")
+    raises(lambda: sp(multiple=True), "multiple")
+    raises(lambda: sp(multiple=32.0), "multiple")
+    raises(lambda: sp(max="1.5"), "max")
+    raises(lambda: sp(r_max=1.5), "unknown", "r_max")
+    raises(lambda: small_spec(mlp={"kind": "swiglu", "width": 64, "taper": "cosine"}), "mapping")
+
+
+@check("spec: mlp.taper defaults and YAML load; without taper the spec and shapes are unchanged")
+def _():
+    s = small_spec(layers=4, mlp={"kind": "swiglu", "width": 128, "taper": {}})
+    assert s["mlp"] == {"kind": "swiglu", "width": 128,
+                        "taper": {"schedule": "cosine", "max": 1.5, "min": 0.5, "multiple": 64}}, s["mlp"]
+    assert ref.mlp_widths(s) == [192, 192, 64, 64]
+    s = small_spec(layers=4, mlp={"kind": "swiglu", "width": 128, "taper": {"multiple": 32, "schedule": "sigmoid"}})
+    assert s["mlp"]["taper"] == {"schedule": "sigmoid", "max": 1.5, "min": 0.5, "multiple": 32}
+    assert ref.mlp_widths(s) == [192, 160, 96, 64]
+    u = small_spec(layers=4, mlp={"kind": "swiglu", "width": 128})
+    assert u["mlp"] == {"kind": "swiglu", "width": 128} and ref.mlp_widths(u) == [128] * 4
+    assert small_spec(layers=1, mlp={"kind": "swiglu", "width": 128, "taper": None})["mlp"] == {"kind": "swiglu", "width": 128}
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "t.yaml")
+        open(path, "w").write("name: t\nlayers: 12\nd_model: 64\nheads: 4\nmlp:\n  kind: gelu\n  width: 2048\n"
+                              "  taper:\n    schedule: cosine\n    max: 1.5\n    min: 0.5\n    multiple: 128\n")
+        y = ref.load_spec(path)
+    assert ref.mlp_widths(y) == [3072, 3072, 2944, 2688, 2432, 2176, 1920, 1664, 1408, 1152, 1024, 1024]
+    assert y["mlp"]["taper"]["max"] == 1.5 and isinstance(y["mlp"]["taper"]["multiple"], int)
+
+
+TAPER = dict(layers=4, kv_heads=4, mlp={"kind": "swiglu", "width": 48, "taper": {"multiple": 16}})
+TAPER_WIDTHS = [80, 64, 32, 16]   # by hand: raw 72, 60, 36, 24; floors 64, 48, 32, 16; k = 2 -> layers 1 and 0
+
+
+@check("weights: tapered shapes per layer (w_gate/w_up [w_l, D], w_down [D, w_l], biases), same MLP budget")
+def _():
+    for kw, kind in ((TAPER, "swiglu"), ({**TAPER, **GPT2, "layers": 4, "mlp": dict(TAPER["mlp"], kind="gelu")}, "gelu")):
+        s = small_spec(**kw)
+        assert ref.mlp_widths(s) == TAPER_WIDTHS
+        sh = {n: shape for n, (shape, _) in ref.weight_shapes(s).items()}
+        u = small_spec(**dict(kw, mlp={"kind": kind, "width": 48}))
+        shu = {n: shape for n, (shape, _) in ref.weight_shapes(u).items()}
+        assert set(sh) == set(shu), set(sh) ^ set(shu)
+        D = s["d_model"]
+        for n in sh:
+            if ".mlp.w_" not in n:
+                assert sh[n] == shu[n], n
+        for l, wl in enumerate(TAPER_WIDTHS):
+            p = f"layers.{l}.mlp."
+            assert sh[p + "w_up.weight"] == (wl, D) and sh[p + "w_down.weight"] == (D, wl)
+            if kind == "swiglu":
+                assert sh[p + "w_gate.weight"] == (wl, D)
+            else:
+                assert sh[p + "w_up.bias"] == (wl,) and sh[p + "w_down.bias"] == (D,)
+        mlp_params = lambda shapes: sum(int(np.prod(v)) for n, v in shapes.items() if ".mlp.w_" in n and n.endswith("weight"))
+        assert mlp_params(sh) == mlp_params(shu)
+        w = ref.init_weights(s, 3)
+        assert {n: a.shape for n, a in w.items()} == sh
+        assert all(a.dtype == np.float32 for a in w.values())
+    # uniform-width weights are refused for the tapered spec, naming the first bad tensor
+    s, u = small_spec(**TAPER), small_spec(**dict(TAPER, mlp={"kind": "swiglu", "width": 48}))
+    raises(lambda: ref.forward(s, ref.init_weights(u), TOKENS), "layers.0.mlp.w_gate.weight", "[48, 32]", "[80, 32]")
+
+
+for _label, _kw in (("swiglu, cosine", TAPER),
+                    ("GPT-2 style gelu+bias, linear", dict(GPT2, layers=4, mlp={"kind": "gelu", "width": 48,
+                                                           "taper": {"schedule": "linear", "multiple": 16}})),
+                    ("relu2, sigmoid 2.0/0.25", dict(layers=3, kv_heads=4, mlp={"kind": "relu2", "width": 64,
+                                                     "taper": {"schedule": "sigmoid", "max": 2.0, "min": 0.25, "multiple": 8}}))):
+    @check(f"forward: tapered MLP ({_label}) equals the per-token loop implementation")
+    def _(kw=_kw):
+        s = small_spec(**kw)
+        widths = ref.mlp_widths(s)
+        assert len(set(widths)) > 1, widths
+        w = weights(s, 21)
+        a, b = ref.forward(s, w, TOKENS), forward_loops(s, w, TOKENS, widths)
+        err = close(a, b, 1e-9 * np.max(np.abs(b)), "loop")
+        # every layer's MLP matters (the widths are not silently cut): scaling one layer's w_down moves the logits
+        for l in range(s["layers"]):
+            n = f"layers.{l}.mlp.w_down.weight"
+            assert np.max(np.abs(ref.forward(s, dict(w, **{n: w[n] * 2}), TOKENS) - a)) > 1e-6, n
+        return f"widths {widths}: max abs err {err:.2e}, max |logit| {np.max(np.abs(b)):.2f}"
+
+
 def forward_torch(spec, w, tokens):
     """The same model in PyTorch (float64), HF-Llama / GPT-2 style."""
     import torch
@@ -550,6 +761,50 @@ for _label, _kw in (("HF-Llama style, GQA", {}), ("GPT-2 style", GPT2),
         w = weights(s, 9)
         out = forward_torch(s, w, TOKENS)
         return f"torch {torch.__version__}: max abs err {close(ref.forward(s, w, TOKENS), out, 1e-9 * max(1, np.max(np.abs(out))), 'torch'):.2e}"
+
+
+@check("torch: tapered MLP widths match a tiny PyTorch implementation (swiglu GQA, and GPT-2 style gelu)")
+def _():
+    try:
+        import torch
+    except ImportError:
+        return "SKIPPED: torch is not importable in this interpreter"
+    errs = []
+    for kw in (dict(TAPER, kv_heads=2), dict(GPT2, layers=4, mlp={"kind": "gelu", "width": 48, "taper": {"multiple": 16}})):
+        s = small_spec(**kw)
+        w = weights(s, 22)
+        out = forward_torch(s, w, TOKENS)
+        errs.append(close(ref.forward(s, w, TOKENS), out, 1e-9 * max(1, np.max(np.abs(out))), "torch"))
+    return f"torch {torch.__version__}: max abs err {max(errs):.2e}"
+
+
+@check("CLI: --print-widths (tapered, uniform, error exit 1); --write-weights and forward follow the taper")
+def _():
+    with tempfile.TemporaryDirectory() as d:
+        S, U, B, W, R = (os.path.join(d, n) for n in ("t.yaml", "u.yaml", "b.yaml", "w.safetensors", "r.npy"))
+        common = "name: t\nvocab: 40\nd_model: 32\nlayers: 4\nheads: 4\nmax_seq: 12\n"
+        open(S, "w").write(common + "mlp:\n  kind: swiglu\n  width: 128\n  taper:\n    multiple: 32\n")
+        open(U, "w").write(common + "mlp: {kind: swiglu, width: 128}\n")
+        open(B, "w").write(common + "mlp: {kind: swiglu, width: 100, taper: {multiple: 64}}\n")
+        cli = lambda spec, *a: subprocess.run([sys.executable, os.path.join(HERE, "decoder.py"), "--spec", spec, *a],
+                                              capture_output=True, text=True)
+        r = cli(S, "--print-widths")
+        assert r.returncode == 0 and r.stdout.strip() == "widths=192,160,96,64", r.stdout + r.stderr
+        r = cli(U, "--print-widths")
+        assert r.returncode == 0 and r.stdout.strip() == "widths=128,128,128,128", r.stdout + r.stderr
+        r = cli(B, "--print-widths")
+        assert r.returncode == 1 and "multiple of 64" in r.stdout and "widths=" not in r.stdout, r.stdout + r.stderr
+        bad = r.stdout.strip()
+        subprocess.run([sys.executable, os.path.join(HERE, "decoder.py"), "--spec", S, "--write-weights", W,
+                        "--seed", "2", "--scale", "8"], check=True, capture_output=True)
+        w, _ = safetensors_np.load(W)
+        s = ref.load_spec(S)
+        assert [w[f"layers.{l}.mlp.w_up.weight"].shape[0] for l in range(4)] == [192, 160, 96, 64]
+        assert [w[f"layers.{l}.mlp.w_down.weight"].shape[1] for l in range(4)] == [192, 160, 96, 64]
+        r = cli(S, "--weights", W, "--tokens", "1,2,39", "--out", R)
+        assert r.returncode == 0, r.stdout + r.stderr
+        close(np.load(R), forward_loops(s, w, [1, 2, 39], [192, 160, 96, 64]), 1e-9 * 100, "cli vs loops")
+    return bad
 
 
 if __name__ == "__main__":
