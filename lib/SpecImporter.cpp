@@ -457,7 +457,7 @@ private:
                       Location loc) -> Value {
       return LinearOp::create(b, loc, f32({T, out}), x,
                               weight(prefix + ".weight", loc),
-                              weight(prefix + ".bias", loc));
+                              weight(prefix + ".bias", loc), Value());
     };
     // Keys and values go into the cache; decode then attends to the cache.
     auto cached = [&](Value rows, const std::string &cache,
@@ -522,14 +522,14 @@ private:
           b, loc, f32({T, D}), mlpKind, h, weight(p + "mlp.w_gate.weight", loc),
           weight(p + "mlp.w_gate.bias", loc), weight(p + "mlp.w_up.weight", loc),
           weight(p + "mlp.w_up.bias", loc), weight(p + "mlp.w_down.weight", loc),
-          weight(p + "mlp.w_down.bias", loc));
+          weight(p + "mlp.w_down.bias", loc), Value());
       x = AddOp::create(b, loc, x, y);
     }
     Value n = norm(x, "norm", headLoc);
     Value head = weight(spec.tieEmbeddings ? "embed.weight" : "lm_head.weight",
                         headLoc);
     Value logits =
-        LinearOp::create(b, headLoc, f32({T, V}), n, head, Value());
+        LinearOp::create(b, headLoc, f32({T, V}), n, head, Value(), Value());
     func::ReturnOp::create(b, top, logits);
   }
 

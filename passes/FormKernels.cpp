@@ -174,9 +174,14 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
       if (failed(need(v)))
         return failure();
 
-    // Outputs: a fresh buffer (empty, or a fill of empty), or an in-place
-    // update of a tensor the entry already has.
+    // Outputs: a fresh buffer (empty, or a fill of empty), an in-place
+    // update of a slice of a tensor the entry already has, or an op that
+    // accumulates into a live value (a residual connection). The last
+    // overwrites that value's own buffer when nothing reads it afterwards and
+    // the entry owns it (a launch result), and a copy of it otherwise.
+    enum class Live { none, inPlace, copy };
     SmallVector<std::optional<InPlace>> inPlace;
+    SmallVector<Live> live;
     for (OpOperand &init : anchor.getDpsInitsMutable()) {
       Operation *def = init.get().getDefiningOp();
       bool fresh = isa_and_nonnull<tensor::EmptyOp>(def) ||
@@ -184,9 +189,19 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
                     isa_and_nonnull<tensor::EmptyOp>(
                         cast<linalg::FillOp>(def).getOutputs()[0].getDefiningOp()));
       std::optional<InPlace> update = matchInPlace(anchor, init);
-      if (!fresh && !update)
-        return op->emitOpError(
-            "cannot form a kernel: an output is initialised from a live value");
+      Live mode = Live::none;
+      if (!fresh && !update) {
+        Value v = init.get();
+        bool readByOp = inputs.contains(v);
+        bool readLater = llvm::any_of(v.getUsers(), [&](Operation *user) {
+          return user != op && op->isBeforeInBlock(user);
+        });
+        auto producer = v.getDefiningOp<LaunchOp>();
+        bool owned = producer && !producer.getTied();
+        mode = !readByOp && !readLater && owned ? Live::inPlace : Live::copy;
+        inputs.insert(v);
+      }
+      live.push_back(mode);
       if (update) {
         inputs.insert(update->extract.getSource());
         for (Value v : update->extract.getOperands().drop_front())
@@ -229,11 +244,19 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
 
     unsigned outArg = inputs.size();
     SmallVector<Value> buffers;
-    for (auto [init, update] :
-         llvm::zip(anchor.getDpsInitsMutable(), inPlace)) {
+    for (auto [init, update, mode] :
+         llvm::zip(anchor.getDpsInitsMutable(), inPlace, live)) {
       Value buffer = body->getArgument(outArg++);
       buffers.push_back(buffer);
-      if (update) {
+      if (mode == Live::copy) {
+        map.map(init.get(),
+                linalg::CopyOp::create(b, loc, map.lookup(init.get()), buffer)
+                    .getResult(0));
+      } else if (mode == Live::inPlace) {
+        // The runtime passes the live value's buffer as this output: the
+        // op reads and updates it where it is.
+        map.map(init.get(), buffer);
+      } else if (update) {
         // The slice is taken from the output buffer itself, so the update
         // lands in place.
         IRMapping sliceMap = map;
@@ -271,11 +294,14 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
     // The entry launches the kernel in the op's place.
     OpBuilder eb(op);
     SmallVector<int64_t> tied;
-    for (std::optional<InPlace> &update : inPlace)
-      tied.push_back(update ? static_cast<int64_t>(
-                                  llvm::find(inputs, update->extract.getSource()) -
-                                  inputs.begin())
-                            : -1);
+    auto indexOf = [&](Value v) {
+      return static_cast<int64_t>(llvm::find(inputs, v) - inputs.begin());
+    };
+    for (auto [update, mode, init] :
+         llvm::zip(inPlace, live, anchor.getDpsInits()))
+      tied.push_back(update                   ? indexOf(update->extract.getSource())
+                     : mode == Live::inPlace ? indexOf(init)
+                                             : -1);
     bool anyTied = llvm::any_of(tied, [](int64_t t) { return t >= 0; });
     auto launch = LaunchOp::create(
         eb, loc, resultTypes, FlatSymbolRefAttr::get(kernel),

@@ -76,9 +76,11 @@ struct GenericBuilder {
     return op.getResult(0);
   }
 
-  /// y[t, o] = sum_i x[t, i] * w[o, i] (+ b[o])   (w in nn.Linear layout).
-  Value linear(Value x, Value w, Value bias = nullptr) {
-    Value y = matmulTransposed(x, w);
+  /// y[t, o] = (r[t, o] +) sum_i x[t, i] * w[o, i] (+ b[o])   (w in
+  /// nn.Linear layout). With r, the product accumulates into r itself.
+  Value linear(Value x, Value w, Value bias = nullptr,
+               Value accumulate = nullptr) {
+    Value y = matmulTransposed(x, w, accumulate);
     if (!bias)
       return y;
     auto shape = llvm::cast<RankedTensorType>(y.getType()).getShape();
@@ -101,10 +103,12 @@ struct GenericBuilder {
     return generic(ins, empty(type.getShape()), maps, iters, fn);
   }
 
-  Value matmulTransposed(Value x, Value w) {
+  Value matmulTransposed(Value x, Value w, Value accumulate = nullptr) {
     auto xt = llvm::cast<RankedTensorType>(x.getType());
     auto wt = llvm::cast<RankedTensorType>(w.getType());
-    Value out = filled({xt.getDimSize(0), wt.getDimSize(0)}, 0.0);
+    Value out = accumulate
+                    ? accumulate
+                    : filled({xt.getDimSize(0), wt.getDimSize(0)}, 0.0);
     return generic({x, w}, out,
                    {map(3, {d(0), d(2)}), map(3, {d(1), d(2)}),
                     map(3, {d(0), d(1)})},
@@ -238,7 +242,7 @@ struct LowerLinear : OpConversionPattern<LinearOp> {
                   ConversionPatternRewriter &rewriter) const override {
     GenericBuilder g{rewriter, op.getLoc()};
     rewriter.replaceOp(op, g.linear(adaptor.getInput(), adaptor.getWeight(),
-                                    adaptor.getBias()));
+                                    adaptor.getBias(), adaptor.getAccumulate()));
     return success();
   }
 };
@@ -475,7 +479,8 @@ struct LowerMlp : OpConversionPattern<MlpOp> {
       break;
     }
     rewriter.replaceOp(op, g.linear(act, adaptor.getDownWeight(),
-                                    adaptor.getDownBias()));
+                                    adaptor.getDownBias(),
+                                    adaptor.getAccumulate()));
     return success();
   }
 };
@@ -495,8 +500,47 @@ struct LowerAdd : OpConversionPattern<AddOp> {
   }
 };
 
+/// x + linear(a, W) and x + mlp(h) are residual connections: fused into the
+/// last GEMM as `accumulate x` when the sum is the product's only use.
+static void foldResidualAdds(ModuleOp module) {
+  SmallVector<AddOp> adds;
+  module.walk([&](AddOp add) { adds.push_back(add); });
+  for (AddOp add : adds) {
+    for (unsigned i = 0; i < 2; ++i) {
+      Operation *product = add->getOperand(i).getDefiningOp();
+      Value residual = add->getOperand(1 - i);
+      if (!product || !product->hasOneUse() || residual == add->getOperand(i))
+        continue;
+      OpBuilder b(add);
+      Operation *fused = nullptr;
+      if (auto linear = dyn_cast<LinearOp>(product)) {
+        if (linear.getAccumulate())
+          continue;
+        fused = LinearOp::create(b, add.getLoc(), add.getType(),
+                                 linear.getInput(), linear.getWeight(),
+                                 linear.getBias(), residual);
+      } else if (auto mlp = dyn_cast<MlpOp>(product)) {
+        if (mlp.getAccumulate())
+          continue;
+        fused = MlpOp::create(b, add.getLoc(), add.getType(), mlp.getKind(),
+                              mlp.getInput(), mlp.getGateWeight(),
+                              mlp.getGateBias(), mlp.getUpWeight(),
+                              mlp.getUpBias(), mlp.getDownWeight(),
+                              mlp.getDownBias(), residual);
+      } else {
+        continue;
+      }
+      add.replaceAllUsesWith(fused->getResult(0));
+      add.erase();
+      product->erase();
+      break;
+    }
+  }
+}
+
 struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
   void runOnOperation() override {
+    foldResidualAdds(getOperation());
     MLIRContext *ctx = &getContext();
     ConversionTarget target(*ctx);
     target.addLegalDialect<linalg::LinalgDialect, tensor::TensorDialect,

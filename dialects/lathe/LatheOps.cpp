@@ -258,6 +258,8 @@ LogicalResult MlpOp::verify() {
     return failure();
   if (getType() != getInput().getType())
     return emitOpError("result type must equal the input type");
+  if (getAccumulate() && getAccumulate().getType() != getType())
+    return emitOpError("accumulates into a tensor of another type");
   return success();
 }
 

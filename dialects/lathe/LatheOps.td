@@ -224,26 +224,34 @@ def Lathe_LayerNormOp : Lathe_Op<"layer_norm", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Lathe_LinearOp : Lathe_Op<"linear", [Pure]> {
-  let summary = "A linear layer, y = x W^T (+ b).";
+def Lathe_LinearOp : Lathe_Op<"linear", [Pure, AttrSizedOperandSegments,
+    OptionalTypesMatchWith<"the residual has the result's type", "result",
+                           "accumulate",
+                   "$_self">]> {
+  let summary = "A linear layer, y = x W^T (+ b) (+ r).";
   let description = [{
     The weight has PyTorch's `nn.Linear` layout [out, in], so weights can come
     from PyTorch unchanged. x is [T, in]; the optional bias is [out]; the
-    result is [T, out].
+    result is [T, out]. With `accumulate`, the product is added to r (same
+    type as the result): a residual connection fused into the GEMM, which
+    runs as a GEMM with beta = 1 writing r's storage when r is dead after.
 
     ```mlir
     %q = lathe.linear %h, %wq
         : tensor<64x64xf32>, tensor<64x64xf32> -> tensor<64x64xf32>
     %k = lathe.linear %h, %wk bias %bk
         : tensor<64x64xf32>, tensor<32x64xf32>, tensor<32xf32> -> tensor<64x32xf32>
+    %x1 = lathe.linear %a, %wo accumulate %x
+        : tensor<64x64xf32>, tensor<64x64xf32> -> tensor<64x64xf32>
     ```
   }];
   let arguments = (ins Lathe_F32Tensor:$input, Lathe_F32Tensor:$weight,
-                       Optional<Lathe_F32Tensor>:$bias);
+                       Optional<Lathe_F32Tensor>:$bias,
+                       Optional<Lathe_F32Tensor>:$accumulate);
   let results = (outs Lathe_F32Tensor:$result);
   let assemblyFormat = [{
-    $input `,` $weight (`bias` $bias^)? attr-dict `:` type($input) `,`
-    type($weight) (`,` type($bias)^)? `->` type($result)
+    $input `,` $weight (`bias` $bias^)? (`accumulate` $accumulate^)? attr-dict
+    `:` type($input) `,` type($weight) (`,` type($bias)^)? `->` type($result)
   }];
   let hasVerifier = 1;
 }
@@ -319,7 +327,8 @@ def Lathe_MlpOp : Lathe_Op<"mlp", [Pure, AttrSizedOperandSegments]> {
     `gelu`, `relu2`: `result = act(x Wu^T + bu) Wd^T + bd`, with GELU's tanh
     approximation, or `relu(z)^2`; these have no gate.
     Wg and Wu are [width, D] and Wd is [D, width]; biases are optional. The
-    width may differ from layer to layer.
+    width may differ from layer to layer. With `accumulate r`, the result is
+    r + MLP(x): the residual connection, fused into the down projection.
 
     ```mlir
     %y = lathe.mlp swiglu %h gate %wg up %wu down %wd
@@ -336,12 +345,13 @@ def Lathe_MlpOp : Lathe_Op<"mlp", [Pure, AttrSizedOperandSegments]> {
                        Lathe_F32Tensor:$up_weight,
                        Optional<Lathe_F32Tensor>:$up_bias,
                        Lathe_F32Tensor:$down_weight,
-                       Optional<Lathe_F32Tensor>:$down_bias);
+                       Optional<Lathe_F32Tensor>:$down_bias,
+                       Optional<Lathe_F32Tensor>:$accumulate);
   let results = (outs Lathe_F32Tensor:$result);
   let assemblyFormat = [{
     $kind $input (`gate` $gate_weight^ (`bias` $gate_bias^)?)?
     `up` $up_weight (`bias` $up_bias^)? `down` $down_weight (`bias` $down_bias^)?
-    attr-dict `:` functional-type(operands, results)
+    (`accumulate` $accumulate^)? attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }

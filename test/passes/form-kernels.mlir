@@ -116,3 +116,37 @@ func.func @prefill_write(%rows: tensor<8x4xf32>) -> tensor<8x4xf32> {
   %n = lathe.cache_write %c, %rows : tensor<8x4xf32>, tensor<8x4xf32> -> tensor<8x4xf32>
   return %rows : tensor<8x4xf32>
 }
+
+// -----
+
+// Tests accumulation into a live value (a residual connection). The first op
+// accumulates into %acc, an entry argument the kernel may not overwrite: the
+// kernel copies it into its output first. The second accumulates into %a, a
+// launch result that nothing reads afterwards: the kernel updates %a's own
+// buffer, and the launch's result is tied to it.
+
+#id2 = affine_map<(i) -> (i)>
+// CHECK-LABEL: func.func @residual
+// CHECK: %[[A:.*]] = lathe.launch @residual_k0(%{{.*}}, %{{.*}}) : (tensor<4xf32>, tensor<4xf32>) -> tensor<4xf32>
+// CHECK: lathe.launch @residual_k1(%{{.*}}, %[[A]]) {tied = array<i64: 1>}
+// CHECK: func.func private @residual_k0(%[[X:.*]]: tensor<4xf32>, %[[ACC:.*]]: tensor<4xf32>, %[[OUT:.*]]: tensor<4xf32>)
+// CHECK: %[[C:.*]] = linalg.copy ins(%[[ACC]] : tensor<4xf32>) outs(%[[OUT]] : tensor<4xf32>)
+// CHECK: linalg.generic {{.*}} outs(%[[C]] : tensor<4xf32>)
+// CHECK: func.func private @residual_k1(%{{.*}}: tensor<4xf32>, %{{.*}}: tensor<4xf32>, %[[OUT1:.*]]: tensor<4xf32>)
+// CHECK-NOT: linalg.copy
+// CHECK: linalg.generic {{.*}} outs(%[[OUT1]] : tensor<4xf32>)
+func.func @residual(%x: tensor<4xf32>, %acc: tensor<4xf32>) -> tensor<4xf32> {
+  %a = linalg.generic {indexing_maps = [#id2, #id2], iterator_types = ["parallel"]}
+      ins(%x : tensor<4xf32>) outs(%acc : tensor<4xf32>) {
+  ^bb0(%v: f32, %o: f32):
+    %s = arith.addf %v, %o : f32
+    linalg.yield %s : f32
+  } -> tensor<4xf32>
+  %b = linalg.generic {indexing_maps = [#id2, #id2], iterator_types = ["parallel"]}
+      ins(%x : tensor<4xf32>) outs(%a : tensor<4xf32>) {
+  ^bb0(%v: f32, %o: f32):
+    %s = arith.addf %v, %o : f32
+    linalg.yield %s : f32
+  } -> tensor<4xf32>
+  return %b : tensor<4xf32>
+}

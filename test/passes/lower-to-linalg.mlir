@@ -147,3 +147,22 @@ func.func @decode_attention(%q: tensor<1x4xf32>, %k: tensor<8x2xf32>, %pos: tens
   %a = lathe.attention %q, %k, %k at %pos {heads = 2 : i64, kv_heads = 1 : i64} : tensor<1x4xf32>, tensor<8x2xf32>, tensor<8x2xf32>, tensor<1xi32> -> tensor<1x4xf32>
   return %a : tensor<1x4xf32>
 }
+
+// -----
+
+// Tests that residual adds are fused into the product before them: the O
+// projection's GEMM and the MLP's down GEMM accumulate into the residual
+// stream instead of writing a fresh tensor that an add then reads.
+
+// CHECK-LABEL: func.func @residuals
+// CHECK-NOT: linalg.fill
+// CHECK: %[[O:.*]] = linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "reduction"]{{.*}} outs(%arg0 : tensor<4x8xf32>)
+// CHECK: linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "reduction"]{{.*}} outs(%[[O]] : tensor<4x8xf32>)
+func.func @residuals(%x: tensor<4x8xf32>, %a: tensor<4x8xf32>, %wo: tensor<8x8xf32>,
+                     %wu: tensor<12x8xf32>, %wd: tensor<8x12xf32>) -> tensor<4x8xf32> {
+  %o = lathe.linear %a, %wo : tensor<4x8xf32>, tensor<8x8xf32> -> tensor<4x8xf32>
+  %x1 = lathe.add %x, %o : tensor<4x8xf32>
+  %m = lathe.mlp relu2 %a up %wu down %wd : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<8x12xf32>) -> tensor<4x8xf32>
+  %x2 = lathe.add %m, %x1 : tensor<4x8xf32>
+  return %x2 : tensor<4x8xf32>
+}

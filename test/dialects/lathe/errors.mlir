@@ -309,3 +309,12 @@ func.func @launch_tied(%x: tensor<4xf32>) {
   %y = lathe.launch @k(%x) {tied = array<i64: 3>} : (tensor<4xf32>) -> tensor<4xf32>
   return
 }
+
+// -----
+
+func.func @accumulate_type(%x: tensor<4x8xf32>, %w: tensor<16x8xf32>) {
+  // The residual must have the result's shape.
+  // expected-error @+1 {{the residual has the result's type}}
+  %y = "lathe.linear"(%x, %w, %x) {operandSegmentSizes = array<i32: 1, 1, 0, 1>} : (tensor<4x8xf32>, tensor<16x8xf32>, tensor<4x8xf32>) -> tensor<4x16xf32>
+  return
+}

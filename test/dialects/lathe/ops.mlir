@@ -78,3 +78,12 @@ func.func @decode_pieces(%q: tensor<1x8xf32>, %k: tensor<1x4xf32>, %pos: tensor<
   %a = lathe.attention %q, %c2, %c2 at %pos {heads = 2 : i64, kv_heads = 1 : i64} : tensor<1x8xf32>, tensor<8x4xf32>, tensor<8x4xf32>, tensor<1xi32> -> tensor<1x8xf32>
   return %a : tensor<1x8xf32>
 }
+
+// CHECK-LABEL: func.func @accumulate
+func.func @accumulate(%x: tensor<4x8xf32>, %w: tensor<8x8xf32>, %wu: tensor<12x8xf32>, %wd: tensor<8x12xf32>) -> tensor<4x8xf32> {
+  // CHECK: lathe.linear %{{.*}}, %{{.*}} accumulate %{{.*}} : tensor<4x8xf32>, tensor<8x8xf32> -> tensor<4x8xf32>
+  %y = lathe.linear %x, %w accumulate %x : tensor<4x8xf32>, tensor<8x8xf32> -> tensor<4x8xf32>
+  // CHECK: lathe.mlp gelu %{{.*}} up %{{.*}} down %{{.*}} accumulate %{{.*}} :
+  %z = lathe.mlp gelu %y up %wu down %wd accumulate %y : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<8x12xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>
+  return %z : tensor<4x8xf32>
+}
