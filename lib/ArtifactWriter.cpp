@@ -2,6 +2,7 @@
 #include "Targets.h"
 
 #include "artifact_generated.h"
+#include "artifact_checksum.h"
 #include "artifact_version.h"
 
 using namespace mlir;
@@ -74,6 +75,10 @@ std::string mlir::lathe::writeArtifact(
       library.empty() ? nullptr : &library,
       modules.empty() ? nullptr : &modules);
   fb::FinishArtifactBuffer(fbb, artifact);
-  return std::string(reinterpret_cast<const char *>(fbb.GetBufferPointer()),
-                     fbb.GetSize());
+  std::string file(reinterpret_cast<const char *>(fbb.GetBufferPointer()),
+                   fbb.GetSize());
+  uint8_t trailer[LATHE_ARTIFACT_TRAILER_BYTES];
+  lathe_artifact_trailer(fbb.GetBufferPointer(), fbb.GetSize(), trailer);
+  file.append(reinterpret_cast<const char *>(trailer), sizeof(trailer));
+  return file;
 }

@@ -1,6 +1,7 @@
 // Artifact loading: flatbuffers verification plus the semantic checks that
 // let the rest of the runtime trust every index and offset it reads.
 #include "artifact.h"
+#include "artifact_checksum.h"
 #include "status.h"
 
 #include "llvm/ADT/StringSet.h"
@@ -373,6 +374,11 @@ extern "C" lathe_status_t lathe_artifact_load(const char *path,
     return makeStatusF("{0}: truncated or corrupt lathe artifact", path);
   if (size >= FLATBUFFERS_MAX_BUFFER_SIZE)
     return makeStatusF("{0}: artifact is too large ({1} bytes)", path, size);
+  if (!lathe_artifact_trailer_ok(data, size))
+    return makeStatusF("{0}: truncated or corrupt lathe artifact (checksum "
+                       "mismatch)",
+                       path);
+  size -= LATHE_ARTIFACT_TRAILER_BYTES;
 
   flatbuffers::Verifier verifier(data, size);
   if (!lathe::fb::VerifyArtifactBuffer(verifier))

@@ -15,6 +15,7 @@
 //
 // --entries NAME,... keeps only the listed entries (of forward, prefill,
 // decode, and train_step: an empty entry standing in for training).
+#include "artifact_checksum.h"
 #include "artifact_generated.h"
 #include "artifact_version.h"
 
@@ -264,9 +265,13 @@ int main(int argc, char **argv) {
       library.empty() ? 0 : fbb.CreateVector(library));
   fb::FinishArtifactBuffer(fbb, artifact);
 
+  uint8_t trailer[LATHE_ARTIFACT_TRAILER_BYTES];
+  lathe_artifact_trailer(fbb.GetBufferPointer(), fbb.GetSize(), trailer);
   std::FILE *f = std::fopen(out.c_str(), "wb");
-  if (!f || std::fwrite(fbb.GetBufferPointer(), 1, fbb.GetSize(), f) !=
-                fbb.GetSize() ||
+  if (!f ||
+      std::fwrite(fbb.GetBufferPointer(), 1, fbb.GetSize(), f) !=
+          fbb.GetSize() ||
+      std::fwrite(trailer, 1, sizeof(trailer), f) != sizeof(trailer) ||
       std::fclose(f) != 0)
     fail("cannot write " + out);
   return 0;
