@@ -110,8 +110,10 @@ LogicalResult mlir::lathe::compile(ModuleOp module,
                                    llvm::raw_ostream &errs) {
   MLIRContext &ctx = *module.getContext();
   OneLineDiagnostics diagnostics(ctx, errs);
-  if (options.emit == Emit::ptx && options.target != Target::cuda) {
-    errs << "error: --emit=ptx needs --target=cuda\n";
+  if ((options.emit == Emit::ptx || options.emit == Emit::kernels) &&
+      options.target != Target::cuda) {
+    errs << "error: --emit=" << (options.emit == Emit::ptx ? "ptx" : "kernels")
+         << " needs --target=cuda\n";
     return failure();
   }
   if (options.emit == Emit::lathe) {
@@ -157,7 +159,7 @@ LogicalResult mlir::lathe::compile(ModuleOp module,
   std::map<std::string, std::string> ptxByChip;
   std::map<std::string, std::vector<GpuLaunch>> gpuLaunches;
   std::vector<std::string> chips(std::begin(kCudaChips), std::end(kCudaChips));
-  if (options.emit != Emit::artifact)
+  if (options.emit != Emit::artifact && options.emit != Emit::kernels)
     chips = {options.gpuChip};
   for (const std::string &chip : chips) {
     OwningOpRef<ModuleOp> kernels = extracted();
@@ -198,6 +200,8 @@ LogicalResult mlir::lathe::compile(ModuleOp module,
       }
     }
   }
+  if (options.emit == Emit::kernels)
+    return exportKernels(*schedule, ptxByChip, options.exportDir, errs);
   // The same GPU kernels, run as CPU loops: the cuda-emulated device.
   OwningOpRef<ModuleOp> emulated = extracted();
   if (!emulated || failed(run(*emulated, buildCudaEmulationKernelsPipeline)))

@@ -93,6 +93,12 @@ LogicalResult buildCudaModule(ModuleOp kernels,
                               std::map<std::string, std::vector<GpuLaunch>> &launches,
                               std::string &ptx);
 
+/// cuda: writes the PTX (and cubin where ptxas is installed), manifest.json
+/// and lathe_kernels.h into `dir`, for runtimes other than lathe's.
+LogicalResult exportKernels(const ScheduleInfo &schedule,
+                            const std::map<std::string, std::string> &ptx,
+                            llvm::StringRef dir, llvm::raw_ostream &errs);
+
 /// Packs the artifact. `cpuLibrary` holds the cpu kernels, or for cuda the
 /// emulated GPU kernels; `ptx` (chip → text) is set for cuda, whose entries
 /// carry their gpuLaunches as launches and launches as emulated launches.

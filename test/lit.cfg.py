@@ -35,5 +35,10 @@ if ptxas:
 else:
     lit_config.note("ptxas not found: PTX assembly tests are UNSUPPORTED")
 
+cuda_include = "/usr/local/cuda/include"
+if os.path.exists(os.path.join(cuda_include, "cuda.h")):
+    config.available_features.add("cuda-headers")
+    config.substitutions.append(("%cuda_include", cuda_include))
+
 tools = ["lathec", "lathe-opt", "lathe-run"]
 llvm_config.add_tool_substitutions(tools, [config.lathe_tools_dir])

@@ -13,7 +13,7 @@ namespace mlir::lathe {
 
 enum class Target { cpu, cuda };
 /// What lathec produces: the artifact, or the IR at one stage.
-enum class Emit { artifact, lathe, linalg, llvm, ptx, report };
+enum class Emit { artifact, lathe, linalg, llvm, ptx, report, kernels };
 
 struct CompileOptions {
   Target target = Target::cpu;
@@ -21,6 +21,8 @@ struct CompileOptions {
   /// The chip whose PTX/NVVM `--emit` prints; artifacts carry every chip in
   /// kCudaChips.
   std::string gpuChip = "sm_90";
+  /// Emit::kernels: the directory to write the exported kernels into.
+  std::string exportDir;
 };
 
 /// The chips every cuda artifact carries PTX for.

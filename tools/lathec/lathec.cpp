@@ -35,7 +35,10 @@ static cl::opt<Emit> emit(
                           "kernels in linalg with the planned schedule"),
                clEnumValN(Emit::llvm, "llvm",
                           "LLVM IR (cpu) or the NVVM kernels (cuda)"),
-               clEnumValN(Emit::ptx, "ptx", "PTX (cuda)")));
+               clEnumValN(Emit::ptx, "ptx", "PTX (cuda)"),
+               clEnumValN(Emit::kernels, "kernels",
+                          "PTX/cubin, manifest.json and a C header in the "
+                          "directory -o names (cuda)")));
 static cl::opt<bool> report(
     "report",
     cl::desc("Print kernels per layer and each kernel's FLOPs and bytes"),
@@ -80,6 +83,14 @@ int main(int argc, char **argv) {
   options.target = target;
   options.emit = emit;
   options.gpuChip = gpuChip;
+  if (emit == Emit::kernels) {
+    if (outputPath == "-") {
+      llvm::errs() << "lathec: error: --emit=kernels needs a directory: -o DIR\n";
+      return 1;
+    }
+    options.exportDir = outputPath;
+    return failed(compile(*module, options, out, llvm::errs())) ? 1 : 0;
+  }
   if (failed(compile(*module, options, out, llvm::errs())))
     return 1;
 
