@@ -126,7 +126,7 @@ LogicalResult mlir::lathe::compile(ModuleOp module,
     module.print(out);
     return success();
   }
-  if (options.emit == Emit::report)
+  if (options.emit == Emit::report && options.target == Target::cpu)
     return printReport(module, out);
   FailureOr<ScheduleInfo> schedule = readSchedule(module);
   if (failed(schedule))
@@ -159,7 +159,8 @@ LogicalResult mlir::lathe::compile(ModuleOp module,
   std::map<std::string, std::string> ptxByChip;
   std::map<std::string, std::vector<GpuLaunch>> gpuLaunches;
   std::vector<std::string> chips(std::begin(kCudaChips), std::end(kCudaChips));
-  if (options.emit != Emit::artifact && options.emit != Emit::kernels)
+  if (options.emit != Emit::artifact && options.emit != Emit::kernels &&
+      options.emit != Emit::report)
     chips = {options.gpuChip};
   for (const std::string &chip : chips) {
     OwningOpRef<ModuleOp> kernels = extracted();
@@ -202,6 +203,12 @@ LogicalResult mlir::lathe::compile(ModuleOp module,
   }
   if (options.emit == Emit::kernels)
     return exportKernels(*schedule, ptxByChip, options.exportDir, errs);
+  if (options.emit == Emit::report) {
+    // The schedule's report, then what ptxas says of each GPU kernel.
+    if (failed(printReport(module, out)))
+      return failure();
+    return printPtxasReport(ptxByChip, out, errs);
+  }
   // The same GPU kernels, run as CPU loops: the cuda-emulated device.
   OwningOpRef<ModuleOp> emulated = extracted();
   if (!emulated || failed(run(*emulated, buildCudaEmulationKernelsPipeline)))

@@ -93,6 +93,11 @@ LogicalResult buildCudaModule(ModuleOp kernels,
                               std::map<std::string, std::vector<GpuLaunch>> &launches,
                               std::string &ptx);
 
+/// cuda --report: runs `ptxas -v` on each chip's PTX and prints registers,
+/// spill bytes and shared memory per kernel.
+LogicalResult printPtxasReport(const std::map<std::string, std::string> &ptx,
+                               llvm::raw_ostream &os, llvm::raw_ostream &errs);
+
 /// cuda: writes the PTX (and cubin where ptxas is installed), manifest.json
 /// and lathe_kernels.h into `dir`, for runtimes other than lathe's.
 LogicalResult exportKernels(const ScheduleInfo &schedule,
