@@ -32,6 +32,10 @@ using namespace mlir;
 using namespace mlir::lathe;
 
 /// void lathe_kernel_<name>(void **args) { <name>(args[0], args[1], ...); }
+/// Integer parameters (a partitioned kernel's part and parts, see
+/// lathe-partition-kernels) travel in their slot as an integer; such kernels
+/// also export `lathe_partitioned_<name>`, which tells the runtime to run
+/// them in parts on its threads.
 static void addEntryPoints(llvm::Module &module,
                            ArrayRef<std::string> kernels) {
   llvm::LLVMContext &ctx = module.getContext();
@@ -45,10 +49,23 @@ static void addEntryPoints(llvm::Module &module,
                                          "lathe_kernel_" + name, module);
     llvm::IRBuilder<> b(llvm::BasicBlock::Create(ctx, "entry", entry));
     SmallVector<llvm::Value *> args;
+    unsigned integers = 0;
     for (unsigned i = 0; i < kernel->arg_size(); ++i) {
       llvm::Value *slot = b.CreateConstGEP1_64(ptr, entry->getArg(0), i);
-      args.push_back(b.CreateLoad(ptr, slot));
+      llvm::Value *value = b.CreateLoad(ptr, slot);
+      llvm::Type *type = kernel->getArg(i)->getType();
+      if (type->isIntegerTy()) {
+        value = b.CreatePtrToInt(value, type);
+        ++integers;
+      }
+      args.push_back(value);
     }
+    if (integers == 2)
+      new llvm::GlobalVariable(
+          module, llvm::Type::getInt8Ty(ctx), /*isConstant=*/true,
+          llvm::GlobalValue::ExternalLinkage,
+          llvm::ConstantInt::get(llvm::Type::getInt8Ty(ctx), 1),
+          "lathe_partitioned_" + name);
     b.CreateCall(kernel, args);
     b.CreateRetVoid();
     // The kernels themselves need not be visible outside the library.

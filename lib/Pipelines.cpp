@@ -74,6 +74,7 @@ static void addGpuMapping(OpPassManager &pm) {
 void mlir::lathe::buildCpuKernelsPipeline(OpPassManager &pm) {
   buildBufferizeKernelsPipeline(pm);
   pm.addPass(createContractionToBlas());
+  pm.addPass(createPartitionKernels());
   addCpuLowering(pm);
 }
 

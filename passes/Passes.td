@@ -104,6 +104,32 @@ def EmulateGpu : Pass<"lathe-emulate-gpu", "::mlir::ModuleOp"> {
   let dependentDialects = ["::mlir::scf::SCFDialect", "::mlir::gpu::GPUDialect"];
 }
 
+def PartitionKernels : Pass<"lathe-partition-kernels", "::mlir::ModuleOp"> {
+  let summary = "Split kernels' outermost loops across CPU threads.";
+  let description = [{
+    CPU only, on bufferized kernels. A kernel whose structured ops all run
+    their first (parallel) loop over the rows of their output, with the same
+    number of rows N, is lowered to loops here and takes two more arguments,
+    `part` and `parts`: it computes rows [part * ceil(N / parts), ...) of
+    every op. Each op writes only its own rows, so the parts are independent
+    and the runtime runs them on its threads. Kernels that call the host BLAS
+    (which has its own threads) or update a slice in place are left whole.
+
+    ```mlir
+    func.func @k(%x: memref<64x64xf32>, %y: memref<64x64xf32>)
+    // becomes
+    func.func @k(%x: memref<64x64xf32>, %y: memref<64x64xf32>, %part: index, %parts: index)
+    //   scf.for %i = %lo to %hi { ... }
+    ```
+  }];
+  let options = [
+    Option<"minWork", "min-work", "int64_t", /*default=*/"65536",
+           "Fewest loop iterations (all ops together) worth a fork-join">
+  ];
+  let dependentDialects = ["::mlir::scf::SCFDialect", "::mlir::arith::ArithDialect",
+                           "::mlir::affine::AffineDialect"];
+}
+
 def DedupKernels : Pass<"lathe-dedup-kernels", "::mlir::ModuleOp"> {
   let summary = "Keep one copy of kernels that are the same code.";
   let description = [{

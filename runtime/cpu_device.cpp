@@ -126,3 +126,8 @@ lathe_status_t CpuLibrary::lookup(llvm::StringRef kernel,
   out = reinterpret_cast<CpuKernelFn>(sym);
   return nullptr;
 }
+
+bool CpuLibrary::isPartitioned(llvm::StringRef kernel) const {
+  std::string symbol = ("lathe_partitioned_" + kernel).str();
+  return dlsym(handle_, symbol.c_str()) != nullptr;
+}

@@ -27,6 +27,9 @@ public:
 
   // Resolves `lathe_kernel_<kernel>`.
   lathe_status_t lookup(llvm::StringRef kernel, CpuKernelFn &out) const;
+  // True when the library exports `lathe_partitioned_<kernel>`: the kernel
+  // takes (part, parts) after its buffers (lathe-partition-kernels).
+  bool isPartitioned(llvm::StringRef kernel) const;
 
 private:
   CpuLibrary() = default;

@@ -4,6 +4,7 @@
 #include "cpu_device.h"
 #include "safetensors.h"
 #include "status.h"
+#include "thread_pool.h"
 
 #include <chrono>
 #include <cstdlib>
@@ -40,6 +41,8 @@ AlignedBytes allocAligned(uint64_t bytes) {
 struct ResolvedLaunch {
   CpuKernelFn fn;
   std::vector<uint32_t> args;
+  // Takes (part, parts) after its buffers: run in parts on the threads.
+  bool partitioned = false;
   // Index of the kernel's profile totals, and Launch.flops.
   uint32_t slot = 0;
   uint64_t flops = 0;
@@ -66,6 +69,8 @@ struct lathe_session {
   std::vector<AlignedBytes> states;
   // Positions 0..cached-1 of the cache hold keys and values of real tokens.
   size_t cached = 0;
+  // Runs partitioned kernels' parts; LATHE_THREADS overrides the count.
+  std::unique_ptr<ThreadPool> pool;
   // The resolved launches of every entry.
   std::unordered_map<const fb::Entry *, std::vector<ResolvedLaunch>> launches;
   std::vector<void *> argScratch;
@@ -84,17 +89,31 @@ struct lathe_session {
     return arena.get() + b->offset();
   }
 
+  void call(const ResolvedLaunch &launch) {
+    if (!launch.partitioned) {
+      launch.fn(argScratch.data());
+      return;
+    }
+    unsigned parts = pool->size();
+    pool->run([&](unsigned part) {
+      std::vector<void *> args(argScratch);
+      args.push_back(reinterpret_cast<void *>(uintptr_t(part)));
+      args.push_back(reinterpret_cast<void *>(uintptr_t(parts)));
+      launch.fn(args.data());
+    });
+  }
+
   void run(const std::vector<ResolvedLaunch> &launches) {
     for (const ResolvedLaunch &launch : launches) {
       argScratch.clear();
       for (uint32_t id : launch.args)
         argScratch.push_back(bufferData(id));
       if (!profiling) {
-        launch.fn(argScratch.data());
+        call(launch);
         continue;
       }
       auto start = std::chrono::steady_clock::now();
-      launch.fn(argScratch.data());
+      call(launch);
       auto end = std::chrono::steady_clock::now();
       KernelTotals &t = totals[launch.slot];
       if (t.calls++ == 0)
@@ -273,9 +292,15 @@ lathe_session_create_on_device(const lathe_artifact_t *artifact,
       }
       r.slot = it->second;
       r.flops = launch->flops();
+      r.partitioned = s->lib->isPartitioned(kernel);
       s->launches[entry].push_back(std::move(r));
     }
   }
+
+  unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  if (const char *env = std::getenv("LATHE_THREADS"))
+    threads = unsigned(std::max(1, std::atoi(env)));
+  s->pool = std::make_unique<ThreadPool>(threads);
 
   s->arena = allocAligned(a.arena_bytes());
   if (!s->arena)

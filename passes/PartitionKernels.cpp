@@ -1,0 +1,109 @@
+//===- PartitionKernels.cpp - kernels in parts for CPU threads ---*- C++ -*-===//
+//
+// Splitting along the output's rows keeps the parts independent without any
+// synchronisation inside a kernel: the fill of part p and the op of part p
+// touch the same rows, and no part reads rows another part writes (inputs are
+// other buffers). The row range is computed from `part` and `parts` at run
+// time, so one artifact serves any number of threads.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Passes.h"
+
+#include "mlir/Dialect/Affine/IR/AffineOps.h"
+#include "mlir/Dialect/Linalg/Transforms/Transforms.h"
+#include "mlir/IR/PatternMatch.h"
+
+namespace mlir::lathe {
+#define GEN_PASS_DEF_PARTITIONKERNELS
+#include "Passes.h.inc"
+} // namespace mlir::lathe
+
+using namespace mlir;
+using namespace mlir::lathe;
+
+namespace {
+
+/// Rows of the op's output when its first loop runs over them, else nullopt.
+static std::optional<int64_t> rowsOf(linalg::LinalgOp op) {
+  if (op.getNumDpsInits() != 1 || op.getNumLoops() == 0 ||
+      op.getIteratorTypesArray()[0] != utils::IteratorType::parallel)
+    return std::nullopt;
+  OpOperand *init = op.getDpsInitOperand(0);
+  AffineMap map = op.getMatchingIndexingMap(init);
+  if (map.getNumResults() == 0 || map.getResult(0) != getAffineDimExpr(0, op.getContext()))
+    return std::nullopt;
+  auto type = dyn_cast<MemRefType>(init->get().getType());
+  if (!type || !type.hasStaticShape())
+    return std::nullopt;
+  return type.getDimSize(0);
+}
+
+struct PartitionKernels
+    : lathe::impl::PartitionKernelsBase<PartitionKernels> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    for (auto fn : getOperation().getOps<func::FuncOp>())
+      if (fn->hasAttr(kKernelAttrName) && !fn.isExternal())
+        partition(fn);
+  }
+
+  void partition(func::FuncOp fn) {
+    // Only plain kernels: structured ops, constants and the return.
+    SmallVector<linalg::LinalgOp> ops;
+    std::optional<int64_t> rows;
+    int64_t work = 0;
+    for (Operation &op : fn.getBody().front()) {
+      if (isa<func::ReturnOp>(op) || op.hasTrait<OpTrait::ConstantLike>())
+        continue;
+      auto linalgOp = dyn_cast<linalg::LinalgOp>(op);
+      if (!linalgOp)
+        return;
+      std::optional<int64_t> n = rowsOf(linalgOp);
+      if (!n || (rows && *rows != *n))
+        return;
+      rows = n;
+      ops.push_back(linalgOp);
+      int64_t iterations = 1;
+      for (int64_t range : linalgOp.getStaticLoopRanges())
+        iterations *= range;
+      work += iterations;
+    }
+    // Small kernels (most of decode) cost less than waking another thread.
+    if (ops.empty() || *rows < 2 || work < minWork)
+      return;
+
+    Block &body = fn.getBody().front();
+    Location loc = fn.getLoc();
+    IndexType index = IndexType::get(fn.getContext());
+    (void)fn.insertArgument(fn.getNumArguments(), index, {}, loc);
+    (void)fn.insertArgument(fn.getNumArguments(), index, {}, loc);
+    Value part = body.getArgument(body.getNumArguments() - 2);
+    Value parts = body.getArgument(body.getNumArguments() - 1);
+
+    IRRewriter rewriter(fn.getContext());
+    rewriter.setInsertionPointToStart(&body);
+    // chunk = ceil(N / parts); rows [min(part * chunk, N), min(lo + chunk, N)).
+    Value n = arith::ConstantIndexOp::create(rewriter, loc, *rows);
+    Value chunk = arith::CeilDivUIOp::create(rewriter, loc, n, parts);
+    Value lo = arith::MinUIOp::create(
+        rewriter, loc, arith::MulIOp::create(rewriter, loc, part, chunk), n);
+    Value hi = arith::MinUIOp::create(
+        rewriter, loc, arith::AddIOp::create(rewriter, loc, lo, chunk), n);
+    for (linalg::LinalgOp op : ops) {
+      rewriter.setInsertionPoint(op);
+      FailureOr<linalg::LinalgLoops> loops = linalg::linalgOpToLoops(rewriter, op);
+      if (failed(loops) || loops->empty()) {
+        op.emitOpError("cannot be lowered to loops for partitioning");
+        return signalPassFailure();
+      }
+      auto outer = cast<scf::ForOp>(loops->front());
+      outer.getLowerBoundMutable().assign(lo);
+      outer.getUpperBoundMutable().assign(hi);
+      rewriter.eraseOp(op);
+    }
+  }
+};
+
+} // namespace
