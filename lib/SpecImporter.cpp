@@ -157,16 +157,20 @@ public:
 
 private:
   bool parse() {
-    bool failed = false;
     auto handler = [](const llvm::SMDiagnostic &diag, void *context) {
       auto *self = static_cast<Importer *>(context);
+      self->reported = true;
       printOneLine(diag, self->errs);
     };
     llvm::yaml::Input yin(buffer, nullptr, handler, this);
     yin >> spec;
-    failed = static_cast<bool>(yin.error());
-    if (failed)
+    if (yin.error()) {
+      // YAML I/O fails silently on a file with no document at all.
+      if (!reported)
+        errs << buffer.getBufferIdentifier()
+             << ": error: not a model spec: the file has no YAML document\n";
       return false;
+    }
     llvm::yaml::Stream stream(buffer, sourceMgr);
     for (llvm::yaml::Document &doc : stream)
       collectKeyLocations(doc.getRoot(), "", keyLocs);
@@ -538,6 +542,7 @@ private:
   llvm::raw_ostream &errs;
   llvm::SourceMgr sourceMgr;
   ModelSpec spec;
+  bool reported = false; // a YAML diagnostic was printed
   SmallVector<int64_t> widths; // per layer, after taper
   llvm::StringMap<llvm::SMLoc> keyLocs;
 };
