@@ -10,6 +10,7 @@
 #include "lathe/SpecImporter.h"
 
 #include "lathe/LatheOps.h"
+#include "lathe/Taper.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
@@ -250,8 +251,14 @@ private:
     m->setAttr("lathe.model", b.getStringAttr(spec.name));
     m->setAttr("lathe.vocab", b.getI64IntegerAttr(spec.vocab));
     m->setAttr("lathe.max_seq", b.getI64IntegerAttr(spec.maxSeq));
-    // The MLP width of every layer (tapered or uniform), for --report.
+    // The MLP width of every layer (tapered or uniform), for --report; a
+    // taper also records its schedule, whose verifier re-derives the widths.
     m->setAttr("lathe.mlp_widths", b.getDenseI64ArrayAttr(widths));
+    if (const auto &t = spec.mlp.taper)
+      m->setAttr("lathe.mlp_taper",
+                 TaperAttr::get(&ctx, t->schedule, b.getF64FloatAttr(t->max),
+                                b.getF64FloatAttr(t->min), t->multiple,
+                                spec.mlp.width, widths));
     b.setInsertionPointToEnd(m.getBody());
 
     const int64_t T = spec.maxSeq, D = spec.dModel, V = spec.vocab,
@@ -328,79 +335,15 @@ private:
   /// docs/model-and-weights.md (ARCHITECTURES.md §1.2), which keeps the
   /// total width, and so the MLP parameters and FLOPs, exactly.
   bool computeWidths() {
-    const int64_t L = spec.layers, base = spec.mlp.width;
-    widths.assign(L, base);
+    widths.assign(spec.layers, spec.mlp.width);
     if (!spec.mlp.taper)
       return true;
     const TaperSpec &t = *spec.mlp.taper;
-    auto show = [](ArrayRef<double> w) {
-      std::string s;
-      for (double v : w)
-        s += (s.empty() ? "" : ", ") + std::to_string(int64_t(v));
-      return s;
-    };
-    if (t.schedule != "cosine" && t.schedule != "linear" &&
-        t.schedule != "sigmoid")
-      return fail("mlp.taper.schedule", "unknown schedule '" + t.schedule +
-                                            "' (expected: cosine, linear, "
-                                            "sigmoid)");
-    if (L < 2)
-      return fail("mlp.taper", "a taper needs at least 2 layers");
-    if (!(t.min > 0.0) || !(t.max >= t.min))
-      return fail("mlp.taper", "needs max >= min > 0 (front-heavy), got max " +
-                                   llvm::formatv("{0}", t.max) + ", min " +
-                                   llvm::formatv("{0}", t.min));
-    if (t.multiple <= 0 || (L * base) % t.multiple != 0)
-      return fail("mlp.taper.multiple",
-                  "layers * width = " + llvm::Twine(L * base) +
-                      " is not a multiple of " + llvm::Twine(t.multiple) +
-                      ", so no rounding keeps the budget");
-    auto sig = [](double z) { return 1.0 / (1.0 + std::exp(-z)); };
-    SmallVector<double> profile;
-    double total = 0;
-    for (int64_t l = 0; l < L; ++l) {
-      double u = double(l) / double(L - 1), s;
-      if (t.schedule == "cosine")
-        s = t.min + (t.max - t.min) * 0.5 * (1.0 + std::cos(M_PI * u));
-      else if (t.schedule == "linear")
-        s = t.max + (t.min - t.max) * u;
-      else
-        s = t.min + (t.max - t.min) * (sig(10.0 * (0.5 - u)) - sig(-5.0)) /
-                        (sig(5.0) - sig(-5.0));
-      profile.push_back(s);
-      total += s;
-    }
-    SmallVector<double> exact;
-    // Remainders that are equal on paper may differ by float noise; they are
-    // compared at a resolution of 1e-6 multiples so that such ties go to the
-    // earlier layer, as the rule says.
-    SmallVector<std::pair<int64_t, int64_t>> remainders;
-    int64_t floors = 0, m = t.multiple;
-    for (int64_t l = 0; l < L; ++l) {
-      double w = double(base) * double(L) * profile[l] / total;
-      exact.push_back(w);
-      widths[l] = m * int64_t(std::floor(w / double(m)));
-      floors += widths[l];
-      remainders.push_back(
-          {std::llround((w - double(widths[l])) / double(m) * 1e6), l});
-    }
-    // The largest remainders get one more multiple; earlier layers first on
-    // ties, which keeps the widths non-increasing.
-    llvm::sort(remainders, [](auto a, auto b) {
-      return a.first > b.first || (a.first == b.first && a.second < b.second);
-    });
-    for (int64_t k = (L * base - floors) / m, i = 0; i < k; ++i)
-      widths[remainders[i].second] += m;
-    SmallVector<double> rounded(widths.begin(), widths.end());
-    for (int64_t l = 0; l < L; ++l) {
-      if (widths[l] <= 0)
-        return fail("mlp.taper", "layer " + llvm::Twine(l) +
-                                     " would have no MLP: widths " +
-                                     show(rounded));
-      if (l > 0 && widths[l] > widths[l - 1])
-        return fail("mlp.taper", "rounding gives widths that grow with "
-                                 "depth: " + show(rounded));
-    }
+    TaperResult r = computeTaperWidths(t.schedule, t.max, t.min, t.multiple,
+                                       spec.mlp.width, spec.layers);
+    if (!r.error.empty())
+      return fail(r.errorKey, r.error);
+    widths = r.widths;
     return true;
   }
 

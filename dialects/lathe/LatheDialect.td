@@ -32,6 +32,7 @@ def Lathe_Dialect : Dialect {
   }];
   let cppNamespace = "::mlir::lathe";
   let dependentDialects = ["::mlir::func::FuncDialect"];
+  let useDefaultAttributePrinterParser = 1;
 }
 
 class Lathe_Op<string mnemonic, list<Trait> traits = []>

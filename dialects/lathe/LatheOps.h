@@ -13,6 +13,9 @@
 
 #include "lathe/LatheEnums.h.inc"
 
+#define GET_ATTRDEF_CLASSES
+#include "lathe/LatheAttrs.h.inc"
+
 #define GET_OP_CLASSES
 #include "lathe/LatheOps.h.inc"
 
