@@ -49,9 +49,7 @@ LogicalResult mlir::lathe::exportKernels(
          << "\n";
     return failure();
   }
-  llvm::ErrorOr<std::string> ptxas = llvm::sys::findProgramByName("ptxas");
-  if (!ptxas)
-    ptxas = llvm::sys::findProgramByName("ptxas", {"/usr/local/cuda/bin"});
+  std::optional<std::string> ptxas = findPtxas();
 
   llvm::json::Object modules;
   for (const auto &[chip, text] : ptx) {

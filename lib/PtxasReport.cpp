@@ -19,12 +19,19 @@
 using namespace mlir;
 using namespace mlir::lathe;
 
-LogicalResult mlir::lathe::printPtxasReport(
-    const std::map<std::string, std::string> &ptx, llvm::raw_ostream &os,
-    llvm::raw_ostream &errs) {
+std::optional<std::string> mlir::lathe::findPtxas() {
   llvm::ErrorOr<std::string> ptxas = llvm::sys::findProgramByName("ptxas");
   if (!ptxas)
     ptxas = llvm::sys::findProgramByName("ptxas", {"/usr/local/cuda/bin"});
+  if (!ptxas)
+    return std::nullopt;
+  return *ptxas;
+}
+
+LogicalResult mlir::lathe::printPtxasReport(
+    const std::map<std::string, std::string> &ptx, llvm::raw_ostream &os,
+    llvm::raw_ostream &errs) {
+  std::optional<std::string> ptxas = findPtxas();
   if (!ptxas) {
     os << "ptxas: not found, no register or spill report\n";
     return success();

@@ -93,6 +93,9 @@ LogicalResult buildCudaModule(ModuleOp kernels,
                               std::map<std::string, std::vector<GpuLaunch>> &launches,
                               std::string &ptx);
 
+/// ptxas from PATH or the CUDA toolkit, if installed.
+std::optional<std::string> findPtxas();
+
 /// cuda --report: runs `ptxas -v` on each chip's PTX and prints registers,
 /// spill bytes and shared memory per kernel.
 LogicalResult printPtxasReport(const std::map<std::string, std::string> &ptx,

@@ -186,34 +186,31 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
                                      "in arena_bytes {3}",
                                      where, b->offset(), bytes, arenaBytes)
                            .str());
-    } else if (b->kind() == fb::BufferKind::param) {
-      if (b->param() >= numParams)
-        return corrupt(llvm::formatv("{0} refers to param {1}, but there are "
-                                     "{2} params",
-                                     where, b->param(), numParams)
+    } else if (b->kind() == fb::BufferKind::param ||
+               b->kind() == fb::BufferKind::state) {
+      // A parameter or a state is allocated whole, by the session; a buffer
+      // may view it in another shape (a reshape, heads split off, leading
+      // rows) but never past its end, or kernels would run off the
+      // allocation.
+      bool param = b->kind() == fb::BufferKind::param;
+      const char *kind = param ? "param" : "state";
+      uint32_t index = param ? b->param() : b->state();
+      size_t count = param ? numParams : numStates;
+      if (index >= count)
+        return corrupt(llvm::formatv("{0} refers to {1} {2}, but there are "
+                                     "{3} {1}s",
+                                     where, kind, index, count)
                            .str());
-      // A buffer may view the parameter in another shape (a reshape, or its
-      // leading rows), but never past its end.
-      const fb::Param *p = a.params()->Get(b->param());
-      if (p->dtype() != b->dtype() || *numElements(p->shape()) < *n)
+      const auto *name = param ? a.params()->Get(index)->name()
+                               : a.states()->Get(index)->name();
+      const auto *shape = param ? a.params()->Get(index)->shape()
+                                : a.states()->Get(index)->shape();
+      fb::DType dtype = param ? a.params()->Get(index)->dtype()
+                              : a.states()->Get(index)->dtype();
+      if (dtype != b->dtype() || *numElements(shape) < *n)
         return corrupt(llvm::formatv("{0} does not match the size and dtype "
-                                     "of param '{1}'",
-                                     where, p->name()->str())
-                           .str());
-    } else if (b->kind() == fb::BufferKind::state) {
-      if (b->state() >= numStates)
-        return corrupt(llvm::formatv("{0} refers to state {1}, but there are "
-                                     "{2} states",
-                                     where, b->state(), numStates)
-                           .str());
-      // The session allocates the State, not the buffer: a buffer may view
-      // it in another shape (heads split off) or a prefix of it, but a
-      // larger buffer would make kernels read past the allocation.
-      const fb::State *st = a.states()->Get(b->state());
-      if (st->dtype() != b->dtype() || *numElements(st->shape()) < *n)
-        return corrupt(llvm::formatv("{0} does not match the size and dtype "
-                                     "of state '{1}'",
-                                     where, st->name()->str())
+                                     "of {1} '{2}'",
+                                     where, kind, name->str())
                            .str());
     } else {
       return corrupt(where + " has an unknown kind");
