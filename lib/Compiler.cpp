@@ -36,6 +36,7 @@ using namespace mlir::lathe;
 
 void mlir::lathe::registerCompilerDialects(DialectRegistry &registry) {
   registry.insert<LatheDialect>();
+  registerBufferizableOpInterfaceExternalModels(registry);
   registerAllDialects(registry);
   registerAllExtensions(registry);
   registerAllToLLVMIRTranslations(registry);

@@ -16,6 +16,7 @@ using namespace mlir;
 using namespace mlir::lathe;
 
 void mlir::lathe::buildLatheToKernelsPipeline(OpPassManager &pm) {
+  pm.addPass(createPlanFusion());
   pm.addPass(createLowerToLinalg());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createFormKernels());
@@ -43,6 +44,7 @@ static void addCpuLowering(OpPassManager &pm) {
   pm.addPass(createApproximateMath());
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
   pm.addPass(createSCFToControlFlowPass());
+  pm.addPass(createConvertVectorToLLVMPass());
   pm.addPass(memref::createExpandStridedMetadataPass());
   pm.addPass(createLowerAffinePass());
   pm.addPass(createFinalizeMemRefToLLVMConversionPass());
@@ -60,6 +62,7 @@ static void addCpuLowering(OpPassManager &pm) {
 /// kernels after mapping to blocks and threads, shared by PTX and emulation.
 static void addGpuMapping(OpPassManager &pm) {
   buildBufferizeKernelsPipeline(pm);
+  pm.addPass(createExpandFusedAttention());
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToParallelLoopsPass());
   // Views (a cache row at a dynamic position) become index arithmetic on
   // the base buffer, so every GPU kernel takes plain identity-layout buffers.
@@ -74,6 +77,7 @@ static void addGpuMapping(OpPassManager &pm) {
 void mlir::lathe::buildCpuKernelsPipeline(OpPassManager &pm) {
   buildBufferizeKernelsPipeline(pm);
   pm.addPass(createContractionToBlas());
+  pm.addPass(createExpandFusedAttention());
   pm.addPass(createPartitionKernels());
   addCpuLowering(pm);
 }

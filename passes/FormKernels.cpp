@@ -4,9 +4,13 @@
 // inputs and outputs, so the CPU and CUDA back ends compile the same kernels
 // and the host schedule is just the sequence of `lathe.launch` ops.
 //
-// Today a kernel is one structured op plus the fills that initialise its
-// outputs; fusing producers and epilogues into that unit is the next step and
-// does not change the interface.
+// A kernel is a group of destination-style ops (structured ops and
+// lathe.fused_attention) that lathe-plan-fusion gave one `lathe.fusion_group`,
+// or a single op when it has none, plus the fills that initialise outputs and
+// the constants and scalars the bodies use. Values that stay inside a group
+// still need storage between its ops: they become extra kernel results that
+// the entry never reads, so the arena planner gives them space for the one
+// launch only (kernel-private scratch, reused by the next kernel).
 //
 //===----------------------------------------------------------------------===//
 
@@ -72,12 +76,20 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
     SmallVector<OpFoldResult> strides(2, b.getIndexAttr(1));
     Value slot = tensor::ExtractSliceOp::create(b, loc, rowsType, op.getCache(),
                                                 offsets, sizes, strides);
-    Value copied =
-        linalg::CopyOp::create(b, loc, op.getRows(), slot).getResult(0);
+    auto copy = linalg::CopyOp::create(b, loc, op.getRows(), slot);
+    if (Attribute group = op->getAttr(kFusionGroupAttrName))
+      copy->setAttr(kFusionGroupAttrName, group);
+    Value copied = copy.getResult(0);
     Value updated = tensor::InsertSliceOp::create(b, loc, copied, op.getCache(),
                                                   offsets, sizes, strides);
     op.getResult().replaceAllUsesWith(updated);
     op.erase();
+  }
+
+  static bool isAnchor(Operation *op) {
+    if (isa<FusedAttentionOp>(op))
+      return true;
+    return isa<linalg::LinalgOp>(op) && !isInitFill(op);
   }
 
   LogicalResult formKernels(func::FuncOp entry, SymbolTable &symbols) {
@@ -85,16 +97,38 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
     entry.walk([&](CacheWriteOp op) { writes.push_back(op); });
     for (CacheWriteOp op : writes)
       expandCacheWrite(op);
-    SmallVector<linalg::LinalgOp> anchors;
-    entry.walk([&](linalg::LinalgOp op) {
-      if (!isInitFill(op))
-        anchors.push_back(op);
+    // Groups in program order of their first op.
+    SmallVector<SmallVector<Operation *>> groups;
+    DenseMap<int64_t, unsigned> groupIndex;
+    entry.walk([&](Operation *op) {
+      if (!isAnchor(op))
+        return;
+      auto tag = op->getAttrOfType<IntegerAttr>(kFusionGroupAttrName);
+      if (!tag) {
+        groups.push_back({op});
+        return;
+      }
+      auto [it, inserted] = groupIndex.try_emplace(tag.getInt(), groups.size());
+      if (inserted)
+        groups.emplace_back();
+      groups[it->second].push_back(op);
     });
+    // A group that cannot be launched at its last op (something outside it
+    // reads one of its values earlier) runs as one kernel per op instead.
+    SmallVector<SmallVector<Operation *>> kernels;
+    for (SmallVector<Operation *> &group : groups) {
+      if (canOutlineTogether(group)) {
+        kernels.push_back(group);
+        continue;
+      }
+      for (Operation *op : group)
+        kernels.push_back({op});
+    }
     unsigned counter = 0;
     Operation *insertAfter = entry;
-    for (linalg::LinalgOp anchor : anchors) {
+    for (ArrayRef<Operation *> group : kernels) {
       FailureOr<func::FuncOp> kernel =
-          outline(entry, anchor, counter++, insertAfter, symbols);
+          outline(entry, group, counter++, insertAfter, symbols);
       if (failed(kernel))
         return failure();
       insertAfter = *kernel;
@@ -110,17 +144,46 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
     return success();
   }
 
+  /// The launch replaces the group at its last op, so every outside reader
+  /// of a group value must come after that op.
+  static bool canOutlineTogether(ArrayRef<Operation *> group) {
+    if (group.size() == 1)
+      return true;
+    Operation *last = group.back();
+    SmallPtrSet<Operation *, 8> members(group.begin(), group.end());
+    for (Operation *op : group)
+      for (Value result : op->getResults())
+        for (Operation *user : result.getUsers()) {
+          // A read inside a member's body (RoPE's partner element) counts
+          // as that member's.
+          user = last->getBlock()->findAncestorOpInBlock(*user);
+          if (!user)
+            return false;
+          if (members.contains(user))
+            continue;
+          // An insert that carries an in-place update is absorbed by the
+          // kernel; what matters is who reads the updated tensor.
+          SmallVector<Operation *> readers = {user};
+          if (isa<tensor::InsertSliceOp>(user))
+            readers.assign(user->getUsers().begin(), user->getUsers().end());
+          for (Operation *reader : readers)
+            if (reader->getBlock() != last->getBlock() ||
+                reader->isBeforeInBlock(last))
+              return false;
+        }
+    return true;
+  }
+
   /// An in-place update: the op writes into a slice of S and the slice goes
   /// straight back into S. The kernel then overwrites S's own storage.
   struct InPlace {
     tensor::ExtractSliceOp extract;
     tensor::InsertSliceOp insert;
   };
-  static std::optional<InPlace> matchInPlace(linalg::LinalgOp anchor,
+  static std::optional<InPlace> matchInPlace(DestinationStyleOpInterface anchor,
                                              OpOperand &init) {
     auto extract = init.get().getDefiningOp<tensor::ExtractSliceOp>();
-    Value result = anchor->getResult(anchor.getIndexingMapIndex(&init) -
-                                     anchor.getNumDpsInputs());
+    Value result = anchor.getTiedOpResult(&init);
     if (!extract || !result.hasOneUse())
       return std::nullopt;
     auto insert = dyn_cast<tensor::InsertSliceOp>(*result.getUsers().begin());
@@ -132,21 +195,45 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
     return InPlace{extract, insert};
   }
 
-  /// Outlines `anchor` into kernel number `index`, placed after
-  /// `insertAfter` so kernels appear in launch order.
-  FailureOr<func::FuncOp> outline(func::FuncOp entry, linalg::LinalgOp anchor,
-                                  unsigned index, Operation *insertAfter,
+  /// How a kernel result's buffer comes about.
+  enum class Live { none, inPlace, copy };
+  struct Output {
+    OpOperand *init;
+    OpResult result;
+    std::optional<InPlace> update;
+    Live mode = Live::none;
+  };
+
+  /// Outlines `group` (in program order) into kernel number `index`, placed
+  /// after `insertAfter` so kernels appear in launch order. The launch takes
+  /// the group's place at its last op.
+  FailureOr<func::FuncOp> outline(func::FuncOp entry,
+                                  ArrayRef<Operation *> group, unsigned index,
+                                  Operation *insertAfter,
                                   SymbolTable &symbols) {
-    Operation *op = anchor.getOperation();
-    MLIRContext *ctx = op->getContext();
-    Location loc = op->getLoc();
+    Operation *last = group.back();
+    MLIRContext *ctx = last->getContext();
+    Location loc = group.size() == 1
+                       ? last->getLoc()
+                       : FusedLoc::get(ctx, llvm::map_to_vector(
+                                                group, [](Operation *op) {
+                                                  return op->getLoc();
+                                                }));
+    SmallPtrSet<Operation *, 8> members(group.begin(), group.end());
+    auto inGroup = [&](Value v) {
+      Operation *def = v.getDefiningOp();
+      return def && members.contains(def);
+    };
 
     // Tensors become inputs; constants are cloned in; scalars computed in
     // the entry (e.g. a position read from a tensor) are recomputed in the
-    // kernel from their tensor sources, so every input is a buffer.
+    // kernel from their tensor sources, so every input is a buffer. Values
+    // of the group itself are not inputs: the kernel computes them.
     SetVector<Value> inputs;
     SetVector<Operation *> recomputed;
     std::function<LogicalResult(Value)> need = [&](Value v) -> LogicalResult {
+      if (inGroup(v))
+        return success();
       if (isInlinedConstant(v)) {
         recomputed.insert(v.getDefiningOp());
         return success();
@@ -157,7 +244,7 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
       }
       Operation *def = v.getDefiningOp();
       if (!def || def->getNumRegions() != 0 || !isMemoryEffectFree(def))
-        return op->emitOpError("cannot form a kernel: it uses ")
+        return last->emitOpError("cannot form a kernel: it uses ")
                << v.getType() << " value that is not computed from tensors";
       for (Value operand : def->getOperands())
         if (failed(need(operand)))
@@ -165,57 +252,66 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
       recomputed.insert(def);
       return success();
     };
-    for (Value v : anchor.getDpsInputs())
-      if (failed(need(v)))
-        return failure();
-    SetVector<Value> captured;
-    getUsedValuesDefinedAbove(op->getRegions(), captured);
-    for (Value v : captured)
-      if (failed(need(v)))
-        return failure();
+    for (Operation *op : group) {
+      auto dps = cast<DestinationStyleOpInterface>(op);
+      for (OpOperand *in : dps.getDpsInputOperands())
+        if (failed(need(in->get())))
+          return failure();
+      SetVector<Value> captured;
+      getUsedValuesDefinedAbove(op->getRegions(), captured);
+      for (Value v : captured)
+        if (failed(need(v)))
+          return failure();
+    }
 
-    // Outputs: a fresh buffer (empty, or a fill of empty), an in-place
-    // update of a slice of a tensor the entry already has, or an op that
-    // accumulates into a live value (a residual connection). The last
-    // overwrites that value's own buffer when nothing reads it afterwards and
-    // the entry owns it (a launch result), and a copy of it otherwise.
-    enum class Live { none, inPlace, copy };
-    SmallVector<std::optional<InPlace>> inPlace;
-    SmallVector<Live> live;
-    for (OpOperand &init : anchor.getDpsInitsMutable()) {
-      Operation *def = init.get().getDefiningOp();
-      bool fresh = isa_and_nonnull<tensor::EmptyOp>(def) ||
-                   (isa_and_nonnull<linalg::FillOp>(def) &&
-                    isa_and_nonnull<tensor::EmptyOp>(
-                        cast<linalg::FillOp>(def).getOutputs()[0].getDefiningOp()));
-      std::optional<InPlace> update = matchInPlace(anchor, init);
-      Live mode = Live::none;
-      if (!fresh && !update) {
-        Value v = init.get();
-        bool readByOp = inputs.contains(v);
-        bool readLater = llvm::any_of(v.getUsers(), [&](Operation *user) {
-          return user != op && op->isBeforeInBlock(user);
-        });
-        auto producer = v.getDefiningOp<LaunchOp>();
-        bool owned = producer && !producer.getTied();
-        mode = !readByOp && !readLater && owned ? Live::inPlace : Live::copy;
-        inputs.insert(v);
+    // Outputs, one per init of every op: a fresh buffer (empty, or a fill
+    // of empty), an in-place update of a slice of a tensor the entry already
+    // has, or an op that accumulates into a live value (a residual
+    // connection). The last overwrites that value's own buffer when nothing
+    // reads it afterwards and the entry owns it (a launch result), and a
+    // copy of it otherwise. An init computed by the group itself is updated
+    // inside the kernel and needs no output.
+    SmallVector<Output> outputs;
+    for (Operation *op : group) {
+      auto dps = cast<DestinationStyleOpInterface>(op);
+      for (OpOperand &init : dps.getDpsInitsMutable()) {
+        Output out{&init, dps.getTiedOpResult(&init), std::nullopt};
+        if (inGroup(init.get()))
+          continue;
+        Operation *def = init.get().getDefiningOp();
+        bool fresh =
+            isa_and_nonnull<tensor::EmptyOp>(def) ||
+            (isa_and_nonnull<linalg::FillOp>(def) &&
+             isa_and_nonnull<tensor::EmptyOp>(
+                 cast<linalg::FillOp>(def).getOutputs()[0].getDefiningOp()));
+        out.update = matchInPlace(dps, init);
+        if (!fresh && !out.update) {
+          Value v = init.get();
+          bool readByKernel = inputs.contains(v);
+          bool readLater = llvm::any_of(v.getUsers(), [&](Operation *user) {
+            return !members.contains(user) && last->isBeforeInBlock(user);
+          });
+          auto producer = v.getDefiningOp<LaunchOp>();
+          bool owned = producer && !producer.getTied();
+          out.mode = !readByKernel && !readLater && owned ? Live::inPlace
+                                                         : Live::copy;
+          inputs.insert(v);
+        }
+        if (out.update) {
+          inputs.insert(out.update->extract.getSource());
+          for (Value v : out.update->extract.getOperands().drop_front())
+            if (failed(need(v)))
+              return failure();
+        }
+        outputs.push_back(out);
       }
-      live.push_back(mode);
-      if (update) {
-        inputs.insert(update->extract.getSource());
-        for (Value v : update->extract.getOperands().drop_front())
-          if (failed(need(v)))
-            return failure();
-      }
-      inPlace.push_back(update);
     }
 
     SmallVector<Type> argTypes(llvm::map_range(
         inputs, [](Value v) { return v.getType(); }));
     SmallVector<Type> resultTypes;
-    for (auto [i, update] : llvm::enumerate(inPlace)) {
-      Type t = update ? update->insert.getType() : op->getResultTypes()[i];
+    for (Output &out : outputs) {
+      Type t = out.update ? out.update->insert.getType() : out.result.getType();
       argTypes.push_back(t);
       resultTypes.push_back(t);
     }
@@ -242,92 +338,107 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
     for (Operation *scalar : ordered)
       b.clone(*scalar, map);
 
+    // Each op, in order, after binding its outputs to the kernel's buffers.
     unsigned outArg = inputs.size();
-    SmallVector<Value> buffers;
-    for (auto [init, update, mode] :
-         llvm::zip(anchor.getDpsInitsMutable(), inPlace, live)) {
-      Value buffer = body->getArgument(outArg++);
-      buffers.push_back(buffer);
-      if (mode == Live::copy) {
-        map.map(init.get(),
-                linalg::CopyOp::create(b, loc, map.lookup(init.get()), buffer)
-                    .getResult(0));
-      } else if (mode == Live::inPlace) {
-        // The runtime passes the live value's buffer as this output: the
-        // op reads and updates it where it is.
-        map.map(init.get(), buffer);
-      } else if (update) {
-        // The slice is taken from the output buffer itself, so the update
-        // lands in place.
-        IRMapping sliceMap = map;
-        sliceMap.map(update->extract.getSource(), buffer);
-        map.map(init.get(), b.clone(*update->extract, sliceMap)->getResult(0));
-      } else if (auto fill = init.get().getDefiningOp<linalg::FillOp>()) {
-        Value scalar = fill.getInputs()[0];
-        if (failed(need(scalar)))
-          return failure();
-        if (!map.contains(scalar))
-          b.clone(*scalar.getDefiningOp(), map);
-        Value filled = linalg::FillOp::create(b, fill.getLoc(),
-                                              map.lookupOrDefault(scalar),
-                                              buffer)
-                           .getResult(0);
-        map.map(init.get(), filled);
-      } else {
-        map.map(init.get(), buffer);
+    SmallVector<Value> buffers, results;
+    unsigned next = 0;
+    for (Operation *op : group) {
+      SmallVector<unsigned> mine;
+      for (; next < outputs.size() && outputs[next].init->getOwner() == op;
+           ++next)
+        mine.push_back(next);
+      for (unsigned i : mine) {
+        Output &out = outputs[i];
+        Value init = out.init->get();
+        Value buffer = body->getArgument(outArg++);
+        buffers.push_back(buffer);
+        if (out.mode == Live::copy) {
+          map.map(init, linalg::CopyOp::create(b, loc, map.lookup(init), buffer)
+                            .getResult(0));
+        } else if (out.mode == Live::inPlace) {
+          // The runtime passes the live value's buffer as this output: the
+          // op reads and updates it where it is.
+          map.map(init, buffer);
+        } else if (out.update) {
+          // The slice is taken from the output buffer itself, so the update
+          // lands in place.
+          IRMapping sliceMap = map;
+          sliceMap.map(out.update->extract.getSource(), buffer);
+          map.map(init, b.clone(*out.update->extract, sliceMap)->getResult(0));
+        } else if (auto fill = init.getDefiningOp<linalg::FillOp>()) {
+          Value scalar = fill.getInputs()[0];
+          if (failed(need(scalar)))
+            return failure();
+          if (!map.contains(scalar))
+            b.clone(*scalar.getDefiningOp(), map);
+          Value filled = linalg::FillOp::create(b, fill.getLoc(),
+                                                map.lookupOrDefault(scalar),
+                                                buffer)
+                             .getResult(0);
+          map.map(init, filled);
+        } else {
+          map.map(init, buffer);
+        }
       }
-    }
-    Operation *clone = b.clone(*op, map);
-    SmallVector<Value> results;
-    for (auto [i, update] : llvm::enumerate(inPlace)) {
-      if (!update) {
-        results.push_back(clone->getResult(i));
-        continue;
+      Operation *clone = b.clone(*op, map);
+      clone->removeAttr(kFusionGroupAttrName);
+      for (unsigned i : mine) {
+        Output &out = outputs[i];
+        Value value = clone->getResult(out.result.getResultNumber());
+        if (out.update) {
+          IRMapping insertMap = map;
+          insertMap.map(out.update->insert.getDest(), buffers[i]);
+          insertMap.map(out.update->insert.getSource(), value);
+          value = b.clone(*out.update->insert, insertMap)->getResult(0);
+        }
+        results.push_back(value);
       }
-      IRMapping insertMap = map;
-      insertMap.map(update->insert.getDest(), buffers[i]);
-      insertMap.map(update->insert.getSource(), clone->getResult(i));
-      results.push_back(b.clone(*update->insert, insertMap)->getResult(0));
     }
     func::ReturnOp::create(b, loc, results);
 
-    // The entry launches the kernel in the op's place.
-    OpBuilder eb(op);
+    // The entry launches the kernel in the group's place.
+    OpBuilder eb(last);
     SmallVector<int64_t> tied;
     auto indexOf = [&](Value v) {
       return static_cast<int64_t>(llvm::find(inputs, v) - inputs.begin());
     };
-    for (auto [update, mode, init] :
-         llvm::zip(inPlace, live, anchor.getDpsInits()))
-      tied.push_back(update                   ? indexOf(update->extract.getSource())
-                     : mode == Live::inPlace ? indexOf(init)
-                                             : -1);
+    for (Output &out : outputs)
+      tied.push_back(out.update ? indexOf(out.update->extract.getSource())
+                     : out.mode == Live::inPlace ? indexOf(out.init->get())
+                                                 : -1);
     bool anyTied = llvm::any_of(tied, [](int64_t t) { return t >= 0; });
     auto launch = LaunchOp::create(
         eb, loc, resultTypes, FlatSymbolRefAttr::get(kernel),
         inputs.getArrayRef(), nullptr,
         anyTied ? eb.getDenseI64ArrayAttr(tied) : nullptr, nullptr, nullptr);
     SmallVector<Operation *> dead;
-    for (auto [i, update] : llvm::enumerate(inPlace)) {
-      if (update) {
-        update->insert.getResult().replaceAllUsesWith(launch->getResult(i));
-        dead.push_back(update->insert);
+    for (auto [i, out] : llvm::enumerate(outputs)) {
+      if (out.update) {
+        out.update->insert.getResult().replaceAllUsesWith(launch->getResult(i));
+        dead.push_back(out.update->insert);
       } else {
-        op->getResult(i).replaceAllUsesWith(launch->getResult(i));
+        out.result.replaceAllUsesWith(launch->getResult(i));
       }
     }
     SmallVector<Operation *> inits;
-    for (Value v : anchor.getDpsInits())
-      inits.push_back(v.getDefiningOp());
+    for (Output &out : outputs)
+      inits.push_back(out.init->get().getDefiningOp());
     for (Operation *d : dead)
       d->erase();
-    op->erase();
+    // Later members read earlier ones, so erase from the back.
+    for (Operation *op : llvm::reverse(group)) {
+      if (!op->use_empty())
+        return op->emitOpError("is still used after kernel formation");
+      op->erase();
+    }
     // Drop what only fed the kernel: initialisers, slices and recomputed
     // scalars, in reverse order of definition.
     SetVector<Operation *> unique;
     for (Operation *init : inits) {
+      if (!init)
+        continue;
       unique.insert(init);
-      if (auto fill = dyn_cast_or_null<linalg::FillOp>(init))
+      if (auto fill = dyn_cast<linalg::FillOp>(init))
         unique.insert(fill.getOutputs()[0].getDefiningOp());
     }
     unique.insert(ordered.rbegin(), ordered.rend());

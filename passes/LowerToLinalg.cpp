@@ -41,6 +41,15 @@ constexpr IteratorType kRed = IteratorType::reduction;
 struct GenericBuilder {
   OpBuilder &b;
   Location loc;
+  /// The lathe op's `lathe.fusion_group`, carried onto every structured op
+  /// built for it, so that kernel formation keeps the group together.
+  IntegerAttr group = nullptr;
+
+  template <typename OpT> OpT tag(OpT op) {
+    if (group)
+      op->setAttr(kFusionGroupAttrName, group);
+    return op;
+  }
 
   Value cst(double v) {
     return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
@@ -49,8 +58,8 @@ struct GenericBuilder {
   /// A tensor of `shape` filled with `init` (the reduction identity).
   Value filled(ArrayRef<int64_t> shape, double init) {
     Value empty = tensor::EmptyOp::create(b, loc, shape, b.getF32Type());
-    return linalg::FillOp::create(b, loc, ValueRange{cst(init)},
-                                  ValueRange{empty})
+    return tag(linalg::FillOp::create(b, loc, ValueRange{cst(init)},
+                                      ValueRange{empty}))
         .getResult(0);
   }
 
@@ -68,11 +77,11 @@ struct GenericBuilder {
   Value generic(ValueRange ins, Value out, ArrayRef<AffineMap> maps,
                 ArrayRef<IteratorType> iters,
                 function_ref<Value(OpBuilder &, Location, ValueRange)> body) {
-    auto op = linalg::GenericOp::create(
+    auto op = tag(linalg::GenericOp::create(
         b, loc, TypeRange{out.getType()}, ins, ValueRange{out}, maps, iters,
         [&](OpBuilder &nb, Location nloc, ValueRange args) {
           linalg::YieldOp::create(nb, nloc, body(nb, nloc, args));
-        });
+        }));
     return op.getResult(0);
   }
 
@@ -125,6 +134,10 @@ static SmallVector<int64_t> shapeOf(Value v) {
       llvm::cast<RankedTensorType>(v.getType()).getShape());
 }
 
+static IntegerAttr groupOf(Operation *op) {
+  return op->getAttrOfType<IntegerAttr>(kFusionGroupAttrName);
+}
+
 /// Index (loop position) as f32, for positions and masks.
 static Value indexToF32(OpBuilder &b, Location loc, Value index) {
   Value i64 = arith::IndexCastOp::create(b, loc, b.getI64Type(), index);
@@ -136,7 +149,7 @@ struct LowerEmbedding : OpConversionPattern<EmbeddingOp> {
   LogicalResult
   matchAndRewrite(EmbeddingOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
-    GenericBuilder g{rewriter, op.getLoc()};
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
     Value table = adaptor.getTable();
     Value out = g.empty(shapeOf(op.getResult()));
     Value r = g.generic(
@@ -156,7 +169,7 @@ struct LowerRmsNorm : OpConversionPattern<RmsNormOp> {
   LogicalResult
   matchAndRewrite(RmsNormOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
-    GenericBuilder g{rewriter, op.getLoc()};
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
     SmallVector<int64_t> shape = shapeOf(op.getInput());
     Value x = adaptor.getInput();
     // Sum of squares per row.
@@ -192,7 +205,7 @@ struct LowerLayerNorm : OpConversionPattern<LayerNormOp> {
   LogicalResult
   matchAndRewrite(LayerNormOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
-    GenericBuilder g{rewriter, op.getLoc()};
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
     SmallVector<int64_t> shape = shapeOf(op.getInput());
     Value x = adaptor.getInput();
     float invD = 1.0f / static_cast<float>(shape[1]);
@@ -240,7 +253,7 @@ struct LowerLinear : OpConversionPattern<LinearOp> {
   LogicalResult
   matchAndRewrite(LinearOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
-    GenericBuilder g{rewriter, op.getLoc()};
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
     rewriter.replaceOp(op, g.linear(adaptor.getInput(), adaptor.getWeight(),
                                     adaptor.getBias(), adaptor.getAccumulate()));
     return success();
@@ -252,7 +265,7 @@ struct LowerRope : OpConversionPattern<RopeOp> {
   LogicalResult
   matchAndRewrite(RopeOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
-    GenericBuilder g{rewriter, op.getLoc()};
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
     SmallVector<int64_t> shape = shapeOf(op.getInput());
     int64_t headDim = shape[1] / op.getHeads(), half = headDim / 2;
     // freq_j = base^(-2j/head_dim) = exp(j * -2 ln(base) / head_dim)
@@ -302,126 +315,22 @@ struct LowerRope : OpConversionPattern<RopeOp> {
   }
 };
 
+/// Attention is one kernel-level op rather than a chain of generics around a
+/// [heads, Tq, Tk] score tensor: its online softmax needs running state per
+/// query row, which no single structured op expresses, and the fused form
+/// never materialises the scores.
 struct LowerAttention : OpConversionPattern<AttentionOp> {
   using OpConversionPattern::OpConversionPattern;
   LogicalResult
   matchAndRewrite(AttentionOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
-    Location loc = op.getLoc();
-    GenericBuilder g{rewriter, loc};
-    int64_t seqQ = shapeOf(op.getQuery())[0], seqK = shapeOf(op.getKey())[0],
-            heads = op.getHeads(),
-            kvHeads = op.getKvHeads(), headDim = op.getHeadDim(),
-            group = heads / kvHeads;
-    float scale = 1.0f / std::sqrt(static_cast<float>(headDim));
-    float negInf = -std::numeric_limits<float>::infinity();
-    SmallVector<ReassociationIndices> split = {{0}, {1, 2}};
-    auto splitHeads = [&](Value v, int64_t rows, int64_t n) -> Value {
-      return tensor::ExpandShapeOp::create(
-          rewriter, loc,
-          RankedTensorType::get({rows, n, headDim}, rewriter.getF32Type()), v,
-          split);
-    };
-    Value q = splitHeads(adaptor.getQuery(), seqQ, heads);
-    Value k = splitHeads(adaptor.getKey(), seqK, kvHeads);
-    Value v = splitHeads(adaptor.getValue(), seqK, kvHeads);
-    Value offset = adaptor.getOffset();
-    // Query row i sits at position offset + i; key j at position j.
-    auto isFuture = [&](OpBuilder &nb, Location l) -> Value {
-      Value i = linalg::IndexOp::create(nb, l, 1);
-      Value j = linalg::IndexOp::create(nb, l, 2);
-      Value pos = arith::AddIOp::create(nb, l, i, positionOffset(nb, l, offset));
-      return arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ugt, j, pos);
-    };
-    auto d = [&](unsigned i) { return g.d(i); };
-    AffineExpr kvHead0 = d(0).floorDiv(group);
-
-    // Raw scores S[h, i, j] = q[i, h] . k[j, h / group].
-    Value scores = g.generic(
-        {q, k}, g.filled({heads, seqQ, seqK}, 0.0),
-        {g.map(4, {d(1), d(0), d(3)}), g.map(4, {d(2), kvHead0, d(3)}),
-         g.map(4, {d(0), d(1), d(2)})},
-        {kPar, kPar, kPar, kRed},
-        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
-          Value m = arith::MulFOp::create(nb, l, a[0], a[1]);
-          return arith::AddFOp::create(nb, l, a[2], m);
-        });
-
-    // Scaled, causally masked logit of S[h, i, j]: j > i is -inf.
-    auto maskedLogit = [&](OpBuilder &nb, Location l, Value s) -> Value {
-      GenericBuilder in{nb, l};
-      Value future = isFuture(nb, l);
-      Value scaled = arith::MulFOp::create(nb, l, s, in.cst(scale));
-      return arith::SelectOp::create(nb, l, future, in.cst(negInf), scaled);
-    };
-    AffineMap hij = g.map(3, {d(0), d(1), d(2)}), hi = g.map(3, {d(0), d(1)});
-    Value rowMax = g.generic(
-        {scores}, g.filled({heads, seqQ}, negInf), {hij, hi}, {kPar, kPar, kRed},
-        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
-          return arith::MaximumFOp::create(nb, l, a[1],
-                                           maskedLogit(nb, l, a[0]));
-        });
-    // Weights W and row denominators Z. Masked entries contribute nothing.
-    //   softmax:  W = exp(l - m),                      Z = sum W
-    //   softpick: W = relu(exp(l - m+) - exp(-m+)),    Z = sum |...| + eps,
-    // with m+ = max(m, 0) so that exp(-m+) <= 1 never overflows
-    // (ARCHITECTURES.md §5); both factors carry e^(-m+), so the ratio is the
-    // definition's.
-    bool softpick = op.getNormalizer() == Normalizer::softpick;
-    auto shifted = [&](OpBuilder &nb, Location l, Value s, Value m,
-                       Value &masked) -> Value {
-      GenericBuilder in{nb, l};
-      masked = isFuture(nb, l);
-      Value scaled = arith::MulFOp::create(nb, l, s, in.cst(scale));
-      if (!softpick)
-        return math::ExpOp::create(nb, l,
-                                   arith::SubFOp::create(nb, l, scaled, m));
-      Value mPlus = arith::MaximumFOp::create(nb, l, m, in.cst(0.0));
-      Value e = math::ExpOp::create(nb, l,
-                                    arith::SubFOp::create(nb, l, scaled, mPlus));
-      Value floor = math::ExpOp::create(nb, l, arith::NegFOp::create(nb, l, mPlus));
-      return arith::SubFOp::create(nb, l, e, floor);
-    };
-    Value rowSum = g.generic(
-        {scores, rowMax}, g.filled({heads, seqQ}, softpick ? 1e-8 : 0.0),
-        {hij, hi, hi}, {kPar, kPar, kRed},
-        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
-          GenericBuilder in{nb, l};
-          Value masked;
-          Value w = shifted(nb, l, a[0], a[1], masked);
-          if (softpick)
-            w = math::AbsFOp::create(nb, l, w);
-          w = arith::SelectOp::create(nb, l, masked, in.cst(0.0), w);
-          return arith::AddFOp::create(nb, l, a[2], w);
-        });
-    // Normalised weights P = W / Z, so that the value sum below is a plain
-    // (batched) matrix product.
-    Value probs = g.generic(
-        {scores, rowMax, rowSum}, g.empty({heads, seqQ, seqK}),
-        {hij, hi, hi, hij}, {kPar, kPar, kPar},
-        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
-          GenericBuilder in{nb, l};
-          Value masked;
-          Value w = shifted(nb, l, a[0], a[1], masked);
-          if (softpick)
-            w = arith::MaximumFOp::create(nb, l, w, in.cst(0.0));
-          w = arith::DivFOp::create(nb, l, w, a[2]);
-          return arith::SelectOp::create(nb, l, masked, in.cst(0.0), w);
-        });
-    // O[i, h, e] = sum_j P[h, i, j] v[j, h / group, e]; loops (i, h, e, j).
-    AffineExpr kvHead1 = d(1).floorDiv(group);
-    Value out = g.generic(
-        {probs, v}, g.filled({seqQ, heads, headDim}, 0.0),
-        {g.map(4, {d(1), d(0), d(3)}), g.map(4, {d(3), kvHead1, d(2)}),
-         g.map(4, {d(0), d(1), d(2)})},
-        {kPar, kPar, kPar, kRed},
-        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
-          Value pv = arith::MulFOp::create(nb, l, a[0], a[1]);
-          return arith::AddFOp::create(nb, l, a[2], pv);
-        });
-    Value merged = tensor::CollapseShapeOp::create(
-        rewriter, loc, op.getType(), out, split);
-    rewriter.replaceOp(op, merged);
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    Value init = g.empty(shapeOf(op.getQuery()));
+    auto fused = rewriter.replaceOpWithNewOp<FusedAttentionOp>(
+        op, TypeRange{op.getType()}, adaptor.getQuery(), adaptor.getKey(),
+        adaptor.getValue(), adaptor.getOffset(), init, op.getHeadsAttr(),
+        op.getKvHeadsAttr(), op.getNormalizerAttr());
+    g.tag(fused);
     return success();
   }
 };
@@ -444,7 +353,7 @@ struct LowerMlp : OpConversionPattern<MlpOp> {
   LogicalResult
   matchAndRewrite(MlpOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
-    GenericBuilder g{rewriter, op.getLoc()};
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
     Value x = adaptor.getInput();
     Value up = g.linear(x, adaptor.getUpWeight(), adaptor.getUpBias());
     Value act;
@@ -490,7 +399,7 @@ struct LowerAdd : OpConversionPattern<AddOp> {
   LogicalResult
   matchAndRewrite(AddOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
-    GenericBuilder g{rewriter, op.getLoc()};
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
     rewriter.replaceOp(
         op, g.elementwise({adaptor.getLhs(), adaptor.getRhs()},
                           [](OpBuilder &nb, Location l, ValueRange a) -> Value {
@@ -530,6 +439,8 @@ static void foldResidualAdds(ModuleOp module) {
       } else {
         continue;
       }
+      // The fused product keeps the product's fusion group.
+      fused->setDiscardableAttrs(product->getDiscardableAttrDictionary());
       add.replaceAllUsesWith(fused->getResult(0));
       add.erase();
       product->erase();
@@ -549,7 +460,7 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
     // Cache writes stay: kernel formation expands them right where it
     // outlines them, so no pass in between can drop the write as unused.
     target.addLegalOp<ParamOp, WeightOp, LaunchOp, CacheOp, CacheReadOp,
-                      CacheWriteOp>();
+                      CacheWriteOp, FusedAttentionOp>();
     target.addIllegalDialect<LatheDialect>();
     RewritePatternSet patterns(ctx);
     patterns.add<LowerEmbedding, LowerRmsNorm, LowerLayerNorm, LowerLinear,

@@ -49,8 +49,68 @@ struct PartitionKernels
         partition(fn);
   }
 
+  /// The loop nest of an expanded attention (or any kernel that is one
+  /// static scf.parallel) is split along its first dimension: iterations
+  /// write disjoint outputs by construction.
+  void partitionParallel(func::FuncOp fn, scf::ParallelOp loop) {
+    std::optional<int64_t> lb = getConstantIntValue(loop.getLowerBound()[0]);
+    std::optional<int64_t> ub = getConstantIntValue(loop.getUpperBound()[0]);
+    std::optional<int64_t> step = getConstantIntValue(loop.getStep()[0]);
+    if (!lb || !ub || !step || *lb != 0 || *step != 1 || *ub < 2)
+      return;
+    int64_t work = 1;
+    for (auto [l, u] : llvm::zip(loop.getLowerBound(), loop.getUpperBound())) {
+      std::optional<int64_t> a = getConstantIntValue(l), z = getConstantIntValue(u);
+      if (a && z)
+        work *= *z - *a;
+    }
+    if (auto hint = loop->getAttrOfType<IntegerAttr>(kWorkAttrName))
+      work = hint.getInt();
+    if (work < minWork)
+      return;
+    IRRewriter rewriter(fn.getContext());
+    auto [lo, hi] = addPartArguments(rewriter, fn, *ub);
+    rewriter.modifyOpInPlace(loop, [&] {
+      loop.getLowerBoundMutable().slice(0, 1).assign(lo);
+      loop.getUpperBoundMutable().slice(0, 1).assign(hi);
+    });
+  }
+
+  /// Appends (part, parts) to the kernel and returns this part's share
+  /// [lo, hi) of `n` rows: chunk = ceil(n / parts), lo = min(part * chunk,
+  /// n), hi = min(lo + chunk, n).
+  static std::pair<Value, Value> addPartArguments(IRRewriter &rewriter,
+                                                  func::FuncOp fn, int64_t rows) {
+    Block &body = fn.getBody().front();
+    Location loc = fn.getLoc();
+    IndexType index = IndexType::get(fn.getContext());
+    (void)fn.insertArgument(fn.getNumArguments(), index, {}, loc);
+    (void)fn.insertArgument(fn.getNumArguments(), index, {}, loc);
+    Value part = body.getArgument(body.getNumArguments() - 2);
+    Value parts = body.getArgument(body.getNumArguments() - 1);
+    rewriter.setInsertionPointToStart(&body);
+    Value n = arith::ConstantIndexOp::create(rewriter, loc, rows);
+    Value chunk = arith::CeilDivUIOp::create(rewriter, loc, n, parts);
+    Value lo = arith::MinUIOp::create(
+        rewriter, loc, arith::MulIOp::create(rewriter, loc, part, chunk), n);
+    Value hi = arith::MinUIOp::create(
+        rewriter, loc, arith::AddIOp::create(rewriter, loc, lo, chunk), n);
+    return {lo, hi};
+  }
+
   void partition(func::FuncOp fn) {
-    // Only plain kernels: structured ops, constants and the return.
+    SmallVector<scf::ParallelOp> loops;
+    bool onlyLoop = true;
+    for (Operation &op : fn.getBody().front()) {
+      if (auto loop = dyn_cast<scf::ParallelOp>(op))
+        loops.push_back(loop);
+      else if (!isa<func::ReturnOp>(op) && !op.hasTrait<OpTrait::ConstantLike>())
+        onlyLoop = false;
+    }
+    if (onlyLoop && loops.size() == 1)
+      return partitionParallel(fn, loops.front());
+
+    // Otherwise only plain kernels: structured ops, constants and the return.
     SmallVector<linalg::LinalgOp> ops;
     std::optional<int64_t> rows;
     int64_t work = 0;
@@ -74,23 +134,8 @@ struct PartitionKernels
     if (ops.empty() || *rows < 2 || work < minWork)
       return;
 
-    Block &body = fn.getBody().front();
-    Location loc = fn.getLoc();
-    IndexType index = IndexType::get(fn.getContext());
-    (void)fn.insertArgument(fn.getNumArguments(), index, {}, loc);
-    (void)fn.insertArgument(fn.getNumArguments(), index, {}, loc);
-    Value part = body.getArgument(body.getNumArguments() - 2);
-    Value parts = body.getArgument(body.getNumArguments() - 1);
-
     IRRewriter rewriter(fn.getContext());
-    rewriter.setInsertionPointToStart(&body);
-    // chunk = ceil(N / parts); rows [min(part * chunk, N), min(lo + chunk, N)).
-    Value n = arith::ConstantIndexOp::create(rewriter, loc, *rows);
-    Value chunk = arith::CeilDivUIOp::create(rewriter, loc, n, parts);
-    Value lo = arith::MinUIOp::create(
-        rewriter, loc, arith::MulIOp::create(rewriter, loc, part, chunk), n);
-    Value hi = arith::MinUIOp::create(
-        rewriter, loc, arith::AddIOp::create(rewriter, loc, lo, chunk), n);
+    auto [lo, hi] = addPartArguments(rewriter, fn, *rows);
     for (linalg::LinalgOp op : ops) {
       rewriter.setInsertionPoint(op);
       FailureOr<linalg::LinalgLoops> loops = linalg::linalgOpToLoops(rewriter, op);

@@ -17,6 +17,14 @@ namespace mlir::lathe {
 #define GEN_PASS_DECL
 #include "Passes.h.inc"
 
+/// The integer attribute by which `lathe-plan-fusion` tells kernel formation
+/// which ops form one kernel.
+inline constexpr llvm::StringLiteral kFusionGroupAttrName = "lathe.fusion_group";
+
+/// An estimate of a loop nest's work (inner iterations), for the CPU
+/// partitioner, where the parallel trip count alone understates it.
+inline constexpr llvm::StringLiteral kWorkAttrName = "lathe.work";
+
 /// The position offset of row 0: element 0 of a tensor<1xi32>, or 0 when
 /// `offset` is null. Built inside a generic's body, the kernel formed around
 /// it takes the offset tensor as an input.

@@ -1,7 +1,7 @@
 //===- Passes.td - lathe passes ------------------------------*- tablegen -*-===//
 //
 // The passes in the order the pipelines run them:
-//   lathe-lower-to-linalg → lathe-form-kernels → lathe-plan-buffers
+//   lathe-plan-fusion → lathe-lower-to-linalg → lathe-form-kernels → lathe-plan-buffers
 //   → lathe-extract-kernels → (bufferize) → lathe-export-kernels
 //   → cpu: loops → LLVM        cuda: lathe-map-kernels-to-gpu → NVVM → PTX
 //
@@ -11,6 +11,37 @@
 #define LATHE_PASSES_TD
 
 include "mlir/Pass/PassBase.td"
+
+def PlanFusion : Pass<"lathe-plan-fusion", "::mlir::ModuleOp"> {
+  let summary = "Decide which architecture-level ops run as one kernel.";
+  let description = [{
+    Fusion is decided on the `lathe` ops, where the structure of a decoder is
+    still visible; `lathe-lower-to-linalg` carries the decision onto every
+    op it creates and `lathe-form-kernels` outlines each group as one
+    kernel. Ops of one group get the same `lathe.fusion_group` integer.
+
+    The rules, in the order they apply:
+    - a norm whose every user is a `lathe.linear` or `lathe.mlp` joins its
+      users: the normalised rows never leave the kernel that consumes them;
+    - `lathe.linear` ops on the same input join one another (Q, K and V);
+    - `lathe.rope` joins the linear that produced its input (RoPE in the
+      projection's epilogue);
+    - `lathe.cache_write` joins the op that produced the rows it stores;
+    - `lathe.attention` stays alone: it becomes one fused kernel of its own.
+
+    A decoder layer becomes four kernels: norm+QKV+RoPE(+cache writes),
+    attention, the output projection with the residual, and norm+MLP with
+    the residual.
+
+    ```mlir
+    %h = lathe.rms_norm %x, %g {eps = 1.0e-05 : f64, lathe.fusion_group = 0 : i64} ...
+    %q = lathe.linear %h, %wq {lathe.fusion_group = 0 : i64} ...
+    %k = lathe.linear %h, %wk {lathe.fusion_group = 0 : i64} ...
+    %r = lathe.rope %q {..., lathe.fusion_group = 0 : i64} ...
+    %a = lathe.attention %r, %k, %v {..., lathe.fusion_group = 1 : i64} ...
+    ```
+  }];
+}
 
 def LowerToLinalg : Pass<"lathe-lower-to-linalg", "::mlir::ModuleOp"> {
   let summary = "Lower the lathe decoder ops to linalg on tensors.";
@@ -64,6 +95,39 @@ def FormKernels : Pass<"lathe-form-kernels", "::mlir::ModuleOp"> {
                            "::mlir::linalg::LinalgDialect",
                            "::mlir::tensor::TensorDialect",
                            "::mlir::arith::ArithDialect"];
+}
+
+def ExpandFusedAttention : Pass<"lathe-expand-fused-attention", "::mlir::ModuleOp"> {
+  let summary = "Turn bufferized lathe.fused_attention into one online-softmax loop nest.";
+  let description = [{
+    Runs on kernels after bufferization, for every target. The result is an
+    `scf.parallel` over (head, query row) whose body walks the visible keys
+    once: a `vector<head_dim>` dot product gives the score, and a running
+    maximum, denominator and value sum (an `scf.for` carrying them) are
+    rescaled as the maximum grows. The loop over keys stops at the query's
+    own position, so causal masking costs nothing and decoding at position p
+    reads p + 1 cache rows. No score is ever stored.
+
+    The parallel loop is what the CPU partitioner splits across threads and
+    what `lathe-map-kernels-to-gpu` maps to blocks and threads.
+
+    ```mlir
+    lathe.fused_attention %q, %k, %v into %o {heads = 4 : i64, kv_heads = 2 : i64}
+        : memref<16x64xf32>, memref<16x32xf32>, memref<16x32xf32>, memref<16x64xf32>
+    // becomes
+    scf.parallel (%h, %i) = (%c0, %c0) to (%c4, %c16) step (%c1, %c1) {
+      %qv = vector.load %q[%i, %hoff] : memref<16x64xf32>, vector<16xf32>
+      %r:3 = scf.for %j = %c0 to %n step %c1 iter_args(%m = ..., %l = ..., %acc = ...)
+          -> (f32, f32, vector<16xf32>) { ... }
+      vector.store %out, %o[%i, %hoff] : memref<16x64xf32>, vector<16xf32>
+    }
+    ```
+  }];
+  let dependentDialects = ["::mlir::scf::SCFDialect",
+                           "::mlir::vector::VectorDialect",
+                           "::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect",
+                           "::mlir::memref::MemRefDialect"];
 }
 
 def ApproximateMath : Pass<"lathe-approximate-math", "::mlir::ModuleOp"> {

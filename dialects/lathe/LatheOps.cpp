@@ -18,8 +18,8 @@ using namespace mlir::lathe;
 /// Checks that `type` is static with `rank` dimensions; names it `what`.
 static LogicalResult expectStatic(Operation *op, Type type, int64_t rank,
                                   StringRef what) {
-  auto tensor = llvm::cast<RankedTensorType>(type);
-  if (tensor.getRank() != rank)
+  auto tensor = llvm::cast<ShapedType>(type);
+  if (!tensor.hasRank() || tensor.getRank() != rank)
     return op->emitOpError() << "expects " << what << " of rank " << rank
                              << ", got " << type;
   if (!tensor.hasStaticShape())
@@ -29,7 +29,7 @@ static LogicalResult expectStatic(Operation *op, Type type, int64_t rank,
 }
 
 static int64_t dim(Value v, unsigned i) {
-  return llvm::cast<RankedTensorType>(v.getType()).getDimSize(i);
+  return llvm::cast<ShapedType>(v.getType()).getDimSize(i);
 }
 
 //===----------------------------------------------------------------------===//
@@ -80,8 +80,12 @@ LogicalResult CacheReadOp::verifySymbolUses(SymbolTableCollection &symbolTable) 
 
 /// A scalar position passed as a tensor<1xi32>.
 static LogicalResult verifyOffset(Operation *op, Value offset) {
-  if (offset && llvm::cast<RankedTensorType>(offset.getType()).getShape() !=
-                    ArrayRef<int64_t>{1})
+  if (offset && (!llvm::cast<ShapedType>(offset.getType()).hasRank() ||
+                 llvm::cast<ShapedType>(offset.getType()).getShape() !=
+                     ArrayRef<int64_t>{1} ||
+                 !llvm::cast<ShapedType>(offset.getType())
+                      .getElementType()
+                      .isInteger(32)))
     return op->emitOpError() << "expects the offset as tensor<1xi32>, got "
                              << offset.getType();
   return success();
@@ -200,36 +204,90 @@ LogicalResult RopeOp::verify() {
   return verifyOffset(*this, getOffset());
 }
 
-LogicalResult AttentionOp::verify() {
-  if (failed(expectStatic(*this, getQuery().getType(), 2, "query")) ||
-      failed(expectStatic(*this, getKey().getType(), 2, "key")) ||
-      failed(expectStatic(*this, getValue().getType(), 2, "value")))
+/// The shape rules `lathe.attention` and `lathe.fused_attention` share.
+static LogicalResult verifyAttention(Operation *op, Value query, Value key,
+                                     Value value, Value offset, int64_t heads,
+                                     int64_t kvHeads) {
+  if (failed(expectStatic(op, query.getType(), 2, "query")) ||
+      failed(expectStatic(op, key.getType(), 2, "key")) ||
+      failed(expectStatic(op, value.getType(), 2, "value")))
     return failure();
-  int64_t heads = getHeads(), kvHeads = getKvHeads();
   if (heads <= 0 || kvHeads <= 0)
-    return emitOpError("expects positive heads and kv_heads");
+    return op->emitOpError("expects positive heads and kv_heads");
   if (heads % kvHeads != 0)
-    return emitOpError() << "kv_heads (" << kvHeads
-                         << ") must divide heads (" << heads << ")";
-  int64_t width = dim(getQuery(), 1);
+    return op->emitOpError() << "kv_heads (" << kvHeads
+                             << ") must divide heads (" << heads << ")";
+  int64_t width = dim(query, 1);
   if (width % heads != 0)
-    return emitOpError() << "heads (" << heads
-                         << ") must divide the query width (" << width << ")";
+    return op->emitOpError() << "heads (" << heads
+                             << ") must divide the query width (" << width
+                             << ")";
   int64_t headDim = width / heads;
-  if (getKey().getType() != getValue().getType())
-    return emitOpError("key and value must have the same type");
-  if (failed(verifyOffset(*this, getOffset())))
+  if (key.getType() != value.getType())
+    return op->emitOpError("key and value must have the same type");
+  if (failed(verifyOffset(op, offset)))
     return failure();
-  if (!getOffset() && dim(getKey(), 0) != dim(getQuery(), 0))
-    return emitOpError("query and key must have the same sequence length");
-  if (getOffset() && dim(getQuery(), 0) > dim(getKey(), 0))
-    return emitOpError("has more query rows than key rows");
-  if (dim(getKey(), 1) != kvHeads * headDim)
-    return emitOpError() << "key width must be kv_heads * head_dim = "
-                         << kvHeads * headDim << ", got " << dim(getKey(), 1);
+  if (!offset && dim(key, 0) != dim(query, 0))
+    return op->emitOpError("query and key must have the same sequence length");
+  if (offset && dim(query, 0) > dim(key, 0))
+    return op->emitOpError("has more query rows than key rows");
+  if (dim(key, 1) != kvHeads * headDim)
+    return op->emitOpError() << "key width must be kv_heads * head_dim = "
+                             << kvHeads * headDim << ", got " << dim(key, 1);
+  return success();
+}
+
+LogicalResult AttentionOp::verify() {
+  if (failed(verifyAttention(*this, getQuery(), getKey(), getValue(),
+                             getOffset(), getHeads(), getKvHeads())))
+    return failure();
   if (getType() != getQuery().getType())
     return emitOpError("result type must equal the query type");
   return success();
+}
+
+//===----------------------------------------------------------------------===//
+// FusedAttentionOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult FusedAttentionOp::verify() {
+  if (failed(verifyAttention(*this, getQuery(), getKey(), getValue(),
+                             getOffset(), getHeads(), getKvHeads())))
+    return failure();
+  // Either all tensors (one result, the updated init) or all memrefs (none).
+  bool tensors = isa<RankedTensorType>(getInit().getType());
+  for (Value v : getOperands())
+    if (isa<RankedTensorType>(v.getType()) != tensors)
+      return emitOpError("operands must be all tensors or all memrefs");
+  if (getNumResults() != (tensors ? 1u : 0u))
+    return emitOpError() << "expects " << (tensors ? 1 : 0)
+                         << " results with " << (tensors ? "tensor" : "memref")
+                         << " operands, got " << getNumResults();
+  auto init = cast<ShapedType>(getInit().getType());
+  auto query = cast<ShapedType>(getQuery().getType());
+  if (init.getShape() != query.getShape() ||
+      init.getElementType() != query.getElementType())
+    return emitOpError("init must have the query's shape and element type");
+  if (tensors && getResult()[0].getType() != getInit().getType())
+    return emitOpError("result type must equal the init type");
+  return success();
+}
+
+void FusedAttentionOp::getEffects(
+    SmallVectorImpl<SideEffects::EffectInstance<MemoryEffects::Effect>>
+        &effects) {
+  // On tensors the op is pure; on buffers it reads its inputs and writes
+  // (only) its init.
+  for (OpOperand &operand : getOperation()->getOpOperands()) {
+    if (!isa<MemRefType>(operand.get().getType()))
+      continue;
+    if (&operand == &getInitMutable())
+      effects.emplace_back(MemoryEffects::Write::get(), &operand,
+                           SideEffects::DefaultResource::get());
+    else
+      effects.emplace_back(MemoryEffects::Read::get(), &operand,
+                           SideEffects::DefaultResource::get());
+  }
 }
 
 LogicalResult MlpOp::verify() {

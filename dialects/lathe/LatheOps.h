@@ -8,6 +8,7 @@
 #include "mlir/IR/OpDefinition.h"
 #include "mlir/IR/SymbolTable.h"
 #include "mlir/Interfaces/CallInterfaces.h"
+#include "mlir/Interfaces/DestinationStyleOpInterface.h"
 #include "mlir/Interfaces/InferTypeOpInterface.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
@@ -18,5 +19,14 @@
 
 #define GET_OP_CLASSES
 #include "lathe/LatheOps.h.inc"
+
+namespace mlir {
+class DialectRegistry;
+namespace lathe {
+/// Bufferization for the kernel-level ops (lathe.fused_attention), kept out
+/// of the dialect proper so that it does not depend on bufferization.
+void registerBufferizableOpInterfaceExternalModels(DialectRegistry &registry);
+} // namespace lathe
+} // namespace mlir
 
 #endif // LATHE_LATHEOPS_H

@@ -16,6 +16,7 @@ include "mlir/IR/CommonTypeConstraints.td"
 include "mlir/IR/BuiltinAttributes.td"
 include "mlir/IR/SymbolInterfaces.td"
 include "mlir/Interfaces/CallInterfaces.td"
+include "mlir/Interfaces/DestinationStyleOpInterface.td"
 include "mlir/Interfaces/InferTypeOpInterface.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 
@@ -316,6 +317,61 @@ def Lathe_AttentionOp : Lathe_Op<"attention", [Pure]> {
   let extraClassDeclaration = [{
     int64_t getHeadDim() {
       return getQuery().getType().getDimSize(1) / getHeads();
+    }
+  }];
+}
+
+def Lathe_FusedAttentionOp : Lathe_Op<"fused_attention",
+    [DestinationStyleOpInterface,
+     DeclareOpInterfaceMethods<MemoryEffectsOpInterface>]> {
+  let summary = "Attention as one kernel: scores, mask, online softmax and PV in a single pass.";
+  let description = [{
+    The kernel-level form of `lathe.attention`, with the same operands,
+    attributes and math, in destination-passing style: the result is written
+    into `init` ([Tq, heads * head_dim]). It is what `lathe-lower-to-linalg`
+    produces for `lathe.attention`, so that kernel formation sees attention
+    as one unit instead of five structured ops around a [heads, Tq, Tk]
+    score tensor.
+
+    Each query row keeps a running maximum, a running denominator and a
+    running weighted sum of values, rescaled whenever the maximum grows (the
+    online softmax), and visits only the keys at positions up to its own: no
+    score matrix exists in memory at any point, and decoding at position p
+    reads p + 1 cache rows, not the whole cache. For softpick the running
+    maximum starts at 0 (ARCHITECTURES.md §5's stable form, with the shift
+    clamped at 0 so that e^-m never overflows).
+
+    The op works on tensors (before bufferization) and on memrefs (after);
+    `lathe-expand-fused-attention` turns the memref form into loops.
+
+    ```mlir
+    %o = lathe.fused_attention %q, %k, %v into %init {heads = 4 : i64, kv_heads = 2 : i64}
+        : tensor<16x64xf32>, tensor<16x32xf32>, tensor<16x32xf32>, tensor<16x64xf32> -> tensor<16x64xf32>
+    lathe.fused_attention %q, %k, %v at %pos into %out normalizer(softpick) {heads = 4 : i64, kv_heads = 2 : i64}
+        : memref<1x64xf32>, memref<32x32xf32>, memref<32x32xf32>, memref<1x64xf32>, memref<1xi32>
+    ```
+  }];
+  let arguments = (ins AnyShaped:$query, AnyShaped:$key, AnyShaped:$value,
+                       Optional<AnyShaped>:$offset,
+                       AnyShaped:$init,
+                       I64Attr:$heads, I64Attr:$kv_heads,
+                       DefaultValuedAttr<Lathe_Normalizer,
+                                         "::mlir::lathe::Normalizer::softmax">:$normalizer);
+  let results = (outs Variadic<AnyRankedTensor>:$result);
+  let assemblyFormat = [{
+    $query `,` $key `,` $value (`at` $offset^)? `into` $init
+    (`normalizer` `(` $normalizer^ `)`)? attr-dict
+    `:` type($query) `,` type($key) `,` type($value) `,` type($init)
+    (`,` type($offset)^)? (`->` type($result)^)?
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    ::mlir::MutableOperandRange getDpsInitsMutable() {
+      return getInitMutable();
+    }
+    int64_t getHeadDim() {
+      return ::llvm::cast<::mlir::ShapedType>(getQuery().getType())
+                 .getDimSize(1) / getHeads();
     }
   }];
 }

@@ -37,20 +37,14 @@ func.func @rms_norm(%x: tensor<4x8xf32>, %g: tensor<8xf32>) -> tensor<4x8xf32> {
 
 // -----
 
-// Tests that GQA attention splits heads with expand_shape views, reads the
-// shared K/V head through a floordiv map (4 query heads, 2 K/V heads), and
-// merges heads with collapse_shape: scores, row max, exp, row sum, and PV.
+// Tests that attention becomes one lathe.fused_attention into a fresh
+// [T, heads * head_dim] tensor, keeping heads, kv_heads and the normalizer:
+// no score tensor exists at this level any more.
 
-// CHECK-DAG: #[[KMAP:.*]] = affine_map<(d0, d1, d2, d3) -> (d2, d0 floordiv 2, d3)>
 // CHECK-LABEL: func.func @attention
-// CHECK: tensor.expand_shape %{{.*}} {{\[\[}}0], [1, 2]] output_shape [4, 4, 2]
-// CHECK: tensor.expand_shape %{{.*}} {{\[\[}}0], [1, 2]] output_shape [4, 2, 2]
-// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #[[KMAP]], #{{.*}}]
-// CHECK: arith.maximumf
-// CHECK: math.exp
-// CHECK: linalg.generic
-// CHECK: linalg.generic
-// CHECK: tensor.collapse_shape %{{.*}} {{\[\[}}0], [1, 2]] : tensor<4x4x2xf32> into tensor<4x8xf32>
+// CHECK: %[[E:.*]] = tensor.empty() : tensor<4x8xf32>
+// CHECK: lathe.fused_attention %arg0, %arg1, %arg2 into %[[E]] {heads = 4 : i64, kv_heads = 2 : i64}
+// CHECK-NOT: linalg.generic
 func.func @attention(%q: tensor<4x8xf32>, %k: tensor<4x4xf32>, %v: tensor<4x4xf32>) -> tensor<4x8xf32> {
   %a = lathe.attention %q, %k, %v {heads = 4 : i64, kv_heads = 2 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32> -> tensor<4x8xf32>
   return %a : tensor<4x8xf32>
@@ -135,16 +129,14 @@ func.func @cache_write(%r: tensor<1x4xf32>, %pos: tensor<1xi32>) -> tensor<8x4xf
 
 // -----
 
-// Tests that decode attention (1 query row at position pos, 8 key rows) masks
-// keys beyond pos + i: the position is read inside the generic bodies.
+// Tests that decode attention (1 query row at position pos, 8 key rows) keeps
+// the position operand and the normalizer.
 
 // CHECK-LABEL: func.func @decode_attention
-// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<1x2x2xf32>, tensor<8x1x2xf32>) outs(%{{.*}} : tensor<2x1x8xf32>)
-// CHECK: arith.maximumf
-// CHECK: tensor.extract %{{.*}} : tensor<1xi32>
-// CHECK: arith.cmpi ugt
+// CHECK: lathe.fused_attention %arg0, %arg1, %arg1 at %arg2 into %{{.*}} normalizer(softpick) {heads = 2 : i64, kv_heads = 1 : i64}
+// CHECK-SAME: : tensor<1x4xf32>, tensor<8x2xf32>, tensor<8x2xf32>, tensor<1x4xf32>, tensor<1xi32> -> tensor<1x4xf32>
 func.func @decode_attention(%q: tensor<1x4xf32>, %k: tensor<8x2xf32>, %pos: tensor<1xi32>) -> tensor<1x4xf32> {
-  %a = lathe.attention %q, %k, %k at %pos {heads = 2 : i64, kv_heads = 1 : i64} : tensor<1x4xf32>, tensor<8x2xf32>, tensor<8x2xf32>, tensor<1xi32> -> tensor<1x4xf32>
+  %a = lathe.attention %q, %k, %k at %pos normalizer(softpick) {heads = 2 : i64, kv_heads = 1 : i64} : tensor<1x4xf32>, tensor<8x2xf32>, tensor<8x2xf32>, tensor<1xi32> -> tensor<1x4xf32>
   return %a : tensor<1x4xf32>
 }
 

@@ -1,0 +1,54 @@
+//===- BufferizableOpInterfaceImpl.cpp - bufferizing kernel ops --*- C++ -*-===//
+//
+// lathe.fused_attention is in destination-passing style, so one-shot
+// bufferization handles it like a linalg op: the result is the init's buffer,
+// and the op is recreated on buffers with no results.
+//
+//===----------------------------------------------------------------------===//
+
+#include "lathe/LatheOps.h"
+
+#include "mlir/Dialect/Bufferization/IR/BufferizableOpInterface.h"
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/Bufferization/IR/DstBufferizableOpInterfaceImpl.h"
+#include "mlir/IR/DialectRegistry.h"
+
+using namespace mlir;
+using namespace mlir::lathe;
+using namespace mlir::bufferization;
+
+namespace {
+struct FusedAttentionBufferization
+    : DstBufferizableOpInterfaceExternalModel<FusedAttentionBufferization,
+                                              FusedAttentionOp> {
+  LogicalResult bufferize(Operation *op, RewriterBase &rewriter,
+                          const BufferizationOptions &options,
+                          BufferizationState &state) const {
+    auto attention = cast<FusedAttentionOp>(op);
+    SmallVector<Value> buffers;
+    for (Value operand : op->getOperands()) {
+      FailureOr<Value> buffer = getBuffer(rewriter, operand, options, state);
+      if (failed(buffer))
+        return failure();
+      buffers.push_back(*buffer);
+    }
+    rewriter.setInsertionPoint(op);
+    // Operand order: query, key, value, [offset], init.
+    Value offset = attention.getOffset() ? buffers[3] : Value();
+    FusedAttentionOp::create(rewriter, op->getLoc(), TypeRange{}, buffers[0],
+                             buffers[1], buffers[2], offset, buffers.back(),
+                             attention.getHeadsAttr(),
+                             attention.getKvHeadsAttr(),
+                             attention.getNormalizerAttr());
+    replaceOpWithBufferizedValues(rewriter, op, buffers.back());
+    return success();
+  }
+};
+} // namespace
+
+void mlir::lathe::registerBufferizableOpInterfaceExternalModels(
+    DialectRegistry &registry) {
+  registry.addExtension(+[](MLIRContext *ctx, LatheDialect *) {
+    FusedAttentionOp::attachInterface<FusedAttentionBufferization>(*ctx);
+  });
+}

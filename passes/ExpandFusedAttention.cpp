@@ -1,0 +1,149 @@
+//===- ExpandFusedAttention.cpp - attention as one loop nest -----*- C++ -*-===//
+//
+// One (head, query row) pair is one iteration of the parallel loop: the query
+// slice stays in registers as a vector<head_dim>, and each visible key row
+// is read once for its score and its value row once for the running sum.
+// This is the FlashAttention recurrence with a tile of one query row, which
+// is what both targets want from the same IR: on the CPU a row is a few
+// vector registers and the head loop is split across threads; on the GPU a
+// row is one thread of work after lathe-map-kernels-to-gpu.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Passes.h"
+
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/PatternMatch.h"
+
+#include <cmath>
+#include <limits>
+
+namespace mlir::lathe {
+#define GEN_PASS_DEF_EXPANDFUSEDATTENTION
+#include "Passes.h.inc"
+} // namespace mlir::lathe
+
+using namespace mlir;
+using namespace mlir::lathe;
+
+namespace {
+
+static void expand(FusedAttentionOp op) {
+  OpBuilder b(op);
+  Location loc = op.getLoc();
+  auto qType = cast<MemRefType>(op.getQuery().getType());
+  auto kType = cast<MemRefType>(op.getKey().getType());
+  int64_t rows = qType.getDimSize(0), keys = kType.getDimSize(0),
+          heads = op.getHeads(), group = heads / op.getKvHeads(),
+          headDim = op.getHeadDim();
+  bool softpick = op.getNormalizer() == Normalizer::softpick;
+  Type f32 = b.getF32Type();
+  auto vecType = VectorType::get({headDim}, f32);
+  auto idx = [&](OpBuilder &ob, int64_t v) -> Value {
+    return arith::ConstantIndexOp::create(ob, loc, v);
+  };
+  auto cst = [&](OpBuilder &ob, double v) -> Value {
+    return arith::ConstantOp::create(ob, loc, ob.getF32FloatAttr(v));
+  };
+  // Reassociation lets LLVM keep the dot product's partial sums in vector
+  // lanes; the result differs from a sequential sum by rounding only.
+  auto fast = arith::FastMathFlagsAttr::get(
+      b.getContext(), arith::FastMathFlags::reassoc | arith::FastMathFlags::contract);
+
+  Value c0 = idx(b, 0), c1 = idx(b, 1);
+  auto loop = scf::ParallelOp::create(
+      b, loc, ValueRange{c0, c0}, ValueRange{idx(b, heads), idx(b, rows)},
+      ValueRange{c1, c1});
+  loop->setAttr(kWorkAttrName,
+                b.getI64IntegerAttr(heads * rows * keys * headDim));
+  OpBuilder lb = OpBuilder::atBlockBegin(loop.getBody());
+  Value h = loop.getInductionVars()[0], i = loop.getInductionVars()[1];
+  // Query row i sits at position offset + i and sees keys 0..position.
+  Value position = i;
+  if (Value offset = op.getOffset()) {
+    Value raw = memref::LoadOp::create(lb, loc, offset, ValueRange{c0});
+    Value start = arith::IndexCastOp::create(lb, loc, lb.getIndexType(), raw);
+    position = arith::AddIOp::create(lb, loc, start, i);
+  }
+  Value visible = arith::MinUIOp::create(
+      lb, loc, arith::AddIOp::create(lb, loc, position, c1), idx(lb, keys));
+  Value qCol = arith::MulIOp::create(lb, loc, h, idx(lb, headDim));
+  Value kvCol = arith::MulIOp::create(
+      lb, loc, arith::DivUIOp::create(lb, loc, h, idx(lb, group)),
+      idx(lb, headDim));
+  float scale = 1.0f / std::sqrt(static_cast<float>(headDim));
+  Value q = vector::LoadOp::create(lb, loc, vecType, op.getQuery(),
+                                   ValueRange{i, qCol});
+  q = arith::MulFOp::create(lb, loc, q,
+                            vector::BroadcastOp::create(lb, loc, vecType,
+                                                        cst(lb, scale)));
+  // Softpick's shift is clamped at 0 (e^-m stays <= 1), so its running
+  // maximum starts there; softmax's starts at -inf.
+  Value m0 = cst(lb, softpick ? 0.0
+                              : -std::numeric_limits<double>::infinity());
+  Value zero = cst(lb, 0.0);
+  Value acc0 = vector::BroadcastOp::create(lb, loc, vecType, zero);
+  auto keysLoop = scf::ForOp::create(
+      lb, loc, c0, visible, c1, ValueRange{m0, zero, acc0},
+      [&](OpBuilder &fb, Location l, Value j, ValueRange state) {
+        Value m = state[0], denom = state[1], acc = state[2];
+        Value k = vector::LoadOp::create(fb, l, vecType, op.getKey(),
+                                         ValueRange{j, kvCol});
+        Value prod = arith::MulFOp::create(fb, l, q, k, fast);
+        Value s = vector::ReductionOp::create(fb, l, vector::CombiningKind::ADD,
+                                              prod, Value(), fast.getValue());
+        Value mNew = arith::MaximumFOp::create(fb, l, m, s);
+        Value rescale = math::ExpOp::create(
+            fb, l, arith::SubFOp::create(fb, l, m, mNew));
+        Value e = math::ExpOp::create(fb, l,
+                                      arith::SubFOp::create(fb, l, s, mNew));
+        Value weight = e, mass = e;
+        if (softpick) {
+          // e^(s-m) - e^(-m) = e^-m (e^s - 1): numerator relu, denominator |.|
+          Value floor = math::ExpOp::create(fb, l,
+                                            arith::NegFOp::create(fb, l, mNew));
+          Value d = arith::SubFOp::create(fb, l, e, floor);
+          weight = arith::MaximumFOp::create(fb, l, d, cst(fb, 0.0));
+          mass = math::AbsFOp::create(fb, l, d);
+        }
+        Value denomNew = arith::AddFOp::create(
+            fb, l, arith::MulFOp::create(fb, l, denom, rescale), mass);
+        Value v = vector::LoadOp::create(fb, l, vecType, op.getValue(),
+                                         ValueRange{j, kvCol});
+        Value scaled = arith::MulFOp::create(
+            fb, l, acc, vector::BroadcastOp::create(fb, l, vecType, rescale));
+        Value accNew = vector::FMAOp::create(
+            fb, l, vector::BroadcastOp::create(fb, l, vecType, weight), v,
+            scaled);
+        scf::YieldOp::create(fb, l, ValueRange{mNew, denomNew, accNew});
+      });
+  Value denom = keysLoop.getResult(1);
+  if (softpick)
+    denom = arith::AddFOp::create(lb, loc, denom, cst(lb, 1e-8));
+  Value out = arith::DivFOp::create(
+      lb, loc, keysLoop.getResult(2),
+      vector::BroadcastOp::create(lb, loc, vecType, denom));
+  vector::StoreOp::create(lb, loc, out, op.getInit(), ValueRange{i, qCol});
+  op.erase();
+}
+
+struct ExpandFusedAttention
+    : lathe::impl::ExpandFusedAttentionBase<ExpandFusedAttention> {
+  void runOnOperation() override {
+    SmallVector<FusedAttentionOp> ops;
+    bool onTensors = false;
+    getOperation().walk([&](FusedAttentionOp op) {
+      if (!isa<MemRefType>(op.getInit().getType())) {
+        op.emitOpError("must be bufferized before lathe-expand-fused-attention");
+        onTensors = true;
+      }
+      ops.push_back(op);
+    });
+    if (onTensors)
+      return signalPassFailure();
+    for (FusedAttentionOp op : ops)
+      expand(op);
+  }
+};
+
+} // namespace

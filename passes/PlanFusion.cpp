@@ -1,0 +1,92 @@
+//===- PlanFusion.cpp - which lathe ops run as one kernel --------*- C++ -*-===//
+//
+// The decision is made on architecture-level ops because that is where the
+// pattern is plain: "a norm feeding projections", "RoPE after the Q/K
+// projection". After lowering, the same facts are spread over fills,
+// generics and reshapes. The rules only ever join an op with its producer
+// or with ops reading the same value, so a group is a connected piece of the
+// dataflow graph; kernel formation checks that it can be outlined in place.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Passes.h"
+
+#include "llvm/ADT/EquivalenceClasses.h"
+
+namespace mlir::lathe {
+#define GEN_PASS_DEF_PLANFUSION
+#include "Passes.h.inc"
+} // namespace mlir::lathe
+
+using namespace mlir;
+using namespace mlir::lathe;
+
+namespace {
+
+static bool isProjection(Operation *op) { return isa<LinearOp, MlpOp>(op); }
+
+/// The projection input of a linear or MLP (not its weights or accumulator).
+static Value projectionInput(Operation *op) {
+  if (auto linear = dyn_cast<LinearOp>(op))
+    return linear.getInput();
+  return cast<MlpOp>(op).getInput();
+}
+
+struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
+  void runOnOperation() override {
+    for (auto fn : getOperation().getOps<func::FuncOp>())
+      if (!fn.isExternal() && !fn->hasAttr(kKernelAttrName))
+        plan(fn);
+  }
+
+  void plan(func::FuncOp fn) {
+    llvm::EquivalenceClasses<Operation *> groups;
+    SmallVector<Operation *> ops;
+    fn.walk([&](Operation *op) {
+      if (isa<RmsNormOp, LayerNormOp, LinearOp, MlpOp, RopeOp, AttentionOp,
+              CacheWriteOp, EmbeddingOp, AddOp>(op)) {
+        ops.push_back(op);
+        groups.insert(op);
+      }
+    });
+    for (Operation *op : ops) {
+      Operation *producer = nullptr;
+      if (isa<RmsNormOp, LayerNormOp>(op)) {
+        // The norm joins its users when all of them only project it.
+        Value out = op->getResult(0);
+        bool allProject = !out.use_empty() &&
+                          llvm::all_of(out.getUsers(), [&](Operation *user) {
+                            return isProjection(user) &&
+                                   projectionInput(user) == out;
+                          });
+        if (allProject)
+          for (Operation *user : out.getUsers())
+            groups.unionSets(op, user);
+      } else if (auto linear = dyn_cast<LinearOp>(op)) {
+        // Projections of one input: Q, K and V read it once, together.
+        for (Operation *sibling : linear.getInput().getUsers())
+          if (sibling != op && isa<LinearOp>(sibling) &&
+              cast<LinearOp>(sibling).getInput() == linear.getInput())
+            groups.unionSets(op, sibling);
+      } else if (auto rope = dyn_cast<RopeOp>(op)) {
+        producer = rope.getInput().getDefiningOp<LinearOp>();
+      } else if (auto write = dyn_cast<CacheWriteOp>(op)) {
+        producer = write.getRows().getDefiningOp();
+        if (producer && !isa<LinearOp, RopeOp>(producer))
+          producer = nullptr;
+      }
+      if (producer)
+        groups.unionSets(op, producer);
+    }
+    // Number the groups in program order.
+    DenseMap<Operation *, int64_t> number;
+    auto i64 = IntegerType::get(&getContext(), 64);
+    for (Operation *op : ops) {
+      Operation *leader = groups.getLeaderValue(op);
+      auto [it, inserted] = number.try_emplace(leader, number.size());
+      op->setAttr(kFusionGroupAttrName, IntegerAttr::get(i64, it->second));
+    }
+  }
+};
+
+} // namespace
