@@ -124,6 +124,11 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
       for (Operation *op : group)
         kernels.push_back({op});
     }
+    // Kernels are numbered and placed in launch order: by their last op.
+    llvm::stable_sort(kernels, [](ArrayRef<Operation *> a,
+                                  ArrayRef<Operation *> b) {
+      return a.back()->isBeforeInBlock(b.back());
+    });
     unsigned counter = 0;
     Operation *insertAfter = entry;
     for (ArrayRef<Operation *> group : kernels) {

@@ -86,7 +86,8 @@ static LogicalResult verifyOffset(Operation *op, Value offset) {
                  !llvm::cast<ShapedType>(offset.getType())
                       .getElementType()
                       .isInteger(32)))
-    return op->emitOpError() << "expects the offset as tensor<1xi32>, got "
+    return op->emitOpError() << "expects the offset as tensor<1xi32> (or "
+                                "memref<1xi32> once bufferized), got "
                              << offset.getType();
   return success();
 }

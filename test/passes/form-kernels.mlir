@@ -150,3 +150,89 @@ func.func @residual(%x: tensor<4xf32>, %acc: tensor<4xf32>) -> tensor<4xf32> {
   } -> tensor<4xf32>
   return %b : tensor<4xf32>
 }
+
+// -----
+
+// Tests that ops of one lathe.fusion_group become one kernel launched at the
+// group's last op: the intermediate %h stays inside (it is the kernel's
+// first result, which the entry never reads: arena scratch for this launch
+// only), the two products read it there, and each escaping value is a
+// result of its own.
+
+#id = affine_map<(t, i) -> (t, i)>
+#x = affine_map<(t, o, i) -> (t, i)>
+#w = affine_map<(t, o, i) -> (o, i)>
+#y = affine_map<(t, o, i) -> (t, o)>
+// CHECK-LABEL: func.func @group
+// CHECK-NEXT: %[[L:.*]]:3 = lathe.launch @group_k0(%arg0, %arg1, %arg2) : (tensor<4x8xf32>, tensor<16x8xf32>, tensor<8x8xf32>) -> (tensor<4x8xf32>, tensor<4x16xf32>, tensor<4x8xf32>)
+// CHECK-NEXT: return %[[L]]#1, %[[L]]#2
+// CHECK: func.func private @group_k0(%[[X:.*]]: tensor<4x8xf32>, %[[W1:.*]]: tensor<16x8xf32>, %[[W2:.*]]: tensor<8x8xf32>, %[[S:.*]]: tensor<4x8xf32>, %[[O1:.*]]: tensor<4x16xf32>, %[[O2:.*]]: tensor<4x8xf32>)
+// CHECK: %[[H:.*]] = linalg.generic {{.*}} ins(%[[X]] : tensor<4x8xf32>) outs(%[[S]] : tensor<4x8xf32>)
+// CHECK: %[[F1:.*]] = linalg.fill {{.*}} outs(%[[O1]]
+// CHECK: %[[Y1:.*]] = linalg.generic {{.*}} ins(%[[H]], %[[W1]] : {{.*}}) outs(%[[F1]]
+// CHECK: %[[F2:.*]] = linalg.fill {{.*}} outs(%[[O2]]
+// CHECK: %[[Y2:.*]] = linalg.generic {{.*}} ins(%[[H]], %[[W2]] : {{.*}}) outs(%[[F2]]
+// CHECK: return %[[H]], %[[Y1]], %[[Y2]]
+// CHECK-NOT: lathe.fusion_group
+func.func @group(%x: tensor<4x8xf32>, %w1: tensor<16x8xf32>, %w2: tensor<8x8xf32>) -> (tensor<4x16xf32>, tensor<4x8xf32>) {
+  %c0 = arith.constant 0.0 : f32
+  %e = tensor.empty() : tensor<4x8xf32>
+  %h = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel", "parallel"]}
+      ins(%x : tensor<4x8xf32>) outs(%e : tensor<4x8xf32>) attrs = {lathe.fusion_group = 0 : i64} {
+  ^bb0(%a: f32, %o: f32):
+    %s = arith.mulf %a, %a : f32
+    linalg.yield %s : f32
+  } -> tensor<4x8xf32>
+  %e1 = tensor.empty() : tensor<4x16xf32>
+  %z1 = linalg.fill ins(%c0 : f32) outs(%e1 : tensor<4x16xf32>) -> tensor<4x16xf32>
+  %y1 = linalg.generic {indexing_maps = [#x, #w, #y], iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%h, %w1 : tensor<4x8xf32>, tensor<16x8xf32>) outs(%z1 : tensor<4x16xf32>) attrs = {lathe.fusion_group = 0 : i64} {
+  ^bb0(%a: f32, %b: f32, %acc: f32):
+    %m = arith.mulf %a, %b : f32
+    %s = arith.addf %acc, %m : f32
+    linalg.yield %s : f32
+  } -> tensor<4x16xf32>
+  %e2 = tensor.empty() : tensor<4x8xf32>
+  %z2 = linalg.fill ins(%c0 : f32) outs(%e2 : tensor<4x8xf32>) -> tensor<4x8xf32>
+  %y2 = linalg.generic {indexing_maps = [#x, #w, #y], iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%h, %w2 : tensor<4x8xf32>, tensor<8x8xf32>) outs(%z2 : tensor<4x8xf32>) attrs = {lathe.fusion_group = 0 : i64} {
+  ^bb0(%a: f32, %b: f32, %acc: f32):
+    %m = arith.mulf %a, %b : f32
+    %s = arith.addf %acc, %m : f32
+    linalg.yield %s : f32
+  } -> tensor<4x8xf32>
+  return %y1, %y2 : tensor<4x16xf32>, tensor<4x8xf32>
+}
+
+// -----
+
+// Tests that a group whose value is read outside it before the group's last
+// op cannot launch in one place, and runs as one kernel per op instead.
+
+#id = affine_map<(t, i) -> (t, i)>
+// CHECK-LABEL: func.func @split_group
+// CHECK: lathe.launch @split_group_k0
+// CHECK: lathe.launch @split_group_k1
+// CHECK: lathe.launch @split_group_k2
+func.func @split_group(%x: tensor<4x8xf32>) -> tensor<4x8xf32> {
+  %e = tensor.empty() : tensor<4x8xf32>
+  %a = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel", "parallel"]}
+      ins(%x : tensor<4x8xf32>) outs(%e : tensor<4x8xf32>) attrs = {lathe.fusion_group = 0 : i64} {
+  ^bb0(%i: f32, %o: f32):
+    %s = arith.mulf %i, %i : f32
+    linalg.yield %s : f32
+  } -> tensor<4x8xf32>
+  %b = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel", "parallel"]}
+      ins(%a : tensor<4x8xf32>) outs(%e : tensor<4x8xf32>) {
+  ^bb0(%i: f32, %o: f32):
+    %s = arith.addf %i, %i : f32
+    linalg.yield %s : f32
+  } -> tensor<4x8xf32>
+  %c = linalg.generic {indexing_maps = [#id, #id, #id], iterator_types = ["parallel", "parallel"]}
+      ins(%a, %b : tensor<4x8xf32>, tensor<4x8xf32>) outs(%e : tensor<4x8xf32>) attrs = {lathe.fusion_group = 0 : i64} {
+  ^bb0(%i: f32, %j: f32, %o: f32):
+    %s = arith.subf %i, %j : f32
+    linalg.yield %s : f32
+  } -> tensor<4x8xf32>
+  return %c : tensor<4x8xf32>
+}

@@ -46,3 +46,31 @@ func.func @blas(%x: memref<64x8xf32>) attributes {lathe.kernel} {
   func.call @lathe_host_gemm(%c) : (i64) -> ()
   return
 }
+
+// -----
+
+// Tests that a kernel that is one static scf.parallel (an expanded fused
+// attention) is split along the loop's first dimension, heads, using the
+// loop's `lathe.work` estimate rather than its 4 x 8 trip count.
+
+// CHECK-LABEL: func.func @attention(
+// CHECK-SAME: %[[PART:[a-z0-9]+]]: index, %[[PARTS:[a-z0-9]+]]: index)
+// CHECK: %[[N:.*]] = arith.constant 4 : index
+// CHECK: %[[CHUNK:.*]] = arith.ceildivui %[[N]], %[[PARTS]]
+// CHECK: %[[LO:.*]] = arith.minui
+// CHECK: %[[HI:.*]] = arith.minui
+// CHECK: scf.parallel (%{{.*}}, %{{.*}}) = (%[[LO]], %{{.*}}) to (%[[HI]], %{{.*}})
+// SMALL-LABEL: func.func @attention(
+// SMALL-SAME: %{{.*}}: memref<8x4xf32>, %{{.*}}: memref<8x4xf32>, %{{.*}}: index, %{{.*}}: index)
+func.func @attention(%x: memref<8x4xf32>, %y: memref<8x4xf32>) attributes {lathe.kernel} {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c4 = arith.constant 4 : index
+  %c8 = arith.constant 8 : index
+  scf.parallel (%h, %i) = (%c0, %c0) to (%c4, %c8) step (%c1, %c1) {
+    %v = memref.load %x[%i, %h] : memref<8x4xf32>
+    memref.store %v, %y[%i, %h] : memref<8x4xf32>
+    scf.reduce
+  } {lathe.work = 1000000 : i64}
+  return
+}

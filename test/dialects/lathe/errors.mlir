@@ -318,3 +318,47 @@ func.func @accumulate_type(%x: tensor<4x8xf32>, %w: tensor<16x8xf32>) {
   %y = "lathe.linear"(%x, %w, %x) {operandSegmentSizes = array<i32: 1, 1, 0, 1>} : (tensor<4x8xf32>, tensor<16x8xf32>, tensor<4x8xf32>) -> tensor<4x16xf32>
   return
 }
+
+// -----
+
+func.func @fused_attention_mixed(%q: tensor<4x8xf32>, %k: tensor<4x4xf32>, %o: memref<4x8xf32>) {
+  // Before bufferization everything is a tensor, after it everything a buffer.
+  // expected-error @+1 {{operands must be all tensors or all memrefs}}
+  lathe.fused_attention %q, %k, %k into %o {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, memref<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @fused_attention_init(%q: tensor<4x8xf32>, %k: tensor<4x4xf32>, %e: tensor<4x4xf32>) {
+  // The output has the query's shape.
+  // expected-error @+1 {{init must have the query's shape and element type}}
+  %a = lathe.fused_attention %q, %k, %k into %e {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x4xf32> -> tensor<4x4xf32>
+  return
+}
+
+// -----
+
+func.func @fused_attention_no_result(%q: tensor<4x8xf32>, %k: tensor<4x4xf32>, %e: tensor<4x8xf32>) {
+  // On tensors the op returns the updated init.
+  // expected-error @+1 {{expects 1 results with tensor operands, got 0}}
+  lathe.fused_attention %q, %k, %k into %e {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @fused_attention_heads(%q: memref<4x8xf32>, %k: memref<4x6xf32>, %o: memref<4x8xf32>) {
+  // The shared checks of lathe.attention apply to the kernel form too.
+  // expected-error @+1 {{key width must be kv_heads * head_dim = 4, got 6}}
+  lathe.fused_attention %q, %k, %k into %o {heads = 2 : i64, kv_heads = 1 : i64} : memref<4x8xf32>, memref<4x6xf32>, memref<4x6xf32>, memref<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @fused_attention_offset(%q: memref<1x8xf32>, %k: memref<4x4xf32>, %p: memref<1xi64>, %o: memref<1x8xf32>) {
+  // expected-error @+1 {{memref<1xi32> once bufferized), got 'memref<1xi64>'}}
+  lathe.fused_attention %q, %k, %k at %p into %o {heads = 2 : i64, kv_heads = 1 : i64} : memref<1x8xf32>, memref<4x4xf32>, memref<4x4xf32>, memref<1x8xf32>, memref<1xi64>
+  return
+}

@@ -87,3 +87,15 @@ func.func @accumulate(%x: tensor<4x8xf32>, %w: tensor<8x8xf32>, %wu: tensor<12x8
   %z = lathe.mlp gelu %y up %wu down %wd accumulate %y : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<8x12xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>
   return %z : tensor<4x8xf32>
 }
+
+// The kernel-level attention, on tensors (with a result) and on buffers
+// (without), with and without a decode position.
+// CHECK-LABEL: func.func @fused_attention
+func.func @fused_attention(%q: tensor<4x8xf32>, %k: tensor<4x4xf32>, %e: tensor<4x8xf32>,
+                           %mq: memref<1x8xf32>, %mk: memref<8x4xf32>, %mp: memref<1xi32>, %mo: memref<1x8xf32>) -> tensor<4x8xf32> {
+  // CHECK: lathe.fused_attention %{{.*}}, %{{.*}}, %{{.*}} into %{{.*}} {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
+  %a = lathe.fused_attention %q, %k, %k into %e {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
+  // CHECK: lathe.fused_attention %{{.*}}, %{{.*}}, %{{.*}} at %{{.*}} into %{{.*}} normalizer(softpick) {heads = 2 : i64, kv_heads = 1 : i64} : memref<1x8xf32>, memref<8x4xf32>, memref<8x4xf32>, memref<1x8xf32>, memref<1xi32>
+  lathe.fused_attention %mq, %mk, %mk at %mp into %mo normalizer(softpick) {heads = 2 : i64, kv_heads = 1 : i64} : memref<1x8xf32>, memref<8x4xf32>, memref<8x4xf32>, memref<1x8xf32>, memref<1xi32>
+  return %a : tensor<4x8xf32>
+}

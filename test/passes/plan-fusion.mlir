@@ -1,0 +1,56 @@
+// RUN: lathe-opt %s --lathe-plan-fusion --split-input-file | FileCheck %s
+
+// Tests the decoder layer's grouping: the norm joins the Q/K/V projections
+// that read it, RoPE joins the projections it rotates, and the cache writes
+// join the ops that produce the rows they store (group 0); attention stays
+// alone (1); the O projection with its residual is alone (2); the second
+// norm joins the MLP (3).
+
+// CHECK-LABEL: func.func @layer
+// CHECK: lathe.rms_norm {{.*}}lathe.fusion_group = 0
+// CHECK: lathe.linear {{.*}}lathe.fusion_group = 0
+// CHECK: lathe.linear {{.*}}lathe.fusion_group = 0
+// CHECK: lathe.linear {{.*}}lathe.fusion_group = 0
+// CHECK: lathe.rope {{.*}}lathe.fusion_group = 0
+// CHECK: lathe.rope {{.*}}lathe.fusion_group = 0
+// CHECK: lathe.cache_write {{.*}}lathe.fusion_group = 0
+// CHECK: lathe.cache_write {{.*}}lathe.fusion_group = 0
+// CHECK: lathe.attention {{.*}}lathe.fusion_group = 1
+// CHECK: lathe.linear {{.*}} accumulate {{.*}}lathe.fusion_group = 2
+// CHECK: lathe.rms_norm {{.*}}lathe.fusion_group = 3
+// CHECK: lathe.mlp {{.*}}lathe.fusion_group = 3
+lathe.cache @kv.k : tensor<16x4xf32>
+lathe.cache @kv.v : tensor<16x4xf32>
+func.func @layer(%x: tensor<4x8xf32>, %g: tensor<8xf32>, %wq: tensor<8x8xf32>, %wk: tensor<4x8xf32>,
+                 %wo: tensor<8x8xf32>, %wu: tensor<12x8xf32>, %wd: tensor<8x12xf32>) -> tensor<4x8xf32> {
+  %h = lathe.rms_norm %x, %g {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  %q = lathe.linear %h, %wq : tensor<4x8xf32>, tensor<8x8xf32> -> tensor<4x8xf32>
+  %k = lathe.linear %h, %wk : tensor<4x8xf32>, tensor<4x8xf32> -> tensor<4x4xf32>
+  %v = lathe.linear %h, %wk : tensor<4x8xf32>, tensor<4x8xf32> -> tensor<4x4xf32>
+  %qr = lathe.rope %q {heads = 2 : i64, base = 10000.0 : f64} : tensor<4x8xf32> -> tensor<4x8xf32>
+  %kr = lathe.rope %k {heads = 1 : i64, base = 10000.0 : f64} : tensor<4x4xf32> -> tensor<4x4xf32>
+  %ck = lathe.cache_read @kv.k : tensor<16x4xf32>
+  %ck2 = lathe.cache_write %ck, %kr : tensor<16x4xf32>, tensor<4x4xf32> -> tensor<16x4xf32>
+  %cv = lathe.cache_read @kv.v : tensor<16x4xf32>
+  %cv2 = lathe.cache_write %cv, %v : tensor<16x4xf32>, tensor<4x4xf32> -> tensor<16x4xf32>
+  %a = lathe.attention %qr, %kr, %v {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32> -> tensor<4x8xf32>
+  %o = lathe.linear %a, %wo accumulate %x : tensor<4x8xf32>, tensor<8x8xf32> -> tensor<4x8xf32>
+  %h2 = lathe.rms_norm %o, %g {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  %y = lathe.mlp gelu %h2 up %wu down %wd accumulate %o : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<8x12xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>
+  return %y : tensor<4x8xf32>
+}
+
+// -----
+
+// Tests that a norm read by anything other than a projection's input (here
+// it is also returned) stays in a group of its own, and that the linear
+// reading it is then alone too.
+
+// CHECK-LABEL: func.func @norm_escapes
+// CHECK: lathe.rms_norm {{.*}}lathe.fusion_group = 0
+// CHECK: lathe.linear {{.*}}lathe.fusion_group = 1
+func.func @norm_escapes(%x: tensor<4x8xf32>, %g: tensor<8xf32>, %w: tensor<8x8xf32>) -> (tensor<4x8xf32>, tensor<4x8xf32>) {
+  %h = lathe.rms_norm %x, %g {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  %y = lathe.linear %h, %w : tensor<4x8xf32>, tensor<8x8xf32> -> tensor<4x8xf32>
+  return %h, %y : tensor<4x8xf32>, tensor<4x8xf32>
+}
