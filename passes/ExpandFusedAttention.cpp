@@ -28,6 +28,9 @@ using namespace mlir::lathe;
 
 namespace {
 
+/// Keys scored together per step of the key loop.
+constexpr int64_t kTile = 8;
+
 static void expand(FusedAttentionOp op) {
   OpBuilder b(op);
   Location loc = op.getLoc();
@@ -83,38 +86,80 @@ static void expand(FusedAttentionOp op) {
                               : -std::numeric_limits<double>::infinity());
   Value zero = cst(lb, 0.0);
   Value acc0 = vector::BroadcastOp::create(lb, loc, vecType, zero);
+  // Keys go in tiles of kTile: the tile's dot products are independent of
+  // one another (instruction-level parallelism instead of one long chain
+  // through the running maximum), and exp, max and sum run on a vector of
+  // scores. Rows past the visible range are clamped to a valid row for the
+  // load and masked out of every sum.
+  int64_t tile = std::min<int64_t>(kTile, keys);
+  auto tileType = VectorType::get({tile}, f32);
+  SmallVector<int64_t> laneIds(tile);
+  for (int64_t t = 0; t < tile; ++t)
+    laneIds[t] = t;
+  auto laneType = VectorType::get({tile}, lb.getIndexType());
+  Value lanes = arith::ConstantOp::create(
+      lb, loc, laneType, DenseElementsAttr::get(laneType, ArrayRef(laneIds)));
+  Value lastRow = idx(lb, keys - 1);
+  Value negInf = cst(lb, -std::numeric_limits<double>::infinity());
   auto keysLoop = scf::ForOp::create(
-      lb, loc, c0, visible, c1, ValueRange{m0, zero, acc0},
-      [&](OpBuilder &fb, Location l, Value j, ValueRange state) {
+      lb, loc, c0, visible, idx(lb, tile), ValueRange{m0, zero, acc0},
+      [&](OpBuilder &fb, Location l, Value j0, ValueRange state) {
         Value m = state[0], denom = state[1], acc = state[2];
-        Value k = vector::LoadOp::create(fb, l, vecType, op.getKey(),
-                                         ValueRange{j, kvCol});
-        Value prod = arith::MulFOp::create(fb, l, q, k, fast);
-        Value s = vector::ReductionOp::create(fb, l, vector::CombiningKind::ADD,
-                                              prod, Value(), fast.getValue());
-        Value mNew = arith::MaximumFOp::create(fb, l, m, s);
+        SmallVector<Value> rowsOfTile, scores;
+        for (int64_t t = 0; t < tile; ++t) {
+          Value row = arith::MinUIOp::create(
+              fb, l, arith::AddIOp::create(fb, l, j0, idx(fb, t)), lastRow);
+          rowsOfTile.push_back(row);
+          Value k = vector::LoadOp::create(fb, l, vecType, op.getKey(),
+                                           ValueRange{row, kvCol});
+          Value prod = arith::MulFOp::create(fb, l, q, k, fast);
+          scores.push_back(vector::ReductionOp::create(
+              fb, l, vector::CombiningKind::ADD, prod, Value(),
+              fast.getValue()));
+        }
+        Value s = vector::FromElementsOp::create(fb, l, tileType, scores);
+        Value limit = vector::BroadcastOp::create(
+            fb, l, VectorType::get({tile}, fb.getIndexType()),
+            arith::SubIOp::create(fb, l, visible, j0));
+        Value valid = arith::CmpIOp::create(fb, l, arith::CmpIPredicate::ult,
+                                            lanes, limit);
+        s = arith::SelectOp::create(
+            fb, l, valid, s, vector::BroadcastOp::create(fb, l, tileType, negInf));
+        Value tileMax = vector::ReductionOp::create(
+            fb, l, vector::CombiningKind::MAXIMUMF, s);
+        Value mNew = arith::MaximumFOp::create(fb, l, m, tileMax);
         Value rescale = math::ExpOp::create(
             fb, l, arith::SubFOp::create(fb, l, m, mNew));
-        Value e = math::ExpOp::create(fb, l,
-                                      arith::SubFOp::create(fb, l, s, mNew));
-        Value weight = e, mass = e;
+        Value e = math::ExpOp::create(
+            fb, l,
+            arith::SubFOp::create(
+                fb, l, s, vector::BroadcastOp::create(fb, l, tileType, mNew)));
+        Value weight = e, mass = e; // masked lanes: e^-inf = 0
         if (softpick) {
           // e^(s-m) - e^(-m) = e^-m (e^s - 1): numerator relu, denominator |.|
           Value floor = math::ExpOp::create(fb, l,
                                             arith::NegFOp::create(fb, l, mNew));
-          Value d = arith::SubFOp::create(fb, l, e, floor);
-          weight = arith::MaximumFOp::create(fb, l, d, cst(fb, 0.0));
-          mass = math::AbsFOp::create(fb, l, d);
+          Value d = arith::SubFOp::create(
+              fb, l, e, vector::BroadcastOp::create(fb, l, tileType, floor));
+          Value zeros = vector::BroadcastOp::create(fb, l, tileType, cst(fb, 0.0));
+          weight = arith::MaximumFOp::create(fb, l, d, zeros);
+          mass = arith::SelectOp::create(fb, l, valid,
+                                         math::AbsFOp::create(fb, l, d), zeros);
         }
         Value denomNew = arith::AddFOp::create(
-            fb, l, arith::MulFOp::create(fb, l, denom, rescale), mass);
-        Value v = vector::LoadOp::create(fb, l, vecType, op.getValue(),
-                                         ValueRange{j, kvCol});
-        Value scaled = arith::MulFOp::create(
+            fb, l, arith::MulFOp::create(fb, l, denom, rescale),
+            vector::ReductionOp::create(fb, l, vector::CombiningKind::ADD, mass,
+                                        Value(), fast.getValue()));
+        Value accNew = arith::MulFOp::create(
             fb, l, acc, vector::BroadcastOp::create(fb, l, vecType, rescale));
-        Value accNew = vector::FMAOp::create(
-            fb, l, vector::BroadcastOp::create(fb, l, vecType, weight), v,
-            scaled);
+        for (int64_t t = 0; t < tile; ++t) {
+          Value v = vector::LoadOp::create(fb, l, vecType, op.getValue(),
+                                           ValueRange{rowsOfTile[t], kvCol});
+          Value w = vector::ExtractOp::create(fb, l, weight,
+                                              ArrayRef<int64_t>{t});
+          accNew = vector::FMAOp::create(
+              fb, l, vector::BroadcastOp::create(fb, l, vecType, w), v, accNew);
+        }
         scf::YieldOp::create(fb, l, ValueRange{mNew, denomNew, accNew});
       });
   Value denom = keysLoop.getResult(1);

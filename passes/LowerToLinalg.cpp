@@ -274,37 +274,57 @@ struct LowerRope : OpConversionPattern<RopeOp> {
         static_cast<double>(headDim));
     Value x = adaptor.getInput();
     Value offset = adaptor.getOffset();
-    Value r = g.generic(
-        {x}, g.empty(shape),
-        {g.map(2, {g.d(0), g.d(1)}), g.map(2, {g.d(0), g.d(1)})}, {kPar, kPar},
-        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+    // cos and sin of angle (t, j) depend on the position and the pair index
+    // only, not on the head: one [T, half] table each, computed once, then
+    // read by every head's rotation.
+    auto f32 = rewriter.getF32Type();
+    auto tableType = RankedTensorType::get({shape[0], half}, f32);
+    auto table = linalg::GenericOp::create(
+        rewriter, op.getLoc(), TypeRange{tableType, tableType}, ValueRange{},
+        ValueRange{g.empty({shape[0], half}), g.empty({shape[0], half})},
+        ArrayRef<AffineMap>{g.map(2, {g.d(0), g.d(1)}),
+                            g.map(2, {g.d(0), g.d(1)})},
+        ArrayRef<utils::IteratorType>{kPar, kPar},
+        [&](OpBuilder &nb, Location l, ValueRange) {
           GenericBuilder in{nb, l};
-          auto idx = [&](int64_t v) {
-            return arith::ConstantIndexOp::create(nb, l, v);
-          };
           Value row = linalg::IndexOp::create(nb, l, 0);
-          Value c = linalg::IndexOp::create(nb, l, 1);
+          Value j = linalg::IndexOp::create(nb, l, 1);
           Value t = arith::AddIOp::create(nb, l, row,
                                           positionOffset(nb, l, offset));
-          Value i = arith::RemUIOp::create(nb, l, c, idx(headDim));
-          Value first = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ult,
-                                              i, idx(half));
-          Value j = arith::RemUIOp::create(nb, l, i, idx(half));
-          Value partner = arith::SelectOp::create(
-              nb, l, first, arith::AddIOp::create(nb, l, c, idx(half)),
-              arith::SubIOp::create(nb, l, c, idx(half)));
-          Value xp =
-              tensor::ExtractOp::create(nb, l, x, ValueRange{row, partner});
           Value freq = math::ExpOp::create(
               nb, l,
               arith::MulFOp::create(nb, l, indexToF32(nb, l, j),
                                     in.cst(logStep)));
           Value angle =
               arith::MulFOp::create(nb, l, indexToF32(nb, l, t), freq);
-          Value cos = math::CosOp::create(nb, l, angle);
-          Value sin = math::SinOp::create(nb, l, angle);
-          Value xc = arith::MulFOp::create(nb, l, a[0], cos);
-          Value ps = arith::MulFOp::create(nb, l, xp, sin);
+          linalg::YieldOp::create(nb, l,
+                                  ValueRange{math::CosOp::create(nb, l, angle),
+                                             math::SinOp::create(nb, l, angle)});
+        });
+    g.tag(table);
+    // Column c of head h pairs with c +- half; its angle is column c % half
+    // of the tables (half divides head_dim).
+    AffineMap pair = g.map(2, {g.d(0), g.d(1) % half});
+    Value r = g.generic(
+        {x, table.getResult(0), table.getResult(1)}, g.empty(shape),
+        {g.map(2, {g.d(0), g.d(1)}), pair, pair, g.map(2, {g.d(0), g.d(1)})},
+        {kPar, kPar},
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          auto idx = [&](int64_t v) {
+            return arith::ConstantIndexOp::create(nb, l, v);
+          };
+          Value row = linalg::IndexOp::create(nb, l, 0);
+          Value c = linalg::IndexOp::create(nb, l, 1);
+          Value i = arith::RemUIOp::create(nb, l, c, idx(headDim));
+          Value first = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ult,
+                                              i, idx(half));
+          Value partner = arith::SelectOp::create(
+              nb, l, first, arith::AddIOp::create(nb, l, c, idx(half)),
+              arith::SubIOp::create(nb, l, c, idx(half)));
+          Value xp =
+              tensor::ExtractOp::create(nb, l, x, ValueRange{row, partner});
+          Value xc = arith::MulFOp::create(nb, l, a[0], a[1]);
+          Value ps = arith::MulFOp::create(nb, l, xp, a[2]);
           // (x_i, x_{i+half}) -> (x_i c - x_{i+half} s, x_{i+half} c + x_i s)
           return arith::SelectOp::create(nb, l, first,
                                          arith::SubFOp::create(nb, l, xc, ps),

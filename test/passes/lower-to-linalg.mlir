@@ -66,16 +66,20 @@ func.func @embedding(%t: tensor<4xi32>, %e: tensor<16x8xf32>) -> tensor<4x8xf32>
 
 // -----
 
-// Tests that RoPE rotates with cos/sin of position * frequency, pairing
-// channel i with i + head_dim/2 (rotate-half).
+// Tests that RoPE first builds [T, head_dim/2] cos and sin tables of
+// position * frequency (shared by all heads), then rotates each channel i
+// with its partner i +- head_dim/2 (rotate-half), reading the tables at
+// column c mod head_dim/2.
 
+// CHECK-DAG: #[[PAIR:.*]] = affine_map<(d0, d1) -> (d0, d1 mod 2)>
 // CHECK-LABEL: func.func @rope
-// CHECK: linalg.generic
-// CHECK: arith.remui
-// CHECK: tensor.extract
+// CHECK: %[[T:.*]]:2 = linalg.generic {{.*}} outs(%{{.*}}, %{{.*}} : tensor<4x2xf32>, tensor<4x2xf32>)
 // CHECK: math.exp
 // CHECK: math.cos
 // CHECK: math.sin
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #[[PAIR]], #[[PAIR]], #{{.*}}]{{.*}} ins(%arg0, %[[T]]#0, %[[T]]#1 :
+// CHECK: arith.remui
+// CHECK: tensor.extract
 // CHECK: arith.select
 func.func @rope(%x: tensor<4x8xf32>) -> tensor<4x8xf32> {
   %y = lathe.rope %x {heads = 2 : i64, base = 10000.0 : f64} : tensor<4x8xf32> -> tensor<4x8xf32>
