@@ -2,13 +2,76 @@
 // vector (decode), where OpenBLAS's sgemm is several times slower.
 #include "host_gemm.h"
 
+#include "lathe/runtime.h"
+
+#include <atomic>
+#include <chrono>
 #include <cblas.h>
+#include <mutex>
+#include <vector>
+
+namespace {
+std::atomic<bool> profiling{false};
+std::mutex tableMutex;
+std::vector<lathe_gemm_profile_t> table; // one row per (m, n, k, batch)
+
+void record(int64_t m, int64_t n, int64_t k, int64_t batch, double seconds) {
+  std::lock_guard<std::mutex> lock(tableMutex);
+  for (lathe_gemm_profile_t &row : table)
+    if (row.m == m && row.n == n && row.k == k && row.batch == batch) {
+      ++row.calls;
+      row.seconds += seconds;
+      return;
+    }
+  table.push_back({m, n, k, batch, 1, seconds});
+}
+
+void gemm(int64_t a, int64_t b, int64_t c, int64_t m, int64_t n, int64_t k,
+          int64_t transA, int64_t transB, int64_t lda, int64_t ldb,
+          int64_t ldc, int64_t batch, int64_t strideA, int64_t strideB,
+          int64_t groupB, int64_t strideC, int64_t accumulate);
+} // namespace
+
+void lathe::rt::setGemmProfiling(bool enable) { profiling = enable; }
+
+extern "C" size_t lathe_gemm_profile_count(void) {
+  std::lock_guard<std::mutex> lock(tableMutex);
+  return table.size();
+}
+
+extern "C" int lathe_gemm_profile_get(size_t i, lathe_gemm_profile_t *out) {
+  std::lock_guard<std::mutex> lock(tableMutex);
+  if (i >= table.size() || !out)
+    return 0;
+  *out = table[i];
+  return 1;
+}
+
+extern "C" void lathe_gemm_profile_reset(void) {
+  std::lock_guard<std::mutex> lock(tableMutex);
+  table.clear();
+}
 
 void lathe::rt::hostGemm(int64_t a, int64_t b, int64_t c, int64_t m,
                          int64_t n, int64_t k, int64_t transA, int64_t transB,
                          int64_t lda, int64_t ldb, int64_t ldc, int64_t batch,
                          int64_t strideA, int64_t strideB, int64_t groupB,
                          int64_t strideC, int64_t accumulate) {
+  if (!profiling.load(std::memory_order_relaxed))
+    return gemm(a, b, c, m, n, k, transA, transB, lda, ldb, ldc, batch,
+                strideA, strideB, groupB, strideC, accumulate);
+  auto start = std::chrono::steady_clock::now();
+  gemm(a, b, c, m, n, k, transA, transB, lda, ldb, ldc, batch, strideA,
+       strideB, groupB, strideC, accumulate);
+  std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+  record(m, n, k, batch, took.count());
+}
+
+namespace {
+void gemm(int64_t a, int64_t b, int64_t c, int64_t m, int64_t n, int64_t k,
+          int64_t transA, int64_t transB, int64_t lda, int64_t ldb,
+          int64_t ldc, int64_t batch, int64_t strideA, int64_t strideB,
+          int64_t groupB, int64_t strideC, int64_t accumulate) {
   const float *A = reinterpret_cast<const float *>(a);
   const float *B = reinterpret_cast<const float *>(b);
   float *C = reinterpret_cast<float *>(c);
@@ -32,3 +95,4 @@ void lathe::rt::hostGemm(int64_t a, int64_t b, int64_t c, int64_t m,
                 ldb, beta, Ci, ldc);
   }
 }
+} // namespace

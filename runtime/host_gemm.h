@@ -15,6 +15,9 @@ void hostGemm(int64_t a, int64_t b, int64_t c, int64_t m, int64_t n, int64_t k,
               int64_t ldc, int64_t batch, int64_t strideA, int64_t strideB,
               int64_t groupB, int64_t strideC, int64_t accumulate);
 
+/// Turns the per-shape timing of hostGemm on or off (process-wide).
+void setGemmProfiling(bool enable);
+
 } // namespace lathe::rt
 
 #endif // LATHE_RUNTIME_HOST_GEMM_H

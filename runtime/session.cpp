@@ -2,6 +2,7 @@
 // and the resolved kernel schedules of one artifact on the cpu device.
 #include "artifact.h"
 #include "cpu_device.h"
+#include "host_gemm.h"
 #include "safetensors.h"
 #include "status.h"
 #include "thread_pool.h"
@@ -454,6 +455,7 @@ extern "C" void lathe_session_set_profiling(lathe_session_t *session,
                                             int enable) {
   if (session)
     session->profiling = enable != 0;
+  lathe::rt::setGemmProfiling(enable != 0);
 }
 
 extern "C" void lathe_session_profile_reset(lathe_session_t *session) {

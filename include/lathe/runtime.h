@@ -165,6 +165,21 @@ size_t lathe_session_profile_count(const lathe_session_t *session);
 int lathe_session_profile_kernel(const lathe_session_t *session, size_t i,
                                  lathe_kernel_profile_t *out);
 
+/* The matrix products that cpu kernels hand to the host BLAS, timed per
+ * shape while any session has profiling on (one table per process, since
+ * the kernels call the BLAS without a session). A kernel's time includes its
+ * products; this table isolates them, so that a fused kernel's GEMMs can be
+ * compared with a plain BLAS call of the same shape. */
+typedef struct lathe_gemm_profile {
+  int64_t m, n, k, batch; /* C [m x n] += A [m x k] B [k x n], batch times */
+  uint64_t calls;
+  double seconds;
+} lathe_gemm_profile_t;
+
+size_t lathe_gemm_profile_count(void);
+int lathe_gemm_profile_get(size_t i, lathe_gemm_profile_t *out);
+void lathe_gemm_profile_reset(void);
+
 #ifdef __cplusplus
 }
 #endif

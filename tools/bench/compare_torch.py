@@ -20,7 +20,8 @@ It
      torch on the same prompt the same way (2 threads, torch.no_grad, KV
      cache, medians);
   4. times OpenBLAS sgemm (numpy float32 matmul, 2 threads) at the model's
-     GEMM shapes and compares with lathe's GEMM kernels from the profile;
+     GEMM shapes and compares with the GEMMs lathe's kernels ran, as the
+     runtime timed them (bench's gemm_profile);
   5. prints ONE JSON object with lathe's and torch's numbers, the ratios, the
      logits check and the exact commands it ran.
 
@@ -355,69 +356,23 @@ def model_gemms(spec):
     return out
 
 
-def parse_info_launches(info_text, entry):
-    kernels, current = [], None
-    for line in info_text.splitlines():
-        if line.startswith("entry "):
-            current = line[len("entry "):].split(":")[0]
-        elif current == entry and line.startswith("  ") and ":" in line:
-            kernels.append(line.split(":", 1)[1].strip())
-    return kernels
+def lathe_gemms(gemm_profile, M):
+    """lathe's GEMMs with M rows, by (K, N), from `bench --profile`'s gemm_profile.
 
-
-def match_gemms(spec, M, profile, order, layers):
-    """Assigns lathe kernels of the prefill entry (M rows) to the model's GEMM shapes.
-
-    A launch is a GEMM of shape (M, K, N) when its kernel's Launch.flops per
-    call is 2*M*N*K, or at most 1% above it (a fused elementwise epilogue
-    such as the residual add or SwiGLU's silu*mul). Shapes with equal FLOPs
-    (w_gate/w_up with K=D,N=F and w_down with K=F,N=D) are told apart by
-    launch order: the launches of one FLOP class, in order, follow the
-    per-layer pattern (q,k,v,o,gate,up,down; the LM head last). A class with
-    more launches than GEMMs (attention's batched products can have the same
-    FLOPs) is left unassigned, so its shapes get no lathe number. A kernel
-    (lathec shares one kernel between launches of the same shape) counts for
-    a shape only if all its launches map to that shape; its profile totals
-    (calls, seconds, flops over all repeats) give the GFLOP/s.
+    The runtime times every matrix product that a compiled kernel hands to
+    the host BLAS (lathe_host_gemm), per shape. Kernels are fused (a norm,
+    three projections and RoPE are one kernel), so kernel times alone no
+    longer isolate the GEMMs; these rows do. Batched products (attention
+    has none since it became one fused kernel) are left out.
     """
-    gemms = model_gemms(spec)
-    V, D = spec["vocab"], spec["d_model"]
-    by_kernel = {p["kernel"]: p for p in profile}
-    classes = {}   # target flops -> the GEMMs of that class, in execution order
-    for _ in range(layers):
-        for name, K, N in gemms:
-            classes.setdefault(2 * M * N * K, []).append((name, K, N))
-    classes.setdefault(2 * M * V * D, []).append(("lm_head", D, V))
-    launch_class = []
-    for kern in order:
-        p = by_kernel.get(kern)
-        f = p["flops_per_call"] if p else 0
-        launch_class.append(next((t for t in classes if t <= f <= t * 1.01), None))
-    shapes_of = {}   # kernel -> set of (K, N)
-    notes = []
-    for target, pattern in classes.items():
-        launches = [k for k, c in zip(order, launch_class) if c == target]
-        if len(launches) == len(pattern):
-            for k, (_, K, N) in zip(launches, pattern):
-                shapes_of.setdefault(k, set()).add((K, N))
-        else:
-            # Other launches (e.g. attention's batched products) have the
-            # same FLOPs: which are the projections is not known.
-            for k in launches:
-                shapes_of.setdefault(k, set()).add(None)
-            notes.append("flops %d: %d launches for %d GEMMs (other kernels share the FLOP count): "
-                         "not assigned" % (target, len(launches), len(pattern)))
-    assigned = {}
-    for k, shapes in shapes_of.items():
-        if len(shapes) == 1 and None not in shapes:
-            assigned.setdefault(next(iter(shapes)), []).append(k)
-        else:
-            notes.append("kernel %s maps to several shapes %s: not assigned" % (k, sorted(map(str, shapes))))
-    unmatched = sorted((p for p in profile if p["kernel"] in set(order) and p["kernel"] not in shapes_of),
-                       key=lambda p: -p["seconds"])[:5]
-    notes += ["unmatched kernel %s: %d flops/call, %.4f s" % (p["kernel"], p["flops_per_call"], p["seconds"])
-              for p in unmatched]
-    return assigned, by_kernel, notes
+    out = {}
+    for g in gemm_profile:
+        if g["m"] != M or g["batch"] != 1:
+            continue
+        row = out.setdefault((g["k"], g["n"]), {"calls": 0, "seconds": 0.0})
+        row["calls"] += g["calls"]
+        row["seconds"] += g["seconds"]
+    return out
 
 
 # ---------------------------------------------------------------- main
@@ -444,7 +399,7 @@ def main():
     if not weights:
         weights = os.path.join(work, spec["name"] + ".safetensors")
         run("init", [lathe_run, art, "init", "--seed", args.seed, "-o", weights])
-    info_text, _ = run("info", [lathe_run, art, "info"], capture=True)
+    run("info", [lathe_run, art, "info"], capture=True)
 
     # lathe's benchmark first, while nothing else runs.
     bench_out, _ = run("bench", [lathe_run, art, "bench", "--weights", weights,
@@ -516,8 +471,7 @@ def main():
     entry = bench["prefill_entry"]
     M = args.gemm_m or (int(entry[len("prefill_"):]) if entry.startswith("prefill_") else spec["max_seq"])
     blas = openblas_info()
-    order = parse_info_launches(info_text, bench["prefill_entry"])
-    assigned, by_kernel, notes = match_gemms(spec, M, bench.get("profile", []), order, spec["layers"])
+    measured = lathe_gemms(bench.get("gemm_profile", []), M)
     shapes = []
     seen = set()
     for name, K, N in model_gemms(spec) + [("lm_head", spec["d_model"], spec["vocab"])]:
@@ -529,39 +483,27 @@ def main():
             names.append("lm_head")
         log("numpy/OpenBLAS sgemm M=%d K=%d N=%d" % (M, K, N))
         ob = time_gemm(M, K, N, args.gemm_repeat)
-        kerns = assigned.get((K, N), [])
-        secs = sum(by_kernel[k]["seconds"] for k in kerns)
-        flops = sum(by_kernel[k]["flops_per_call"] * by_kernel[k]["calls"] for k in kerns)
-        lg = flops / secs / 1e9 if secs > 0 else None
-        per = [by_kernel[k]["gflops_per_s"] for k in kerns if by_kernel[k]["gflops_per_s"]]
-        shapes.append({"M": M, "K": K, "N": N, "layers": names, "flops": 2 * M * N * K,
+        row = measured.get((K, N))
+        flops = 2 * M * N * K
+        lg = flops * row["calls"] / row["seconds"] / 1e9 if row and row["seconds"] > 0 else None
+        shapes.append({"M": M, "K": K, "N": N, "layers": names, "flops": flops,
                        "openblas_gflops_per_s": ob, "lathe_gflops_per_s": lg,
-                       "lathe_kernels": len(kerns),
-                       "lathe_kernel_gflops_min": min(per) if per else None,
-                       "lathe_kernel_gflops_max": max(per) if per else None,
-                       "lathe_kernel_examples": kerns[:3],
+                       "lathe_calls": row["calls"] if row else 0,
                        "ratio_lathe_over_openblas": lg / ob if lg else None})
-    matched = [k for ks in assigned.values() for k in ks]
-    m_secs = sum(by_kernel[k]["seconds"] for k in matched)
-    m_flops = sum(by_kernel[k]["flops_per_call"] * by_kernel[k]["calls"] for k in matched)
-    # OpenBLAS time for the same mix of GEMMs (per-shape rates weighted by work).
-    ob_secs = 0.0
-    for s in shapes:
-        kerns = assigned.get((s["K"], s["N"]), [])
-        work_flops = sum(by_kernel[k]["flops_per_call"] * by_kernel[k]["calls"] for k in kerns)
-        ob_secs += work_flops / (s["openblas_gflops_per_s"] * 1e9)
+    # Same mix: lathe's total GEMM time against OpenBLAS's time for the same
+    # calls at its measured per-shape rates.
+    l_secs = sum(measured[(s["K"], s["N"])]["seconds"] for s in shapes if s["lathe_gflops_per_s"])
+    l_flops = sum(s["flops"] * s["lathe_calls"] for s in shapes if s["lathe_gflops_per_s"])
+    ob_secs = sum(s["flops"] * s["lathe_calls"] / (s["openblas_gflops_per_s"] * 1e9)
+                  for s in shapes if s["lathe_gflops_per_s"])
     result["gemm"] = {
         "openblas": blas, "numpy": np.__version__,
         "how_timed": "numpy float32 x @ W.T, W [N, K] contiguous (the model's layout), out= "
                      "preallocated, median of %d batches of ~50 ms" % args.gemm_repeat,
-        "matching": match_gemms.__doc__.strip().replace("\n    ", " "),
-        "matching_notes": notes,
+        "lathe_how_timed": lathe_gemms.__doc__.strip().replace("\n    ", " "),
         "shapes": shapes,
-        "lathe_matched_kernels": len(matched),
-        "lathe_matched_share_of_profile": (m_secs / bench["profile_kernel_seconds"]
-                                           if bench.get("profile_kernel_seconds") else None),
-        "lathe_gemm_gflops_per_s": m_flops / m_secs / 1e9 if m_secs else None,
-        "openblas_gflops_per_s_same_mix": m_flops / ob_secs / 1e9 if ob_secs else None,
+        "lathe_gemm_gflops_per_s": l_flops / l_secs / 1e9 if l_secs else None,
+        "openblas_gflops_per_s_same_mix": l_flops / ob_secs / 1e9 if ob_secs else None,
     }
 
     lt, tt = result["lathe"], result["torch"]

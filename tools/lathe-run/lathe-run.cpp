@@ -1007,6 +1007,20 @@ numbers(bw.passesGBs);
     }
     out["profile_kernel_seconds"] = totalSeconds;
     out["profile"] = std::move(list);
+    // The host BLAS calls inside those kernels, by shape.
+    llvm::json::Array gemms;
+    for (size_t i = 0; i < lathe_gemm_profile_count(); ++i) {
+      lathe_gemm_profile_t g;
+      lathe_gemm_profile_get(i, &g);
+      double flops = 2.0 * double(g.m) * double(g.n) * double(g.k) *
+                     double(g.batch) * double(g.calls);
+      gemms.push_back(llvm::json::Object{
+          {"m", g.m}, {"n", g.n}, {"k", g.k}, {"batch", g.batch},
+          {"calls", int64_t(g.calls)}, {"seconds", g.seconds},
+          {"gflops_per_s", g.seconds > 0 ? number(flops / g.seconds / 1e9)
+                                         : llvm::json::Value(nullptr)}});
+    }
+    out["gemm_profile"] = std::move(gemms);
   }
 
   std::string text;
