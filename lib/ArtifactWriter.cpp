@@ -19,11 +19,13 @@ std::string mlir::lathe::writeArtifact(
   flatbuffers::FlatBufferBuilder fbb(1 << 16);
   std::vector<flatbuffers::Offset<fb::Param>> params;
   for (const ParamInfo &p : s.params) {
-    fb::InitKind init = p.init == InitRule::zeros  ? fb::InitKind::zeros
-                        : p.init == InitRule::ones ? fb::InitKind::ones
-                                                   : fb::InitKind::normal;
+    fb::InitKind init = p.init == InitRule::zeros      ? fb::InitKind::zeros
+                        : p.init == InitRule::ones     ? fb::InitKind::ones
+                        : p.init == InitRule::constant ? fb::InitKind::constant
+                                                       : fb::InitKind::normal;
     params.push_back(fb::CreateParamDirect(fbb, p.name.c_str(), &p.shape,
-                                           fb::DType::f32, init, p.std));
+                                           fb::DType::f32, init, p.std,
+                                           p.value));
   }
   std::vector<flatbuffers::Offset<fb::State>> states;
   for (const StateInfo &st : s.states)

@@ -40,9 +40,12 @@ FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
     p.name = param.getSymName().str();
     p.shape.assign(param.getTensorType().getShape().begin(),
                    param.getTensorType().getShape().end());
-    p.init = param.getInit() == InitKind::zeros  ? InitRule::zeros
-             : param.getInit() == InitKind::ones ? InitRule::ones
-                                                 : InitRule::normal;
+    p.init = param.getInit() == InitKind::zeros      ? InitRule::zeros
+             : param.getInit() == InitKind::ones     ? InitRule::ones
+             : param.getInit() == InitKind::constant ? InitRule::constant
+                                                     : InitRule::normal;
+    if (auto value = param.getValue())
+      p.value = static_cast<float>(value->convertToDouble());
     if (auto std = param.getStd())
       p.std = static_cast<float>(std->convertToDouble());
     paramIndex[param.getSymNameAttr()] = s.params.size();

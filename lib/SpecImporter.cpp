@@ -47,6 +47,11 @@ struct AttentionSpec {
 struct RopeSpec {
   double base = 10000.0;
 };
+/// Three-Phase Transformer (ARCHITECTURES.md §3).
+struct ThreePhaseSpec {
+  int64_t phases = 3;
+  bool horn = true;
+};
 struct ModelSpec {
   std::string name;
   int64_t vocab = 0, dModel = 0, layers = 0, heads = 0, kvHeads = 0,
@@ -58,6 +63,7 @@ struct ModelSpec {
   std::string position = "rope";
   bool bias = false;
   bool tieEmbeddings = false;
+  std::optional<ThreePhaseSpec> threePhase;
 };
 
 } // namespace
@@ -92,6 +98,12 @@ template <> struct MappingTraits<AttentionSpec> {
 template <> struct MappingTraits<RopeSpec> {
   static void mapping(IO &io, RopeSpec &s) { io.mapOptional("base", s.base); }
 };
+template <> struct MappingTraits<ThreePhaseSpec> {
+  static void mapping(IO &io, ThreePhaseSpec &s) {
+    io.mapOptional("phases", s.phases);
+    io.mapOptional("horn", s.horn);
+  }
+};
 template <> struct MappingTraits<ModelSpec> {
   static void mapping(IO &io, ModelSpec &s) {
     io.mapRequired("name", s.name);
@@ -108,6 +120,7 @@ template <> struct MappingTraits<ModelSpec> {
     io.mapOptional("position", s.position);
     io.mapOptional("bias", s.bias);
     io.mapOptional("tie_embeddings", s.tieEmbeddings);
+    io.mapOptional("three_phase", s.threePhase);
   }
 };
 } // namespace llvm::yaml
@@ -231,6 +244,39 @@ private:
       return false;
     if (!(spec.rope.base > 0.0))
       return fail("rope.base", "must be positive");
+    return validateThreePhase();
+  }
+
+  /// ARCHITECTURES.md §3.1 and §3.4: whole stripes of even width, and every
+  /// head inside one stripe.
+  bool validateThreePhase() {
+    if (!spec.threePhase)
+      return true;
+    const int64_t n = spec.threePhase->phases;
+    if (n <= 0)
+      return fail("three_phase.phases", "must be positive, got " + llvm::Twine(n));
+    if (spec.dModel % n != 0)
+      return fail("three_phase.phases",
+                  llvm::Twine(n) + " phases must divide d_model (" +
+                      llvm::Twine(spec.dModel) + ")");
+    if ((spec.dModel / n) % 2 != 0)
+      return fail("three_phase.phases",
+                  "the stripe width d_model / phases = " +
+                      llvm::Twine(spec.dModel / n) +
+                      " must be even: the phase rotation turns channel pairs");
+    if (spec.heads % n != 0 || spec.kvHeads % n != 0)
+      return fail("three_phase.phases",
+                  llvm::Twine(n) + " phases must divide heads (" +
+                      llvm::Twine(spec.heads) + ") and kv_heads (" +
+                      llvm::Twine(spec.kvHeads) +
+                      "), so that every head lies in one stripe");
+    if (spec.norm.kind != "rmsnorm")
+      return fail("three_phase",
+                  "needs norm.kind rmsnorm: every norm becomes a per-phase "
+                  "RMSNorm, which has no LayerNorm form");
+    if (spec.position != "rope")
+      return fail("three_phase", "needs position: rope (the 3PT backbone); "
+                                 "the horn already encodes absolute position");
     return true;
   }
 
@@ -268,11 +314,14 @@ private:
     auto f32 = [&](ArrayRef<int64_t> shape) {
       return RankedTensorType::get(shape, b.getF32Type());
     };
+    // `s` is the std of a normal init or the value of a constant one.
     auto declare = [&](const std::string &name, RankedTensorType type,
                        InitKind init, std::optional<double> s, Location loc) {
+      bool normal = init == InitKind::normal;
+      FloatAttr arg = s ? b.getF64FloatAttr(*s) : FloatAttr();
       ParamOp::create(b, loc, b.getStringAttr(name), TypeAttr::get(type),
-                      InitKindAttr::get(&ctx, init),
-                      s ? b.getF64FloatAttr(*s) : FloatAttr());
+                      InitKindAttr::get(&ctx, init), normal ? arg : FloatAttr(),
+                      normal ? FloatAttr() : arg);
     };
     Location embLoc = locOf("vocab"), layerLoc = locOf("layers"),
              mlpLoc = locOf("mlp"), headLoc = locOf("d_model"),
@@ -307,6 +356,15 @@ private:
         declareLinear(p + "mlp.w_gate", F, D, std, mlpLoc);
       declareLinear(p + "mlp.w_up", F, D, std, mlpLoc);
       declareLinear(p + "mlp.w_down", D, F, residualStd, mlpLoc);
+    }
+    if (const auto &tp = spec.threePhase) {
+      // One angle per channel pair of a stripe, per block, starting on the
+      // depth-linear schedule (l + 1) pi / (2 L) (ARCHITECTURES.md §3.3).
+      Location tpLoc = locOf("three_phase");
+      for (int64_t l = 0; l < spec.layers; ++l)
+        declare("layers." + std::to_string(l) + ".rotation.theta",
+                f32({D / tp->phases / 2}), InitKind::constant,
+                (l + 1) * M_PI / (2.0 * spec.layers), tpLoc);
     }
     declareNorm("norm", headLoc);
     if (!spec.tieEmbeddings)
@@ -393,12 +451,14 @@ private:
                               FlatSymbolRefAttr::get(&ctx, pname));
     };
     auto eps = b.getF64FloatAttr(spec.norm.eps);
+    const int64_t phases = spec.threePhase ? spec.threePhase->phases : 1;
     auto norm = [&](Value x, const std::string &prefix, Location loc) -> Value {
       Value g = weight(prefix + ".weight", loc);
       if (layerNorm)
         return LayerNormOp::create(b, loc, x.getType(), x, g,
                                    weight(prefix + ".bias", loc), eps);
-      return RmsNormOp::create(b, loc, x.getType(), x, g, eps);
+      return RmsNormOp::create(b, loc, x.getType(), x, g, eps,
+                               b.getI64IntegerAttr(phases));
     };
     auto linear = [&](Value x, const std::string &prefix, int64_t out,
                       Location loc) -> Value {
@@ -435,6 +495,8 @@ private:
       }
       x = AddOp::create(b, posLoc, x, rows);
     }
+    if (spec.threePhase && spec.threePhase->horn)
+      x = DcInjectOp::create(b, locOf("three_phase"), x.getType(), x, pos);
     auto base = b.getF64FloatAttr(spec.rope.base);
     auto normalizer = *symbolizeNormalizer(spec.attention.normalizer);
     for (int64_t l = 0; l < spec.layers; ++l) {
@@ -462,8 +524,12 @@ private:
       Value a = AttentionOp::create(
           b, loc, f32({T, H * Dh}), q, keys, values, pos,
           b.getI64IntegerAttr(H), b.getI64IntegerAttr(K),
-          NormalizerAttr::get(&ctx, normalizer));
+          NormalizerAttr::get(&ctx, normalizer), b.getI64IntegerAttr(phases));
       x = AddOp::create(b, loc, x, linear(a, p + "attn.wo", D, loc));
+      if (spec.threePhase)
+        x = PhaseRotateOp::create(b, loc, x.getType(), x,
+                                  weight(p + "rotation.theta", loc),
+                                  b.getI64IntegerAttr(phases));
       h = norm(x, p + "mlp_norm", loc);
       Value y = MlpOp::create(
           b, loc, f32({T, D}), mlpKind, h, weight(p + "mlp.w_gate.weight", loc),

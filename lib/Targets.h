@@ -20,13 +20,14 @@
 namespace mlir::lathe {
 
 enum class DType { f32, i32 };
-enum class InitRule { zeros, ones, normal };
+enum class InitRule { zeros, ones, normal, constant };
 
 struct ParamInfo {
   std::string name;
   std::vector<int64_t> shape;
   InitRule init;
   float std = 0.0f;
+  float value = 0.0f; // InitRule::constant
 };
 
 struct StateInfo {

@@ -164,6 +164,8 @@ struct LowerEmbedding : OpConversionPattern<EmbeddingOp> {
   }
 };
 
+/// RMSNorm over each of `phases` contiguous stripes of the row (one stripe
+/// for the plain norm): sums of squares per (row, stripe), then the scaling.
 struct LowerRmsNorm : OpConversionPattern<RmsNormOp> {
   using OpConversionPattern::OpConversionPattern;
   LogicalResult
@@ -171,20 +173,28 @@ struct LowerRmsNorm : OpConversionPattern<RmsNormOp> {
                   ConversionPatternRewriter &rewriter) const override {
     GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
     SmallVector<int64_t> shape = shapeOf(op.getInput());
+    int64_t phases = op.getPhases(), stripe = shape[1] / phases;
     Value x = adaptor.getInput();
-    // Sum of squares per row.
-    Value ss = g.generic({x}, g.filled({shape[0]}, 0.0),
-                         {g.map(2, {g.d(0), g.d(1)}), g.map(2, {g.d(0)})},
+    AffineExpr stripeOf = g.d(1).floorDiv(stripe);
+    SmallVector<AffineExpr> perRow = {g.d(0)};
+    if (phases > 1)
+      perRow.push_back(stripeOf);
+    SmallVector<int64_t> ssShape = {shape[0]};
+    if (phases > 1)
+      ssShape.push_back(phases);
+    // Sum of squares per row (and stripe).
+    Value ss = g.generic({x}, g.filled(ssShape, 0.0),
+                         {g.map(2, {g.d(0), g.d(1)}), g.map(2, perRow)},
                          {kPar, kRed},
                          [](OpBuilder &nb, Location l, ValueRange a) -> Value {
                            Value sq = arith::MulFOp::create(nb, l, a[0], a[0]);
                            return arith::AddFOp::create(nb, l, a[1], sq);
                          });
-    float invD = 1.0f / static_cast<float>(shape[1]);
+    float invD = 1.0f / static_cast<float>(stripe);
     float eps = static_cast<float>(op.getEps().convertToDouble());
     Value r = g.generic(
         {x, ss, adaptor.getGain()}, g.empty(shape),
-        {g.map(2, {g.d(0), g.d(1)}), g.map(2, {g.d(0)}), g.map(2, {g.d(1)}),
+        {g.map(2, {g.d(0), g.d(1)}), g.map(2, perRow), g.map(2, {g.d(1)}),
          g.map(2, {g.d(0), g.d(1)})},
         {kPar, kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
           GenericBuilder in{nb, l};
@@ -194,6 +204,97 @@ struct LowerRmsNorm : OpConversionPattern<RmsNormOp> {
           Value inv = arith::DivFOp::create(nb, l, in.cst(1.0), rms);
           Value y = arith::MulFOp::create(nb, l, a[0], inv);
           return arith::MulFOp::create(nb, l, y, a[2]);
+        });
+    rewriter.replaceOp(op, r);
+    return success();
+  }
+};
+
+/// Pair (2k, 2k+1) of stripe i turns by theta[k] + 2 pi i / N. Each output
+/// element reads its partner, so the rotation is one elementwise pass.
+struct LowerPhaseRotate : OpConversionPattern<PhaseRotateOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(PhaseRotateOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    SmallVector<int64_t> shape = shapeOf(op.getInput());
+    int64_t phases = op.getPhases(), stripe = shape[1] / phases;
+    Value x = adaptor.getInput();
+    double offsetStep = 2.0 * M_PI / static_cast<double>(phases);
+    // theta index of column c: (c mod stripe) / 2.
+    AffineMap pairAngle = g.map(2, {(g.d(1) % stripe).floorDiv(2)});
+    Value r = g.generic(
+        {x, adaptor.getTheta()}, g.empty(shape),
+        {g.map(2, {g.d(0), g.d(1)}), pairAngle, g.map(2, {g.d(0), g.d(1)})},
+        {kPar, kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          auto idx = [&](int64_t v) {
+            return arith::ConstantIndexOp::create(nb, l, v);
+          };
+          Value row = linalg::IndexOp::create(nb, l, 0);
+          Value c = linalg::IndexOp::create(nb, l, 1);
+          Value phase = arith::DivUIOp::create(nb, l, c, idx(stripe));
+          Value phi = arith::AddFOp::create(
+              nb, l, a[1],
+              arith::MulFOp::create(nb, l, indexToF32(nb, l, phase),
+                                    in.cst(offsetStep)));
+          Value cos = math::CosOp::create(nb, l, phi);
+          Value sin = math::SinOp::create(nb, l, phi);
+          // Stripes have even width, so a column's parity is its parity
+          // within the stripe.
+          Value even = arith::CmpIOp::create(
+              nb, l, arith::CmpIPredicate::eq,
+              arith::RemUIOp::create(nb, l, c, idx(2)), idx(0));
+          Value partner = arith::SelectOp::create(
+              nb, l, even, arith::AddIOp::create(nb, l, c, idx(1)),
+              arith::SubIOp::create(nb, l, c, idx(1)));
+          Value xp =
+              tensor::ExtractOp::create(nb, l, x, ValueRange{row, partner});
+          Value xc = arith::MulFOp::create(nb, l, a[0], cos);
+          Value ps = arith::MulFOp::create(nb, l, xp, sin);
+          // even: x_2k c - x_2k+1 s; odd: x_2k s + x_2k+1 c.
+          return arith::SelectOp::create(nb, l, even,
+                                         arith::SubFOp::create(nb, l, xc, ps),
+                                         arith::AddFOp::create(nb, l, xc, ps));
+        });
+    rewriter.replaceOp(op, r);
+    return success();
+  }
+};
+
+/// x + (1/(p+1) - mean(x)) per row: a row mean, then one elementwise pass.
+struct LowerDcInject : OpConversionPattern<DcInjectOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(DcInjectOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    SmallVector<int64_t> shape = shapeOf(op.getInput());
+    Value x = adaptor.getInput(), offset = adaptor.getOffset();
+    float invD = 1.0f / static_cast<float>(shape[1]);
+    AffineMap td = g.map(2, {g.d(0), g.d(1)}), t = g.map(2, {g.d(0)});
+    Value mean = g.generic({x}, g.filled({shape[0]}, 0.0), {td, t},
+                           {kPar, kRed},
+                           [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                             GenericBuilder in{nb, l};
+                             return arith::AddFOp::create(
+                                 nb, l, a[1],
+                                 arith::MulFOp::create(nb, l, a[0],
+                                                       in.cst(invD)));
+                           });
+    Value r = g.generic(
+        {x, mean}, g.empty(shape), {td, t, td}, {kPar, kPar},
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value row = linalg::IndexOp::create(nb, l, 0);
+          Value p = arith::AddIOp::create(nb, l, row,
+                                          positionOffset(nb, l, offset));
+          Value horn = arith::DivFOp::create(
+              nb, l, in.cst(1.0),
+              arith::AddFOp::create(nb, l, indexToF32(nb, l, p), in.cst(1.0)));
+          return arith::AddFOp::create(nb, l, a[0],
+                                       arith::SubFOp::create(nb, l, horn, a[1]));
         });
     rewriter.replaceOp(op, r);
     return success();
@@ -484,7 +585,7 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
     target.addIllegalDialect<LatheDialect>();
     RewritePatternSet patterns(ctx);
     patterns.add<LowerEmbedding, LowerRmsNorm, LowerLayerNorm, LowerLinear,
-                 LowerRope,
+                 LowerRope, LowerPhaseRotate, LowerDcInject,
                  LowerAttention, LowerMlp, LowerAdd>(ctx);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))

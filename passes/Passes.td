@@ -27,6 +27,10 @@ def PlanFusion : Pass<"lathe-plan-fusion", "::mlir::ModuleOp"> {
     - `lathe.rope` joins the linear that produced its input (RoPE in the
       projection's epilogue);
     - `lathe.cache_write` joins the op that produced the rows it stores;
+    - a residual `lathe.add` joins the projection it will be folded into,
+      and `lathe.phase_rotate` / `lathe.dc_inject` (the Three-Phase
+      Transformer's rewrites of the stream) join the op that produced the
+      stream: the O projection's kernel, the embedding's kernel;
     - `lathe.attention` stays alone: it becomes one fused kernel of its own.
 
     A decoder layer becomes four kernels: norm+QKV+RoPE(+cache writes),

@@ -44,7 +44,8 @@ struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
     SmallVector<Operation *> ops;
     fn.walk([&](Operation *op) {
       if (isa<RmsNormOp, LayerNormOp, LinearOp, MlpOp, RopeOp, AttentionOp,
-              CacheWriteOp, EmbeddingOp, AddOp>(op)) {
+              CacheWriteOp, EmbeddingOp, AddOp, PhaseRotateOp, DcInjectOp>(
+              op)) {
         ops.push_back(op);
         groups.insert(op);
       }
@@ -70,6 +71,20 @@ struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
             groups.unionSets(op, sibling);
       } else if (auto rope = dyn_cast<RopeOp>(op)) {
         producer = rope.getInput().getDefiningOp<LinearOp>();
+      } else if (auto add = dyn_cast<AddOp>(op)) {
+        // A residual add that lowering folds into its product (the product
+        // has no other use) is part of that product's kernel.
+        for (Value operand : add->getOperands())
+          if (Operation *def = operand.getDefiningOp();
+              def && isProjection(def) && def->hasOneUse())
+            producer = def;
+      } else if (isa<PhaseRotateOp, DcInjectOp>(op)) {
+        // Elementwise rewrites of the residual stream (3PT's rotation after
+        // the O projection, the horn after the embedding) run in the
+        // kernel that produced the stream.
+        producer = op->getOperand(0).getDefiningOp();
+        if (producer && !groups.contains(producer))
+          producer = nullptr;
       } else if (auto write = dyn_cast<CacheWriteOp>(op)) {
         producer = write.getRows().getDefiningOp();
         if (producer && !isa<LinearOp, RopeOp>(producer))

@@ -7,6 +7,7 @@
 #include "llvm/ADT/StringSet.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cmath>
 #include <algorithm>
 #include <limits>
 
@@ -126,11 +127,13 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
     if (!validDType(p->dtype()))
       return corrupt(where + " has an unknown dtype");
     if (p->init() != fb::InitKind::zeros && p->init() != fb::InitKind::ones &&
-        p->init() != fb::InitKind::normal)
+        p->init() != fb::InitKind::normal && p->init() != fb::InitKind::constant)
       return corrupt(where + " has an unknown init kind");
     if (p->init() == fb::InitKind::normal &&
         !(p->std() >= 0.0f && p->std() < std::numeric_limits<float>::infinity()))
       return corrupt(where + " has an invalid std for normal init");
+    if (p->init() == fb::InitKind::constant && !std::isfinite(p->value()))
+      return corrupt(where + " has a non-finite constant init value");
     std::optional<int64_t> n = numElements(p->shape());
     if (!n)
       return corrupt(where + " has an invalid shape");

@@ -97,6 +97,9 @@ extern "C" lathe_status_t lathe_weights_init(const lathe_artifact_t *artifact,
     case fb::InitKind::ones:
       std::fill(data.get(), data.get() + n, 1.0f);
       break;
+    case fb::InitKind::constant:
+      std::fill(data.get(), data.get() + n, p->value());
+      break;
     case fb::InitKind::normal: {
       uint64_t s = seed ^ fnv1a64(name);
       Xoshiro256 rng(splitmix64(s));

@@ -10,6 +10,8 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/OpImplementation.h"
 
+#include <cmath>
+
 using namespace mlir;
 using namespace mlir::lathe;
 
@@ -46,6 +48,14 @@ LogicalResult ParamOp::verify() {
       return emitOpError("expects std > 0, got ") << getStd()->convertToDouble();
   } else if (getStd()) {
     return emitOpError("takes a std only with init 'normal'");
+  }
+  if (getInit() == InitKind::constant) {
+    if (!getValue())
+      return emitOpError("with init 'constant' needs a value");
+    if (!std::isfinite(getValue()->convertToDouble()))
+      return emitOpError("expects a finite constant value");
+  } else if (getValue()) {
+    return emitOpError("takes a value only with init 'constant'");
   }
   return success();
 }
@@ -141,6 +151,45 @@ LogicalResult RmsNormOp::verify() {
                          << dim(getInput(), 1);
   if (!(getEps().convertToDouble() > 0.0))
     return emitOpError("expects eps > 0");
+  int64_t phases = getPhases(), width = dim(getInput(), 1);
+  if (phases <= 0 || width % phases != 0)
+    return emitOpError() << "phases (" << phases
+                         << ") must be positive and divide the width ("
+                         << width << ")";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Three-Phase Transformer
+//===----------------------------------------------------------------------===//
+
+LogicalResult PhaseRotateOp::verify() {
+  if (failed(expectStatic(*this, getInput().getType(), 2, "input")) ||
+      failed(expectStatic(*this, getTheta().getType(), 1, "theta")))
+    return failure();
+  if (getType() != getInput().getType())
+    return emitOpError("result type must equal the input type");
+  int64_t phases = getPhases(), width = dim(getInput(), 1);
+  if (phases <= 0 || width % phases != 0)
+    return emitOpError() << "phases (" << phases
+                         << ") must be positive and divide the width ("
+                         << width << ")";
+  int64_t stripe = width / phases;
+  if (stripe % 2 != 0)
+    return emitOpError() << "stripe width D / phases = " << stripe
+                         << " must be even: channels rotate in pairs";
+  if (dim(getTheta(), 0) != stripe / 2)
+    return emitOpError() << "theta must have D / (2 phases) = " << stripe / 2
+                         << " angles, got " << dim(getTheta(), 0);
+  return success();
+}
+
+LogicalResult DcInjectOp::verify() {
+  if (failed(expectStatic(*this, getInput().getType(), 2, "input")) ||
+      failed(verifyOffset(*this, getOffset())))
+    return failure();
+  if (getType() != getInput().getType())
+    return emitOpError("result type must equal the input type");
   return success();
 }
 
@@ -244,6 +293,12 @@ LogicalResult AttentionOp::verify() {
     return failure();
   if (getType() != getQuery().getType())
     return emitOpError("result type must equal the query type");
+  int64_t phases = getPhases();
+  if (phases <= 0 || getHeads() % phases != 0 || getKvHeads() % phases != 0)
+    return emitOpError() << "phases (" << phases
+                         << ") must divide heads (" << getHeads()
+                         << ") and kv_heads (" << getKvHeads()
+                         << ") so that every head lies in one phase stripe";
   return success();
 }
 

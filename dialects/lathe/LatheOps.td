@@ -27,7 +27,8 @@ include "mlir/Interfaces/SideEffectInterfaces.td"
 def Lathe_InitKind : I32EnumAttr<"InitKind", "how a parameter is initialised", [
     I32EnumAttrCase<"zeros", 0>,
     I32EnumAttrCase<"ones", 1>,
-    I32EnumAttrCase<"normal", 2>
+    I32EnumAttrCase<"normal", 2>,
+    I32EnumAttrCase<"constant", 3>
   ]> {
   let cppNamespace = "::mlir::lathe";
 }
@@ -60,19 +61,23 @@ def Lathe_ParamOp : Lathe_Op<"param", [Symbol, HasParent<"::mlir::ModuleOp">]> {
   let description = [{
     Declares one trainable tensor of the model. The symbol name is the tensor's
     name in safetensors weight files; `init` says how `lathe-run init` fills
-    it (`normal` takes a standard deviation).
+    it (`normal` takes a standard deviation, `constant` a value, e.g. the
+    depth schedule of a Three-Phase rotation angle).
 
     ```mlir
     lathe.param @"embed.weight" : tensor<256x64xf32> init(normal, std = 2.0e-02)
     lathe.param @"norm.weight" : tensor<64xf32> init(ones)
+    lathe.param @"layers.0.rotation.theta" : tensor<128xf32> init(constant = 0.1309)
     ```
   }];
   let arguments = (ins SymbolNameAttr:$sym_name,
                        TypeAttrOf<Lathe_F32Tensor>:$type,
                        Lathe_InitKind:$init,
-                       OptionalAttr<F64Attr>:$std);
+                       OptionalAttr<F64Attr>:$std,
+                       OptionalAttr<F64Attr>:$value);
   let assemblyFormat = [{
-    $sym_name `:` $type `init` `(` $init (`,` `std` `=` $std^)? `)` attr-dict
+    $sym_name `:` $type `init` `(` $init (`=` $value^)?
+    (`,` `std` `=` $std^)? `)` attr-dict
   }];
   let hasVerifier = 1;
   let extraClassDeclaration = [{
@@ -186,20 +191,75 @@ def Lathe_EmbeddingOp : Lathe_Op<"embedding", [Pure]> {
 }
 
 def Lathe_RmsNormOp : Lathe_Op<"rms_norm", [Pure]> {
-  let summary = "RMSNorm over the last axis with a learned gain.";
+  let summary = "RMSNorm over the last axis with a learned gain, optionally per phase stripe.";
   let description = [{
     `result = x / sqrt(mean(x^2, last axis) + eps) * gain`, for x of shape
     [T, D] and gain of shape [D].
 
+    With `phases = N` (the Three-Phase Transformer's PhaseAwareRMSNorm,
+    ARCHITECTURES.md §3.2), D is split into N contiguous stripes of D/N
+    channels and each stripe is normalised by its own RMS; N = 1 is plain
+    RMSNorm. D % N must be 0.
+
     ```mlir
     %y = lathe.rms_norm %x, %g {eps = 1.0e-05 : f64}
         : tensor<64x64xf32>, tensor<64xf32> -> tensor<64x64xf32>
+    %z = lathe.rms_norm %x, %g {eps = 1.0e-06 : f64, phases = 4 : i64}
+        : tensor<64x64xf32>, tensor<64xf32> -> tensor<64x64xf32>
     ```
   }];
-  let arguments = (ins Lathe_F32Tensor:$input, Lathe_F32Tensor:$gain, F64Attr:$eps);
+  let arguments = (ins Lathe_F32Tensor:$input, Lathe_F32Tensor:$gain, F64Attr:$eps,
+                       DefaultValuedAttr<I64Attr, "1">:$phases);
   let results = (outs Lathe_F32Tensor:$result);
   let assemblyFormat = [{
     $input `,` $gain attr-dict `:` type($input) `,` type($gain) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_PhaseRotateOp : Lathe_Op<"phase_rotate", [Pure]> {
+  let summary = "The Three-Phase Transformer's Givens rotation of the residual stream.";
+  let description = [{
+    ARCHITECTURES.md §3.3. D is split into `phases` = N contiguous stripes of
+    d_p = D/N channels. Within stripe i, each adjacent pair (2k, 2k+1) of the
+    stripe's local indexing is rotated by phi = theta[k] + 2 pi i / N:
+    `y_2k = x_2k cos phi - x_2k+1 sin phi`, `y_2k+1 = x_2k sin phi + x_2k+1
+    cos phi`. theta ([d_p / 2], learned per block) is shared by the stripes,
+    which differ by the fixed offset. The result replaces the stream (it is
+    not added to it); the map is orthogonal.
+
+    ```mlir
+    %y = lathe.phase_rotate %x, %theta {phases = 3 : i64}
+        : tensor<64x96xf32>, tensor<16xf32> -> tensor<64x96xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input, Lathe_F32Tensor:$theta,
+                       I64Attr:$phases);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `,` $theta attr-dict `:` type($input) `,` type($theta) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_DcInjectOp : Lathe_Op<"dc_inject", [Pure]> {
+  let summary = "Replace each row's component along the all-ones direction by 1/(p+1) (Gabriel's horn).";
+  let description = [{
+    ARCHITECTURES.md §3.5: `result[t] = x[t] + (r(p) - mean(x[t])) * 1_D`
+    with r(p) = 1 / (p + 1) and p = offset + t the row's absolute position
+    (offset: a tensor<1xi32>, 0 when absent). During decoding the offset is
+    the true position; the released code's r(0) for every new token is a
+    known bug that lathe does not reproduce.
+
+    ```mlir
+    %e2 = lathe.dc_inject %e : tensor<64x96xf32> -> tensor<64x96xf32>
+    %d2 = lathe.dc_inject %d at %pos : tensor<1x96xf32>, tensor<1xi32> -> tensor<1x96xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input, Optional<Lathe_I32Tensor>:$offset);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input (`at` $offset^)? attr-dict `:` type($input) (`,` type($offset)^)? `->` type($result)
   }];
   let hasVerifier = 1;
 }
@@ -292,7 +352,9 @@ def Lathe_AttentionOp : Lathe_Op<"attention", [Pure]> {
     then normalised by `normalizer`: softmax, or softpick
     (`relu(e^x - 1) / (sum |e^x - 1| + 1e-8)` over the unmasked entries, with
     no renormalisation). The result is [T, heads * head_dim], heads
-    concatenated.
+    concatenated. `phases = N` states the Three-Phase Transformer's
+    phase-aligned GQA (ARCHITECTURES.md §3.4): N divides heads and kv_heads,
+    so every head lies inside one phase stripe; the math is unchanged.
 
     ```mlir
     %a = lathe.attention %q, %k, %v {heads = 4 : i64, kv_heads = 2 : i64}
@@ -305,7 +367,8 @@ def Lathe_AttentionOp : Lathe_Op<"attention", [Pure]> {
                        Optional<Lathe_I32Tensor>:$offset,
                        I64Attr:$heads, I64Attr:$kv_heads,
                        DefaultValuedAttr<Lathe_Normalizer,
-                                         "::mlir::lathe::Normalizer::softmax">:$normalizer);
+                                         "::mlir::lathe::Normalizer::softmax">:$normalizer,
+                       DefaultValuedAttr<I64Attr, "1">:$phases);
   let results = (outs Lathe_F32Tensor:$result);
   let assemblyFormat = [{
     $query `,` $key `,` $value (`at` $offset^)?

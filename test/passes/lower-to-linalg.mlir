@@ -162,3 +162,35 @@ func.func @residuals(%x: tensor<4x8xf32>, %a: tensor<4x8xf32>, %wo: tensor<8x8xf
   %x2 = lathe.add %m, %x1 : tensor<4x8xf32>
   return %x2 : tensor<4x8xf32>
 }
+
+// -----
+
+// Tests the Three-Phase Transformer's ops. The per-phase RMSNorm sums
+// squares per (row, stripe) through a floordiv map; the rotation reads the
+// pair's angle at (c mod stripe) / 2, adds 2 pi / 3 per stripe and takes its
+// partner (c +- 1) from the input; the horn subtracts the row mean and adds
+// 1 / (offset + row + 1).
+
+// CHECK-DAG: #[[STRIPE:.*]] = affine_map<(d0, d1) -> (d0, d1 floordiv 4)>
+// CHECK-DAG: #[[PAIR:.*]] = affine_map<(d0, d1) -> ((d1 mod 4) floordiv 2)>
+// CHECK-LABEL: func.func @three_phase
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #[[STRIPE]]], iterator_types = ["parallel", "reduction"]}{{.*}} outs(%{{.*}} : tensor<2x3xf32>)
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #[[STRIPE]], #{{.*}}, #{{.*}}]
+// CHECK: math.sqrt
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #[[PAIR]], #{{.*}}]
+// CHECK: arith.divui
+// CHECK: arith.constant 2.09439516 : f32
+// CHECK: math.cos
+// CHECK: math.sin
+// CHECK: tensor.extract
+// CHECK: arith.select
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]{{.*}} outs(%{{.*}} : tensor<2xf32>)
+// CHECK: linalg.generic
+// CHECK: tensor.extract %arg3
+// CHECK: arith.divf
+func.func @three_phase(%x: tensor<2x12xf32>, %g: tensor<12xf32>, %t: tensor<2xf32>, %pos: tensor<1xi32>) -> tensor<2x12xf32> {
+  %n = lathe.rms_norm %x, %g {eps = 1.0e-6 : f64, phases = 3 : i64} : tensor<2x12xf32>, tensor<12xf32> -> tensor<2x12xf32>
+  %r = lathe.phase_rotate %n, %t {phases = 3 : i64} : tensor<2x12xf32>, tensor<2xf32> -> tensor<2x12xf32>
+  %h = lathe.dc_inject %r at %pos : tensor<2x12xf32>, tensor<1xi32> -> tensor<2x12xf32>
+  return %h : tensor<2x12xf32>
+}

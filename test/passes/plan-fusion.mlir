@@ -54,3 +54,24 @@ func.func @norm_escapes(%x: tensor<4x8xf32>, %g: tensor<8xf32>, %w: tensor<8x8xf
   %y = lathe.linear %h, %w : tensor<4x8xf32>, tensor<8x8xf32> -> tensor<4x8xf32>
   return %h, %y : tensor<4x8xf32>, tensor<4x8xf32>
 }
+
+// -----
+
+// Tests that the Three-Phase rotation runs in the O projection's kernel: the
+// residual add joins the linear it will be folded into, and the rotation
+// joins the add; the horn joins the embedding.
+
+// CHECK-LABEL: func.func @rotation
+// CHECK: lathe.embedding {{.*}}lathe.fusion_group = 0
+// CHECK: lathe.dc_inject {{.*}}lathe.fusion_group = 0
+// CHECK: lathe.linear {{.*}}lathe.fusion_group = 1
+// CHECK: lathe.add {{.*}}lathe.fusion_group = 1
+// CHECK: lathe.phase_rotate {{.*}}lathe.fusion_group = 1
+func.func @rotation(%tok: tensor<4xi32>, %table: tensor<16x12xf32>, %a: tensor<4x12xf32>, %w: tensor<12x12xf32>, %t: tensor<2xf32>) -> tensor<4x12xf32> {
+  %e = lathe.embedding %tok, %table : tensor<4xi32>, tensor<16x12xf32> -> tensor<4x12xf32>
+  %x = lathe.dc_inject %e : tensor<4x12xf32> -> tensor<4x12xf32>
+  %o = lathe.linear %a, %w : tensor<4x12xf32>, tensor<12x12xf32> -> tensor<4x12xf32>
+  %s = lathe.add %x, %o : tensor<4x12xf32>
+  %r = lathe.phase_rotate %s, %t {phases = 3 : i64} : tensor<4x12xf32>, tensor<2xf32> -> tensor<4x12xf32>
+  return %r : tensor<4x12xf32>
+}

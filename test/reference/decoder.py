@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """Independent numpy reference for lathe's standard pre-norm decoder and its options.
 
-Written only from docs/model-and-weights.md (the contract), not from the
-compiler's sources. Everything is computed in float64.
+Written only from docs/model-and-weights.md (the contract) and, for the
+`three_phase` and `attn_res` spec keys, from ARCHITECTURES.md s2 and s3, not
+from the compiler's sources. Everything is computed in float64.
 
 CLI:
   decoder.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --compare L.npy [--rtol 1e-4]
@@ -52,7 +53,7 @@ def _option(key, value):
 
 def make_spec(name="model", vocab=256, d_model=64, layers=2, heads=4, kv_heads=None,
               max_seq=64, mlp=None, norm=None, rope=None, attention=None, position=None,
-              bias=None, tie_embeddings=None, **extra):
+              bias=None, tie_embeddings=None, three_phase=None, attn_res=None, **extra):
     """Normalise and check a spec dict (also handy for building test specs)."""
     mlp, norm, attention = dict(mlp or {}), dict(norm or {}), dict(attention or {})
     spec = {
@@ -71,6 +72,11 @@ def make_spec(name="model", vocab=256, d_model=64, layers=2, heads=4, kv_heads=N
     taper = _taper_spec(mlp.get("taper"))
     if taper is not None:
         spec["mlp"]["taper"] = taper
+    tp, ar = _three_phase_spec(three_phase), _attn_res_spec(attn_res)
+    if tp is not None:
+        spec["three_phase"] = tp
+    if ar is not None:
+        spec["attn_res"] = ar
     spec.update(extra)  # keep unknown keys visible rather than dropping them silently
     D, H, K = spec["d_model"], spec["heads"], spec["kv_heads"]
     if D % H or H % K:
@@ -79,7 +85,88 @@ def make_spec(name="model", vocab=256, d_model=64, layers=2, heads=4, kv_heads=N
         raise ValueError(f"RoPE needs an even head dim; got {D // H}")
     if taper is not None:
         mlp_widths(spec)  # raises ValueError for a taper that cannot be built
+    if tp is not None:
+        _check_three_phase(spec)
+    if ar is not None and ar["kind"] == "full" and tp is not None:
+        raise ValueError("attn_res.kind: full cannot be combined with three_phase: the phase rotation acts on "
+                         "the residual stream, which full (replacement) AttnRes does not have; use kind: delta")
     return spec
+
+
+# ---------------------------------------------------------------- three_phase / attn_res spec keys
+# ARCHITECTURES.md s3 (Three-Phase Transformer) and s2.1-s2.3 (attention residuals).
+
+THREE_PHASE_DEFAULTS = {"phases": None, "horn": True}
+ATTN_RES_KINDS = ("delta", "full")
+ATTN_RES_DEFAULTS = {"kind": None, "eps": 1e-6}
+
+
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _three_phase_spec(tp):
+    """Normalise three_phase: {phases: N, horn: bool (default true)}; None means off."""
+    if tp is None:
+        return None
+    if not isinstance(tp, dict):
+        raise ValueError(f"three_phase must be a mapping {{phases: N, horn: true|false}}, got {tp!r}")
+    unknown = set(tp) - set(THREE_PHASE_DEFAULTS)
+    if unknown:
+        raise ValueError(f"three_phase: unknown keys {sorted(unknown)}; known: {list(THREE_PHASE_DEFAULTS)}")
+    N, horn = tp.get("phases"), tp.get("horn", True)
+    horn = True if horn is None else horn
+    if not _is_int(N) or N < 1:
+        raise ValueError(f"three_phase.phases must be a positive integer, got {N!r}")
+    if not isinstance(horn, bool):
+        raise ValueError(f"three_phase.horn must be true or false, got {horn!r}")
+    return {"phases": int(N), "horn": horn}
+
+
+def _check_three_phase(spec):
+    """ARCHITECTURES.md s3.1/s3.4/s3.7 validity rules, plus what this reference needs."""
+    N, D, H, K = spec["three_phase"]["phases"], spec["d_model"], spec["heads"], spec["kv_heads"]
+    if D % N:
+        raise ValueError(f"three_phase: d_model % phases must be 0; got d_model={D} phases={N}")
+    if (D // N) % 2:
+        raise ValueError(f"three_phase: the stripe width d_model/phases must be even; got {D}/{N} = {D // N}")
+    if H % N or K % N:
+        raise ValueError(f"three_phase: heads and kv_heads must be multiples of phases; "
+                         f"got heads={H} kv_heads={K} phases={N}")
+    if spec["norm"]["kind"] != "rmsnorm":
+        raise ValueError(f"three_phase needs norm.kind: rmsnorm (PhaseAwareRMSNorm), got {spec['norm']['kind']}")
+    if spec["position"] != "rope":
+        raise ValueError(f"three_phase needs position: rope, got {spec['position']}")
+
+
+def _attn_res_spec(ar):
+    """Normalise attn_res: {kind: delta|full, eps: 1e-6}; None means off. kind is required."""
+    if ar is None:
+        return None
+    if not isinstance(ar, dict):
+        raise ValueError(f"attn_res must be a mapping {{kind: delta|full, eps: 1.0e-6}}, got {ar!r}")
+    unknown = set(ar) - set(ATTN_RES_DEFAULTS)
+    if unknown:
+        raise ValueError(f"attn_res: unknown keys {sorted(unknown)}; known: {list(ATTN_RES_DEFAULTS)}")
+    kind, eps = ar.get("kind"), ar.get("eps", 1e-6)
+    eps = 1e-6 if eps is None else eps
+    if not isinstance(kind, str) or kind not in ATTN_RES_KINDS:
+        raise ValueError(f"attn_res.kind: {kind!r} is not one of {list(ATTN_RES_KINDS)}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+        raise ValueError(f"attn_res.eps must be a positive number, got {eps!r}")
+    return {"kind": kind, "eps": float(eps)}
+
+
+def attn_res_sites(spec):
+    """The routing sites that own parameters, as (s, l, site) with site "attn" or "mlp".
+
+    Sublayer s = 2l is layer l's attention, s = 2l+1 its MLP. Only sites with at
+    least 2 sources have parameters, i.e. every s >= 1 (s = 0 has no routing under
+    delta and a single source under full).
+    """
+    if spec.get("attn_res") is None:
+        return []
+    return [(s, s // 2, "mlp" if s % 2 else "attn") for s in range(1, 2 * spec["layers"])]
 
 
 # ---------------------------------------------------------------- tapered MLP widths
@@ -214,7 +301,7 @@ def mlp_widths(spec):
 # ---------------------------------------------------------------- weights
 
 def weight_shapes(spec):
-    """Documented name -> (shape, init): a std, "ones" or "zeros"."""
+    """Documented name -> (shape, init): a std, "ones", "zeros" or ("const", value)."""
     V, D, L = spec["vocab"], spec["d_model"], spec["layers"]
     H, K = spec["heads"], spec["kv_heads"]
     widths = mlp_widths(spec)                       # layer l's MLP width (all mlp.width without taper)
@@ -250,6 +337,18 @@ def weight_shapes(spec):
         s["lm_head.weight"] = ((V, D), 0.02)
     if spec["position"] == "learned":
         s["pos_embed.weight"] = ((spec["max_seq"], D), 0.01)
+    # New options come last so the draws of the other tensors do not depend on them.
+    tp, ar = spec.get("three_phase"), spec.get("attn_res")
+    if tp is not None:
+        for l in range(L):   # theta_l[k] = (l+1) pi / (2L), one angle per pair, shared by the stripes
+            s[f"layers.{l}.rotation.theta"] = ((D // (2 * tp["phases"]),), ("const", (l + 1) * np.pi / (2 * L)))
+    if ar is not None:
+        for _, l, site in attn_res_sites(spec):
+            s[f"layers.{l}.attn_res.{site}.query"] = ((D,), "zeros")
+            s[f"layers.{l}.attn_res.{site}.norm"] = ((D,), "ones")
+        if ar["kind"] == "full":
+            s["attn_res_final.query"] = ((D,), "zeros")
+            s["attn_res_final.norm"] = ((D,), "ones")
     return s
 
 
@@ -263,6 +362,11 @@ def init_weights(spec, seed=0, scale=1.0, norm_jitter=0.0):
     so an ignored bias shows up. norm_jitter > 0 draws norm gains from
     1 + normal(0, norm_jitter) instead of ones, so ignored gains are caught.
     For the default options the draws are the same as before options existed.
+
+    attn_res queries are "zeros" (so normal(0, 0.02 * scale) when scale != 1) and
+    their norm gains "ones" (jittered like the other gains). three_phase angles
+    theta_l are the constant (l+1) pi / (2L); with scale != 1 each angle gets
+    normal(0, 0.02 * scale) added so that a per-pair indexing error shows up.
     """
     rng = np.random.default_rng(seed)
     w = {}
@@ -271,6 +375,8 @@ def init_weights(spec, seed=0, scale=1.0, norm_jitter=0.0):
             a = np.ones(shape) + (rng.normal(0, norm_jitter, shape) if norm_jitter else 0)
         elif init == "zeros":
             a = rng.normal(0.0, 0.02 * scale, shape) if scale != 1.0 else np.zeros(shape)
+        elif isinstance(init, tuple) and init[0] == "const":
+            a = np.full(shape, float(init[1])) + (rng.normal(0.0, 0.02 * scale, shape) if scale != 1.0 else 0)
         else:
             a = rng.normal(0.0, init * scale, shape)
         w[name] = a.astype(np.float32)
@@ -351,8 +457,58 @@ def attention_probs(q, k, H, K, normalizer=softmax):
     return normalizer(scores, axis=-1)
 
 
-def forward(spec, weights, tokens):
-    """Logits [T, vocab] (float64) for a 1-D sequence of token ids."""
+# ---------------------------------------------------------------- ARCHITECTURES.md s2 / s3 primitives
+
+def phase_rmsnorm(x, g, phases, eps):
+    """PhaseAwareRMSNorm (s3.2): each of the N contiguous stripes of width D/N by its own RMS, then the gain."""
+    D = x.shape[-1]
+    xs = x.reshape(*x.shape[:-1], phases, D // phases)
+    y = xs / np.sqrt(np.mean(xs * xs, axis=-1, keepdims=True) + eps)
+    return y.reshape(x.shape) * g
+
+
+def phase_rotate(x, theta, phases):
+    """PhaseRotation Rot (s3.3): in stripe i, local pair (2k, 2k+1) turns by theta[k] + 2 pi i / N."""
+    D = x.shape[-1]
+    dp = D // phases
+    assert theta.shape == (dp // 2,), theta.shape
+    phi = theta[None, :] + 2.0 * np.pi * np.arange(phases)[:, None] / phases     # [N, dp/2]
+    c, s = np.cos(phi), np.sin(phi)
+    xs = x.reshape(*x.shape[:-1], phases, dp // 2, 2)
+    a, b = xs[..., 0], xs[..., 1]
+    return np.stack([a * c - b * s, a * s + b * c], axis=-1).reshape(x.shape)
+
+
+def horn(positions):
+    """Gabriel's-horn profile r(p) = 1 / (p + 1) for 0-based absolute positions p (s3.5)."""
+    return 1.0 / (np.asarray(positions, np.float64) + 1.0)
+
+
+def dc_inject(e, positions):
+    """e' = e + (r(p) - mean_D(e)) 1_D (s3.5): the component along 1_D becomes r(p) 1_D."""
+    return e + (horn(positions) - np.mean(e, axis=-1))[..., None]
+
+
+def depth_attn_weights(sources, w, g, eps):
+    """alpha [N, ...] = softmax over the source axis of <w, RMSNorm_g(S_n)> (s2.1; no scale, no bias)."""
+    S = np.asarray(sources, np.float64)
+    z = rmsnorm(S, g, eps) @ w                    # [N, ...]
+    return softmax(z, axis=0)
+
+
+def depth_attn(sources, w, g, eps):
+    """DepthAttn (s2.1): sum_n alpha_n S_n with the UN-normalised sources as values."""
+    S = np.asarray(sources, np.float64)
+    return np.sum(depth_attn_weights(S, w, g, eps)[..., None] * S, axis=0)
+
+
+def forward(spec, weights, tokens, trace=None):
+    """Logits [T, vocab] (float64) for a 1-D sequence of token ids.
+
+    trace: optional dict; filled with "h0" (the stream's initial value after
+    positions / horn), "x" (list of the 2L sublayer inputs x_s, before PreNorm)
+    and "o" (list of the raw sublayer outputs o_s), for tests.
+    """
     check_weights(spec, weights)
     tokens = np.asarray(tokens, dtype=np.int64)
     V, D, L = spec["vocab"], spec["d_model"], spec["layers"]
@@ -367,21 +523,21 @@ def forward(spec, weights, tokens):
     use_rope = spec["position"] == "rope"
     normalizer = {"softmax": softmax, "softpick": softpick}[spec["attention"]["normalizer"]]
     act = {"gelu": gelu_tanh, "relu2": relu2}.get(spec["mlp"]["kind"])
+    tp, ar = spec.get("three_phase"), spec.get("attn_res")
+    routing = ar["kind"] if ar else None
 
     def norm(x, n):
         if spec["norm"]["kind"] == "layernorm":
             return layernorm(x, W[n + ".weight"], W[n + ".bias"], eps)
+        if tp is not None:
+            return phase_rmsnorm(x, W[n + ".weight"], tp["phases"], eps)
         return rmsnorm(x, W[n + ".weight"], eps)
 
     def lin(x, n):
         y = x @ W[n + ".weight"].T
         return y + W[n + ".bias"] if spec["bias"] else y
 
-    x = W["embed.weight"][tokens]
-    if not use_rope:
-        x = x + W["pos_embed.weight"][:T]
-    for l in range(L):
-        p = f"layers.{l}."
+    def attn(x, p):
         h = norm(x, p + "attn_norm")
         q = lin(h, p + "attn.wq").reshape(T, H, Dh)
         k = lin(h, p + "attn.wk").reshape(T, K, Dh)
@@ -390,13 +546,46 @@ def forward(spec, weights, tokens):
             q, k = rope(q, base), rope(k, base)
         P = attention_probs(q, k, H, K, normalizer)                 # [H, T, T]
         a = np.einsum("hts,shd->thd", P, v[:, np.arange(H) // (H // K), :])
-        x = x + lin(a.reshape(T, H * Dh), p + "attn.wo")
+        return lin(a.reshape(T, H * Dh), p + "attn.wo")
+
+    def mlp(x, p):
         h = norm(x, p + "mlp_norm")
         if act is None:
             m = silu(lin(h, p + "mlp.w_gate")) * lin(h, p + "mlp.w_up")
         else:
             m = act(lin(h, p + "mlp.w_up"))
-        x = x + lin(m, p + "mlp.w_down")
+        return lin(m, p + "mlp.w_down")
+
+    def route(sources, n):
+        return depth_attn(sources, W[n + ".query"], W[n + ".norm"], ar["eps"])
+
+    x = W["embed.weight"][tokens]
+    if not use_rope:
+        x = x + W["pos_embed.weight"][:T]
+    if tp is not None and tp["horn"]:
+        x = dc_inject(x, np.arange(T))           # absolute positions 0 .. T-1 (no cache offset here)
+    h0, outs, xs = x, [], []
+    for s in range(2 * L):
+        l, is_mlp = divmod(s, 2)
+        p = f"layers.{l}."
+        site = p + ("attn_res.mlp" if is_mlp else "attn_res.attn")
+        if routing is None or s == 0:
+            xin = x                              # delta: no routing at s = 0; full: x_0 = v_0 = x
+        elif routing == "delta":
+            xin = x + route([h0] + outs, site)   # x_s = h_s + DepthAttn_s([h_0, o_0 .. o_{s-1}])
+        else:
+            xin = route([h0] + outs, site)       # x_s = DepthAttn_s([v_0, o_0 .. o_{s-1}])
+        o = mlp(xin, p) if is_mlp else attn(xin, p)
+        xs.append(xin)
+        outs.append(o)
+        if routing != "full":
+            x = x + o                            # h_{s+1} = h_s + o_s
+            if tp is not None and not is_mlp:
+                x = phase_rotate(x, W[p + "rotation.theta"], tp["phases"])   # replaces h (s3.3)
+    if routing == "full":
+        x = route([h0] + outs, "attn_res_final")
+    if trace is not None:
+        trace.update(h0=h0, x=xs, o=outs)
     head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
     return norm(x, "norm") @ head.T                                 # the LM head has no bias
 

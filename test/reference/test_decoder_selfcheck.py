@@ -807,6 +807,473 @@ def _():
     return bad
 
 
+# ---------------------------------------------------------------- three_phase and attn_res
+# ARCHITECTURES.md s2.1-s2.3 (DepthAttn, Full AttnRes, Delta AttnRes), s3 (Three-Phase Transformer)
+# and the s6 invariants 2, 3 and 5. The loop implementation below is written again from those
+# equations (explicit per-token loops, a dense D x D rotation matrix) and calls nothing in decoder.py.
+
+def forward_arch_loops(spec, w, tokens, mean_routing=False, trace=None):
+    """Per-token loops for the standard decoder plus three_phase and attn_res (any kv_heads).
+
+    mean_routing: replace every DepthAttn by the plain arithmetic mean of its sources (the
+    s6.3 hand computation; only valid when every query is zero, which is asserted).
+    trace: optional dict, filled with per-token lists "x" (sublayer inputs) and "h" (streams h_s).
+    """
+    W = {n: a.astype(np.float64) for n, a in w.items()}
+    D, H, K, L = spec["d_model"], spec["heads"], spec["kv_heads"], spec["layers"]
+    eps, base, Dh = spec["norm"]["eps"], spec["rope"]["base"], spec["d_model"] // spec["heads"]
+    tp, ar = spec.get("three_phase"), spec.get("attn_res")
+    N = tp["phases"] if tp else 1
+    dp, T = D // N, len(tokens)
+    has_bias, learned = spec["bias"], spec["position"] == "learned"
+
+    def norm(v, n):
+        g = W[n + ".weight"]
+        if spec["norm"]["kind"] == "layernorm":
+            mu = sum(v) / D
+            sd = math.sqrt(sum((t - mu) ** 2 for t in v) / D + eps)
+            return [(v[j] - mu) / sd * g[j] + W[n + ".bias"][j] for j in range(D)]
+        out = []
+        for i in range(N):            # N = 1 is the plain RMSNorm
+            seg = v[i * dp:(i + 1) * dp]
+            r = math.sqrt(sum(t * t for t in seg) / dp + eps)
+            out += [seg[j] / r * g[i * dp + j] for j in range(dp)]
+        return out
+
+    def lin(n, v, bias=True):
+        Wm = W[n + ".weight"]
+        return [float(np.dot(Wm[o], v)) + (W[n + ".bias"][o] if has_bias and bias else 0.0)
+                for o in range(Wm.shape[0])]
+
+    def attention(xs, p):
+        hs = [norm(x, p + "attn_norm") for x in xs]
+        qs, ks, vs = ([lin(p + f"attn.{n}", h) for h in hs] for n in ("wq", "wk", "wv"))
+        rot = (lambda v, t: v) if learned else (lambda v, t: rope_complex(v, t, base))
+        out = []
+        for t in range(T):
+            cat = []
+            for hd in range(H):
+                kv = hd // (H // K)
+                q = rot(np.array(qs[t][hd * Dh:(hd + 1) * Dh]), t)
+                sc = [float(np.dot(q, rot(np.array(ks[u][kv * Dh:(kv + 1) * Dh]), u))) / math.sqrt(Dh)
+                      for u in range(t + 1)]
+                m = max(sc)
+                e = [math.exp(z - m) for z in sc]
+                cat += [sum(e[u] / sum(e) * vs[u][kv * Dh + d] for u in range(t + 1)) for d in range(Dh)]
+            out.append(lin(p + "attn.wo", cat))
+        return out
+
+    def mlp(xs, p):
+        out = []
+        for x in xs:
+            h = norm(x, p + "mlp_norm")
+            u = lin(p + "mlp.w_up", h)
+            if spec["mlp"]["kind"] == "swiglu":
+                m = [gi / (1 + math.exp(-gi)) * ui for gi, ui in zip(lin(p + "mlp.w_gate", h), u)]
+            else:
+                assert spec["mlp"]["kind"] == "gelu"
+                m = [0.5 * z * (1 + math.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3))) for z in u]
+            out.append(lin(p + "mlp.w_down", m))
+        return out
+
+    def rotation_matrix(theta):
+        R = np.zeros((D, D))
+        for i in range(N):
+            for k in range(dp // 2):
+                a, b = i * dp + 2 * k, i * dp + 2 * k + 1
+                phi = theta[k] + 2 * math.pi * i / N
+                R[a, a], R[a, b] = math.cos(phi), -math.sin(phi)
+                R[b, a], R[b, b] = math.sin(phi), math.cos(phi)
+        return R
+
+    def route(srcs, n):   # srcs: list over sources of per-token vectors; DepthAttn per token
+        wq, g, e = W[n + ".query"], W[n + ".norm"], ar["eps"]
+        if mean_routing:
+            assert not np.any(wq), n
+            return [[sum(S[t][j] for S in srcs) / len(srcs) for j in range(D)] for t in range(T)]
+        out = []
+        for t in range(T):
+            z = []
+            for S in srcs:
+                r = math.sqrt(sum(c * c for c in S[t]) / D + e)
+                z.append(sum(wq[j] * S[t][j] / r * g[j] for j in range(D)))
+            m = max(z)
+            a = [math.exp(v - m) for v in z]
+            out.append([sum(a[n_] / sum(a) * srcs[n_][t][j] for n_ in range(len(srcs))) for j in range(D)])
+        return out
+
+    emb = []
+    for t, tok in enumerate(tokens):
+        e = [W["embed.weight"][tok][j] + (W["pos_embed.weight"][t][j] if learned else 0.0) for j in range(D)]
+        if tp and tp["horn"]:
+            mu = sum(e) / D
+            e = [c + (1.0 / (t + 1) - mu) for c in e]
+        emb.append(e)
+    kind = ar["kind"] if ar else None
+    h, outs, xin_all, h_all = emb, [], [], []
+    add = lambda a, b: [[u + v for u, v in zip(ra, rb)] for ra, rb in zip(a, b)]
+    for l in range(L):
+        p = f"layers.{l}."
+        for sub, F in (("attn", attention), ("mlp", mlp)):
+            s_ = 2 * l + (sub == "mlp")
+            if kind is None or s_ == 0:
+                x = h
+            elif kind == "delta":
+                x = add(h, route([emb] + outs, p + "attn_res." + sub))
+            else:
+                x = route([emb] + outs, p + "attn_res." + sub)
+            xin_all.append(x)
+            h_all.append(h)
+            o = F(x, p)
+            outs.append(o)
+            if kind != "full":
+                h = add(h, o)
+                if tp and sub == "attn":
+                    R = rotation_matrix(W[p + "rotation.theta"])
+                    h = [list(R @ np.array(v)) for v in h]
+    if kind == "full":
+        h = route([emb] + outs, "attn_res_final")
+    if trace is not None:
+        trace.update(x=[np.array(x) for x in xin_all], h=[np.array(v) for v in h_all], h0=np.array(emb))
+    head = "embed" if spec["tie_embeddings"] else "lm_head"
+    return np.array([lin(head, norm(x, "norm"), bias=False) for x in h])
+
+
+TP2 = dict(three_phase={"phases": 2})                       # heads 4, kv 2, D 32: stripes of 16
+DELTA = dict(attn_res={"kind": "delta"})
+FULL = dict(attn_res={"kind": "full"})
+
+
+@check("depth_attn (s6.2): w = 0 gives the mean; one source gives itself; alpha invariant to rescaling a source")
+def _():
+    rng = np.random.default_rng(30)
+    S = rng.normal(size=(5, 7, 24)) * np.array([0.1, 1.0, 3.0, 10.0, 0.5])[:, None, None]
+    g, w = 1 + 0.3 * rng.normal(size=24), rng.normal(size=24)
+    close(ref.depth_attn(S, np.zeros(24), g, 1e-6), S.mean(0), 1e-14, "w = 0")
+    for k in range(5):
+        close(ref.depth_attn(S[k:k + 1], w, g, 1e-6), S[k], 0, f"single source {k}")
+    a = ref.depth_attn_weights(S, w, g, 1e-6)
+    assert a.shape == (5, 7), a.shape
+    close(a.sum(0), 1.0, 1e-14, "alpha sums to 1 over the source axis")
+    assert np.min(np.max(a, 0) - np.min(a, 0)) > 0.05, "routing is trivially uniform: the checks below are void"
+    # hand value: D = 2, g = 1, eps = 0: keys (1, 1) and (1, -1) (already unit RMS), w = (1, 0.5)
+    # -> z = (1.5, 0.5), alpha = (e / (e + 1), 1 / (e + 1))
+    S2 = np.array([[[2.0, 2.0]], [[3.0, -3.0]]])
+    al = np.array([math.e / (math.e + 1), 1 / (math.e + 1)])
+    close(ref.depth_attn(S2, np.array([1.0, 0.5]), np.ones(2), 0.0)[0], al @ S2[:, 0], 1e-15, "hand value")
+    for c in (7.3, 0.01):
+        R = S.copy()
+        R[2] *= c
+        close(ref.depth_attn_weights(R, w, g, 0.0), ref.depth_attn_weights(S, w, g, 0.0), 1e-12, f"alpha, x{c}, eps 0")
+        # with eps > 0 only up to eps: each key moves by ~eps / (2 ms) relative (ms = mean square of the source)
+        ms = min(np.min(np.mean(R ** 2, -1)), np.min(np.mean(S ** 2, -1)))
+        zmax = np.max(np.abs(ref.rmsnorm(S, g, 0.0) @ w))
+        close(ref.depth_attn_weights(R, w, g, 1e-6), a, zmax * 1e-6 / ms, f"alpha, x{c}, eps 1e-6")
+        # the output moves only through that source's value
+        a0 = ref.depth_attn_weights(S, w, g, 0.0)
+        close(ref.depth_attn(R, w, g, 0.0), ref.depth_attn(S, w, g, 0.0) + (c - 1) * a0[2][:, None] * S[2],
+              1e-12, f"value x{c}")
+    # rescaling by a negative factor is NOT an invariance (guards against |.|-keys)
+    R = S.copy()
+    R[2] *= -1
+    assert np.max(np.abs(ref.depth_attn_weights(R, w, g, 0.0) - ref.depth_attn_weights(S, w, g, 0.0))) > 1e-3
+
+
+def _tiny_arch(kw, seed, zero_queries=False):
+    s = small_spec(**kw)
+    w = weights(s, seed)
+    if zero_queries:
+        w = {n: (np.zeros_like(a) if n.endswith(".query") else a) for n, a in w.items()}
+    return s, w
+
+
+@check("delta attn_res (s6.3): zero queries give x_s = h_s + mean(V_s); equals a hand-built computation")
+def _():
+    s, w = _tiny_arch(dict(DELTA, layers=3), 31, zero_queries=True)
+    tr, hand = {}, {}
+    a = ref.forward(s, w, TOKENS, trace=tr)
+    b = forward_arch_loops(s, w, TOKENS, mean_routing=True, trace=hand)
+    err = close(a, b, 1e-9 * np.max(np.abs(b)), "logits vs hand-built (mean routing)")
+    # from the reference's own trace: h_s = h_0 + o_0 + ... + o_{s-1}, V_s = [h_0, o_0 .. o_{s-1}]
+    h, V = tr["h0"], [tr["h0"]]
+    assert len(tr["x"]) == 6
+    for k in range(6):
+        want = h if k == 0 else h + np.mean(V, axis=0)
+        close(tr["x"][k], want, 1e-12, f"x_{k} = h_{k} + mean(V_{k})")
+        close(tr["x"][k], hand["x"][k], 1e-9 * 100, f"x_{k} vs hand")
+        close(hand["h"][k], h, 1e-9 * 100, f"h_{k} vs hand")
+        if k:
+            assert np.max(np.abs(np.mean(V, axis=0))) > 1e-2, "mean(V) is ~0: the check is void"
+        V.append(tr["o"][k])
+        h = h + tr["o"][k]
+    # nonzero queries really route differently
+    w2 = weights(s, 31)
+    assert np.max(np.abs(ref.forward(s, w2, TOKENS) - a)) > 1e-3
+    return f"max abs err {err:.2e}"
+
+
+@check("full attn_res: zero queries give x_s = mean([v_0, o_0 .. o_{s-1}]), h_out = mean of all 2L+1")
+def _():
+    s, w = _tiny_arch(dict(FULL, layers=2), 32, zero_queries=True)
+    tr = {}
+    a = ref.forward(s, w, TOKENS, trace=tr)
+    b = forward_arch_loops(s, w, TOKENS, mean_routing=True)
+    err = close(a, b, 1e-9 * np.max(np.abs(b)), "logits vs hand-built (mean routing)")
+    srcs = [tr["h0"]] + tr["o"]
+    for k in range(4):
+        close(tr["x"][k], np.mean(srcs[:k + 1], axis=0), 1e-12, f"x_{k}")
+    hout = np.mean(srcs, axis=0)
+    head = w["lm_head.weight"].astype(np.float64)
+    close(a, ref.rmsnorm(hout, w["norm.weight"].astype(np.float64), s["norm"]["eps"]) @ head.T, 1e-10, "h_out")
+    return f"max abs err {err:.2e}"
+
+
+for _label, _kw in (("delta, GQA", DELTA), ("full, GQA", FULL), ("delta, GPT-2 style", dict(GPT2, **DELTA)),
+                    ("full, GPT-2 style", dict(GPT2, **FULL)), ("three_phase N=2 + horn, GQA", TP2),
+                    ("three_phase N=4 no horn, MHA", dict(three_phase={"phases": 4, "horn": False}, kv_heads=4)),
+                    ("three_phase N=2 + delta, GQA", dict(TP2, **DELTA))):
+    @check(f"forward: {_label} equals the independent per-token loop implementation")
+    def _(kw=_kw):
+        s, w = _tiny_arch(kw, 33)
+        a, b = ref.forward(s, w, TOKENS), forward_arch_loops(s, w, TOKENS)
+        return f"max abs err {close(a, b, 1e-9 * np.max(np.abs(b)), 'loop'):.2e}, max |logit| {np.max(np.abs(b)):.2f}"
+
+
+@check("three_phase (s6.5): Rot orthogonal, N = 1 with theta = 0 is identity, hand values, local pair indexing")
+def _():
+    rng = np.random.default_rng(34)
+    for N, D in ((1, 8), (2, 16), (3, 24), (4, 32)):
+        th = rng.normal(size=D // (2 * N)) * 2
+        x = rng.normal(size=(6, D))
+        close(np.linalg.norm(ref.phase_rotate(x, th, N), axis=-1), np.linalg.norm(x, axis=-1), 1e-12, f"norm N={N}")
+        M = ref.phase_rotate(np.eye(D), th, N)          # row j = Rot(e_j) = column j of the matrix
+        close(M @ M.T, np.eye(D), 1e-12, f"orthogonal N={N}")
+        close(ref.phase_rotate(x, th, N), x @ M, 1e-12, f"linear N={N}")
+    x = rng.normal(size=(5, 12))
+    close(ref.phase_rotate(x, np.zeros(6), 1), x, 0, "N = 1, theta = 0")
+    # N = 2, theta = 0: stripe 1 turns by pi (negated), stripe 0 is unchanged
+    y = ref.phase_rotate(x, np.zeros(3), 2)
+    close(y[:, :6], x[:, :6], 1e-15, "stripe 0")
+    close(y[:, 6:], -x[:, 6:], 1e-15, "stripe 1")
+    # D = 4, N = 2, theta = [0.3]: (1, 0 | 1, 0) -> (cos .3, sin .3 | cos(.3 + pi), sin(.3 + pi))
+    c, s_ = math.cos(0.3), math.sin(0.3)
+    close(ref.phase_rotate(np.array([1.0, 0, 1, 0]), np.array([0.3]), 2), [c, s_, -c, -s_], 1e-15, "hand 1")
+    close(ref.phase_rotate(np.array([0.0, 1, 0, 1]), np.array([0.3]), 2), [-s_, c, s_, -c], 1e-15, "hand 2")
+    # D = 12, N = 3, theta = [a, b]: global dims 6, 7 are stripe 1's pair k = 1, angle b + 2 pi / 3
+    e = np.zeros(12)
+    e[6] = 1.0
+    phi = 0.7 + 2 * math.pi / 3
+    want = np.zeros(12)
+    want[6], want[7] = math.cos(phi), math.sin(phi)
+    close(ref.phase_rotate(e, np.array([0.2, 0.7]), 3), want, 1e-15, "local pair indexing")
+
+
+@check("three_phase: PhaseAwareRMSNorm gives each stripe unit RMS, then the gain; N = 1 is rmsnorm")
+def _():
+    rng = np.random.default_rng(35)
+    x = rng.normal(size=(4, 24)) * np.repeat([0.1, 10.0, 2.0], 8)
+    g = 1 + 0.3 * rng.normal(size=24)
+    y = ref.phase_rmsnorm(x, np.ones(24), 3, 0.0)
+    close(np.sqrt(np.mean(y.reshape(4, 3, 8) ** 2, -1)), 1.0, 1e-12, "stripe rms")
+    close(ref.phase_rmsnorm(x, g, 3, 1e-5), ref.phase_rmsnorm(x, np.ones(24), 3, 1e-5) * g, 1e-14, "gain")
+    seg = x[:, 8:16]
+    close(ref.phase_rmsnorm(x, g, 3, 1e-5)[:, 8:16], seg / np.sqrt((seg ** 2).mean(-1, keepdims=True) + 1e-5) * g[8:16],
+          1e-14, "stripe 1 by hand, eps")
+    close(ref.phase_rmsnorm(x, g, 1, 1e-5), ref.rmsnorm(x, g, 1e-5), 1e-15, "N = 1")
+    assert np.max(np.abs(ref.phase_rmsnorm(x, g, 3, 1e-5) - ref.rmsnorm(x, g, 1e-5))) > 0.1
+
+
+@check("three_phase (s6.5): after DC injection mean_D(e') = r(p), e' - e is parallel to 1_D; 3 H_1024 / 1024")
+def _():
+    rng = np.random.default_rng(36)
+    e = rng.normal(size=(1024, 24))
+    p = np.arange(1024)
+    d = ref.dc_inject(e, p)
+    close(d.mean(-1), 1.0 / (p + 1), 1e-15, "mean_D(e') = r(p)")
+    diff = d - e
+    close(diff, diff[:, :1], 1e-15, "e' - e is c 1_D")
+    close(diff[:, 0], 1.0 / (p + 1) - e.mean(-1), 1e-15, "c = r(p) - mean(e)")
+    # components orthogonal to 1_D are unchanged
+    close(d - d.mean(-1, keepdims=True), e - e.mean(-1, keepdims=True), 1e-14, "zero-mean part")
+    H1024 = math.fsum(1.0 / k for k in range(1, 1025))
+    diag = 3 * float(np.mean(d))
+    close(diag, 3 * H1024 / 1024, 1e-15, "3 mean(e') = 3 H_1024 / 1024")
+    assert f"{diag:.6f}" == "0.022000" and str(3 * H1024 / 1024).startswith("0.0219995"), diag
+    # absolute positions: a cache offset shifts r(p)
+    close(ref.dc_inject(e[:3], [10, 11, 12]).mean(-1), [1 / 11, 1 / 12, 1 / 13], 1e-15, "offset")
+    return f"3 H_1024/1024 = {3 * H1024 / 1024:.12f}"
+
+
+@check("param counts: rotation 1,536 at (D 768, N 3, L 12) (s6.5); attn_res delta / full at (768, 12)")
+def _():
+    big = dict(name="r", vocab=64, d_model=768, layers=12, heads=12, kv_heads=3, mlp={"kind": "swiglu", "width": 2048})
+    count = lambda sh, frag: sum(int(np.prod(v)) for n, (v, _) in sh.items() if frag in n)
+    sh = ref.weight_shapes(ref.make_spec(**big, three_phase={"phases": 3}))
+    assert count(sh, ".rotation.theta") == 1536 and sh["layers.0.rotation.theta"][0] == (128,)
+    base = ref.weight_shapes(ref.make_spec(**big))
+    assert set(sh) - set(base) == {f"layers.{l}.rotation.theta" for l in range(12)}
+    # s2.2 / s2.3 count 4D per layer (36,864; + 2D final = 38,400 for full). Layer 0's attention
+    # site has at most one source and owns no parameters here, hence 2D = 1,536 fewer.
+    d = ref.weight_shapes(ref.make_spec(**big, attn_res={"kind": "delta"}))
+    f = ref.weight_shapes(ref.make_spec(**big, attn_res={"kind": "full"}))
+    assert count(d, "attn_res") == 36864 - 1536 and count(f, "attn_res") == 38400 - 1536
+    return "rotation 1536; attn_res delta 35328, full 36864"
+
+
+@check("three_phase: N = 1, theta = 0, no horn equals the baseline model; horn and rotation each matter")
+def _():
+    s1 = small_spec(three_phase={"phases": 1, "horn": False})
+    sb = small_spec()
+    w = weights(s1, 37)
+    w0 = {n: (np.zeros_like(a) if n.endswith("rotation.theta") else a) for n, a in w.items()}
+    close(ref.forward(s1, w0, TOKENS), ref.forward(sb, w0, TOKENS), 1e-12, "identity")
+    assert np.max(np.abs(ref.forward(s1, w, TOKENS) - ref.forward(sb, w, TOKENS))) > 1e-3, "theta ignored"
+    sh = small_spec(three_phase={"phases": 1})
+    assert np.max(np.abs(ref.forward(sh, w0, TOKENS) - ref.forward(sb, w0, TOKENS))) > 1e-3, "horn ignored"
+    # horn only: the embedding rows get r(t) - mean, which we can fold into a plain model's embedding
+    toks = [3, 17, 0, 36, 5, 21]
+    E = w0["embed.weight"].astype(np.float64).copy()
+    E[toks] += (1.0 / (np.arange(6) + 1) - E[toks].mean(-1))[:, None]
+    close(ref.forward(sh, w0, toks), ref.forward(sb, dict(w0, **{"embed.weight": E.astype(np.float32)}), toks), 1e-4,
+          "horn folded into the embedding (float32 rounding of the folded rows)")
+
+
+@check("causal with three_phase + delta and with full attn_res (prefixes; a later token moves only later rows)")
+def _():
+    for kw in (dict(TP2, **DELTA), FULL):
+        s, w = _tiny_arch(kw, 38)
+        full = ref.forward(s, w, TOKENS)
+        for n in (1, 5):
+            close(ref.forward(s, w, TOKENS[:n]), full[:n], 1e-10, f"prefix {n}")
+        alt = list(TOKENS)
+        alt[6] = (alt[6] + 1) % s["vocab"]
+        other = ref.forward(s, w, alt)
+        close(other[:6], full[:6], 1e-10, "earlier rows")
+        assert np.min(np.max(np.abs(other[6:] - full[6:]), axis=-1)) > 1e-3
+
+
+@check("weights: three_phase / attn_res names, shapes, default inits; --scale randomises; every new tensor matters")
+def _():
+    s = small_spec(layers=3, **dict(TP2, **DELTA))
+    sh = ref.weight_shapes(s)
+    new = set(sh) - set(ref.weight_shapes(small_spec(layers=3)))
+    want = {f"layers.{l}.rotation.theta" for l in range(3)} | {
+        f"layers.{l}.attn_res.{site}.{k}" for l in range(3) for site in ("attn", "mlp") for k in ("query", "norm")
+        if (l, site) != (0, "attn")}
+    assert new == want, new ^ want
+    assert all(sh[n][0] == ((8,) if "theta" in n else (32,)) for n in new)
+    f = set(ref.weight_shapes(small_spec(layers=3, **FULL)))
+    assert {"attn_res_final.query", "attn_res_final.norm"} <= f and "layers.0.attn_res.attn.query" not in f
+    assert "attn_res_final.query" not in sh
+    w = ref.init_weights(s, 4)
+    for l in range(3):
+        th = w[f"layers.{l}.rotation.theta"]
+        assert th.dtype == np.float32 and np.all(th == np.float32((l + 1) * math.pi / 6)), (l, th)
+    assert all(np.all(w[n] == 0) for n in new if n.endswith(".query"))
+    assert all(np.all(w[n] == 1) for n in new if n.endswith(".norm"))
+    # the other tensors are drawn exactly as without the new keys
+    wb = ref.init_weights(small_spec(layers=3), 4)
+    assert all(np.array_equal(w[n], wb[n]) for n in wb)
+    wj = weights(s, 39)           # scale 10, jitter 0.3
+    assert all(np.std(wj[n]) > 0.05 for n in new if n.endswith(".query") or n.endswith(".norm"))
+    assert all(np.std(wj[n]) > 0.05 for n in new if n.endswith(".theta"))
+    for kw in (dict(TP2, **DELTA), FULL):
+        s = small_spec(layers=2, **kw)
+        wj = weights(s, 40)
+        full = ref.forward(s, wj, TOKENS)
+        added = set(wj) - set(ref.weight_shapes(small_spec(layers=2)))
+        for n in added:
+            assert np.max(np.abs(ref.forward(s, dict(wj, **{n: wj[n] * 1.5 + 0.1}), TOKENS) - full)) > 1e-6, n
+        ref.forward(s, dict(wj, extra=np.zeros(3, np.float32)), TOKENS)
+        n = sorted(added)[0]
+        raises(lambda: ref.forward(s, {k: a for k, a in wj.items() if k != n}, TOKENS), "missing", n)
+        raises(lambda: ref.forward(s, dict(wj, **{n: wj[n][:4]}), TOKENS), n, "shape")
+    return f"{len(new)} new tensors at L=3 (three_phase + delta)"
+
+
+@check("spec: three_phase / attn_res defaults, YAML load, and every invalid combination is rejected")
+def _():
+    s = small_spec(**TP2, **DELTA)
+    assert s["three_phase"] == {"phases": 2, "horn": True} and s["attn_res"] == {"kind": "delta", "eps": 1e-6}
+    assert small_spec(three_phase={"phases": 2, "horn": False})["three_phase"]["horn"] is False
+    assert small_spec(attn_res={"kind": "full", "eps": 1e-5})["attn_res"] == {"kind": "full", "eps": 1e-5}
+    b = small_spec()
+    assert "three_phase" not in b and "attn_res" not in b
+    assert "three_phase" not in small_spec(three_phase=None) and "attn_res" not in small_spec(attn_res=None)
+    bad = [  # (spec keywords, fragments of the error)
+        (dict(three_phase={"phases": 3}), ["d_model % phases"]),                       # 32 % 3
+        # an odd stripe with RoPE-valid heads needs heads % phases != 0 (else Dh = d_p / (H/N) is odd too)
+        (dict(d_model=40, heads=4, kv_heads=4, three_phase={"phases": 8}), ["even", "40/8 = 5"]),
+        (dict(kv_heads=2, three_phase={"phases": 4}), ["kv_heads", "multiples of phases"]),
+        (dict(d_model=48, heads=6, kv_heads=6, three_phase={"phases": 4}), ["heads", "multiples of phases"]),
+        (dict(norm={"kind": "layernorm"}, three_phase={"phases": 2}), ["rmsnorm"]),
+        (dict(position="learned", three_phase={"phases": 2}), ["rope"]),
+        (dict(three_phase={"phases": 2}, attn_res={"kind": "full"}), ["full", "three_phase"]),
+        (dict(three_phase={"phases": 0}), ["positive integer"]),
+        (dict(three_phase={"phases": 2.0}), ["positive integer"]),
+        (dict(three_phase={"phases": True}), ["positive integer"]),
+        (dict(three_phase={}), ["positive integer"]),
+        (dict(three_phase={"phases": 2, "horn": "yes"}), ["horn"]),
+        (dict(three_phase={"phases": 2, "dc": True}), ["unknown", "dc"]),
+        (dict(three_phase=3), ["mapping"]),
+        (dict(attn_res={"kind": "block"}), ["attn_res.kind", "block"]),
+        (dict(attn_res={}), ["attn_res.kind"]),
+        (dict(attn_res={"kind": "delta", "eps": 0}), ["eps"]),
+        (dict(attn_res={"kind": "delta", "eps": -1e-6}), ["eps"]),
+        (dict(attn_res={"kind": "delta", "eps": "1e-6"}), ["eps"]),
+        (dict(attn_res={"kind": "delta", "gate": "alpha"}), ["unknown", "gate"]),
+        (dict(attn_res="delta"), ["mapping"]),
+    ]
+    for kw, frags in bad:
+        try:
+            raises(lambda: small_spec(**kw), *frags)
+        except AssertionError as e:
+            raise AssertionError(f"{kw}: {e}")
+    # valid edge cases: N = heads = kv_heads; N = 1 with layernorm is still refused (PhaseAwareRMSNorm)
+    small_spec(d_model=32, heads=4, kv_heads=4, three_phase={"phases": 4})
+    small_spec(attn_res={"kind": "full"}, **GPT2)
+    raises(lambda: small_spec(norm={"kind": "layernorm"}, three_phase={"phases": 1}), "rmsnorm")
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "a.yaml")
+        open(path, "w").write("name: a\nd_model: 32\nheads: 4\nkv_heads: 2\nthree_phase: {phases: 2}\n"
+                              "attn_res:\n  kind: delta\n  eps: 1.0e-6\n")
+        y = ref.load_spec(path)
+    assert y["three_phase"] == {"phases": 2, "horn": True} and y["attn_res"] == {"kind": "delta", "eps": 1e-6}
+    return f"{len(bad) + 1} invalid specs rejected"
+
+
+@check("CLI: --write-weights writes every three_phase / attn_res tensor; --out and --compare work with the new keys")
+def _():
+    with tempfile.TemporaryDirectory() as d:
+        common = "name: t\nvocab: 40\nd_model: 24\nlayers: 2\nheads: 6\nkv_heads: 3\nmax_seq: 12\nmlp: {kind: swiglu, width: 32}\n"
+        out = []
+        for tag, extra in (("tpd", "three_phase: {phases: 3}\nattn_res: {kind: delta}\n"),
+                           ("full", "attn_res: {kind: full, eps: 1.0e-5}\n")):
+            S, W, R, B = (os.path.join(d, tag + n) for n in (".yaml", ".safetensors", ".npy", "_bad.npy"))
+            open(S, "w").write(common + extra)
+            cli = [sys.executable, os.path.join(HERE, "decoder.py"), "--spec", S]
+            subprocess.run(cli + ["--write-weights", W, "--seed", "5", "--scale", "10", "--norm-jitter", "0.3"],
+                           check=True, capture_output=True)
+            w, _ = safetensors_np.load(W)
+            s = ref.load_spec(S)
+            assert {n: a.shape for n, a in w.items()} == {n: sh for n, (sh, _) in ref.weight_shapes(s).items()}
+            assert any("attn_res" in n for n in w) and (tag != "tpd" or "layers.1.rotation.theta" in w)
+            r = subprocess.run(cli + ["--weights", W, "--tokens", "1,2,39,7", "--out", R], capture_output=True, text=True)
+            assert r.returncode == 0, r.stdout + r.stderr
+            lo = forward_arch_loops(s, w, [1, 2, 39, 7])
+            close(np.load(R), lo, 1e-9 * np.max(np.abs(lo)), "cli vs loops")
+            np.save(B, np.load(R).astype(np.float32))
+            r = subprocess.run(cli + ["--weights", W, "--tokens", "1,2,39,7", "--compare", B], capture_output=True, text=True)
+            assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout + r.stderr
+            bad = np.load(R)
+            bad[3, 5] += 1e-3 * np.max(np.abs(bad))
+            np.save(B, bad)
+            r = subprocess.run(cli + ["--weights", W, "--tokens", "1,2,39,7", "--compare", B], capture_output=True, text=True)
+            assert r.returncode == 1 and r.stdout.startswith("MISMATCH"), r.stdout + r.stderr
+            out.append(f"{tag}: {len(w)} tensors")
+    return ", ".join(out)
+
+
 if __name__ == "__main__":
     # A check that returns a note starting with "SKIPPED" ran nothing: count it
     # as skipped, never as passed.

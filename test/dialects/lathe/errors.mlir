@@ -362,3 +362,58 @@ func.func @fused_attention_offset(%q: memref<1x8xf32>, %k: memref<4x4xf32>, %p: 
   lathe.fused_attention %q, %k, %k at %p into %o {heads = 2 : i64, kv_heads = 1 : i64} : memref<1x8xf32>, memref<4x4xf32>, memref<4x4xf32>, memref<1x8xf32>, memref<1xi64>
   return
 }
+
+// -----
+
+// A constant init needs its value, and only a constant init takes one.
+// expected-error @+1 {{with init 'constant' needs a value}}
+lathe.param @c : tensor<4xf32> init(constant)
+
+// -----
+
+// expected-error @+1 {{takes a value only with init 'constant'}}
+lathe.param @c : tensor<4xf32> init(zeros = 1.0)
+
+// -----
+
+func.func @phase_norm(%x: tensor<4x10xf32>, %g: tensor<10xf32>) {
+  // Stripes must tile the row.
+  // expected-error @+1 {{phases (3) must be positive and divide the width (10)}}
+  %y = lathe.rms_norm %x, %g {eps = 1.0e-6 : f64, phases = 3 : i64} : tensor<4x10xf32>, tensor<10xf32> -> tensor<4x10xf32>
+  return
+}
+
+// -----
+
+func.func @rotate_odd_stripe(%x: tensor<4x9xf32>, %t: tensor<1xf32>) {
+  // Channels turn in pairs inside a stripe.
+  // expected-error @+1 {{stripe width D / phases = 3 must be even: channels rotate in pairs}}
+  %y = lathe.phase_rotate %x, %t {phases = 3 : i64} : tensor<4x9xf32>, tensor<1xf32> -> tensor<4x9xf32>
+  return
+}
+
+// -----
+
+func.func @rotate_theta(%x: tensor<4x12xf32>, %t: tensor<4xf32>) {
+  // One angle per pair of a stripe, shared by the stripes.
+  // expected-error @+1 {{theta must have D / (2 phases) = 2 angles, got 4}}
+  %y = lathe.phase_rotate %x, %t {phases = 3 : i64} : tensor<4x12xf32>, tensor<4xf32> -> tensor<4x12xf32>
+  return
+}
+
+// -----
+
+func.func @phase_gqa(%q: tensor<4x96xf32>, %k: tensor<4x32xf32>) {
+  // Phase-aligned GQA: every head inside one stripe.
+  // expected-error @+1 {{phases (3) must divide heads (6) and kv_heads (2) so that every head lies in one phase stripe}}
+  %a = lathe.attention %q, %k, %k {heads = 6 : i64, kv_heads = 2 : i64, phases = 3 : i64} : tensor<4x96xf32>, tensor<4x32xf32>, tensor<4x32xf32> -> tensor<4x96xf32>
+  return
+}
+
+// -----
+
+func.func @dc_offset(%x: tensor<4x8xf32>, %p: tensor<2xi32>) {
+  // expected-error @+1 {{expects the offset as tensor<1xi32>}}
+  %y = lathe.dc_inject %x at %p : tensor<4x8xf32>, tensor<2xi32> -> tensor<4x8xf32>
+  return
+}

@@ -99,3 +99,22 @@ func.func @fused_attention(%q: tensor<4x8xf32>, %k: tensor<4x4xf32>, %e: tensor<
   lathe.fused_attention %mq, %mk, %mk at %mp into %mo normalizer(softpick) {heads = 2 : i64, kv_heads = 1 : i64} : memref<1x8xf32>, memref<8x4xf32>, memref<8x4xf32>, memref<1x8xf32>, memref<1xi32>
   return %a : tensor<4x8xf32>
 }
+
+// The Three-Phase Transformer's ops, and constant-initialised parameters.
+// CHECK: lathe.param @theta : tensor<16xf32> init(constant = 1.250000e-01)
+lathe.param @theta : tensor<16xf32> init(constant = 0.125)
+// CHECK-LABEL: func.func @three_phase
+func.func @three_phase(%x: tensor<4x96xf32>, %g: tensor<96xf32>, %t: tensor<16xf32>, %pos: tensor<1xi32>,
+                       %q: tensor<1x96xf32>, %k: tensor<8x48xf32>) -> tensor<1x96xf32> {
+  // CHECK: lathe.dc_inject %{{.*}} : tensor<4x96xf32> -> tensor<4x96xf32>
+  %e = lathe.dc_inject %x : tensor<4x96xf32> -> tensor<4x96xf32>
+  // CHECK: lathe.dc_inject %{{.*}} at %{{.*}} : tensor<4x96xf32>, tensor<1xi32> -> tensor<4x96xf32>
+  %e2 = lathe.dc_inject %e at %pos : tensor<4x96xf32>, tensor<1xi32> -> tensor<4x96xf32>
+  // CHECK: lathe.rms_norm %{{.*}}, %{{.*}} {eps = 9.9999999999999995E-7 : f64, phases = 3 : i64}
+  %n = lathe.rms_norm %e2, %g {eps = 1.0e-6 : f64, phases = 3 : i64} : tensor<4x96xf32>, tensor<96xf32> -> tensor<4x96xf32>
+  // CHECK: lathe.phase_rotate %{{.*}}, %{{.*}} {phases = 3 : i64} : tensor<4x96xf32>, tensor<16xf32> -> tensor<4x96xf32>
+  %r = lathe.phase_rotate %n, %t {phases = 3 : i64} : tensor<4x96xf32>, tensor<16xf32> -> tensor<4x96xf32>
+  // CHECK: lathe.attention {{.*}} {heads = 6 : i64, kv_heads = 3 : i64, phases = 3 : i64}
+  %a = lathe.attention %q, %k, %k at %pos {heads = 6 : i64, kv_heads = 3 : i64, phases = 3 : i64} : tensor<1x96xf32>, tensor<8x48xf32>, tensor<8x48xf32>, tensor<1xi32> -> tensor<1x96xf32>
+  return %a : tensor<1x96xf32>
+}
