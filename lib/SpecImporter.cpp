@@ -52,6 +52,12 @@ struct ThreePhaseSpec {
   int64_t phases = 3;
   bool horn = true;
 };
+/// Attention Residuals (ARCHITECTURES.md §2): `delta` routes additively on
+/// top of the residual stream, `full` replaces the stream (Kimi Full).
+struct AttnResSpec {
+  std::string kind;
+  double eps = 1e-6;
+};
 struct ModelSpec {
   std::string name;
   int64_t vocab = 0, dModel = 0, layers = 0, heads = 0, kvHeads = 0,
@@ -64,6 +70,7 @@ struct ModelSpec {
   bool bias = false;
   bool tieEmbeddings = false;
   std::optional<ThreePhaseSpec> threePhase;
+  std::optional<AttnResSpec> attnRes;
 };
 
 } // namespace
@@ -104,6 +111,12 @@ template <> struct MappingTraits<ThreePhaseSpec> {
     io.mapOptional("horn", s.horn);
   }
 };
+template <> struct MappingTraits<AttnResSpec> {
+  static void mapping(IO &io, AttnResSpec &s) {
+    io.mapRequired("kind", s.kind);
+    io.mapOptional("eps", s.eps);
+  }
+};
 template <> struct MappingTraits<ModelSpec> {
   static void mapping(IO &io, ModelSpec &s) {
     io.mapRequired("name", s.name);
@@ -121,6 +134,7 @@ template <> struct MappingTraits<ModelSpec> {
     io.mapOptional("bias", s.bias);
     io.mapOptional("tie_embeddings", s.tieEmbeddings);
     io.mapOptional("three_phase", s.threePhase);
+    io.mapOptional("attn_res", s.attnRes);
   }
 };
 } // namespace llvm::yaml
@@ -244,7 +258,23 @@ private:
       return false;
     if (!(spec.rope.base > 0.0))
       return fail("rope.base", "must be positive");
-    return validateThreePhase();
+    return validateThreePhase() && validateAttnRes();
+  }
+
+  bool validateAttnRes() {
+    if (!spec.attnRes)
+      return true;
+    const AttnResSpec &r = *spec.attnRes;
+    if (r.kind != "delta" && r.kind != "full")
+      return fail("attn_res.kind", "unknown attention-residual kind '" +
+                                       r.kind + "' (expected: delta, full)");
+    if (!(r.eps > 0.0))
+      return fail("attn_res.eps", "must be positive");
+    if (r.kind == "full" && spec.threePhase)
+      return fail("attn_res.kind",
+                  "full attention residuals replace the residual stream, so "
+                  "three_phase has no stream to rotate; use kind: delta");
+    return true;
   }
 
   /// ARCHITECTURES.md §3.1 and §3.4: whole stripes of even width, and every
@@ -356,6 +386,24 @@ private:
         declareLinear(p + "mlp.w_gate", F, D, std, mlpLoc);
       declareLinear(p + "mlp.w_up", F, D, std, mlpLoc);
       declareLinear(p + "mlp.w_down", D, F, residualStd, mlpLoc);
+    }
+    if (const auto &r = spec.attnRes) {
+      // A routing query and its key norm per site that has two or more
+      // sources: every site but layer 0's attention (ARCHITECTURES.md §2.2,
+      // §2.3); full routing also has a final site.
+      Location rLoc = locOf("attn_res");
+      auto site = [&](const std::string &prefix) {
+        declare(prefix + ".query", f32({D}), InitKind::zeros, {}, rLoc);
+        declare(prefix + ".norm", f32({D}), InitKind::ones, {}, rLoc);
+      };
+      for (int64_t l = 0; l < spec.layers; ++l) {
+        std::string p = "layers." + std::to_string(l) + ".attn_res.";
+        if (l > 0)
+          site(p + "attn");
+        site(p + "mlp");
+      }
+      if (r->kind == "full")
+        site("attn_res_final");
     }
     if (const auto &tp = spec.threePhase) {
       // One angle per channel pair of a stripe, per block, starting on the
@@ -499,12 +547,35 @@ private:
       x = DcInjectOp::create(b, locOf("three_phase"), x.getType(), x, pos);
     auto base = b.getF64FloatAttr(spec.rope.base);
     auto normalizer = *symbolizeNormalizer(spec.attention.normalizer);
+    // Attention Residuals: the sources are the stream's start and every
+    // sublayer's raw output so far. Delta routing adds the mixture to the
+    // stream x as the sublayer input; full routing replaces the stream.
+    const bool delta = spec.attnRes && spec.attnRes->kind == "delta";
+    const bool full = spec.attnRes && spec.attnRes->kind == "full";
+    SmallVector<Value> sources;
+    if (spec.attnRes)
+      sources.push_back(x);
+    auto route = [&](const std::string &site, Location loc) -> Value {
+      return DepthAttentionOp::create(
+          b, loc, f32({T, D}), sources, weight(site + ".query", loc),
+          weight(site + ".norm", loc), delta ? x : Value(),
+          b.getF64FloatAttr(spec.attnRes->eps));
+    };
+    // A sublayer's output: the new stream, or (full) one more source.
+    auto residual = [&](Value out, Location loc) {
+      if (spec.attnRes)
+        sources.push_back(out);
+      if (!full)
+        x = AddOp::create(b, loc, x, out);
+    };
     for (int64_t l = 0; l < spec.layers; ++l) {
       std::string p = "layers." + std::to_string(l) + ".";
       std::string kv = "kv.layers." + std::to_string(l) + ".";
       Location loc = NameLoc::get(b.getStringAttr("layers." + std::to_string(l)),
                                   layerLoc);
-      Value h = norm(x, p + "attn_norm", loc);
+      // Layer 0's attention has one source (the embedding): no routing.
+      Value in = spec.attnRes && l > 0 ? route(p + "attn_res.attn", loc) : x;
+      Value h = norm(in, p + "attn_norm", loc);
       Value q = linear(h, p + "attn.wq", H * Dh, loc);
       Value k = linear(h, p + "attn.wk", K * Dh, loc);
       Value v = linear(h, p + "attn.wv", K * Dh, loc);
@@ -525,19 +596,22 @@ private:
           b, loc, f32({T, H * Dh}), q, keys, values, pos,
           b.getI64IntegerAttr(H), b.getI64IntegerAttr(K),
           NormalizerAttr::get(&ctx, normalizer), b.getI64IntegerAttr(phases));
-      x = AddOp::create(b, loc, x, linear(a, p + "attn.wo", D, loc));
+      residual(linear(a, p + "attn.wo", D, loc), loc);
       if (spec.threePhase)
         x = PhaseRotateOp::create(b, loc, x.getType(), x,
                                   weight(p + "rotation.theta", loc),
                                   b.getI64IntegerAttr(phases));
-      h = norm(x, p + "mlp_norm", loc);
+      in = spec.attnRes ? route(p + "attn_res.mlp", loc) : x;
+      h = norm(in, p + "mlp_norm", loc);
       Value y = MlpOp::create(
           b, loc, f32({T, D}), mlpKind, h, weight(p + "mlp.w_gate.weight", loc),
           weight(p + "mlp.w_gate.bias", loc), weight(p + "mlp.w_up.weight", loc),
           weight(p + "mlp.w_up.bias", loc), weight(p + "mlp.w_down.weight", loc),
           weight(p + "mlp.w_down.bias", loc), Value());
-      x = AddOp::create(b, loc, x, y);
+      residual(y, loc);
     }
+    if (full)
+      x = route("attn_res_final", headLoc);
     Value n = norm(x, "norm", headLoc);
     Value head = weight(spec.tieEmbeddings ? "embed.weight" : "lm_head.weight",
                         headLoc);

@@ -263,6 +263,110 @@ struct LowerPhaseRotate : OpConversionPattern<PhaseRotateOp> {
   }
 };
 
+/// One routing site of (Delta) Attention Residuals as three generics that
+/// kernel formation keeps together: per source, one pass for its sum of
+/// squares and its dot product with w * g (so z_n = dot_n / rms_n without
+/// forming the normalised key); a softmax over the N scores per token; one
+/// weighted sum of the sources (plus the base for additive routing).
+struct LowerDepthAttention : OpConversionPattern<DepthAttentionOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(DepthAttentionOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    Location loc = op.getLoc();
+    SmallVector<int64_t> shape = shapeOf(op.getSources().front());
+    int64_t rows = shape[0];
+    ValueRange sources = adaptor.getSources();
+    size_t n = sources.size();
+    auto f32 = rewriter.getF32Type();
+    auto rowType = RankedTensorType::get({rows}, f32);
+    AffineMap td = g.map(2, {g.d(0), g.d(1)}), t = g.map(2, {g.d(0)}),
+              d = g.map(2, {g.d(1)});
+    SmallVector<Value> sumSq, dots;
+    for (Value source : sources) {
+      auto stats = g.tag(linalg::GenericOp::create(
+          rewriter, loc, TypeRange{rowType, rowType},
+          ValueRange{source, adaptor.getQuery(), adaptor.getGain()},
+          ValueRange{g.filled({rows}, 0.0), g.filled({rows}, 0.0)},
+          ArrayRef<AffineMap>{td, d, d, t, t},
+          ArrayRef<utils::IteratorType>{kPar, kRed},
+          [](OpBuilder &nb, Location l, ValueRange a) {
+            Value sq = arith::AddFOp::create(
+                nb, l, a[3], arith::MulFOp::create(nb, l, a[0], a[0]));
+            Value wg = arith::MulFOp::create(nb, l, a[1], a[2]);
+            Value dot = arith::AddFOp::create(
+                nb, l, a[4], arith::MulFOp::create(nb, l, a[0], wg));
+            linalg::YieldOp::create(nb, l, ValueRange{sq, dot});
+          }));
+      sumSq.push_back(stats.getResult(0));
+      dots.push_back(stats.getResult(1));
+    }
+    // alpha_n = softmax_n(dot_n / sqrt(ss_n / D + eps)) per token.
+    float invD = 1.0f / static_cast<float>(shape[1]);
+    float eps = static_cast<float>(op.getEps().convertToDouble());
+    SmallVector<Value> statIns(sumSq);
+    statIns.append(dots);
+    SmallVector<Value> alphaInits;
+    SmallVector<Type> alphaTypes(n, rowType);
+    for (size_t i = 0; i < n; ++i)
+      alphaInits.push_back(g.empty({rows}));
+    AffineMap id1 = g.map(1, {g.d(0)});
+    SmallVector<AffineMap> alphaMaps(3 * n, id1);
+    auto alpha = g.tag(linalg::GenericOp::create(
+        rewriter, loc, alphaTypes, statIns, alphaInits, alphaMaps,
+        ArrayRef<utils::IteratorType>{kPar},
+        [&](OpBuilder &nb, Location l, ValueRange a) {
+          GenericBuilder in{nb, l};
+          SmallVector<Value> z;
+          for (size_t i = 0; i < n; ++i) {
+            Value ms = arith::AddFOp::create(
+                nb, l, arith::MulFOp::create(nb, l, a[i], in.cst(invD)),
+                in.cst(eps));
+            z.push_back(arith::DivFOp::create(nb, l, a[n + i],
+                                              math::SqrtOp::create(nb, l, ms)));
+          }
+          Value m = z[0];
+          for (size_t i = 1; i < n; ++i)
+            m = arith::MaximumFOp::create(nb, l, m, z[i]);
+          SmallVector<Value> e;
+          Value sum = in.cst(0.0);
+          for (size_t i = 0; i < n; ++i) {
+            e.push_back(math::ExpOp::create(nb, l,
+                                            arith::SubFOp::create(nb, l, z[i], m)));
+            sum = arith::AddFOp::create(nb, l, sum, e.back());
+          }
+          SmallVector<Value> out;
+          for (size_t i = 0; i < n; ++i)
+            out.push_back(arith::DivFOp::create(nb, l, e[i], sum));
+          linalg::YieldOp::create(nb, l, out);
+        }));
+    // result = [base +] sum_n alpha_n S_n
+    SmallVector<Value> mixIns(sources.begin(), sources.end());
+    llvm::append_range(mixIns, alpha.getResults());
+    SmallVector<AffineMap> mixMaps(n, td);
+    mixMaps.append(n, t);
+    Value base = adaptor.getBase();
+    if (base) {
+      mixIns.push_back(base);
+      mixMaps.push_back(td);
+    }
+    mixMaps.push_back(td);
+    Value r = g.generic(mixIns, g.empty(shape), mixMaps, {kPar, kPar},
+                        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                          GenericBuilder in{nb, l};
+                          Value acc = base ? a[2 * n] : in.cst(0.0);
+                          for (size_t i = 0; i < n; ++i)
+                            acc = arith::AddFOp::create(
+                                nb, l, acc,
+                                arith::MulFOp::create(nb, l, a[n + i], a[i]));
+                          return acc;
+                        });
+    rewriter.replaceOp(op, r);
+    return success();
+  }
+};
+
 /// x + (1/(p+1) - mean(x)) per row: a row mean, then one elementwise pass.
 struct LowerDcInject : OpConversionPattern<DcInjectOp> {
   using OpConversionPattern::OpConversionPattern;
@@ -585,7 +689,7 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
     target.addIllegalDialect<LatheDialect>();
     RewritePatternSet patterns(ctx);
     patterns.add<LowerEmbedding, LowerRmsNorm, LowerLayerNorm, LowerLinear,
-                 LowerRope, LowerPhaseRotate, LowerDcInject,
+                 LowerRope, LowerPhaseRotate, LowerDcInject, LowerDepthAttention,
                  LowerAttention, LowerMlp, LowerAdd>(ctx);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))

@@ -31,6 +31,8 @@ def PlanFusion : Pass<"lathe-plan-fusion", "::mlir::ModuleOp"> {
       and `lathe.phase_rotate` / `lathe.dc_inject` (the Three-Phase
       Transformer's rewrites of the stream) join the op that produced the
       stream: the O projection's kernel, the embedding's kernel;
+    - a `lathe.depth_attention` (Attention Residuals' routing) whose only
+      user is a norm joins it: routing, norm and projections are one kernel;
     - `lathe.attention` stays alone: it becomes one fused kernel of its own.
 
     A decoder layer becomes four kernels: norm+QKV+RoPE(+cache writes),

@@ -44,8 +44,8 @@ struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
     SmallVector<Operation *> ops;
     fn.walk([&](Operation *op) {
       if (isa<RmsNormOp, LayerNormOp, LinearOp, MlpOp, RopeOp, AttentionOp,
-              CacheWriteOp, EmbeddingOp, AddOp, PhaseRotateOp, DcInjectOp>(
-              op)) {
+              CacheWriteOp, EmbeddingOp, AddOp, PhaseRotateOp, DcInjectOp,
+              DepthAttentionOp>(op)) {
         ops.push_back(op);
         groups.insert(op);
       }
@@ -72,12 +72,21 @@ struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
       } else if (auto rope = dyn_cast<RopeOp>(op)) {
         producer = rope.getInput().getDefiningOp<LinearOp>();
       } else if (auto add = dyn_cast<AddOp>(op)) {
-        // A residual add that lowering folds into its product (the product
-        // has no other use) is part of that product's kernel.
+        // A residual add is part of its projection's kernel: folded into the
+        // GEMM when the product has no other use, else (Delta AttnRes keeps
+        // each sublayer output as a routing source) an epilogue writing
+        // both the product and the sum.
         for (Value operand : add->getOperands())
           if (Operation *def = operand.getDefiningOp();
-              def && isProjection(def) && def->hasOneUse())
+              def && isProjection(def) && !producer)
             producer = def;
+      } else if (auto route = dyn_cast<DepthAttentionOp>(op)) {
+        // A routing site feeding only the next sublayer's norm runs in that
+        // norm's (and so its projections') kernel.
+        Value out = route.getResult();
+        if (out.hasOneUse() &&
+            isa<RmsNormOp, LayerNormOp>(*out.getUsers().begin()))
+          producer = *out.getUsers().begin();
       } else if (isa<PhaseRotateOp, DcInjectOp>(op)) {
         // Elementwise rewrites of the residual stream (3PT's rotation after
         // the O projection, the horn after the embedding) run in the

@@ -193,6 +193,39 @@ LogicalResult DcInjectOp::verify() {
   return success();
 }
 
+//===----------------------------------------------------------------------===//
+// DepthAttentionOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult DepthAttentionOp::verify() {
+  if (getSources().empty())
+    return emitOpError("needs at least one source");
+  Type type = getSources().front().getType();
+  if (failed(expectStatic(*this, type, 2, "sources")))
+    return failure();
+  for (Value s : getSources())
+    if (s.getType() != type)
+      return emitOpError() << "sources must all have type " << type
+                           << ", got " << s.getType();
+  if (getType() != type)
+    return emitOpError("result type must equal the sources' type");
+  if (getBase() && getBase().getType() != type)
+    return emitOpError("base must have the sources' type");
+  int64_t width = dim(getSources().front(), 1);
+  for (auto [what, v] : {std::pair<const char *, Value>{"query", getQuery()},
+                         {"gain", getGain()}}) {
+    if (failed(expectStatic(*this, v.getType(), 1, what)))
+      return failure();
+    if (dim(v, 0) != width)
+      return emitOpError() << what << " has " << dim(v, 0)
+                           << " elements but the sources are " << width
+                           << " wide";
+  }
+  if (!(getEps().convertToDouble() > 0.0))
+    return emitOpError("expects eps > 0");
+  return success();
+}
+
 LogicalResult LayerNormOp::verify() {
   if (failed(expectStatic(*this, getInput().getType(), 2, "input")) ||
       failed(expectStatic(*this, getGain().getType(), 1, "gain")) ||

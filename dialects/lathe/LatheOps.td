@@ -264,6 +264,42 @@ def Lathe_DcInjectOp : Lathe_Op<"dc_inject", [Pure]> {
   let hasVerifier = 1;
 }
 
+def Lathe_DepthAttentionOp : Lathe_Op<"depth_attention",
+    [Pure, AttrSizedOperandSegments]> {
+  let summary = "Attention over depth: a learned softmax mixture of earlier sublayer outputs, per token.";
+  let description = [{
+    ARCHITECTURES.md §2.1, the routing primitive of Attention Residuals and
+    Delta Attention Residuals. For N sources S_n (each [T, D]), a pseudo-query
+    w ([D]) and an RMSNorm gain g ([D]):
+    `z_n = <w, RMSNorm_g(S_n)>` (no scale), `alpha = softmax_n(z)` per token,
+    `result = sum_n alpha_n S_n` over the un-normalised sources. With `base`
+    (Delta AttnRes, additive routing) the result is `base + sum_n alpha_n
+    S_n`. Tokens do not mix, so decoding needs no cache for it.
+
+    The lowering is one kernel per routing site: a single pass over each
+    source yields its sum of squares and its dot product with w * g (the
+    normalised keys are never formed), a softmax over the N scores per token,
+    and one weighted sum.
+
+    ```mlir
+    %x = lathe.depth_attention (%h0, %o0, %o1) query %w gain %g {eps = 1.0e-06 : f64}
+        : (tensor<8x64xf32>, tensor<8x64xf32>, tensor<8x64xf32>), tensor<64xf32>, tensor<64xf32> -> tensor<8x64xf32>
+    %y = lathe.depth_attention (%h0, %o0) query %w gain %g base %h {eps = 1.0e-06 : f64}
+        : (tensor<8x64xf32>, tensor<8x64xf32>), tensor<64xf32>, tensor<64xf32>, tensor<8x64xf32> -> tensor<8x64xf32>
+    ```
+  }];
+  let arguments = (ins Variadic<Lathe_F32Tensor>:$sources,
+                       Lathe_F32Tensor:$query, Lathe_F32Tensor:$gain,
+                       Optional<Lathe_F32Tensor>:$base, F64Attr:$eps);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    `(` $sources `)` `query` $query `gain` $gain (`base` $base^)? attr-dict
+    `:` `(` type($sources) `)` `,` type($query) `,` type($gain)
+    (`,` type($base)^)? `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
 def Lathe_LayerNormOp : Lathe_Op<"layer_norm", [Pure]> {
   let summary = "LayerNorm over the last axis with a learned gain and bias.";
   let description = [{

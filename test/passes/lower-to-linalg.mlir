@@ -194,3 +194,23 @@ func.func @three_phase(%x: tensor<2x12xf32>, %g: tensor<12xf32>, %t: tensor<2xf3
   %h = lathe.dc_inject %r at %pos : tensor<2x12xf32>, tensor<1xi32> -> tensor<2x12xf32>
   return %h : tensor<2x12xf32>
 }
+
+// -----
+
+// Tests one Delta AttnRes routing site over two sources: per source a single
+// reduction with two results (sum of squares and the dot product with
+// w * g), a softmax over the sources per token (two results, one per
+// source), and the weighted sum added to the base.
+
+// CHECK-LABEL: func.func @depth_attention
+// CHECK: %[[S0:.*]]:2 = linalg.generic {{.*}} iterator_types = ["parallel", "reduction"]} ins(%arg0, %arg2, %arg3 : {{.*}}) outs(%{{.*}}, %{{.*}} : tensor<4xf32>, tensor<4xf32>)
+// CHECK: %[[S1:.*]]:2 = linalg.generic {{.*}} ins(%arg1, %arg2, %arg3 : {{.*}}) outs(%{{.*}}, %{{.*}} : tensor<4xf32>, tensor<4xf32>)
+// CHECK: %[[A:.*]]:2 = linalg.generic {{.*}} iterator_types = ["parallel"]} ins(%[[S0]]#0, %[[S1]]#0, %[[S0]]#1, %[[S1]]#1 : {{.*}})
+// CHECK: math.sqrt
+// CHECK: arith.maximumf
+// CHECK: math.exp
+// CHECK: linalg.generic {{.*}} ins(%arg0, %arg1, %[[A]]#0, %[[A]]#1, %arg4 : {{.*}})
+func.func @depth_attention(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>, %w: tensor<8xf32>, %g: tensor<8xf32>, %h: tensor<4x8xf32>) -> tensor<4x8xf32> {
+  %x = lathe.depth_attention (%a, %b) query %w gain %g base %h {eps = 1.0e-6 : f64} : (tensor<4x8xf32>, tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
+  return %x : tensor<4x8xf32>
+}

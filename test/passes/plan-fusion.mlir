@@ -75,3 +75,26 @@ func.func @rotation(%tok: tensor<4xi32>, %table: tensor<16x12xf32>, %a: tensor<4
   %r = lathe.phase_rotate %s, %t {phases = 3 : i64} : tensor<4x12xf32>, tensor<2xf32> -> tensor<4x12xf32>
   return %r : tensor<4x12xf32>
 }
+
+// -----
+
+// Tests Delta AttnRes' grouping: the routing site joins the norm it feeds
+// (and so the projections), and the residual add joins the O projection
+// although the projection's output is also read later (as a source).
+
+// CHECK-LABEL: func.func @routing
+// CHECK: lathe.depth_attention{{.*}}lathe.fusion_group = 0
+// CHECK: lathe.rms_norm {{.*}}lathe.fusion_group = 0
+// CHECK: lathe.linear {{.*}}lathe.fusion_group = 0
+// CHECK: lathe.linear {{.*}}lathe.fusion_group = 1
+// CHECK: lathe.add {{.*}}lathe.fusion_group = 1
+// CHECK: lathe.depth_attention{{.*}}lathe.fusion_group = 2
+func.func @routing(%h: tensor<4x8xf32>, %w: tensor<8xf32>, %wq: tensor<8x8xf32>) -> tensor<4x8xf32> {
+  %x = lathe.depth_attention (%h) query %w gain %w base %h {eps = 1.0e-6 : f64} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
+  %n = lathe.rms_norm %x, %w {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  %q = lathe.linear %n, %wq : tensor<4x8xf32>, tensor<8x8xf32> -> tensor<4x8xf32>
+  %o = lathe.linear %q, %wq : tensor<4x8xf32>, tensor<8x8xf32> -> tensor<4x8xf32>
+  %h1 = lathe.add %h, %o : tensor<4x8xf32>
+  %y = lathe.depth_attention (%h, %o) query %w gain %w base %h1 {eps = 1.0e-6 : f64} : (tensor<4x8xf32>, tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
+  return %y : tensor<4x8xf32>
+}

@@ -417,3 +417,44 @@ func.func @dc_offset(%x: tensor<4x8xf32>, %p: tensor<2xi32>) {
   %y = lathe.dc_inject %x at %p : tensor<4x8xf32>, tensor<2xi32> -> tensor<4x8xf32>
   return
 }
+
+// -----
+
+func.func @depth_no_sources(%w: tensor<8xf32>) {
+  // expected-error @+1 {{needs at least one source}}
+  %x = "lathe.depth_attention"(%w, %w) <{eps = 1.0e-6 : f64, operandSegmentSizes = array<i32: 0, 1, 1, 0>}> : (tensor<8xf32>, tensor<8xf32>) -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @depth_mixed(%a: tensor<4x8xf32>, %b: tensor<2x8xf32>, %w: tensor<8xf32>) {
+  // Every source is one [T, D] vector per token.
+  // expected-error @+1 {{sources must all have type 'tensor<4x8xf32>', got 'tensor<2x8xf32>'}}
+  %x = lathe.depth_attention (%a, %b) query %w gain %w {eps = 1.0e-6 : f64} : (tensor<4x8xf32>, tensor<2x8xf32>), tensor<8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @depth_query(%a: tensor<4x8xf32>, %w: tensor<6xf32>, %g: tensor<8xf32>) {
+  // expected-error @+1 {{query has 6 elements but the sources are 8 wide}}
+  %x = lathe.depth_attention (%a) query %w gain %g {eps = 1.0e-6 : f64} : (tensor<4x8xf32>), tensor<6xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @depth_base(%a: tensor<4x8xf32>, %w: tensor<8xf32>, %h: tensor<4x4xf32>) {
+  // expected-error @+1 {{base must have the sources' type}}
+  %x = lathe.depth_attention (%a) query %w gain %w base %h {eps = 1.0e-6 : f64} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>, tensor<4x4xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @depth_eps(%a: tensor<4x8xf32>, %w: tensor<8xf32>) {
+  // expected-error @+1 {{expects eps > 0}}
+  %x = lathe.depth_attention (%a) query %w gain %w {eps = 0.0 : f64} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  return
+}

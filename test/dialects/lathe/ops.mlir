@@ -118,3 +118,13 @@ func.func @three_phase(%x: tensor<4x96xf32>, %g: tensor<96xf32>, %t: tensor<16xf
   %a = lathe.attention %q, %k, %k at %pos {heads = 6 : i64, kv_heads = 3 : i64, phases = 3 : i64} : tensor<1x96xf32>, tensor<8x48xf32>, tensor<8x48xf32>, tensor<1xi32> -> tensor<1x96xf32>
   return %a : tensor<1x96xf32>
 }
+
+// Attention Residuals' routing, replacement and additive.
+// CHECK-LABEL: func.func @depth_attention
+func.func @depth_attention(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>, %w: tensor<8xf32>, %g: tensor<8xf32>) -> tensor<4x8xf32> {
+  // CHECK: lathe.depth_attention(%{{.*}}, %{{.*}}) query %{{.*}} gain %{{.*}} {eps = 9.9999999999999995E-7 : f64} : (tensor<4x8xf32>, tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  %x = lathe.depth_attention (%a, %b) query %w gain %g {eps = 1.0e-6 : f64} : (tensor<4x8xf32>, tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  // CHECK: lathe.depth_attention(%{{.*}}) query %{{.*}} gain %{{.*}} base %{{.*}} {eps
+  %y = lathe.depth_attention (%x) query %w gain %g base %a {eps = 1.0e-6 : f64} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
+  return %y : tensor<4x8xf32>
+}
