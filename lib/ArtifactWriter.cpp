@@ -22,6 +22,7 @@ std::string mlir::lathe::writeArtifact(
     fb::InitKind init = p.init == InitRule::zeros      ? fb::InitKind::zeros
                         : p.init == InitRule::ones     ? fb::InitKind::ones
                         : p.init == InitRule::constant ? fb::InitKind::constant
+                        : p.init == InitRule::identity ? fb::InitKind::identity
                                                        : fb::InitKind::normal;
     params.push_back(fb::CreateParamDirect(fbb, p.name.c_str(), &p.shape,
                                            fb::DType::f32, init, p.std,

@@ -65,18 +65,34 @@ static KernelCost costOf(func::FuncOp kernel) {
   return cost;
 }
 
-/// "layers.3" from a location built by the spec importer, or -1.
-static int layerOf(Location loc) {
-  int layer = -1;
+/// The decoder layer ("layers.3") and loop iteration ("iteration.1") of a
+/// location built by the spec importer; -1 where there is none.
+static std::pair<int, int> layerOf(Location loc) {
+  int layer = -1, iteration = -1;
   loc->walk([&](Location l) {
     if (auto name = dyn_cast<NameLoc>(l)) {
       StringRef s = name.getName().strref();
-      if (s.consume_front("layers.") && !s.getAsInteger(10, layer))
-        return WalkResult::interrupt();
+      int value;
+      // A fused kernel's location lists its ops in order: the first op's
+      // layer and iteration name the kernel.
+      if (s.consume_front("layers.") && !s.getAsInteger(10, value)) {
+        if (layer < 0)
+          layer = value;
+      } else if (s.consume_front("iteration.") && !s.getAsInteger(10, value)) {
+        if (iteration < 0)
+          iteration = value;
+      }
     }
     return WalkResult::advance();
   });
-  return layer;
+  return {layer, iteration};
+}
+
+static std::string describe(std::pair<int, int> at) {
+  std::string s = at.first < 0 ? "-" : std::to_string(at.first);
+  if (at.first >= 0 && at.second >= 0)
+    s += " iteration " + std::to_string(at.second);
+  return s;
 }
 
 LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os) {
@@ -90,7 +106,7 @@ LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os) 
   for (auto entry : planned.getOps<func::FuncOp>()) {
     if (entry.isExternal() || entry->hasAttr(kKernelAttrName))
       continue;
-    std::map<int, int> perLayer;
+    std::map<std::pair<int, int>, int> perLayer;
     KernelCost total;
     std::string lines;
     llvm::raw_string_ostream detail(lines);
@@ -98,13 +114,12 @@ LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os) 
     entry.walk([&](LaunchOp launch) {
       auto kernel = symbols.lookup<func::FuncOp>(launch.getCallee());
       KernelCost c = costOf(kernel);
-      int layer = layerOf(launch.getLoc());
+      std::pair<int, int> layer = layerOf(launch.getLoc());
       ++perLayer[layer];
       ++count;
       total.flops += c.flops;
       total.bytes += c.bytes;
-      detail << "  " << launch.getCallee() << "  layer "
-             << (layer < 0 ? std::string("-") : std::to_string(layer))
+      detail << "  " << launch.getCallee() << "  layer " << describe(layer)
              << "  flops " << c.flops << "  bytes " << c.bytes << "\n";
     });
     auto arena = entry->getAttrOfType<IntegerAttr>(kArenaBytesAttrName);
@@ -113,8 +128,8 @@ LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os) 
        << llvm::format("%.2f", total.bytes / 1e6) << " MB moved, arena "
        << (arena ? arena.getInt() : 0) << " bytes\n";
     for (auto [layer, n] : perLayer)
-      if (layer >= 0)
-        os << "  layer " << layer << ": " << n << " kernels\n";
+      if (layer.first >= 0)
+        os << "  layer " << describe(layer) << ": " << n << " kernels\n";
     os << lines;
   }
   return success();

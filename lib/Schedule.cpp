@@ -43,6 +43,7 @@ FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
     p.init = param.getInit() == InitKind::zeros      ? InitRule::zeros
              : param.getInit() == InitKind::ones     ? InitRule::ones
              : param.getInit() == InitKind::constant ? InitRule::constant
+             : param.getInit() == InitKind::identity ? InitRule::identity
                                                      : InitRule::normal;
     if (auto value = param.getValue())
       p.value = static_cast<float>(value->convertToDouble());

@@ -58,6 +58,12 @@ struct AttnResSpec {
   std::string kind;
   double eps = 1e-6;
 };
+/// Parcae looped blocks (ARCHITECTURES.md §4.1): `layers` = prelude + core
+/// + coda distinct blocks; the core runs `iterations` times.
+struct LoopSpec {
+  std::string kind;
+  int64_t prelude = 0, core = 0, coda = 0, iterations = 0;
+};
 struct ModelSpec {
   std::string name;
   int64_t vocab = 0, dModel = 0, layers = 0, heads = 0, kvHeads = 0,
@@ -71,6 +77,7 @@ struct ModelSpec {
   bool tieEmbeddings = false;
   std::optional<ThreePhaseSpec> threePhase;
   std::optional<AttnResSpec> attnRes;
+  std::optional<LoopSpec> loop;
 };
 
 } // namespace
@@ -117,6 +124,15 @@ template <> struct MappingTraits<AttnResSpec> {
     io.mapOptional("eps", s.eps);
   }
 };
+template <> struct MappingTraits<LoopSpec> {
+  static void mapping(IO &io, LoopSpec &s) {
+    io.mapRequired("kind", s.kind);
+    io.mapRequired("prelude", s.prelude);
+    io.mapRequired("core", s.core);
+    io.mapRequired("coda", s.coda);
+    io.mapRequired("iterations", s.iterations);
+  }
+};
 template <> struct MappingTraits<ModelSpec> {
   static void mapping(IO &io, ModelSpec &s) {
     io.mapRequired("name", s.name);
@@ -135,6 +151,7 @@ template <> struct MappingTraits<ModelSpec> {
     io.mapOptional("tie_embeddings", s.tieEmbeddings);
     io.mapOptional("three_phase", s.threePhase);
     io.mapOptional("attn_res", s.attnRes);
+    io.mapOptional("loop", s.loop);
   }
 };
 } // namespace llvm::yaml
@@ -258,7 +275,40 @@ private:
       return false;
     if (!(spec.rope.base > 0.0))
       return fail("rope.base", "must be positive");
-    return validateThreePhase() && validateAttnRes();
+    return validateThreePhase() && validateAttnRes() && validateLoop();
+  }
+
+  bool validateLoop() {
+    if (!spec.loop)
+      return true;
+    const LoopSpec &lp = *spec.loop;
+    if (lp.kind != "parcae")
+      return fail("loop.kind",
+                  "unknown loop kind '" + lp.kind + "' (expected: parcae)");
+    if (lp.prelude < 0)
+      return fail("loop.prelude", "must be >= 0, got " + llvm::Twine(lp.prelude));
+    if (lp.coda < 0)
+      return fail("loop.coda", "must be >= 0, got " + llvm::Twine(lp.coda));
+    if (lp.core < 1)
+      return fail("loop.core", "must be >= 1, got " + llvm::Twine(lp.core));
+    if (lp.iterations < 1)
+      return fail("loop.iterations",
+                  "must be >= 1, got " + llvm::Twine(lp.iterations));
+    if (lp.prelude + lp.core + lp.coda != spec.layers)
+      return fail("loop", "prelude + core + coda = " +
+                              llvm::Twine(lp.prelude + lp.core + lp.coda) +
+                              " blocks, but layers is " +
+                              llvm::Twine(spec.layers));
+    if (spec.mlp.taper)
+      return fail("loop", "a looped core shares its weights across "
+                          "iterations, so its MLP widths cannot taper with "
+                          "depth: drop mlp.taper");
+    if (spec.attnRes || spec.threePhase)
+      return fail("loop", "looped blocks are not defined together with " +
+                              llvm::Twine(spec.attnRes ? "attn_res"
+                                                       : "three_phase") +
+                              " (ARCHITECTURES.md gives no such combination)");
+    return true;
   }
 
   bool validateAttnRes() {
@@ -405,6 +455,18 @@ private:
       if (r->kind == "full")
         site("attn_res_final");
     }
+    if (spec.loop) {
+      // Parcae's injection (ARCHITECTURES.md §4.1): A_log = 0 and dt_bias =
+      // softplus^-1(ln 5 / 2), so Delta = 0.8047 and Abar = sqrt(1/5) per
+      // channel; B = I; the coda projection starts as the identity too.
+      Location loopLoc = locOf("loop");
+      declareNorm("prelude_norm", loopLoc);
+      declare("injection.A_log", f32({D}), InitKind::zeros, {}, loopLoc);
+      declare("injection.dt_bias", f32({D}), InitKind::constant,
+              std::log(std::sqrt(5.0) - 1.0), loopLoc);
+      declare("injection.B", f32({D, D}), InitKind::identity, {}, loopLoc);
+      declare("coda_proj.weight", f32({D, D}), InitKind::identity, {}, loopLoc);
+    }
     if (const auto &tp = spec.threePhase) {
       // One angle per channel pair of a stripe, per block, starting on the
       // depth-linear schedule (l + 1) pi / (2 L) (ARCHITECTURES.md §3.3).
@@ -419,12 +481,22 @@ private:
       declare("lm_head.weight", f32({V, D}), InitKind::normal, std, headLoc);
 
     // KV caches: one [max_seq, kv_heads * head_dim] tensor per layer for
-    // keys and one for values, keys stored after RoPE.
-    for (int64_t l = 0; l < spec.layers; ++l)
-      for (const char *kv : {"k", "v"})
-        CacheOp::create(b, layerLoc,
-                        b.getStringAttr("kv.layers." + std::to_string(l) + "." + kv),
-                        TypeAttr::get(f32({T, K * Dh})));
+    // keys and one for values, keys stored after RoPE; a looped core has one
+    // pair per (iteration, layer).
+    for (int64_t l = 0; l < spec.layers; ++l) {
+      std::string prefix = "kv.layers." + std::to_string(l) + ".";
+      SmallVector<std::string> tags = {prefix};
+      if (spec.loop && l >= spec.loop->prelude &&
+          l < spec.loop->prelude + spec.loop->core) {
+        tags.clear();
+        for (int64_t t = 0; t < spec.loop->iterations; ++t)
+          tags.push_back(prefix + "iter." + std::to_string(t) + ".");
+      }
+      for (const std::string &tag : tags)
+        for (const char *kv : {"k", "v"})
+          CacheOp::create(b, layerLoc, b.getStringAttr(tag + kv),
+                          TypeAttr::get(f32({T, K * Dh})));
+    }
 
     buildEntry(m, Entry::forward);
     // Prefill buckets: shapes are static, so a short prompt runs in the
@@ -568,11 +640,10 @@ private:
       if (!full)
         x = AddOp::create(b, loc, x, out);
     };
-    for (int64_t l = 0; l < spec.layers; ++l) {
+    // One pre-norm block (layer l) on the stream x, with its KV caches
+    // named `kv` + "k"/"v".
+    auto block = [&](int64_t l, const std::string &kv, Location loc) {
       std::string p = "layers." + std::to_string(l) + ".";
-      std::string kv = "kv.layers." + std::to_string(l) + ".";
-      Location loc = NameLoc::get(b.getStringAttr("layers." + std::to_string(l)),
-                                  layerLoc);
       // Layer 0's attention has one source (the embedding): no routing.
       Value in = spec.attnRes && l > 0 ? route(p + "attn_res.attn", loc) : x;
       Value h = norm(in, p + "attn_norm", loc);
@@ -609,6 +680,49 @@ private:
           weight(p + "mlp.w_up.bias", loc), weight(p + "mlp.w_down.weight", loc),
           weight(p + "mlp.w_down.bias", loc), Value());
       residual(y, loc);
+    };
+    auto layerLocOf = [&](int64_t l) -> Location {
+      return NameLoc::get(b.getStringAttr("layers." + std::to_string(l)),
+                          layerLoc);
+    };
+    auto kvOf = [](int64_t l) { return "kv.layers." + std::to_string(l) + "."; };
+    if (!spec.loop) {
+      for (int64_t l = 0; l < spec.layers; ++l)
+        block(l, kvOf(l), layerLocOf(l));
+    } else {
+      // Parcae (ARCHITECTURES.md §4.1): prelude, then the core applied
+      // `iterations` times from a zero state with the stable injection of
+      // the prelude's output, then the coda. The loop is unrolled into the
+      // schedule; the core's kernels are identical in every iteration, so
+      // lathe-dedup-kernels compiles them once, and each iteration has its
+      // own KV cache.
+      const LoopSpec &lp = *spec.loop;
+      Location loopLoc = locOf("loop");
+      for (int64_t l = 0; l < lp.prelude; ++l)
+        block(l, kvOf(l), layerLocOf(l));
+      Value e = norm(x, "prelude_norm", loopLoc);
+      Value be = LinearOp::create(b, loopLoc, f32({T, D}), e,
+                                  weight("injection.B", loopLoc), Value(),
+                                  Value());
+      Value aLog = weight("injection.A_log", loopLoc),
+            dtBias = weight("injection.dt_bias", loopLoc);
+      Value state;
+      for (int64_t t = 0; t < lp.iterations; ++t) {
+        Location iterLoc = NameLoc::get(
+            b.getStringAttr("iteration." + std::to_string(t)), loopLoc);
+        x = ParcaeInjectOp::create(b, iterLoc, f32({T, D}), be, aLog, dtBias,
+                                   state);
+        for (int64_t l = lp.prelude; l < lp.prelude + lp.core; ++l)
+          block(l, kvOf(l) + "iter." + std::to_string(t) + ".",
+                NameLoc::get(b.getStringAttr("iteration." + std::to_string(t)),
+                             layerLocOf(l)));
+        state = x;
+      }
+      x = LinearOp::create(b, loopLoc, f32({T, D}), state,
+                           weight("coda_proj.weight", loopLoc), Value(),
+                           Value());
+      for (int64_t l = lp.prelude + lp.core; l < spec.layers; ++l)
+        block(l, kvOf(l), layerLocOf(l));
     }
     if (full)
       x = route("attn_res_final", headLoc);

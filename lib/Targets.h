@@ -20,7 +20,7 @@
 namespace mlir::lathe {
 
 enum class DType { f32, i32 };
-enum class InitRule { zeros, ones, normal, constant };
+enum class InitRule { zeros, ones, normal, constant, identity };
 
 struct ParamInfo {
   std::string name;

@@ -367,6 +367,57 @@ struct LowerDepthAttention : OpConversionPattern<DepthAttentionOp> {
   }
 };
 
+/// Abar h + Delta be, elementwise, with Delta = softplus(dt_bias) and
+/// Abar = exp(-Delta exp(A_log)) recomputed per element (cheap next to the
+/// loads, and it keeps the op one pass).
+struct LowerParcaeInject : OpConversionPattern<ParcaeInjectOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(ParcaeInjectOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    SmallVector<int64_t> shape = shapeOf(op.getBe());
+    AffineMap td = g.map(2, {g.d(0), g.d(1)}), d = g.map(2, {g.d(1)});
+    SmallVector<Value> ins = {adaptor.getBe(), adaptor.getALog(),
+                              adaptor.getDtBias()};
+    SmallVector<AffineMap> maps = {td, d, d};
+    Value state = adaptor.getState();
+    if (state) {
+      ins.push_back(state);
+      maps.push_back(td);
+    }
+    maps.push_back(td);
+    Value r = g.generic(
+        ins, g.empty(shape), maps, {kPar, kPar},
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          // softplus(x) = max(x, 0) + log1p(exp(-|x|)), stable both ways.
+          Value x = a[2];
+          Value softplus = arith::AddFOp::create(
+              nb, l, arith::MaximumFOp::create(nb, l, x, in.cst(0.0)),
+              math::Log1pOp::create(
+                  nb, l,
+                  math::ExpOp::create(
+                      nb, l,
+                      arith::NegFOp::create(nb, l,
+                                            math::AbsFOp::create(nb, l, x)))));
+          Value u = arith::MulFOp::create(nb, l, softplus, a[0]);
+          if (!state)
+            return u;
+          Value abar = math::ExpOp::create(
+              nb, l,
+              arith::NegFOp::create(
+                  nb, l,
+                  arith::MulFOp::create(nb, l, softplus,
+                                        math::ExpOp::create(nb, l, a[1]))));
+          return arith::AddFOp::create(nb, l, u,
+                                       arith::MulFOp::create(nb, l, abar, a[3]));
+        });
+    rewriter.replaceOp(op, r);
+    return success();
+  }
+};
+
 /// x + (1/(p+1) - mean(x)) per row: a row mean, then one elementwise pass.
 struct LowerDcInject : OpConversionPattern<DcInjectOp> {
   using OpConversionPattern::OpConversionPattern;
@@ -690,6 +741,7 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
     RewritePatternSet patterns(ctx);
     patterns.add<LowerEmbedding, LowerRmsNorm, LowerLayerNorm, LowerLinear,
                  LowerRope, LowerPhaseRotate, LowerDcInject, LowerDepthAttention,
+                 LowerParcaeInject,
                  LowerAttention, LowerMlp, LowerAdd>(ctx);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))

@@ -31,6 +31,8 @@ def PlanFusion : Pass<"lathe-plan-fusion", "::mlir::ModuleOp"> {
       and `lathe.phase_rotate` / `lathe.dc_inject` (the Three-Phase
       Transformer's rewrites of the stream) join the op that produced the
       stream: the O projection's kernel, the embedding's kernel;
+    - `lathe.parcae_inject` joins the op that produced the looped state
+      (the core's last MLP), or `B e` on the first iteration;
     - a `lathe.depth_attention` (Attention Residuals' routing) whose only
       user is a norm joins it: routing, norm and projections are one kernel;
     - `lathe.attention` stays alone: it becomes one fused kernel of its own.

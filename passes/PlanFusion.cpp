@@ -45,7 +45,7 @@ struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
     fn.walk([&](Operation *op) {
       if (isa<RmsNormOp, LayerNormOp, LinearOp, MlpOp, RopeOp, AttentionOp,
               CacheWriteOp, EmbeddingOp, AddOp, PhaseRotateOp, DcInjectOp,
-              DepthAttentionOp>(op)) {
+              DepthAttentionOp, ParcaeInjectOp>(op)) {
         ops.push_back(op);
         groups.insert(op);
       }
@@ -80,6 +80,13 @@ struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
           if (Operation *def = operand.getDefiningOp();
               def && isProjection(def) && !producer)
             producer = def;
+      } else if (auto inject = dyn_cast<ParcaeInjectOp>(op)) {
+        // Parcae's injection runs where the previous iteration's state was
+        // produced (the core's last MLP), or with B e on the first.
+        Value from = inject.getState() ? inject.getState() : inject.getBe();
+        producer = from.getDefiningOp();
+        if (producer && !groups.contains(producer))
+          producer = nullptr;
       } else if (auto route = dyn_cast<DepthAttentionOp>(op)) {
         // A routing site feeding only the next sublayer's norm runs in that
         // norm's (and so its projections') kernel.

@@ -127,7 +127,8 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
     if (!validDType(p->dtype()))
       return corrupt(where + " has an unknown dtype");
     if (p->init() != fb::InitKind::zeros && p->init() != fb::InitKind::ones &&
-        p->init() != fb::InitKind::normal && p->init() != fb::InitKind::constant)
+        p->init() != fb::InitKind::normal && p->init() != fb::InitKind::constant &&
+        p->init() != fb::InitKind::identity)
       return corrupt(where + " has an unknown init kind");
     if (p->init() == fb::InitKind::normal &&
         !(p->std() >= 0.0f && p->std() < std::numeric_limits<float>::infinity()))
@@ -137,6 +138,9 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
     std::optional<int64_t> n = numElements(p->shape());
     if (!n)
       return corrupt(where + " has an invalid shape");
+    if (p->init() == fb::InitKind::identity &&
+        (p->shape()->size() != 2 || p->shape()->Get(0) != p->shape()->Get(1)))
+      return corrupt(where + " has identity init but is not a square matrix");
     if (total > (int64_t(1) << 50) - *n)
       return corrupt("parameters are too large");
     total += *n;

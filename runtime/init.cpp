@@ -97,6 +97,14 @@ extern "C" lathe_status_t lathe_weights_init(const lathe_artifact_t *artifact,
     case fb::InitKind::ones:
       std::fill(data.get(), data.get() + n, 1.0f);
       break;
+    case fb::InitKind::identity: {
+      // Checked square at load.
+      int64_t rows = p->shape()->Get(0);
+      std::fill(data.get(), data.get() + n, 0.0f);
+      for (int64_t i = 0; i < rows; ++i)
+        data[i * rows + i] = 1.0f;
+      break;
+    }
     case fb::InitKind::constant:
       std::fill(data.get(), data.get() + n, p->value());
       break;

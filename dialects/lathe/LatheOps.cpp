@@ -57,6 +57,11 @@ LogicalResult ParamOp::verify() {
   } else if (getValue()) {
     return emitOpError("takes a value only with init 'constant'");
   }
+  if (getInit() == InitKind::identity &&
+      (getTensorType().getRank() != 2 ||
+       getTensorType().getDimSize(0) != getTensorType().getDimSize(1)))
+    return emitOpError() << "with init 'identity' needs a square matrix, got "
+                         << getType();
   return success();
 }
 
@@ -223,6 +228,26 @@ LogicalResult DepthAttentionOp::verify() {
   }
   if (!(getEps().convertToDouble() > 0.0))
     return emitOpError("expects eps > 0");
+  return success();
+}
+
+LogicalResult ParcaeInjectOp::verify() {
+  if (failed(expectStatic(*this, getBe().getType(), 2, "be")))
+    return failure();
+  if (getType() != getBe().getType())
+    return emitOpError("result type must equal be's type");
+  if (getState() && getState().getType() != getBe().getType())
+    return emitOpError("state must have be's type");
+  int64_t width = dim(getBe(), 1);
+  for (auto [what, v] : {std::pair<const char *, Value>{"A_log", getALog()},
+                         {"dt_bias", getDtBias()}}) {
+    if (failed(expectStatic(*this, v.getType(), 1, what)))
+      return failure();
+    if (dim(v, 0) != width)
+      return emitOpError() << what << " has " << dim(v, 0)
+                           << " elements but the state is " << width
+                           << " wide";
+  }
   return success();
 }
 

@@ -28,7 +28,8 @@ def Lathe_InitKind : I32EnumAttr<"InitKind", "how a parameter is initialised", [
     I32EnumAttrCase<"zeros", 0>,
     I32EnumAttrCase<"ones", 1>,
     I32EnumAttrCase<"normal", 2>,
-    I32EnumAttrCase<"constant", 3>
+    I32EnumAttrCase<"constant", 3>,
+    I32EnumAttrCase<"identity", 4>
   ]> {
   let cppNamespace = "::mlir::lathe";
 }
@@ -62,7 +63,8 @@ def Lathe_ParamOp : Lathe_Op<"param", [Symbol, HasParent<"::mlir::ModuleOp">]> {
     Declares one trainable tensor of the model. The symbol name is the tensor's
     name in safetensors weight files; `init` says how `lathe-run init` fills
     it (`normal` takes a standard deviation, `constant` a value, e.g. the
-    depth schedule of a Three-Phase rotation angle).
+    depth schedule of a Three-Phase rotation angle; `identity` is for square
+    matrices, e.g. Parcae's injection B).
 
     ```mlir
     lathe.param @"embed.weight" : tensor<256x64xf32> init(normal, std = 2.0e-02)
@@ -296,6 +298,35 @@ def Lathe_DepthAttentionOp : Lathe_Op<"depth_attention",
     `(` $sources `)` `query` $query `gain` $gain (`base` $base^)? attr-dict
     `:` `(` type($sources) `)` `,` type($query) `,` type($gain)
     (`,` type($base)^)? `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_ParcaeInjectOp : Lathe_Op<"parcae_inject", [Pure]> {
+  let summary = "Parcae's stable injection of the prelude output into the looped state.";
+  let description = [{
+    ARCHITECTURES.md §4.1: `u = Abar * h + Bbar e` with the negative-diagonal
+    parameterisation discretised by zero-order hold:
+    `Delta = softplus(dt_bias)`, `Abar = exp(-Delta * exp(A_log))` (in (0, 1)
+    per channel, so the loop is contractive by construction) and
+    `Bbar e = Delta * (e B^T)`. The product `e B^T` (`be`) does not change
+    between iterations, so it is an operand computed once before the loop.
+    Without `state`, h = 0 (the first iteration from a zero state).
+
+    ```mlir
+    %u0 = lathe.parcae_inject %be, %a_log, %dt_bias
+        : tensor<16x64xf32>, tensor<64xf32>, tensor<64xf32> -> tensor<16x64xf32>
+    %u1 = lathe.parcae_inject %be, %a_log, %dt_bias state %h
+        : tensor<16x64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<16x64xf32> -> tensor<16x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$be, Lathe_F32Tensor:$a_log,
+                       Lathe_F32Tensor:$dt_bias,
+                       Optional<Lathe_F32Tensor>:$state);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $be `,` $a_log `,` $dt_bias (`state` $state^)? attr-dict `:` type($be) `,`
+    type($a_log) `,` type($dt_bias) (`,` type($state)^)? `->` type($result)
   }];
   let hasVerifier = 1;
 }

@@ -214,3 +214,21 @@ func.func @depth_attention(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>, %w: tensor<
   %x = lathe.depth_attention (%a, %b) query %w gain %g base %h {eps = 1.0e-6 : f64} : (tensor<4x8xf32>, tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
   return %x : tensor<4x8xf32>
 }
+
+// -----
+
+// Tests Parcae's injection: one elementwise generic reading B e, A_log,
+// dt_bias (per channel) and the state; softplus as max(x, 0) +
+// log1p(exp(-|x|)), Abar = exp(-Delta exp(A_log)).
+
+// CHECK-DAG: #[[CH:.*]] = affine_map<(d0, d1) -> (d1)>
+// CHECK-LABEL: func.func @parcae
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #[[CH]], #[[CH]], #{{.*}}, #{{.*}}]
+// CHECK: math.log1p
+// CHECK: math.exp
+// CHECK: arith.negf
+// CHECK: arith.addf
+func.func @parcae(%be: tensor<4x8xf32>, %a: tensor<8xf32>, %dt: tensor<8xf32>, %h: tensor<4x8xf32>) -> tensor<4x8xf32> {
+  %u = lathe.parcae_inject %be, %a, %dt state %h : tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
+  return %u : tensor<4x8xf32>
+}

@@ -2,8 +2,8 @@
 """Independent numpy reference for lathe's standard pre-norm decoder and its options.
 
 Written only from docs/model-and-weights.md (the contract) and, for the
-`three_phase` and `attn_res` spec keys, from ARCHITECTURES.md s2 and s3, not
-from the compiler's sources. Everything is computed in float64.
+`three_phase`, `attn_res` and `loop` spec keys, from ARCHITECTURES.md s2, s3
+and s4.1, not from the compiler's sources. Everything is computed in float64.
 
 CLI:
   decoder.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --compare L.npy [--rtol 1e-4]
@@ -53,7 +53,7 @@ def _option(key, value):
 
 def make_spec(name="model", vocab=256, d_model=64, layers=2, heads=4, kv_heads=None,
               max_seq=64, mlp=None, norm=None, rope=None, attention=None, position=None,
-              bias=None, tie_embeddings=None, three_phase=None, attn_res=None, **extra):
+              bias=None, tie_embeddings=None, three_phase=None, attn_res=None, loop=None, **extra):
     """Normalise and check a spec dict (also handy for building test specs)."""
     mlp, norm, attention = dict(mlp or {}), dict(norm or {}), dict(attention or {})
     spec = {
@@ -77,12 +77,17 @@ def make_spec(name="model", vocab=256, d_model=64, layers=2, heads=4, kv_heads=N
         spec["three_phase"] = tp
     if ar is not None:
         spec["attn_res"] = ar
+    lp = _loop_spec(loop)
+    if lp is not None:
+        spec["loop"] = lp
     spec.update(extra)  # keep unknown keys visible rather than dropping them silently
     D, H, K = spec["d_model"], spec["heads"], spec["kv_heads"]
     if D % H or H % K:
         raise ValueError(f"need d_model % heads == 0 and heads % kv_heads == 0; got D={D} H={H} K={K}")
     if spec["position"] == "rope" and (D // H) % 2:
         raise ValueError(f"RoPE needs an even head dim; got {D // H}")
+    if lp is not None:
+        _check_loop(spec)   # before the taper check, so loop + taper names the conflict
     if taper is not None:
         mlp_widths(spec)  # raises ValueError for a taper that cannot be built
     if tp is not None:
@@ -167,6 +172,79 @@ def attn_res_sites(spec):
     if spec.get("attn_res") is None:
         return []
     return [(s, s // 2, "mlp" if s % 2 else "attn") for s in range(1, 2 * spec["layers"])]
+
+
+# ---------------------------------------------------------------- loop spec key (Parcae)
+# ARCHITECTURES.md s4.1. loop: {kind: parcae, prelude: P, core: C, coda: K, iterations: n}.
+# Layers 0..P-1 are the prelude, P..P+C-1 the recurrent core (shared across iterations),
+# P+C..L-1 the coda; D_s = D. All five keys are required.
+
+LOOP_KINDS = ("parcae",)
+LOOP_KEYS = ("kind", "prelude", "core", "coda", "iterations")
+# dt_bias init: softplus(dt_bias) = Delta0 = -ln(sqrt(1/5)) = ln(5)/2, so Abar0 = exp(-Delta0) = sqrt(1/5)
+# and dt_bias = softplus^-1(Delta0) = ln(expm1(Delta0)) = ln(sqrt(5) - 1).
+PARCAE_DELTA_INIT = -math.log(math.sqrt(1.0 / 5.0))
+PARCAE_DT_BIAS_INIT = math.log(math.expm1(PARCAE_DELTA_INIT))
+
+
+def _loop_spec(lp):
+    """Normalise loop: {kind: parcae, prelude, core, coda, iterations}; None means off."""
+    if lp is None:
+        return None
+    if not isinstance(lp, dict):
+        raise ValueError(f"loop must be a mapping {{kind: parcae, prelude: P, core: C, coda: K, iterations: n}}, "
+                         f"got {lp!r}")
+    unknown = set(lp) - set(LOOP_KEYS)
+    if unknown:
+        raise ValueError(f"loop: unknown keys {sorted(unknown, key=str)}; known: {list(LOOP_KEYS)}")
+    kind = lp.get("kind")
+    if not isinstance(kind, str) or kind not in LOOP_KINDS:
+        raise ValueError(f"loop.kind: {kind!r} is not one of {list(LOOP_KINDS)} (unknown loop kind)")
+    out = {"kind": kind}
+    for k, lo in (("prelude", 0), ("core", 1), ("coda", 0), ("iterations", 1)):
+        v = lp.get(k)
+        if v is None:
+            raise ValueError(f"loop.{k} is required (an integer >= {lo})")
+        if not _is_int(v):
+            raise ValueError(f"loop.{k} must be an integer >= {lo}, got {v!r}")
+        if v < lo:
+            raise ValueError(f"loop.{k} must be >= {lo}, got {v}")
+        out[k] = int(v)
+    return out
+
+
+def _check_loop(spec):
+    lp, L = spec["loop"], spec["layers"]
+    P, C, K = lp["prelude"], lp["core"], lp["coda"]
+    if P + C + K != L:
+        raise ValueError(f"loop: prelude + core + coda = {P} + {C} + {K} = {P + C + K} must equal layers = {L}")
+    if spec["mlp"].get("taper") is not None:
+        raise ValueError("loop cannot be combined with mlp.taper: the core's weights are shared across "
+                         "iterations, so a per-layer width taper is not defined for a looped model")
+    for key in ("attn_res", "three_phase"):
+        if spec.get(key) is not None:
+            raise ValueError(f"loop cannot be combined with {key}: ARCHITECTURES.md does not define it "
+                             f"for looped models")
+
+
+def loop_parts(spec):
+    """(prelude, core, coda) layer index ranges; (range(L), range(0), range(0)) without loop."""
+    lp, L = spec.get("loop"), spec["layers"]
+    if lp is None:
+        return range(L), range(0), range(0)
+    P, C = lp["prelude"], lp["core"]
+    return range(P), range(P, P + C), range(P + C, L)
+
+
+def softplus(z):
+    return np.logaddexp(0.0, z)
+
+
+def parcae_discretize(A_log, dt_bias):
+    """(Delta, Abar) of s4.1: Delta = softplus(dt_bias), Abar = exp(-Delta exp(A_log)) in (0, 1)."""
+    A_log, dt_bias = np.asarray(A_log, np.float64), np.asarray(dt_bias, np.float64)
+    delta = softplus(dt_bias)
+    return delta, np.exp(-delta * np.exp(A_log))
 
 
 # ---------------------------------------------------------------- tapered MLP widths
@@ -349,6 +427,12 @@ def weight_shapes(spec):
         if ar["kind"] == "full":
             s["attn_res_final.query"] = ((D,), "zeros")
             s["attn_res_final.norm"] = ((D,), "ones")
+    if spec.get("loop") is not None:   # ARCHITECTURES.md s4.1 (D_s = D); no biases even with bias: true
+        norm("prelude_norm")
+        s["injection.A_log"] = ((D,), "zeros")
+        s["injection.dt_bias"] = ((D,), ("const", PARCAE_DT_BIAS_INIT))
+        s["injection.B"] = ((D, D), "identity")
+        s["coda_proj.weight"] = ((D, D), "identity")
     return s
 
 
@@ -367,6 +451,12 @@ def init_weights(spec, seed=0, scale=1.0, norm_jitter=0.0):
     their norm gains "ones" (jittered like the other gains). three_phase angles
     theta_l are the constant (l+1) pi / (2L); with scale != 1 each angle gets
     normal(0, 0.02 * scale) added so that a per-pair indexing error shows up.
+
+    loop (Parcae): prelude_norm is a norm like the others (gain "ones", layernorm
+    bias "zeros"); injection.A_log is "zeros"; injection.dt_bias is the constant
+    ln(sqrt(5) - 1) (Delta = ln(5)/2, Abar = sqrt(1/5)), plus normal(0, 0.02 * scale)
+    when scale != 1; injection.B and coda_proj.weight are "identity", plus
+    normal(0, 0.02 * scale) on every entry when scale != 1.
     """
     rng = np.random.default_rng(seed)
     w = {}
@@ -375,6 +465,8 @@ def init_weights(spec, seed=0, scale=1.0, norm_jitter=0.0):
             a = np.ones(shape) + (rng.normal(0, norm_jitter, shape) if norm_jitter else 0)
         elif init == "zeros":
             a = rng.normal(0.0, 0.02 * scale, shape) if scale != 1.0 else np.zeros(shape)
+        elif init == "identity":
+            a = np.eye(shape[0], shape[1]) + (rng.normal(0.0, 0.02 * scale, shape) if scale != 1.0 else 0)
         elif isinstance(init, tuple) and init[0] == "const":
             a = np.full(shape, float(init[1])) + (rng.normal(0.0, 0.02 * scale, shape) if scale != 1.0 else 0)
         else:
@@ -507,7 +599,9 @@ def forward(spec, weights, tokens, trace=None):
 
     trace: optional dict; filled with "h0" (the stream's initial value after
     positions / horn), "x" (list of the 2L sublayer inputs x_s, before PreNorm)
-    and "o" (list of the raw sublayer outputs o_s), for tests.
+    and "o" (list of the raw sublayer outputs o_s), for tests. With loop it is
+    filled instead with "e" (prelude output after PreludeNorm), "inj" (Bbar e),
+    "h" (the states h_0 .. h_n) and "y" (coda_proj h_n).
     """
     check_weights(spec, weights)
     tokens = np.asarray(tokens, dtype=np.int64)
@@ -564,6 +658,36 @@ def forward(spec, weights, tokens, trace=None):
         x = x + W["pos_embed.weight"][:T]
     if tp is not None and tp["horn"]:
         x = dc_inject(x, np.arange(T))           # absolute positions 0 .. T-1 (no cache offset here)
+    if spec.get("loop") is not None:
+        # Parcae, ARCHITECTURES.md s4.1 (make_spec excludes attn_res and three_phase here).
+        # Each core block in iteration t is applied to the whole sequence, so its attention
+        # uses that iteration's own K/V (the compiler's cache keyed by (iteration, layer)).
+        def block(z, l):
+            p = f"layers.{l}."
+            z = z + attn(z, p)
+            return z + mlp(z, p)
+
+        prelude, core, coda = loop_parts(spec)
+        for l in prelude:
+            x = block(x, l)
+        e = norm(x, "prelude_norm")                                  # e = PreludeNorm(Prelude(x))
+        delta, abar = parcae_discretize(W["injection.A_log"], W["injection.dt_bias"])
+        inj = delta * (e @ W["injection.B"].T)                       # Bbar e = diag(Delta) B e
+        h = np.zeros_like(e)                                         # h_0 = 0: the "zero" state init
+        hs = [h]
+        for _ in range(spec["loop"]["iterations"]):
+            u = abar * h + inj                                       # u_t = Abar h_t + Bbar e
+            for l in core:
+                u = block(u, l)
+            h = u                                                    # h_{t+1} = R(u_t)
+            hs.append(h)
+        x = y = h @ W["coda_proj.weight"].T                          # y = C_proj h_n (no bias)
+        for l in coda:
+            x = block(x, l)
+        if trace is not None:
+            trace.update(e=e, inj=inj, h=hs, y=y)
+        head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
+        return norm(x, "norm") @ head.T
     h0, outs, xs = x, [], []
     for s in range(2 * L):
         l, is_mlp = divmod(s, 2)

@@ -1274,6 +1274,388 @@ def _():
     return ", ".join(out)
 
 
+
+# ---------------------------------------------------------------- loop (Parcae)
+# ARCHITECTURES.md s4.1 and the s6 invariant 6. The loop implementation below is written again
+# from those equations (per-token, per-head scalar loops; its own softplus / norms / softpick)
+# and calls nothing in decoder.py.
+
+def forward_parcae_loops(spec, w, tokens, trace=None):
+    """Per-token loops for a Parcae model: any kv_heads, both norms, all MLP kinds, softpick, learned positions, bias."""
+    W = {n: a.astype(np.float64) for n, a in w.items()}
+    D, H, K, L = spec["d_model"], spec["heads"], spec["kv_heads"], spec["layers"]
+    eps, base, Dh, T = spec["norm"]["eps"], spec["rope"]["base"], D // H, len(tokens)
+    has_bias, learned = spec["bias"], spec["position"] == "learned"
+    lp = spec["loop"]
+    P, C, n_iter = lp["prelude"], lp["core"], lp["iterations"]
+    assert P + C + lp["coda"] == L
+
+    def norm(v, n):
+        g = W[n + ".weight"]
+        if spec["norm"]["kind"] == "layernorm":
+            mu = sum(v) / D
+            sd = math.sqrt(sum((t - mu) ** 2 for t in v) / D + eps)
+            return [(v[j] - mu) / sd * g[j] + W[n + ".bias"][j] for j in range(D)]
+        r = math.sqrt(sum(t * t for t in v) / D + eps)
+        return [v[j] / r * g[j] for j in range(D)]
+
+    def lin(n, v, bias=True):
+        Wm = W[n + ".weight"]
+        assert Wm.shape[1] == len(v), n
+        return [float(np.dot(Wm[o], v)) + (W[n + ".bias"][o] if has_bias and bias else 0.0)
+                for o in range(Wm.shape[0])]
+
+    def probs(sc):
+        if spec["attention"]["normalizer"] == "softpick":
+            e = [math.expm1(z) for z in sc]
+            den = sum(abs(z) for z in e) + 1e-8
+            return [max(z, 0.0) / den for z in e]
+        m = max(sc)
+        e = [math.exp(z - m) for z in sc]
+        return [z / sum(e) for z in e]
+
+    def act(z):
+        kind = spec["mlp"]["kind"]
+        if kind == "gelu":
+            return 0.5 * z * (1 + math.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3)))
+        return max(z, 0.0) ** 2
+
+    rot = (lambda v, t: v) if learned else (lambda v, t: rope_complex(v, t, base))
+
+    def block(xs, l):   # xs: list over tokens of D-vectors; this call's own K/V over all positions
+        p = f"layers.{l}."
+        hs = [norm(x, p + "attn_norm") for x in xs]
+        qs, ks, vs = ([lin(p + f"attn.{n}", h) for h in hs] for n in ("wq", "wk", "wv"))
+        out = []
+        for t in range(T):
+            cat = []
+            for hd in range(H):
+                kv = hd // (H // K)
+                q = rot(np.array(qs[t][hd * Dh:(hd + 1) * Dh]), t)
+                pr = probs([float(np.dot(q, rot(np.array(ks[u][kv * Dh:(kv + 1) * Dh]), u))) / math.sqrt(Dh)
+                            for u in range(t + 1)])
+                cat += [sum(pr[u] * vs[u][kv * Dh + d] for u in range(t + 1)) for d in range(Dh)]
+            o = lin(p + "attn.wo", cat)
+            out.append([xs[t][j] + o[j] for j in range(D)])
+        xs = out
+        for t in range(T):
+            h = norm(xs[t], p + "mlp_norm")
+            u = lin(p + "mlp.w_up", h)
+            if spec["mlp"]["kind"] == "swiglu":
+                m = [gi / (1 + math.exp(-gi)) * ui for gi, ui in zip(lin(p + "mlp.w_gate", h), u)]
+            else:
+                m = [act(z) for z in u]
+            d = lin(p + "mlp.w_down", m)
+            xs[t] = [xs[t][j] + d[j] for j in range(D)]
+        return xs
+
+    def sp(z):   # softplus, written out
+        return z + math.log1p(math.exp(-z)) if z > 0 else math.log1p(math.exp(z))
+
+    xs = [[W["embed.weight"][tok][j] + (W["pos_embed.weight"][t][j] if learned else 0.0) for j in range(D)]
+          for t, tok in enumerate(tokens)]
+    for l in range(P):
+        xs = block(xs, l)
+    e = [norm(x, "prelude_norm") for x in xs]
+    delta = [sp(z) for z in W["injection.dt_bias"]]
+    abar = [math.exp(-delta[j] * math.exp(W["injection.A_log"][j])) for j in range(D)]
+    Bm = W["injection.B"]
+    bbar_e = [[delta[i] * sum(Bm[i][j] * et[j] for j in range(D)) for i in range(D)] for et in e]
+    h = [[0.0] * D for _ in range(T)]
+    states = [h]
+    for it in range(n_iter):
+        u = [[abar[i] * h[t][i] + bbar_e[t][i] for i in range(D)] for t in range(T)]
+        for l in range(P, P + C):
+            u = block(u, l)
+        h = u
+        states.append(h)
+    y = [lin("coda_proj", v, bias=False) for v in h]
+    xs = y
+    for l in range(P + C, L):
+        xs = block(xs, l)
+    if trace is not None:
+        trace.update(e=np.array(e), inj=np.array(bbar_e), h=[np.array(v) for v in states], y=np.array(y))
+    head = "embed" if spec["tie_embeddings"] else "lm_head"
+    return np.array([lin(head, norm(x, "norm"), bias=False) for x in xs])
+
+
+def parcae(P, C, K, n, **kw):
+    """A small Parcae spec: layers = P + C + K."""
+    return small_spec(layers=P + C + K, loop={"kind": "parcae", "prelude": P, "core": C, "coda": K, "iterations": n},
+                      **kw)
+
+
+DISTINCT = [3, 17, 0, 36, 5, 21, 9, 30]   # distinct ids, so per-row folds into the embedding are possible
+
+
+@check("parcae (s6.6): max Abar < 1 for random parameters; at init Abar = 0.44721, Delta = 0.80472, Bbar = 0.80472 I")
+def _():
+    rng = np.random.default_rng(50)
+    A_log, dt = rng.normal(0, 2.5, 20000), rng.normal(0, 2.5, 20000)
+    delta, abar = ref.parcae_discretize(A_log, dt)
+    assert np.max(abar) < 1 and np.min(abar) >= 0 and np.min(delta) > 0, (np.max(abar), np.min(abar))
+    rate = delta * np.exp(A_log)            # Abar = exp(-rate); > 0 unless exp underflows (rate > ~745)
+    assert np.min(abar[rate < 700]) > 0 and np.sum(rate < 700) > 19000
+    assert np.max(abar) > 0.99 and np.min(abar) < 0.01, "the draws do not cover (0, 1)"
+    for i in (0, 1, int(np.argmax(abar)), int(np.argmin(abar))):   # by hand
+        d = math.log1p(math.exp(dt[i])) if dt[i] < 30 else dt[i]
+        close(delta[i], d, 1e-15 * max(1, d), "Delta")
+        close(abar[i], math.exp(-d * math.exp(A_log[i])), 1e-15, "Abar")
+    # extreme dt_bias: softplus stays finite and positive (no overflow at +800, no 0 at -700)
+    d_hi, a_hi = ref.parcae_discretize(np.zeros(1), np.array([800.0]))
+    assert d_hi[0] == 800.0 and a_hi[0] == 0.0
+    d_lo, _ = ref.parcae_discretize(np.zeros(1), np.array([-700.0]))
+    assert 0 < d_lo[0] < 1e-300
+    # init, for both norms and two widths: exactly the documented constants
+    out = []
+    for kw in (dict(), dict(norm={"kind": "layernorm"}, d_model=48, heads=4, kv_heads=4)):
+        s = parcae(1, 2, 1, 3, **kw)
+        w = ref.init_weights(s, 0)
+        D = s["d_model"]
+        assert np.all(w["injection.A_log"] == 0) and np.all(w["injection.B"] == np.eye(D))
+        delta, abar = ref.parcae_discretize(w["injection.A_log"], w["injection.dt_bias"])
+        bbar = delta[:, None] * w["injection.B"].astype(np.float64)     # diag(Delta) B
+        close(delta, math.log(5) / 2, 2e-7, "Delta = ln(5)/2")
+        close(abar, 1 / math.sqrt(5), 2e-7, "Abar = sqrt(1/5)")
+        assert {f"{v:.5f}" for v in delta} == {"0.80472"} and {f"{v:.5f}" for v in abar} == {"0.44721"}
+        close(bbar, 0.80472 * np.eye(D), 5e-6, "Bbar = 0.80472 I")
+        assert np.all(bbar[~np.eye(D, dtype=bool)] == 0)
+        out.append(f"D={D}: Delta {delta[0]:.7f} Abar {abar[0]:.7f}")
+    # float caveat, not a property of the math: Delta exp(A_log) below ~1e-16 rounds Abar to 1.0
+    _, a1 = ref.parcae_discretize(np.zeros(1), np.array([-40.0]))
+    return "; ".join(out) + f"; float64 Abar at dt_bias=-40 rounds to {a1[0]!r}"
+
+
+@check("parcae: n = 1, P = 0, Bbar = I, coda_proj = I equals a standard decoder of core+coda with PreludeNorm folded into the embedding; A_log irrelevant at n = 1 (h_0 = 0)")
+def _():
+    notes = []
+    for C, K, kw in ((2, 0, {}), (1, 1, GPT2)):
+        s = parcae(0, C, K, 1, **kw)
+        sb = small_spec(layers=C + K, **kw)
+        w = weights(s, 51)
+        delta, _ = ref.parcae_discretize(w["injection.A_log"], w["injection.dt_bias"])
+        w = dict(w, **{"injection.B": np.diag(1.0 / delta).astype(np.float32),      # Delta * (e B^T) = e
+                       "coda_proj.weight": np.eye(s["d_model"], dtype=np.float32)})
+        # fold PreludeNorm (and learned positions) into the rows of the distinct tokens, written by hand
+        x = w["embed.weight"][DISTINCT].astype(np.float64)
+        if s["position"] == "learned":
+            x = x + w["pos_embed.weight"][:len(DISTINCT)]
+        g = w["prelude_norm.weight"].astype(np.float64)
+        if s["norm"]["kind"] == "layernorm":
+            mu = x.mean(-1, keepdims=True)
+            e = (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + 1e-5) * g + w["prelude_norm.bias"]
+        else:
+            e = x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-5) * g
+        E = w["embed.weight"].copy()
+        E[DISTINCT] = e.astype(np.float32)
+        wb = {n: w[n] for n in ref.weight_shapes(sb)}
+        wb["embed.weight"] = E
+        if s["position"] == "learned":
+            wb["pos_embed.weight"] = np.zeros_like(w["pos_embed.weight"])
+        if s["tie_embeddings"]:   # the folded table must not leak into the tied head: untie with the original
+            sb = small_spec(layers=C + K, **dict(kw, tie_embeddings=False))
+            wb["lm_head.weight"] = w["embed.weight"]
+        a, b = ref.forward(s, w, DISTINCT), ref.forward(sb, wb, DISTINCT)
+        err = close(a, b, 1e-5 * np.max(np.abs(b)), "vs standard decoder (float32 rounding of folds and 1/Delta)")
+        # h_0 = 0: Abar multiplies zero at n = 1, so any A_log gives bit-identical logits
+        wa = dict(w, **{"injection.A_log": np.random.default_rng(52).normal(0, 3, s["d_model"]).astype(np.float32)})
+        close(ref.forward(s, wa, DISTINCT), a, 0, "A_log at n = 1")
+        # not vacuous: the second iteration does see Abar and changes the logits
+        s2 = parcae(0, C, K, 2, **kw)
+        assert np.max(np.abs(ref.forward(s2, w, DISTINCT) - a)) > 1e-3
+        assert np.max(np.abs(ref.forward(s2, wa, DISTINCT) - ref.forward(s2, w, DISTINCT))) > 1e-3
+        notes.append(f"C={C} K={K}: {err:.1e}")
+    return ", ".join(notes)
+
+
+@check("parcae: Abar = 0 makes every u_t = Bbar e, so n = 1 and n = 3 agree exactly; with Abar > 0 they differ")
+def _():
+    s1, s3 = parcae(1, 2, 1, 1), parcae(1, 2, 1, 3)
+    w = weights(s1, 53)
+    w0 = dict(w, **{"injection.A_log": np.full(32, 10.0, np.float32)})   # exp(-Delta e^10) == 0.0
+    assert np.all(ref.parcae_discretize(w0["injection.A_log"], w0["injection.dt_bias"])[1] == 0)
+    close(ref.forward(s3, w0, TOKENS), ref.forward(s1, w0, TOKENS), 0, "n = 3 vs n = 1 at Abar = 0")
+    tr = {}
+    ref.forward(s3, w0, TOKENS, trace=tr)
+    assert len(tr["h"]) == 4 and np.all(tr["h"][0] == 0)
+    close(tr["h"][3], tr["h"][1], 0, "h_3 = h_1")
+    d = np.max(np.abs(ref.forward(s3, w, TOKENS) - ref.forward(s1, w, TOKENS)))
+    assert d > 1e-3, d
+    return f"n=1 vs n=3 with Abar > 0 differ by {d:.2f}"
+
+
+PARCAE_CONFIGS = (
+    ("rmsnorm+swiglu+rope, GQA 4/2, P1 C2 K1, n3", (1, 2, 1, 3), {}),
+    ("GPT-2 style (layernorm+gelu+learned+bias+tied), P1 C1 K2, n3", (1, 1, 2, 3), GPT2),
+    ("layernorm+gelu+learned positions, GQA 4/2, untied, P2 C1 K0, n2",
+     (2, 1, 0, 2), dict(norm={"kind": "layernorm"}, mlp={"kind": "gelu", "width": 40}, position="learned")),
+    ("relu2+softpick, GQA 4/1, P0 C1 K0, n4", (0, 1, 0, 4),
+     dict(kv_heads=1, mlp={"kind": "relu2", "width": 40}, attention={"normalizer": "softpick"})),
+)
+for _label, _pckn, _kw in PARCAE_CONFIGS:
+    @check(f"forward: parcae ({_label}) equals the per-token loop implementation")
+    def _(pckn=_pckn, kw=_kw):
+        s = parcae(*pckn, **kw)
+        w = weights(s, 54)
+        tr, lt = {}, {}
+        a, b = ref.forward(s, w, TOKENS, trace=tr), forward_parcae_loops(s, w, TOKENS, trace=lt)
+        err = close(a, b, 1e-9 * np.max(np.abs(b)), "loop")
+        for k in ("e", "inj", "y"):
+            close(tr[k], lt[k], 1e-9 * np.max(np.abs(lt[k])), k)
+        for t, (x, y) in enumerate(zip(tr["h"], lt["h"])):
+            close(x, y, 1e-9 * max(1, np.max(np.abs(y))), f"h_{t}")
+        return f"max abs err {err:.2e}, max |logit| {np.max(np.abs(b)):.2f}, |h_n| {np.max(np.abs(lt['h'][-1])):.1f}"
+
+
+@check("parcae: every new tensor and every prelude / core / coda layer changes the logits; the core runs n times")
+def _():
+    s = parcae(1, 2, 1, 3, norm={"kind": "layernorm"}, bias=True)
+    w = weights(s, 55)
+    full = ref.forward(s, w, TOKENS)
+    new = set(w) - set(ref.weight_shapes(small_spec(layers=4, norm={"kind": "layernorm"}, bias=True)))
+    assert new == {"prelude_norm.weight", "prelude_norm.bias", "injection.A_log", "injection.dt_bias",
+                   "injection.B", "coda_proj.weight"}, new
+    moved = list(new) + [f"layers.{l}.attn.wq.weight" for l in range(4)] + [f"layers.{l}.mlp.w_down.bias" for l in range(4)]
+    for n in moved:
+        assert np.max(np.abs(ref.forward(s, dict(w, **{n: w[n] * 1.5 + 0.1}), TOKENS) - full)) > 1e-6, n
+    # the same weights with n = 1 give other logits: the core (layers 1, 2) is applied again per iteration
+    assert np.max(np.abs(ref.forward(parcae(1, 2, 1, 1, norm={"kind": "layernorm"}, bias=True), w, TOKENS) - full)) > 1e-3
+    n = "injection.B"
+    raises(lambda: ref.forward(s, {k: a for k, a in w.items() if k != n}, TOKENS), "missing", n)
+    raises(lambda: ref.forward(s, dict(w, **{"coda_proj.weight": w["coda_proj.weight"][:, :16]}), TOKENS),
+           "coda_proj.weight", "shape")
+    return f"{len(moved)} tensors each move the logits"
+
+
+@check("parcae: causal (prefixes equal first rows; a later token moves only later rows)")
+def _():
+    s = parcae(1, 1, 1, 3, kv_heads=2)
+    w = weights(s, 56)
+    full = ref.forward(s, w, TOKENS)
+    for n in (1, 5):
+        close(ref.forward(s, w, TOKENS[:n]), full[:n], 1e-10, f"prefix {n}")
+    alt = list(TOKENS)
+    alt[6] = (alt[6] + 1) % s["vocab"]
+    other = ref.forward(s, w, alt)
+    close(other[:6], full[:6], 1e-10, "earlier rows")
+    assert np.min(np.max(np.abs(other[6:] - full[6:]), axis=-1)) > 1e-3
+
+
+@check("spec: loop parses and loads from YAML; without loop nothing changes (names, shapes, seeded draws)")
+def _():
+    s = parcae(1, 2, 1, 3)
+    assert s["loop"] == {"kind": "parcae", "prelude": 1, "core": 2, "coda": 1, "iterations": 3}
+    assert "loop" not in small_spec(layers=4) and "loop" not in small_spec(loop=None)
+    assert [list(r) for r in ref.loop_parts(s)] == [[0], [1, 2], [3]]
+    assert [list(r) for r in ref.loop_parts(small_spec(layers=3))] == [[0, 1, 2], [], []]
+    for kw, extra in (({}, ["prelude_norm.weight"]), (dict(norm={"kind": "layernorm"}, bias=True),
+                                                     ["prelude_norm.weight", "prelude_norm.bias"])):
+        sl, sb = parcae(1, 2, 1, 3, **kw), small_spec(layers=4, **kw)
+        shl, shb = ref.weight_shapes(sl), ref.weight_shapes(sb)
+        # new tensors come after all existing ones, in this order
+        assert list(shl)[:len(shb)] == list(shb) and all(shl[n] == shb[n] for n in shb)
+        assert list(shl)[len(shb):] == extra + ["injection.A_log", "injection.dt_bias", "injection.B", "coda_proj.weight"]
+        for scale, jit in ((1.0, 0.0), (10.0, 0.3)):
+            wl, wb = ref.init_weights(sl, 7, scale, jit), ref.init_weights(sb, 7, scale, jit)
+            assert all(np.array_equal(wl[n], wb[n]) for n in wb)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "p.yaml")
+        open(path, "w").write("name: p\nd_model: 32\nheads: 4\nkv_heads: 2\nlayers: 6\n"
+                              "loop: {kind: parcae, prelude: 2, core: 2, coda: 2, iterations: 8}\n")
+        y = ref.load_spec(path)
+    assert y["loop"] == {"kind": "parcae", "prelude": 2, "core": 2, "coda": 2, "iterations": 8}
+
+
+@check("spec: loop rejects unknown kind, bad counts, C < 1, n < 1, negative P/K, unknown keys, taper / attn_res / three_phase")
+def _():
+    L = lambda **k: dict({"kind": "parcae", "prelude": 1, "core": 2, "coda": 1, "iterations": 3}, **k)
+    bad = [
+        (dict(layers=4, loop=L(kind="loopformer")), ["loop.kind", "loopformer", "unknown loop kind"]),
+        (dict(layers=4, loop=L(kind=None)), ["loop.kind"]),
+        (dict(layers=5, loop=L()), ["1 + 2 + 1 = 4", "layers = 5"]),
+        (dict(layers=3, loop=L()), ["must equal layers = 3"]),
+        (dict(layers=3, loop=L(core=0, prelude=2)), ["loop.core", ">= 1"]),
+        (dict(layers=4, loop=L(iterations=0)), ["loop.iterations", ">= 1"]),
+        (dict(layers=4, loop=L(iterations=-2)), ["loop.iterations", ">= 1"]),
+        (dict(layers=4, loop=L(prelude=-1, coda=2, core=3)), ["loop.prelude", ">= 0"]),
+        (dict(layers=4, loop=L(coda=-1, prelude=2, core=3)), ["loop.coda", ">= 0"]),
+        (dict(layers=4, loop=L(iterations=2.0)), ["loop.iterations", "integer"]),
+        (dict(layers=4, loop=L(core=True)), ["loop.core", "integer"]),
+        (dict(layers=4, loop=L(core="2")), ["loop.core", "integer"]),
+        (dict(layers=4, loop={"kind": "parcae", "prelude": 1, "core": 2, "coda": 1}), ["loop.iterations", "required"]),
+        (dict(layers=4, loop=L(recur=2)), ["unknown", "recur"]),
+        (dict(layers=4, loop=L(init="zero")), ["unknown", "init"]),
+        (dict(layers=4, loop="parcae"), ["mapping"]),
+        (dict(layers=4, loop=L(), mlp={"kind": "swiglu", "width": 64, "taper": {"multiple": 16}}), ["loop", "mlp.taper"]),
+        (dict(layers=4, loop=L(), attn_res={"kind": "delta"}), ["loop", "attn_res"]),
+        (dict(layers=4, loop=L(), attn_res={"kind": "full"}), ["loop", "attn_res"]),
+        (dict(layers=4, loop=L(), three_phase={"phases": 2}), ["loop", "three_phase"]),
+    ]
+    for kw, frags in bad:
+        try:
+            raises(lambda: small_spec(**kw), *frags)
+        except AssertionError as e:
+            raise AssertionError(f"{kw}: {e}")
+    # valid edges: P = K = 0, n = 1; a taper-free mlp mapping
+    small_spec(layers=1, loop=L(prelude=0, core=1, coda=0, iterations=1))
+    return f"{len(bad)} invalid specs rejected"
+
+
+@check("CLI: --write-weights writes every parcae tensor with the stated shapes and inits; --scale/--norm-jitter perturb them; --out / --compare")
+def _():
+    notes = []
+    with tempfile.TemporaryDirectory() as d:
+        common = ("name: p\nvocab: 40\nd_model: 24\nlayers: 4\nheads: 6\nkv_heads: 3\nmax_seq: 12\n"
+                  "loop: {kind: parcae, prelude: 1, core: 2, coda: 1, iterations: 3}\n")
+        for tag, extra in (("rms", "mlp: {kind: swiglu, width: 32}\n"),
+                           ("ln", "mlp: {kind: gelu, width: 32}\nnorm: {kind: layernorm}\nposition: learned\n"
+                                  "bias: true\ntie_embeddings: true\n")):
+            S, W0, W, R, B = (os.path.join(d, tag + n) for n in (".yaml", "0.safetensors", ".safetensors", ".npy", "_b.npy"))
+            open(S, "w").write(common + extra)
+            s = ref.load_spec(S)
+            cli = [sys.executable, os.path.join(HERE, "decoder.py"), "--spec", S]
+            subprocess.run(cli + ["--write-weights", W0, "--seed", "5"], check=True, capture_output=True)
+            subprocess.run(cli + ["--write-weights", W, "--seed", "5", "--scale", "10", "--norm-jitter", "0.3"],
+                           check=True, capture_output=True)
+            w0, _ = safetensors_np.load(W0)
+            w, _ = safetensors_np.load(W)
+            want = {"prelude_norm.weight": (24,), "injection.A_log": (24,), "injection.dt_bias": (24,),
+                    "injection.B": (24, 24), "coda_proj.weight": (24, 24)}
+            if tag == "ln":
+                want["prelude_norm.bias"] = (24,)
+            for ww in (w0, w):
+                assert {n: a.shape for n, a in ww.items()} == {n: sh for n, (sh, _) in ref.weight_shapes(s).items()}
+                assert all(ww[n].shape == sh and ww[n].dtype == np.float32 for n, sh in want.items())
+            dt0 = np.float32(math.log(math.sqrt(5) - 1))
+            assert np.all(w0["prelude_norm.weight"] == 1) and np.all(w0["injection.A_log"] == 0)
+            assert np.all(w0["injection.dt_bias"] == dt0) and abs(float(dt0) - 0.2119354) < 1e-6
+            assert np.all(w0["injection.B"] == np.eye(24)) and np.all(w0["coda_proj.weight"] == np.eye(24))
+            assert tag != "ln" or np.all(w0["prelude_norm.bias"] == 0)
+            # perturbed: N(0, 0.02 * 10) on A_log, dt_bias, B - I, coda_proj - I (and the layernorm bias);
+            # gains 1 + N(0, 0.3)
+            for n, ctr, sd in (("injection.A_log", 0, 0.2), ("injection.dt_bias", dt0, 0.2), ("injection.B", np.eye(24), 0.2),
+                               ("coda_proj.weight", np.eye(24), 0.2), ("prelude_norm.weight", 1, 0.3),
+                               ("prelude_norm.bias", 0, 0.2)):
+                if n in w:
+                    dev = w[n] - ctr
+                    assert 0.5 * sd < np.std(dev) < 1.6 * sd and abs(np.mean(dev)) < 0.25 * sd + 3 * sd / math.sqrt(dev.size), (n, np.std(dev))
+            for ww, wname in ((w0, W0), (w, W)):
+                r = subprocess.run(cli + ["--weights", wname, "--tokens", "1,2,39,7", "--out", R], capture_output=True, text=True)
+                assert r.returncode == 0, r.stdout + r.stderr
+                lo = forward_parcae_loops(s, ww, [1, 2, 39, 7])
+                close(np.load(R), lo, 1e-9 * np.max(np.abs(lo)), "cli vs loops")
+            np.save(B, np.load(R).astype(np.float32))
+            r = subprocess.run(cli + ["--weights", W, "--tokens", "1,2,39,7", "--compare", B], capture_output=True, text=True)
+            assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout + r.stderr
+            bad = np.load(R)
+            bad[3, 5] += 1e-3 * np.max(np.abs(bad))
+            np.save(B, bad)
+            r = subprocess.run(cli + ["--weights", W, "--tokens", "1,2,39,7", "--compare", B], capture_output=True, text=True)
+            assert r.returncode == 1 and r.stdout.startswith("MISMATCH"), r.stdout + r.stderr
+            notes.append(f"{tag}: {len(w)} tensors")
+    return ", ".join(notes)
+
+
 if __name__ == "__main__":
     # A check that returns a note starting with "SKIPPED" ran nothing: count it
     # as skipped, never as passed.

@@ -458,3 +458,25 @@ func.func @depth_eps(%a: tensor<4x8xf32>, %w: tensor<8xf32>) {
   %x = lathe.depth_attention (%a) query %w gain %w {eps = 0.0 : f64} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32> -> tensor<4x8xf32>
   return
 }
+
+// -----
+
+// Identity init is for square matrices.
+// expected-error @+1 {{with init 'identity' needs a square matrix, got 'tensor<4x8xf32>'}}
+lathe.param @b : tensor<4x8xf32> init(identity)
+
+// -----
+
+func.func @inject_width(%be: tensor<4x8xf32>, %a: tensor<6xf32>) {
+  // expected-error @+1 {{A_log has 6 elements but the state is 8 wide}}
+  %u = lathe.parcae_inject %be, %a, %a : tensor<4x8xf32>, tensor<6xf32>, tensor<6xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @inject_state(%be: tensor<4x8xf32>, %a: tensor<8xf32>, %h: tensor<2x8xf32>) {
+  // expected-error @+1 {{state must have be's type}}
+  %u = lathe.parcae_inject %be, %a, %a state %h : tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<2x8xf32> -> tensor<4x8xf32>
+  return
+}

@@ -128,3 +128,15 @@ func.func @depth_attention(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>, %w: tensor<
   %y = lathe.depth_attention (%x) query %w gain %g base %a {eps = 1.0e-6 : f64} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
   return %y : tensor<4x8xf32>
 }
+
+// Parcae's injection, from a zero state and from a state; identity init.
+// CHECK: lathe.param @B : tensor<8x8xf32> init(identity)
+lathe.param @B : tensor<8x8xf32> init(identity)
+// CHECK-LABEL: func.func @parcae
+func.func @parcae(%be: tensor<4x8xf32>, %a: tensor<8xf32>, %dt: tensor<8xf32>) -> tensor<4x8xf32> {
+  // CHECK: lathe.parcae_inject %{{.*}}, %{{.*}}, %{{.*}} : tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  %u0 = lathe.parcae_inject %be, %a, %dt : tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  // CHECK: lathe.parcae_inject %{{.*}}, %{{.*}}, %{{.*}} state %{{.*}} : tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
+  %u1 = lathe.parcae_inject %be, %a, %dt state %u0 : tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
+  return %u1 : tensor<4x8xf32>
+}

@@ -1,5 +1,8 @@
 #!/bin/sh
-# attn-res.test's per-spec check: $1 = work dir, $2 = spec name.
+# One family spec against the numpy reference: compile for cpu and cuda,
+# write scaled random weights, then forward, prefill(5) + decode, and
+# prefill + decode through the emulated GPU kernels must each match.
+# $1 = work dir holding $2.yaml.
 set -e
 d=$1; s=$2; tokens=3,1,4,1,5,9,2,6,5,3,5,8
 lathec "$d/$s.yaml" -o "$d/$s.lathe"
