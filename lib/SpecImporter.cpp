@@ -57,6 +57,7 @@ struct ThreePhaseSpec {
 struct AttnResSpec {
   std::string kind;
   double eps = 1e-6;
+  std::optional<int64_t> blocks; // block and delta_block only
 };
 /// Parcae looped blocks (ARCHITECTURES.md §4.1): `layers` = prelude + core
 /// + coda distinct blocks; the core runs `iterations` times.
@@ -122,6 +123,7 @@ template <> struct MappingTraits<AttnResSpec> {
   static void mapping(IO &io, AttnResSpec &s) {
     io.mapRequired("kind", s.kind);
     io.mapOptional("eps", s.eps);
+    io.mapOptional("blocks", s.blocks);
   }
 };
 template <> struct MappingTraits<LoopSpec> {
@@ -315,15 +317,29 @@ private:
     if (!spec.attnRes)
       return true;
     const AttnResSpec &r = *spec.attnRes;
-    if (r.kind != "delta" && r.kind != "full")
-      return fail("attn_res.kind", "unknown attention-residual kind '" +
-                                       r.kind + "' (expected: delta, full)");
+    if (r.kind != "delta" && r.kind != "full" && r.kind != "block" &&
+        r.kind != "delta_block")
+      return fail("attn_res.kind",
+                  "unknown attention-residual kind '" + r.kind +
+                      "' (expected: delta, full, block, delta_block)");
     if (!(r.eps > 0.0))
       return fail("attn_res.eps", "must be positive");
-    if (r.kind == "full" && spec.threePhase)
+    bool blockwise = r.kind == "block" || r.kind == "delta_block";
+    if (blockwise && !r.blocks)
+      return fail("attn_res", "kind " + r.kind +
+                                  " needs blocks: the number of layer blocks");
+    if (!blockwise && r.blocks)
+      return fail("attn_res.blocks",
+                  "only kinds block and delta_block group layers into blocks");
+    if (r.blocks && (*r.blocks < 1 || *r.blocks > spec.layers))
+      return fail("attn_res.blocks", "must be between 1 and layers (" +
+                                         llvm::Twine(spec.layers) + "), got " +
+                                         llvm::Twine(*r.blocks));
+    if ((r.kind == "full" || r.kind == "block") && spec.threePhase)
       return fail("attn_res.kind",
-                  "full attention residuals replace the residual stream, so "
-                  "three_phase has no stream to rotate; use kind: delta");
+                  r.kind + " attention residuals replace the residual stream, "
+                           "so three_phase has no stream to rotate; use kind: "
+                           "delta or delta_block");
     return true;
   }
 
@@ -446,13 +462,15 @@ private:
         declare(prefix + ".query", f32({D}), InitKind::zeros, {}, rLoc);
         declare(prefix + ".norm", f32({D}), InitKind::ones, {}, rLoc);
       };
-      for (int64_t l = 0; l < spec.layers; ++l) {
+      // Delta Block routes only once a block has completed (layer S_b on).
+      int64_t first = r->kind == "delta_block" ? blockSize() : 0;
+      for (int64_t l = first; l < spec.layers; ++l) {
         std::string p = "layers." + std::to_string(l) + ".attn_res.";
         if (l > 0)
           site(p + "attn");
         site(p + "mlp");
       }
-      if (r->kind == "full")
+      if (r->kind == "full" || r->kind == "block")
         site("attn_res_final");
     }
     if (spec.loop) {
@@ -507,6 +525,11 @@ private:
     buildEntry(m, Entry::prefill, spec.maxSeq);
     buildEntry(m, Entry::decode);
     return module;
+  }
+
+  /// Layers per block of block-wise attention residuals: ceil(L / N).
+  int64_t blockSize() const {
+    return (spec.layers + *spec.attnRes->blocks - 1) / *spec.attnRes->blocks;
   }
 
   /// Per-layer MLP widths: mlp.width everywhere, or the taper schedule of
@@ -622,30 +645,65 @@ private:
     // Attention Residuals: the sources are the stream's start and every
     // sublayer's raw output so far. Delta routing adds the mixture to the
     // stream x as the sublayer input; full routing replaces the stream.
-    const bool delta = spec.attnRes && spec.attnRes->kind == "delta";
-    const bool full = spec.attnRes && spec.attnRes->kind == "full";
+    //   delta        sources h_0, o_0..o_{s-1}; input x + route; stream kept
+    //   full         sources h_0, o_0..o_{s-1}; input route; no stream
+    //   block        sources: completed block sums ++ [partial sum]; input
+    //                route; no stream (Kimi Block, §2.2's code order)
+    //   delta_block  sources h_0 and each completed block's change of the
+    //                stream; input x + route once there are two (§2.4)
+    const std::string resKind = spec.attnRes ? spec.attnRes->kind : "";
+    const bool additive = resKind == "delta" || resKind == "delta_block";
+    const bool replacing = resKind == "full" || resKind == "block";
     SmallVector<Value> sources;
-    if (spec.attnRes)
+    if (spec.attnRes && resKind != "block")
       sources.push_back(x);
-    auto route = [&](const std::string &site, Location loc) -> Value {
+    Value partial = x, blockStart = x; // block, delta_block
+    auto candidates = [&]() {
+      SmallVector<Value> all(sources);
+      if (resKind == "block")
+        all.push_back(partial);
+      return all;
+    };
+    // A sublayer's input: the stream, or its routing over the candidates.
+    auto input = [&](const std::string &site, Location loc) -> Value {
+      SmallVector<Value> from = candidates();
+      if (!spec.attnRes || from.size() < 2)
+        return resKind == "block" ? partial : x;
       return DepthAttentionOp::create(
-          b, loc, f32({T, D}), sources, weight(site + ".query", loc),
-          weight(site + ".norm", loc), delta ? x : Value(),
+          b, loc, f32({T, D}), from, weight(site + ".query", loc),
+          weight(site + ".norm", loc), additive ? x : Value(),
           b.getF64FloatAttr(spec.attnRes->eps));
     };
-    // A sublayer's output: the new stream, or (full) one more source.
+    // A sublayer's output: the new stream, one more source, or (block) the
+    // running sum of the open block.
     auto residual = [&](Value out, Location loc) {
-      if (spec.attnRes)
+      if (resKind == "delta" || resKind == "full")
         sources.push_back(out);
-      if (!full)
+      if (resKind == "block")
+        partial = partial ? AddOp::create(b, loc, partial, out) : out;
+      if (!replacing)
         x = AddOp::create(b, loc, x, out);
+    };
+    // Block boundaries, before layer l's attention routing (block) or
+    // before its input (delta_block).
+    auto closeBlock = [&](int64_t l, Location loc) {
+      if (resKind == "delta_block" && l > 0 && l % blockSize() == 0) {
+        sources.push_back(SubOp::create(b, loc, x, blockStart));
+        blockStart = x;
+      }
     };
     // One pre-norm block (layer l) on the stream x, with its KV caches
     // named `kv` + "k"/"v".
     auto block = [&](int64_t l, const std::string &kv, Location loc) {
       std::string p = "layers." + std::to_string(l) + ".";
       // Layer 0's attention has one source (the embedding): no routing.
-      Value in = spec.attnRes && l > 0 ? route(p + "attn_res.attn", loc) : x;
+      closeBlock(l, loc);
+      Value in = input(p + "attn_res.attn", loc);
+      if (resKind == "block" && l % blockSize() == 0) {
+        // Kimi Block closes the finished block after routing the attention.
+        sources.push_back(partial);
+        partial = Value();
+      }
       Value h = norm(in, p + "attn_norm", loc);
       Value q = linear(h, p + "attn.wq", H * Dh, loc);
       Value k = linear(h, p + "attn.wk", K * Dh, loc);
@@ -672,7 +730,7 @@ private:
         x = PhaseRotateOp::create(b, loc, x.getType(), x,
                                   weight(p + "rotation.theta", loc),
                                   b.getI64IntegerAttr(phases));
-      in = spec.attnRes ? route(p + "attn_res.mlp", loc) : x;
+      in = input(p + "attn_res.mlp", loc);
       h = norm(in, p + "mlp_norm", loc);
       Value y = MlpOp::create(
           b, loc, f32({T, D}), mlpKind, h, weight(p + "mlp.w_gate.weight", loc),
@@ -724,8 +782,8 @@ private:
       for (int64_t l = lp.prelude + lp.core; l < spec.layers; ++l)
         block(l, kvOf(l), layerLocOf(l));
     }
-    if (full)
-      x = route("attn_res_final", headLoc);
+    if (replacing)
+      x = input("attn_res_final", headLoc);
     Value n = norm(x, "norm", headLoc);
     Value head = weight(spec.tieEmbeddings ? "embed.weight" : "lm_head.weight",
                         headLoc);

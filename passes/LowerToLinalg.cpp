@@ -670,20 +670,24 @@ struct LowerMlp : OpConversionPattern<MlpOp> {
   }
 };
 
-struct LowerAdd : OpConversionPattern<AddOp> {
-  using OpConversionPattern::OpConversionPattern;
+/// lathe.add and lathe.sub: one elementwise generic.
+template <typename OpT, typename ArithOpT>
+struct LowerBinary : OpConversionPattern<OpT> {
+  using OpConversionPattern<OpT>::OpConversionPattern;
   LogicalResult
-  matchAndRewrite(AddOp op, OpAdaptor adaptor,
+  matchAndRewrite(OpT op, typename OpT::Adaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
     GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
     rewriter.replaceOp(
         op, g.elementwise({adaptor.getLhs(), adaptor.getRhs()},
                           [](OpBuilder &nb, Location l, ValueRange a) -> Value {
-                            return arith::AddFOp::create(nb, l, a[0], a[1]);
+                            return ArithOpT::create(nb, l, a[0], a[1]);
                           }));
     return success();
   }
 };
+using LowerAdd = LowerBinary<AddOp, arith::AddFOp>;
+using LowerSub = LowerBinary<SubOp, arith::SubFOp>;
 
 /// x + linear(a, W) and x + mlp(h) are residual connections: fused into the
 /// last GEMM as `accumulate x` when the sum is the product's only use.
@@ -741,7 +745,7 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
     RewritePatternSet patterns(ctx);
     patterns.add<LowerEmbedding, LowerRmsNorm, LowerLayerNorm, LowerLinear,
                  LowerRope, LowerPhaseRotate, LowerDcInject, LowerDepthAttention,
-                 LowerParcaeInject,
+                 LowerParcaeInject, LowerSub,
                  LowerAttention, LowerMlp, LowerAdd>(ctx);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))

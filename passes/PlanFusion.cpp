@@ -45,7 +45,7 @@ struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
     fn.walk([&](Operation *op) {
       if (isa<RmsNormOp, LayerNormOp, LinearOp, MlpOp, RopeOp, AttentionOp,
               CacheWriteOp, EmbeddingOp, AddOp, PhaseRotateOp, DcInjectOp,
-              DepthAttentionOp, ParcaeInjectOp>(op)) {
+              DepthAttentionOp, ParcaeInjectOp, SubOp>(op)) {
         ops.push_back(op);
         groups.insert(op);
       }
@@ -94,7 +94,7 @@ struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
         if (out.hasOneUse() &&
             isa<RmsNormOp, LayerNormOp>(*out.getUsers().begin()))
           producer = *out.getUsers().begin();
-      } else if (isa<PhaseRotateOp, DcInjectOp>(op)) {
+      } else if (isa<PhaseRotateOp, DcInjectOp, SubOp>(op)) {
         // Elementwise rewrites of the residual stream (3PT's rotation after
         // the O projection, the horn after the embedding) run in the
         // kernel that produced the stream.

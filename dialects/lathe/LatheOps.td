@@ -554,6 +554,22 @@ def Lathe_AddOp : Lathe_Op<"add", [Pure, SameOperandsAndResultType, Commutative]
   let assemblyFormat = "$lhs `,` $rhs attr-dict `:` type($result)";
 }
 
+def Lathe_SubOp : Lathe_Op<"sub", [Pure, SameOperandsAndResultType]> {
+  let summary = "Elementwise difference: how much the stream moved.";
+  let description = [{
+    Delta Block routing's sources are the stream's change over each completed
+    block, `h(end) - h(start)` (ARCHITECTURES.md §2.4), which with a
+    Three-Phase rotation in between is not a sum of sublayer outputs.
+
+    ```mlir
+    %d = lathe.sub %h_end, %h_start : tensor<64x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$lhs, Lathe_F32Tensor:$rhs);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$lhs `,` $rhs attr-dict `:` type($result)";
+}
+
 //===----------------------------------------------------------------------===//
 // Kernels
 //===----------------------------------------------------------------------===//

@@ -5,6 +5,10 @@ Written only from docs/model-and-weights.md (the contract) and, for the
 `three_phase`, `attn_res` and `loop` spec keys, from ARCHITECTURES.md s2, s3
 and s4.1, not from the compiler's sources. Everything is computed in float64.
 
+attn_res kinds: delta (s2.3), full (s2.2 Full AttnRes), block (s2.2 Kimi Block
+AttnRes, replacement routing) and delta_block (s2.4 Delta Block, the clean
+definition, additive routing); the last two need `blocks: N_blocks`.
+
 CLI:
   decoder.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --compare L.npy [--rtol 1e-4]
   decoder.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --out REF.npy
@@ -92,9 +96,12 @@ def make_spec(name="model", vocab=256, d_model=64, layers=2, heads=4, kv_heads=N
         mlp_widths(spec)  # raises ValueError for a taper that cannot be built
     if tp is not None:
         _check_three_phase(spec)
-    if ar is not None and ar["kind"] == "full" and tp is not None:
-        raise ValueError("attn_res.kind: full cannot be combined with three_phase: the phase rotation acts on "
-                         "the residual stream, which full (replacement) AttnRes does not have; use kind: delta")
+    if ar is not None and ar["kind"] in ("full", "block") and tp is not None:
+        raise ValueError(f"attn_res.kind: {ar['kind']} cannot be combined with three_phase: the phase rotation "
+                         f"acts on the residual stream, which {ar['kind']} (replacement) AttnRes does not have; "
+                         f"use kind: delta or delta_block")
+    if ar is not None and "blocks" in ar and ar["blocks"] > spec["layers"]:
+        raise ValueError(f"attn_res.blocks = {ar['blocks']} must not exceed layers = {spec['layers']}")
     return spec
 
 
@@ -102,8 +109,9 @@ def make_spec(name="model", vocab=256, d_model=64, layers=2, heads=4, kv_heads=N
 # ARCHITECTURES.md s3 (Three-Phase Transformer) and s2.1-s2.3 (attention residuals).
 
 THREE_PHASE_DEFAULTS = {"phases": None, "horn": True}
-ATTN_RES_KINDS = ("delta", "full")
-ATTN_RES_DEFAULTS = {"kind": None, "eps": 1e-6}
+ATTN_RES_KINDS = ("delta", "full", "block", "delta_block")
+ATTN_RES_BLOCK_KINDS = ("block", "delta_block")      # these need attn_res.blocks
+ATTN_RES_DEFAULTS = {"kind": None, "eps": 1e-6, "blocks": None}
 
 
 def _is_int(v):
@@ -145,11 +153,17 @@ def _check_three_phase(spec):
 
 
 def _attn_res_spec(ar):
-    """Normalise attn_res: {kind: delta|full, eps: 1e-6}; None means off. kind is required."""
+    """Normalise attn_res: {kind: delta|full|block|delta_block, eps: 1e-6, blocks: N}; None means off.
+
+    kind is required. blocks (an integer >= 1, at most layers; checked in make_spec) is
+    required for block and delta_block and refused for delta and full. The normalised
+    mapping has the key blocks only for block and delta_block.
+    """
     if ar is None:
         return None
     if not isinstance(ar, dict):
-        raise ValueError(f"attn_res must be a mapping {{kind: delta|full, eps: 1.0e-6}}, got {ar!r}")
+        raise ValueError(f"attn_res must be a mapping {{kind: delta|full|block|delta_block, eps: 1.0e-6, "
+                         f"blocks: N}}, got {ar!r}")
     unknown = set(ar) - set(ATTN_RES_DEFAULTS)
     if unknown:
         raise ValueError(f"attn_res: unknown keys {sorted(unknown)}; known: {list(ATTN_RES_DEFAULTS)}")
@@ -159,19 +173,80 @@ def _attn_res_spec(ar):
         raise ValueError(f"attn_res.kind: {kind!r} is not one of {list(ATTN_RES_KINDS)}")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
         raise ValueError(f"attn_res.eps must be a positive number, got {eps!r}")
-    return {"kind": kind, "eps": float(eps)}
+    out = {"kind": kind, "eps": float(eps)}
+    if kind in ATTN_RES_BLOCK_KINDS:
+        nb = ar.get("blocks")
+        if nb is None:
+            raise ValueError(f"attn_res.blocks is required for kind: {kind} (an integer N_blocks >= 1, "
+                             f"at most layers)")
+        if not _is_int(nb) or nb < 1:
+            raise ValueError(f"attn_res.blocks must be an integer >= 1, got {nb!r}")
+        out["blocks"] = int(nb)
+    elif "blocks" in ar:
+        raise ValueError(f"attn_res.blocks is only allowed with kind: block or delta_block, not {kind} "
+                         f"(which routes per sublayer)")
+    return out
+
+
+def attn_res_block_size(spec):
+    """S_b = ceil(L / N_blocks) layers per block (s2.2 / s2.4); block b is layers b S_b .. (b+1) S_b - 1.
+
+    The last block may be shorter, and only ceil(L / S_b) <= N_blocks blocks exist
+    (e.g. L = 5, N_blocks = 4 gives S_b = 2 and blocks of 2, 2, 1 layers).
+    """
+    ar, L = spec["attn_res"], spec["layers"]
+    return -(-L // ar["blocks"])
+
+
+def attn_res_source_counts(spec):
+    """(counts, final): how many sources each routing site sees.
+
+    counts[s] is the number of candidate sources at sublayer s (s = 2l attention, 2l+1
+    MLP); final is the count at the final site, None where there is none. A site with
+    one source does no routing and owns no parameters (DepthAttn of one source is that
+    source; the additive kinds then use x_s = h_s). forward() records the real list
+    lengths in trace["n_src"] / trace["n_src_final"], and the tests compare.
+
+      delta, full:  s + 1 ([h_0 or v_0, o_0 .. o_{s-1}]); final 2L + 1 for full, none for delta.
+      block:        attention of layer l: 1 at l = 0, else (l-1) // S_b + 2 (blocks ++ [partial] before
+                    the close); MLP of layer l: l // S_b + 2; final: (L-1) // S_b + 2.
+      delta_block:  both sites of layer l: 1 + l // S_b ([h_0, Delta_0 .. Delta_{n-1}], n = completed
+                    blocks); no final site.
+    """
+    ar, L = spec["attn_res"], spec["layers"]
+    kind = ar["kind"]
+    if kind in ("delta", "full"):
+        return [s + 1 for s in range(2 * L)], (2 * L + 1 if kind == "full" else None)
+    S = attn_res_block_size(spec)
+    if kind == "block":
+        counts = []
+        for l in range(L):
+            counts += [1 if l == 0 else (l - 1) // S + 2, l // S + 2]
+        return counts, (L - 1) // S + 2
+    return [1 + (s // 2) // S for s in range(2 * L)], None
 
 
 def attn_res_sites(spec):
     """The routing sites that own parameters, as (s, l, site) with site "attn" or "mlp".
 
     Sublayer s = 2l is layer l's attention, s = 2l+1 its MLP. Only sites with at
-    least 2 sources have parameters, i.e. every s >= 1 (s = 0 has no routing under
-    delta and a single source under full).
+    least 2 sources have parameters (attn_res_source_counts): delta, full and block:
+    every s >= 1 (s = 0 has no routing under delta and a single source under full and
+    block); delta_block: the sites of layers l >= S_b (before that only h_0 exists).
+    The final site (full and block only) is attn_res_has_final.
     """
     if spec.get("attn_res") is None:
         return []
-    return [(s, s // 2, "mlp" if s % 2 else "attn") for s in range(1, 2 * spec["layers"])]
+    counts, _ = attn_res_source_counts(spec)
+    return [(s, s // 2, "mlp" if s % 2 else "attn") for s in range(2 * spec["layers"]) if counts[s] >= 2]
+
+
+def attn_res_has_final(spec):
+    """True when there is a final routing site attn_res_final (full and block)."""
+    if spec.get("attn_res") is None:
+        return False
+    _, final = attn_res_source_counts(spec)
+    return final is not None and final >= 2
 
 
 # ---------------------------------------------------------------- loop spec key (Parcae)
@@ -424,7 +499,7 @@ def weight_shapes(spec):
         for _, l, site in attn_res_sites(spec):
             s[f"layers.{l}.attn_res.{site}.query"] = ((D,), "zeros")
             s[f"layers.{l}.attn_res.{site}.norm"] = ((D,), "ones")
-        if ar["kind"] == "full":
+        if attn_res_has_final(spec):
             s["attn_res_final.query"] = ((D,), "zeros")
             s["attn_res_final.norm"] = ((D,), "ones")
     if spec.get("loop") is not None:   # ARCHITECTURES.md s4.1 (D_s = D); no biases even with bias: true
@@ -448,7 +523,8 @@ def init_weights(spec, seed=0, scale=1.0, norm_jitter=0.0):
     For the default options the draws are the same as before options existed.
 
     attn_res queries are "zeros" (so normal(0, 0.02 * scale) when scale != 1) and
-    their norm gains "ones" (jittered like the other gains). three_phase angles
+    their norm gains "ones" (jittered like the other gains), for every kind; only
+    sites with >= 2 sources have them (attn_res_sites, attn_res_has_final). three_phase angles
     theta_l are the constant (l+1) pi / (2L); with scale != 1 each angle gets
     normal(0, 0.02 * scale) added so that a per-pair indexing error shows up.
 
@@ -599,9 +675,29 @@ def forward(spec, weights, tokens, trace=None):
 
     trace: optional dict; filled with "h0" (the stream's initial value after
     positions / horn), "x" (list of the 2L sublayer inputs x_s, before PreNorm)
-    and "o" (list of the raw sublayer outputs o_s), for tests. With loop it is
-    filled instead with "e" (prelude output after PreludeNorm), "inj" (Bbar e),
-    "h" (the states h_0 .. h_n) and "y" (coda_proj h_n).
+    and "o" (list of the raw sublayer outputs o_s), for tests. With attn_res also
+    "n_src" (the number of sources each of the 2L sites really saw) and
+    "n_src_final" (the final site's count, None without one); with delta or
+    delta_block also "h" (the stream h_0 .. h_2L, after any phase rotation). With
+    loop it is filled instead with "e" (prelude output after PreludeNorm), "inj"
+    (Bbar e), "h" (the states h_0 .. h_n) and "y" (coda_proj h_n).
+
+    attn_res block (s2.2 Kimi Block AttnRes, replacement), in the s2.2 code order:
+    blocks = [], partial = h0; per layer l: x_attn = DepthAttn(blocks ++ [partial]);
+    if l % S_b == 0: blocks.append(partial), partial = 0; partial += Attn(..);
+    x_mlp = DepthAttn(blocks ++ [partial]); partial += MLP(..). Final:
+    DepthAttn(blocks ++ [partial]). Routing always happens after the reset has been
+    followed by an addition, so the zero partial is never itself a source: layer 0's
+    attention sees [h0] (one source: x = h0) and its MLP [h0, attn output].
+
+    attn_res delta_block (s2.4, the clean definition): the ordinary stream h is kept;
+    sources = [h_0, Delta_0 .. Delta_{n-1}] over the COMPLETED blocks only, Delta_b =
+    h(end of block b) - h(start of block b) taken from the stream values as they are
+    (with three_phase: after the rotation, so Delta_b is then not the plain sum of the
+    block's sublayer outputs; the sources still telescope, h_0 + sum Delta_b = h at the
+    current block start). A block's Delta is visible from the next sublayer on, i.e.
+    from the attention of the next block's first layer. x_s = h_s + DepthAttn(sources)
+    when there are >= 2 sources, else x_s = h_s. No final site.
     """
     check_weights(spec, weights)
     tokens = np.asarray(tokens, dtype=np.int64)
@@ -688,28 +784,62 @@ def forward(spec, weights, tokens, trace=None):
             trace.update(e=e, inj=inj, h=hs, y=y)
         head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
         return norm(x, "norm") @ head.T
-    h0, outs, xs = x, [], []
+    def route_or_only(sources, n):               # DepthAttn of a single source is that source
+        return sources[0] if len(sources) == 1 else route(sources, n)
+
+    h0, outs, xs, n_src, n_final, hs = x, [], [], [], None, [x]
+    if routing in ATTN_RES_BLOCK_KINDS:
+        S_b = attn_res_block_size(spec)
+    blocks, partial = [], h0                     # block: completed block representations, running sum
+    deltas, block_start = [], h0                 # delta_block: Delta_0 .. of completed blocks, h at block start
     for s in range(2 * L):
         l, is_mlp = divmod(s, 2)
         p = f"layers.{l}."
         site = p + ("attn_res.mlp" if is_mlp else "attn_res.attn")
-        if routing is None or s == 0:
+        if routing in ("delta", "full"):
+            n_src.append(s + 1)
+        if routing is None or (routing in ("delta", "full") and s == 0):
             xin = x                              # delta: no routing at s = 0; full: x_0 = v_0 = x
         elif routing == "delta":
             xin = x + route([h0] + outs, site)   # x_s = h_s + DepthAttn_s([h_0, o_0 .. o_{s-1}])
-        else:
+        elif routing == "full":
             xin = route([h0] + outs, site)       # x_s = DepthAttn_s([v_0, o_0 .. o_{s-1}])
+        elif routing == "block":
+            src = blocks + [partial]             # attention: before the close; MLP: after it
+            n_src.append(len(src))
+            xin = route_or_only(src, site)
+            if not is_mlp and l % S_b == 0:
+                blocks.append(partial)           # at l = 0 this stores the embedding as b_0
+                partial = np.zeros_like(h0)
+        else:                                    # delta_block
+            src = [h0] + deltas
+            n_src.append(len(src))
+            xin = x + route(src, site) if len(src) >= 2 else x
         o = mlp(xin, p) if is_mlp else attn(xin, p)
         xs.append(xin)
         outs.append(o)
-        if routing != "full":
+        if routing == "block":
+            partial = partial + o
+        elif routing != "full":
             x = x + o                            # h_{s+1} = h_s + o_s
             if tp is not None and not is_mlp:
                 x = phase_rotate(x, W[p + "rotation.theta"], tp["phases"])   # replaces h (s3.3)
+            hs.append(x)
+            if routing == "delta_block" and is_mlp and (l + 1) % S_b == 0:
+                deltas.append(x - block_start)   # block (l+1)/S_b - 1 is complete; visible from s + 1
+                block_start = x
     if routing == "full":
+        n_final = 2 * L + 1
         x = route([h0] + outs, "attn_res_final")
+    elif routing == "block":
+        n_final = len(blocks) + 1
+        x = route_or_only(blocks + [partial], "attn_res_final")
     if trace is not None:
         trace.update(h0=h0, x=xs, o=outs)
+        if routing is not None:
+            trace.update(n_src=n_src, n_src_final=n_final)
+        if routing in ("delta", "delta_block"):
+            trace.update(h=hs)
     head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
     return norm(x, "norm") @ head.T                                 # the LM head has no bias
 

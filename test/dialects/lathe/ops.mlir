@@ -126,7 +126,9 @@ func.func @depth_attention(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>, %w: tensor<
   %x = lathe.depth_attention (%a, %b) query %w gain %g {eps = 1.0e-6 : f64} : (tensor<4x8xf32>, tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32> -> tensor<4x8xf32>
   // CHECK: lathe.depth_attention(%{{.*}}) query %{{.*}} gain %{{.*}} base %{{.*}} {eps
   %y = lathe.depth_attention (%x) query %w gain %g base %a {eps = 1.0e-6 : f64} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
-  return %y : tensor<4x8xf32>
+  // CHECK: lathe.sub %{{.*}}, %{{.*}} : tensor<4x8xf32>
+  %d = lathe.sub %y, %a : tensor<4x8xf32>
+  return %d : tensor<4x8xf32>
 }
 
 // Parcae's injection, from a zero state and from a state; identity init.
