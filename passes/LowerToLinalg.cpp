@@ -222,25 +222,42 @@ struct LowerPhaseRotate : OpConversionPattern<PhaseRotateOp> {
     int64_t phases = op.getPhases(), stripe = shape[1] / phases;
     Value x = adaptor.getInput();
     double offsetStep = 2.0 * M_PI / static_cast<double>(phases);
-    // theta index of column c: (c mod stripe) / 2.
-    AffineMap pairAngle = g.map(2, {(g.d(1) % stripe).floorDiv(2)});
-    Value r = g.generic(
-        {x, adaptor.getTheta()}, g.empty(shape),
-        {g.map(2, {g.d(0), g.d(1)}), pairAngle, g.map(2, {g.d(0), g.d(1)})},
-        {kPar, kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+    // The angle of column c does not depend on the row: cos and sin are one
+    // [D] table each, computed once per call; theta's index for column c is
+    // (c mod stripe) / 2.
+    auto f32 = rewriter.getF32Type();
+    auto tableType = RankedTensorType::get({shape[1]}, f32);
+    AffineMap col = g.map(1, {g.d(0)});
+    auto table = g.tag(linalg::GenericOp::create(
+        rewriter, op.getLoc(), TypeRange{tableType, tableType},
+        ValueRange{adaptor.getTheta()},
+        ValueRange{g.empty({shape[1]}), g.empty({shape[1]})},
+        ArrayRef<AffineMap>{g.map(1, {(g.d(0) % stripe).floorDiv(2)}), col, col},
+        ArrayRef<utils::IteratorType>{kPar},
+        [&](OpBuilder &nb, Location l, ValueRange a) {
           GenericBuilder in{nb, l};
+          Value c = linalg::IndexOp::create(nb, l, 0);
+          Value phase = arith::DivUIOp::create(
+              nb, l, c, arith::ConstantIndexOp::create(nb, l, stripe));
+          Value phi = arith::AddFOp::create(
+              nb, l, a[0],
+              arith::MulFOp::create(nb, l, indexToF32(nb, l, phase),
+                                    in.cst(offsetStep)));
+          linalg::YieldOp::create(nb, l,
+                                  ValueRange{math::CosOp::create(nb, l, phi),
+                                             math::SinOp::create(nb, l, phi)});
+        }));
+    AffineMap perColumn = g.map(2, {g.d(1)});
+    Value r = g.generic(
+        {x, table.getResult(0), table.getResult(1)}, g.empty(shape),
+        {g.map(2, {g.d(0), g.d(1)}), perColumn, perColumn,
+         g.map(2, {g.d(0), g.d(1)})},
+        {kPar, kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
           auto idx = [&](int64_t v) {
             return arith::ConstantIndexOp::create(nb, l, v);
           };
           Value row = linalg::IndexOp::create(nb, l, 0);
           Value c = linalg::IndexOp::create(nb, l, 1);
-          Value phase = arith::DivUIOp::create(nb, l, c, idx(stripe));
-          Value phi = arith::AddFOp::create(
-              nb, l, a[1],
-              arith::MulFOp::create(nb, l, indexToF32(nb, l, phase),
-                                    in.cst(offsetStep)));
-          Value cos = math::CosOp::create(nb, l, phi);
-          Value sin = math::SinOp::create(nb, l, phi);
           // Stripes have even width, so a column's parity is its parity
           // within the stripe.
           Value even = arith::CmpIOp::create(
@@ -251,8 +268,8 @@ struct LowerPhaseRotate : OpConversionPattern<PhaseRotateOp> {
               arith::SubIOp::create(nb, l, c, idx(1)));
           Value xp =
               tensor::ExtractOp::create(nb, l, x, ValueRange{row, partner});
-          Value xc = arith::MulFOp::create(nb, l, a[0], cos);
-          Value ps = arith::MulFOp::create(nb, l, xp, sin);
+          Value xc = arith::MulFOp::create(nb, l, a[0], a[1]);
+          Value ps = arith::MulFOp::create(nb, l, xp, a[2]);
           // even: x_2k c - x_2k+1 s; odd: x_2k s + x_2k+1 c.
           return arith::SelectOp::create(nb, l, even,
                                          arith::SubFOp::create(nb, l, xc, ps),

@@ -166,22 +166,25 @@ func.func @residuals(%x: tensor<4x8xf32>, %a: tensor<4x8xf32>, %wo: tensor<8x8xf
 // -----
 
 // Tests the Three-Phase Transformer's ops. The per-phase RMSNorm sums
-// squares per (row, stripe) through a floordiv map; the rotation reads the
-// pair's angle at (c mod stripe) / 2, adds 2 pi / 3 per stripe and takes its
-// partner (c +- 1) from the input; the horn subtracts the row mean and adds
+// squares per (row, stripe) through a floordiv map; the rotation first makes
+// [D] cos/sin tables of each column's angle (theta at (c mod stripe) / 2,
+// plus 2 pi / 3 per stripe), then turns each element with its partner
+// (c +- 1) read from the input; the horn subtracts the row mean and adds
 // 1 / (offset + row + 1).
 
 // CHECK-DAG: #[[STRIPE:.*]] = affine_map<(d0, d1) -> (d0, d1 floordiv 4)>
-// CHECK-DAG: #[[PAIR:.*]] = affine_map<(d0, d1) -> ((d1 mod 4) floordiv 2)>
+// CHECK-DAG: #[[PAIR:.*]] = affine_map<(d0) -> ((d0 mod 4) floordiv 2)>
+// CHECK-DAG: #[[COL:.*]] = affine_map<(d0, d1) -> (d1)>
 // CHECK-LABEL: func.func @three_phase
 // CHECK: linalg.generic {indexing_maps = [#{{.*}}, #[[STRIPE]]], iterator_types = ["parallel", "reduction"]}{{.*}} outs(%{{.*}} : tensor<2x3xf32>)
 // CHECK: linalg.generic {indexing_maps = [#{{.*}}, #[[STRIPE]], #{{.*}}, #{{.*}}]
 // CHECK: math.sqrt
-// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #[[PAIR]], #{{.*}}]
+// CHECK: %[[T:.*]]:2 = linalg.generic {indexing_maps = [#[[PAIR]], #{{.*}}, #{{.*}}]{{.*}} outs(%{{.*}}, %{{.*}} : tensor<12xf32>, tensor<12xf32>)
 // CHECK: arith.divui
 // CHECK: arith.constant 2.09439516 : f32
 // CHECK: math.cos
 // CHECK: math.sin
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #[[COL]], #[[COL]], #{{.*}}]{{.*}} ins(%{{.*}}, %[[T]]#0, %[[T]]#1 :
 // CHECK: tensor.extract
 // CHECK: arith.select
 // CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]{{.*}} outs(%{{.*}} : tensor<2xf32>)

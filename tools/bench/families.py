@@ -68,8 +68,8 @@ def bench(bindir, spec, work, args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default=os.path.join(REPO, "build", "bin"))
-    ap.add_argument("--prompt-len", type=int, default=256)
-    ap.add_argument("--decode", type=int, default=32)
+    ap.add_argument("--prompt-len", type=int, default=192)
+    ap.add_argument("--decode", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--families", default=",".join(FAMILIES))
     args = ap.parse_args()
