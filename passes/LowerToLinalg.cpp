@@ -144,6 +144,35 @@ static Value indexToF32(OpBuilder &b, Location loc, Value index) {
   return arith::SIToFPOp::create(b, loc, b.getF32Type(), i64);
 }
 
+/// Givens rotation of channel pairs, shared by RoPE and the Three-Phase
+/// rotation: column c pairs with p = c + offset when `isFirst(c)` and with
+/// p = c - offset otherwise, and turns by the angle whose cos and sin the
+/// tables hold at `tableMap`: the pair's first element becomes
+/// x_c cos - x_p sin, its second x_c cos + x_p sin.
+static Value rotatePairs(GenericBuilder &g, Value x, Value cos, Value sin,
+                         AffineMap tableMap, int64_t offset,
+                         function_ref<Value(OpBuilder &, Location, Value)> isFirst) {
+  SmallVector<int64_t> shape = shapeOf(x);
+  AffineMap id = g.map(2, {g.d(0), g.d(1)});
+  return g.generic(
+      {x, cos, sin}, g.empty(shape), {id, tableMap, tableMap, id},
+      {kPar, kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+        Value step = arith::ConstantIndexOp::create(nb, l, offset);
+        Value row = linalg::IndexOp::create(nb, l, 0);
+        Value c = linalg::IndexOp::create(nb, l, 1);
+        Value first = isFirst(nb, l, c);
+        Value partner = arith::SelectOp::create(
+            nb, l, first, arith::AddIOp::create(nb, l, c, step),
+            arith::SubIOp::create(nb, l, c, step));
+        Value xp = tensor::ExtractOp::create(nb, l, x, ValueRange{row, partner});
+        Value xc = arith::MulFOp::create(nb, l, a[0], a[1]);
+        Value ps = arith::MulFOp::create(nb, l, xp, a[2]);
+        return arith::SelectOp::create(nb, l, first,
+                                       arith::SubFOp::create(nb, l, xc, ps),
+                                       arith::AddFOp::create(nb, l, xc, ps));
+      });
+}
+
 struct LowerEmbedding : OpConversionPattern<EmbeddingOp> {
   using OpConversionPattern::OpConversionPattern;
   LogicalResult
@@ -247,33 +276,18 @@ struct LowerPhaseRotate : OpConversionPattern<PhaseRotateOp> {
                                   ValueRange{math::CosOp::create(nb, l, phi),
                                              math::SinOp::create(nb, l, phi)});
         }));
-    AffineMap perColumn = g.map(2, {g.d(1)});
-    Value r = g.generic(
-        {x, table.getResult(0), table.getResult(1)}, g.empty(shape),
-        {g.map(2, {g.d(0), g.d(1)}), perColumn, perColumn,
-         g.map(2, {g.d(0), g.d(1)})},
-        {kPar, kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+    // Stripes have even width, so a column's parity is its parity within
+    // the stripe: even columns start a pair (x_2k c - x_2k+1 s), odd ones
+    // end it (x_2k s + x_2k+1 c).
+    Value r = rotatePairs(
+        g, x, table.getResult(0), table.getResult(1), g.map(2, {g.d(1)}), 1,
+        [](OpBuilder &nb, Location l, Value c) -> Value {
           auto idx = [&](int64_t v) {
             return arith::ConstantIndexOp::create(nb, l, v);
           };
-          Value row = linalg::IndexOp::create(nb, l, 0);
-          Value c = linalg::IndexOp::create(nb, l, 1);
-          // Stripes have even width, so a column's parity is its parity
-          // within the stripe.
-          Value even = arith::CmpIOp::create(
+          return arith::CmpIOp::create(
               nb, l, arith::CmpIPredicate::eq,
               arith::RemUIOp::create(nb, l, c, idx(2)), idx(0));
-          Value partner = arith::SelectOp::create(
-              nb, l, even, arith::AddIOp::create(nb, l, c, idx(1)),
-              arith::SubIOp::create(nb, l, c, idx(1)));
-          Value xp =
-              tensor::ExtractOp::create(nb, l, x, ValueRange{row, partner});
-          Value xc = arith::MulFOp::create(nb, l, a[0], a[1]);
-          Value ps = arith::MulFOp::create(nb, l, xp, a[2]);
-          // even: x_2k c - x_2k+1 s; odd: x_2k s + x_2k+1 c.
-          return arith::SelectOp::create(nb, l, even,
-                                         arith::SubFOp::create(nb, l, xc, ps),
-                                         arith::AddFOp::create(nb, l, xc, ps));
         });
     rewriter.replaceOp(op, r);
     return success();
@@ -577,31 +591,17 @@ struct LowerRope : OpConversionPattern<RopeOp> {
     g.tag(table);
     // Column c of head h pairs with c +- half; its angle is column c % half
     // of the tables (half divides head_dim).
-    AffineMap pair = g.map(2, {g.d(0), g.d(1) % half});
-    Value r = g.generic(
-        {x, table.getResult(0), table.getResult(1)}, g.empty(shape),
-        {g.map(2, {g.d(0), g.d(1)}), pair, pair, g.map(2, {g.d(0), g.d(1)})},
-        {kPar, kPar},
-        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+    // (x_i, x_{i+half}) -> (x_i c - x_{i+half} s, x_{i+half} c + x_i s)
+    Value r = rotatePairs(
+        g, x, table.getResult(0), table.getResult(1),
+        g.map(2, {g.d(0), g.d(1) % half}), half,
+        [&](OpBuilder &nb, Location l, Value c) -> Value {
           auto idx = [&](int64_t v) {
             return arith::ConstantIndexOp::create(nb, l, v);
           };
-          Value row = linalg::IndexOp::create(nb, l, 0);
-          Value c = linalg::IndexOp::create(nb, l, 1);
           Value i = arith::RemUIOp::create(nb, l, c, idx(headDim));
-          Value first = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ult,
-                                              i, idx(half));
-          Value partner = arith::SelectOp::create(
-              nb, l, first, arith::AddIOp::create(nb, l, c, idx(half)),
-              arith::SubIOp::create(nb, l, c, idx(half)));
-          Value xp =
-              tensor::ExtractOp::create(nb, l, x, ValueRange{row, partner});
-          Value xc = arith::MulFOp::create(nb, l, a[0], a[1]);
-          Value ps = arith::MulFOp::create(nb, l, xp, a[2]);
-          // (x_i, x_{i+half}) -> (x_i c - x_{i+half} s, x_{i+half} c + x_i s)
-          return arith::SelectOp::create(nb, l, first,
-                                         arith::SubFOp::create(nb, l, xc, ps),
-                                         arith::AddFOp::create(nb, l, xc, ps));
+          return arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ult, i,
+                                       idx(half));
         });
     rewriter.replaceOp(op, r);
     return success();
