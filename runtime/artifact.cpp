@@ -85,11 +85,6 @@ namespace {
 
 bool validDType(fb::DType d) { return dtypeSize(d) != 0; }
 
-bool sameShape(const flatbuffers::Vector<int64_t> *a,
-               const flatbuffers::Vector<int64_t> *b) {
-  return shapeOf(a) == shapeOf(b);
-}
-
 // Everything flatbuffers' verifier cannot know: indices, ranges, shapes.
 lathe_status_t checkSemantics(lathe_artifact &art) {
   const fb::Artifact &a = *art.root;
