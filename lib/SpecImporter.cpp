@@ -63,7 +63,10 @@ struct AttnResSpec {
 /// + coda distinct blocks; the core runs `iterations` times.
 struct LoopSpec {
   std::string kind;
-  int64_t prelude = 0, core = 0, coda = 0, iterations = 0;
+  // Parcae's parts (required there, refused for LoopFormer).
+  std::optional<int64_t> prelude, core, coda;
+  int64_t iterations = 0;
+  std::optional<std::vector<double>> trajectory; // LoopFormer's step sizes
 };
 struct ModelSpec {
   std::string name;
@@ -129,10 +132,11 @@ template <> struct MappingTraits<AttnResSpec> {
 template <> struct MappingTraits<LoopSpec> {
   static void mapping(IO &io, LoopSpec &s) {
     io.mapRequired("kind", s.kind);
-    io.mapRequired("prelude", s.prelude);
-    io.mapRequired("core", s.core);
-    io.mapRequired("coda", s.coda);
+    io.mapOptional("prelude", s.prelude);
+    io.mapOptional("core", s.core);
+    io.mapOptional("coda", s.coda);
     io.mapRequired("iterations", s.iterations);
+    io.mapOptional("trajectory", s.trajectory);
   }
 };
 template <> struct MappingTraits<ModelSpec> {
@@ -283,24 +287,64 @@ private:
   bool validateLoop() {
     if (!spec.loop)
       return true;
-    const LoopSpec &lp = *spec.loop;
-    if (lp.kind != "parcae")
-      return fail("loop.kind",
-                  "unknown loop kind '" + lp.kind + "' (expected: parcae)");
-    if (lp.prelude < 0)
-      return fail("loop.prelude", "must be >= 0, got " + llvm::Twine(lp.prelude));
-    if (lp.coda < 0)
-      return fail("loop.coda", "must be >= 0, got " + llvm::Twine(lp.coda));
-    if (lp.core < 1)
-      return fail("loop.core", "must be >= 1, got " + llvm::Twine(lp.core));
+    LoopSpec &lp = *spec.loop;
+    if (lp.kind != "parcae" && lp.kind != "loopformer")
+      return fail("loop.kind", "unknown loop kind '" + lp.kind +
+                                   "' (expected: parcae, loopformer)");
     if (lp.iterations < 1)
       return fail("loop.iterations",
                   "must be >= 1, got " + llvm::Twine(lp.iterations));
-    if (lp.prelude + lp.core + lp.coda != spec.layers)
-      return fail("loop", "prelude + core + coda = " +
-                              llvm::Twine(lp.prelude + lp.core + lp.coda) +
-                              " blocks, but layers is " +
-                              llvm::Twine(spec.layers));
+    if (lp.kind == "loopformer") {
+      for (auto [key, part] : {std::pair<const char *, std::optional<int64_t>>{
+                                   "loop.prelude", lp.prelude},
+                               {"loop.core", lp.core},
+                               {"loop.coda", lp.coda}})
+        if (part)
+          return fail(key, "LoopFormer loops the whole stack: drop it");
+      // The trajectory: M positive step sizes that sum to 1 (uniform if
+      // not given).
+      if (!lp.trajectory)
+        lp.trajectory = std::vector<double>(size_t(lp.iterations),
+                                            1.0 / double(lp.iterations));
+      const std::vector<double> &steps = *lp.trajectory;
+      if (int64_t(steps.size()) != lp.iterations)
+        return fail("loop.trajectory",
+                    "has " + llvm::Twine(steps.size()) +
+                        " step sizes for " + llvm::Twine(lp.iterations) +
+                        " iterations");
+      double sum = 0.0;
+      for (double d : steps) {
+        if (!(d > 0.0))
+          return fail("loop.trajectory", "step sizes must be positive");
+        sum += d;
+      }
+      if (std::abs(sum - 1.0) > 1e-6)
+        return fail("loop.trajectory",
+                    "step sizes sum to " +
+                        llvm::Twine(llvm::formatv("{0:g}", sum).str()) +
+                        ", not 1");
+      if (spec.norm.kind != "rmsnorm")
+        return fail("loop", "LoopFormer's blocks use RMSNorm modulated by "
+                            "(1 + scale): needs norm.kind rmsnorm");
+      lp.prelude = 0, lp.core = spec.layers, lp.coda = 0;
+    } else {
+      if (!lp.prelude || !lp.core || !lp.coda)
+        return fail("loop", "Parcae needs prelude, core and coda");
+      if (lp.trajectory)
+        return fail("loop.trajectory", "only LoopFormer takes a trajectory");
+      if (*lp.prelude < 0)
+        return fail("loop.prelude",
+                    "must be >= 0, got " + llvm::Twine(*lp.prelude));
+      if (*lp.coda < 0)
+        return fail("loop.coda", "must be >= 0, got " + llvm::Twine(*lp.coda));
+      if (*lp.core < 1)
+        return fail("loop.core", "must be >= 1, got " + llvm::Twine(*lp.core));
+      if (*lp.prelude + *lp.core + *lp.coda != spec.layers)
+        return fail("loop", "prelude + core + coda = " +
+                                llvm::Twine(*lp.prelude + *lp.core + *lp.coda) +
+                                " blocks, but layers is " +
+                                llvm::Twine(spec.layers));
+    }
     if (spec.mlp.taper)
       return fail("loop", "a looped core shares its weights across "
                           "iterations, so its MLP widths cannot taper with "
@@ -441,12 +485,15 @@ private:
       declare("pos_embed.weight", f32({T, D}), InitKind::normal, 0.01, posLoc);
     for (int64_t l = 0; l < spec.layers; ++l) {
       std::string p = "layers." + std::to_string(l) + ".";
-      declareNorm(p + "attn_norm", layerLoc);
+      // LoopFormer's block norms have no gain: (1 + scale) modulates them.
+      if (!loopFormer())
+        declareNorm(p + "attn_norm", layerLoc);
       declareLinear(p + "attn.wq", H * Dh, D, std, layerLoc);
       declareLinear(p + "attn.wk", K * Dh, D, std, layerLoc);
       declareLinear(p + "attn.wv", K * Dh, D, std, layerLoc);
       declareLinear(p + "attn.wo", D, H * Dh, residualStd, layerLoc);
-      declareNorm(p + "mlp_norm", layerLoc);
+      if (!loopFormer())
+        declareNorm(p + "mlp_norm", layerLoc);
       const int64_t F = widths[l];
       if (mlpKind == MlpKind::swiglu)
         declareLinear(p + "mlp.w_gate", F, D, std, mlpLoc);
@@ -473,7 +520,27 @@ private:
       if (r->kind == "full" || r->kind == "block")
         site("attn_res_final");
     }
-    if (spec.loop) {
+    if (loopFormer()) {
+      // LoopFormer (ARCHITECTURES.md §4.2): the time and step-size
+      // embedders, and per block four modulation rows, all adaLN-Zero
+      // (zeros: every block starts as the identity; the released code's
+      // global re-init gives the weights N(0, 0.02) instead).
+      Location loopLoc = locOf("loop");
+      for (const char *e : {"time_embed", "step_embed"}) {
+        std::string p = e;
+        declare(p + ".w1.weight", f32({D, kSinusoidFeatures}), InitKind::normal,
+                std, loopLoc);
+        declare(p + ".w1.bias", f32({D}), InitKind::zeros, {}, loopLoc);
+        declare(p + ".w2.weight", f32({D, D}), InitKind::normal, std, loopLoc);
+        declare(p + ".w2.bias", f32({D}), InitKind::zeros, {}, loopLoc);
+      }
+      for (int64_t l = 0; l < spec.layers; ++l)
+        for (const char *m : kModulations) {
+          std::string p = "layers." + std::to_string(l) + ".mod." + m;
+          declare(p + ".weight", f32({D, D}), InitKind::zeros, {}, loopLoc);
+          declare(p + ".bias", f32({D}), InitKind::zeros, {}, loopLoc);
+        }
+    } else if (spec.loop) {
       // Parcae's injection (ARCHITECTURES.md §4.1): A_log = 0 and dt_bias =
       // softplus^-1(ln 5 / 2), so Delta = 0.8047 and Abar = sqrt(1/5) per
       // channel; B = I; the coda projection starts as the identity too.
@@ -504,8 +571,8 @@ private:
     for (int64_t l = 0; l < spec.layers; ++l) {
       std::string prefix = "kv.layers." + std::to_string(l) + ".";
       SmallVector<std::string> tags = {prefix};
-      if (spec.loop && l >= spec.loop->prelude &&
-          l < spec.loop->prelude + spec.loop->core) {
+      if (spec.loop && l >= *spec.loop->prelude &&
+          l < *spec.loop->prelude + *spec.loop->core) {
         tags.clear();
         for (int64_t t = 0; t < spec.loop->iterations; ++t)
           tags.push_back(prefix + "iter." + std::to_string(t) + ".");
@@ -526,6 +593,11 @@ private:
     buildEntry(m, Entry::decode);
     return module;
   }
+
+  bool loopFormer() const { return spec.loop && spec.loop->kind == "loopformer"; }
+  static constexpr int64_t kSinusoidFeatures = 256;
+  static constexpr const char *kModulations[] = {"attn_gate", "mlp_gate",
+                                                 "attn_scale", "mlp_scale"};
 
   /// Layers per block of block-wise attention residuals: ceil(L / N).
   int64_t blockSize() const {
@@ -676,13 +748,25 @@ private:
     };
     // A sublayer's output: the new stream, one more source, or (block) the
     // running sum of the open block.
-    auto residual = [&](Value out, Location loc) {
+    // LoopFormer's modulation rows of the block being built, by name.
+    llvm::StringMap<Value> modulation;
+    auto residual = [&](Value out, Location loc, StringRef gate) {
       if (resKind == "delta" || resKind == "full")
         sources.push_back(out);
       if (resKind == "block")
         partial = partial ? AddOp::create(b, loc, partial, out) : out;
-      if (!replacing)
+      if (Value g = modulation.lookup(gate))
+        x = GatedAddOp::create(b, loc, x, out, g);
+      else if (!replacing)
         x = AddOp::create(b, loc, x, out);
+    };
+    // A block's pre-norm: the spec's norm, or LoopFormer's gain-free RMSNorm
+    // scaled by (1 + scale).
+    auto blockNorm = [&](Value in, const std::string &prefix, StringRef scale,
+                         Location loc) -> Value {
+      if (Value s = modulation.lookup(scale))
+        return ModulatedRmsNormOp::create(b, loc, in.getType(), in, s, eps);
+      return norm(in, prefix, loc);
     };
     // Block boundaries, before layer l's attention routing (block) or
     // before its input (delta_block).
@@ -704,7 +788,7 @@ private:
         sources.push_back(partial);
         partial = Value();
       }
-      Value h = norm(in, p + "attn_norm", loc);
+      Value h = blockNorm(in, p + "attn_norm", "attn_scale", loc);
       Value q = linear(h, p + "attn.wq", H * Dh, loc);
       Value k = linear(h, p + "attn.wk", K * Dh, loc);
       Value v = linear(h, p + "attn.wv", K * Dh, loc);
@@ -725,26 +809,70 @@ private:
           b, loc, f32({T, H * Dh}), q, keys, values, pos,
           b.getI64IntegerAttr(H), b.getI64IntegerAttr(K),
           NormalizerAttr::get(&ctx, normalizer), b.getI64IntegerAttr(phases));
-      residual(linear(a, p + "attn.wo", D, loc), loc);
+      residual(linear(a, p + "attn.wo", D, loc), loc, "attn_gate");
       if (spec.threePhase)
         x = PhaseRotateOp::create(b, loc, x.getType(), x,
                                   weight(p + "rotation.theta", loc),
                                   b.getI64IntegerAttr(phases));
       in = input(p + "attn_res.mlp", loc);
-      h = norm(in, p + "mlp_norm", loc);
+      h = blockNorm(in, p + "mlp_norm", "mlp_scale", loc);
       Value y = MlpOp::create(
           b, loc, f32({T, D}), mlpKind, h, weight(p + "mlp.w_gate.weight", loc),
           weight(p + "mlp.w_gate.bias", loc), weight(p + "mlp.w_up.weight", loc),
           weight(p + "mlp.w_up.bias", loc), weight(p + "mlp.w_down.weight", loc),
           weight(p + "mlp.w_down.bias", loc), Value());
-      residual(y, loc);
+      residual(y, loc, "mlp_gate");
     };
     auto layerLocOf = [&](int64_t l) -> Location {
       return NameLoc::get(b.getStringAttr("layers." + std::to_string(l)),
                           layerLoc);
     };
     auto kvOf = [](int64_t l) { return "kv.layers." + std::to_string(l) + "."; };
-    if (!spec.loop) {
+    if (loopFormer()) {
+      // LoopFormer: the whole stack `iterations` times, iteration m
+      // conditioned on c_m = TE(t_{m-1}) + DE(d_m) through each block's
+      // modulation rows; trajectory and times are compile-time constants.
+      Location loopLoc = locOf("loop");
+      auto embedder = [&](const std::string &p, double s, Location loc) {
+        Value phi = SinusoidOp::create(b, loc, f32({1, kSinusoidFeatures}),
+                                       b.getF64FloatAttr(s));
+        Value h = LinearOp::create(b, loc, f32({1, D}), phi,
+                                   weight(p + ".w1.weight", loc),
+                                   weight(p + ".w1.bias", loc), Value());
+        h = SiluOp::create(b, loc, h);
+        return LinearOp::create(b, loc, f32({1, D}), h,
+                                weight(p + ".w2.weight", loc),
+                                weight(p + ".w2.bias", loc), Value());
+      };
+      double time = 0.0;
+      const std::vector<double> &steps = *spec.loop->trajectory;
+      for (int64_t m = 0; m < spec.loop->iterations; ++m) {
+        Location iterLoc = NameLoc::get(
+            b.getStringAttr("iteration." + std::to_string(m)), loopLoc);
+        Value c = AddOp::create(b, iterLoc,
+                                embedder("time_embed", time, iterLoc),
+                                embedder("step_embed", steps[size_t(m)], iterLoc));
+        Value act = SiluOp::create(b, iterLoc, c);
+        time += steps[size_t(m)];
+        // Every block's rows first: they share one input, so they form one
+        // small kernel ahead of the blocks.
+        SmallVector<llvm::StringMap<Value>> rows(size_t(spec.layers));
+        for (int64_t l = 0; l < spec.layers; ++l) {
+          std::string p = "layers." + std::to_string(l) + ".mod.";
+          for (const char *mod : kModulations)
+            rows[size_t(l)][mod] = LinearOp::create(
+                b, iterLoc, f32({1, D}), act, weight(p + mod + ".weight", iterLoc),
+                weight(p + mod + ".bias", iterLoc), Value());
+        }
+        for (int64_t l = 0; l < spec.layers; ++l) {
+          modulation = rows[size_t(l)];
+          block(l, kvOf(l) + "iter." + std::to_string(m) + ".",
+                NameLoc::get(b.getStringAttr("iteration." + std::to_string(m)),
+                             layerLocOf(l)));
+        }
+      }
+      modulation.clear();
+    } else if (!spec.loop) {
       for (int64_t l = 0; l < spec.layers; ++l)
         block(l, kvOf(l), layerLocOf(l));
     } else {
@@ -754,9 +882,9 @@ private:
       // schedule; the core's kernels are identical in every iteration, so
       // lathe-dedup-kernels compiles them once, and each iteration has its
       // own KV cache.
-      const LoopSpec &lp = *spec.loop;
+      const int64_t prelude = *spec.loop->prelude, core = *spec.loop->core;
       Location loopLoc = locOf("loop");
-      for (int64_t l = 0; l < lp.prelude; ++l)
+      for (int64_t l = 0; l < prelude; ++l)
         block(l, kvOf(l), layerLocOf(l));
       Value e = norm(x, "prelude_norm", loopLoc);
       Value be = LinearOp::create(b, loopLoc, f32({T, D}), e,
@@ -765,12 +893,12 @@ private:
       Value aLog = weight("injection.A_log", loopLoc),
             dtBias = weight("injection.dt_bias", loopLoc);
       Value state;
-      for (int64_t t = 0; t < lp.iterations; ++t) {
+      for (int64_t t = 0; t < spec.loop->iterations; ++t) {
         Location iterLoc = NameLoc::get(
             b.getStringAttr("iteration." + std::to_string(t)), loopLoc);
         x = ParcaeInjectOp::create(b, iterLoc, f32({T, D}), be, aLog, dtBias,
                                    state);
-        for (int64_t l = lp.prelude; l < lp.prelude + lp.core; ++l)
+        for (int64_t l = prelude; l < prelude + core; ++l)
           block(l, kvOf(l) + "iter." + std::to_string(t) + ".",
                 NameLoc::get(b.getStringAttr("iteration." + std::to_string(t)),
                              layerLocOf(l)));
@@ -779,7 +907,7 @@ private:
       x = LinearOp::create(b, loopLoc, f32({T, D}), state,
                            weight("coda_proj.weight", loopLoc), Value(),
                            Value());
-      for (int64_t l = lp.prelude + lp.core; l < spec.layers; ++l)
+      for (int64_t l = prelude + core; l < spec.layers; ++l)
         block(l, kvOf(l), layerLocOf(l));
     }
     if (replacing)

@@ -73,6 +73,7 @@ struct GenericBuilder {
     return AffineMap::get(numLoops, 0, results, b.getContext());
   }
   AffineExpr d(unsigned i) { return b.getAffineDimExpr(i); }
+  AffineExpr getAffineConstant(int64_t v) { return b.getAffineConstantExpr(v); }
 
   Value generic(ValueRange ins, Value out, ArrayRef<AffineMap> maps,
                 ArrayRef<IteratorType> iters,
@@ -136,6 +137,14 @@ static SmallVector<int64_t> shapeOf(Value v) {
 
 static IntegerAttr groupOf(Operation *op) {
   return op->getAttrOfType<IntegerAttr>(kFusionGroupAttrName);
+}
+
+/// silu(a) = a / (1 + exp(-a)).
+static Value silu(OpBuilder &b, Location l, Value a) {
+  Value one = arith::ConstantOp::create(b, l, b.getF32FloatAttr(1.0f));
+  Value den = arith::AddFOp::create(
+      b, l, one, math::ExpOp::create(b, l, arith::NegFOp::create(b, l, a)));
+  return arith::DivFOp::create(b, l, a, den);
 }
 
 /// Index (loop position) as f32, for positions and masks.
@@ -449,6 +458,113 @@ struct LowerParcaeInject : OpConversionPattern<ParcaeInjectOp> {
   }
 };
 
+/// LoopFormer's conditioning ops: sinusoidal features of a compile-time
+/// scalar, SiLU, the gain-free RMSNorm scaled by (1 + s), and the gated
+/// residual. Each is one or two generics; the [1, D] rows broadcast over
+/// tokens through a (0, d) map.
+struct LowerSinusoid : OpConversionPattern<SinusoidOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(SinusoidOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    SmallVector<int64_t> shape = shapeOf(op.getResult());
+    int64_t half = shape[1] / 2;
+    float logStep = static_cast<float>(-std::log(1e4) / double(half));
+    float value = static_cast<float>(op.getValue().convertToDouble());
+    Value r = g.generic(
+        {}, g.empty(shape), {g.map(2, {g.d(0), g.d(1)})}, {kPar, kPar},
+        [&](OpBuilder &nb, Location l, ValueRange) -> Value {
+          GenericBuilder in{nb, l};
+          Value j = linalg::IndexOp::create(nb, l, 1);
+          Value h = arith::ConstantIndexOp::create(nb, l, half);
+          Value first = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ult,
+                                              j, h);
+          Value k = arith::RemUIOp::create(nb, l, j, h);
+          Value freq = math::ExpOp::create(
+              nb, l,
+              arith::MulFOp::create(nb, l, indexToF32(nb, l, k),
+                                    in.cst(logStep)));
+          Value angle = arith::MulFOp::create(nb, l, freq, in.cst(value));
+          return arith::SelectOp::create(nb, l, first,
+                                         math::CosOp::create(nb, l, angle),
+                                         math::SinOp::create(nb, l, angle));
+        });
+    rewriter.replaceOp(op, r);
+    return success();
+  }
+};
+
+struct LowerSilu : OpConversionPattern<SiluOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(SiluOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    rewriter.replaceOp(
+        op, g.elementwise({adaptor.getInput()},
+                          [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                            return silu(nb, l, a[0]);
+                          }));
+    return success();
+  }
+};
+
+struct LowerModulatedRmsNorm : OpConversionPattern<ModulatedRmsNormOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(ModulatedRmsNormOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    SmallVector<int64_t> shape = shapeOf(op.getInput());
+    Value x = adaptor.getInput();
+    AffineMap td = g.map(2, {g.d(0), g.d(1)}), t = g.map(2, {g.d(0)}),
+              row = g.map(2, {g.getAffineConstant(0), g.d(1)});
+    Value ss = g.generic({x}, g.filled({shape[0]}, 0.0), {td, t}, {kPar, kRed},
+                         [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                           Value sq = arith::MulFOp::create(nb, l, a[0], a[0]);
+                           return arith::AddFOp::create(nb, l, a[1], sq);
+                         });
+    float invD = 1.0f / static_cast<float>(shape[1]);
+    float eps = static_cast<float>(op.getEps().convertToDouble());
+    Value r = g.generic(
+        {x, ss, adaptor.getScale()}, g.empty(shape), {td, t, row, td},
+        {kPar, kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value ms = arith::AddFOp::create(
+              nb, l, arith::MulFOp::create(nb, l, a[1], in.cst(invD)),
+              in.cst(eps));
+          Value y = arith::DivFOp::create(nb, l, a[0],
+                                          math::SqrtOp::create(nb, l, ms));
+          return arith::MulFOp::create(
+              nb, l, y, arith::AddFOp::create(nb, l, a[2], in.cst(1.0)));
+        });
+    rewriter.replaceOp(op, r);
+    return success();
+  }
+};
+
+struct LowerGatedAdd : OpConversionPattern<GatedAddOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(GatedAddOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    SmallVector<int64_t> shape = shapeOf(op.getLhs());
+    AffineMap td = g.map(2, {g.d(0), g.d(1)}),
+              row = g.map(2, {g.getAffineConstant(0), g.d(1)});
+    Value r = g.generic(
+        {adaptor.getLhs(), adaptor.getRhs(), adaptor.getGate()},
+        g.empty(shape), {td, td, row, td}, {kPar, kPar},
+        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          return arith::AddFOp::create(nb, l, a[0],
+                                       arith::MulFOp::create(nb, l, a[2], a[1]));
+        });
+    rewriter.replaceOp(op, r);
+    return success();
+  }
+};
+
 /// x + (1/(p+1) - mean(x)) per row: a row mean, then one elementwise pass.
 struct LowerDcInject : OpConversionPattern<DcInjectOp> {
   using OpConversionPattern::OpConversionPattern;
@@ -653,15 +769,9 @@ struct LowerMlp : OpConversionPattern<MlpOp> {
     switch (op.getKind()) {
     case MlpKind::swiglu: {
       Value gate = g.linear(x, adaptor.getGateWeight(), adaptor.getGateBias());
-      // silu(a) * b = a / (1 + exp(-a)) * b
       act = g.elementwise({gate, up}, [](OpBuilder &nb, Location l,
                                          ValueRange a) -> Value {
-        GenericBuilder in{nb, l};
-        Value neg = arith::NegFOp::create(nb, l, a[0]);
-        Value den = arith::AddFOp::create(nb, l, in.cst(1.0),
-                                          math::ExpOp::create(nb, l, neg));
-        Value silu = arith::DivFOp::create(nb, l, a[0], den);
-        return arith::MulFOp::create(nb, l, silu, a[1]);
+        return arith::MulFOp::create(nb, l, silu(nb, l, a[0]), a[1]);
       });
       break;
     }
@@ -762,7 +872,8 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
     RewritePatternSet patterns(ctx);
     patterns.add<LowerEmbedding, LowerRmsNorm, LowerLayerNorm, LowerLinear,
                  LowerRope, LowerPhaseRotate, LowerDcInject, LowerDepthAttention,
-                 LowerParcaeInject, LowerSub,
+                 LowerParcaeInject, LowerSub, LowerSinusoid, LowerSilu,
+                 LowerModulatedRmsNorm, LowerGatedAdd,
                  LowerAttention, LowerMlp, LowerAdd>(ctx);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))

@@ -45,15 +45,19 @@ struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
     fn.walk([&](Operation *op) {
       if (isa<RmsNormOp, LayerNormOp, LinearOp, MlpOp, RopeOp, AttentionOp,
               CacheWriteOp, EmbeddingOp, AddOp, PhaseRotateOp, DcInjectOp,
-              DepthAttentionOp, ParcaeInjectOp, SubOp>(op)) {
+              DepthAttentionOp, ParcaeInjectOp, SubOp, ModulatedRmsNormOp,
+              GatedAddOp, SinusoidOp, SiluOp>(op)) {
         ops.push_back(op);
         groups.insert(op);
       }
     });
     for (Operation *op : ops) {
       Operation *producer = nullptr;
-      if (isa<RmsNormOp, LayerNormOp>(op)) {
-        // The norm joins its users when all of them only project it.
+      if (isa<RmsNormOp, LayerNormOp, ModulatedRmsNormOp, SinusoidOp, SiluOp>(
+              op)) {
+        // A norm (or a feature map, or an activation) joins its users when
+        // all of them only project it: its output never leaves the kernel
+        // that consumes it.
         Value out = op->getResult(0);
         bool allProject = !out.use_empty() &&
                           llvm::all_of(out.getUsers(), [&](Operation *user) {
@@ -71,7 +75,8 @@ struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
             groups.unionSets(op, sibling);
       } else if (auto rope = dyn_cast<RopeOp>(op)) {
         producer = rope.getInput().getDefiningOp<LinearOp>();
-      } else if (auto add = dyn_cast<AddOp>(op)) {
+      } else if (isa<AddOp, GatedAddOp>(op)) {
+        Operation *add = op;
         // A residual add is part of its projection's kernel: folded into the
         // GEMM when the product has no other use, else (Delta AttnRes keeps
         // each sublayer output as a routing source) an epilogue writing
@@ -92,7 +97,8 @@ struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
         // norm's (and so its projections') kernel.
         Value out = route.getResult();
         if (out.hasOneUse() &&
-            isa<RmsNormOp, LayerNormOp>(*out.getUsers().begin()))
+            isa<RmsNormOp, LayerNormOp, ModulatedRmsNormOp>(
+                *out.getUsers().begin()))
           producer = *out.getUsers().begin();
       } else if (isa<PhaseRotateOp, DcInjectOp, SubOp>(op)) {
         // Elementwise rewrites of the residual stream (3PT's rotation after

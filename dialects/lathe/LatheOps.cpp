@@ -251,6 +251,52 @@ LogicalResult ParcaeInjectOp::verify() {
   return success();
 }
 
+//===----------------------------------------------------------------------===//
+// LoopFormer conditioning
+//===----------------------------------------------------------------------===//
+
+LogicalResult SinusoidOp::verify() {
+  if (failed(expectStatic(*this, getType(), 2, "result")))
+    return failure();
+  if (dim(getResult(), 0) != 1 || dim(getResult(), 1) % 2 != 0 ||
+      dim(getResult(), 1) == 0)
+    return emitOpError() << "expects one row of an even, nonzero number of "
+                            "features, got "
+                         << getType();
+  return success();
+}
+
+/// A [1, D] row that modulates every token of a [T, D] input.
+static LogicalResult verifyRow(Operation *op, Value input, Value row,
+                               StringRef what) {
+  if (failed(expectStatic(op, input.getType(), 2, "input")) ||
+      failed(expectStatic(op, row.getType(), 2, what)))
+    return failure();
+  if (dim(row, 0) != 1 || dim(row, 1) != dim(input, 1))
+    return op->emitOpError() << what << " must be one row of " << dim(input, 1)
+                             << " values, got " << row.getType();
+  return success();
+}
+
+LogicalResult ModulatedRmsNormOp::verify() {
+  if (failed(verifyRow(*this, getInput(), getScale(), "scale")))
+    return failure();
+  if (getType() != getInput().getType())
+    return emitOpError("result type must equal the input type");
+  if (!(getEps().convertToDouble() > 0.0))
+    return emitOpError("expects eps > 0");
+  return success();
+}
+
+LogicalResult GatedAddOp::verify() {
+  if (failed(verifyRow(*this, getLhs(), getGate(), "gate")))
+    return failure();
+  if (getLhs().getType() != getRhs().getType() ||
+      getType() != getLhs().getType())
+    return emitOpError("lhs, rhs and result must have one type");
+  return success();
+}
+
 LogicalResult LayerNormOp::verify() {
   if (failed(expectStatic(*this, getInput().getType(), 2, "input")) ||
       failed(expectStatic(*this, getGain().getType(), 1, "gain")) ||

@@ -331,6 +331,74 @@ def Lathe_ParcaeInjectOp : Lathe_Op<"parcae_inject", [Pure]> {
   let hasVerifier = 1;
 }
 
+def Lathe_SinusoidOp : Lathe_Op<"sinusoid", [Pure]> {
+  let summary = "Sinusoidal features of a scalar known at compile time (a loop's time or step size).";
+  let description = [{
+    LoopFormer's embedder input (ARCHITECTURES.md §4.2):
+    `[cos(s f_0) .. cos(s f_{K-1}), sin(s f_0) .. sin(s f_{K-1})]` with
+    `f_j = exp(-ln(1e4) j / K)` and K = half the result's width; one row.
+
+    ```mlir
+    %phi = lathe.sinusoid {value = 2.5e-01 : f64} : tensor<1x256xf32>
+    ```
+  }];
+  let arguments = (ins F64Attr:$value);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
+def Lathe_SiluOp : Lathe_Op<"silu", [Pure, SameOperandsAndResultType]> {
+  let summary = "SiLU, x * sigmoid(x), elementwise.";
+  let description = [{
+    ```mlir
+    %y = lathe.silu %x : tensor<1x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($result)";
+}
+
+def Lathe_ModulatedRmsNormOp : Lathe_Op<"modulated_rms_norm", [Pure]> {
+  let summary = "RMSNorm without a gain, scaled by (1 + scale): adaLN's shift-free modulation.";
+  let description = [{
+    `result[t] = x[t] / sqrt(mean(x[t]^2) + eps) * (1 + scale)` for x [T, D]
+    and one scale row [1, D] shared by all tokens (LoopFormer's block
+    conditioning, ARCHITECTURES.md §4.2).
+
+    ```mlir
+    %y = lathe.modulated_rms_norm %x, %s {eps = 1.0e-05 : f64}
+        : tensor<16x64xf32>, tensor<1x64xf32> -> tensor<16x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input, Lathe_F32Tensor:$scale, F64Attr:$eps);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `,` $scale attr-dict `:` type($input) `,` type($scale) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_GatedAddOp : Lathe_Op<"gated_add", [Pure,
+    AllTypesMatch<["lhs", "rhs", "result"]>]> {
+  let summary = "A gated residual connection: x + gate * y, with one gate row for all tokens.";
+  let description = [{
+    adaLN-Zero's gate (ARCHITECTURES.md §4.2): x and y are [T, D], gate is
+    [1, D]; a zero gate makes the sublayer the identity.
+
+    ```mlir
+    %x1 = lathe.gated_add %x, %y, %g : tensor<16x64xf32>, tensor<1x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$lhs, Lathe_F32Tensor:$rhs, Lathe_F32Tensor:$gate);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $lhs `,` $rhs `,` $gate attr-dict `:` type($lhs) `,` type($gate)
+  }];
+  let hasVerifier = 1;
+}
+
 def Lathe_LayerNormOp : Lathe_Op<"layer_norm", [Pure]> {
   let summary = "LayerNorm over the last axis with a learned gain and bias.";
   let description = [{

@@ -235,3 +235,28 @@ func.func @parcae(%be: tensor<4x8xf32>, %a: tensor<8xf32>, %dt: tensor<8xf32>, %
   %u = lathe.parcae_inject %be, %a, %dt state %h : tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
   return %u : tensor<4x8xf32>
 }
+
+// -----
+
+// Tests LoopFormer's ops: the sinusoid is a generic with no inputs (cos for
+// the first half of the columns, sin for the second); the modulated norm
+// and the gated add read their [1, D] row through a (0, d) map.
+
+// CHECK-DAG: #[[ROW:.*]] = affine_map<(d0, d1) -> (0, d1)>
+// CHECK-LABEL: func.func @loopformer
+// CHECK: linalg.generic {{.*}} outs(%{{.*}} : tensor<1x8xf32>)
+// CHECK: arith.cmpi ult
+// CHECK: math.cos
+// CHECK: math.sin
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #{{.*}}, #[[ROW]], #{{.*}}]
+// CHECK: math.sqrt
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #{{.*}}, #[[ROW]], #{{.*}}]
+// CHECK: arith.mulf
+// CHECK: arith.addf
+func.func @loopformer(%x: tensor<4x8xf32>, %y: tensor<4x8xf32>) -> tensor<4x8xf32> {
+  %phi = lathe.sinusoid {value = 0.25 : f64} : tensor<1x8xf32>
+  %n = lathe.modulated_rms_norm %x, %phi {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<1x8xf32> -> tensor<4x8xf32>
+  %z = lathe.gated_add %n, %y, %phi : tensor<4x8xf32>, tensor<1x8xf32>
+  return %z : tensor<4x8xf32>
+}

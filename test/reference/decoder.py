@@ -2,8 +2,9 @@
 """Independent numpy reference for lathe's standard pre-norm decoder and its options.
 
 Written only from docs/model-and-weights.md (the contract) and, for the
-`three_phase`, `attn_res` and `loop` spec keys, from ARCHITECTURES.md s2, s3
-and s4.1, not from the compiler's sources. Everything is computed in float64.
+`three_phase`, `attn_res` and `loop` spec keys, from ARCHITECTURES.md s2, s3,
+s4.1 (parcae) and s4.2 (loopformer), not from the compiler's sources. Everything
+is computed in float64.
 
 attn_res kinds: delta (s2.3), full (s2.2 Full AttnRes), block (s2.2 Kimi Block
 AttnRes, replacement routing) and delta_block (s2.4 Delta Block, the clean
@@ -249,13 +250,23 @@ def attn_res_has_final(spec):
     return final is not None and final >= 2
 
 
-# ---------------------------------------------------------------- loop spec key (Parcae)
+# ---------------------------------------------------------------- loop spec key (Parcae, LoopFormer)
 # ARCHITECTURES.md s4.1. loop: {kind: parcae, prelude: P, core: C, coda: K, iterations: n}.
 # Layers 0..P-1 are the prelude, P..P+C-1 the recurrent core (shared across iterations),
 # P+C..L-1 the coda; D_s = D. All five keys are required.
+#
+# ARCHITECTURES.md s4.2. loop: {kind: loopformer, iterations: M, trajectory: [d_1 .. d_M]}
+# (inference only). All layers form one shared stack applied M times; trajectory is
+# optional (default M copies of 1/M), else exactly M entries, each > 0, summing to 1
+# within 1e-6. prelude / core / coda are refused. The normalised mapping always holds
+# the trajectory as a list of floats (the given values, not renormalised).
 
-LOOP_KINDS = ("parcae",)
-LOOP_KEYS = ("kind", "prelude", "core", "coda", "iterations")
+LOOP_KINDS = ("parcae", "loopformer")
+LOOP_KEYS = ("kind", "prelude", "core", "coda", "iterations")          # parcae
+LOOPFORMER_KEYS = ("kind", "iterations", "trajectory")
+LOOPFORMER_TRAJECTORY_TOL = 1e-6
+LOOPFORMER_FREQS = 128          # phi(s) has 2 * 128 = 256 features
+LOOPFORMER_MODS = ("attn_gate", "mlp_gate", "attn_scale", "mlp_scale")   # s4.2's [g_a, g_m, s_a, s_m]
 # dt_bias init: softplus(dt_bias) = Delta0 = -ln(sqrt(1/5)) = ln(5)/2, so Abar0 = exp(-Delta0) = sqrt(1/5)
 # and dt_bias = softplus^-1(Delta0) = ln(expm1(Delta0)) = ln(sqrt(5) - 1).
 PARCAE_DELTA_INIT = -math.log(math.sqrt(1.0 / 5.0))
@@ -269,12 +280,17 @@ def _loop_spec(lp):
     if not isinstance(lp, dict):
         raise ValueError(f"loop must be a mapping {{kind: parcae, prelude: P, core: C, coda: K, iterations: n}}, "
                          f"got {lp!r}")
-    unknown = set(lp) - set(LOOP_KEYS)
+    unknown = set(lp) - set(LOOP_KEYS) - set(LOOPFORMER_KEYS)
     if unknown:
-        raise ValueError(f"loop: unknown keys {sorted(unknown, key=str)}; known: {list(LOOP_KEYS)}")
+        raise ValueError(f"loop: unknown keys {sorted(unknown, key=str)}; known: parcae {list(LOOP_KEYS)}, "
+                         f"loopformer {list(LOOPFORMER_KEYS)}")
     kind = lp.get("kind")
     if not isinstance(kind, str) or kind not in LOOP_KINDS:
         raise ValueError(f"loop.kind: {kind!r} is not one of {list(LOOP_KINDS)} (unknown loop kind)")
+    if kind == "loopformer":
+        return _loopformer_spec(lp)
+    if "trajectory" in lp:
+        raise ValueError("loop.trajectory is only allowed with kind: loopformer, not parcae")
     out = {"kind": kind}
     for k, lo in (("prelude", 0), ("core", 1), ("coda", 0), ("iterations", 1)):
         v = lp.get(k)
@@ -288,11 +304,63 @@ def _loop_spec(lp):
     return out
 
 
+def _loopformer_spec(lp):
+    """Normalise loop: {kind: loopformer, iterations: M, trajectory: [d_1 .. d_M] (optional)}."""
+    for k in ("prelude", "core", "coda"):
+        if k in lp:
+            raise ValueError(f"loop.{k} is not allowed for kind: loopformer (all layers form one shared stack "
+                             f"applied `iterations` times)")
+    M = lp.get("iterations")
+    if M is None:
+        raise ValueError("loop.iterations is required (an integer >= 1)")
+    if not _is_int(M):
+        raise ValueError(f"loop.iterations must be an integer >= 1, got {M!r}")
+    if M < 1:
+        raise ValueError(f"loop.iterations must be >= 1, got {M}")
+    M = int(M)
+    tr = lp.get("trajectory")
+    if tr is None:
+        return {"kind": "loopformer", "iterations": M, "trajectory": [1.0 / M] * M}
+    if not isinstance(tr, (list, tuple)):
+        raise ValueError(f"loop.trajectory must be a list of {M} step sizes, got {tr!r}")
+    if len(tr) != M:
+        raise ValueError(f"loop.trajectory has {len(tr)} entries, must have exactly iterations = {M}")
+    for i, d in enumerate(tr):
+        if isinstance(d, bool) or not isinstance(d, (int, float, np.integer, np.floating)) or not math.isfinite(d):
+            raise ValueError(f"loop.trajectory[{i}] must be a finite number, got {d!r}")
+        if d <= 0:
+            raise ValueError(f"loop.trajectory[{i}] = {d} must be > 0 (step sizes are positive)")
+    total = math.fsum(float(d) for d in tr)
+    if abs(total - 1.0) > LOOPFORMER_TRAJECTORY_TOL:
+        raise ValueError(f"loop.trajectory must sum to 1 (within {LOOPFORMER_TRAJECTORY_TOL:g}), got {total!r}")
+    return {"kind": "loopformer", "iterations": M, "trajectory": [float(d) for d in tr]}
+
+
+def loopformer_schedule(spec):
+    """[(t_{m-1}, d_m)] for m = 1 .. M: t_0 = 0, t_m = t_{m-1} + d_m (s4.2)."""
+    out, t = [], 0.0
+    for d in spec["loop"]["trajectory"]:
+        out.append((t, d))
+        t += d
+    return out
+
+
+def is_loopformer(spec):
+    lp = spec.get("loop")
+    return lp is not None and lp["kind"] == "loopformer"
+
+
 def _check_loop(spec):
     lp, L = spec["loop"], spec["layers"]
-    P, C, K = lp["prelude"], lp["core"], lp["coda"]
-    if P + C + K != L:
-        raise ValueError(f"loop: prelude + core + coda = {P} + {C} + {K} = {P + C + K} must equal layers = {L}")
+    if lp["kind"] == "loopformer":
+        if spec["norm"]["kind"] != "rmsnorm":
+            raise ValueError(f"loop kind loopformer needs norm.kind: rmsnorm (its block norms are gain-free "
+                             f"RMSNorms), got {spec['norm']['kind']}")
+    else:
+        P, C, K = lp["prelude"], lp["core"], lp["coda"]
+        if P + C + K != L:
+            raise ValueError(f"loop: prelude + core + coda = {P} + {C} + {K} = {P + C + K} "
+                             f"must equal layers = {L}")
     if spec["mlp"].get("taper") is not None:
         raise ValueError("loop cannot be combined with mlp.taper: the core's weights are shared across "
                          "iterations, so a per-layer width taper is not defined for a looped model")
@@ -303,16 +371,27 @@ def _check_loop(spec):
 
 
 def loop_parts(spec):
-    """(prelude, core, coda) layer index ranges; (range(L), range(0), range(0)) without loop."""
+    """(prelude, core, coda) layer index ranges; (range(L), range(0), range(0)) without loop.
+
+    loopformer: the whole stack is the shared core, (range(0), range(L), range(0)).
+    """
     lp, L = spec.get("loop"), spec["layers"]
     if lp is None:
         return range(L), range(0), range(0)
+    if lp["kind"] == "loopformer":
+        return range(0), range(L), range(0)
     P, C = lp["prelude"], lp["core"]
     return range(P), range(P, P + C), range(P + C, L)
 
 
 def softplus(z):
     return np.logaddexp(0.0, z)
+
+
+def loopformer_phi(s):
+    """phi(s) = [cos(s f_0 .. f_127), sin(s f_0 .. f_127)], f_j = exp(-ln(1e4) j / 128) (s4.2; raw s)."""
+    f = np.exp(-math.log(1e4) * np.arange(LOOPFORMER_FREQS) / LOOPFORMER_FREQS)
+    return np.concatenate([np.cos(s * f), np.sin(s * f)])
 
 
 def parcae_discretize(A_log, dt_bias):
@@ -473,14 +552,17 @@ def weight_shapes(spec):
         if bias:
             s[n + ".bias"] = ((out,), "zeros")
 
+    lf = is_loopformer(spec)         # LoopFormer blocks' norms have no gain: no attn_norm / mlp_norm
     for l in range(L):
         p, F = f"layers.{l}.", widths[l]
-        norm(p + "attn_norm")
+        if not lf:
+            norm(p + "attn_norm")
         linear(p + "attn.wq", H * Dh, D, 0.02)
         linear(p + "attn.wk", K * Dh, D, 0.02)
         linear(p + "attn.wv", K * Dh, D, 0.02)
         linear(p + "attn.wo", D, H * Dh, out_std)
-        norm(p + "mlp_norm")
+        if not lf:
+            norm(p + "mlp_norm")
         if swiglu:
             linear(p + "mlp.w_gate", F, D, 0.02)
         linear(p + "mlp.w_up", F, D, 0.02)
@@ -502,7 +584,17 @@ def weight_shapes(spec):
         if attn_res_has_final(spec):
             s["attn_res_final.query"] = ((D,), "zeros")
             s["attn_res_final.norm"] = ((D,), "ones")
-    if spec.get("loop") is not None:   # ARCHITECTURES.md s4.1 (D_s = D); no biases even with bias: true
+    if lf:   # ARCHITECTURES.md s4.2; these linears always have biases, whatever `bias` says
+        for e in ("time_embed", "step_embed"):
+            s[e + ".w1.weight"] = ((D, 2 * LOOPFORMER_FREQS), 0.02)
+            s[e + ".w1.bias"] = ((D,), "zeros")
+            s[e + ".w2.weight"] = ((D, D), 0.02)
+            s[e + ".w2.bias"] = ((D,), "zeros")
+        for l in range(L):   # true adaLN-Zero: weight AND bias zero (the released code re-inits weights)
+            for m in LOOPFORMER_MODS:
+                s[f"layers.{l}.mod.{m}.weight"] = ((D, D), "zeros")
+                s[f"layers.{l}.mod.{m}.bias"] = ((D,), "zeros")
+    elif spec.get("loop") is not None:   # ARCHITECTURES.md s4.1 (D_s = D); no biases even with bias: true
         norm("prelude_norm")
         s["injection.A_log"] = ((D,), "zeros")
         s["injection.dt_bias"] = ((D,), ("const", PARCAE_DT_BIAS_INIT))
@@ -533,6 +625,13 @@ def init_weights(spec, seed=0, scale=1.0, norm_jitter=0.0):
     ln(sqrt(5) - 1) (Delta = ln(5)/2, Abar = sqrt(1/5)), plus normal(0, 0.02 * scale)
     when scale != 1; injection.B and coda_proj.weight are "identity", plus
     normal(0, 0.02 * scale) on every entry when scale != 1.
+
+    loop (LoopFormer): time_embed / step_embed w1.weight [D, 256] and w2.weight [D, D]
+    are normal(0, 0.02 * scale), their biases "zeros"; every layers.{l}.mod.* weight
+    [D, D] and bias [D] is "zeros" (true adaLN-Zero, so every block is the identity at
+    init; the released code's global re-init instead draws the modulation weights from
+    N(0, 0.02)). With scale != 1 all "zeros" get normal(0, 0.02 * scale), as elsewhere.
+    The blocks have no attn_norm / mlp_norm tensors.
     """
     rng = np.random.default_rng(seed)
     w = {}
@@ -679,8 +778,9 @@ def forward(spec, weights, tokens, trace=None):
     "n_src" (the number of sources each of the 2L sites really saw) and
     "n_src_final" (the final site's count, None without one); with delta or
     delta_block also "h" (the stream h_0 .. h_2L, after any phase rotation). With
-    loop it is filled instead with "e" (prelude output after PreludeNorm), "inj"
-    (Bbar e), "h" (the states h_0 .. h_n) and "y" (coda_proj h_n).
+    parcae loop it is filled instead with "e" (prelude output after PreludeNorm), "inj"
+    (Bbar e), "h" (the states h_0 .. h_n) and "y" (coda_proj h_n); with loopformer
+    with "c" (the conditioning vectors c_1 .. c_M).
 
     attn_res block (s2.2 Kimi Block AttnRes, replacement), in the s2.2 code order:
     blocks = [], partial = h0; per layer l: x_attn = DepthAttn(blocks ++ [partial]);
@@ -727,8 +827,8 @@ def forward(spec, weights, tokens, trace=None):
         y = x @ W[n + ".weight"].T
         return y + W[n + ".bias"] if spec["bias"] else y
 
-    def attn(x, p):
-        h = norm(x, p + "attn_norm")
+    def attn(x, p, h=None):                      # h: an already-normalised input (LoopFormer)
+        h = norm(x, p + "attn_norm") if h is None else h
         q = lin(h, p + "attn.wq").reshape(T, H, Dh)
         k = lin(h, p + "attn.wk").reshape(T, K, Dh)
         v = lin(h, p + "attn.wv").reshape(T, K, Dh)
@@ -738,8 +838,8 @@ def forward(spec, weights, tokens, trace=None):
         a = np.einsum("hts,shd->thd", P, v[:, np.arange(H) // (H // K), :])
         return lin(a.reshape(T, H * Dh), p + "attn.wo")
 
-    def mlp(x, p):
-        h = norm(x, p + "mlp_norm")
+    def mlp(x, p, h=None):
+        h = norm(x, p + "mlp_norm") if h is None else h
         if act is None:
             m = silu(lin(h, p + "mlp.w_gate")) * lin(h, p + "mlp.w_up")
         else:
@@ -754,6 +854,31 @@ def forward(spec, weights, tokens, trace=None):
         x = x + W["pos_embed.weight"][:T]
     if tp is not None and tp["horn"]:
         x = dc_inject(x, np.arange(T))           # absolute positions 0 .. T-1 (no cache offset here)
+    if is_loopformer(spec):
+        # LoopFormer, ARCHITECTURES.md s4.2 (make_spec excludes taper, attn_res, three_phase,
+        # layernorm). The shared stack runs M times on the whole sequence, so each (iteration,
+        # layer) attention uses that iteration's own K/V. No re-injection.
+        def embedder(sc, n):                                         # E(s) = W2 SiLU(W1 phi(s) + b1) + b2
+            z = W[n + ".w1.weight"] @ loopformer_phi(sc) + W[n + ".w1.bias"]
+            return W[n + ".w2.weight"] @ silu(z) + W[n + ".w2.bias"]
+
+        def plain_rms(z):                                            # RMSNorm without affine
+            return z / np.sqrt(np.mean(z * z, axis=-1, keepdims=True) + eps)
+
+        cs = []
+        for t_prev, d in loopformer_schedule(spec):
+            c = embedder(t_prev, "time_embed") + embedder(d, "step_embed")   # c_m = TE(t_{m-1}) + DE(d_m)
+            sc = silu(c)
+            cs.append(c)
+            for l in range(L):
+                p = f"layers.{l}."
+                g_a, g_m, s_a, s_m = (W[p + f"mod.{k}.weight"] @ sc + W[p + f"mod.{k}.bias"] for k in LOOPFORMER_MODS)
+                x = x + g_a * attn(x, p, plain_rms(x) * (1.0 + s_a))
+                x = x + g_m * mlp(x, p, plain_rms(x) * (1.0 + s_m))
+        if trace is not None:
+            trace.update(c=cs)
+        head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
+        return norm(x, "norm") @ head.T
     if spec.get("loop") is not None:
         # Parcae, ARCHITECTURES.md s4.1 (make_spec excludes attn_res and three_phase here).
         # Each core block in iteration t is applied to the whole sequence, so its attention

@@ -1893,7 +1893,8 @@ def _():
 def _():
     L = lambda **k: dict({"kind": "parcae", "prelude": 1, "core": 2, "coda": 1, "iterations": 3}, **k)
     bad = [
-        (dict(layers=4, loop=L(kind="loopformer")), ["loop.kind", "loopformer", "unknown loop kind"]),
+        (dict(layers=4, loop=L(kind="universal")), ["loop.kind", "universal", "unknown loop kind"]),
+        (dict(layers=4, loop=L(trajectory=[0.5, 0.5])), ["loop.trajectory", "loopformer"]),
         (dict(layers=4, loop=L(kind=None)), ["loop.kind"]),
         (dict(layers=5, loop=L()), ["1 + 2 + 1 = 4", "layers = 5"]),
         (dict(layers=3, loop=L()), ["must equal layers = 3"]),
@@ -1978,6 +1979,374 @@ def _():
             notes.append(f"{tag}: {len(w)} tensors")
     return ", ".join(notes)
 
+
+
+# ---------------------------------------------------------------- LoopFormer (loop: {kind: loopformer})
+# ARCHITECTURES.md s4.2 and s6 invariant 8.
+
+MODS = ("attn_gate", "mlp_gate", "attn_scale", "mlp_scale")
+
+
+def loopformer(M, trajectory=None, **kw):
+    lp = {"kind": "loopformer", "iterations": M}
+    if trajectory is not None:
+        lp["trajectory"] = trajectory
+    return small_spec(loop=lp, **kw)
+
+
+def forward_loopformer_loops(spec, w, tokens, trace=None):
+    """Per-token, per-head loops for a LoopFormer model, written from s4.2 alone.
+
+    Any kv_heads, all MLP kinds, softpick, learned positions, bias; rmsnorm only.
+    """
+    W = {n: a.astype(np.float64) for n, a in w.items()}
+    D, H, K, L = spec["d_model"], spec["heads"], spec["kv_heads"], spec["layers"]
+    eps, base, Dh, T = spec["norm"]["eps"], spec["rope"]["base"], D // H, len(tokens)
+    has_bias, learned = spec["bias"], spec["position"] == "learned"
+    traj = spec["loop"]["trajectory"]
+    assert spec["norm"]["kind"] == "rmsnorm" and len(traj) == spec["loop"]["iterations"]
+
+    def rms(v, g=None):
+        r = math.sqrt(sum(t * t for t in v) / len(v) + eps)
+        return [v[j] / r * (1.0 if g is None else g[j]) for j in range(len(v))]
+
+    def lin(n, v, bias):
+        Wm = W[n + ".weight"]
+        assert Wm.shape[1] == len(v), n
+        return [sum(Wm[o][i] * v[i] for i in range(len(v))) + (W[n + ".bias"][o] if bias else 0.0)
+                for o in range(Wm.shape[0])]
+
+    def sig_lu(z):
+        return z / (1.0 + math.exp(-z))
+
+    def probs(sc):
+        if spec["attention"]["normalizer"] == "softpick":
+            e = [math.expm1(z) for z in sc]
+            den = sum(abs(z) for z in e) + 1e-8
+            return [max(z, 0.0) / den for z in e]
+        m = max(sc)
+        e = [math.exp(z - m) for z in sc]
+        return [z / sum(e) for z in e]
+
+    def act(z):
+        if spec["mlp"]["kind"] == "gelu":
+            return 0.5 * z * (1 + math.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3)))
+        return max(z, 0.0) ** 2
+
+    rot = (lambda v, t: v) if learned else (lambda v, t: rope_complex(v, t, base))
+
+    def embed_scalar(sval, n):   # W2 SiLU(W1 [cos(s f_j)]_j ++ [sin(s f_j)]_j + b1) + b2
+        freqs = [math.exp(-math.log(10000.0) * j / 128) for j in range(128)]
+        feat = [math.cos(sval * f) for f in freqs] + [math.sin(sval * f) for f in freqs]
+        hid = [sig_lu(z) for z in lin(n + ".w1", feat, True)]
+        return lin(n + ".w2", hid, True)
+
+    xs = [[W["embed.weight"][tok][j] + (W["pos_embed.weight"][t][j] if learned else 0.0) for j in range(D)]
+          for t, tok in enumerate(tokens)]
+    cs, time = [], 0.0
+    for step in traj:
+        te, de = embed_scalar(time, "time_embed"), embed_scalar(step, "step_embed")
+        c = [a + b for a, b in zip(te, de)]
+        cs.append(c)
+        time += step
+        sc = [sig_lu(z) for z in c]
+        for l in range(L):
+            p = f"layers.{l}."
+            mod = {k: lin(p + "mod." + k, sc, True) for k in MODS}
+            hs = [[a * (1.0 + b) for a, b in zip(rms(x), mod["attn_scale"])] for x in xs]
+            qs, ks, vs = ([lin(p + f"attn.{n}", h, has_bias) for h in hs] for n in ("wq", "wk", "wv"))
+            new = []
+            for t in range(T):
+                cat = []
+                for hd in range(H):
+                    kv = hd // (H // K)
+                    q = rot(np.array(qs[t][hd * Dh:(hd + 1) * Dh]), t)
+                    pr = probs([float(np.dot(q, rot(np.array(ks[u][kv * Dh:(kv + 1) * Dh]), u))) / math.sqrt(Dh)
+                                for u in range(t + 1)])
+                    cat += [sum(pr[u] * vs[u][kv * Dh + d] for u in range(t + 1)) for d in range(Dh)]
+                o = lin(p + "attn.wo", cat, has_bias)
+                new.append([xs[t][j] + mod["attn_gate"][j] * o[j] for j in range(D)])
+            xs = new
+            for t in range(T):
+                h = [a * (1.0 + b) for a, b in zip(rms(xs[t]), mod["mlp_scale"])]
+                u = lin(p + "mlp.w_up", h, has_bias)
+                if spec["mlp"]["kind"] == "swiglu":
+                    m = [sig_lu(gi) * ui for gi, ui in zip(lin(p + "mlp.w_gate", h, has_bias), u)]
+                else:
+                    m = [act(z) for z in u]
+                d = lin(p + "mlp.w_down", m, has_bias)
+                xs[t] = [xs[t][j] + mod["mlp_gate"][j] * d[j] for j in range(D)]
+    if trace is not None:
+        trace.update(c=[np.array(c) for c in cs])
+    head = "embed" if spec["tie_embeddings"] else "lm_head"
+    return np.array([lin(head, rms(x, W["norm.weight"]), False) for x in xs])
+
+
+def loopformer_new_names(L, D):
+    """Expected new tensors, in order, with shapes."""
+    out = []
+    for e in ("time_embed", "step_embed"):
+        out += [(e + ".w1.weight", (D, 256)), (e + ".w1.bias", (D,)), (e + ".w2.weight", (D, D)), (e + ".w2.bias", (D,))]
+    for l in range(L):
+        for m in MODS:
+            out += [(f"layers.{l}.mod.{m}.weight", (D, D)), (f"layers.{l}.mod.{m}.bias", (D,))]
+    return out
+
+
+LF_CONFIGS = [
+    ("rope + GQA + swiglu, trajectory [0.5, 0.25, 0.25]", dict(M=3, trajectory=[0.5, 0.25, 0.25])),
+    ("learned + gelu + bias + tied, uniform M = 2", dict(M=2, position="learned", bias=True, tie_embeddings=True,
+                                                        mlp={"kind": "gelu", "width": 40}, kv_heads=4)),
+    ("softpick + relu2 + GQA 4/1, M = 1, 3 layers", dict(M=1, layers=3, kv_heads=1, attention={"normalizer": "softpick"},
+                                                        mlp={"kind": "relu2", "width": 40})),
+]
+
+
+def _lf(cfg):
+    cfg = dict(cfg)
+    M, tr = cfg.pop("M"), cfg.pop("trajectory", None)
+    return loopformer(M, tr, **cfg)
+
+
+@check("loopformer (s6.8): zero modulation weights and biases make every block the identity: logits = final-norm(embedding) -> head; trajectories sum to 1")
+def _():
+    notes = []
+    for label, cfg in LF_CONFIGS:
+        s = _lf(cfg)
+        D, L = s["d_model"], s["layers"]
+        w = weights(s, 3)                        # scale 10: every tensor (mods too) nonzero
+        w0 = dict(w)
+        for l in range(L):
+            for m in MODS:
+                for k in ("weight", "bias"):
+                    w0[f"layers.{l}.mod.{m}.{k}"] = np.zeros_like(w[f"layers.{l}.mod.{m}.{k}"])
+        x = w["embed.weight"].astype(np.float64)[TOKENS]
+        if s["position"] == "learned":
+            x = x + w["pos_embed.weight"].astype(np.float64)[:len(TOKENS)]
+        x = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + s["norm"]["eps"]) * w["norm.weight"]
+        head = w["embed.weight"] if s["tie_embeddings"] else w["lm_head.weight"]
+        want = x @ head.astype(np.float64).T
+        got = ref.forward(s, w0, TOKENS)
+        close(got, want, 1e-12 * np.max(np.abs(want)), label + " zero-mod identity")
+        # the documented init (scale 1) is exactly this adaLN-Zero state
+        wi = ref.init_weights(s, 4, 1.0, 0.3)
+        assert all(np.all(wi[n] == 0) for n, _ in loopformer_new_names(L, D) if ".mod." in n)
+        xi = wi["embed.weight"].astype(np.float64)[TOKENS]
+        if s["position"] == "learned":
+            xi = xi + wi["pos_embed.weight"].astype(np.float64)[:len(TOKENS)]
+        xi = xi / np.sqrt(np.mean(xi * xi, axis=-1, keepdims=True) + s["norm"]["eps"]) * wi["norm.weight"]
+        hi = wi["embed.weight"] if s["tie_embeddings"] else wi["lm_head.weight"]
+        close(ref.forward(s, wi, TOKENS), xi @ hi.astype(np.float64).T, 1e-12, label + " init identity")
+        # and nonzero modulations really do something (so the identity above can fail)
+        assert np.max(np.abs(ref.forward(s, w, TOKENS) - want)) > 1e-2 * np.max(np.abs(want)), label
+        # the released code's re-init (mod weights N(0, 0.02), biases 0): close to, but not exactly, identity
+        wr = dict(wi)
+        rng = np.random.default_rng(9)
+        for n, shp in loopformer_new_names(L, D):
+            if n.endswith(".weight") and ".mod." in n:
+                wr[n] = rng.normal(0, 0.02, shp).astype(np.float32)
+        dev = np.max(np.abs(ref.forward(s, wr, TOKENS) - ref.forward(s, wi, TOKENS)))
+        assert dev > 0, label
+        sched = ref.loopformer_schedule(s)
+        steps = [d for _, d in sched]
+        assert len(steps) == s["loop"]["iterations"] and abs(math.fsum(steps) - 1.0) <= 1e-12, steps
+        assert sched[0][0] == 0.0 and all(abs(sched[i + 1][0] - (sched[i][0] + steps[i])) < 1e-15
+                                          for i in range(len(steps) - 1))
+        assert abs(sched[-1][0] + steps[-1] - 1.0) < 1e-12
+        notes.append(f"M={len(steps)} released-init dev {dev:.1e}")
+    for M in (1, 2, 3, 7, 8):
+        tr = loopformer(M)["loop"]["trajectory"]
+        assert len(tr) == M and all(d == 1.0 / M for d in tr) and abs(math.fsum(tr) - 1) < 1e-12
+    return "; ".join(notes)
+
+
+for _label, _cfg in LF_CONFIGS:
+    @check(f"forward: loopformer ({_label}) equals the per-token loop implementation (logits and c_m)")
+    def _(_cfg=_cfg):
+        s = _lf(_cfg)
+        w = weights(s, 11)
+        tr, lt = {}, {}
+        a, b = ref.forward(s, w, TOKENS, trace=tr), forward_loopformer_loops(s, w, TOKENS, trace=lt)
+        close(a, b, 1e-9 * np.max(np.abs(b)), "logits")
+        assert len(tr["c"]) == len(lt["c"]) == s["loop"]["iterations"]
+        for x, y in zip(tr["c"], lt["c"]):
+            close(x, y, 1e-11 * np.max(np.abs(y)), "c_m")
+        return f"max |logit| {np.max(np.abs(b)):.2f}"
+
+
+@check("loopformer: every new tensor (embedders, every layer's four modulations) and every shared layer changes the logits")
+def _():
+    s = loopformer(3, [0.5, 0.25, 0.25], bias=True)
+    D, L = s["d_model"], s["layers"]
+    w = weights(s, 2)
+    full = ref.forward(s, w, TOKENS)
+    rng = np.random.default_rng(0)
+    names = [n for n, _ in loopformer_new_names(L, D)]
+    names += [n for n in w if n.startswith("layers.") and ".mod." not in n]
+    weak = []
+    for n in names:
+        w2 = dict(w)
+        w2[n] = (w[n] + rng.normal(0, 0.05, w[n].shape)).astype(np.float32)
+        if np.max(np.abs(ref.forward(s, w2, TOKENS) - full)) <= 1e-6 * np.max(np.abs(full)):
+            weak.append(n)
+    assert not weak, f"tensors with no effect: {weak}"
+    assert not any(k.endswith("attn_norm.weight") or k.endswith("mlp_norm.weight") for k in w)
+    return f"{len(names)} tensors perturbed"
+
+
+@check("loopformer: different trajectories of equal M give different logits; M changes the result; one weight set serves every M")
+def _():
+    s_a, s_b, s_u = loopformer(3, [0.5, 0.25, 0.25]), loopformer(3, [0.25, 0.25, 0.5]), loopformer(3)
+    s_2 = loopformer(2, [0.75, 0.25])
+    shapes = ref.weight_shapes(s_a)
+    assert all(ref.weight_shapes(x) == shapes for x in (s_b, s_u, s_2, loopformer(8)))
+    w = weights(s_a, 5)
+    outs = [ref.forward(x, w, TOKENS) for x in (s_a, s_b, s_u, s_2)]
+    mref = np.max(np.abs(outs[0]))
+    for i in range(len(outs)):
+        for j in range(i + 1, len(outs)):
+            assert np.max(np.abs(outs[i] - outs[j])) > 1e-3 * mref, (i, j)
+    # same steps -> same logits (trajectory given explicitly as the default)
+    close(ref.forward(loopformer(3, [1 / 3, 1 / 3, 1 / 3]), w, TOKENS), outs[2], 0.0, "explicit uniform")
+    # trajectory enters only through c_m: a model whose embedders ignore s gives equal logits
+    wz = dict(w)
+    for e in ("time_embed", "step_embed"):
+        wz[e + ".w1.weight"] = np.zeros_like(w[e + ".w1.weight"])
+    close(ref.forward(s_a, wz, TOKENS), ref.forward(s_b, wz, TOKENS), 1e-12 * mref, "s-independent embedders")
+    return f"min pair diff / max = {min(np.max(np.abs(outs[i] - outs[j])) for i in range(4) for j in range(i + 1, 4)) / mref:.2e}"
+
+
+@check("loopformer: causal (prefixes equal first rows; a later token moves only later rows)")
+def _():
+    s = loopformer(2, [0.75, 0.25], kv_heads=2)
+    w = weights(s, 6)
+    full = ref.forward(s, w, TOKENS)
+    for n in (1, 4, 7):
+        close(ref.forward(s, w, TOKENS[:n]), full[:n], 1e-10, f"prefix {n}")
+    alt = list(TOKENS)
+    alt[6] = (alt[6] + 1) % s["vocab"]
+    other = ref.forward(s, w, alt)
+    close(other[:6], full[:6], 1e-10, "earlier rows")
+    assert np.min(np.max(np.abs(other[6:] - full[6:]), axis=-1)) > 1e-3
+
+
+@check("spec: loopformer parses (default uniform trajectory) and loads from YAML; weight_shapes = base minus block norms, then the new tensors; shared draws unchanged")
+def _():
+    s = loopformer(4)
+    assert s["loop"] == {"kind": "loopformer", "iterations": 4, "trajectory": [0.25] * 4}
+    assert loopformer(1, [1])["loop"]["trajectory"] == [1.0]
+    assert [list(r) for r in ref.loop_parts(s)] == [[], [0, 1], []]
+    for kw in ({}, dict(bias=True, position="learned", mlp={"kind": "gelu", "width": 40})):
+        sl, sb = loopformer(3, [0.5, 0.25, 0.25], **kw), small_spec(**kw)
+        shl, shb = ref.weight_shapes(sl), ref.weight_shapes(sb)
+        D, L = sl["d_model"], sl["layers"]
+        kept = [n for n in shb if not (n.endswith("attn_norm.weight") or n.endswith("mlp_norm.weight"))]
+        assert len(kept) == len(shb) - 2 * L
+        new = loopformer_new_names(L, D)
+        assert list(shl) == kept + [n for n, _ in new], list(shl)
+        assert all(shl[n][0] == shb[n][0] for n in kept) and all(shl[n][0] == shp for n, shp in new)
+        assert all(shl[n][1] == (0.02 if n.endswith("w1.weight") or n.endswith("w2.weight") else "zeros")
+                   for n, _ in new)
+        wl, wb = ref.init_weights(sl, 7, 10.0, 0.0), ref.init_weights(sb, 7, 10.0, 0.0)
+        assert all(np.array_equal(wl[n], wb[n]) for n in kept)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "lf.yaml")
+        open(path, "w").write("name: lf\nd_model: 32\nheads: 4\nkv_heads: 2\nlayers: 3\n"
+                              "loop: {kind: loopformer, iterations: 3, trajectory: [0.5, 0.25, 0.25]}\n")
+        y = ref.load_spec(path)
+        open(path, "w").write("name: lf\nd_model: 32\nheads: 4\nlayers: 3\nloop: {kind: loopformer, iterations: 8}\n")
+        y8 = ref.load_spec(path)
+    assert y["loop"] == {"kind": "loopformer", "iterations": 3, "trajectory": [0.5, 0.25, 0.25]}
+    assert y8["loop"]["trajectory"] == [0.125] * 8
+
+
+@check("spec: loopformer rejects bad trajectory (length, sum, sign, type), bad iterations, prelude/core/coda, layernorm, taper / attn_res / three_phase")
+def _():
+    LF = lambda **k: dict({"kind": "loopformer", "iterations": 3}, **k)
+    bad = [
+        (dict(loop=LF(trajectory=[0.5, 0.5])), ["loop.trajectory", "2 entries", "iterations = 3"]),
+        (dict(loop=LF(trajectory=[0.25] * 4)), ["loop.trajectory", "4 entries"]),
+        (dict(loop=LF(trajectory=[])), ["loop.trajectory", "0 entries"]),
+        (dict(loop=LF(trajectory=[0.5, 0.25, 0.2])), ["loop.trajectory", "sum to 1"]),
+        (dict(loop=LF(trajectory=[0.5, 0.25, 0.25 + 2e-6])), ["loop.trajectory", "sum to 1"]),
+        (dict(loop=LF(trajectory=[0.5, 0.75, -0.25])), ["loop.trajectory[2]", "> 0"]),
+        (dict(loop=LF(trajectory=[0.5, 0.5, 0.0])), ["loop.trajectory[2]", "> 0"]),
+        (dict(loop=LF(trajectory=[0.5, "0.25", 0.25])), ["loop.trajectory[1]", "number"]),
+        (dict(loop=LF(trajectory=[True, 0.0, 0.0])), ["loop.trajectory[0]", "number"]),
+        (dict(loop=LF(trajectory=[float("nan"), 0.5, 0.5])), ["loop.trajectory[0]", "finite"]),
+        (dict(loop=LF(trajectory=0.5)), ["loop.trajectory", "list"]),
+        (dict(loop=LF(iterations=0)), ["loop.iterations", ">= 1"]),
+        (dict(loop=LF(iterations=2.0)), ["loop.iterations", "integer"]),
+        (dict(loop=LF(iterations=True)), ["loop.iterations", "integer"]),
+        (dict(loop={"kind": "loopformer"}), ["loop.iterations", "required"]),
+        (dict(loop=LF(prelude=1)), ["loop.prelude", "not allowed", "loopformer"]),
+        (dict(loop=LF(core=2)), ["loop.core", "not allowed", "loopformer"]),
+        (dict(loop=LF(coda=0)), ["loop.coda", "not allowed", "loopformer"]),
+        (dict(loop=LF(schedule="coarse")), ["unknown", "schedule"]),
+        (dict(loop=LF(), norm={"kind": "layernorm"}), ["loopformer", "rmsnorm", "layernorm"]),
+        (dict(loop=LF(), mlp={"kind": "swiglu", "width": 64, "taper": {"multiple": 16}}), ["loop", "mlp.taper"]),
+        (dict(loop=LF(), attn_res={"kind": "delta"}), ["loop", "attn_res"]),
+        (dict(loop=LF(), three_phase={"phases": 2}), ["loop", "three_phase"]),
+    ]
+    for kw, frags in bad:
+        try:
+            raises(lambda: small_spec(**kw), *frags)
+        except AssertionError as e:
+            raise AssertionError(f"{kw}: {e}")
+    # valid edges: M = 1 with [1], a sum off by < 1e-6, integer entries, a tuple
+    small_spec(layers=1, loop=LF(iterations=1, trajectory=[1]))
+    small_spec(loop=LF(trajectory=[0.5, 0.25, 0.25 + 5e-7]))
+    small_spec(loop=LF(iterations=2, trajectory=(0.5, 0.5)))
+    return f"{len(bad)} invalid specs rejected"
+
+
+@check("CLI: --write-weights writes exactly the loopformer tensors with the stated shapes and inits; --scale perturbs the zeros; --out matches the loops")
+def _():
+    notes = []
+    with tempfile.TemporaryDirectory() as d:
+        common = ("name: lf\nvocab: 40\nd_model: 24\nlayers: 2\nheads: 6\nkv_heads: 3\nmax_seq: 12\n"
+                  "loop: {kind: loopformer, iterations: 3, trajectory: [0.5, 0.25, 0.25]}\n")
+        for tag, extra in (("rope", "mlp: {kind: swiglu, width: 32}\n"),
+                           ("gpt2", "mlp: {kind: gelu, width: 32}\nposition: learned\nbias: true\ntie_embeddings: true\n")):
+            S, W0, W, R = (os.path.join(d, tag + n) for n in (".yaml", "0.safetensors", ".safetensors", ".npy"))
+            open(S, "w").write(common + extra)
+            s = ref.load_spec(S)
+            cli = [sys.executable, os.path.join(HERE, "decoder.py"), "--spec", S]
+            subprocess.run(cli + ["--write-weights", W0, "--seed", "5"], check=True, capture_output=True)
+            subprocess.run(cli + ["--write-weights", W, "--seed", "5", "--scale", "10", "--norm-jitter", "0.3"],
+                           check=True, capture_output=True)
+            w0, _ = safetensors_np.load(W0)
+            w, _ = safetensors_np.load(W)
+            F, V = 32, 40
+            want = {"embed.weight": (V, 24), "norm.weight": (24,)}
+            if tag == "rope":
+                want["lm_head.weight"] = (V, 24)
+            else:
+                want["pos_embed.weight"] = (12, 24)
+            for l in range(2):
+                p = f"layers.{l}."
+                for n, shp in (("attn.wq", (24, 24)), ("attn.wk", (12, 24)), ("attn.wv", (12, 24)), ("attn.wo", (24, 24)),
+                               ("mlp.w_up", (F, 24)), ("mlp.w_down", (24, F))) + ((("mlp.w_gate", (F, 24)),) if tag == "rope" else ()):
+                    want[p + n + ".weight"] = shp
+                    if tag == "gpt2":
+                        want[p + n + ".bias"] = (shp[0],)
+            want.update(loopformer_new_names(2, 24))
+            for ww in (w0, w):
+                assert set(ww) == set(want), (sorted(set(ww) - set(want)), sorted(set(want) - set(ww)))
+                assert all(tuple(ww[n].shape) == shp and ww[n].dtype == np.float32 for n, shp in want.items())
+            for n, _ in loopformer_new_names(2, 24):
+                if n.endswith("w1.weight") or n.endswith("w2.weight"):
+                    assert 0.01 < np.std(w0[n]) < 0.03 and 0.1 < np.std(w[n]) < 0.3, n
+                else:
+                    assert np.all(w0[n] == 0), n
+                    assert 0.1 < np.std(w[n]) < 0.3, (n, np.std(w[n]))
+            for ww, wname in ((w0, W0), (w, W)):
+                r = subprocess.run(cli + ["--weights", wname, "--tokens", "1,2,39,7", "--out", R], capture_output=True, text=True)
+                assert r.returncode == 0, r.stdout + r.stderr
+                lo = forward_loopformer_loops(s, ww, [1, 2, 39, 7])
+                close(np.load(R), lo, 1e-9 * np.max(np.abs(lo)), "cli vs loops")
+            notes.append(f"{tag}: {len(w)} tensors")
+    return ", ".join(notes)
 
 if __name__ == "__main__":
     # A check that returns a note starting with "SKIPPED" ran nothing: count it

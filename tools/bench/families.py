@@ -28,7 +28,7 @@ import tempfile
 import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FAMILIES = ["three-phase", "attn-res", "combined", "parcae", "tapered-base"]
+FAMILIES = ["three-phase", "attn-res", "combined", "parcae", "loopformer", "tapered-base"]
 FAMILY_KEYS = ("three_phase", "attn_res", "loop")
 
 

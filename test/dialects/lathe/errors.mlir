@@ -480,3 +480,29 @@ func.func @inject_state(%be: tensor<4x8xf32>, %a: tensor<8xf32>, %h: tensor<2x8x
   %u = lathe.parcae_inject %be, %a, %a state %h : tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<2x8xf32> -> tensor<4x8xf32>
   return
 }
+
+// -----
+
+func.func @sinusoid_odd() {
+  // Features come in cos/sin halves.
+  // expected-error @+1 {{expects one row of an even, nonzero number of features, got 'tensor<1x7xf32>'}}
+  %phi = lathe.sinusoid {value = 0.5 : f64} : tensor<1x7xf32>
+  return
+}
+
+// -----
+
+func.func @modulated_rows(%x: tensor<4x8xf32>, %s: tensor<2x8xf32>) {
+  // One modulation row serves every token.
+  // expected-error @+1 {{scale must be one row of 8 values, got 'tensor<2x8xf32>'}}
+  %n = lathe.modulated_rms_norm %x, %s {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<2x8xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @gate_width(%x: tensor<4x8xf32>, %g: tensor<1x4xf32>) {
+  // expected-error @+1 {{gate must be one row of 8 values, got 'tensor<1x4xf32>'}}
+  %z = lathe.gated_add %x, %x, %g : tensor<4x8xf32>, tensor<1x4xf32>
+  return
+}

@@ -142,3 +142,17 @@ func.func @parcae(%be: tensor<4x8xf32>, %a: tensor<8xf32>, %dt: tensor<8xf32>) -
   %u1 = lathe.parcae_inject %be, %a, %dt state %u0 : tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
   return %u1 : tensor<4x8xf32>
 }
+
+// LoopFormer's conditioning ops.
+// CHECK-LABEL: func.func @loopformer
+func.func @loopformer(%x: tensor<4x8xf32>, %y: tensor<4x8xf32>, %s: tensor<1x8xf32>) -> tensor<4x8xf32> {
+  // CHECK: lathe.sinusoid {value = 2.500000e-01 : f64} : tensor<1x8xf32>
+  %phi = lathe.sinusoid {value = 0.25 : f64} : tensor<1x8xf32>
+  // CHECK: lathe.silu %{{.*}} : tensor<1x8xf32>
+  %a = lathe.silu %phi : tensor<1x8xf32>
+  // CHECK: lathe.modulated_rms_norm %{{.*}}, %{{.*}} {eps = 1.000000e-05 : f64} : tensor<4x8xf32>, tensor<1x8xf32> -> tensor<4x8xf32>
+  %n = lathe.modulated_rms_norm %x, %a {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<1x8xf32> -> tensor<4x8xf32>
+  // CHECK: lathe.gated_add %{{.*}}, %{{.*}}, %{{.*}} : tensor<4x8xf32>, tensor<1x8xf32>
+  %z = lathe.gated_add %n, %y, %s : tensor<4x8xf32>, tensor<1x8xf32>
+  return %z : tensor<4x8xf32>
+}
