@@ -54,12 +54,14 @@ def PlanFusion : Pass<"lathe-plan-fusion", "::mlir::ModuleOp"> {
 def LowerToLinalg : Pass<"lathe-lower-to-linalg", "::mlir::ModuleOp"> {
   let summary = "Lower the lathe decoder ops to linalg on tensors.";
   let description = [{
-    Rewrites every architecture-level op (`lathe.embedding`, `lathe.rms_norm`,
-    `lathe.linear`, `lathe.rope`, `lathe.attention`, `lathe.mlp`,
-    `lathe.add`) into `linalg.generic` ops on tensors, leaving
-    `lathe.weight` and `lathe.param` in place. Attention becomes scores,
-    row max, exponentials, row sums and the weighted value sum; head splits
-    are `tensor.expand_shape` views, never copies.
+    Rewrites every architecture-level op (the decoder pieces and the
+    family ops: `lathe.phase_rotate`, `lathe.dc_inject`,
+    `lathe.depth_attention`, `lathe.parcae_inject`, LoopFormer's
+    conditioning ops) into `linalg.generic` ops on tensors, leaving
+    `lathe.weight` and `lathe.param` in place. Attention becomes one
+    `lathe.fused_attention` (its online softmax is no structured op).
+    Residual adds fold into the GEMM before them when nothing else reads the
+    product. Every op created carries the source op's `lathe.fusion_group`.
 
     ```mlir
     // before
@@ -80,12 +82,17 @@ def LowerToLinalg : Pass<"lathe-lower-to-linalg", "::mlir::ModuleOp"> {
 def FormKernels : Pass<"lathe-form-kernels", "::mlir::ModuleOp"> {
   let summary = "Group linalg ops into kernels with explicit inputs and outputs.";
   let description = [{
-    Target-independent kernel formation. Each structured op of an entry
-    function, together with the `tensor.empty`/`linalg.fill` that initialise
-    its outputs and the constants its body uses, is outlined into a private
-    `func.func` marked `lathe.kernel`, in destination-passing form
-    (operands, then one buffer per result). The entry keeps a
-    `lathe.launch` in its place. Tensor reshapes stay in the entry: they are
+    Target-independent kernel formation. The destination-style ops of an
+    entry (structured ops and `lathe.fused_attention`) that share a
+    `lathe.fusion_group`, or a single op without one, together with the
+    `tensor.empty`/`linalg.fill` that initialise their outputs and the
+    constants their bodies use, are outlined into a private `func.func`
+    marked `lathe.kernel`, in destination-passing form (operands, then one
+    buffer per result). The entry keeps a `lathe.launch` at the group's last
+    op. Values used only inside a group are still results of the kernel,
+    which the entry never reads: the arena gives them space for that launch
+    only. A group that some outside op reads before its last op is outlined
+    one op per kernel instead. Tensor reshapes stay in the entry: they are
     views of a planned buffer, not kernels.
 
     ```mlir
@@ -319,7 +326,7 @@ def ContractionToBlas : Pass<"lathe-contraction-to-blas", "::mlir::ModuleOp"> {
     shared by `group` consecutive batches, as GQA's K/V heads are), and
     whether to accumulate. A zero `linalg.fill` of the output just before it
     is folded into the call. The runtime provides `lathe_host_gemm` (OpenBLAS
-    today), so linear layers and both attention products run at BLAS speed.
+    today), so linear layers run at BLAS speed.
 
     ```mlir
     // y[t, o] += x[t, i] * w[o, i]  becomes
