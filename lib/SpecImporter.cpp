@@ -726,9 +726,24 @@ private:
     const std::string resKind = spec.attnRes ? spec.attnRes->kind : "";
     const bool additive = resKind == "delta" || resKind == "delta_block";
     const bool replacing = resKind == "full" || resKind == "block";
+    // Each source's per-token sum of squares, made right where the source
+    // is produced (so it runs in that kernel) and reused by every site.
+    DenseMap<Value, Value> sumSquares;
+    // (At the source's own location: it belongs to the source's kernel.)
+    auto normOf = [&](Value v) -> Value {
+      Value &n = sumSquares[v];
+      if (!n)
+        n = RowSumSquaresOp::create(
+            b, v.getLoc(), RankedTensorType::get({T}, b.getF32Type()), v);
+      return n;
+    };
     SmallVector<Value> sources;
+    auto addSource = [&](Value v) {
+      sources.push_back(v);
+      normOf(v);
+    };
     if (spec.attnRes && resKind != "block")
-      sources.push_back(x);
+      addSource(x);
     Value partial = x, blockStart = x; // block, delta_block
     auto candidates = [&]() {
       SmallVector<Value> all(sources);
@@ -741,8 +756,11 @@ private:
       SmallVector<Value> from = candidates();
       if (!spec.attnRes || from.size() < 2)
         return resKind == "block" ? partial : x;
+      SmallVector<Value> norms;
+      for (Value v : from)
+        norms.push_back(normOf(v));
       return DepthAttentionOp::create(
-          b, loc, f32({T, D}), from, weight(site + ".query", loc),
+          b, loc, f32({T, D}), from, norms, weight(site + ".query", loc),
           weight(site + ".norm", loc), additive ? x : Value(),
           b.getF64FloatAttr(spec.attnRes->eps));
     };
@@ -752,7 +770,7 @@ private:
     llvm::StringMap<Value> modulation;
     auto residual = [&](Value out, Location loc, StringRef gate) {
       if (resKind == "delta" || resKind == "full")
-        sources.push_back(out);
+        addSource(out);
       if (resKind == "block")
         partial = partial ? AddOp::create(b, loc, partial, out) : out;
       if (Value g = modulation.lookup(gate))
@@ -772,7 +790,7 @@ private:
     // before its input (delta_block).
     auto closeBlock = [&](int64_t l, Location loc) {
       if (resKind == "delta_block" && l > 0 && l % blockSize() == 0) {
-        sources.push_back(SubOp::create(b, loc, x, blockStart));
+        addSource(SubOp::create(b, loc, x, blockStart));
         blockStart = x;
       }
     };
@@ -785,7 +803,7 @@ private:
       Value in = input(p + "attn_res.attn", loc);
       if (resKind == "block" && l % blockSize() == 0) {
         // Kimi Block closes the finished block after routing the attention.
-        sources.push_back(partial);
+        addSource(partial);
         partial = Value();
       }
       Value h = blockNorm(in, p + "attn_norm", "attn_scale", loc);

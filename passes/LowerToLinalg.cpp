@@ -323,24 +323,35 @@ struct LowerDepthAttention : OpConversionPattern<DepthAttentionOp> {
     auto rowType = RankedTensorType::get({rows}, f32);
     AffineMap td = g.map(2, {g.d(0), g.d(1)}), t = g.map(2, {g.d(0)}),
               d = g.map(2, {g.d(1)});
-    SmallVector<Value> sumSq, dots;
+    // Per source, its dot product with w * g, and its sum of squares unless
+    // the op brings it (computed once where the source was produced).
+    ValueRange given = adaptor.getNorms();
+    SmallVector<Value> sumSq(given.begin(), given.end()), dots;
     for (Value source : sources) {
+      SmallVector<Type> types = {rowType};
+      SmallVector<Value> inits = {g.filled({rows}, 0.0)};
+      SmallVector<AffineMap> maps = {td, d, d, t};
+      if (given.empty()) {
+        types.push_back(rowType);
+        inits.push_back(g.filled({rows}, 0.0));
+        maps.push_back(t);
+      }
       auto stats = g.tag(linalg::GenericOp::create(
-          rewriter, loc, TypeRange{rowType, rowType},
-          ValueRange{source, adaptor.getQuery(), adaptor.getGain()},
-          ValueRange{g.filled({rows}, 0.0), g.filled({rows}, 0.0)},
-          ArrayRef<AffineMap>{td, d, d, t, t},
-          ArrayRef<utils::IteratorType>{kPar, kRed},
-          [](OpBuilder &nb, Location l, ValueRange a) {
-            Value sq = arith::AddFOp::create(
-                nb, l, a[3], arith::MulFOp::create(nb, l, a[0], a[0]));
+          rewriter, loc, types,
+          ValueRange{source, adaptor.getQuery(), adaptor.getGain()}, inits,
+          maps, ArrayRef<utils::IteratorType>{kPar, kRed},
+          [&](OpBuilder &nb, Location l, ValueRange a) {
             Value wg = arith::MulFOp::create(nb, l, a[1], a[2]);
-            Value dot = arith::AddFOp::create(
-                nb, l, a[4], arith::MulFOp::create(nb, l, a[0], wg));
-            linalg::YieldOp::create(nb, l, ValueRange{sq, dot});
+            SmallVector<Value> out = {arith::AddFOp::create(
+                nb, l, a[3], arith::MulFOp::create(nb, l, a[0], wg))};
+            if (given.empty())
+              out.push_back(arith::AddFOp::create(
+                  nb, l, a[4], arith::MulFOp::create(nb, l, a[0], a[0])));
+            linalg::YieldOp::create(nb, l, out);
           }));
-      sumSq.push_back(stats.getResult(0));
-      dots.push_back(stats.getResult(1));
+      dots.push_back(stats.getResult(0));
+      if (given.empty())
+        sumSq.push_back(stats.getResult(1));
     }
     // alpha_n = softmax_n(dot_n / sqrt(ss_n / D + eps)) per token.
     float invD = 1.0f / static_cast<float>(shape[1]);
@@ -560,6 +571,26 @@ struct LowerGatedAdd : OpConversionPattern<GatedAddOp> {
           return arith::AddFOp::create(nb, l, a[0],
                                        arith::MulFOp::create(nb, l, a[2], a[1]));
         });
+    rewriter.replaceOp(op, r);
+    return success();
+  }
+};
+
+/// sum_d x[t, d]^2 per row.
+struct LowerRowSumSquares : OpConversionPattern<RowSumSquaresOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(RowSumSquaresOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    SmallVector<int64_t> shape = shapeOf(op.getInput());
+    Value r = g.generic({adaptor.getInput()}, g.filled({shape[0]}, 0.0),
+                        {g.map(2, {g.d(0), g.d(1)}), g.map(2, {g.d(0)})},
+                        {kPar, kRed},
+                        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                          return arith::AddFOp::create(
+                              nb, l, a[1], arith::MulFOp::create(nb, l, a[0], a[0]));
+                        });
     rewriter.replaceOp(op, r);
     return success();
   }
@@ -873,7 +904,7 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
     patterns.add<LowerEmbedding, LowerRmsNorm, LowerLayerNorm, LowerLinear,
                  LowerRope, LowerPhaseRotate, LowerDcInject, LowerDepthAttention,
                  LowerParcaeInject, LowerSub, LowerSinusoid, LowerSilu,
-                 LowerModulatedRmsNorm, LowerGatedAdd,
+                 LowerModulatedRmsNorm, LowerGatedAdd, LowerRowSumSquares,
                  LowerAttention, LowerMlp, LowerAdd>(ctx);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))

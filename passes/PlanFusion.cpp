@@ -46,7 +46,7 @@ struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
       if (isa<RmsNormOp, LayerNormOp, LinearOp, MlpOp, RopeOp, AttentionOp,
               CacheWriteOp, EmbeddingOp, AddOp, PhaseRotateOp, DcInjectOp,
               DepthAttentionOp, ParcaeInjectOp, SubOp, ModulatedRmsNormOp,
-              GatedAddOp, SinusoidOp, SiluOp>(op)) {
+              GatedAddOp, SinusoidOp, SiluOp, RowSumSquaresOp>(op)) {
         ops.push_back(op);
         groups.insert(op);
       }
@@ -81,9 +81,12 @@ struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
         // GEMM when the product has no other use, else (Delta AttnRes keeps
         // each sublayer output as a routing source) an epilogue writing
         // both the product and the sum.
+        // Of two projections (Kimi Block's running sum), the later one: the
+        // earlier one's kernel has already been launched by then.
         for (Value operand : add->getOperands())
           if (Operation *def = operand.getDefiningOp();
-              def && isProjection(def) && !producer)
+              def && isProjection(def) &&
+              (!producer || producer->isBeforeInBlock(def)))
             producer = def;
       } else if (auto inject = dyn_cast<ParcaeInjectOp>(op)) {
         // Parcae's injection runs where the previous iteration's state was
@@ -100,7 +103,7 @@ struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
             isa<RmsNormOp, LayerNormOp, ModulatedRmsNormOp>(
                 *out.getUsers().begin()))
           producer = *out.getUsers().begin();
-      } else if (isa<PhaseRotateOp, DcInjectOp, SubOp>(op)) {
+      } else if (isa<PhaseRotateOp, DcInjectOp, SubOp, RowSumSquaresOp>(op)) {
         // Elementwise rewrites of the residual stream (3PT's rotation after
         // the O projection, the horn after the embedding) run in the
         // kernel that produced the stream.

@@ -216,6 +216,16 @@ LogicalResult DepthAttentionOp::verify() {
     return emitOpError("result type must equal the sources' type");
   if (getBase() && getBase().getType() != type)
     return emitOpError("base must have the sources' type");
+  if (!getNorms().empty()) {
+    if (getNorms().size() != getSources().size())
+      return emitOpError() << "has " << getNorms().size() << " norms for "
+                           << getSources().size() << " sources";
+    for (Value n : getNorms())
+      if (failed(expectStatic(*this, n.getType(), 1, "norms")) ||
+          dim(n, 0) != dim(getSources().front(), 0))
+        return emitOpError() << "norms must be one value per token, got "
+                             << n.getType();
+  }
   int64_t width = dim(getSources().front(), 1);
   for (auto [what, v] : {std::pair<const char *, Value>{"query", getQuery()},
                          {"gain", getGain()}}) {
@@ -294,6 +304,15 @@ LogicalResult GatedAddOp::verify() {
   if (getLhs().getType() != getRhs().getType() ||
       getType() != getLhs().getType())
     return emitOpError("lhs, rhs and result must have one type");
+  return success();
+}
+
+LogicalResult RowSumSquaresOp::verify() {
+  if (failed(expectStatic(*this, getInput().getType(), 2, "input")) ||
+      failed(expectStatic(*this, getType(), 1, "result")))
+    return failure();
+  if (dim(getResult(), 0) != dim(getInput(), 0))
+    return emitOpError("has one result per row of its input");
   return success();
 }
 

@@ -278,25 +278,32 @@ def Lathe_DepthAttentionOp : Lathe_Op<"depth_attention",
     (Delta AttnRes, additive routing) the result is `base + sum_n alpha_n
     S_n`. Tokens do not mix, so decoding needs no cache for it.
 
-    The lowering is one kernel per routing site: a single pass over each
-    source yields its sum of squares and its dot product with w * g (the
-    normalised keys are never formed), a softmax over the N scores per token,
-    and one weighted sum.
+    `norms`, when given, are the sources' per-token sums of squares
+    (`lathe.row_sum_squares`, one [T] per source): a source's RMS does not
+    depend on the site, so it is computed once where the source is produced
+    and every later site reuses it.
+
+    The lowering is one kernel per routing site: one pass over each source
+    for its dot product with w * g (and its sum of squares, without
+    `norms`), so the normalised keys are never formed; a softmax over the N
+    scores per token; and one weighted sum.
 
     ```mlir
     %x = lathe.depth_attention (%h0, %o0, %o1) query %w gain %g {eps = 1.0e-06 : f64}
         : (tensor<8x64xf32>, tensor<8x64xf32>, tensor<8x64xf32>), tensor<64xf32>, tensor<64xf32> -> tensor<8x64xf32>
-    %y = lathe.depth_attention (%h0, %o0) query %w gain %g base %h {eps = 1.0e-06 : f64}
-        : (tensor<8x64xf32>, tensor<8x64xf32>), tensor<64xf32>, tensor<64xf32>, tensor<8x64xf32> -> tensor<8x64xf32>
+    %y = lathe.depth_attention (%h0, %o0) norms (%n0, %n1) query %w gain %g base %h {eps = 1.0e-06 : f64}
+        : (tensor<8x64xf32>, tensor<8x64xf32>), (tensor<8xf32>, tensor<8xf32>), tensor<64xf32>, tensor<64xf32>, tensor<8x64xf32> -> tensor<8x64xf32>
     ```
   }];
   let arguments = (ins Variadic<Lathe_F32Tensor>:$sources,
+                       Variadic<Lathe_F32Tensor>:$norms,
                        Lathe_F32Tensor:$query, Lathe_F32Tensor:$gain,
                        Optional<Lathe_F32Tensor>:$base, F64Attr:$eps);
   let results = (outs Lathe_F32Tensor:$result);
   let assemblyFormat = [{
-    `(` $sources `)` `query` $query `gain` $gain (`base` $base^)? attr-dict
-    `:` `(` type($sources) `)` `,` type($query) `,` type($gain)
+    `(` $sources `)` (`norms` `(` $norms^ `)`)? `query` $query `gain` $gain
+    (`base` $base^)? attr-dict
+    `:` `(` type($sources) `)` `,` (`(` type($norms)^ `)` `,`)? type($query) `,` type($gain)
     (`,` type($base)^)? `->` type($result)
   }];
   let hasVerifier = 1;
@@ -396,6 +403,22 @@ def Lathe_GatedAddOp : Lathe_Op<"gated_add", [Pure,
   let assemblyFormat = [{
     $lhs `,` $rhs `,` $gate attr-dict `:` type($lhs) `,` type($gate)
   }];
+  let hasVerifier = 1;
+}
+
+def Lathe_RowSumSquaresOp : Lathe_Op<"row_sum_squares", [Pure]> {
+  let summary = "Per-token sum of squares, computed once per routing source.";
+  let description = [{
+    `result[t] = sum_d x[t, d]^2` for x [T, D]: the part of a source's RMS
+    that every `lathe.depth_attention` site reading the source shares.
+
+    ```mlir
+    %n = lathe.row_sum_squares %o : tensor<8x64xf32> -> tensor<8xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
   let hasVerifier = 1;
 }
 

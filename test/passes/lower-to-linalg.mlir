@@ -201,14 +201,14 @@ func.func @three_phase(%x: tensor<2x12xf32>, %g: tensor<12xf32>, %t: tensor<2xf3
 // -----
 
 // Tests one Delta AttnRes routing site over two sources: per source a single
-// reduction with two results (sum of squares and the dot product with
-// w * g), a softmax over the sources per token (two results, one per
+// reduction with two results (the dot product with w * g, and the sum of
+// squares), a softmax over the sources per token (two results, one per
 // source), and the weighted sum added to the base.
 
-// CHECK-LABEL: func.func @depth_attention
+// CHECK-LABEL: func.func @depth_attention(
 // CHECK: %[[S0:.*]]:2 = linalg.generic {{.*}} iterator_types = ["parallel", "reduction"]} ins(%arg0, %arg2, %arg3 : {{.*}}) outs(%{{.*}}, %{{.*}} : tensor<4xf32>, tensor<4xf32>)
 // CHECK: %[[S1:.*]]:2 = linalg.generic {{.*}} ins(%arg1, %arg2, %arg3 : {{.*}}) outs(%{{.*}}, %{{.*}} : tensor<4xf32>, tensor<4xf32>)
-// CHECK: %[[A:.*]]:2 = linalg.generic {{.*}} iterator_types = ["parallel"]} ins(%[[S0]]#0, %[[S1]]#0, %[[S0]]#1, %[[S1]]#1 : {{.*}})
+// CHECK: %[[A:.*]]:2 = linalg.generic {{.*}} iterator_types = ["parallel"]} ins(%[[S0]]#1, %[[S1]]#1, %[[S0]]#0, %[[S1]]#0 : {{.*}})
 // CHECK: math.sqrt
 // CHECK: arith.maximumf
 // CHECK: math.exp
@@ -259,4 +259,21 @@ func.func @loopformer(%x: tensor<4x8xf32>, %y: tensor<4x8xf32>) -> tensor<4x8xf3
   %n = lathe.modulated_rms_norm %x, %phi {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<1x8xf32> -> tensor<4x8xf32>
   %z = lathe.gated_add %n, %y, %phi : tensor<4x8xf32>, tensor<1x8xf32>
   return %z : tensor<4x8xf32>
+}
+
+// -----
+
+// Tests that with `norms` (the sources' sums of squares, made once by
+// lathe.row_sum_squares where each source is produced) a site's pass over a
+// source computes only its dot product, and the softmax reads the given sums.
+
+// CHECK-LABEL: func.func @depth_attention_norms
+// CHECK: %[[N:.*]] = linalg.generic {{.*}} ins(%arg0 : tensor<4x8xf32>) outs(%{{.*}} : tensor<4xf32>)
+// CHECK: %[[D0:.*]] = linalg.generic {{.*}} ins(%arg0, %arg2, %arg2 : {{.*}}) outs(%{{.*}} : tensor<4xf32>)
+// CHECK: %[[D1:.*]] = linalg.generic {{.*}} ins(%arg1, %arg2, %arg2 : {{.*}}) outs(%{{.*}} : tensor<4xf32>)
+// CHECK: linalg.generic {{.*}} ins(%[[N]], %arg3, %[[D0]], %[[D1]] : {{.*}})
+func.func @depth_attention_norms(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>, %w: tensor<8xf32>, %nb: tensor<4xf32>) -> tensor<4x8xf32> {
+  %na = lathe.row_sum_squares %a : tensor<4x8xf32> -> tensor<4xf32>
+  %x = lathe.depth_attention (%a, %b) norms (%na, %nb) query %w gain %w {eps = 1.0e-6 : f64} : (tensor<4x8xf32>, tensor<4x8xf32>), (tensor<4xf32>, tensor<4xf32>), tensor<8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  return %x : tensor<4x8xf32>
 }

@@ -422,7 +422,7 @@ func.func @dc_offset(%x: tensor<4x8xf32>, %p: tensor<2xi32>) {
 
 func.func @depth_no_sources(%w: tensor<8xf32>) {
   // expected-error @+1 {{needs at least one source}}
-  %x = "lathe.depth_attention"(%w, %w) <{eps = 1.0e-6 : f64, operandSegmentSizes = array<i32: 0, 1, 1, 0>}> : (tensor<8xf32>, tensor<8xf32>) -> tensor<4x8xf32>
+  %x = "lathe.depth_attention"(%w, %w) <{eps = 1.0e-6 : f64, operandSegmentSizes = array<i32: 0, 0, 1, 1, 0>}> : (tensor<8xf32>, tensor<8xf32>) -> tensor<4x8xf32>
   return
 }
 
@@ -504,5 +504,22 @@ func.func @modulated_rows(%x: tensor<4x8xf32>, %s: tensor<2x8xf32>) {
 func.func @gate_width(%x: tensor<4x8xf32>, %g: tensor<1x4xf32>) {
   // expected-error @+1 {{gate must be one row of 8 values, got 'tensor<1x4xf32>'}}
   %z = lathe.gated_add %x, %x, %g : tensor<4x8xf32>, tensor<1x4xf32>
+  return
+}
+
+// -----
+
+func.func @depth_norms(%a: tensor<4x8xf32>, %w: tensor<8xf32>, %n: tensor<4xf32>) {
+  // One sum of squares per source.
+  // expected-error @+1 {{has 2 norms for 1 sources}}
+  %x = lathe.depth_attention (%a) norms (%n, %n) query %w gain %w {eps = 1.0e-6 : f64} : (tensor<4x8xf32>), (tensor<4xf32>, tensor<4xf32>), tensor<8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @row_sum_squares(%a: tensor<4x8xf32>) {
+  // expected-error @+1 {{has one result per row of its input}}
+  %n = lathe.row_sum_squares %a : tensor<4x8xf32> -> tensor<8xf32>
   return
 }

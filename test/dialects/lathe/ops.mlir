@@ -126,6 +126,10 @@ func.func @depth_attention(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>, %w: tensor<
   %x = lathe.depth_attention (%a, %b) query %w gain %g {eps = 1.0e-6 : f64} : (tensor<4x8xf32>, tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32> -> tensor<4x8xf32>
   // CHECK: lathe.depth_attention(%{{.*}}) query %{{.*}} gain %{{.*}} base %{{.*}} {eps
   %y = lathe.depth_attention (%x) query %w gain %g base %a {eps = 1.0e-6 : f64} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
+  // CHECK: %[[N:.*]] = lathe.row_sum_squares %{{.*}} : tensor<4x8xf32> -> tensor<4xf32>
+  %n = lathe.row_sum_squares %y : tensor<4x8xf32> -> tensor<4xf32>
+  // CHECK: lathe.depth_attention(%{{.*}}) norms(%[[N]]) query
+  %z = lathe.depth_attention (%y) norms (%n) query %w gain %g {eps = 1.0e-6 : f64} : (tensor<4x8xf32>), (tensor<4xf32>), tensor<8xf32>, tensor<8xf32> -> tensor<4x8xf32>
   // CHECK: lathe.sub %{{.*}}, %{{.*}} : tensor<4x8xf32>
   %d = lathe.sub %y, %a : tensor<4x8xf32>
   return %d : tensor<4x8xf32>
