@@ -67,6 +67,22 @@ struct GenericBuilder {
     return tensor::EmptyOp::create(b, loc, shape, b.getF32Type());
   }
 
+  /// Sum of squares of a [T, D] tensor into `shape`, reached through the
+  /// (t, d) -> `into` map: per row, or per (row, stripe).
+  Value sumSquares(Value x, ArrayRef<int64_t> shape, ArrayRef<AffineExpr> into);
+
+  /// x / sqrt(ss / D + eps), in a generic's body: the RMS normalisation that
+  /// RMSNorm, its per-phase form and LoopFormer's modulated form share.
+  static Value rmsNormalize(OpBuilder &nb, Location l, Value x, Value ss,
+                            float invD, float eps) {
+    GenericBuilder in{nb, l};
+    Value var = arith::AddFOp::create(
+        nb, l, arith::MulFOp::create(nb, l, ss, in.cst(invD)), in.cst(eps));
+    Value inv = arith::DivFOp::create(nb, l, in.cst(1.0),
+                                      math::SqrtOp::create(nb, l, var));
+    return arith::MulFOp::create(nb, l, x, inv);
+  }
+
   /// Maps are written as lists of loop-dimension positions, with an optional
   /// `floordiv` on one result for GQA head sharing.
   AffineMap map(unsigned numLoops, ArrayRef<AffineExpr> results) {
@@ -129,6 +145,15 @@ struct GenericBuilder {
                    });
   }
 };
+
+Value GenericBuilder::sumSquares(Value x, ArrayRef<int64_t> shape,
+                                 ArrayRef<AffineExpr> into) {
+  return generic({x}, filled(shape, 0.0), {map(2, {d(0), d(1)}), map(2, into)},
+                 {kPar, kRed}, [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                   Value sq = arith::MulFOp::create(nb, l, a[0], a[0]);
+                   return arith::AddFOp::create(nb, l, a[1], sq);
+                 });
+}
 
 static SmallVector<int64_t> shapeOf(Value v) {
   return SmallVector<int64_t>(
@@ -221,13 +246,7 @@ struct LowerRmsNorm : OpConversionPattern<RmsNormOp> {
     if (phases > 1)
       ssShape.push_back(phases);
     // Sum of squares per row (and stripe).
-    Value ss = g.generic({x}, g.filled(ssShape, 0.0),
-                         {g.map(2, {g.d(0), g.d(1)}), g.map(2, perRow)},
-                         {kPar, kRed},
-                         [](OpBuilder &nb, Location l, ValueRange a) -> Value {
-                           Value sq = arith::MulFOp::create(nb, l, a[0], a[0]);
-                           return arith::AddFOp::create(nb, l, a[1], sq);
-                         });
+    Value ss = g.sumSquares(x, ssShape, perRow);
     float invD = 1.0f / static_cast<float>(stripe);
     float eps = static_cast<float>(op.getEps().convertToDouble());
     Value r = g.generic(
@@ -235,12 +254,7 @@ struct LowerRmsNorm : OpConversionPattern<RmsNormOp> {
         {g.map(2, {g.d(0), g.d(1)}), g.map(2, perRow), g.map(2, {g.d(1)}),
          g.map(2, {g.d(0), g.d(1)})},
         {kPar, kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
-          GenericBuilder in{nb, l};
-          Value mean = arith::MulFOp::create(nb, l, a[1], in.cst(invD));
-          Value var = arith::AddFOp::create(nb, l, mean, in.cst(eps));
-          Value rms = math::SqrtOp::create(nb, l, var);
-          Value inv = arith::DivFOp::create(nb, l, in.cst(1.0), rms);
-          Value y = arith::MulFOp::create(nb, l, a[0], inv);
+          Value y = GenericBuilder::rmsNormalize(nb, l, a[0], a[1], invD, eps);
           return arith::MulFOp::create(nb, l, y, a[2]);
         });
     rewriter.replaceOp(op, r);
@@ -531,22 +545,14 @@ struct LowerModulatedRmsNorm : OpConversionPattern<ModulatedRmsNormOp> {
     Value x = adaptor.getInput();
     AffineMap td = g.map(2, {g.d(0), g.d(1)}), t = g.map(2, {g.d(0)}),
               row = g.map(2, {g.getAffineConstant(0), g.d(1)});
-    Value ss = g.generic({x}, g.filled({shape[0]}, 0.0), {td, t}, {kPar, kRed},
-                         [](OpBuilder &nb, Location l, ValueRange a) -> Value {
-                           Value sq = arith::MulFOp::create(nb, l, a[0], a[0]);
-                           return arith::AddFOp::create(nb, l, a[1], sq);
-                         });
+    Value ss = g.sumSquares(x, {shape[0]}, {g.d(0)});
     float invD = 1.0f / static_cast<float>(shape[1]);
     float eps = static_cast<float>(op.getEps().convertToDouble());
     Value r = g.generic(
         {x, ss, adaptor.getScale()}, g.empty(shape), {td, t, row, td},
         {kPar, kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
           GenericBuilder in{nb, l};
-          Value ms = arith::AddFOp::create(
-              nb, l, arith::MulFOp::create(nb, l, a[1], in.cst(invD)),
-              in.cst(eps));
-          Value y = arith::DivFOp::create(nb, l, a[0],
-                                          math::SqrtOp::create(nb, l, ms));
+          Value y = GenericBuilder::rmsNormalize(nb, l, a[0], a[1], invD, eps);
           return arith::MulFOp::create(
               nb, l, y, arith::AddFOp::create(nb, l, a[2], in.cst(1.0)));
         });
@@ -584,14 +590,7 @@ struct LowerRowSumSquares : OpConversionPattern<RowSumSquaresOp> {
                   ConversionPatternRewriter &rewriter) const override {
     GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
     SmallVector<int64_t> shape = shapeOf(op.getInput());
-    Value r = g.generic({adaptor.getInput()}, g.filled({shape[0]}, 0.0),
-                        {g.map(2, {g.d(0), g.d(1)}), g.map(2, {g.d(0)})},
-                        {kPar, kRed},
-                        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
-                          return arith::AddFOp::create(
-                              nb, l, a[1], arith::MulFOp::create(nb, l, a[0], a[0]));
-                        });
-    rewriter.replaceOp(op, r);
+    rewriter.replaceOp(op, g.sumSquares(adaptor.getInput(), {shape[0]}, {g.d(0)}));
     return success();
   }
 };
