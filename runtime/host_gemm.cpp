@@ -1,5 +1,6 @@
-// lathe_host_gemm on OpenBLAS: sgemm for matrices, sgemv when one side is a
-// vector (decode), where OpenBLAS's sgemm is several times slower.
+// lathe_host_gemm: OpenBLAS sgemm for matrices; lathe's own GEMV when one
+// side is a vector (decode, host_gemv.cpp), else OpenBLAS sgemv, where
+// OpenBLAS's sgemm is several times slower.
 #include "host_gemm.h"
 
 #include "lathe/runtime.h"
@@ -80,6 +81,9 @@ void gemm(int64_t a, int64_t b, int64_t c, int64_t m, int64_t n, int64_t k,
     const float *Ai = A + i * strideA;
     const float *Bi = B + (i / groupB) * strideB;
     float *Ci = C + i * strideC;
+    if (m == 1 && lathe::rt::hostGemv(Ai, transA ? lda : 1, Bi, ldb,
+                                      transB != 0, Ci, n, k, accumulate != 0))
+      continue;
     if (m == 1) {
       // c[1 x n] = a[1 x k] op(B): y = op(B)^T x, i.e. B^T x for B (k x n).
       if (transB)

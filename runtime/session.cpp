@@ -31,11 +31,24 @@ using AlignedBytes = std::unique_ptr<uint8_t, FreeDeleter>;
 uint64_t roundUp(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
 // Zeroed, kAlign-aligned, never null for a successful call (even for 0).
+// Buffers of a huge page or more (the weights, the arena) are placed on huge
+// pages where the kernel offers them (THP in madvise mode, as on Debian):
+// decode streams every weight once per token, and with 4 KiB pages that is a
+// TLB miss every 4 KiB; measured, a decode GEMV reads 10-15% faster.
 AlignedBytes allocAligned(uint64_t bytes) {
+  constexpr uint64_t kHugePage = uint64_t(2) << 20;
   uint64_t size = roundUp(bytes ? bytes : 1);
-  auto *p = static_cast<uint8_t *>(std::aligned_alloc(kAlign, size));
-  if (p)
+  uint64_t align = kAlign;
+  if (size >= kHugePage) {
+    align = kHugePage;
+    size = (size + kHugePage - 1) / kHugePage * kHugePage;
+  }
+  auto *p = static_cast<uint8_t *>(std::aligned_alloc(align, size));
+  if (p) {
+    if (align == kHugePage)
+      madvise(p, size, MADV_HUGEPAGE); // advice only: failure is harmless
     std::memset(p, 0, size);
+  }
   return AlignedBytes(p);
 }
 
@@ -96,15 +109,24 @@ struct lathe_session {
       return;
     }
     unsigned parts = pool->size();
+    // A GEMV inside a part runs on that part's thread alone.
+    setGemvThreads(nullptr);
     pool->run([&](unsigned part) {
       std::vector<void *> args(argScratch);
       args.push_back(reinterpret_cast<void *>(uintptr_t(part)));
       args.push_back(reinterpret_cast<void *>(uintptr_t(parts)));
       launch.fn(args.data());
     });
+    setGemvThreads(pool.get());
   }
 
   void run(const std::vector<ResolvedLaunch> &launches) {
+    // Unpartitioned kernels run on this thread; their GEMVs may use the
+    // pool, which is idle between launches.
+    setGemvThreads(pool.get());
+    struct Unset {
+      ~Unset() { setGemvThreads(nullptr); }
+    } unset;
     for (const ResolvedLaunch &launch : launches) {
       argScratch.clear();
       for (uint32_t id : launch.args)

@@ -426,7 +426,9 @@ def main():
             "decode_gflops_per_s", "peak_rss_bytes", "peak_rss_after_load_bytes",
             "rss_before_load_bytes", "weights_bytes", "kv_cache_bytes", "arena_bytes",
             "rss_budget_bytes", "rss_within_budget", "read_bandwidth_gbs",
-            "bandwidth_passes_gbs", "bandwidth_buffer_bytes", "llc_bytes",
+            "read_bandwidth_single_stream_gbs", "read_bandwidth_multi_stream_gbs",
+            "bandwidth_passes_gbs", "bandwidth_multi_stream_passes_gbs",
+            "bandwidth_streams", "bandwidth_buffer_bytes", "llc_bytes",
             "decode_bytes_per_token", "decode_bound_tokens_per_s", "decode_vs_bound",
             "profile_kernel_seconds", "load_seconds"]
     result["lathe"] = {k: bench.get(k) for k in keep}

@@ -9,6 +9,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <sys/mman.h>
 #include <thread>
 #include <vector>
 
@@ -59,7 +61,8 @@ const char *const kUsage =
     "and greedy decoding of --decode tokens after it (default 128), --repeat\n"
     "times (default 3; medians reported), measures peak RSS and the machine's\n"
     "read bandwidth (2 threads over --bandwidth-mib MiB, default 1024; 0\n"
-    "skips it), and prints one JSON object on stdout (progress on stderr).\n"
+    "skips it; the faster of one stream and 16 interleaved streams per\n"
+    "thread), and prints one JSON object on stdout (progress on stderr).\n"
     "--profile adds per-kernel times and GFLOP/s.\n"
     "train needs an artifact compiled for training (a train_step entry).\n";
 
@@ -660,55 +663,86 @@ uint64_t sumWords(const uint64_t *p, size_t n) {
   return s;
 }
 
+// Sums n words in blocks of `streams` rows of kRowWords words, reading the
+// rows of a block side by side, a cache line from each in turn: the access
+// pattern of a GEMV that accumulates many weight rows per pass. On the
+// development machine a core keeps more misses in flight this way than with
+// one sequential stream.
+constexpr size_t kRowWords = 1024; // 8 KiB: a 2048-wide fp32 weight row
+uint64_t sumWordsInterleaved(const uint64_t *p, size_t n, size_t streams) {
+  U64x2 a0 = {0, 0}, a1 = a0, a2 = a0, a3 = a0;
+  size_t block = streams * kRowWords, done = n / block * block;
+  for (size_t b = 0; b < done; b += block)
+    for (size_t i = 0; i < kRowWords; i += 8)
+      for (size_t s = 0; s < streams; ++s) {
+        const uint64_t *q = p + b + s * kRowWords + i;
+        U64x2 x0, x1, x2, x3;
+        std::memcpy(&x0, q, 16);
+        std::memcpy(&x1, q + 2, 16);
+        std::memcpy(&x2, q + 4, 16);
+        std::memcpy(&x3, q + 6, 16);
+        a0 += x0;
+        a1 += x1;
+        a2 += x2;
+        a3 += x3;
+      }
+  U64x2 a = a0 + a1 + a2 + a3;
+  return a[0] + a[1] + sumWords(p + done, n - done);
+}
+
 volatile uint64_t gBandwidthSink;
 
 struct Bandwidth {
-  std::vector<double> passesGBs;
+  // Per pass: one sequential stream per thread, then kBandwidthStreams per
+  // thread.
+  std::vector<double> singleGBs, multiGBs;
+  double singleMedianGBs = 0, multiMedianGBs = 0;
+  // The better of the two: the read bandwidth the machine can deliver.
   double medianGBs = 0;
 };
 
-// Streaming read bandwidth: `threads` threads each sum their contiguous
-// share of a `bytes` buffer; one pass is timed from a common start signal to
-// the last thread's finish. GB/s with GB = 1e9 bytes.
-Bandwidth measureReadBandwidth(uint64_t bytes, int threads, int passes) {
-  size_t words = size_t(bytes / sizeof(uint64_t));
-  auto *data = static_cast<uint64_t *>(
-      std::aligned_alloc(64, (words * sizeof(uint64_t) + 63) / 64 * 64));
-  if (!data)
-    fail("cannot allocate " + std::to_string(bytes) +
-         " bytes for the bandwidth test");
-  auto share = [&](int t, size_t &begin, size_t &end) {
-    begin = words * size_t(t) / size_t(threads);
-    end = words * size_t(t + 1) / size_t(threads);
-  };
-  {
-    // Each thread touches its own share first (no zero-page reads later).
-    std::vector<std::thread> pool;
-    for (int t = 0; t < threads; ++t)
-      pool.emplace_back([&, t] {
-        size_t begin, end;
-        share(t, begin, end);
-        for (size_t i = begin; i < end; ++i)
-          data[i] = i;
-      });
-    for (std::thread &th : pool)
-      th.join();
+constexpr size_t kBandwidthStreams = 16;
+
+// A buffer that `threads` threads first touch (each its own share), then
+// read: once as one stream per thread and once as kBandwidthStreams
+// interleaved streams. On huge pages, as the runtime places the weights: the
+// bound should be what the machine can do at its best.
+class BandwidthBuffer {
+public:
+  BandwidthBuffer(uint64_t bytes, int threads)
+      : words_(size_t(bytes / sizeof(uint64_t))), threads_(threads) {
+    constexpr size_t kHugePage = size_t(2) << 20;
+    size_t allocBytes =
+        (words_ * sizeof(uint64_t) + kHugePage - 1) / kHugePage * kHugePage;
+    data_ = static_cast<uint64_t *>(std::aligned_alloc(kHugePage, allocBytes));
+    if (!data_)
+      return;
+    madvise(data_, allocBytes, MADV_HUGEPAGE);
+    forEachShare([&](size_t begin, size_t end) {
+      for (size_t i = begin; i < end; ++i)
+        data_[i] = i;
+    });
   }
-  Bandwidth result;
-  uint64_t sink = 0;
-  // Pass -1 warms up (TLB, clocks) and is not counted.
-  for (int pass = -1; pass < passes; ++pass) {
+  ~BandwidthBuffer() { std::free(data_); }
+  bool ok() const { return data_ != nullptr; }
+
+  // One timed pass, GB/s (1e9 bytes): from a common start signal to the
+  // last thread's finish.
+  double pass(size_t streams) {
     std::atomic<bool> go{false};
-    std::vector<Clock::time_point> ends(static_cast<size_t>(threads));
-    std::vector<uint64_t> sums(static_cast<size_t>(threads));
+    std::vector<Clock::time_point> ends(static_cast<size_t>(threads_));
+    std::vector<uint64_t> sums(static_cast<size_t>(threads_));
     std::vector<std::thread> pool;
-    for (int t = 0; t < threads; ++t)
+    for (int t = 0; t < threads_; ++t)
       pool.emplace_back([&, t] {
         size_t begin, end;
         share(t, begin, end);
         while (!go.load(std::memory_order_acquire))
           ;
-        sums[size_t(t)] = sumWords(data + begin, end - begin);
+        sums[size_t(t)] =
+            streams == 1
+                ? sumWords(data_ + begin, end - begin)
+                : sumWordsInterleaved(data_ + begin, end - begin, streams);
         ends[size_t(t)] = Clock::now();
       });
     auto start = Clock::now();
@@ -716,17 +750,140 @@ Bandwidth measureReadBandwidth(uint64_t bytes, int threads, int passes) {
     for (std::thread &th : pool)
       th.join();
     Clock::time_point last = *std::max_element(ends.begin(), ends.end());
-    double seconds = std::chrono::duration<double>(last - start).count();
     for (uint64_t s : sums)
-      sink += s;
-    if (pass >= 0)
-      result.passesGBs.push_back(double(words * sizeof(uint64_t)) / seconds /
-                                 1e9);
+      gBandwidthSink = gBandwidthSink + s;
+    double seconds = std::chrono::duration<double>(last - start).count();
+    return double(words_ * sizeof(uint64_t)) / seconds / 1e9;
   }
-  gBandwidthSink = sink;
-  std::free(data);
-  result.medianGBs = median(result.passesGBs);
-  return result;
+
+private:
+  void share(int t, size_t &begin, size_t &end) const {
+    begin = words_ * size_t(t) / size_t(threads_);
+    end = words_ * size_t(t + 1) / size_t(threads_);
+  }
+  template <typename Fn> void forEachShare(Fn fn) {
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads_; ++t)
+      pool.emplace_back([&, t] {
+        size_t begin, end;
+        share(t, begin, end);
+        fn(begin, end);
+      });
+    for (std::thread &th : pool)
+      th.join();
+  }
+
+  size_t words_;
+  int threads_;
+  uint64_t *data_ = nullptr;
+};
+
+// Measures read bandwidth in a helper process, between the benchmark's
+// repeats. Its own process, so that its buffer (1 GiB by default) never
+// counts in the benchmark's peak RSS; between repeats, so that the bound and
+// the decode rate it bounds see the same moments of a shared machine, whose
+// bandwidth was seen to swing by 1.5x within minutes.
+class BandwidthProbe {
+public:
+  // Forks the helper; it allocates and touches the buffer and runs one
+  // uncounted pass (TLB, clocks) while the caller loads the model, and then
+  // says it is ready (waitReady).
+  void start(uint64_t bytes, int threads) {
+    int toChild[2], toParent[2];
+    if (pipe(toChild) != 0 || pipe(toParent) != 0)
+      fail(std::string("cannot create pipes for the bandwidth test: ") +
+           std::strerror(errno));
+    std::fflush(nullptr);
+    pid_ = fork();
+    if (pid_ < 0)
+      fail(std::string("cannot fork the bandwidth test: ") +
+           std::strerror(errno));
+    if (pid_ == 0) {
+      ::close(toChild[1]);
+      ::close(toParent[0]);
+      serve(toChild[0], toParent[1], bytes, threads);
+    }
+    ::close(toChild[0]);
+    ::close(toParent[1]);
+    out_ = toChild[1];
+    in_ = toParent[0];
+  }
+
+  // Waits until the helper has its buffer and has warmed up: nothing of it
+  // may overlap a timed run.
+  void waitReady() {
+    char ready = 0;
+    if (!readAll(in_, &ready, 1) || ready != 'r')
+      fail("the bandwidth test failed (cannot allocate its buffer, or its "
+           "process ended)");
+  }
+
+  // One pass of each pattern, appended to `bw`.
+  void measure(Bandwidth &bw) {
+    char command = 'p';
+    double reply[2];
+    if (::write(out_, &command, 1) != 1 || !readAll(in_, reply, sizeof reply) ||
+        reply[0] < 0)
+      fail("the bandwidth test failed (cannot allocate its buffer, or its "
+           "process ended)");
+    bw.singleGBs.push_back(reply[0]);
+    bw.multiGBs.push_back(reply[1]);
+  }
+
+  ~BandwidthProbe() {
+    if (pid_ <= 0)
+      return;
+    ::close(out_); // end of commands: the helper exits
+    ::close(in_);
+    int status;
+    waitpid(pid_, &status, 0);
+  }
+
+private:
+  static bool readAll(int fd, void *data, size_t bytes) {
+    auto *p = static_cast<char *>(data);
+    while (bytes) {
+      ssize_t n = ::read(fd, p, bytes);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        return false;
+      p += n, bytes -= size_t(n);
+    }
+    return true;
+  }
+
+  [[noreturn]] static void serve(int in, int out, uint64_t bytes,
+                                 int threads) {
+    BandwidthBuffer buffer(bytes, threads);
+    if (buffer.ok()) {
+      buffer.pass(1);
+      buffer.pass(kBandwidthStreams);
+    }
+    char ready = buffer.ok() ? 'r' : 'f';
+    if (::write(out, &ready, 1) != 1)
+      _exit(1);
+    char command;
+    while (readAll(in, &command, 1)) {
+      double reply[2] = {-1, -1};
+      if (buffer.ok()) {
+        reply[0] = buffer.pass(1);
+        reply[1] = buffer.pass(kBandwidthStreams);
+      }
+      if (::write(out, reply, sizeof reply) != ssize_t(sizeof reply))
+        break;
+    }
+    _exit(0); // never return into the parent's code
+  }
+
+  pid_t pid_ = -1;
+  int out_ = -1, in_ = -1;
+};
+
+void finishBandwidth(Bandwidth &bw) {
+  bw.singleMedianGBs = median(bw.singleGBs);
+  bw.multiMedianGBs = median(bw.multiGBs);
+  bw.medianGBs = std::max(bw.singleMedianGBs, bw.multiMedianGBs);
 }
 
 size_t entryIndex(const lathe_artifact_t *art, const char *name) {
@@ -795,7 +952,8 @@ int runBench(const lathe_artifact_t *art, const std::string &path,
     profile = *p == "1";
   }
   constexpr int kBandwidthThreads = 2;
-  constexpr int kBandwidthPasses = 5;
+  // Passes of each pattern after each repeat.
+  constexpr int kBandwidthPassesPerRepeat = 2;
   constexpr uint64_t kSlackBytes = uint64_t(64) << 20;
 
   int64_t maxSeq = lathe_artifact_max_seq(art);
@@ -827,6 +985,20 @@ int runBench(const lathe_artifact_t *art, const std::string &path,
   for (size_t i = 0; i < prompt.size(); ++i)
     prompt[i] = int32_t(uint8_t(kText[i % (sizeof kText - 1)]) % vocab);
 
+  uint64_t llc = lastLevelCacheBytes();
+  uint64_t bwBytes = uint64_t(bandwidthMiB) << 20;
+  BandwidthProbe probe;
+  Bandwidth bw;
+  if (bwBytes) {
+    if (llc && bwBytes < 4 * llc)
+      std::fprintf(stderr,
+                   "bench: warning: the bandwidth buffer (%llu bytes) is "
+                   "smaller than 4x the last-level cache (%llu bytes)\n",
+                   (unsigned long long)bwBytes, (unsigned long long)llc);
+    // Before the session exists, so that the helper shares none of it.
+    probe.start(bwBytes, kBandwidthThreads);
+  }
+
   uint64_t rssAtStart = currentRssBytes();
   std::fprintf(stderr, "bench: loading %s\n", weights.c_str());
   auto loadStart = Clock::now();
@@ -834,6 +1006,8 @@ int runBench(const lathe_artifact_t *art, const std::string &path,
   double loadSeconds = secondsSince(loadStart);
   uint64_t peakAfterLoad = peakRssBytes();
   lathe_session_set_profiling(session.get(), profile);
+  if (bwBytes)
+    probe.waitReady();
 
   std::vector<float> logits(size_t(promptLen) * size_t(vocab));
   std::vector<float> row(static_cast<size_t>(vocab));
@@ -846,22 +1020,34 @@ int runBench(const lathe_artifact_t *art, const std::string &path,
     check(lathe_session_prefill(session.get(), prompt.data(), prompt.size(),
                                 logits.data()));
     prefillSeconds.push_back(secondsSince(start));
-    if (numDecode == 0)
-      continue;
-    std::fprintf(stderr, "bench: repeat %lld/%lld: decode %lld tokens\n",
-                 (long long)(r + 1), (long long)repeat, (long long)numDecode);
-    // Greedy decoding from the last prompt row: the tokens a user would see.
-    const float *last = logits.data() + (prompt.size() - 1) * size_t(vocab);
-    int32_t token = argmaxToken(last, vocab);
-    start = Clock::now();
-    for (int64_t i = 0; i < numDecode; ++i) {
-      check(lathe_session_decode(session.get(), token,
-                                 size_t(promptLen + i), row.data()));
-      token = argmaxToken(row.data(), vocab);
+    if (numDecode > 0) {
+      std::fprintf(stderr, "bench: repeat %lld/%lld: decode %lld tokens\n",
+                   (long long)(r + 1), (long long)repeat,
+                   (long long)numDecode);
+      // Greedy decoding from the last prompt row: the tokens a user would
+      // see.
+      const float *last = logits.data() + (prompt.size() - 1) * size_t(vocab);
+      int32_t token = argmaxToken(last, vocab);
+      start = Clock::now();
+      for (int64_t i = 0; i < numDecode; ++i) {
+        check(lathe_session_decode(session.get(), token,
+                                   size_t(promptLen + i), row.data()));
+        token = argmaxToken(row.data(), vocab);
+      }
+      decodeSeconds.push_back(secondsSince(start));
     }
-    decodeSeconds.push_back(secondsSince(start));
+    if (bwBytes) {
+      std::fprintf(stderr,
+                   "bench: repeat %lld/%lld: read bandwidth over %lld MiB, "
+                   "%d threads\n",
+                   (long long)(r + 1), (long long)repeat,
+                   (long long)bandwidthMiB, kBandwidthThreads);
+      for (int p = 0; p < kBandwidthPassesPerRepeat; ++p)
+        probe.measure(bw);
+    }
   }
-  // Before the bandwidth buffer exists: that is not the model's memory.
+  if (bwBytes)
+    finishBandwidth(bw);
   uint64_t peakRss = peakRssBytes();
 
   uint64_t weightBytes = lathe_artifact_param_bytes(art);
@@ -875,19 +1061,6 @@ int runBench(const lathe_artifact_t *art, const std::string &path,
   uint64_t arenaBytes = lathe_artifact_arena_bytes(art);
   uint64_t budget = weightBytes + kvBytes + arenaBytes + kSlackBytes;
 
-  uint64_t llc = lastLevelCacheBytes();
-  Bandwidth bw;
-  uint64_t bwBytes = uint64_t(bandwidthMiB) << 20;
-  if (bwBytes) {
-    if (llc && bwBytes < 4 * llc)
-      std::fprintf(stderr,
-                   "bench: warning: the bandwidth buffer (%llu bytes) is "
-                   "smaller than 4x the last-level cache (%llu bytes)\n",
-                   (unsigned long long)bwBytes, (unsigned long long)llc);
-    std::fprintf(stderr, "bench: read bandwidth over %lld MiB, %d threads\n",
-                 (long long)bandwidthMiB, kBandwidthThreads);
-    bw = measureReadBandwidth(bwBytes, kBandwidthThreads, kBandwidthPasses);
-  }
 
   double prefillMedian = median(prefillSeconds);
   double decodeMedian = median(decodeSeconds);
@@ -952,8 +1125,14 @@ int runBench(const lathe_artifact_t *art, const std::string &path,
   out["bandwidth_threads"] = kBandwidthThreads;
   out["bandwidth_buffer_bytes"] = int64_t(bwBytes);
   out["llc_bytes"] = int64_t(llc);
-  out["bandwidth_passes_gbs"] =
-numbers(bw.passesGBs);
+  out["bandwidth_streams"] = int64_t(kBandwidthStreams);
+  out["bandwidth_passes_gbs"] = numbers(bw.singleGBs);
+  out["bandwidth_multi_stream_passes_gbs"] = numbers(bw.multiGBs);
+  out["read_bandwidth_single_stream_gbs"] =
+      bwBytes ? number(bw.singleMedianGBs) : llvm::json::Value(nullptr);
+  out["read_bandwidth_multi_stream_gbs"] =
+      bwBytes ? number(bw.multiMedianGBs) : llvm::json::Value(nullptr);
+  // The bound uses the faster pattern: the machine can read that fast.
   out["read_bandwidth_gbs"] =
       bwBytes ? number(bw.medianGBs) : llvm::json::Value(nullptr);
   out["decode_bytes_per_token"] = int64_t(weightBytes);

@@ -64,10 +64,21 @@ def main(argv):
         need(d.get("read_bandwidth_gbs") is None, "read_bandwidth_gbs should be null")
         need(d.get("decode_bound_tokens_per_s") is None, "decode_bound should be null")
         need(d.get("bandwidth_passes_gbs") == [], "bandwidth_passes_gbs should be empty")
+        need(d.get("bandwidth_multi_stream_passes_gbs") == [],
+             "bandwidth_multi_stream_passes_gbs should be empty")
     else:
         num("read_bandwidth_gbs")
         num("decode_bound_tokens_per_s")
-        need(len(d.get("bandwidth_passes_gbs", [])) == 5, "bandwidth_passes_gbs length")
+        need(len(d.get("bandwidth_passes_gbs", [])) == 2 * d.get("repeat", 0), "bandwidth_passes_gbs length")
+        need(len(d.get("bandwidth_multi_stream_passes_gbs", [])) == 2 * d.get("repeat", 0),
+             "bandwidth_multi_stream_passes_gbs length")
+        need(d.get("bandwidth_streams") == 16, "bandwidth_streams")
+        single = d.get("read_bandwidth_single_stream_gbs")
+        multi = d.get("read_bandwidth_multi_stream_gbs")
+        need(isinstance(single, (int, float)) and isinstance(multi, (int, float)),
+             "per-pattern bandwidth medians")
+        need(d.get("read_bandwidth_gbs") == max(single, multi),
+             "read_bandwidth_gbs is not the faster pattern's median")
         if decode:
             num("decode_vs_bound")
     need(d.get("profiled") == ("--profile" in flags), "profiled")
