@@ -174,14 +174,16 @@ bool hostGemv(const float *x, int64_t xStride, const float *B, int64_t ldb,
   thread_local std::vector<std::vector<float>> partials;
   partials.resize(parts);
   for (unsigned p = 1; p < parts; ++p)
-    partials[p].assign(size_t(n), 0.0f);
-  if (!accumulate)
-    std::memset(y, 0, size_t(n) * sizeof(float));
+    partials[p].resize(size_t(n));
   std::vector<std::vector<float>> &partial = partials;
   pool->run([&](unsigned p) {
     int64_t i0, i1;
     share(k, kRowBlock, p, parts, i0, i1);
-    axpyRowsAvx512(B, ldb, n, x, p == 0 ? y : partial[p].data(), i0, i1);
+    // Each part clears its own output, so those lines start in its cache.
+    float *out = p == 0 ? y : partial[p].data();
+    if (p != 0 || !accumulate)
+      std::memset(out, 0, size_t(n) * sizeof(float));
+    axpyRowsAvx512(B, ldb, n, x, out, i0, i1);
   });
   for (unsigned p = 1; p < parts; ++p) {
     const float *src = partial[p].data();
