@@ -75,7 +75,8 @@ private:
 
 OwningOpRef<ModuleOp> mlir::lathe::loadModel(llvm::StringRef path,
                                              MLIRContext &ctx,
-                                             llvm::raw_ostream &errs) {
+                                             llvm::raw_ostream &errs,
+                                             bool train) {
   auto file = llvm::MemoryBuffer::getFileOrSTDIN(path, /*IsText=*/true);
   if (!file) {
     errs << path << ": error: cannot read: " << file.getError().message()
@@ -85,7 +86,7 @@ OwningOpRef<ModuleOp> mlir::lathe::loadModel(llvm::StringRef path,
   OneLineDiagnostics diagnostics(ctx, errs);
   OwningOpRef<ModuleOp> module;
   if (path.ends_with(".yaml") || path.ends_with(".yml")) {
-    module = importSpec((*file)->getMemBufferRef(), ctx, errs);
+    module = importSpec((*file)->getMemBufferRef(), ctx, errs, train);
   } else {
     llvm::SourceMgr sourceMgr;
     sourceMgr.AddNewSourceBuffer(std::move(*file), llvm::SMLoc());
@@ -117,6 +118,11 @@ LogicalResult mlir::lathe::compile(ModuleOp module,
          << " needs --target=cuda\n";
     return failure();
   }
+  // The backward graph is lathe ops too: --emit=lathe shows it.
+  if (failed(run(module, [](OpPassManager &pm) {
+        pm.addPass(createDifferentiate());
+      })))
+    return failure();
   if (options.emit == Emit::lathe) {
     module.print(out);
     return success();

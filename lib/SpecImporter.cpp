@@ -194,8 +194,8 @@ void collectKeyLocations(llvm::yaml::Node *node, const std::string &prefix,
 class Importer {
 public:
   Importer(llvm::MemoryBufferRef buffer, MLIRContext &ctx,
-           llvm::raw_ostream &errs)
-      : buffer(buffer), ctx(ctx), errs(errs) {
+           llvm::raw_ostream &errs, bool train)
+      : buffer(buffer), ctx(ctx), errs(errs), train(train) {
     sourceMgr.AddNewSourceBuffer(llvm::MemoryBuffer::getMemBuffer(buffer),
                                  llvm::SMLoc());
   }
@@ -591,6 +591,8 @@ private:
       buildEntry(m, Entry::prefill, bucket);
     buildEntry(m, Entry::prefill, spec.maxSeq);
     buildEntry(m, Entry::decode);
+    if (train)
+      buildEntry(m, Entry::grad);
     return module;
   }
 
@@ -622,7 +624,9 @@ private:
 
   /// forward: the whole window, no cache. prefill: the same, and it fills
   /// the caches. decode: one token at a given position, against the caches.
-  enum class Entry { forward, prefill, decode };
+  /// grad: forward, then the mean cross-entropy against a second input, the
+  /// targets; lathe-differentiate turns it into loss and gradients.
+  enum class Entry { forward, prefill, decode, grad };
 
   void buildEntry(ModuleOp m, Entry kind, int64_t length = 0) {
     OpBuilder b(&ctx);
@@ -646,13 +650,17 @@ private:
 
     std::string name = kind == Entry::forward ? "forward"
                        : kind == Entry::decode ? "decode"
+                       : kind == Entry::grad   ? "grad"
                        : T == spec.maxSeq      ? "prefill"
                                                : "prefill_" + std::to_string(T);
     SmallVector<Type> inputs = {i32};
     if (kind == Entry::decode)
       inputs.push_back(one);
-    auto fn = func::FuncOp::create(b, top, name,
-                                   b.getFunctionType(inputs, {f32({T, V})}));
+    if (kind == Entry::grad)
+      inputs.push_back(i32); // the targets
+    auto fn = func::FuncOp::create(
+        b, top, name,
+        b.getFunctionType(inputs, {kind == Entry::grad ? f32({1}) : f32({T, V})}));
     Block *body = fn.addEntryBlock();
     b.setInsertionPointToStart(body);
     Value tokens = body->getArgument(0);
@@ -817,7 +825,7 @@ private:
                            base);
       }
       Value keys = k, values = v;
-      if (kind != Entry::forward) {
+      if (kind != Entry::forward && kind != Entry::grad) {
         Value kc = cached(k, kv + "k", loc);
         Value vc = cached(v, kv + "v", loc);
         if (kind == Entry::decode)
@@ -935,6 +943,13 @@ private:
                         headLoc);
     Value logits =
         LinearOp::create(b, headLoc, f32({T, V}), n, head, Value(), Value());
+    if (kind == Entry::grad) {
+      Value loss = CrossEntropyOp::create(b, top, f32({1}), logits,
+                                          body->getArgument(1));
+      func::ReturnOp::create(b, top, loss);
+      fn->setAttr("lathe.differentiate", b.getUnitAttr());
+      return;
+    }
     func::ReturnOp::create(b, top, logits);
   }
 
@@ -946,12 +961,14 @@ private:
   bool reported = false; // a YAML diagnostic was printed
   SmallVector<int64_t> widths; // per layer, after taper
   llvm::StringMap<llvm::SMLoc> keyLocs;
+  bool train; // also build the grad entry
 };
 
 } // namespace
 
 OwningOpRef<ModuleOp> mlir::lathe::importSpec(llvm::MemoryBufferRef spec,
                                               MLIRContext &ctx,
-                                              llvm::raw_ostream &errs) {
-  return Importer(spec, ctx, errs).run();
+                                              llvm::raw_ostream &errs,
+                                              bool train) {
+  return Importer(spec, ctx, errs, train).run();
 }

@@ -730,6 +730,9 @@ struct LowerRope : OpConversionPattern<RopeOp> {
                                     in.cst(logStep)));
           Value angle =
               arith::MulFOp::create(nb, l, indexToF32(nb, l, t), freq);
+          // The inverse rotation (RoPE's VJP) turns by minus the angle.
+          if (op.getInverse())
+            angle = arith::NegFOp::create(nb, l, angle);
           linalg::YieldOp::create(nb, l,
                                   ValueRange{math::CosOp::create(nb, l, angle),
                                              math::SinOp::create(nb, l, angle)});
@@ -846,6 +849,395 @@ struct LowerBinary : OpConversionPattern<OpT> {
 using LowerAdd = LowerBinary<AddOp, arith::AddFOp>;
 using LowerSub = LowerBinary<SubOp, arith::SubFOp>;
 
+//===----------------------------------------------------------------------===//
+// Training: the loss and the VJPs' own ops
+//===----------------------------------------------------------------------===//
+
+/// Per row of a [T, V] tensor: the max and the sum of exp(x - max), the two
+/// reductions of a stable log-sum-exp.
+static std::pair<Value, Value> rowLogSumExpParts(GenericBuilder &g, Value x) {
+  SmallVector<int64_t> shape = shapeOf(x);
+  AffineMap id = g.map(2, {g.d(0), g.d(1)}), row = g.map(2, {g.d(0)});
+  Value mx = g.generic({x}, g.filled({shape[0]}, -INFINITY), {id, row},
+                       {kPar, kRed},
+                       [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                         return arith::MaximumFOp::create(nb, l, a[0], a[1]);
+                       });
+  Value se = g.generic(
+      {x, mx}, g.filled({shape[0]}, 0.0), {id, row, row}, {kPar, kRed},
+      [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+        Value e = math::ExpOp::create(nb, l,
+                                      arith::SubFOp::create(nb, l, a[0], a[1]));
+        return arith::AddFOp::create(nb, l, a[2], e);
+      });
+  return {mx, se};
+}
+
+struct LowerCrossEntropy : OpConversionPattern<CrossEntropyOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(CrossEntropyOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    Value logits = adaptor.getLogits();
+    int64_t rows = shapeOf(logits)[0];
+    auto [mx, se] = rowLogSumExpParts(g, logits);
+    float invT = 1.0f / static_cast<float>(rows);
+    // loss = sum over rows of (log se + max - logits[t, target]) / T. Loops
+    // (0, t): a unit parallel loop outside the reduction, so that the GPU
+    // mapping has a parallel dimension to put on a block.
+    Value loss = g.generic(
+        {mx, se, adaptor.getTargets()}, g.filled({1}, 0.0),
+        {g.map(2, {g.d(1)}), g.map(2, {g.d(1)}), g.map(2, {g.d(1)}),
+         g.map(2, {g.d(0)})},
+        {kPar, kRed}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value t = linalg::IndexOp::create(nb, l, 1);
+          Value col = arith::IndexCastOp::create(nb, l, nb.getIndexType(), a[2]);
+          Value picked =
+              tensor::ExtractOp::create(nb, l, logits, ValueRange{t, col});
+          Value lse = arith::AddFOp::create(nb, l, math::LogOp::create(nb, l, a[1]),
+                                            a[0]);
+          Value term = arith::MulFOp::create(
+              nb, l, arith::SubFOp::create(nb, l, lse, picked), in.cst(invT));
+          return arith::AddFOp::create(nb, l, a[3], term);
+        });
+    rewriter.replaceOp(op, loss);
+    return success();
+  }
+};
+
+struct LowerCrossEntropyGrad : OpConversionPattern<CrossEntropyGradOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(CrossEntropyGradOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    Value logits = adaptor.getLogits();
+    SmallVector<int64_t> shape = shapeOf(logits);
+    auto [mx, se] = rowLogSumExpParts(g, logits);
+    float invT = 1.0f / static_cast<float>(shape[0]);
+    AffineMap id = g.map(2, {g.d(0), g.d(1)}), row = g.map(2, {g.d(0)});
+    Value r = g.generic(
+        {logits, mx, se, adaptor.getTargets(), adaptor.getLossGrad()},
+        g.empty(shape), {id, row, row, row, g.map(2, {g.getAffineConstant(0)}), id},
+        {kPar, kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value p = arith::DivFOp::create(
+              nb, l,
+              math::ExpOp::create(nb, l, arith::SubFOp::create(nb, l, a[0], a[1])),
+              a[2]);
+          Value v = arith::IndexCastOp::create(
+              nb, l, nb.getI32Type(), linalg::IndexOp::create(nb, l, 1));
+          Value hit = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::eq, v,
+                                            a[3]);
+          Value onehot = arith::SelectOp::create(nb, l, hit, in.cst(1.0),
+                                                 in.cst(0.0));
+          Value scale = arith::MulFOp::create(nb, l, a[4], in.cst(invT));
+          return arith::MulFOp::create(
+              nb, l, arith::SubFOp::create(nb, l, p, onehot), scale);
+        });
+    rewriter.replaceOp(op, r);
+    return success();
+  }
+};
+
+struct LowerMatmul : OpConversionPattern<MatmulOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(MatmulOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    // Loops (m, n, k): out[m, n] += op(lhs)[m, k] * rhs[k, n].
+    AffineMap lhs = op.getTransposeLhs() ? g.map(3, {g.d(2), g.d(0)})
+                                         : g.map(3, {g.d(0), g.d(2)});
+    Value r = g.generic(
+        {adaptor.getLhs(), adaptor.getRhs()},
+        g.filled(shapeOf(op.getResult()), 0.0),
+        {lhs, g.map(3, {g.d(2), g.d(1)}), g.map(3, {g.d(0), g.d(1)})},
+        {kPar, kPar, kRed}, [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          return arith::AddFOp::create(nb, l, a[2],
+                                       arith::MulFOp::create(nb, l, a[0], a[1]));
+        });
+    rewriter.replaceOp(op, r);
+    return success();
+  }
+};
+
+/// With r = 1/sqrt(mean(x^2) + eps) and dot = sum_d dy g x per row:
+/// dx = r dy g - x r^3 dot / D, and dg = sum_t dy x r.
+struct LowerRmsNormGrad : OpConversionPattern<RmsNormGradOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(RmsNormGradOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    SmallVector<int64_t> shape = shapeOf(op.getInput());
+    Value x = adaptor.getInput(), gain = adaptor.getGain(),
+          dy = adaptor.getResultGrad();
+    AffineMap id = g.map(2, {g.d(0), g.d(1)}), row = g.map(2, {g.d(0)}),
+              col = g.map(2, {g.d(1)});
+    Value ss = g.sumSquares(x, {shape[0]}, {g.d(0)});
+    float invD = 1.0f / static_cast<float>(shape[1]);
+    float eps = static_cast<float>(op.getEps().convertToDouble());
+    Value rinv = g.generic(
+        {ss}, g.empty({shape[0]}), {g.map(1, {g.d(0)}), g.map(1, {g.d(0)})},
+        {kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          return GenericBuilder::rmsNormalize(nb, l, in.cst(1.0), a[0], invD,
+                                              eps);
+        });
+    Value dot = g.generic(
+        {dy, gain, x}, g.filled({shape[0]}, 0.0), {id, col, id, row},
+        {kPar, kRed}, [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          Value p = arith::MulFOp::create(
+              nb, l, arith::MulFOp::create(nb, l, a[0], a[1]), a[2]);
+          return arith::AddFOp::create(nb, l, a[3], p);
+        });
+    Value dx = g.generic(
+        {dy, gain, x, rinv, dot}, g.empty(shape), {id, col, id, row, row, id},
+        {kPar, kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value r = a[3];
+          Value r3 = arith::MulFOp::create(nb, l,
+                                           arith::MulFOp::create(nb, l, r, r), r);
+          Value lhs = arith::MulFOp::create(
+              nb, l, arith::MulFOp::create(nb, l, a[0], a[1]), r);
+          Value rhs = arith::MulFOp::create(
+              nb, l,
+              arith::MulFOp::create(nb, l, arith::MulFOp::create(nb, l, a[2], r3),
+                                    a[4]),
+              in.cst(invD));
+          return arith::SubFOp::create(nb, l, lhs, rhs);
+        });
+    // Loops (d, t), t reduced (parallel loops outermost, for the GPU
+    // mapping): dg[d] = sum_t dy x r.
+    AffineMap td = g.map(2, {g.d(1), g.d(0)});
+    Value dg = g.generic(
+        {dy, x, rinv}, g.filled({shape[1]}, 0.0),
+        {td, td, g.map(2, {g.d(1)}), g.map(2, {g.d(0)})},
+        {kPar, kRed}, [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          Value p = arith::MulFOp::create(
+              nb, l, arith::MulFOp::create(nb, l, a[0], a[1]), a[2]);
+          return arith::AddFOp::create(nb, l, a[3], p);
+        });
+    rewriter.replaceOp(op, ValueRange{dx, dg});
+    return success();
+  }
+};
+
+/// sigmoid(a) = 1 / (1 + exp(-a)).
+static Value sigmoid(OpBuilder &b, Location l, Value a) {
+  Value one = arith::ConstantOp::create(b, l, b.getF32FloatAttr(1.0f));
+  return arith::DivFOp::create(
+      b, l, one,
+      arith::AddFOp::create(
+          b, l, one, math::ExpOp::create(b, l, arith::NegFOp::create(b, l, a))));
+}
+
+struct LowerSwiglu : OpConversionPattern<SwigluOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(SwigluOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    rewriter.replaceOp(
+        op, g.elementwise({adaptor.getGate(), adaptor.getUp()},
+                          [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                            return arith::MulFOp::create(nb, l, silu(nb, l, a[0]),
+                                                         a[1]);
+                          }));
+    return success();
+  }
+};
+
+/// s = sigmoid(g): dg = dh u s (1 + g (1 - s)), du = dh g s.
+struct LowerSwigluGrad : OpConversionPattern<SwigluGradOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(SwigluGradOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    ValueRange ins{adaptor.getGate(), adaptor.getUp(), adaptor.getResultGrad()};
+    Value dg = g.elementwise(
+        ins, [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value s = sigmoid(nb, l, a[0]);
+          Value slope = arith::AddFOp::create(
+              nb, l, in.cst(1.0),
+              arith::MulFOp::create(nb, l, a[0],
+                                    arith::SubFOp::create(nb, l, in.cst(1.0), s)));
+          Value ds = arith::MulFOp::create(nb, l, s, slope);
+          return arith::MulFOp::create(
+              nb, l, arith::MulFOp::create(nb, l, a[2], a[1]), ds);
+        });
+    Value du = g.elementwise(
+        ins, [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          return arith::MulFOp::create(nb, l, a[2], silu(nb, l, a[0]));
+        });
+    rewriter.replaceOp(op, ValueRange{dg, du});
+    return success();
+  }
+};
+
+/// Loops (v, d, t), t reduced: out[v, d] = sum over t with tokens[t] == v of
+/// dy[t, d]. A scatter would touch T rows instead of V x T; as a reduction
+/// it stays one structured op that every back end tiles.
+struct LowerEmbeddingGrad : OpConversionPattern<EmbeddingGradOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(EmbeddingGradOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    Value r = g.generic(
+        {adaptor.getTokens(), adaptor.getResultGrad()},
+        g.filled(shapeOf(op.getResult()), 0.0),
+        {g.map(3, {g.d(2)}), g.map(3, {g.d(2), g.d(1)}),
+         g.map(3, {g.d(0), g.d(1)})},
+        {kPar, kPar, kRed}, [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value v = arith::IndexCastOp::create(
+              nb, l, nb.getI32Type(), linalg::IndexOp::create(nb, l, 0));
+          Value hit = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::eq, v,
+                                            a[0]);
+          Value add = arith::SelectOp::create(nb, l, hit, a[1], in.cst(0.0));
+          return arith::AddFOp::create(nb, l, a[2], add);
+        });
+    rewriter.replaceOp(op, r);
+    return success();
+  }
+};
+
+/// Attention's VJP over the whole causal window, on materialised
+/// probabilities (training windows are short; a fused backward kernel like
+/// the forward's is the next step): S = s q k^T, P = softmax(S) under the
+/// causal mask, dP = dO v^T, dS = s P (dP - rowsum(P dP)), then
+/// dQ = dS k, dK = dS^T q and dV = P^T dO. Heads are split as (K/V head a,
+/// member g of its group) by copying q, k, v and dO into [T, KV, G, hd] /
+/// [T, KV, hd] layouts first, so that every loop of every product appears
+/// as a plain index (linalg's invertible maps) and a K/V head's gradient
+/// sums its group by a plain reduction.
+struct LowerAttentionGrad : OpConversionPattern<AttentionGradOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(AttentionGradOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    int64_t T = shapeOf(op.getQuery())[0], H = op.getHeads(),
+            KV = op.getKvHeads();
+    int64_t hd = shapeOf(op.getQuery())[1] / H, G = H / KV;
+    float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    auto copy = [](OpBuilder &, Location, ValueRange a) -> Value { return a[0]; };
+    auto dot = [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+      return arith::AddFOp::create(nb, l, a[2],
+                                   arith::MulFOp::create(nb, l, a[0], a[1]));
+    };
+    // [T, H hd] -> [T, KV, G, hd]; [T, KV hd] -> [T, KV, hd]; and back.
+    auto splitQ = [&](Value x) {
+      return g.generic({x}, g.empty({T, KV, G, hd}),
+                       {g.map(4, {g.d(0), (g.d(1) * G + g.d(2)) * hd + g.d(3)}),
+                        g.map(4, {g.d(0), g.d(1), g.d(2), g.d(3)})},
+                       {kPar, kPar, kPar, kPar}, copy);
+    };
+    auto splitKv = [&](Value x) {
+      return g.generic({x}, g.empty({T, KV, hd}),
+                       {g.map(3, {g.d(0), g.d(1) * hd + g.d(2)}),
+                        g.map(3, {g.d(0), g.d(1), g.d(2)})},
+                       {kPar, kPar, kPar}, copy);
+    };
+    Value q = splitQ(adaptor.getQuery()), dO = splitQ(adaptor.getResultGrad());
+    Value k = splitKv(adaptor.getKey()), v = splitKv(adaptor.getValue());
+
+    // Loops (a, g, i, j, c): S[a, g, i, j] and dP[a, g, i, j].
+    auto headProduct = [&](Value rows, Value cols) {
+      return g.generic({rows, cols}, g.filled({KV, G, T, T}, 0.0),
+                       {g.map(5, {g.d(2), g.d(0), g.d(1), g.d(4)}),
+                        g.map(5, {g.d(3), g.d(0), g.d(4)}),
+                        g.map(5, {g.d(0), g.d(1), g.d(2), g.d(3)})},
+                       {kPar, kPar, kPar, kPar, kRed}, dot);
+    };
+    Value S = headProduct(q, k);
+    Value dP = headProduct(dO, v);
+    AffineMap full = g.map(4, {g.d(0), g.d(1), g.d(2), g.d(3)}),
+              row = g.map(4, {g.d(0), g.d(1), g.d(2)});
+    SmallVector<IteratorType> rowReduce = {kPar, kPar, kPar, kRed},
+                              all = {kPar, kPar, kPar, kPar};
+    auto visible = [](OpBuilder &nb, Location l) -> Value {
+      Value i = linalg::IndexOp::create(nb, l, 2);
+      Value j = linalg::IndexOp::create(nb, l, 3);
+      return arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ule, j, i);
+    };
+    Value mx = g.generic(
+        {S}, g.filled({KV, G, T}, -INFINITY), {full, row}, rowReduce,
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value s = arith::SelectOp::create(nb, l, visible(nb, l), a[0],
+                                            in.cst(-INFINITY));
+          return arith::MaximumFOp::create(nb, l, a[1], s);
+        });
+    auto expScaled = [&](OpBuilder &nb, Location l, Value s, Value m) {
+      GenericBuilder in{nb, l};
+      Value e = math::ExpOp::create(
+          nb, l,
+          arith::MulFOp::create(nb, l, arith::SubFOp::create(nb, l, s, m),
+                                in.cst(scale)));
+      return arith::SelectOp::create(nb, l, visible(nb, l), e, in.cst(0.0));
+    };
+    Value se = g.generic({S, mx}, g.filled({KV, G, T}, 0.0), {full, row, row},
+                         rowReduce,
+                         [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                           return arith::AddFOp::create(
+                               nb, l, a[2], expScaled(nb, l, a[0], a[1]));
+                         });
+    Value P = g.generic({S, mx, se}, g.empty({KV, G, T, T}),
+                        {full, row, row, full}, all,
+                        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                          return arith::DivFOp::create(
+                              nb, l, expScaled(nb, l, a[0], a[1]), a[2]);
+                        });
+    Value rs = g.generic({P, dP}, g.filled({KV, G, T}, 0.0), {full, full, row},
+                         rowReduce, dot);
+    Value dS = g.generic(
+        {P, dP, rs}, g.empty({KV, G, T, T}), {full, full, row, full}, all,
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value d = arith::SubFOp::create(nb, l, a[1], a[2]);
+          return arith::MulFOp::create(
+              nb, l, arith::MulFOp::create(nb, l, a[0], d), in.cst(scale));
+        });
+    // Loops (i, a, g, c, j): dQ[i, a, g, c] = sum_j dS[a, g, i, j] k[j, a, c].
+    Value dQ = g.generic({dS, k}, g.filled({T, KV, G, hd}, 0.0),
+                         {g.map(5, {g.d(1), g.d(2), g.d(0), g.d(4)}),
+                          g.map(5, {g.d(4), g.d(1), g.d(3)}),
+                          g.map(5, {g.d(0), g.d(1), g.d(2), g.d(3)})},
+                         {kPar, kPar, kPar, kPar, kRed}, dot);
+    // Loops (j, a, c, g, i): out[j, a, c] = sum_{g, i} w[a, g, i, j] x[i, a, g, c].
+    auto toKv = [&](Value w, Value x) {
+      return g.generic({w, x}, g.filled({T, KV, hd}, 0.0),
+                       {g.map(5, {g.d(1), g.d(3), g.d(4), g.d(0)}),
+                        g.map(5, {g.d(4), g.d(1), g.d(3), g.d(2)}),
+                        g.map(5, {g.d(0), g.d(1), g.d(2)})},
+                       {kPar, kPar, kPar, kRed, kRed}, dot);
+    };
+    Value dK = toKv(dS, q), dV = toKv(P, dO);
+    // Back to the ops' layouts: column h hd + c, and a hd + c.
+    Value dQ2 = g.generic(
+        {dQ}, g.empty({T, H * hd}),
+        {g.map(2, {g.d(0), g.d(1).floorDiv(G * hd), g.d(1).floorDiv(hd) % G,
+                   g.d(1) % hd}),
+         g.map(2, {g.d(0), g.d(1)})},
+        {kPar, kPar}, copy);
+    auto joinKv = [&](Value x) {
+      return g.generic({x}, g.empty({T, KV * hd}),
+                       {g.map(2, {g.d(0), g.d(1).floorDiv(hd), g.d(1) % hd}),
+                        g.map(2, {g.d(0), g.d(1)})},
+                       {kPar, kPar}, copy);
+    };
+    rewriter.replaceOp(op, ValueRange{dQ2, joinKv(dK), joinKv(dV)});
+    return success();
+  }
+};
+
 /// x + linear(a, W) and x + mlp(h) are residual connections: fused into the
 /// last GEMM as `accumulate x` when the sum is the product's only use.
 static void foldResidualAdds(ModuleOp module) {
@@ -904,7 +1296,10 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
                  LowerRope, LowerPhaseRotate, LowerDcInject, LowerDepthAttention,
                  LowerParcaeInject, LowerSub, LowerSinusoid, LowerSilu,
                  LowerModulatedRmsNorm, LowerGatedAdd, LowerRowSumSquares,
-                 LowerAttention, LowerMlp, LowerAdd>(ctx);
+                 LowerAttention, LowerMlp, LowerAdd, LowerCrossEntropy,
+                 LowerCrossEntropyGrad, LowerMatmul, LowerRmsNormGrad,
+                 LowerSwiglu, LowerSwigluGrad, LowerEmbeddingGrad,
+                 LowerAttentionGrad>(ctx);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
       signalPassFailure();

@@ -1,7 +1,8 @@
 //===- Passes.td - lathe passes ------------------------------*- tablegen -*-===//
 //
-// The passes in the order the pipelines run them:
-//   lathe-plan-fusion → lathe-lower-to-linalg → lathe-form-kernels → lathe-plan-buffers
+// The passes in the order the pipelines run them (training artifacts start
+// with lathe-differentiate):
+//   lathe-differentiate → lathe-plan-fusion → lathe-lower-to-linalg → lathe-form-kernels → lathe-plan-buffers
 //   → lathe-extract-kernels → (bufferize) → lathe-export-kernels
 //   → cpu: loops → LLVM        cuda: lathe-map-kernels-to-gpu → NVVM → PTX
 //
@@ -11,6 +12,41 @@
 #define LATHE_PASSES_TD
 
 include "mlir/Pass/PassBase.td"
+
+def Differentiate : Pass<"lathe-differentiate", "::mlir::ModuleOp"> {
+  let summary = "Append the backward graph, in lathe ops, to loss functions.";
+  let description = [{
+    Each `func.func` marked `lathe.differentiate` must return one
+    tensor<1xf32>, the loss. The pass seeds the loss's cotangent with 1,
+    visits the function's ops in reverse, and asks each op for the
+    cotangents of its operands through `VjpOpInterface`; cotangents that
+    reach one value from several uses are summed with `lathe.add`, and those
+    that reach a `lathe.weight` are the parameter's gradient. The function
+    then returns the loss followed by one gradient per `lathe.param` of the
+    module, in declaration order (zeros for a parameter the loss does not
+    depend on), and carries `lathe.gradients`, the parameters' names.
+
+    An op on the path from the parameters to the loss that has no VJP, or
+    whose VJP is not available for its attributes, is an error at that op.
+
+    ```mlir
+    // Before:
+    func.func @grad(%x: tensor<8x64xf32>, %t: tensor<8xi32>) -> tensor<1xf32>
+        attributes {lathe.differentiate} {
+      %w = lathe.weight @"head.weight" : tensor<256x64xf32>
+      %y = lathe.linear %x, %w : tensor<8x64xf32>, tensor<256x64xf32> -> tensor<8x256xf32>
+      %l = lathe.cross_entropy %y, %t : tensor<8x256xf32>, tensor<8xi32> -> tensor<1xf32>
+      return %l : tensor<1xf32>
+    }
+    // After: returns (%l, d loss / d head.weight):
+    //   %dy = lathe.cross_entropy_grad %y, %t, %one ...
+    //   %dw = lathe.matmul %dy, %x {transpose_lhs} ...
+    ```
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect",
+                           "::mlir::linalg::LinalgDialect",
+                           "::mlir::tensor::TensorDialect"];
+}
 
 def PlanFusion : Pass<"lathe-plan-fusion", "::mlir::ModuleOp"> {
   let summary = "Decide which architecture-level ops run as one kernel.";

@@ -507,3 +507,79 @@ extern "C" int lathe_session_profile_kernel(const lathe_session_t *session,
   out->flops = t.flops;
   return 1;
 }
+
+extern "C" lathe_status_t lathe_session_grad(lathe_session_t *session,
+                                             const int32_t *tokens,
+                                             const int32_t *targets, size_t n,
+                                             float *out_loss,
+                                             const char *out_path) {
+  if (!session || !tokens || !targets || !out_loss)
+    return makeStatus("lathe_session_grad: null argument");
+  const lathe_artifact *art = session->art;
+  const std::string &path = art->path;
+  const fb::Entry *entry = nullptr;
+  for (const fb::Entry *e : *art->root->entries())
+    if (e->name()->string_view() == "grad")
+      entry = e;
+  if (!entry)
+    return makeStatusF("{0}: this artifact has no grad entry (compile it "
+                       "with lathec --train)",
+                       path);
+  // The entry's contract, checked before anything runs: (tokens, targets)
+  // -> (loss, one gradient per parameter, in the artifact's order).
+  const auto *buffers = art->root->buffers();
+  size_t params = lathe_artifact_param_count(art);
+  if (!entry->inputs() || entry->inputs()->size() != 2 || !entry->outputs() ||
+      entry->outputs()->size() != params + 1)
+    return makeStatusF("{0}: entry 'grad' must take (tokens, targets) and "
+                       "return the loss and {1} gradients",
+                       path, params);
+  int64_t length = buffers->Get(entry->inputs()->Get(0))->shape()->Get(0);
+  for (size_t i = 0; i < params; ++i) {
+    const fb::Param *p = art->root->params()->Get(i);
+    const fb::Buffer *g = buffers->Get(entry->outputs()->Get(i + 1));
+    if (g->kind() != fb::BufferKind::arena || !g->shape() || !p->shape() ||
+        g->shape()->size() != p->shape()->size() ||
+        !std::equal(g->shape()->begin(), g->shape()->end(),
+                    p->shape()->begin()))
+      return makeStatusF("{0}: entry 'grad' output {1} does not have the "
+                         "shape of parameter '{2}'",
+                         path, i + 1, p->name()->str());
+  }
+  if (uint64_t(n) != uint64_t(length))
+    return makeStatusF("{0}: grad takes exactly {1} tokens and targets (the "
+                       "window it was compiled for), not {2}",
+                       path, length, n);
+  for (size_t i = 0; i < n; ++i) {
+    LATHE_RETURN_IF_ERROR(session->checkToken(tokens[i], i));
+    LATHE_RETURN_IF_ERROR(session->checkToken(targets[i], i));
+  }
+  LATHE_RETURN_IF_ERROR(session->checkWeights());
+  std::memcpy(session->bufferData(entry->inputs()->Get(0)), tokens,
+              n * sizeof(int32_t));
+  std::memcpy(session->bufferData(entry->inputs()->Get(1)), targets,
+              n * sizeof(int32_t));
+  auto found = session->launches.find(entry);
+  if (found == session->launches.end())
+    return makeStatusF("{0}: entry 'grad' was not resolved", path);
+  session->run(found->second);
+  *out_loss =
+      *static_cast<const float *>(session->bufferData(entry->outputs()->Get(0)));
+  if (!out_path)
+    return nullptr;
+  std::vector<TensorToWrite> tensors;
+  tensors.push_back({"loss", "F32", {1},
+                     session->bufferData(entry->outputs()->Get(0)),
+                     sizeof(float)});
+  for (size_t i = 0; i < params; ++i) {
+    const fb::Param *p = art->root->params()->Get(i);
+    std::vector<int64_t> shape(p->shape()->begin(), p->shape()->end());
+    size_t bytes = sizeof(float);
+    for (int64_t d : shape)
+      bytes *= size_t(d);
+    tensors.push_back({p->name()->str(), "F32", shape,
+                       session->bufferData(entry->outputs()->Get(i + 1)),
+                       bytes});
+  }
+  return writeSafetensors(out_path, tensors, {{"format", "pt"}});
+}

@@ -16,6 +16,7 @@ using namespace mlir;
 using namespace mlir::lathe;
 
 #include "lathe/LatheEnums.cpp.inc"
+#include "lathe/LatheInterfaces.cpp.inc"
 
 /// Checks that `type` is static with `rank` dimensions; names it `what`.
 static LogicalResult expectStatic(Operation *op, Type type, int64_t rank,
@@ -539,6 +540,133 @@ LogicalResult LaunchOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
         return emitOpError() << "result " << i
                              << " is tied to an invalid operand " << t;
   }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Training
+//===----------------------------------------------------------------------===//
+
+/// `a` and `b` must have the same type; names them in the message.
+static LogicalResult expectSameType(Operation *op, Value a, StringRef aName,
+                                    Type b, StringRef bName) {
+  if (a.getType() != b)
+    return op->emitOpError() << aName << " must have the type of " << bName
+                             << " (" << b << "), got " << a.getType();
+  return success();
+}
+
+static LogicalResult verifyLogitsTargets(Operation *op, Value logits,
+                                         Value targets) {
+  if (failed(expectStatic(op, logits.getType(), 2, "logits")) ||
+      failed(expectStatic(op, targets.getType(), 1, "targets")))
+    return failure();
+  if (dim(targets, 0) != dim(logits, 0))
+    return op->emitOpError() << "has " << dim(targets, 0) << " targets for "
+                             << dim(logits, 0) << " rows of logits";
+  return success();
+}
+
+static LogicalResult expectScalar(Operation *op, Value v, StringRef what) {
+  if (failed(expectStatic(op, v.getType(), 1, what)))
+    return failure();
+  if (dim(v, 0) != 1)
+    return op->emitOpError() << "expects " << what
+                             << " to be a tensor<1xf32>, got " << v.getType();
+  return success();
+}
+
+LogicalResult CrossEntropyOp::verify() {
+  if (failed(verifyLogitsTargets(*this, getLogits(), getTargets())))
+    return failure();
+  return expectScalar(*this, getLoss(), "the loss");
+}
+
+LogicalResult CrossEntropyGradOp::verify() {
+  if (failed(verifyLogitsTargets(*this, getLogits(), getTargets())) ||
+      failed(expectScalar(*this, getLossGrad(), "loss_grad")))
+    return failure();
+  return expectSameType(*this, getResult(), "the result",
+                        getLogits().getType(), "the logits");
+}
+
+LogicalResult MatmulOp::verify() {
+  if (failed(expectStatic(*this, getLhs().getType(), 2, "lhs")) ||
+      failed(expectStatic(*this, getRhs().getType(), 2, "rhs")) ||
+      failed(expectStatic(*this, getType(), 2, "result")))
+    return failure();
+  bool t = getTransposeLhs();
+  int64_t m = dim(getLhs(), t ? 1 : 0), k = dim(getLhs(), t ? 0 : 1);
+  if (k != dim(getRhs(), 0))
+    return emitOpError() << "contracts " << k << " columns of "
+                         << (t ? "lhs^T" : "lhs") << " with "
+                         << dim(getRhs(), 0) << " rows of rhs";
+  if (dim(getResult(), 0) != m || dim(getResult(), 1) != dim(getRhs(), 1))
+    return emitOpError() << "result must be [" << m << ", "
+                         << dim(getRhs(), 1) << "], got " << getType();
+  return success();
+}
+
+LogicalResult RmsNormGradOp::verify() {
+  if (failed(expectStatic(*this, getInput().getType(), 2, "input")) ||
+      failed(expectStatic(*this, getGain().getType(), 1, "gain")))
+    return failure();
+  if (dim(getGain(), 0) != dim(getInput(), 1))
+    return emitOpError() << "gain has " << dim(getGain(), 0)
+                         << " elements but the normalised axis has "
+                         << dim(getInput(), 1);
+  if (!(getEps().convertToDouble() > 0.0))
+    return emitOpError("expects eps > 0");
+  Type x = getInput().getType();
+  if (failed(expectSameType(*this, getResultGrad(), "result_grad", x,
+                            "the input")) ||
+      failed(expectSameType(*this, getInputGrad(), "input_grad", x,
+                            "the input")))
+    return failure();
+  return expectSameType(*this, getGainGrad(), "gain_grad",
+                        getGain().getType(), "the gain");
+}
+
+LogicalResult AttentionGradOp::verify() {
+  if (failed(verifyAttention(*this, getQuery(), getKey(), getValue(),
+                             /*offset=*/nullptr, getHeads(), getKvHeads())))
+    return failure();
+  Type q = getQuery().getType(), k = getKey().getType();
+  if (failed(expectSameType(*this, getResultGrad(), "result_grad", q,
+                            "the query")) ||
+      failed(expectSameType(*this, getQueryGrad(), "query_grad", q,
+                            "the query")) ||
+      failed(expectSameType(*this, getKeyGrad(), "key_grad", k, "the key")))
+    return failure();
+  return expectSameType(*this, getValueGrad(), "value_grad", k, "the key");
+}
+
+LogicalResult SwigluGradOp::verify() {
+  Type g = getGate().getType();
+  for (auto [name, v] :
+       {std::pair<StringRef, Value>{"up", getUp()},
+        {"result_grad", getResultGrad()},
+        {"gate_grad", getGateGrad()},
+        {"up_grad", getUpGrad()}})
+    if (failed(expectSameType(*this, v, name, g, "the gate")))
+      return failure();
+  return success();
+}
+
+LogicalResult EmbeddingGradOp::verify() {
+  if (failed(expectStatic(*this, getTokens().getType(), 1, "tokens")) ||
+      failed(expectStatic(*this, getResultGrad().getType(), 2,
+                          "result_grad")) ||
+      failed(expectStatic(*this, getType(), 2, "result")))
+    return failure();
+  if (dim(getResultGrad(), 0) != dim(getTokens(), 0))
+    return emitOpError() << "has " << dim(getResultGrad(), 0)
+                         << " gradient rows for " << dim(getTokens(), 0)
+                         << " tokens";
+  if (dim(getResult(), 1) != dim(getResultGrad(), 1))
+    return emitOpError() << "result width " << dim(getResult(), 1)
+                         << " differs from the gradient's "
+                         << dim(getResultGrad(), 1);
   return success();
 }
 

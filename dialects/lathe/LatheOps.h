@@ -4,6 +4,7 @@
 
 #include "lathe/LatheDialect.h"
 #include "mlir/Bytecode/BytecodeOpInterface.h"
+#include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/OpDefinition.h"
 #include "mlir/IR/SymbolTable.h"
@@ -12,6 +13,7 @@
 #include "mlir/Interfaces/InferTypeOpInterface.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
+#include "lathe/LatheInterfaces.h.inc"
 #include "lathe/LatheEnums.h.inc"
 
 #define GET_ATTRDEF_CLASSES

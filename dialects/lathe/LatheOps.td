@@ -10,6 +10,7 @@
 #define LATHE_OPS_TD
 
 include "LatheDialect.td"
+include "LatheInterfaces.td"
 include "mlir/IR/EnumAttr.td"
 include "mlir/IR/OpBase.td"
 include "mlir/IR/CommonTypeConstraints.td"
@@ -172,7 +173,7 @@ def Lathe_CacheWriteOp : Lathe_Op<"cache_write", [MemoryEffects<[MemWrite]>]> {
 // Decoder building blocks
 //===----------------------------------------------------------------------===//
 
-def Lathe_EmbeddingOp : Lathe_Op<"embedding", [Pure]> {
+def Lathe_EmbeddingOp : Lathe_Op<"embedding", [Pure, DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
   let summary = "Token embedding lookup.";
   let description = [{
     `result[t, :] = table[tokens[t], :]` for tokens of shape [T] and a table
@@ -192,7 +193,7 @@ def Lathe_EmbeddingOp : Lathe_Op<"embedding", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Lathe_RmsNormOp : Lathe_Op<"rms_norm", [Pure]> {
+def Lathe_RmsNormOp : Lathe_Op<"rms_norm", [Pure, DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
   let summary = "RMSNorm over the last axis with a learned gain, optionally per phase stripe.";
   let description = [{
     `result = x / sqrt(mean(x^2, last axis) + eps) * gain`, for x of shape
@@ -444,6 +445,7 @@ def Lathe_LayerNormOp : Lathe_Op<"layer_norm", [Pure]> {
 }
 
 def Lathe_LinearOp : Lathe_Op<"linear", [Pure, AttrSizedOperandSegments,
+    DeclareOpInterfaceMethods<Lathe_VjpOpInterface>,
     OptionalTypesMatchWith<"the residual has the result's type", "result",
                            "accumulate",
                    "$_self">]> {
@@ -475,13 +477,14 @@ def Lathe_LinearOp : Lathe_Op<"linear", [Pure, AttrSizedOperandSegments,
   let hasVerifier = 1;
 }
 
-def Lathe_RopeOp : Lathe_Op<"rope", [Pure]> {
+def Lathe_RopeOp : Lathe_Op<"rope", [Pure, DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
   let summary = "Rotary position embedding, rotate-half convention.";
   let description = [{
     x has shape [T, heads * head_dim]; each head's vector is rotated by the
     angle `p * base^(-2i / head_dim)` on the pairs (i, i + head_dim / 2),
     where the position p of row t is `offset + t` (offset: a tensor<1xi32>,
-    0 when absent).
+    0 when absent). With `inverse` the rotation is by minus that angle: the
+    transpose of the rotation, which is RoPE's vector-Jacobian product.
 
     ```mlir
     %r = lathe.rope %q {heads = 4 : i64, base = 1.0e+04 : f64}
@@ -489,7 +492,7 @@ def Lathe_RopeOp : Lathe_Op<"rope", [Pure]> {
     ```
   }];
   let arguments = (ins Lathe_F32Tensor:$input, Optional<Lathe_I32Tensor>:$offset,
-                       I64Attr:$heads, F64Attr:$base);
+                       I64Attr:$heads, F64Attr:$base, UnitAttr:$inverse);
   let results = (outs Lathe_F32Tensor:$result);
   let assemblyFormat = [{
     $input (`at` $offset^)? attr-dict `:` type($input) (`,` type($offset)^)?
@@ -498,7 +501,7 @@ def Lathe_RopeOp : Lathe_Op<"rope", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Lathe_AttentionOp : Lathe_Op<"attention", [Pure]> {
+def Lathe_AttentionOp : Lathe_Op<"attention", [Pure, DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
   let summary = "Causal grouped-query attention with softmax.";
   let description = [{
     q is [Tq, heads * head_dim]; k and v are [Tk, kv_heads * head_dim]. Query
@@ -597,7 +600,8 @@ def Lathe_FusedAttentionOp : Lathe_Op<"fused_attention",
   }];
 }
 
-def Lathe_MlpOp : Lathe_Op<"mlp", [Pure, AttrSizedOperandSegments]> {
+def Lathe_MlpOp : Lathe_Op<"mlp", [Pure, AttrSizedOperandSegments,
+    DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
   let summary = "The MLP of a decoder layer: gated (SwiGLU) or plain (GELU, ReLU²).";
   let description = [{
     `swiglu`: `result = (silu(x Wg^T + bg) * (x Wu^T + bu)) Wd^T + bd`.
@@ -633,7 +637,8 @@ def Lathe_MlpOp : Lathe_Op<"mlp", [Pure, AttrSizedOperandSegments]> {
   let hasVerifier = 1;
 }
 
-def Lathe_AddOp : Lathe_Op<"add", [Pure, SameOperandsAndResultType, Commutative]> {
+def Lathe_AddOp : Lathe_Op<"add", [Pure, SameOperandsAndResultType, Commutative,
+    DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
   let summary = "Elementwise addition: the residual connection.";
   let description = [{
     ```mlir
@@ -659,6 +664,182 @@ def Lathe_SubOp : Lathe_Op<"sub", [Pure, SameOperandsAndResultType]> {
   let arguments = (ins Lathe_F32Tensor:$lhs, Lathe_F32Tensor:$rhs);
   let results = (outs Lathe_F32Tensor:$result);
   let assemblyFormat = "$lhs `,` $rhs attr-dict `:` type($result)";
+}
+
+//===----------------------------------------------------------------------===//
+// Training: the loss and the vector-Jacobian products' own ops
+//===----------------------------------------------------------------------===//
+
+def Lathe_CrossEntropyOp : Lathe_Op<"cross_entropy", [Pure,
+    DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
+  let summary = "Mean cross-entropy of logits against target token ids.";
+  let description = [{
+    `loss = mean over t of (logsumexp(logits[t, :]) - logits[t, targets[t]])`
+    for logits [T, V] and targets [T]; the result is a tensor<1xf32>. Target
+    ids outside [0, V) are the caller's error; the runtime rejects them.
+
+    ```mlir
+    %loss = lathe.cross_entropy %logits, %targets
+        : tensor<8x256xf32>, tensor<8xi32> -> tensor<1xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$logits, Lathe_I32Tensor:$targets);
+  let results = (outs Lathe_F32Tensor:$loss);
+  let assemblyFormat = [{
+    $logits `,` $targets attr-dict `:` type($logits) `,` type($targets) `->` type($loss)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_CrossEntropyGradOp : Lathe_Op<"cross_entropy_grad", [Pure]> {
+  let summary = "The gradient of lathe.cross_entropy with respect to the logits.";
+  let description = [{
+    `result[t, v] = dloss * (softmax(logits[t, :])[v] - (v == targets[t])) / T`,
+    with dloss the loss's cotangent (a tensor<1xf32>).
+
+    ```mlir
+    %dlogits = lathe.cross_entropy_grad %logits, %targets, %dloss
+        : tensor<8x256xf32>, tensor<8xi32>, tensor<1xf32> -> tensor<8x256xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$logits, Lathe_I32Tensor:$targets,
+                       Lathe_F32Tensor:$loss_grad);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $logits `,` $targets `,` $loss_grad attr-dict `:` type($logits) `,`
+    type($targets) `,` type($loss_grad) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_MatmulOp : Lathe_Op<"matmul", [Pure]> {
+  let summary = "A matrix product, the left side optionally transposed.";
+  let description = [{
+    `result = op(lhs) rhs`, with op the transpose under `transpose_lhs`:
+    the two products of a linear layer's VJP, dx = dy W and dW = dy^T x.
+
+    ```mlir
+    %dx = lathe.matmul %dy, %w : tensor<8x32xf32>, tensor<32x64xf32> -> tensor<8x64xf32>
+    %dw = lathe.matmul %dy, %x {transpose_lhs}
+        : tensor<8x32xf32>, tensor<8x64xf32> -> tensor<32x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$lhs, Lathe_F32Tensor:$rhs,
+                       UnitAttr:$transpose_lhs);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $lhs `,` $rhs attr-dict `:` type($lhs) `,` type($rhs) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_RmsNormGradOp : Lathe_Op<"rms_norm_grad", [Pure]> {
+  let summary = "The VJP of plain RMSNorm: the input's and the gain's gradients.";
+  let description = [{
+    With r = 1 / sqrt(mean(x^2) + eps) per row and n = x r:
+    `input_grad = r * (dy*g - n * mean(dy*g * n))` (per row) and
+    `gain_grad = sum over rows of dy * n`.
+
+    ```mlir
+    %dx, %dg = lathe.rms_norm_grad %x, %g, %dy {eps = 1.0e-05 : f64}
+        : tensor<8x64xf32>, tensor<64xf32>, tensor<8x64xf32>
+        -> tensor<8x64xf32>, tensor<64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input, Lathe_F32Tensor:$gain,
+                       Lathe_F32Tensor:$result_grad, F64Attr:$eps);
+  let results = (outs Lathe_F32Tensor:$input_grad, Lathe_F32Tensor:$gain_grad);
+  let assemblyFormat = [{
+    $input `,` $gain `,` $result_grad attr-dict `:` type($input) `,`
+    type($gain) `,` type($result_grad) `->` type($input_grad) `,` type($gain_grad)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_AttentionGradOp : Lathe_Op<"attention_grad", [Pure]> {
+  let summary = "The VJP of causal softmax GQA attention over the whole window.";
+  let description = [{
+    Recomputes the probabilities P of `lathe.attention` (same q, k, v,
+    heads, kv_heads; no offset, softmax) and, with dO the result's cotangent
+    and s = 1/sqrt(head_dim): `dV = P^T dO`, `dP = dO V^T`,
+    `dS = P * (dP - rowsum(dP * P))`, `dQ = s dS K`, `dK = s dS^T Q`; the
+    key and value gradients of a shared K/V head sum over the query heads of
+    its group.
+
+    ```mlir
+    %dq, %dk, %dv = lathe.attention_grad %q, %k, %v, %do {heads = 4 : i64, kv_heads = 2 : i64}
+        : tensor<8x64xf32>, tensor<8x32xf32>, tensor<8x32xf32>, tensor<8x64xf32>
+        -> tensor<8x64xf32>, tensor<8x32xf32>, tensor<8x32xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$query, Lathe_F32Tensor:$key,
+                       Lathe_F32Tensor:$value, Lathe_F32Tensor:$result_grad,
+                       I64Attr:$heads, I64Attr:$kv_heads);
+  let results = (outs Lathe_F32Tensor:$query_grad, Lathe_F32Tensor:$key_grad,
+                      Lathe_F32Tensor:$value_grad);
+  let assemblyFormat = [{
+    $query `,` $key `,` $value `,` $result_grad attr-dict `:` type($query) `,`
+    type($key) `,` type($value) `,` type($result_grad) `->` type($query_grad)
+    `,` type($key_grad) `,` type($value_grad)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_SwigluOp : Lathe_Op<"swiglu", [Pure, SameOperandsAndResultType]> {
+  let summary = "SwiGLU's gating, silu(gate) * up, elementwise.";
+  let description = [{
+    The hidden activation of a SwiGLU MLP, which its VJP needs again for the
+    down projection's weight gradient.
+
+    ```mlir
+    %h = lathe.swiglu %g, %u : tensor<8x128xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$gate, Lathe_F32Tensor:$up);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$gate `,` $up attr-dict `:` type($result)";
+}
+
+def Lathe_SwigluGradOp : Lathe_Op<"swiglu_grad", [Pure]> {
+  let summary = "The VJP of lathe.swiglu.";
+  let description = [{
+    With s = sigmoid(gate): `gate_grad = dh * up * s * (1 + gate * (1 - s))`
+    and `up_grad = dh * gate * s`.
+
+    ```mlir
+    %dg, %du = lathe.swiglu_grad %g, %u, %dh
+        : tensor<8x128xf32>, tensor<8x128xf32>, tensor<8x128xf32>
+        -> tensor<8x128xf32>, tensor<8x128xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$gate, Lathe_F32Tensor:$up,
+                       Lathe_F32Tensor:$result_grad);
+  let results = (outs Lathe_F32Tensor:$gate_grad, Lathe_F32Tensor:$up_grad);
+  let assemblyFormat = [{
+    $gate `,` $up `,` $result_grad attr-dict `:` type($gate) `,` type($up) `,`
+    type($result_grad) `->` type($gate_grad) `,` type($up_grad)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_EmbeddingGradOp : Lathe_Op<"embedding_grad", [Pure]> {
+  let summary = "The VJP of lathe.embedding: rows scattered back and summed.";
+  let description = [{
+    `result[v, :] = sum over t with tokens[t] == v of result_grad[t, :]`, for a
+    result of the table's shape [V, D].
+
+    ```mlir
+    %dtable = lathe.embedding_grad %tokens, %dx
+        : tensor<8xi32>, tensor<8x64xf32> -> tensor<256x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_I32Tensor:$tokens, Lathe_F32Tensor:$result_grad);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $tokens `,` $result_grad attr-dict `:` type($tokens) `,` type($result_grad)
+    `->` type($result)
+  }];
+  let hasVerifier = 1;
 }
 
 //===----------------------------------------------------------------------===//

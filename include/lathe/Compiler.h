@@ -31,10 +31,11 @@ inline constexpr const char *kCudaChips[] = {"sm_80", "sm_90"};
 /// Every dialect, interface and translation the compiler uses.
 void registerCompilerDialects(DialectRegistry &registry);
 
-/// Reads a model: a YAML spec (.yaml/.yml) or `lathe` IR (.mlir), verified.
-/// Errors are printed to `errs` as one line each; null on error.
+/// Reads a model: a YAML spec (.yaml/.yml) or `lathe` IR (.mlir), verified;
+/// `train` adds a spec's `grad` entry (see importSpec). Errors are printed to
+/// `errs` as one line each; null on error.
 OwningOpRef<ModuleOp> loadModel(llvm::StringRef path, MLIRContext &ctx,
-                                llvm::raw_ostream &errs);
+                                llvm::raw_ostream &errs, bool train = false);
 
 /// Runs the pipelines on `module` (consumed) and writes the artifact (binary)
 /// or the requested IR (text) to `out`.

@@ -9,11 +9,13 @@
 
 namespace mlir::lathe {
 
-/// Reads a YAML model spec and builds its `lathe` module: parameters and a
-/// `forward` entry. Errors go to `errs` as one line each,
+/// Reads a YAML model spec and builds its `lathe` module: parameters and the
+/// `forward`, `prefill*` and `decode` entries; with `train`, also `grad`: the
+/// mean cross-entropy of a max_seq window against its targets, marked for
+/// lathe-differentiate. Errors go to `errs` as one line each,
 /// `FILE:LINE:COL: error: MESSAGE`; on error the result is null.
 OwningOpRef<ModuleOp> importSpec(llvm::MemoryBufferRef spec, MLIRContext &ctx,
-                                 llvm::raw_ostream &errs);
+                                 llvm::raw_ostream &errs, bool train = false);
 
 } // namespace mlir::lathe
 

@@ -142,6 +142,17 @@ lathe_status_t lathe_session_decode(lathe_session_t *session, int32_t token,
 /* Number of positions the cache holds (0 after creation). */
 size_t lathe_session_cached(const lathe_session_t *session);
 
+/// Runs the artifact's `grad` entry (lathec --train): the mean cross-entropy
+/// of a window of `n` tokens against `n` targets (n is the entry's length,
+/// max_seq), and the gradient of that loss with respect to every parameter.
+/// Writes the loss to `*out_loss` and, when `out_path` is not null, the loss
+/// (a [1] tensor named "loss") and each gradient, named as its parameter, to
+/// a safetensors file.
+lathe_status_t lathe_session_grad(lathe_session_t *session,
+                                  const int32_t *tokens,
+                                  const int32_t *targets, size_t n,
+                                  float *out_loss, const char *out_path);
+
 /* Profiling, off by default. While it is enabled, the session times every
  * kernel launch with a monotonic clock and adds to that kernel's totals: one
  * call, the launch's wall time, and its Launch.flops. Turning it off keeps

@@ -46,6 +46,8 @@ const char *const kUsage =
     "       lathe-run ARTIFACT bench --weights WEIGHTS.safetensors\n"
     "                 [--prompt-len N] [--decode N] [--repeat R] [--profile]\n"
     "                 [--bandwidth-mib M]\n"
+    "       lathe-run ARTIFACT grad --weights WEIGHTS.safetensors\n"
+    "                 --tokens T0,T1,... --targets Y0,Y1,... [--out G.safetensors]\n"
     "       lathe-run ARTIFACT train ...\n"
     "\n"
     "cached-forward runs the first N tokens (default 1) through prefill and\n"
@@ -64,6 +66,9 @@ const char *const kUsage =
     "skips it; the faster of one stream and 16 interleaved streams per\n"
     "thread), and prints one JSON object on stdout (progress on stderr).\n"
     "--profile adds per-kernel times and GFLOP/s.\n"
+    "grad (an artifact from lathec --train) prints the mean cross-entropy of\n"
+    "one max_seq window against its targets and writes it, with the gradient\n"
+    "of every parameter, to --out.\n"
     "train needs an artifact compiled for training (a train_step entry).\n";
 
 [[noreturn]] void fail(const std::string &message) {
@@ -307,6 +312,24 @@ bool hasEntry(const lathe_artifact_t *art, const char *name) {
     if (!std::strcmp(lathe_artifact_entry_name(art, e), name))
       return true;
   return false;
+}
+
+int runGrad(const lathe_artifact_t *art, const Options &opts) {
+  const std::string &weights = opts.require("--weights", "grad");
+  std::vector<int32_t> tokens = parseTokens(opts.require("--tokens", "grad"));
+  std::vector<int32_t> targets =
+      parseTokens(opts.require("--targets", "grad"));
+  if (targets.size() != tokens.size())
+    fail("grad needs as many --targets as --tokens (" +
+         std::to_string(tokens.size()) + "), got " +
+         std::to_string(targets.size()));
+  const std::string *out = opts.get("--out");
+  SessionPtr session = openSession(art, weights);
+  float loss = 0;
+  check(lathe_session_grad(session.get(), tokens.data(), targets.data(),
+                           tokens.size(), &loss, out ? out->c_str() : nullptr));
+  std::printf("loss %.6f\n", double(loss));
+  return 0;
 }
 
 int runForward(const lathe_artifact_t *art, const Options &opts) {
@@ -1235,6 +1258,8 @@ int main(int argc, char **argv) {
   else if (command == "generate")
     allowed = {"--weights", "--prompt", "-n", "--temperature", "--top-k",
                "--seed", "--device"};
+  else if (command == "grad")
+    allowed = {"--weights", "--tokens", "--targets", "--out", "--device"};
   else if (command == "dump-ptx")
     allowed = {"-o"};
   else if (command == "bench")
@@ -1278,6 +1303,8 @@ int main(int argc, char **argv) {
     return runGenerate(art.get(), argv[1], opts);
   if (command == "train")
     return runTrain(art.get(), argv[1]);
+  if (command == "grad")
+    return runGrad(art.get(), opts);
   if (command == "bench")
     return runBench(art.get(), argv[1], opts);
   return runForward(art.get(), opts);

@@ -43,6 +43,11 @@ static cl::opt<bool> report(
     "report",
     cl::desc("Print kernels per layer and each kernel's FLOPs and bytes"),
     cl::init(false));
+static cl::opt<bool> train(
+    "train",
+    cl::desc("Also compile the spec's grad entry: loss and every parameter's "
+             "gradient (training, in progress)"),
+    cl::init(false));
 static cl::opt<std::string> gpuChip(
     "gpu-chip", cl::desc("Chip for --emit=llvm|ptx with --target=cuda"),
     cl::init("sm_90"));
@@ -71,7 +76,14 @@ int main(int argc, char **argv) {
   DialectRegistry registry;
   registerCompilerDialects(registry);
   MLIRContext ctx(registry);
-  OwningOpRef<ModuleOp> module = loadModel(inputPath, ctx, llvm::errs());
+  if (train && !(StringRef(inputPath).ends_with(".yaml") ||
+                 StringRef(inputPath).ends_with(".yml"))) {
+    llvm::errs() << "lathec: error: --train needs a YAML spec, got '"
+                 << inputPath << "'\n";
+    return 1;
+  }
+  OwningOpRef<ModuleOp> module =
+      loadModel(inputPath, ctx, llvm::errs(), train);
   if (!module)
     return 1;
 

@@ -523,3 +523,59 @@ func.func @row_sum_squares(%a: tensor<4x8xf32>) {
   %n = lathe.row_sum_squares %a : tensor<4x8xf32> -> tensor<8xf32>
   return
 }
+
+// -----
+
+func.func @ce_targets(%y: tensor<4x16xf32>, %t: tensor<3xi32>) {
+  // expected-error @+1 {{has 3 targets for 4 rows of logits}}
+  %l = lathe.cross_entropy %y, %t : tensor<4x16xf32>, tensor<3xi32> -> tensor<1xf32>
+  return
+}
+
+// -----
+
+func.func @ce_loss(%y: tensor<4x16xf32>, %t: tensor<4xi32>) {
+  // expected-error @+1 {{expects the loss to be a tensor<1xf32>, got 'tensor<2xf32>'}}
+  %l = lathe.cross_entropy %y, %t : tensor<4x16xf32>, tensor<4xi32> -> tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @matmul_contract(%a: tensor<4x16xf32>, %b: tensor<8x8xf32>) {
+  // expected-error @+1 {{contracts 16 columns of lhs with 8 rows of rhs}}
+  %c = lathe.matmul %a, %b : tensor<4x16xf32>, tensor<8x8xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @rms_norm_grad_gain(%x: tensor<4x8xf32>, %g: tensor<8xf32>, %h: tensor<4xf32>) {
+  // expected-error @+1 {{gain_grad must have the type of the gain ('tensor<8xf32>'), got 'tensor<4xf32>'}}
+  %dx, %dg = lathe.rms_norm_grad %x, %g, %x {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @attention_grad_key(%q: tensor<4x8xf32>, %k: tensor<4x4xf32>, %w: tensor<4x8xf32>) {
+  // expected-error @+1 {{key_grad must have the type of the key ('tensor<4x4xf32>'), got 'tensor<4x8xf32>'}}
+  %dq, %dk, %dv = lathe.attention_grad %q, %k, %k, %q {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x4xf32>
+  return
+}
+
+// -----
+
+func.func @swiglu_grad_type(%g: tensor<4x8xf32>, %u: tensor<4x4xf32>) {
+  // expected-error @+1 {{up must have the type of the gate ('tensor<4x8xf32>'), got 'tensor<4x4xf32>'}}
+  %a, %b = lathe.swiglu_grad %g, %u, %g : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @embedding_grad_rows(%t: tensor<4xi32>, %d: tensor<3x8xf32>) {
+  // expected-error @+1 {{has 3 gradient rows for 4 tokens}}
+  %e = lathe.embedding_grad %t, %d : tensor<4xi32>, tensor<3x8xf32> -> tensor<16x8xf32>
+  return
+}

@@ -160,3 +160,29 @@ func.func @loopformer(%x: tensor<4x8xf32>, %y: tensor<4x8xf32>, %s: tensor<1x8xf
   %z = lathe.gated_add %n, %y, %s : tensor<4x8xf32>, tensor<1x8xf32>
   return %z : tensor<4x8xf32>
 }
+
+// -----
+
+// The training ops round-trip: the loss, and the VJPs' own ops.
+// CHECK-LABEL: func.func @training
+// CHECK: lathe.cross_entropy %{{.*}}, %{{.*}} : tensor<4x16xf32>, tensor<4xi32> -> tensor<1xf32>
+// CHECK: lathe.cross_entropy_grad
+// CHECK: lathe.matmul %{{.*}}, %{{.*}} {transpose_lhs} : tensor<4x16xf32>, tensor<4x8xf32> -> tensor<16x8xf32>
+// CHECK: lathe.rms_norm_grad
+// CHECK: lathe.attention_grad %{{.*}} {heads = 2 : i64, kv_heads = 1 : i64}
+// CHECK: lathe.swiglu %{{.*}}, %{{.*}} : tensor<4x8xf32>
+// CHECK: lathe.swiglu_grad
+// CHECK: lathe.embedding_grad %{{.*}}, %{{.*}} : tensor<4xi32>, tensor<4x8xf32> -> tensor<16x8xf32>
+// CHECK: lathe.rope %{{.*}} {base = 1.000000e+04 : f64, heads = 2 : i64, inverse}
+func.func @training(%y: tensor<4x16xf32>, %t: tensor<4xi32>, %x: tensor<4x8xf32>, %g: tensor<8xf32>, %k: tensor<4x4xf32>) {
+  %l = lathe.cross_entropy %y, %t : tensor<4x16xf32>, tensor<4xi32> -> tensor<1xf32>
+  %dy = lathe.cross_entropy_grad %y, %t, %l : tensor<4x16xf32>, tensor<4xi32>, tensor<1xf32> -> tensor<4x16xf32>
+  %dw = lathe.matmul %dy, %x {transpose_lhs} : tensor<4x16xf32>, tensor<4x8xf32> -> tensor<16x8xf32>
+  %dx, %dg = lathe.rms_norm_grad %x, %g, %x {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<8xf32>
+  %dq, %dk, %dv = lathe.attention_grad %x, %k, %k, %x {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>
+  %h = lathe.swiglu %x, %x : tensor<4x8xf32>
+  %da, %db = lathe.swiglu_grad %x, %x, %h : tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<4x8xf32>
+  %de = lathe.embedding_grad %t, %x : tensor<4xi32>, tensor<4x8xf32> -> tensor<16x8xf32>
+  %r = lathe.rope %x {heads = 2 : i64, base = 1.0e+04 : f64, inverse} : tensor<4x8xf32> -> tensor<4x8xf32>
+  return
+}

@@ -1,0 +1,181 @@
+//===- Vjp.cpp - vector-Jacobian products of the lathe ops --------*- C++ -*-===//
+//
+// Each differentiable op builds its operands' cotangents in lathe ops
+// (VjpOpInterface). The rules are the textbook ones; what is lathe's own is
+// that they stay at the architecture level: the backward of an MLP is two
+// recomputed projections, one lathe.swiglu_grad and four products, which
+// kernel formation can fuse like the forward.
+//
+// Where an op's attributes select math that has no VJP here yet (a bias, a
+// position offset, softpick, phases), buildVjp fails with an error on the op
+// naming what is missing, and lathe-differentiate stops.
+//
+//===----------------------------------------------------------------------===//
+
+#include "lathe/LatheOps.h"
+
+using namespace mlir;
+using namespace mlir::lathe;
+
+namespace {
+
+/// The cotangent list of `op`, one null slot per operand, filled by operand.
+struct Cotangents {
+  SmallVectorImpl<Value> &out;
+  Cotangents(Operation *op, SmallVectorImpl<Value> &out) : out(out) {
+    out.assign(op->getNumOperands(), Value());
+  }
+  void set(OpOperand &operand, Value grad) {
+    out[operand.getOperandNumber()] = grad;
+  }
+  void set(MutableOperandRange range, Value grad) {
+    if (!range.empty())
+      set(range[0], grad);
+  }
+};
+
+LogicalResult unsupported(Operation *op, const Twine &what) {
+  return op->emitOpError() << "has no vector-Jacobian product " << what
+                           << " yet";
+}
+
+RankedTensorType tensorType(Value v) {
+  return llvm::cast<RankedTensorType>(v.getType());
+}
+
+/// dx = dy W and dW = dy^T x for y = x W^T: the two products every linear
+/// layer's VJP makes (the weight in nn.Linear layout [out, in]).
+std::pair<Value, Value> linearVjp(OpBuilder &b, Location loc, Value x, Value w,
+                                  Value dy) {
+  Value dx = MatmulOp::create(b, loc, tensorType(x), dy, w, false);
+  Value dw = MatmulOp::create(b, loc, tensorType(w), dy, x, true);
+  return {dx, dw};
+}
+
+} // namespace
+
+LogicalResult EmbeddingOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                                    SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (dys[0])
+    out.set(getTableMutable(),
+            EmbeddingGradOp::create(b, getLoc(), getTable().getType(),
+                                    getTokens(), dys[0]));
+  return success();
+}
+
+LogicalResult RmsNormOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                                  SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (getPhases() != 1)
+    return unsupported(*this, "for phases > 1");
+  if (!dys[0])
+    return success();
+  auto g = RmsNormGradOp::create(b, getLoc(), getInput().getType(),
+                                 getGain().getType(), getInput(), getGain(),
+                                 dys[0], getEps());
+  out.set(getInputMutable(), g.getInputGrad());
+  out.set(getGainMutable(), g.getGainGrad());
+  return success();
+}
+
+LogicalResult LinearOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                                 SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (getBias())
+    return unsupported(*this, "for a bias");
+  Value dy = dys[0];
+  if (!dy)
+    return success();
+  auto [dx, dw] = linearVjp(b, getLoc(), getInput(), getWeight(), dy);
+  out.set(getInputMutable(), dx);
+  out.set(getWeightMutable(), dw);
+  out.set(getAccumulateMutable(), dy);
+  return success();
+}
+
+LogicalResult RopeOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                               SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (getOffset())
+    return unsupported(*this, "at a position offset");
+  if (!dys[0])
+    return success();
+  // A rotation's transpose is the rotation by minus the angle.
+  out.set(getInputMutable(),
+          RopeOp::create(b, getLoc(), getType(), dys[0], Value(),
+                         getHeads(), getBase(), /*inverse=*/!getInverse()));
+  return success();
+}
+
+LogicalResult AttentionOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                                    SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (getOffset())
+    return unsupported(*this, "at a position offset");
+  if (getNormalizer() != Normalizer::softmax)
+    return unsupported(*this, "for softpick");
+  if (!dys[0])
+    return success();
+  auto g = AttentionGradOp::create(
+      b, getLoc(), getQuery().getType(), getKey().getType(),
+      getValue().getType(), getQuery(), getKey(), getValue(), dys[0],
+      getHeads(), getKvHeads());
+  out.set(getQueryMutable(), g.getQueryGrad());
+  out.set(getKeyMutable(), g.getKeyGrad());
+  out.set(getValueMutable(), g.getValueGrad());
+  return success();
+}
+
+LogicalResult MlpOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                              SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (getKind() != MlpKind::swiglu)
+    return unsupported(*this, "for a GELU or ReLU² MLP");
+  if (getGateBias() || getUpBias() || getDownBias())
+    return unsupported(*this, "for biases");
+  Value dy = dys[0];
+  if (!dy)
+    return success();
+  Location loc = getLoc();
+  Value x = getInput(), wg = getGateWeight(), wu = getUpWeight(),
+        wd = getDownWeight();
+  // Recompute the hidden pre-activations rather than keep them: [T, width]
+  // twice per layer is the largest activation of a decoder.
+  auto hidden = [&](Value w) -> Value {
+    auto t = RankedTensorType::get(
+        {tensorType(x).getDimSize(0), tensorType(w).getDimSize(0)},
+        b.getF32Type());
+    return LinearOp::create(b, loc, t, x, w, Value(), Value());
+  };
+  Value g = hidden(wg), u = hidden(wu);
+  Value h = SwigluOp::create(b, loc, g, u);
+  auto [dh, dwd] = linearVjp(b, loc, h, wd, dy);
+  auto act = SwigluGradOp::create(b, loc, g.getType(), u.getType(), g, u, dh);
+  auto [dxg, dwg] = linearVjp(b, loc, x, wg, act.getGateGrad());
+  auto [dxu, dwu] = linearVjp(b, loc, x, wu, act.getUpGrad());
+  out.set(getInputMutable(), AddOp::create(b, loc, dxg, dxu));
+  out.set(getGateWeightMutable(), dwg);
+  out.set(getUpWeightMutable(), dwu);
+  out.set(getDownWeightMutable(), dwd);
+  out.set(getAccumulateMutable(), dy);
+  return success();
+}
+
+LogicalResult AddOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                              SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  out.set(getLhsMutable(), dys[0]);
+  out.set(getRhsMutable(), dys[0]);
+  return success();
+}
+
+LogicalResult CrossEntropyOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                                       SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (dys[0])
+    out.set(getLogitsMutable(),
+            CrossEntropyGradOp::create(b, getLoc(), getLogits().getType(),
+                                       getLogits(), getTargets(), dys[0]));
+  return success();
+}

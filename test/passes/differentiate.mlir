@@ -1,0 +1,73 @@
+// RUN: lathe-opt %s --lathe-differentiate --split-input-file | FileCheck %s
+
+// A norm, a head tied to the embedding, and a parameter the loss does not
+// read: the function returns the loss, then one gradient per lathe.param in
+// declaration order. The tied table's two uses (lookup and head) are summed;
+// the unused parameter's gradient is zeros.
+lathe.param @"embed.weight" : tensor<16x8xf32> init(normal, std = 0.02)
+lathe.param @"norm.weight" : tensor<8xf32> init(ones)
+lathe.param @"unused" : tensor<3xf32> init(ones)
+// CHECK-LABEL: func.func @grad
+// CHECK-SAME: -> (tensor<1xf32>, tensor<16x8xf32>, tensor<8xf32>, tensor<3xf32>)
+// CHECK-SAME: attributes {lathe.gradients = [@embed.weight, @norm.weight, @unused]}
+// CHECK: %[[X:.*]] = lathe.embedding
+// CHECK: %[[H:.*]] = lathe.rms_norm %[[X]]
+// CHECK: %[[Y:.*]] = lathe.linear %[[H]], %[[W:[^ ]*]]
+// CHECK: %[[L:.*]] = lathe.cross_entropy %[[Y]], %[[T:[^ ]*]]
+// CHECK: %[[ONE:.*]] = linalg.fill ins(%{{.*}} : f32) outs(%{{.*}} : tensor<1xf32>)
+// CHECK: %[[DY:.*]] = lathe.cross_entropy_grad %[[Y]], %[[T]], %[[ONE]]
+// CHECK: %[[DH:.*]] = lathe.matmul %[[DY]], %[[W]] :
+// CHECK: %[[DWHEAD:.*]] = lathe.matmul %[[DY]], %[[H]] {transpose_lhs}
+// CHECK: %[[DX:.*]], %[[DG:.*]] = lathe.rms_norm_grad %[[X]], %{{.*}}, %[[DH]]
+// CHECK: %[[DWEMB:.*]] = lathe.embedding_grad %{{.*}}, %[[DX]]
+// CHECK: %[[DW:.*]] = lathe.add %[[DWHEAD]], %[[DWEMB]]
+// CHECK: %[[Z:.*]] = linalg.fill ins(%{{.*}} : f32) outs(%{{.*}} : tensor<3xf32>)
+// CHECK: return %[[L]], %[[DW]], %[[DG]], %[[Z]]
+func.func @grad(%tok: tensor<4xi32>, %t: tensor<4xi32>) -> tensor<1xf32> attributes {lathe.differentiate} {
+  %e = lathe.weight @"embed.weight" : tensor<16x8xf32>
+  %x = lathe.embedding %tok, %e : tensor<4xi32>, tensor<16x8xf32> -> tensor<4x8xf32>
+  %g = lathe.weight @"norm.weight" : tensor<8xf32>
+  %h = lathe.rms_norm %x, %g {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  %w = lathe.weight @"embed.weight" : tensor<16x8xf32>
+  %y = lathe.linear %h, %w : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
+  %l = lathe.cross_entropy %y, %t : tensor<4x16xf32>, tensor<4xi32> -> tensor<1xf32>
+  return %l : tensor<1xf32>
+}
+
+// -----
+
+// A decoder layer's pieces: RoPE's VJP is the inverse rotation; attention's
+// is one lathe.attention_grad; a SwiGLU MLP recomputes its two hidden
+// projections, and its residual passes the cotangent straight through.
+lathe.param @"wq" : tensor<8x8xf32> init(normal, std = 0.02)
+lathe.param @"wk" : tensor<4x8xf32> init(normal, std = 0.02)
+lathe.param @"wg" : tensor<16x8xf32> init(normal, std = 0.02)
+lathe.param @"wu" : tensor<16x8xf32> init(normal, std = 0.02)
+lathe.param @"wd" : tensor<8x16xf32> init(normal, std = 0.02)
+lathe.param @"head" : tensor<16x8xf32> init(normal, std = 0.02)
+// CHECK-LABEL: func.func @layer
+// CHECK: lathe.cross_entropy_grad
+// CHECK: %[[G:.*]] = lathe.linear %[[A:[^ ,]*]], %{{.*}} : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
+// CHECK: %[[U:.*]] = lathe.linear %[[A]], %{{.*}} : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
+// CHECK: lathe.swiglu %[[G]], %[[U]]
+// CHECK: lathe.swiglu_grad %[[G]], %[[U]]
+// CHECK: lathe.attention_grad {{.*}} {heads = 2 : i64, kv_heads = 1 : i64}
+// CHECK: lathe.rope {{.*}}inverse
+// CHECK: lathe.rope {{.*}}inverse
+func.func @layer(%x: tensor<4x8xf32>, %t: tensor<4xi32>) -> tensor<1xf32> attributes {lathe.differentiate} {
+  %wq = lathe.weight @"wq" : tensor<8x8xf32>
+  %wk = lathe.weight @"wk" : tensor<4x8xf32>
+  %q = lathe.linear %x, %wq : tensor<4x8xf32>, tensor<8x8xf32> -> tensor<4x8xf32>
+  %k = lathe.linear %x, %wk : tensor<4x8xf32>, tensor<4x8xf32> -> tensor<4x4xf32>
+  %qr = lathe.rope %q {heads = 2 : i64, base = 1.0e+04 : f64} : tensor<4x8xf32> -> tensor<4x8xf32>
+  %kr = lathe.rope %k {heads = 1 : i64, base = 1.0e+04 : f64} : tensor<4x4xf32> -> tensor<4x4xf32>
+  %a = lathe.attention %qr, %kr, %k {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32> -> tensor<4x8xf32>
+  %wg = lathe.weight @"wg" : tensor<16x8xf32>
+  %wu = lathe.weight @"wu" : tensor<16x8xf32>
+  %wd = lathe.weight @"wd" : tensor<8x16xf32>
+  %m = lathe.mlp swiglu %a gate %wg up %wu down %wd accumulate %x : (tensor<4x8xf32>, tensor<16x8xf32>, tensor<16x8xf32>, tensor<8x16xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>
+  %wh = lathe.weight @"head" : tensor<16x8xf32>
+  %y = lathe.linear %m, %wh : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
+  %l = lathe.cross_entropy %y, %t : tensor<4x16xf32>, tensor<4xi32> -> tensor<1xf32>
+  return %l : tensor<1xf32>
+}

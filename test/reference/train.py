@@ -1,0 +1,483 @@
+#!/usr/bin/python3
+"""Independent numpy reference for training lathe's standard decoder (float64).
+
+Written from docs/model-and-weights.md (the contract) and ARCHITECTURES.md (which
+parameters get no weight decay), reusing decoder.py's forward and primitives; not
+from the compiler's sources.
+
+  loss(spec, weights, tokens, targets)              mean cross-entropy
+  loss_and_grads(spec, weights, tokens, targets)    (loss, {name: dL/dname}), hand-written backprop
+  clip_by_global_norm(grads, max_norm)              (clipped grads, pre-clip global norm)
+  lr_at(step, base_lr, warmup, total, min_lr)       warmup + cosine schedule (step counts from 1)
+  adamw_step(weights, grads, m, v, step, lr, ...)   one torch.optim.AdamW update
+  no_decay_names(spec, names)                       the parameters without weight decay
+
+Conventions:
+- tokens / targets: int arrays of shape [T] (one sequence) or [B, T] (B independent
+  sequences, no attention across rows). The loss is the mean over all B*T positions of
+  -log softmax(logits[b, t])[targets[b, t]]; gradients are of that mean.
+- Only the standard decoder (every option of the contract's options table, taper
+  excluded) has gradients; three_phase, attn_res, loop and mlp.taper raise
+  NotImplementedError in loss_and_grads. With tie_embeddings the gradient of
+  embed.weight is the sum of its input (gather) and LM-head uses.
+- lr_at: step is the 1-based index t of the optimizer update (t = 1 .. total), the same t
+  adamw_step uses for bias correction. Linear warmup lr = base_lr * t / warmup for
+  t < warmup (t = 0 would give 0), lr_at(warmup) = base_lr, then cosine
+  min_lr + (base_lr - min_lr) * 0.5 * (1 + cos(pi * (t - warmup) / (total - warmup)))
+  for warmup <= t <= total, so lr_at(total) = min_lr; min_lr for t > total.
+- adamw_step follows torch.optim.AdamW exactly: p *= 1 - lr * wd (wd = 0 for no-decay
+  names); m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+  p -= lr * (m / (1 - b1^t)) / (sqrt(v) / sqrt(1 - b2^t) + eps).
+
+CLI:
+  train.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --targets 2,3,4 --out G.safetensors
+      writes every gradient (float32, the weight's name and shape) plus "loss" (float32, shape [1])
+  train.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --targets 2,3,4 --compare G.safetensors [--rtol 1e-3]
+      compares a gradient file against the reference: one line per tensor (and "loss"),
+      rel = max|a - b| / max(max|b|, 1e-12) with b the reference; exit 1 if any rel > rtol
+      or a tensor is missing or has the wrong shape (extra tensors are reported, not fatal).
+  --tokens / --targets may hold several sequences separated by ';' (a [B, T] batch).
+"""
+import argparse
+import math
+import os
+import re
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import decoder as ref  # noqa: E402
+import safetensors_np  # noqa: E402
+
+
+# ---------------------------------------------------------------- helpers
+
+def _check_standard(spec):
+    for key in ("three_phase", "attn_res", "loop"):
+        if spec.get(key) is not None:
+            raise NotImplementedError(f"train.py: gradients for the {key} spec key are not implemented "
+                                      f"(standard decoder only)")
+    if spec["mlp"].get("taper") is not None:
+        raise NotImplementedError("train.py: gradients for mlp.taper are not implemented (standard decoder only)")
+
+
+def _batch(spec, tokens, targets):
+    """int64 arrays [B, T] (a 1-D input becomes B = 1), validated."""
+    tok, tgt = np.asarray(tokens), np.asarray(targets)
+    if tok.shape != tgt.shape:
+        raise ValueError(f"tokens {list(tok.shape)} and targets {list(tgt.shape)} differ in shape")
+    if tok.ndim == 1:
+        tok, tgt = tok[None], tgt[None]
+    if tok.ndim != 2 or tok.shape[1] == 0 or tok.shape[0] == 0:
+        raise ValueError(f"tokens must have shape [T] or [B, T] with B, T >= 1, got {list(np.shape(tokens))}")
+    if tok.shape[1] > spec["max_seq"]:
+        raise ValueError(f"T = {tok.shape[1]} exceeds max_seq = {spec['max_seq']}")
+    V = spec["vocab"]
+    for a, n in ((tok, "token"), (tgt, "target")):
+        if not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"{n} ids must be integers, got dtype {a.dtype}")
+        if a.min() < 0 or a.max() >= V:
+            raise ValueError(f"{n} ids must lie in [0, {V})")
+    return tok.astype(np.int64), tgt.astype(np.int64)
+
+
+def _check_shapes(spec, weights):
+    """Names and shapes as documented; any float dtype (float64 allowed, for finite differences)."""
+    for name, (shape, _) in ref.weight_shapes(spec).items():
+        if name not in weights:
+            raise ValueError(f"missing tensor {name}")
+        if tuple(np.shape(weights[name])) != shape:
+            raise ValueError(f"tensor {name} has shape {list(np.shape(weights[name]))}, expected {list(shape)}")
+
+
+def cross_entropy(logits, targets):
+    """Per-position -log softmax(logits)[target], float64; logits [..., V], targets [...]."""
+    m = np.max(logits, axis=-1, keepdims=True)
+    lse = m[..., 0] + np.log(np.sum(np.exp(logits - m), axis=-1))
+    return lse - np.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+
+
+# ---------------------------------------------------------------- loss
+
+def loss(spec, weights, tokens, targets):
+    """Mean cross-entropy over all positions (float).
+
+    The logits come from decoder.forward (the reference forward, no KV cache) when every
+    weight is float32, as in a weight file. decoder.forward refuses other dtypes, so
+    float64 weights (finite differences) go through forward_train, the forward that
+    loss_and_grads differentiates; it is built from decoder.py's primitives and the
+    self-check requires it to equal decoder.forward.
+    """
+    tok, tgt = _batch(spec, tokens, targets)
+    if all(np.asarray(a).dtype == np.float32 for a in weights.values()):
+        logits = np.stack([ref.forward(spec, weights, row) for row in tok])
+    else:
+        _check_standard(spec)
+        _check_shapes(spec, weights)
+        W = {n: np.asarray(a, np.float64) for n, a in weights.items()}
+        logits = np.stack([forward_train(spec, W, row)[0] for row in tok])
+    return float(np.mean(cross_entropy(logits, tgt)))
+
+
+# ---------------------------------------------------------------- forward with a tape
+
+def _act_grad(kind, z):
+    """d act(z) / dz for gelu (tanh) and relu2."""
+    if kind == "gelu":
+        c = math.sqrt(2.0 / math.pi)
+        t = np.tanh(c * (z + 0.044715 * z ** 3))
+        return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * c * (1.0 + 3 * 0.044715 * z * z)
+    return 2.0 * np.maximum(z, 0.0)
+
+
+def _rope_back(dy, base):
+    """Adjoint of decoder.rope (positions 0..T-1): rotate by the negative angle."""
+    T, _, Dh = dy.shape
+    half = Dh // 2
+    f = base ** (-2.0 * np.arange(half) / Dh)
+    ang = np.arange(T, dtype=np.float64)[:, None, None] * f[None, None, :]
+    c, s = np.cos(ang), np.sin(ang)
+    ya, yb = dy[..., :half], dy[..., half:]
+    return np.concatenate([ya * c + yb * s, yb * c - ya * s], axis=-1)
+
+
+def forward_train(spec, W, tokens):
+    """(logits [T, V], tape) for one 1-D sequence, float64 weights W; the tape feeds _backward."""
+    D, L, H, K = spec["d_model"], spec["layers"], spec["heads"], spec["kv_heads"]
+    Dh, eps, base = D // H, spec["norm"]["eps"], spec["rope"]["base"]
+    ln, bias = spec["norm"]["kind"] == "layernorm", spec["bias"]
+    use_rope, kind = spec["position"] == "rope", spec["mlp"]["kind"]
+    normalizer = {"softmax": ref.softmax, "softpick": ref.softpick}[spec["attention"]["normalizer"]]
+    T = len(tokens)
+    grp = np.arange(H) // (H // K)
+
+    def norm(x, n):
+        if ln:
+            return ref.layernorm(x, W[n + ".weight"], W[n + ".bias"], eps)
+        return ref.rmsnorm(x, W[n + ".weight"], eps)
+
+    def lin(x, n):
+        y = x @ W[n + ".weight"].T
+        return y + W[n + ".bias"] if bias else y
+
+    tape = {"tokens": tokens, "layers": []}
+    x = W["embed.weight"][tokens]
+    if not use_rope:
+        x = x + W["pos_embed.weight"][:T]
+    for l in range(L):
+        p, c = f"layers.{l}.", {}
+        c["x_attn"] = x
+        h = c["h_attn"] = norm(x, p + "attn_norm")
+        q = lin(h, p + "attn.wq").reshape(T, H, Dh)
+        k = lin(h, p + "attn.wk").reshape(T, K, Dh)
+        v = lin(h, p + "attn.wv").reshape(T, K, Dh)
+        if use_rope:
+            q, k = ref.rope(q, base), ref.rope(k, base)
+        P = ref.attention_probs(q, k, H, K, normalizer)                  # [H, T, T]
+        kh, vh = k[:, grp], v[:, grp]
+        a = np.einsum("hts,shd->thd", P, vh).reshape(T, H * Dh)
+        c.update(q=q, kh=kh, vh=vh, P=P, a=a)
+        if spec["attention"]["normalizer"] == "softpick":
+            S = np.einsum("thd,shd->hts", q, kh) / np.sqrt(Dh)
+            c["S"] = np.where(np.triu(np.ones((T, T), bool), k=1)[None], -np.inf, S)
+        x = x + lin(a, p + "attn.wo")
+        c["x_mlp"] = x
+        h = c["h_mlp"] = norm(x, p + "mlp_norm")
+        if kind == "swiglu":
+            g, u = lin(h, p + "mlp.w_gate"), lin(h, p + "mlp.w_up")
+            m = ref.silu(g) * u
+            c.update(g=g, u=u)
+        else:
+            u = lin(h, p + "mlp.w_up")
+            m = ref.gelu_tanh(u) if kind == "gelu" else ref.relu2(u)
+            c["u"] = u
+        c["m"] = m
+        x = x + lin(m, p + "mlp.w_down")
+        tape["layers"].append(c)
+    tape["x_final"] = x
+    hf = tape["h_final"] = norm(x, "norm")
+    head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
+    return hf @ head.T, tape
+
+
+# ---------------------------------------------------------------- backward
+
+def _backward(spec, W, tape, dlogits, G):
+    """Accumulate dL/dW into G (float64 dict) given dL/dlogits [T, V] for one sequence."""
+    D, L, H, K = spec["d_model"], spec["layers"], spec["heads"], spec["kv_heads"]
+    Dh, eps, base = D // H, spec["norm"]["eps"], spec["rope"]["base"]
+    ln, bias = spec["norm"]["kind"] == "layernorm", spec["bias"]
+    use_rope, kind = spec["position"] == "rope", spec["mlp"]["kind"]
+    T = dlogits.shape[0]
+    rep = H // K
+
+    def norm_back(x, dy, n):
+        """dL/dx for y = norm(x, n); accumulates the gain (and bias) gradients."""
+        g = W[n + ".weight"]
+        if ln:
+            xc = x - np.mean(x, axis=-1, keepdims=True)
+            r = 1.0 / np.sqrt(np.mean(xc * xc, axis=-1, keepdims=True) + eps)
+            xhat = xc * r
+            G[n + ".bias"] += dy.sum(0)
+            G[n + ".weight"] += (dy * xhat).sum(0)
+            dxh = dy * g
+            return r * (dxh - np.mean(dxh, axis=-1, keepdims=True)
+                        - xhat * np.mean(dxh * xhat, axis=-1, keepdims=True))
+        r = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
+        xhat = x * r
+        G[n + ".weight"] += (dy * xhat).sum(0)
+        dxh = dy * g
+        return r * (dxh - xhat * np.mean(dxh * xhat, axis=-1, keepdims=True))
+
+    def lin_back(x, dy, n):
+        G[n + ".weight"] += dy.T @ x
+        if bias:
+            G[n + ".bias"] += dy.sum(0)
+        return dy @ W[n + ".weight"]
+
+    # LM head (no bias) and final norm
+    head = "embed.weight" if spec["tie_embeddings"] else "lm_head.weight"
+    G[head] += dlogits.T @ tape["h_final"]
+    dx = norm_back(tape["x_final"], dlogits @ W[head], "norm")
+
+    for l in reversed(range(L)):
+        p, c = f"layers.{l}.", tape["layers"][l]
+        # MLP: x = x_mlp + lin(m, w_down)
+        dm = lin_back(c["m"], dx, p + "mlp.w_down")
+        if kind == "swiglu":
+            g, u = c["g"], c["u"]
+            sg = 1.0 / (1.0 + np.exp(-g))
+            dg = dm * u * sg * (1.0 + g * (1.0 - sg))      # silu'(g) = s (1 + g (1 - s))
+            dh = lin_back(c["h_mlp"], dg, p + "mlp.w_gate") + lin_back(c["h_mlp"], dm * g * sg, p + "mlp.w_up")
+        else:
+            dh = lin_back(c["h_mlp"], dm * _act_grad(kind, c["u"]), p + "mlp.w_up")
+        dx = dx + norm_back(c["x_mlp"], dh, p + "mlp_norm")
+        # attention: x = x_attn + lin(a, wo)
+        da = lin_back(c["a"], dx, p + "attn.wo").reshape(T, H, Dh)
+        P, q, kh, vh = c["P"], c["q"], c["kh"], c["vh"]
+        dP = np.einsum("thd,shd->hts", da, vh)                      # [H, T, S]
+        dvh = np.einsum("hts,thd->shd", P, da)                      # [S, H, Dh]
+        if spec["attention"]["normalizer"] == "softmax":
+            dS = P * (dP - np.sum(dP * P, axis=-1, keepdims=True))
+        else:
+            # y_i = relu(e^x_i - 1) / Z, Z = sum_j |e^x_j - 1| + eps (masked j excluded):
+            # dx_i = e^x_i / Z * ([x_i > 0] dy_i - sign(x_i) sum_j dy_j y_j). With m = max(max x, 0),
+            # e^x_i / Z = e^(x_i - m) / (sum_j |e^(x_j - m) - e^-m| + eps e^-m), as in decoder.softpick.
+            S = c["S"]
+            mask = np.isneginf(S)
+            mx = np.maximum(np.max(S, axis=-1, keepdims=True), 0.0)
+            Sf = np.where(mask, 0.0, S)
+            d = np.where(mask, 0.0, np.exp(Sf - mx) - np.exp(-mx))
+            Zs = np.sum(np.abs(d), axis=-1, keepdims=True) + 1e-8 * np.exp(-mx)
+            ex = np.where(mask, 0.0, np.exp(Sf - mx)) / Zs
+            dot = np.sum(dP * P, axis=-1, keepdims=True)
+            dS = ex * ((Sf > 0) * dP - np.sign(Sf) * dot)
+            dS = np.where(mask, 0.0, dS)
+        dS = dS / np.sqrt(Dh)
+        dq = np.einsum("hts,shd->thd", dS, kh)
+        dkh = np.einsum("hts,thd->shd", dS, q)
+        dk = dkh.reshape(T, K, rep, Dh).sum(2)          # query head h reads kv head h // rep
+        dv = dvh.reshape(T, K, rep, Dh).sum(2)
+        if use_rope:
+            dq, dk = _rope_back(dq, base), _rope_back(dk, base)
+        h = c["h_attn"]
+        dh = (lin_back(h, dq.reshape(T, H * Dh), p + "attn.wq")
+              + lin_back(h, dk.reshape(T, K * Dh), p + "attn.wk")
+              + lin_back(h, dv.reshape(T, K * Dh), p + "attn.wv"))
+        dx = dx + norm_back(c["x_attn"], dh, p + "attn_norm")
+
+    np.add.at(G["embed.weight"], tape["tokens"], dx)
+    if not use_rope:
+        G["pos_embed.weight"][:T] += dx
+
+
+def loss_and_grads(spec, weights, tokens, targets):
+    """(loss, {name: gradient}) for the standard decoder, by reverse-mode backprop in float64.
+
+    Gradients have the weights' shapes and cover exactly the documented tensors
+    (decoder.weight_shapes; extra tensors in `weights` are ignored). Raises
+    NotImplementedError for three_phase, attn_res, loop and mlp.taper.
+    """
+    _check_standard(spec)
+    _check_shapes(spec, weights)
+    tok, tgt = _batch(spec, tokens, targets)
+    shapes = ref.weight_shapes(spec)
+    W = {n: np.asarray(weights[n], np.float64) for n in shapes}
+    G = {n: np.zeros(s) for n, (s, _) in shapes.items()}
+    N = tok.size
+    total = 0.0
+    for row, trow in zip(tok, tgt):
+        logits, tape = forward_train(spec, W, row)
+        total += float(np.sum(cross_entropy(logits, trow)))
+        probs = ref.softmax(logits, axis=-1)
+        probs[np.arange(len(trow)), trow] -= 1.0
+        _backward(spec, W, tape, probs / N, G)
+    return total / N, G
+
+
+# ---------------------------------------------------------------- optimizer
+
+def clip_by_global_norm(grads, max_norm):
+    """(clipped, norm): norm = sqrt(sum of all squared entries) before clipping; if norm > max_norm
+    every gradient is scaled by max_norm / norm (torch.nn.utils.clip_grad_norm_ uses
+    max_norm / (norm + 1e-6); this uses the exact ratio), else returned unchanged (copied)."""
+    norm = math.sqrt(sum(float(np.sum(np.asarray(g, np.float64) ** 2)) for g in grads.values()))
+    scale = max_norm / norm if norm > max_norm else 1.0
+    return {n: np.asarray(g, np.float64) * scale for n, g in grads.items()}, norm
+
+
+def lr_at(step, base_lr, warmup, total, min_lr):
+    """Learning rate of optimizer update `step` (1-based: the first update is step 1).
+
+    step < warmup:            base_lr * step / warmup (linear from 0 at step 0)
+    warmup <= step <= total:  min_lr + (base_lr - min_lr) * 0.5 * (1 + cos(pi * (step - warmup) / (total - warmup)))
+    step > total:             min_lr
+    So lr_at(warmup) = base_lr and lr_at(total) = min_lr. Needs 0 <= warmup <= total;
+    with warmup == total, step == total gives min_lr.
+    """
+    if not (0 <= warmup <= total):
+        raise ValueError(f"need 0 <= warmup <= total, got warmup={warmup} total={total}")
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    if step < warmup:
+        return base_lr * step / warmup
+    if step >= total:
+        return min_lr
+    r = (step - warmup) / (total - warmup)
+    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * r))
+
+
+_NORMS = ("attn_norm", "mlp_norm", "norm", "prelude_norm")
+_NO_DECAY_EXACT = ("injection.A_log", "injection.dt_bias", "injection.B")   # ARCHITECTURES.md s4.1 (Parcae)
+
+
+def no_decay_names(spec, names):
+    """The subset of `names` (in their order) that gets no weight decay.
+
+    - every bias: names ending in ".bias" (linear biases, layernorm biases, LoopFormer's
+      embedder / modulation biases);
+    - every norm gain: "{attn_norm,mlp_norm,norm,prelude_norm}.weight" at any prefix, and the
+      attn_res routing norms "....attn_res.{attn,mlp}.norm", "attn_res_final.norm";
+    - Parcae's injection.A_log, injection.dt_bias, injection.B (ARCHITECTURES.md s4.1).
+    Everything else (embeddings, pos_embed, linear weights, lm_head, attn_res queries,
+    three_phase rotation.theta (s3: decayed), coda_proj) is decayed. spec is accepted
+    for the interface; the rule depends on names only.
+    """
+    out = []
+    for n in names:
+        parts = n.split(".")
+        if (parts[-1] == "bias" or n in _NO_DECAY_EXACT
+                or (len(parts) >= 2 and parts[-1] == "weight" and parts[-2] in _NORMS)
+                or re.fullmatch(r"(layers\.\d+\.attn_res\.(attn|mlp)|attn_res_final)\.norm", n)):
+            out.append(n)
+    return out
+
+
+def adamw_step(weights, grads, m, v, step, lr, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1,
+               no_decay=()):
+    """One torch.optim.AdamW update (float64); returns (new weights, new m, new v).
+
+    step: the 1-based update count t (bias corrections 1 - beta^t). m and v map names to
+    the moment arrays (None or a missing name means zeros, i.e. the first step).
+    Parameters named in no_decay get weight_decay 0. Order as in torch: decoupled decay
+    p *= 1 - lr * wd; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+    p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+    Only names present in grads are updated; other weights are passed through.
+    """
+    if step < 1:
+        raise ValueError(f"step counts from 1, got {step}")
+    m, v, nd = dict(m or {}), dict(v or {}), set(no_decay)
+    new_w = {n: np.asarray(a, np.float64).copy() for n, a in weights.items()}
+    bc1, bc2 = 1.0 - beta1 ** step, 1.0 - beta2 ** step
+    for n, g in grads.items():
+        g = np.asarray(g, np.float64)
+        p = new_w[n]
+        if p.shape != g.shape:
+            raise ValueError(f"gradient {n} has shape {list(g.shape)}, weight {list(p.shape)}")
+        wd = 0.0 if n in nd else weight_decay
+        p = p * (1.0 - lr * wd)
+        mn = beta1 * (np.zeros_like(g) if m.get(n) is None else np.asarray(m[n], np.float64)) + (1 - beta1) * g
+        vn = beta2 * (np.zeros_like(g) if v.get(n) is None else np.asarray(v[n], np.float64)) + (1 - beta2) * g * g
+        new_w[n] = p - (lr / bc1) * mn / (np.sqrt(vn) / math.sqrt(bc2) + eps)
+        m[n], v[n] = mn, vn
+    return new_w, m, v
+
+
+# ---------------------------------------------------------------- CLI
+
+def compare_grads(got, want, rtol):
+    """(ok, lines): per-tensor rel = max|got - want| / max(max|want|, 1e-12)."""
+    ok, lines = True, []
+    for n in sorted(want):
+        b = np.asarray(want[n], np.float64)
+        if n not in got:
+            ok = False
+            lines.append(f"MISSING  {n} shape={list(b.shape)}")
+            continue
+        a = np.asarray(got[n], np.float64)
+        if a.shape != b.shape:
+            ok = False
+            lines.append(f"SHAPE    {n} got={list(a.shape)} want={list(b.shape)}")
+            continue
+        if not np.all(np.isfinite(a)):
+            ok = False
+            lines.append(f"NONFINITE {n}")
+            continue
+        err = float(np.max(np.abs(a - b))) if a.size else 0.0
+        mref = float(np.max(np.abs(b))) if b.size else 0.0
+        rel = err / max(mref, 1e-12)
+        good = rel <= rtol
+        ok &= good
+        lines.append(f"{'OK      ' if good else 'MISMATCH'} {n} rel={rel:.3e} max_abs_err={err:.3e} "
+                     f"max_abs_ref={mref:.3e}")
+    for n in sorted(set(got) - set(want)):
+        lines.append(f"EXTRA    {n} (ignored)")
+    return ok, lines
+
+
+def _parse_ids(s):
+    rows = [[int(t) for t in r.split(",") if t.strip()] for r in s.split(";") if r.strip()]
+    if len({len(r) for r in rows}) != 1:
+        raise ValueError("every ';'-separated sequence must have the same length")
+    return np.array(rows[0] if len(rows) == 1 else rows, np.int64)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--spec", required=True)
+    ap.add_argument("--weights", required=True, help="safetensors weights")
+    ap.add_argument("--tokens", required=True, help="comma-separated ids; ';' separates sequences of a batch")
+    ap.add_argument("--targets", required=True, help="same layout as --tokens")
+    ap.add_argument("--out", help="write the reference gradients (float32) and 'loss' [1] here")
+    ap.add_argument("--compare", help="safetensors gradient file to check against the reference")
+    ap.add_argument("--rtol", type=float, default=1e-3)
+    args = ap.parse_args(argv)
+    if not (args.out or args.compare):
+        ap.error("give --out or --compare")
+    spec = ref.load_spec(args.spec)
+    weights, _ = safetensors_np.load(args.weights)
+    try:
+        tokens, targets = _parse_ids(args.tokens), _parse_ids(args.targets)
+        ref.check_weights(spec, weights)
+        L, G = loss_and_grads(spec, weights, tokens, targets)
+    except (ValueError, NotImplementedError) as e:
+        print(f"ERROR {e}")
+        return 2
+    want = dict(G, loss=np.array([L]))
+    if args.out:
+        safetensors_np.save(args.out, {n: np.asarray(a, np.float32) for n, a in want.items()},
+                            {"format": "pt", "spec": spec["name"]})
+        print(f"loss={L:.10g}; wrote {len(want)} tensors to {args.out}")
+    if args.compare:
+        got, _ = safetensors_np.load(args.compare)
+        ok, lines = compare_grads(got, want, args.rtol)
+        for line in lines:
+            print(line)
+        print(("OK" if ok else "MISMATCH") + f" {len(want)} tensors, rtol={args.rtol:g}")
+        return 0 if ok else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
