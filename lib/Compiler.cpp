@@ -76,7 +76,7 @@ private:
 OwningOpRef<ModuleOp> mlir::lathe::loadModel(llvm::StringRef path,
                                              MLIRContext &ctx,
                                              llvm::raw_ostream &errs,
-                                             bool train) {
+                                             const TrainOptions *train) {
   auto file = llvm::MemoryBuffer::getFileOrSTDIN(path, /*IsText=*/true);
   if (!file) {
     errs << path << ": error: cannot read: " << file.getError().message()

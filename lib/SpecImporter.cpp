@@ -194,7 +194,7 @@ void collectKeyLocations(llvm::yaml::Node *node, const std::string &prefix,
 class Importer {
 public:
   Importer(llvm::MemoryBufferRef buffer, MLIRContext &ctx,
-           llvm::raw_ostream &errs, bool train)
+           llvm::raw_ostream &errs, const TrainOptions *train)
       : buffer(buffer), ctx(ctx), errs(errs), train(train) {
     sourceMgr.AddNewSourceBuffer(llvm::MemoryBuffer::getMemBuffer(buffer),
                                  llvm::SMLoc());
@@ -591,8 +591,8 @@ private:
       buildEntry(m, Entry::prefill, bucket);
     buildEntry(m, Entry::prefill, spec.maxSeq);
     buildEntry(m, Entry::decode);
-    if (train)
-      buildEntry(m, Entry::grad);
+    if (train && !buildTraining(m))
+      return nullptr;
     return module;
   }
 
@@ -626,16 +626,81 @@ private:
   /// the caches. decode: one token at a given position, against the caches.
   /// grad: forward, then the mean cross-entropy against a second input, the
   /// targets; lathe-differentiate turns it into loss and gradients.
-  enum class Entry { forward, prefill, decode, grad };
+  enum class Entry { forward, prefill, decode, grad, accumulate };
+
+  /// Whether the optimizer decays a parameter: not norm gains or biases, not
+  /// Parcae's injection parameters (ARCHITECTURES.md §4.1).
+  static bool decays(llvm::StringRef name) {
+    return !name.ends_with(".bias") && !name.contains("norm") &&
+           !name.starts_with("injection.");
+  }
+
+  /// The training entries (see importSpec) and the states they keep.
+  bool buildTraining(ModuleOp m) {
+    int64_t seq = train->seq ? train->seq : spec.maxSeq;
+    if (seq < 1 || seq > spec.maxSeq)
+      return fail("max_seq", llvm::formatv("the training window (--train-seq "
+                                           "{0}) must be in [1, max_seq = {1}]",
+                                           seq, spec.maxSeq));
+    buildEntry(m, Entry::grad, seq);
+    buildEntry(m, Entry::accumulate, seq);
+    OpBuilder b(&ctx);
+    b.setInsertionPointToEnd(m.getBody());
+    SmallVector<ParamOp> params(m.getOps<ParamOp>());
+    Location top = locOf("name");
+    auto state = [&](const std::string &name, RankedTensorType type) {
+      CacheOp::create(b, top, b.getStringAttr(name), TypeAttr::get(type));
+    };
+    for (ParamOp p : params)
+      for (const char *prefix : {"grad.", "adam.m.", "adam.v."})
+        state(prefix + p.getSymName().str(), p.getTensorType());
+
+    auto scalar = RankedTensorType::get({1}, b.getF32Type());
+    auto fn = func::FuncOp::create(
+        b, top, "optimizer_step",
+        b.getFunctionType({scalar, scalar, scalar}, {scalar}));
+    Block *body = fn.addEntryBlock();
+    b.setInsertionPointToStart(body);
+    Value lr = body->getArgument(0), step = body->getArgument(1),
+          scale = body->getArgument(2);
+    auto read = [&](const std::string &name, RankedTensorType type) -> Value {
+      return CacheReadOp::create(b, top, type,
+                                 FlatSymbolRefAttr::get(&ctx, name));
+    };
+    SmallVector<Value> grads;
+    for (ParamOp p : params)
+      grads.push_back(read("grad." + p.getSymName().str(), p.getTensorType()));
+    auto norm = GlobalNormOp::create(b, top, scalar, scalar, grads, scale,
+                                     b.getF64FloatAttr(train->clip));
+    for (auto [p, g] : llvm::zip(params, grads)) {
+      std::string name = p.getSymName().str();
+      Location loc = p.getLoc();
+      Value w = WeightOp::create(b, loc, p.getTensorType(),
+                                 FlatSymbolRefAttr::get(&ctx, name));
+      Value mom = read("adam.m." + name, p.getTensorType());
+      Value var = read("adam.v." + name, p.getTensorType());
+      auto update = AdamwOp::create(
+          b, loc, w, g, mom, var, lr, step, scale, norm.getFactor(),
+          b.getF64FloatAttr(train->beta1), b.getF64FloatAttr(train->beta2),
+          b.getF64FloatAttr(train->eps),
+          b.getF64FloatAttr(decays(name) ? train->weightDecay : 0.0));
+      AssignOp::create(b, loc, w, update.getNewParam());
+      AssignOp::create(b, loc, mom, update.getNewM());
+      AssignOp::create(b, loc, var, update.getNewV());
+    }
+    func::ReturnOp::create(b, top, norm.getNorm());
+    return true;
+  }
 
   void buildEntry(ModuleOp m, Entry kind, int64_t length = 0) {
     OpBuilder b(&ctx);
     b.setInsertionPointToEnd(m.getBody());
     const int64_t D = spec.dModel, V = spec.vocab, H = spec.heads,
                   K = spec.kvHeads, Dh = D / H;
-    const int64_t T = kind == Entry::decode    ? 1
-                      : kind == Entry::prefill ? length
-                                               : spec.maxSeq;
+    const bool training = kind == Entry::grad || kind == Entry::accumulate;
+    const int64_t T = kind == Entry::decode               ? 1
+                      : kind == Entry::prefill || training ? length
+                                                           : spec.maxSeq;
     const bool layerNorm = spec.norm.kind == "layernorm";
     const bool learned = spec.position == "learned";
     const MlpKind mlpKind = *symbolizeMlpKind(spec.mlp.kind);
@@ -651,16 +716,17 @@ private:
     std::string name = kind == Entry::forward ? "forward"
                        : kind == Entry::decode ? "decode"
                        : kind == Entry::grad   ? "grad"
+                       : kind == Entry::accumulate ? "accumulate_grad"
                        : T == spec.maxSeq      ? "prefill"
                                                : "prefill_" + std::to_string(T);
     SmallVector<Type> inputs = {i32};
     if (kind == Entry::decode)
       inputs.push_back(one);
-    if (kind == Entry::grad)
+    if (training)
       inputs.push_back(i32); // the targets
     auto fn = func::FuncOp::create(
         b, top, name,
-        b.getFunctionType(inputs, {kind == Entry::grad ? f32({1}) : f32({T, V})}));
+        b.getFunctionType(inputs, {training ? f32({1}) : f32({T, V})}));
     Block *body = fn.addEntryBlock();
     b.setInsertionPointToStart(body);
     Value tokens = body->getArgument(0);
@@ -825,7 +891,7 @@ private:
                            base);
       }
       Value keys = k, values = v;
-      if (kind != Entry::forward && kind != Entry::grad) {
+      if (kind != Entry::forward && !training) {
         Value kc = cached(k, kv + "k", loc);
         Value vc = cached(v, kv + "v", loc);
         if (kind == Entry::decode)
@@ -943,11 +1009,13 @@ private:
                         headLoc);
     Value logits =
         LinearOp::create(b, headLoc, f32({T, V}), n, head, Value(), Value());
-    if (kind == Entry::grad) {
+    if (training) {
       Value loss = CrossEntropyOp::create(b, top, f32({1}), logits,
                                           body->getArgument(1));
       func::ReturnOp::create(b, top, loss);
       fn->setAttr("lathe.differentiate", b.getUnitAttr());
+      if (kind == Entry::accumulate)
+        fn->setAttr("lathe.accumulate_gradients", b.getUnitAttr());
       return;
     }
     func::ReturnOp::create(b, top, logits);
@@ -961,7 +1029,7 @@ private:
   bool reported = false; // a YAML diagnostic was printed
   SmallVector<int64_t> widths; // per layer, after taper
   llvm::StringMap<llvm::SMLoc> keyLocs;
-  bool train; // also build the grad entry
+  const TrainOptions *train; // null: inference only
 };
 
 } // namespace
@@ -969,6 +1037,6 @@ private:
 OwningOpRef<ModuleOp> mlir::lathe::importSpec(llvm::MemoryBufferRef spec,
                                               MLIRContext &ctx,
                                               llvm::raw_ostream &errs,
-                                              bool train) {
+                                              const TrainOptions *train) {
   return Importer(spec, ctx, errs, train).run();
 }

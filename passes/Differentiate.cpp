@@ -27,6 +27,7 @@ namespace {
 
 constexpr llvm::StringLiteral kDifferentiateAttr = "lathe.differentiate";
 constexpr llvm::StringLiteral kGradientsAttr = "lathe.gradients";
+constexpr llvm::StringLiteral kAccumulateAttr = "lathe.accumulate_gradients";
 
 /// A tensor of `type` filled with `value`: a linalg.fill rather than a
 /// dense constant, which would become a global that GPU kernels cannot read.
@@ -86,16 +87,36 @@ LogicalResult differentiate(func::FuncOp fn, ArrayRef<ParamOp> params) {
 
   SmallVector<Value> results{loss};
   SmallVector<Attribute> names;
+  bool accumulateIntoState = fn->hasAttr(kAccumulateAttr);
   for (ParamOp p : params) {
     Value g = paramGrad.lookup(p.getSymName());
-    results.push_back(g ? g : filled(b, p.getLoc(), p.getTensorType(), 0.0f));
     names.push_back(FlatSymbolRefAttr::get(p.getSymNameAttr()));
+    if (!accumulateIntoState) {
+      results.push_back(g ? g : filled(b, p.getLoc(), p.getTensorType(), 0.0f));
+      continue;
+    }
+    // Gradient accumulation: add into the session state grad.<name>, which
+    // the optimizer step reads and clears.
+    if (!g)
+      continue;
+    std::string state = ("grad." + p.getSymName()).str();
+    auto cache = SymbolTable::lookupNearestSymbolFrom<CacheOp>(
+        fn, StringAttr::get(fn.getContext(), state));
+    if (!cache || cache.getTensorType() != p.getTensorType())
+      return fn.emitOpError() << "accumulates gradients, but there is no "
+                                 "lathe.cache @\"" << state << "\" of type "
+                              << p.getTensorType();
+    Value sum = CacheReadOp::create(b, p.getLoc(), p.getTensorType(),
+                                    FlatSymbolRefAttr::get(cache.getSymNameAttr()));
+    Value added = AddOp::create(b, p.getLoc(), sum, g);
+    AssignOp::create(b, p.getLoc(), sum, added);
   }
   func::ReturnOp::create(b, ret.getLoc(), results);
   ret.erase();
   fn.setFunctionType(FunctionType::get(
       fn.getContext(), fn.getArgumentTypes(), ValueRange(results).getTypes()));
   fn->removeAttr(kDifferentiateAttr);
+  fn->removeAttr(kAccumulateAttr);
   fn->setAttr(kGradientsAttr, b.getArrayAttr(names));
   return success();
 }

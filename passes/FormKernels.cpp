@@ -67,23 +67,39 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
   /// writing the cache's own storage.
   static void expandCacheWrite(CacheWriteOp op) {
     OpBuilder b(op);
-    Location loc = op.getLoc();
-    auto rowsType = cast<RankedTensorType>(op.getRows().getType());
-    Value start = positionOffset(b, loc, op.getOffset());
-    SmallVector<OpFoldResult> offsets = {start, b.getIndexAttr(0)};
-    SmallVector<OpFoldResult> sizes = {b.getIndexAttr(rowsType.getDimSize(0)),
-                                       b.getIndexAttr(rowsType.getDimSize(1))};
-    SmallVector<OpFoldResult> strides(2, b.getIndexAttr(1));
-    Value slot = tensor::ExtractSliceOp::create(b, loc, rowsType, op.getCache(),
-                                                offsets, sizes, strides);
-    auto copy = linalg::CopyOp::create(b, loc, op.getRows(), slot);
+    expandInPlaceWrite(b, op, op.getCache(), op.getRows(),
+                       positionOffset(b, op.getLoc(), op.getOffset()));
+  }
+
+  /// lathe.assign is the same in-place write, of the whole tensor.
+  static void expandAssign(AssignOp op) {
+    OpBuilder b(op);
+    expandInPlaceWrite(b, op, op.getTarget(), op.getValue(), nullptr);
+  }
+
+  /// Writes `rows` into `dest` from row `start` (0 when null) as a copy into
+  /// a slice that goes straight back, and replaces `op`'s result with it.
+  static void expandInPlaceWrite(OpBuilder &b, Operation *op, Value dest,
+                                 Value rows, Value start) {
+    Location loc = op->getLoc();
+    auto rowsType = cast<RankedTensorType>(rows.getType());
+    SmallVector<OpFoldResult> offsets(rowsType.getRank(), b.getIndexAttr(0));
+    if (start)
+      offsets[0] = start;
+    SmallVector<OpFoldResult> sizes;
+    for (int64_t d : rowsType.getShape())
+      sizes.push_back(b.getIndexAttr(d));
+    SmallVector<OpFoldResult> strides(rowsType.getRank(), b.getIndexAttr(1));
+    Value slot = tensor::ExtractSliceOp::create(b, loc, rowsType, dest, offsets,
+                                                sizes, strides);
+    auto copy = linalg::CopyOp::create(b, loc, rows, slot);
     if (Attribute group = op->getAttr(kFusionGroupAttrName))
       copy->setAttr(kFusionGroupAttrName, group);
     Value copied = copy.getResult(0);
-    Value updated = tensor::InsertSliceOp::create(b, loc, copied, op.getCache(),
-                                                  offsets, sizes, strides);
-    op.getResult().replaceAllUsesWith(updated);
-    op.erase();
+    Value updated = tensor::InsertSliceOp::create(b, loc, copied, dest, offsets,
+                                                  sizes, strides);
+    op->getResult(0).replaceAllUsesWith(updated);
+    op->erase();
   }
 
   static bool isAnchor(Operation *op) {
@@ -97,6 +113,10 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
     entry.walk([&](CacheWriteOp op) { writes.push_back(op); });
     for (CacheWriteOp op : writes)
       expandCacheWrite(op);
+    SmallVector<AssignOp> assigns;
+    entry.walk([&](AssignOp op) { assigns.push_back(op); });
+    for (AssignOp op : assigns)
+      expandAssign(op);
     // Groups in program order of their first op.
     SmallVector<SmallVector<Operation *>> groups;
     DenseMap<int64_t, unsigned> groupIndex;

@@ -1238,6 +1238,102 @@ struct LowerAttentionGrad : OpConversionPattern<AttentionGradOp> {
   }
 };
 
+/// Loops (0, dims...): every gradient's sum of squares into one [1]
+/// accumulator (the unit parallel loop gives the GPU mapping a block), then
+/// norm = scale sqrt(sum) and factor = min(1, max_norm / norm).
+struct LowerGlobalNorm : OpConversionPattern<GlobalNormOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(GlobalNormOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    Value acc = g.filled({1}, 0.0);
+    for (Value grad : adaptor.getGrads()) {
+      unsigned rank = llvm::cast<RankedTensorType>(grad.getType()).getRank();
+      SmallVector<AffineExpr> dims;
+      SmallVector<IteratorType> iters = {kPar};
+      for (unsigned i = 0; i < rank; ++i) {
+        dims.push_back(g.d(i + 1));
+        iters.push_back(kRed);
+      }
+      acc = g.generic({grad}, acc, {g.map(rank + 1, dims), g.map(rank + 1, {g.d(0)})},
+                      iters, [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                        return arith::AddFOp::create(
+                            nb, l, a[1], arith::MulFOp::create(nb, l, a[0], a[0]));
+                      });
+    }
+    Value scale = adaptor.getScale();
+    Value norm = g.elementwise({acc, scale}, [](OpBuilder &nb, Location l,
+                                                ValueRange a) -> Value {
+      return arith::MulFOp::create(nb, l, math::SqrtOp::create(nb, l, a[0]), a[1]);
+    });
+    float maxNorm = static_cast<float>(op.getMaxNorm().convertToDouble());
+    Value factor = g.elementwise({norm}, [&](OpBuilder &nb, Location l,
+                                             ValueRange a) -> Value {
+      GenericBuilder in{nb, l};
+      Value over = arith::CmpFOp::create(nb, l, arith::CmpFPredicate::OGT, a[0],
+                                         in.cst(maxNorm));
+      return arith::SelectOp::create(
+          nb, l, over, arith::DivFOp::create(nb, l, in.cst(maxNorm), a[0]),
+          in.cst(1.0));
+    });
+    rewriter.replaceOp(op, ValueRange{norm, factor});
+    return success();
+  }
+};
+
+/// One elementwise generic with three results: the parameter and both
+/// moments, so that one pass over memory updates all three.
+struct LowerAdamw : OpConversionPattern<AdamwOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(AdamwOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    auto type = llvm::cast<RankedTensorType>(op.getParam().getType());
+    unsigned rank = type.getRank();
+    AffineMap id = AffineMap::getMultiDimIdentityMap(rank, rewriter.getContext());
+    AffineMap scalar = g.map(rank, {g.getAffineConstant(0)});
+    SmallVector<AffineMap> maps = {id, id, id, id, scalar, scalar, scalar, scalar,
+                                   id, id, id};
+    SmallVector<IteratorType> iters(rank, kPar);
+    float b1 = static_cast<float>(op.getBeta1().convertToDouble());
+    float b2 = static_cast<float>(op.getBeta2().convertToDouble());
+    float eps = static_cast<float>(op.getEps().convertToDouble());
+    float wd = static_cast<float>(op.getWeightDecay().convertToDouble());
+    float logB1 = std::log(b1 > 0 ? b1 : 1e-30f), logB2 = std::log(b2 > 0 ? b2 : 1e-30f);
+    auto generic = g.tag(linalg::GenericOp::create(
+        rewriter, op.getLoc(), TypeRange{type, type, type},
+        ValueRange{adaptor.getParam(), adaptor.getGrad(), adaptor.getM(),
+                   adaptor.getV(), adaptor.getLr(), adaptor.getStep(),
+                   adaptor.getScale(), adaptor.getFactor()},
+        ValueRange{g.empty(type.getShape()), g.empty(type.getShape()),
+                   g.empty(type.getShape())},
+        maps, iters, [&](OpBuilder &nb, Location l, ValueRange a) {
+          GenericBuilder in{nb, l};
+          auto mul = [&](Value x, Value y) { return arith::MulFOp::create(nb, l, x, y); };
+          auto add = [&](Value x, Value y) { return arith::AddFOp::create(nb, l, x, y); };
+          auto sub = [&](Value x, Value y) { return arith::SubFOp::create(nb, l, x, y); };
+          Value p = a[0], lr = a[4], t = a[5];
+          Value grad = mul(mul(a[1], a[6]), a[7]);
+          Value m = add(mul(in.cst(b1), a[2]), mul(in.cst(1.0f - b1), grad));
+          Value v = add(mul(in.cst(b2), a[3]), mul(in.cst(1.0f - b2), mul(grad, grad)));
+          // 1 - beta^t = 1 - exp(t ln beta).
+          Value c1 = sub(in.cst(1.0), math::ExpOp::create(nb, l, mul(t, in.cst(logB1))));
+          Value c2 = sub(in.cst(1.0), math::ExpOp::create(nb, l, mul(t, in.cst(logB2))));
+          Value denom = add(math::SqrtOp::create(nb, l, arith::DivFOp::create(nb, l, v, c2)),
+                            in.cst(eps));
+          Value stepSize = arith::DivFOp::create(nb, l, arith::DivFOp::create(nb, l, m, c1),
+                                                 denom);
+          Value decayed = mul(p, sub(in.cst(1.0), mul(lr, in.cst(wd))));
+          Value np = sub(decayed, mul(lr, stepSize));
+          linalg::YieldOp::create(nb, l, ValueRange{np, m, v});
+        }));
+    rewriter.replaceOp(op, generic.getResults());
+    return success();
+  }
+};
+
 /// x + linear(a, W) and x + mlp(h) are residual connections: fused into the
 /// last GEMM as `accumulate x` when the sum is the product's only use.
 static void foldResidualAdds(ModuleOp module) {
@@ -1289,7 +1385,7 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
     // Cache writes stay: kernel formation expands them right where it
     // outlines them, so no pass in between can drop the write as unused.
     target.addLegalOp<ParamOp, WeightOp, LaunchOp, CacheOp, CacheReadOp,
-                      CacheWriteOp, FusedAttentionOp>();
+                      CacheWriteOp, AssignOp, FusedAttentionOp>();
     target.addIllegalDialect<LatheDialect>();
     RewritePatternSet patterns(ctx);
     patterns.add<LowerEmbedding, LowerRmsNorm, LowerLayerNorm, LowerLinear,
@@ -1299,7 +1395,7 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
                  LowerAttention, LowerMlp, LowerAdd, LowerCrossEntropy,
                  LowerCrossEntropyGrad, LowerMatmul, LowerRmsNormGrad,
                  LowerSwiglu, LowerSwigluGrad, LowerEmbeddingGrad,
-                 LowerAttentionGrad>(ctx);
+                 LowerAttentionGrad, LowerGlobalNorm, LowerAdamw>(ctx);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
       signalPassFailure();

@@ -24,7 +24,11 @@ def Differentiate : Pass<"lathe-differentiate", "::mlir::ModuleOp"> {
     that reach a `lathe.weight` are the parameter's gradient. The function
     then returns the loss followed by one gradient per `lathe.param` of the
     module, in declaration order (zeros for a parameter the loss does not
-    depend on), and carries `lathe.gradients`, the parameters' names.
+    depend on), and carries `lathe.gradients`, the parameters' names. With
+    `lathe.accumulate_gradients` as well, it returns the loss alone and adds
+    each gradient into the session state `grad.<parameter>` instead
+    (`lathe.cache_read`, `lathe.add`, `lathe.assign`): gradient
+    accumulation over the sequences of a batch.
 
     An op on the path from the parameters to the loss that has no VJP, or
     whose VJP is not available for its attributes, is an error at that op.

@@ -46,7 +46,8 @@ struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
       if (isa<RmsNormOp, LayerNormOp, LinearOp, MlpOp, RopeOp, AttentionOp,
               CacheWriteOp, EmbeddingOp, AddOp, PhaseRotateOp, DcInjectOp,
               DepthAttentionOp, ParcaeInjectOp, SubOp, ModulatedRmsNormOp,
-              GatedAddOp, SinusoidOp, SiluOp, RowSumSquaresOp>(op)) {
+              GatedAddOp, SinusoidOp, SiluOp, RowSumSquaresOp, AdamwOp,
+              AssignOp>(op)) {
         ops.push_back(op);
         groups.insert(op);
       }
@@ -113,6 +114,12 @@ struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
       } else if (auto write = dyn_cast<CacheWriteOp>(op)) {
         producer = write.getRows().getDefiningOp();
         if (producer && !isa<LinearOp, RopeOp>(producer))
+          producer = nullptr;
+      } else if (auto assign = dyn_cast<AssignOp>(op)) {
+        // The optimizer's write-back runs in the kernel that computed the
+        // new value (the AdamW update, the gradient sum), in place.
+        producer = assign.getValue().getDefiningOp();
+        if (producer && !groups.contains(producer))
           producer = nullptr;
       }
       if (producer)

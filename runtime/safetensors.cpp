@@ -161,10 +161,15 @@ lathe_status_t lathe::rt::writeSafetensors(
   while ((8 + text.size()) % 8 != 0)
     text.push_back(' ');
 
-  std::error_code ec;
-  llvm::raw_fd_ostream os(path, ec, llvm::sys::fs::OF_None);
-  if (ec)
+  // Written to a temporary file beside `path` and renamed over it at the
+  // end: a full disk or a crash never leaves a half-written file, and an
+  // earlier file at `path` (a checkpoint) survives any failure.
+  int fd = -1;
+  llvm::SmallString<256> tmp;
+  if (std::error_code ec = llvm::sys::fs::createUniqueFile(
+          path + ".tmp-%%%%%%", fd, tmp))
     return makeStatusF("{0}: cannot write: {1}", path, ec.message());
+  llvm::raw_fd_ostream os(fd, /*shouldClose=*/true);
   uint64_t n = text.size();
   char lenBytes[8];
   for (int i = 0; i < 8; ++i)
@@ -178,7 +183,12 @@ lathe_status_t lathe::rt::writeSafetensors(
     std::string msg = os.error().message();
     // raw_fd_ostream's destructor aborts on an unhandled error.
     os.clear_error();
+    llvm::sys::fs::remove(tmp);
     return makeStatusF("{0}: cannot write: {1}", path, msg);
+  }
+  if (std::error_code ec = llvm::sys::fs::rename(tmp, path)) {
+    llvm::sys::fs::remove(tmp);
+    return makeStatusF("{0}: cannot write: {1}", path, ec.message());
   }
   return nullptr;
 }

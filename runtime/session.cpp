@@ -7,7 +7,10 @@
 #include "status.h"
 #include "thread_pool.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <map>
 #include <cstdlib>
 #include <dlfcn.h>
 #include <sys/mman.h>
@@ -508,6 +511,15 @@ extern "C" int lathe_session_profile_kernel(const lathe_session_t *session,
   return 1;
 }
 
+/// The entry named `name`, or null.
+static const fb::Entry *findEntry(const lathe_artifact *art,
+                                  std::string_view name) {
+  for (const fb::Entry *e : *art->root->entries())
+    if (e->name()->string_view() == name)
+      return e;
+  return nullptr;
+}
+
 extern "C" lathe_status_t lathe_session_grad(lathe_session_t *session,
                                              const int32_t *tokens,
                                              const int32_t *targets, size_t n,
@@ -517,10 +529,7 @@ extern "C" lathe_status_t lathe_session_grad(lathe_session_t *session,
     return makeStatus("lathe_session_grad: null argument");
   const lathe_artifact *art = session->art;
   const std::string &path = art->path;
-  const fb::Entry *entry = nullptr;
-  for (const fb::Entry *e : *art->root->entries())
-    if (e->name()->string_view() == "grad")
-      entry = e;
+  const fb::Entry *entry = findEntry(art, "grad");
   if (!entry)
     return makeStatusF("{0}: this artifact has no grad entry (compile it "
                        "with lathec --train)",
@@ -582,4 +591,184 @@ extern "C" lathe_status_t lathe_session_grad(lathe_session_t *session,
                        bytes});
   }
   return writeSafetensors(out_path, tensors, {{"format", "pt"}});
+}
+
+extern "C" size_t lathe_artifact_train_seq(const lathe_artifact_t *artifact) {
+  const fb::Entry *grad = artifact ? findEntry(artifact, "grad") : nullptr;
+  if (!grad || !grad->inputs() || grad->inputs()->size() == 0)
+    return 0;
+  return size_t(
+      artifact->root->buffers()->Get(grad->inputs()->Get(0))->shape()->Get(0));
+}
+
+namespace {
+float *scalarInput(lathe_session_t *s, const fb::Entry *e, unsigned i) {
+  return static_cast<float *>(s->bufferData(e->inputs()->Get(i)));
+}
+} // namespace
+
+extern "C" lathe_status_t
+lathe_session_train_step(lathe_session_t *session, const int32_t *tokens,
+                         const int32_t *targets, size_t batch, size_t seq,
+                         float lr, int64_t step, float *out_loss,
+                         float *out_grad_norm) {
+  if (!session || !tokens || !targets || !out_loss || !out_grad_norm)
+    return makeStatus("lathe_session_train_step: null argument");
+  const lathe_artifact *art = session->art;
+  const std::string &path = art->path;
+  const fb::Entry *acc = findEntry(art, "accumulate_grad");
+  const fb::Entry *opt = findEntry(art, "optimizer_step");
+  if (!acc || !opt)
+    return makeStatusF("{0}: this artifact was compiled for inference; it has "
+                       "no training entries (compile it with lathec --train)",
+                       path);
+  if (!acc->inputs() || acc->inputs()->size() != 2 || !acc->outputs() ||
+      acc->outputs()->size() != 1 || !opt->inputs() ||
+      opt->inputs()->size() != 3 || !opt->outputs() ||
+      opt->outputs()->size() != 1)
+    return makeStatusF("{0}: the training entries do not have the shape "
+                       "lathec --train gives them",
+                       path);
+  size_t window = lathe_artifact_train_seq(art);
+  if (seq != window)
+    return makeStatusF("{0}: this artifact trains on windows of {1} tokens, "
+                       "not {2} (compile with lathec --train --train-seq {2})",
+                       path, window, seq);
+  if (batch == 0)
+    return makeStatusF("{0}: a batch needs at least one sequence", path);
+  if (step < 1)
+    return makeStatusF("{0}: optimizer steps count from 1, got {1}", path,
+                       step);
+  for (size_t i = 0; i < batch * seq; ++i) {
+    LATHE_RETURN_IF_ERROR(session->checkToken(tokens[i], i % seq));
+    LATHE_RETURN_IF_ERROR(session->checkToken(targets[i], i % seq));
+  }
+  LATHE_RETURN_IF_ERROR(session->checkWeights());
+  double lossSum = 0;
+  for (size_t b = 0; b < batch; ++b) {
+    std::memcpy(session->bufferData(acc->inputs()->Get(0)), tokens + b * seq,
+                seq * sizeof(int32_t));
+    std::memcpy(session->bufferData(acc->inputs()->Get(1)), targets + b * seq,
+                seq * sizeof(int32_t));
+    session->run(session->launches[acc]);
+    lossSum += *static_cast<const float *>(
+        session->bufferData(acc->outputs()->Get(0)));
+  }
+  *scalarInput(session, opt, 0) = lr;
+  *scalarInput(session, opt, 1) = float(step);
+  *scalarInput(session, opt, 2) = 1.0f / float(batch);
+  session->run(session->launches[opt]);
+  *out_grad_norm =
+      *static_cast<const float *>(session->bufferData(opt->outputs()->Get(0)));
+  *out_loss = float(lossSum / double(batch));
+  // The sums start again from zero for the next step.
+  for (size_t i = 0; i < lathe_artifact_state_count(art); ++i)
+    if (art->root->states()->Get(i)->name()->string_view().substr(0, 5) ==
+        "grad.")
+      std::memset(session->states[i].get(), 0, art->stateBytes[i]);
+  return nullptr;
+}
+
+extern "C" lathe_status_t lathe_session_eval_loss(lathe_session_t *session,
+                                                  const int32_t *tokens,
+                                                  const int32_t *targets,
+                                                  size_t batch, size_t n,
+                                                  float *out_loss) {
+  if (!session || !tokens || !targets || !out_loss)
+    return makeStatus("lathe_session_eval_loss: null argument");
+  size_t vocab = size_t(session->art->root->vocab());
+  std::vector<float> logits(n * vocab);
+  double total = 0;
+  for (size_t b = 0; b < batch; ++b) {
+    LATHE_RETURN_IF_ERROR(session->runSequence(
+        session->art->forward, "forward", tokens + b * n, n, logits.data()));
+    for (size_t t = 0; t < n; ++t) {
+      int32_t y = targets[b * n + t];
+      LATHE_RETURN_IF_ERROR(session->checkToken(y, t));
+      const float *row = logits.data() + t * vocab;
+      float mx = *std::max_element(row, row + vocab);
+      double sum = 0;
+      for (size_t v = 0; v < vocab; ++v)
+        sum += std::exp(double(row[v]) - mx);
+      total += std::log(sum) + mx - row[y];
+    }
+  }
+  *out_loss = float(total / double(batch * n));
+  return nullptr;
+}
+
+extern "C" lathe_status_t
+lathe_session_save(const lathe_session_t *session, const char *path,
+                   int with_optimizer, int64_t step,
+                   const char *const *meta_keys,
+                   const char *const *meta_values, size_t meta_count) {
+  if (!session || !path || (meta_count && (!meta_keys || !meta_values)))
+    return makeStatus("lathe_session_save: null argument");
+  const lathe_artifact *art = session->art;
+  LATHE_RETURN_IF_ERROR(session->checkWeights());
+  std::vector<TensorToWrite> tensors;
+  for (size_t i = 0; i < lathe_artifact_param_count(art); ++i) {
+    const fb::Param *p = art->root->params()->Get(i);
+    std::vector<int64_t> shape = shapeOf(p->shape());
+    size_t bytes = sizeof(float);
+    for (int64_t d : shape)
+      bytes *= size_t(d);
+    tensors.push_back({p->name()->str(), "F32", shape, session->paramData[i],
+                       bytes});
+  }
+  if (with_optimizer)
+    tensors.push_back({"optimizer.step", "I64", {1}, &step, sizeof(step)});
+  if (with_optimizer)
+    for (size_t i = 0; i < lathe_artifact_state_count(art); ++i) {
+      const fb::State *st = art->root->states()->Get(i);
+      if (st->name()->string_view().substr(0, 5) != "adam.")
+        continue;
+      tensors.push_back({st->name()->str(), "F32", shapeOf(st->shape()),
+                         session->states[i].get(), art->stateBytes[i]});
+    }
+  std::map<std::string, std::string> meta{{"format", "pt"}};
+  for (size_t i = 0; i < meta_count; ++i)
+    meta[meta_keys[i]] = meta_values[i];
+  return writeSafetensors(path, tensors, meta);
+}
+
+extern "C" lathe_status_t lathe_session_load_optimizer(lathe_session_t *session,
+                                                       const char *path,
+                                                       int64_t *out_step) {
+  if (!session || !path || !out_step)
+    return makeStatus("lathe_session_load_optimizer: null argument");
+  const lathe_artifact *art = session->art;
+  std::unique_ptr<SafetensorsFile> file;
+  LATHE_RETURN_IF_ERROR(SafetensorsFile::open(path, file));
+  const TensorView *stepView = file->find("optimizer.step");
+  if (!stepView || stepView->dtype != "I64" ||
+      stepView->shape != std::vector<int64_t>{1})
+    return makeStatusF("{0}: no optimizer state (an I64 [1] tensor "
+                       "'optimizer.step'): not a training checkpoint",
+                       path);
+  int64_t step = 0;
+  std::memcpy(&step, stepView->data, sizeof(step));
+  std::vector<std::pair<size_t, const TensorView *>> copies;
+  for (size_t i = 0; i < lathe_artifact_state_count(art); ++i) {
+    const fb::State *st = art->root->states()->Get(i);
+    if (st->name()->string_view().substr(0, 5) != "adam.")
+      continue;
+    std::string name = st->name()->str();
+    const TensorView *t = file->find(name);
+    if (!t)
+      return makeStatusF("{0}: missing optimizer tensor '{1}' (a checkpoint "
+                         "of a different spec?)",
+                         path, name);
+    std::vector<int64_t> want = shapeOf(st->shape());
+    if (t->shape != want || t->dtype != "F32")
+      return makeStatusF("{0}: optimizer tensor '{1}' is {2} {3}, expected "
+                         "F32 {4} (a checkpoint of a different spec?)",
+                         path, name, t->dtype, formatShape(t->shape),
+                         formatShape(want));
+    copies.push_back({i, t});
+  }
+  for (auto [i, t] : copies)
+    std::memcpy(session->states[i].get(), t->data, t->bytes);
+  *out_step = step;
+  return nullptr;
 }

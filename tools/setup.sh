@@ -53,6 +53,15 @@ echo
 echo "== greedy generation with the KV cache (prefill, then one token at a time)"
 lathe-run build/demo/tiny.lathe generate --weights build/demo/tiny.safetensors \
   --prompt "To be, or not" -n 24 --temperature 0
+echo "(untrained weights: noise, but the model's own; the tests check them"
+echo " against a numpy reference)"
 echo
-echo "(untrained weights: the predictions are noise, but they are the model's own:"
-echo " 'cmake --workflow --preset check' checks them against a numpy reference)"
+echo "== training it on Shakespeare (examples/tinyshakespeare.txt) for ~30 s:"
+echo "   forward, loss, backward and AdamW, all compiled (lathec --train)"
+lathec examples/tiny.yaml --train -o build/demo/tiny.train.lathe
+lathe-run build/demo/tiny.train.lathe train --data examples/tinyshakespeare.txt \
+  --steps 800 --batch 16 --lr 3e-3 --eval-every 200 --out build/demo/trained.safetensors
+echo
+echo "== sampling from the trained weights (loss curve: build/demo/trained.svg)"
+lathe-run build/demo/tiny.train.lathe generate --weights build/demo/trained.safetensors \
+  --prompt "ROMEO:" -n 56 --temperature 0.8 --top-k 40 --seed 1

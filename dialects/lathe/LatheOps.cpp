@@ -78,8 +78,11 @@ LogicalResult WeightOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
 }
 
 LogicalResult CacheOp::verify() {
-  if (!getTensorType().hasStaticShape() || getTensorType().getRank() != 2)
-    return emitOpError() << "expects a static [N, W] tensor, got " << getType();
+  // A KV cache is [N, W]; training's states (gradient sums, Adam moments)
+  // have their parameter's shape.
+  if (!getTensorType().hasStaticShape() || getTensorType().getRank() < 1)
+    return emitOpError() << "expects a static tensor of rank >= 1, got "
+                         << getType();
   return success();
 }
 
@@ -667,6 +670,42 @@ LogicalResult EmbeddingGradOp::verify() {
     return emitOpError() << "result width " << dim(getResult(), 1)
                          << " differs from the gradient's "
                          << dim(getResultGrad(), 1);
+  return success();
+}
+
+LogicalResult AssignOp::verify() {
+  if (!getTarget().getDefiningOp<WeightOp>() &&
+      !getTarget().getDefiningOp<CacheReadOp>())
+    return emitOpError("writes in place, so its target must come from "
+                       "lathe.weight or lathe.cache_read");
+  return success();
+}
+
+LogicalResult GlobalNormOp::verify() {
+  if (getGrads().empty())
+    return emitOpError("needs at least one gradient");
+  if (failed(expectScalar(*this, getScale(), "scale")) ||
+      failed(expectScalar(*this, getNorm(), "the norm")) ||
+      failed(expectScalar(*this, getFactor(), "the factor")))
+    return failure();
+  if (!(getMaxNorm().convertToDouble() > 0.0))
+    return emitOpError("expects max_norm > 0");
+  return success();
+}
+
+LogicalResult AdamwOp::verify() {
+  for (auto [name, v] : {std::pair<StringRef, Value>{"lr", getLr()},
+                         {"step", getStep()},
+                         {"scale", getScale()},
+                         {"factor", getFactor()}})
+    if (failed(expectScalar(*this, v, name)))
+      return failure();
+  double b1 = getBeta1().convertToDouble(), b2 = getBeta2().convertToDouble();
+  if (!(b1 >= 0.0 && b1 < 1.0) || !(b2 >= 0.0 && b2 < 1.0))
+    return emitOpError("expects betas in [0, 1)");
+  if (!(getEps().convertToDouble() > 0.0) ||
+      !(getWeightDecay().convertToDouble() >= 0.0))
+    return emitOpError("expects eps > 0 and weight_decay >= 0");
   return success();
 }
 

@@ -110,8 +110,8 @@ def Lathe_CacheOp : Lathe_Op<"cache", [Symbol, HasParent<"::mlir::ModuleOp">]> {
   let summary = "A named tensor the runtime keeps across entry calls (the KV cache).";
   let description = [{
     Declares persistent, zero-initialised state owned by a runtime session,
-    such as one layer's keys. It is not a parameter: weight files do not hold
-    it. Entries read it with `lathe.cache_read` and update it with
+    such as one layer's keys, or an optimizer's moment of one parameter. It
+    is not a parameter: weight files do not hold it. Entries read it with `lathe.cache_read` and update it with
     `lathe.cache_write`.
 
     ```mlir
@@ -757,14 +757,16 @@ def Lathe_RmsNormGradOp : Lathe_Op<"rms_norm_grad", [Pure]> {
 }
 
 def Lathe_AttentionGradOp : Lathe_Op<"attention_grad", [Pure]> {
-  let summary = "The VJP of causal softmax GQA attention over the whole window.";
+  let summary = "The VJP of causal GQA attention over the whole window.";
   let description = [{
     Recomputes the probabilities P of `lathe.attention` (same q, k, v,
-    heads, kv_heads; no offset, softmax) and, with dO the result's cotangent
-    and s = 1/sqrt(head_dim): `dV = P^T dO`, `dP = dO V^T`,
-    `dS = P * (dP - rowsum(dP * P))`, `dQ = s dS K`, `dK = s dS^T Q`; the
-    key and value gradients of a shared K/V head sum over the query heads of
-    its group.
+    heads, kv_heads and normalizer; no offset) and, with dO the result's
+    cotangent and s = 1/sqrt(head_dim): `dV = P^T dO`, `dP = dO V^T`, and
+    for softmax `dS = P * (dP - rowsum(dP * P))`; for softpick, with
+    a = e^z - 1 and d = sum |a| + 1e-8 over the visible scores z,
+    `dS = e^z / d * ([a > 0] dP - sign(a) rowsum(dP * P))`. Then
+    `dQ = s dS K`, `dK = s dS^T Q`; the key and value gradients of a shared
+    K/V head sum over the query heads of its group.
 
     ```mlir
     %dq, %dk, %dv = lathe.attention_grad %q, %k, %v, %do {heads = 4 : i64, kv_heads = 2 : i64}
@@ -838,6 +840,85 @@ def Lathe_EmbeddingGradOp : Lathe_Op<"embedding_grad", [Pure]> {
   let assemblyFormat = [{
     $tokens `,` $result_grad attr-dict `:` type($tokens) `,` type($result_grad)
     `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_AssignOp : Lathe_Op<"assign", [MemoryEffects<[MemWrite]>,
+    AllTypesMatch<["target", "value", "result"]>]> {
+  let summary = "Overwrites a parameter or a cache with a new value, in place.";
+  let description = [{
+    The optimizer's write-back: `target` must be a `lathe.weight` (the
+    parameter's storage) or a `lathe.cache_read` (a session state, such as
+    an Adam moment or an accumulated gradient), and it must have no use
+    after this op. The result is the updated contents. Like
+    `lathe.cache_write`, the write is an effect and stays when nothing reads
+    the result.
+
+    ```mlir
+    %w = lathe.weight @"lm_head.weight" : tensor<256x64xf32>
+    %w1 = lathe.assign %w, %new : tensor<256x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$target, Lathe_F32Tensor:$value);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$target `,` $value attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
+def Lathe_GlobalNormOp : Lathe_Op<"global_norm", [Pure]> {
+  let summary = "The global L2 norm of scaled gradients, and the clipping factor.";
+  let description = [{
+    `norm = scale * sqrt(sum over all gradients of sum(g^2))` and
+    `factor = min(1, max_norm / norm)` (1 when norm is 0): gradient clipping
+    by global norm, with `scale` (a tensor<1xf32>) applied first, e.g. 1/B
+    for gradients summed over B sequences.
+
+    ```mlir
+    %norm, %factor = lathe.global_norm (%g0, %g1) scale %s {max_norm = 1.0 : f64}
+        : (tensor<64x64xf32>, tensor<64xf32>), tensor<1xf32> -> tensor<1xf32>, tensor<1xf32>
+    ```
+  }];
+  let arguments = (ins Variadic<Lathe_F32Tensor>:$grads, Lathe_F32Tensor:$scale,
+                       F64Attr:$max_norm);
+  let results = (outs Lathe_F32Tensor:$norm, Lathe_F32Tensor:$factor);
+  let assemblyFormat = [{
+    `(` $grads `)` `scale` $scale attr-dict `:` `(` type($grads) `)` `,`
+    type($scale) `->` type($norm) `,` type($factor)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_AdamwOp : Lathe_Op<"adamw", [Pure,
+    AllTypesMatch<["param", "grad", "m", "v", "new_param", "new_m", "new_v"]>,
+    AllTypesMatch<["lr", "step", "scale", "factor"]>]> {
+  let summary = "One AdamW update of a parameter and its two moments.";
+  let description = [{
+    With `g = grad * scale * factor` (the gradient, its batch scale and its
+    clipping factor), t = `step` (from 1) and lr = `lr` (tensor<1xf32> each):
+    `m' = beta1 m + (1 - beta1) g`, `v' = beta2 v + (1 - beta2) g^2`,
+    `p' = p (1 - lr weight_decay) - lr (m' / (1 - beta1^t)) /
+    (sqrt(v' / (1 - beta2^t)) + eps)`: decoupled weight decay, as
+    torch.optim.AdamW. `weight_decay` is 0 for the parameters that take none
+    (norm gains, biases, Parcae's A_log, dt_bias and B).
+
+    ```mlir
+    %p1, %m1, %v1 = lathe.adamw %p, %g, %m, %v lr %lr step %t scale %s factor %f
+        {beta1 = 0.9 : f64, beta2 = 0.95 : f64, eps = 1.0e-08 : f64, weight_decay = 0.1 : f64}
+        : tensor<64x64xf32>, tensor<1xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$param, Lathe_F32Tensor:$grad,
+                       Lathe_F32Tensor:$m, Lathe_F32Tensor:$v,
+                       Lathe_F32Tensor:$lr, Lathe_F32Tensor:$step,
+                       Lathe_F32Tensor:$scale, Lathe_F32Tensor:$factor,
+                       F64Attr:$beta1, F64Attr:$beta2, F64Attr:$eps,
+                       F64Attr:$weight_decay);
+  let results = (outs Lathe_F32Tensor:$new_param, Lathe_F32Tensor:$new_m,
+                      Lathe_F32Tensor:$new_v);
+  let assemblyFormat = [{
+    $param `,` $grad `,` $m `,` $v `lr` $lr `step` $step `scale` $scale
+    `factor` $factor attr-dict `:` type($param) `,` type($lr)
   }];
   let hasVerifier = 1;
 }

@@ -2,6 +2,7 @@
 #ifndef LATHE_COMPILER_H
 #define LATHE_COMPILER_H
 
+#include "lathe/SpecImporter.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/IR/OwningOpRef.h"
@@ -32,10 +33,11 @@ inline constexpr const char *kCudaChips[] = {"sm_80", "sm_90"};
 void registerCompilerDialects(DialectRegistry &registry);
 
 /// Reads a model: a YAML spec (.yaml/.yml) or `lathe` IR (.mlir), verified;
-/// `train` adds a spec's `grad` entry (see importSpec). Errors are printed to
+/// `train` adds a spec's training entries (see importSpec). Errors are printed to
 /// `errs` as one line each; null on error.
 OwningOpRef<ModuleOp> loadModel(llvm::StringRef path, MLIRContext &ctx,
-                                llvm::raw_ostream &errs, bool train = false);
+                                llvm::raw_ostream &errs,
+                                const TrainOptions *train = nullptr);
 
 /// Runs the pipelines on `module` (consumed) and writes the artifact (binary)
 /// or the requested IR (text) to `out`.

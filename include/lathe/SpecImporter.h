@@ -9,13 +9,30 @@
 
 namespace mlir::lathe {
 
+/// What `lathec --train` compiles besides inference: the training window and
+/// the optimizer's fixed hyperparameters (the learning rate and its schedule
+/// are the runtime's, per step).
+struct TrainOptions {
+  int64_t seq = 0; // the training window; 0 means max_seq
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weightDecay = 0.1;
+  double clip = 1.0; // max global gradient norm
+};
+
 /// Reads a YAML model spec and builds its `lathe` module: parameters and the
-/// `forward`, `prefill*` and `decode` entries; with `train`, also `grad`: the
-/// mean cross-entropy of a max_seq window against its targets, marked for
-/// lathe-differentiate. Errors go to `errs` as one line each,
-/// `FILE:LINE:COL: error: MESSAGE`; on error the result is null.
+/// `forward`, `prefill*` and `decode` entries. With `train`, also:
+/// - `grad`: the mean cross-entropy of one window against its targets,
+///   returning the loss and every parameter's gradient;
+/// - `accumulate_grad`: the same loss, its gradients added into the states
+///   `grad.<param>`;
+/// - `optimizer_step(lr, step, scale)`: global-norm clipping and AdamW on
+///   every parameter, in place, with moments in `adam.m.<param>` and
+///   `adam.v.<param>`; returns the gradient norm.
+/// The first two are marked for lathe-differentiate. Errors go to `errs` as
+/// one line each, `FILE:LINE:COL: error: MESSAGE`; on error the result is
+/// null.
 OwningOpRef<ModuleOp> importSpec(llvm::MemoryBufferRef spec, MLIRContext &ctx,
-                                 llvm::raw_ostream &errs, bool train = false);
+                                 llvm::raw_ostream &errs,
+                                 const TrainOptions *train = nullptr);
 
 } // namespace mlir::lathe
 

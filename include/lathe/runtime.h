@@ -153,6 +153,51 @@ lathe_status_t lathe_session_grad(lathe_session_t *session,
                                   const int32_t *targets, size_t n,
                                   float *out_loss, const char *out_path);
 
+/// The training window of an artifact from lathec --train (its grad entry's
+/// length), or 0 for an inference artifact.
+size_t lathe_artifact_train_seq(const lathe_artifact_t *artifact);
+
+/// One optimizer step (an artifact from lathec --train): for each of the
+/// `batch` sequences (tokens and targets row-major [batch, seq], seq the
+/// training window), accumulate_grad adds its gradients into the session's
+/// gradient sums; then optimizer_step clips them by global norm (scaled by
+/// 1/batch) and applies AdamW in place with learning rate `lr` at `step`
+/// (1, 2, ...), and the sums are cleared. Writes the mean loss and the
+/// gradient norm before clipping.
+lathe_status_t lathe_session_train_step(lathe_session_t *session,
+                                        const int32_t *tokens,
+                                        const int32_t *targets, size_t batch,
+                                        size_t seq, float lr, int64_t step,
+                                        float *out_loss,
+                                        float *out_grad_norm);
+
+/// The mean cross-entropy of `batch` sequences of `n` <= max_seq tokens
+/// against their targets (row-major [batch, n]), through the forward entry;
+/// nothing is updated.
+lathe_status_t lathe_session_eval_loss(lathe_session_t *session,
+                                       const int32_t *tokens,
+                                       const int32_t *targets, size_t batch,
+                                       size_t n, float *out_loss);
+
+/// Writes the session's weights, and with `with_optimizer` its optimizer
+/// state (the Adam moments, as tensors named adam.m.<param> and
+/// adam.v.<param>, and `step`, the number of steps taken, as the I64 tensor
+/// optimizer.step), to a safetensors file, atomically (a temporary file
+/// renamed over `path`), with `meta_count` string pairs as metadata.
+lathe_status_t lathe_session_save(const lathe_session_t *session,
+                                  const char *path, int with_optimizer,
+                                  int64_t step, const char *const *meta_keys,
+                                  const char *const *meta_values,
+                                  size_t meta_count);
+
+/// Restores the optimizer state that lathe_session_save wrote (load the
+/// weights from the same file with lathe_session_load_weights). Every
+/// tensor is checked before any is copied; a missing one or a shape that
+/// differs is named in the error.
+lathe_status_t lathe_session_load_optimizer(lathe_session_t *session,
+                                            const char *path,
+                                            int64_t *out_step);
+
 /* Profiling, off by default. While it is enabled, the session times every
  * kernel launch with a monotonic clock and adds to that kernel's totals: one
  * call, the launch's wall time, and its Launch.flops. Turning it off keeps

@@ -48,7 +48,12 @@ const char *const kUsage =
     "                 [--bandwidth-mib M]\n"
     "       lathe-run ARTIFACT grad --weights WEIGHTS.safetensors\n"
     "                 --tokens T0,T1,... --targets Y0,Y1,... [--out G.safetensors]\n"
-    "       lathe-run ARTIFACT train ...\n"
+    "       lathe-run ARTIFACT train --data FILE --out W.safetensors\n"
+    "                 [--steps N] [--batch B] [--seq T] [--lr LR] [--min-lr LR]\n"
+    "                 [--warmup N] [--eval-every K] [--eval-batches N]\n"
+    "                 [--seed S] [--weights INIT | --resume CHECKPOINT]\n"
+    "       lathe-run ARTIFACT train-step --weights W --tokens A;B;.. --targets A;B;..\n"
+    "                 --lr LR [--step N] [--resume CHECKPOINT] --out W2\n"
     "\n"
     "cached-forward runs the first N tokens (default 1) through prefill and\n"
     "the rest one at a time through decode, at consecutive positions unless\n"
@@ -69,7 +74,14 @@ const char *const kUsage =
     "grad (an artifact from lathec --train) prints the mean cross-entropy of\n"
     "one max_seq window against its targets and writes it, with the gradient\n"
     "of every parameter, to --out.\n"
-    "train needs an artifact compiled for training (a train_step entry).\n";
+    "train (an artifact from lathec --train) trains on FILE's bytes as\n"
+    "tokens (the last tenth held out): --steps optimizer steps (default 200)\n"
+    "of --batch windows (default 4) of the compiled window, AdamW with lr\n"
+    "--lr (default 1e-3) warmed up over --warmup steps then cosine-decayed to\n"
+    "--min-lr; held-out loss every --eval-every steps, each time writing the\n"
+    "checkpoint (weights + optimizer state) to --out, the log to OUT.csv and\n"
+    "the loss curve to OUT.svg, atomically. --resume continues a checkpoint.\n"
+    "train-step runs one optimizer step on the given sequences.\n";
 
 [[noreturn]] void fail(const std::string &message) {
   std::fprintf(stderr, "lathe-run: %s\n", message.c_str());
@@ -562,13 +574,6 @@ int runGenerate(const lathe_artifact_t *art, const std::string &path,
                  "sequence reached max_seq (%" PRId64 ")\n",
                  made, maxSeq);
   return 0;
-}
-
-int runTrain(const lathe_artifact_t *art, const std::string &path) {
-  if (!hasEntry(art, "train_step"))
-    fail(path + ": this artifact was compiled for inference; it has no "
-         "train_step entry");
-  fail(path + ": training is not implemented in this lathe-run yet");
 }
 
 // ---------------------------------------------------------------- bench
@@ -1236,6 +1241,370 @@ int runBench(const lathe_artifact_t *art, const std::string &path,
 
 } // namespace
 
+// ---------------------------------------------------------------- train
+
+// Linear warmup from 0, then cosine decay to minLr at `total`; step t (from
+// 1) is the t-th update (the convention of test/reference/train.py).
+double learningRate(int64_t t, double lr, int64_t warmup, int64_t total,
+                    double minLr) {
+  if (t < warmup)
+    return lr * double(t) / double(warmup);
+  if (t >= total || total == warmup)
+    return t >= total ? minLr : lr;
+  double progress = double(t - warmup) / double(total - warmup);
+  return minLr + (lr - minLr) * 0.5 * (1.0 + std::cos(M_PI * progress));
+}
+
+std::string formatDuration(double seconds) {
+  int64_t s = int64_t(seconds + 0.5);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", (long long)(s / 3600),
+                (long long)(s / 60 % 60), (long long)(s % 60));
+  return buf;
+}
+
+// path without its .safetensors extension, plus `suffix`.
+std::string besideWeights(const std::string &path, const std::string &suffix) {
+  std::string stem = path;
+  const std::string ext = ".safetensors";
+  if (stem.size() > ext.size() &&
+      stem.compare(stem.size() - ext.size(), ext.size(), ext) == 0)
+    stem.resize(stem.size() - ext.size());
+  return stem + suffix;
+}
+
+struct LogRow {
+  int64_t step;
+  double lr, loss, gradNorm, tokensPerSecond, elapsed;
+  double valLoss; // NaN when not evaluated at this step
+};
+
+// The loss curve as an SVG line chart: train loss per step, held-out loss
+// at each evaluation.
+std::string lossCurveSvg(const std::vector<LogRow> &rows,
+                         const std::string &title) {
+  const double W = 640, H = 360, left = 56, right = 16, top = 32, bottom = 40;
+  double lo = INFINITY, hi = -INFINITY;
+  int64_t last = 1;
+  for (const LogRow &r : rows) {
+    for (double v : {r.loss, r.valLoss})
+      if (std::isfinite(v))
+        lo = std::min(lo, v), hi = std::max(hi, v);
+    last = std::max(last, r.step);
+  }
+  if (!std::isfinite(lo))
+    lo = 0, hi = 1;
+  if (hi - lo < 1e-6)
+    hi = lo + 1;
+  auto x = [&](double step) {
+    return left + (W - left - right) * step / double(last);
+  };
+  auto y = [&](double v) {
+    return top + (H - top - bottom) * (hi - v) / (hi - lo);
+  };
+  std::string out;
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" "
+                "height=\"%g\" font-family=\"sans-serif\" font-size=\"12\">\n"
+                "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
+                W, H);
+  out += buf;
+  std::snprintf(buf, sizeof buf,
+                "<text x=\"%g\" y=\"20\">%s: loss (train blue, held-out "
+                "orange)</text>\n",
+                left, title.c_str());
+  out += buf;
+  std::snprintf(buf, sizeof buf,
+                "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" "
+                "stroke=\"black\"/>\n<line x1=\"%g\" y1=\"%g\" x2=\"%g\" "
+                "y2=\"%g\" stroke=\"black\"/>\n",
+                left, top, left, H - bottom, left, H - bottom, W - right,
+                H - bottom);
+  out += buf;
+  for (int i = 0; i <= 4; ++i) {
+    double v = lo + (hi - lo) * i / 4;
+    std::snprintf(buf, sizeof buf,
+                  "<text x=\"4\" y=\"%g\">%.3f</text>\n", y(v) + 4, v);
+    out += buf;
+  }
+  std::snprintf(buf, sizeof buf,
+                "<text x=\"%g\" y=\"%g\">step %lld</text>\n", W - right - 70,
+                H - 12, (long long)last);
+  out += buf;
+  auto polyline = [&](bool val, const char *color) {
+    std::string pts;
+    for (const LogRow &r : rows) {
+      double v = val ? r.valLoss : r.loss;
+      if (!std::isfinite(v))
+        continue;
+      std::snprintf(buf, sizeof buf, "%.1f,%.1f ", x(double(r.step)), y(v));
+      pts += buf;
+    }
+    if (!pts.empty())
+      out += "<polyline fill=\"none\" stroke=\"" + std::string(color) +
+             "\" stroke-width=\"1.5\" points=\"" + pts + "\"/>\n";
+  };
+  polyline(false, "#1f77b4");
+  polyline(true, "#ff7f0e");
+  out += "</svg>\n";
+  return out;
+}
+
+// Writes `text` to `path` through a temporary file renamed over it.
+void writeTextAtomically(const std::string &path, const std::string &text) {
+  std::string tmp = path + ".tmp";
+  FILE *f = std::fopen(tmp.c_str(), "wb");
+  if (!f)
+    fail(path + ": cannot write: " + std::strerror(errno));
+  bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  ok &= std::fclose(f) == 0;
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    fail(path + ": cannot write: " + std::strerror(errno));
+  }
+}
+
+// One optimizer step on given sequences ("1,2,3;4,5,6": one per batch row),
+// from --weights (and the optimizer state in --resume): what the tests hold
+// against a reference step.
+int runTrainStep(const lathe_artifact_t *art, const Options &opts) {
+  auto rows = [&](const char *name) {
+    std::vector<int32_t> all;
+    size_t width = 0, count = 0;
+    std::string list = opts.require(name, "train-step");
+    size_t begin = 0;
+    while (begin <= list.size()) {
+      size_t end = list.find(';', begin);
+      if (end == std::string::npos)
+        end = list.size();
+      std::vector<int32_t> row = parseTokens(list.substr(begin, end - begin));
+      if (count && row.size() != width)
+        fail(std::string("train-step: every ") + name +
+             " row needs the same length");
+      width = row.size();
+      ++count;
+      all.insert(all.end(), row.begin(), row.end());
+      begin = end + 1;
+    }
+    return std::make_pair(all, std::make_pair(count, width));
+  };
+  auto [tokens, shape] = rows("--tokens");
+  auto [targets, targetShape] = rows("--targets");
+  if (shape != targetShape)
+    fail("train-step: --tokens and --targets need the same rows and lengths");
+  double lr = 0;
+  if (!parseDouble(opts.require("--lr", "train-step"), lr) || !(lr >= 0))
+    fail("bad --lr: expected a number >= 0");
+  int64_t step = parseCount(opts, "--step", 1, 1);
+  const std::string &out = opts.require("--out", "train-step");
+  SessionPtr session =
+      openSession(art, opts.require("--weights", "train-step"));
+  if (const std::string *resume = opts.get("--resume")) {
+    int64_t at = 0;
+    check(lathe_session_load_optimizer(session.get(), resume->c_str(), &at));
+  }
+  float loss = 0, norm = 0;
+  check(lathe_session_train_step(session.get(), tokens.data(), targets.data(),
+                                 shape.first, shape.second, float(lr), step,
+                                 &loss, &norm));
+  check(lathe_session_save(session.get(), out.c_str(), 1, step, nullptr,
+                           nullptr, 0));
+  std::printf("loss %.6f grad_norm %.6f\n", double(loss), double(norm));
+  return 0;
+}
+
+int runTrain(const lathe_artifact_t *art, const std::string &path,
+             const Options &opts) {
+  size_t window = lathe_artifact_train_seq(art);
+  if (!window)
+    fail(path + ": this artifact was compiled for inference; it has no "
+         "training entries (compile it with lathec --train)");
+  const std::string &dataPath = opts.require("--data", "train");
+  const std::string &outPath = opts.require("--out", "train");
+  int64_t steps = parseCount(opts, "--steps", 200, 1);
+  int64_t batch = parseCount(opts, "--batch", 4, 1);
+  int64_t maxSeq = lathe_artifact_max_seq(art);
+  int64_t seq = parseCount(opts, "--seq", int64_t(window), 1);
+  if (seq > maxSeq)
+    fail("bad --seq '" + std::to_string(seq) + "': the artifact's max_seq is " +
+         std::to_string(maxSeq));
+  if (seq != int64_t(window))
+    fail("bad --seq '" + std::to_string(seq) + "': this artifact trains on "
+         "windows of " + std::to_string(window) +
+         " tokens (compile with lathec --train --train-seq " +
+         std::to_string(seq) + ")");
+  auto real = [&](const char *name, double dflt, double lo) {
+    const std::string *v = opts.get(name);
+    double out = dflt;
+    if (v && (!parseDouble(*v, out) || !(out >= lo)))
+      fail(std::string("bad ") + name + " '" + *v + "': expected a number >= " +
+           std::to_string(lo));
+    return out;
+  };
+  double lr = real("--lr", 1e-3, 0.0);
+  double minLr = real("--min-lr", lr / 10, 0.0);
+  int64_t warmup = parseCount(opts, "--warmup", std::min<int64_t>(steps / 10, 100), 0);
+  int64_t evalEvery = parseCount(opts, "--eval-every", std::max<int64_t>(steps / 10, 1), 1);
+  int64_t evalBatches = parseCount(opts, "--eval-batches", 4, 1);
+  int64_t seed = parseCount(opts, "--seed", 0, 0);
+  int64_t vocab = lathe_artifact_vocab(art);
+  if (vocab < 256)
+    fail(path + ": training reads bytes as tokens, which needs vocab >= 256, "
+         "not " + std::to_string(vocab));
+
+  // The output directory must take files before any time is spent; what
+  // is there already (an earlier run's checkpoint and log) stays as it is.
+  std::string csvPath = besideWeights(outPath, ".csv");
+  std::string svgPath = besideWeights(outPath, ".svg");
+  {
+    std::string probe = csvPath + ".tmp";
+    FILE *p = std::fopen(probe.c_str(), "wb");
+    if (!p)
+      fail(csvPath + ": cannot write: " + std::strerror(errno));
+    std::fclose(p);
+    std::remove(probe.c_str());
+  }
+
+  // Bytes are tokens; the last tenth is held out.
+  FILE *f = std::fopen(dataPath.c_str(), "rb");
+  if (!f)
+    fail(dataPath + ": cannot read: " + std::strerror(errno));
+  std::vector<int32_t> data;
+  for (int c; (c = std::fgetc(f)) != EOF;)
+    data.push_back(int32_t(c));
+  std::fclose(f);
+  size_t need = size_t(seq + 1);
+  size_t held = data.size() / 10;
+  if (data.size() < 10 * need || held < need)
+    fail(dataPath + ": " + std::to_string(data.size()) +
+         " bytes is too short to train on windows of " + std::to_string(seq) +
+         " tokens (needs at least " + std::to_string(10 * need) +
+         ", a tenth of it held out)");
+  std::vector<int32_t> trainData(data.begin(), data.end() - long(held));
+  std::vector<int32_t> valData(data.end() - long(held), data.end());
+
+  // Weights: --resume (weights and optimizer state), --weights, or the
+  // spec's init.
+  int64_t done = 0;
+  SessionPtr session;
+  std::string initPath;
+  if (const std::string *resume = opts.get("--resume")) {
+    session = openSession(art, *resume);
+    check(lathe_session_load_optimizer(session.get(), resume->c_str(), &done));
+    std::fprintf(stderr, "train: resumed %s at step %lld\n", resume->c_str(),
+                 (long long)done);
+  } else if (const std::string *w = opts.get("--weights")) {
+    session = openSession(art, *w);
+  } else {
+    initPath = besideWeights(outPath, ".init.safetensors");
+    check(lathe_weights_init(art, uint64_t(seed), initPath.c_str()));
+    session = openSession(art, initPath);
+    std::remove(initPath.c_str());
+  }
+  if (done >= steps)
+    fail("the checkpoint is at step " + std::to_string(done) +
+         ", already --steps " + std::to_string(steps));
+
+  // Windows: seq + 1 bytes from a random offset; the held-out windows are
+  // fixed, so every evaluation sees the same text.
+  Rng rng{uint64_t(seed) * 0x2545f4914f6cdd1dull + uint64_t(done)};
+  auto sample = [&](const std::vector<int32_t> &src, Rng &r,
+                    std::vector<int32_t> &tokens, std::vector<int32_t> &targets,
+                    int64_t count) {
+    tokens.resize(size_t(count * seq));
+    targets.resize(size_t(count * seq));
+    for (int64_t b = 0; b < count; ++b) {
+      size_t start = size_t(r.next() % uint64_t(src.size() - need + 1));
+      for (int64_t t = 0; t < seq; ++t) {
+        tokens[size_t(b * seq + t)] = src[start + size_t(t)];
+        targets[size_t(b * seq + t)] = src[start + size_t(t) + 1];
+      }
+    }
+  };
+  std::vector<int32_t> valTokens, valTargets;
+  Rng valRng{uint64_t(seed) + 17};
+  sample(valData, valRng, valTokens, valTargets, evalBatches);
+  auto evaluate = [&]() {
+    float loss = 0;
+    check(lathe_session_eval_loss(session.get(), valTokens.data(),
+                                  valTargets.data(), size_t(evalBatches),
+                                  size_t(seq), &loss));
+    return double(loss);
+  };
+
+  std::string model = lathe_artifact_model_name(art);
+  const char *metaKeys[] = {"lathe.model", "lathe.data"};
+  const char *metaValues[] = {model.c_str(), dataPath.c_str()};
+  auto save = [&](int64_t step) {
+    check(lathe_session_save(session.get(), outPath.c_str(), 1, step, metaKeys,
+                             metaValues, 2));
+  };
+
+  std::vector<LogRow> rows;
+  std::string csv = "step,lr,loss,grad_norm,val_loss,tokens_per_s,elapsed_s\n";
+  bool tty = isatty(fileno(stderr));
+  std::fprintf(stderr,
+               "train: %s, %lld steps of %lld x %lld tokens, lr %g (warmup "
+               "%lld, cosine to %g), %zu training bytes, %zu held out\n",
+               model.c_str(), (long long)steps, (long long)batch,
+               (long long)seq, lr, (long long)warmup, minLr, trainData.size(),
+               valData.size());
+  double first = evaluate();
+  std::fprintf(stderr, "train: step %lld held-out loss %.4f\n", (long long)done,
+               first);
+  rows.push_back({done, 0, NAN, NAN, 0, 0, first});
+  csv += std::to_string(done) + ",,,," + std::to_string(first) + ",,0\n";
+  auto start = Clock::now();
+  std::vector<int32_t> tokens, targets;
+  for (int64_t step = done + 1; step <= steps; ++step) {
+    sample(trainData, rng, tokens, targets, batch);
+    double stepLr = learningRate(step, lr, warmup, steps, minLr);
+    float loss = 0, norm = 0;
+    auto t0 = Clock::now();
+    check(lathe_session_train_step(session.get(), tokens.data(),
+                                   targets.data(), size_t(batch), size_t(seq),
+                                   float(stepLr), step, &loss, &norm));
+    double took = secondsSince(t0), elapsed = secondsSince(start);
+    double tps = double(batch * seq) / took;
+    double eta = elapsed / double(step - done) * double(steps - step);
+    LogRow row{step, stepLr, loss, norm, tps, elapsed, NAN};
+    bool evalNow = step % evalEvery == 0 || step == steps;
+    if (evalNow)
+      row.valLoss = evaluate();
+    rows.push_back(row);
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "%lld,%.6g,%.6f,%.6f,%s,%.1f,%.3f\n", (long long)step,
+                  stepLr, double(loss), double(norm),
+                  evalNow ? std::to_string(row.valLoss).c_str() : "",
+                  tps, elapsed);
+    csv += line;
+    int width = 24;
+    int filled = int(double(width) * double(step) / double(steps));
+    std::string bar = std::string(size_t(filled), '#') +
+                      std::string(size_t(width - filled), '.');
+    if (tty || evalNow || step == done + 1)
+      std::fprintf(stderr,
+                   "%s[%s] step %lld/%lld loss %.4f | %.0f tok/s | ETA %s%s",
+                   tty ? "\r" : "", bar.c_str(), (long long)step,
+                   (long long)steps, double(loss), tps,
+                   formatDuration(eta).c_str(), tty ? "" : "\n");
+    if (evalNow) {
+      std::fprintf(stderr, "%sheld-out loss %.4f at step %lld\n",
+                   tty ? "\n" : "", row.valLoss, (long long)step);
+      // A checkpoint at every evaluation: weights, optimizer state, log
+      // and plot, each written atomically.
+      save(step);
+      writeTextAtomically(csvPath, csv);
+      writeTextAtomically(svgPath, lossCurveSvg(rows, model));
+    }
+  }
+  std::fprintf(stderr, "train: wrote %s, %s and %s\n", outPath.c_str(),
+               csvPath.c_str(), svgPath.c_str());
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc >= 2 && (!std::strcmp(argv[1], "--help") ||
                     !std::strcmp(argv[1], "-h"))) {
@@ -1265,7 +1634,14 @@ int main(int argc, char **argv) {
   else if (command == "bench")
     allowed = {"--weights", "--prompt-len", "--decode", "--repeat",
                "--profile", "--bandwidth-mib", "--device"};
-  else if (command != "train")
+  else if (command == "train-step")
+    allowed = {"--weights", "--tokens", "--targets", "--lr", "--step",
+               "--resume", "--out"};
+  else if (command == "train")
+    allowed = {"--data", "--steps", "--batch", "--seq", "--weights", "--out",
+               "--lr", "--min-lr", "--warmup", "--eval-every",
+               "--eval-batches", "--seed", "--resume"};
+  else
     fail("unknown command '" + command + "' (see lathe-run --help)");
   // dump-ptx takes the chip as a positional argument.
   std::string chip;
@@ -1276,11 +1652,8 @@ int main(int argc, char **argv) {
     chip = argv[3];
     firstOption = 4;
   }
-  // train's options are not settled yet; whatever they are, an inference
-  // artifact is refused first.
   Options opts;
-  if (command != "train")
-    opts = parseOptions(argc, argv, firstOption, allowed, command,
+  opts = parseOptions(argc, argv, firstOption, allowed, command,
                         command == "bench"
                             ? std::vector<std::string>{"--profile"}
                             : std::vector<std::string>{});
@@ -1302,7 +1675,9 @@ int main(int argc, char **argv) {
   if (command == "generate")
     return runGenerate(art.get(), argv[1], opts);
   if (command == "train")
-    return runTrain(art.get(), argv[1]);
+    return runTrain(art.get(), argv[1], opts);
+  if (command == "train-step")
+    return runTrainStep(art.get(), opts);
   if (command == "grad")
     return runGrad(art.get(), opts);
   if (command == "bench")

@@ -43,11 +43,29 @@ static cl::opt<bool> report(
     "report",
     cl::desc("Print kernels per layer and each kernel's FLOPs and bytes"),
     cl::init(false));
+static cl::OptionCategory trainCategory("Training (--train)");
 static cl::opt<bool> train(
     "train",
-    cl::desc("Also compile the spec's grad entry: loss and every parameter's "
-             "gradient (training, in progress)"),
-    cl::init(false));
+    cl::desc("Also compile the training entries: grad, accumulate_grad and "
+             "optimizer_step (AdamW with global-norm clipping)"),
+    cl::init(false), cl::cat(trainCategory));
+static cl::opt<int64_t> trainSeq(
+    "train-seq", cl::desc("The training window in tokens (default: max_seq)"),
+    cl::init(0), cl::cat(trainCategory));
+static cl::opt<double> adamBeta1("adam-beta1", cl::desc("AdamW beta1"),
+                                 cl::init(0.9), cl::cat(trainCategory));
+static cl::opt<double> adamBeta2("adam-beta2", cl::desc("AdamW beta2"),
+                                 cl::init(0.95), cl::cat(trainCategory));
+static cl::opt<double> adamEps("adam-eps", cl::desc("AdamW epsilon"),
+                               cl::init(1e-8), cl::cat(trainCategory));
+static cl::opt<double> weightDecay(
+    "weight-decay",
+    cl::desc("Decoupled weight decay (not for norm gains, biases and "
+             "Parcae's injection)"),
+    cl::init(0.1), cl::cat(trainCategory));
+static cl::opt<double> clipNorm("clip",
+                                cl::desc("Max global gradient norm"),
+                                cl::init(1.0), cl::cat(trainCategory));
 static cl::opt<std::string> gpuChip(
     "gpu-chip", cl::desc("Chip for --emit=llvm|ptx with --target=cuda"),
     cl::init("sm_90"));
@@ -82,8 +100,23 @@ int main(int argc, char **argv) {
                  << inputPath << "'\n";
     return 1;
   }
-  OwningOpRef<ModuleOp> module =
-      loadModel(inputPath, ctx, llvm::errs(), train);
+  TrainOptions trainOptions;
+  trainOptions.seq = trainSeq;
+  trainOptions.beta1 = adamBeta1;
+  trainOptions.beta2 = adamBeta2;
+  trainOptions.eps = adamEps;
+  trainOptions.weightDecay = weightDecay;
+  trainOptions.clip = clipNorm;
+  auto bad = [](const char *what) {
+    llvm::errs() << "lathec: error: " << what << "\n";
+    return 1;
+  };
+  if (!(adamBeta1 >= 0 && adamBeta1 < 1) || !(adamBeta2 >= 0 && adamBeta2 < 1))
+    return bad("--adam-beta1 and --adam-beta2 must be in [0, 1)");
+  if (!(adamEps > 0) || !(weightDecay >= 0) || !(clipNorm > 0))
+    return bad("--adam-eps and --clip must be > 0 and --weight-decay >= 0");
+  OwningOpRef<ModuleOp> module = loadModel(inputPath, ctx, llvm::errs(),
+                                           train ? &trainOptions : nullptr);
   if (!module)
     return 1;
 

@@ -251,9 +251,9 @@ func.func @cache_unknown() -> tensor<8x4xf32> {
 
 // -----
 
-// A cache is a [positions, width] matrix.
-// expected-error @+1 {{expects a static [N, W] tensor}}
-lathe.cache @c : tensor<8xf32>
+// A cache has at least one axis (a KV cache's positions, a parameter's).
+// expected-error @+1 {{expects a static tensor of rank >= 1, got 'tensor<f32>'}}
+lathe.cache @c : tensor<f32>
 
 // -----
 
