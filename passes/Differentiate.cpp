@@ -72,6 +72,24 @@ LogicalResult differentiate(func::FuncOp fn, ArrayRef<ParamOp> params) {
       accumulate(paramGrad[weight.getName()], dys[0], op->getLoc());
       continue;
     }
+    if (auto slice = llvm::dyn_cast<tensor::ExtractSliceOp>(op)) {
+      // Leading rows of a table (a learned position table read by a window
+      // shorter than max_seq): the rows' cotangent, padded with zeros.
+      auto srcType = llvm::cast<RankedTensorType>(slice.getSourceType());
+      bool leadingRows =
+          srcType.getRank() == 2 && slice.hasUnitStride() &&
+          llvm::all_of(slice.getStaticOffsets(),
+                       [](int64_t o) { return o == 0; }) &&
+          slice.getStaticSizes()[1] == srcType.getDimSize(1);
+      if (!leadingRows)
+        return op->emitOpError()
+               << "lies between the parameters and the loss, and only a "
+                  "slice of leading rows has a vector-Jacobian product";
+      accumulate(cotangent[slice.getSource()],
+                 PadRowsOp::create(b, op->getLoc(), srcType, dys[0]),
+                 op->getLoc());
+      continue;
+    }
     auto vjp = llvm::dyn_cast<VjpOpInterface>(op);
     if (!vjp)
       return op->emitOpError()

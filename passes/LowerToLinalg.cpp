@@ -1175,35 +1175,94 @@ struct LowerAttentionGrad : OpConversionPattern<AttentionGradOp> {
                                             in.cst(-INFINITY));
           return arith::MaximumFOp::create(nb, l, a[1], s);
         });
-    auto expScaled = [&](OpBuilder &nb, Location l, Value s, Value m) {
+    // On the scaled scores z = s S, shifted by the row's visible maximum
+    // (softpick: by max(0, that), as its forward kernel, so e^-m <= 1):
+    // E = e^(z - m) and, for softpick, A = E - e^-m = e^-m (e^z - 1).
+    bool softpick = op.getNormalizer() == Normalizer::softpick;
+    auto shift = [&](OpBuilder &nb, Location l, Value rowMax) -> Value {
       GenericBuilder in{nb, l};
-      Value e = math::ExpOp::create(
-          nb, l,
-          arith::MulFOp::create(nb, l, arith::SubFOp::create(nb, l, s, m),
-                                in.cst(scale)));
-      return arith::SelectOp::create(nb, l, visible(nb, l), e, in.cst(0.0));
+      Value m = arith::MulFOp::create(nb, l, rowMax, in.cst(scale));
+      return softpick ? arith::MaximumFOp::create(nb, l, m, in.cst(0.0)) : m;
     };
-    Value se = g.generic({S, mx}, g.filled({KV, G, T}, 0.0), {full, row, row},
-                         rowReduce,
-                         [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
-                           return arith::AddFOp::create(
-                               nb, l, a[2], expScaled(nb, l, a[0], a[1]));
-                         });
-    Value P = g.generic({S, mx, se}, g.empty({KV, G, T, T}),
-                        {full, row, row, full}, all,
-                        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
-                          return arith::DivFOp::create(
-                              nb, l, expScaled(nb, l, a[0], a[1]), a[2]);
-                        });
-    Value rs = g.generic({P, dP}, g.filled({KV, G, T}, 0.0), {full, full, row},
-                         rowReduce, dot);
-    Value dS = g.generic(
-        {P, dP, rs}, g.empty({KV, G, T, T}), {full, full, row, full}, all,
+    auto expShifted = [&](OpBuilder &nb, Location l, Value s, Value rowMax) {
+      GenericBuilder in{nb, l};
+      Value z = arith::MulFOp::create(nb, l, s, in.cst(scale));
+      Value e = math::ExpOp::create(
+          nb, l, arith::SubFOp::create(nb, l, z, shift(nb, l, rowMax)));
+      return arith::SelectOp::create(nb, l, visible(nb, l), e, in.cst(0.0))
+          .getResult();
+    };
+    // softpick's A, 0 where masked.
+    auto pickA = [&](OpBuilder &nb, Location l, Value e, Value rowMax) {
+      GenericBuilder in{nb, l};
+      Value floor = math::ExpOp::create(
+          nb, l, arith::NegFOp::create(nb, l, shift(nb, l, rowMax)));
+      Value a = arith::SubFOp::create(nb, l, e, floor);
+      return arith::SelectOp::create(nb, l, visible(nb, l), a, in.cst(0.0))
+          .getResult();
+    };
+    // The normaliser: sum of E (softmax), or sum |A| + 1e-8 e^-m (softpick,
+    // whose eps is 1e-8 before the shift).
+    Value se = g.generic(
+        {S, mx}, g.filled({KV, G, T}, 0.0), {full, row, row}, rowReduce,
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          Value e = expShifted(nb, l, a[0], a[1]);
+          if (softpick)
+            e = math::AbsFOp::create(nb, l, pickA(nb, l, e, a[1]));
+          return arith::AddFOp::create(nb, l, a[2], e);
+        });
+    if (softpick)
+      se = g.generic({se, mx}, g.empty({KV, G, T}),
+                     SmallVector<AffineMap>(3, g.map(3, {g.d(0), g.d(1), g.d(2)})),
+                     {kPar, kPar, kPar},
+                     [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                       GenericBuilder in{nb, l};
+                       Value floor = math::ExpOp::create(
+                           nb, l, arith::NegFOp::create(nb, l, shift(nb, l, a[1])));
+                       return arith::AddFOp::create(
+                           nb, l, a[0],
+                           arith::MulFOp::create(nb, l, floor, in.cst(1e-8)));
+                     });
+    Value P = g.generic(
+        {S, mx, se}, g.empty({KV, G, T, T}), {full, row, row, full}, all,
         [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
           GenericBuilder in{nb, l};
-          Value d = arith::SubFOp::create(nb, l, a[1], a[2]);
-          return arith::MulFOp::create(
-              nb, l, arith::MulFOp::create(nb, l, a[0], d), in.cst(scale));
+          Value e = expShifted(nb, l, a[0], a[1]);
+          if (softpick)
+            e = arith::MaximumFOp::create(nb, l, pickA(nb, l, e, a[1]),
+                                          in.cst(0.0));
+          return arith::DivFOp::create(nb, l, e, a[2]);
+        });
+    Value rs = g.generic({P, dP}, g.filled({KV, G, T}, 0.0), {full, full, row},
+                         rowReduce, dot);
+    // softmax: dZ = P (dP - rs); softpick: dZ = E / d ([A > 0] dP - sign(A) rs).
+    // dS = s dZ, the scores being scaled.
+    Value dS = g.generic(
+        {P, dP, rs, S, mx, se}, g.empty({KV, G, T, T}),
+        {full, full, row, full, row, row, full}, all,
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value dz;
+          if (!softpick) {
+            dz = arith::MulFOp::create(nb, l, a[0],
+                                       arith::SubFOp::create(nb, l, a[1], a[2]));
+          } else {
+            Value e = expShifted(nb, l, a[3], a[4]);
+            Value A = pickA(nb, l, e, a[4]);
+            Value pos = arith::CmpFOp::create(nb, l, arith::CmpFPredicate::OGT,
+                                              A, in.cst(0.0));
+            Value neg = arith::CmpFOp::create(nb, l, arith::CmpFPredicate::OLT,
+                                              A, in.cst(0.0));
+            Value sign = arith::SelectOp::create(
+                nb, l, pos, in.cst(1.0),
+                arith::SelectOp::create(nb, l, neg, in.cst(-1.0), in.cst(0.0)));
+            Value gate = arith::SelectOp::create(nb, l, pos, a[1], in.cst(0.0));
+            Value inner = arith::SubFOp::create(
+                nb, l, gate, arith::MulFOp::create(nb, l, sign, a[2]));
+            dz = arith::MulFOp::create(
+                nb, l, arith::DivFOp::create(nb, l, e, a[5]), inner);
+          }
+          return arith::MulFOp::create(nb, l, dz, in.cst(scale));
         });
     // Loops (i, a, g, c, j): dQ[i, a, g, c] = sum_j dS[a, g, i, j] k[j, a, c].
     Value dQ = g.generic({dS, k}, g.filled({T, KV, G, hd}, 0.0),
@@ -1234,6 +1293,204 @@ struct LowerAttentionGrad : OpConversionPattern<AttentionGradOp> {
                        {kPar, kPar}, copy);
     };
     rewriter.replaceOp(op, ValueRange{dQ2, joinKv(dK), joinKv(dV)});
+    return success();
+  }
+};
+
+/// Loops (n, t), t reduced: result[n] = sum_t input[t, n].
+struct LowerSumRows : OpConversionPattern<SumRowsOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(SumRowsOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    rewriter.replaceOp(
+        op, g.generic({adaptor.getInput()}, g.filled(shapeOf(op.getResult()), 0.0),
+                      {g.map(2, {g.d(1), g.d(0)}), g.map(2, {g.d(0)})},
+                      {kPar, kRed},
+                      [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                        return arith::AddFOp::create(nb, l, a[1], a[0]);
+                      }));
+    return success();
+  }
+};
+
+/// result[i, d] = i < T ? input[i, d] : 0, reading a clamped row.
+struct LowerPadRows : OpConversionPattern<PadRowsOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(PadRowsOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    Value in = adaptor.getInput();
+    int64_t rows = shapeOf(in)[0];
+    rewriter.replaceOp(
+        op, g.generic({}, g.empty(shapeOf(op.getResult())),
+                      {g.map(2, {g.d(0), g.d(1)})}, {kPar, kPar},
+                      [&](OpBuilder &nb, Location l, ValueRange) -> Value {
+                        GenericBuilder b2{nb, l};
+                        Value i = linalg::IndexOp::create(nb, l, 0);
+                        Value c = linalg::IndexOp::create(nb, l, 1);
+                        Value last = arith::ConstantIndexOp::create(nb, l, rows - 1);
+                        Value inside = arith::CmpIOp::create(
+                            nb, l, arith::CmpIPredicate::ule, i, last);
+                        Value row = arith::MinUIOp::create(nb, l, i, last);
+                        Value v = tensor::ExtractOp::create(nb, l, in,
+                                                            ValueRange{row, c});
+                        return arith::SelectOp::create(nb, l, inside, v,
+                                                       b2.cst(0.0));
+                      }));
+    return success();
+  }
+};
+
+/// mean and r = 1/sqrt(var + eps) per row, e = dy g, then
+/// dx = r (e - mean(e) - n mean(e n)) with n = (x - mean) r;
+/// dg = sum_t dy n, db = sum_t dy.
+struct LowerLayerNormGrad : OpConversionPattern<LayerNormGradOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(LayerNormGradOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    SmallVector<int64_t> shape = shapeOf(op.getInput());
+    Value x = adaptor.getInput(), gain = adaptor.getGain(),
+          dy = adaptor.getResultGrad();
+    AffineMap id = g.map(2, {g.d(0), g.d(1)}), row = g.map(2, {g.d(0)}),
+              col = g.map(2, {g.d(1)});
+    float invD = 1.0f / static_cast<float>(shape[1]);
+    float eps = static_cast<float>(op.getEps().convertToDouble());
+    auto add = [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+      return arith::AddFOp::create(nb, l, a[1], a[0]);
+    };
+    Value sum = g.generic({x}, g.filled({shape[0]}, 0.0), {id, row},
+                          {kPar, kRed}, add);
+    Value mean = g.generic({sum}, g.empty({shape[0]}),
+                           {g.map(1, {g.d(0)}), g.map(1, {g.d(0)})}, {kPar},
+                           [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                             GenericBuilder in{nb, l};
+                             return arith::MulFOp::create(nb, l, a[0], in.cst(invD));
+                           });
+    Value ss = g.generic(
+        {x, mean}, g.filled({shape[0]}, 0.0), {id, row, row}, {kPar, kRed},
+        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          Value c = arith::SubFOp::create(nb, l, a[0], a[1]);
+          return arith::AddFOp::create(nb, l, a[2],
+                                       arith::MulFOp::create(nb, l, c, c));
+        });
+    Value rinv = g.generic(
+        {ss}, g.empty({shape[0]}), {g.map(1, {g.d(0)}), g.map(1, {g.d(0)})},
+        {kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          return GenericBuilder::rmsNormalize(nb, l, in.cst(1.0), a[0], invD, eps);
+        });
+    // n = (x - mean) r, in a body.
+    auto normed = [](OpBuilder &nb, Location l, Value xv, Value m, Value r) {
+      return arith::MulFOp::create(nb, l, arith::SubFOp::create(nb, l, xv, m), r)
+          .getResult();
+    };
+    Value sumE = g.generic(
+        {dy, gain}, g.filled({shape[0]}, 0.0), {id, col, row}, {kPar, kRed},
+        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          return arith::AddFOp::create(nb, l, a[2],
+                                       arith::MulFOp::create(nb, l, a[0], a[1]));
+        });
+    Value sumEN = g.generic(
+        {dy, gain, x, mean, rinv}, g.filled({shape[0]}, 0.0),
+        {id, col, id, row, row, row}, {kPar, kRed},
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          Value e = arith::MulFOp::create(nb, l, a[0], a[1]);
+          Value n = normed(nb, l, a[2], a[3], a[4]);
+          return arith::AddFOp::create(nb, l, a[5],
+                                       arith::MulFOp::create(nb, l, e, n));
+        });
+    Value dx = g.generic(
+        {dy, gain, x, mean, rinv, sumE, sumEN}, g.empty(shape),
+        {id, col, id, row, row, row, row, id}, {kPar, kPar},
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value e = arith::MulFOp::create(nb, l, a[0], a[1]);
+          Value n = normed(nb, l, a[2], a[3], a[4]);
+          Value meanE = arith::MulFOp::create(nb, l, a[5], in.cst(invD));
+          Value meanEN = arith::MulFOp::create(nb, l, a[6], in.cst(invD));
+          Value inner = arith::SubFOp::create(
+              nb, l, arith::SubFOp::create(nb, l, e, meanE),
+              arith::MulFOp::create(nb, l, n, meanEN));
+          return arith::MulFOp::create(nb, l, a[4], inner);
+        });
+    AffineMap td = g.map(2, {g.d(1), g.d(0)}), tRow = g.map(2, {g.d(1)}),
+              out = g.map(2, {g.d(0)});
+    Value dg = g.generic(
+        {dy, x, mean, rinv}, g.filled({shape[1]}, 0.0), {td, td, tRow, tRow, out},
+        {kPar, kRed}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          Value n = normed(nb, l, a[1], a[2], a[3]);
+          return arith::AddFOp::create(nb, l, a[4],
+                                       arith::MulFOp::create(nb, l, a[0], n));
+        });
+    Value db = g.generic({dy}, g.filled({shape[1]}, 0.0), {td, out},
+                         {kPar, kRed}, add);
+    rewriter.replaceOp(op, ValueRange{dx, dg, db});
+    return success();
+  }
+};
+
+struct LowerActivation : OpConversionPattern<ActivationOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(ActivationOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    bool isGelu = op.getKind() == MlpKind::gelu;
+    rewriter.replaceOp(
+        op, g.elementwise({adaptor.getInput()},
+                          [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                            if (isGelu)
+                              return gelu(nb, l, a[0]);
+                            GenericBuilder in{nb, l};
+                            Value r = arith::MaximumFOp::create(nb, l, a[0],
+                                                                in.cst(0.0));
+                            return arith::MulFOp::create(nb, l, r, r);
+                          }));
+    return success();
+  }
+};
+
+/// GELU (tanh): with k = sqrt(2/pi), u = k (z + 0.044715 z^3), t = tanh u:
+/// 0.5 (1 + t) + 0.5 z (1 - t^2) k (1 + 0.134145 z^2). ReLU²: 2 relu(z).
+struct LowerActivationGrad : OpConversionPattern<ActivationGradOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(ActivationGradOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    bool isGelu = op.getKind() == MlpKind::gelu;
+    rewriter.replaceOp(
+        op, g.elementwise(
+                {adaptor.getInput(), adaptor.getResultGrad()},
+                [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                  GenericBuilder in{nb, l};
+                  auto mul = [&](Value x, Value y) {
+                    return arith::MulFOp::create(nb, l, x, y).getResult();
+                  };
+                  auto add = [&](Value x, Value y) {
+                    return arith::AddFOp::create(nb, l, x, y).getResult();
+                  };
+                  Value z = a[0], slope;
+                  if (isGelu) {
+                    const float k = 0.7978845608028654f;
+                    Value z2 = mul(z, z);
+                    Value u = mul(in.cst(k), add(z, mul(in.cst(0.044715), mul(z2, z))));
+                    Value t = math::TanhOp::create(nb, l, u);
+                    Value left = mul(in.cst(0.5), add(in.cst(1.0), t));
+                    Value sech2 = arith::SubFOp::create(nb, l, in.cst(1.0), mul(t, t));
+                    Value du = mul(in.cst(k), add(in.cst(1.0), mul(in.cst(0.134145), z2)));
+                    slope = add(left, mul(mul(in.cst(0.5), z), mul(sech2, du)));
+                  } else {
+                    slope = mul(in.cst(2.0),
+                                arith::MaximumFOp::create(nb, l, z, in.cst(0.0)));
+                  }
+                  return mul(a[1], slope);
+                }));
     return success();
   }
 };
@@ -1395,7 +1652,9 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
                  LowerAttention, LowerMlp, LowerAdd, LowerCrossEntropy,
                  LowerCrossEntropyGrad, LowerMatmul, LowerRmsNormGrad,
                  LowerSwiglu, LowerSwigluGrad, LowerEmbeddingGrad,
-                 LowerAttentionGrad, LowerGlobalNorm, LowerAdamw>(ctx);
+                 LowerAttentionGrad, LowerGlobalNorm, LowerAdamw, LowerSumRows,
+                 LowerPadRows, LowerLayerNormGrad, LowerActivation,
+                 LowerActivationGrad>(ctx);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
       signalPassFailure();

@@ -673,6 +673,64 @@ LogicalResult EmbeddingGradOp::verify() {
   return success();
 }
 
+LogicalResult SumRowsOp::verify() {
+  if (failed(expectStatic(*this, getInput().getType(), 2, "input")) ||
+      failed(expectStatic(*this, getType(), 1, "result")))
+    return failure();
+  if (dim(getResult(), 0) != dim(getInput(), 1))
+    return emitOpError() << "result must have " << dim(getInput(), 1)
+                         << " elements, one per column, got " << getType();
+  return success();
+}
+
+LogicalResult PadRowsOp::verify() {
+  if (failed(expectStatic(*this, getInput().getType(), 2, "input")) ||
+      failed(expectStatic(*this, getType(), 2, "result")))
+    return failure();
+  if (dim(getResult(), 1) != dim(getInput(), 1) ||
+      dim(getResult(), 0) < dim(getInput(), 0))
+    return emitOpError() << "pads " << getInput().getType() << " to "
+                         << getType()
+                         << ": the width must match and rows only grow";
+  return success();
+}
+
+LogicalResult LayerNormGradOp::verify() {
+  if (failed(expectStatic(*this, getInput().getType(), 2, "input")) ||
+      failed(expectStatic(*this, getGain().getType(), 1, "gain")))
+    return failure();
+  if (dim(getGain(), 0) != dim(getInput(), 1))
+    return emitOpError() << "gain has " << dim(getGain(), 0)
+                         << " elements but the normalised axis has "
+                         << dim(getInput(), 1);
+  if (!(getEps().convertToDouble() > 0.0))
+    return emitOpError("expects eps > 0");
+  Type x = getInput().getType(), g = getGain().getType();
+  if (failed(expectSameType(*this, getResultGrad(), "result_grad", x,
+                            "the input")) ||
+      failed(expectSameType(*this, getInputGrad(), "input_grad", x,
+                            "the input")) ||
+      failed(expectSameType(*this, getGainGrad(), "gain_grad", g,
+                            "the gain")))
+    return failure();
+  return expectSameType(*this, getBiasGrad(), "bias_grad", g, "the gain");
+}
+
+static LogicalResult expectUngated(Operation *op, MlpKind kind) {
+  if (kind == MlpKind::swiglu)
+    return op->emitOpError("is GELU or ReLU²; SwiGLU's gating is "
+                           "lathe.swiglu");
+  return success();
+}
+
+LogicalResult ActivationOp::verify() {
+  return expectUngated(*this, getKind());
+}
+
+LogicalResult ActivationGradOp::verify() {
+  return expectUngated(*this, getKind());
+}
+
 LogicalResult AssignOp::verify() {
   if (!getTarget().getDefiningOp<WeightOp>() &&
       !getTarget().getDefiningOp<CacheReadOp>())

@@ -423,7 +423,8 @@ def Lathe_RowSumSquaresOp : Lathe_Op<"row_sum_squares", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Lathe_LayerNormOp : Lathe_Op<"layer_norm", [Pure]> {
+def Lathe_LayerNormOp : Lathe_Op<"layer_norm", [Pure,
+    DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
   let summary = "LayerNorm over the last axis with a learned gain and bias.";
   let description = [{
     `result = (x - mean) / sqrt(var + eps) * gain + bias`, with the mean and
@@ -776,11 +777,14 @@ def Lathe_AttentionGradOp : Lathe_Op<"attention_grad", [Pure]> {
   }];
   let arguments = (ins Lathe_F32Tensor:$query, Lathe_F32Tensor:$key,
                        Lathe_F32Tensor:$value, Lathe_F32Tensor:$result_grad,
-                       I64Attr:$heads, I64Attr:$kv_heads);
+                       I64Attr:$heads, I64Attr:$kv_heads,
+                       DefaultValuedAttr<Lathe_Normalizer,
+                                         "::mlir::lathe::Normalizer::softmax">:$normalizer);
   let results = (outs Lathe_F32Tensor:$query_grad, Lathe_F32Tensor:$key_grad,
                       Lathe_F32Tensor:$value_grad);
   let assemblyFormat = [{
-    $query `,` $key `,` $value `,` $result_grad attr-dict `:` type($query) `,`
+    $query `,` $key `,` $value `,` $result_grad
+    (`normalizer` `(` $normalizer^ `)`)? attr-dict `:` type($query) `,`
     type($key) `,` type($value) `,` type($result_grad) `->` type($query_grad)
     `,` type($key_grad) `,` type($value_grad)
   }];
@@ -841,6 +845,98 @@ def Lathe_EmbeddingGradOp : Lathe_Op<"embedding_grad", [Pure]> {
     $tokens `,` $result_grad attr-dict `:` type($tokens) `,` type($result_grad)
     `->` type($result)
   }];
+  let hasVerifier = 1;
+}
+
+def Lathe_SumRowsOp : Lathe_Op<"sum_rows", [Pure]> {
+  let summary = "The sum over rows of a [T, N] tensor: a bias's gradient.";
+  let description = [{
+    `result[n] = sum over t of input[t, n]`.
+
+    ```mlir
+    %db = lathe.sum_rows %dy : tensor<8x32xf32> -> tensor<32xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def Lathe_PadRowsOp : Lathe_Op<"pad_rows", [Pure]> {
+  let summary = "Rows followed by zero rows: the VJP of taking leading rows.";
+  let description = [{
+    `result[i, :] = input[i, :]` for i < T and 0 after, for an input [T, D]
+    and a result [N, D], N >= T: the gradient of a learned position table
+    [N, D] whose first T rows a window reads.
+
+    ```mlir
+    %dpos = lathe.pad_rows %dx : tensor<8x32xf32> -> tensor<64x32xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def Lathe_LayerNormGradOp : Lathe_Op<"layer_norm_grad", [Pure]> {
+  let summary = "The VJP of LayerNorm: the input's, the gain's and the bias's gradients.";
+  let description = [{
+    With n = (x - mean) r, r = 1 / sqrt(var + eps) per row, and e = dy * g:
+    `input_grad = r (e - mean(e) - n mean(e n))`,
+    `gain_grad = sum over rows of dy n`, `bias_grad = sum over rows of dy`.
+
+    ```mlir
+    %dx, %dg, %db = lathe.layer_norm_grad %x, %g, %dy {eps = 1.0e-05 : f64}
+        : tensor<8x64xf32>, tensor<64xf32>, tensor<8x64xf32>
+        -> tensor<8x64xf32>, tensor<64xf32>, tensor<64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input, Lathe_F32Tensor:$gain,
+                       Lathe_F32Tensor:$result_grad, F64Attr:$eps);
+  let results = (outs Lathe_F32Tensor:$input_grad, Lathe_F32Tensor:$gain_grad,
+                      Lathe_F32Tensor:$bias_grad);
+  let assemblyFormat = [{
+    $input `,` $gain `,` $result_grad attr-dict `:` type($input) `,`
+    type($gain) `,` type($result_grad) `->` type($input_grad) `,`
+    type($gain_grad) `,` type($bias_grad)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_ActivationOp : Lathe_Op<"activation", [Pure, SameOperandsAndResultType]> {
+  let summary = "An ungated MLP's activation, GELU (tanh) or ReLU², elementwise.";
+  let description = [{
+    The hidden activation of a `gelu` or `relu2` `lathe.mlp`, which its VJP
+    needs again for the down projection's weight gradient.
+
+    ```mlir
+    %h = lathe.activation gelu %u : tensor<8x256xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_MlpKind:$kind, Lathe_F32Tensor:$input);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$kind $input attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
+def Lathe_ActivationGradOp : Lathe_Op<"activation_grad", [Pure,
+    SameOperandsAndResultType]> {
+  let summary = "The VJP of lathe.activation.";
+  let description = [{
+    `result = result_grad * act'(input)`: for GELU (tanh) with
+    u = sqrt(2/pi) (z + 0.044715 z^3), `0.5 (1 + tanh u) + 0.5 z (1 - tanh^2 u)
+    sqrt(2/pi) (1 + 3 0.044715 z^2)`; for ReLU², `2 relu(z)`.
+
+    ```mlir
+    %du = lathe.activation_grad gelu %u, %dh : tensor<8x256xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_MlpKind:$kind, Lathe_F32Tensor:$input,
+                       Lathe_F32Tensor:$result_grad);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$kind $input `,` $result_grad attr-dict `:` type($result)";
   let hasVerifier = 1;
 }
 

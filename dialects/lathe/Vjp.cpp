@@ -6,9 +6,9 @@
 // recomputed projections, one lathe.swiglu_grad and four products, which
 // kernel formation can fuse like the forward.
 //
-// Where an op's attributes select math that has no VJP here yet (a bias, a
-// position offset, softpick, phases), buildVjp fails with an error on the op
-// naming what is missing, and lathe-differentiate stops.
+// Where an op's attributes select math that has no VJP here yet (a position
+// offset, phases), buildVjp fails with an error on the op naming what is
+// missing, and lathe-differentiate stops.
 //
 //===----------------------------------------------------------------------===//
 
@@ -82,15 +82,30 @@ LogicalResult RmsNormOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
 LogicalResult LinearOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
                                  SmallVectorImpl<Value> &grads) {
   Cotangents out(*this, grads);
-  if (getBias())
-    return unsupported(*this, "for a bias");
   Value dy = dys[0];
   if (!dy)
     return success();
   auto [dx, dw] = linearVjp(b, getLoc(), getInput(), getWeight(), dy);
   out.set(getInputMutable(), dx);
   out.set(getWeightMutable(), dw);
+  if (getBias())
+    out.set(getBiasMutable(), SumRowsOp::create(b, getLoc(),
+                                                getBias().getType(), dy));
   out.set(getAccumulateMutable(), dy);
+  return success();
+}
+
+LogicalResult LayerNormOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                                    SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (!dys[0])
+    return success();
+  auto g = LayerNormGradOp::create(
+      b, getLoc(), getInput().getType(), getGain().getType(),
+      getGain().getType(), getInput(), getGain(), dys[0], getEps());
+  out.set(getInputMutable(), g.getInputGrad());
+  out.set(getGainMutable(), g.getGainGrad());
+  out.set(getBiasMutable(), g.getBiasGrad());
   return success();
 }
 
@@ -113,14 +128,12 @@ LogicalResult AttentionOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
   Cotangents out(*this, grads);
   if (getOffset())
     return unsupported(*this, "at a position offset");
-  if (getNormalizer() != Normalizer::softmax)
-    return unsupported(*this, "for softpick");
   if (!dys[0])
     return success();
   auto g = AttentionGradOp::create(
       b, getLoc(), getQuery().getType(), getKey().getType(),
       getValue().getType(), getQuery(), getKey(), getValue(), dys[0],
-      getHeads(), getKvHeads());
+      getHeads(), getKvHeads(), getNormalizer());
   out.set(getQueryMutable(), g.getQueryGrad());
   out.set(getKeyMutable(), g.getKeyGrad());
   out.set(getValueMutable(), g.getValueGrad());
@@ -130,34 +143,49 @@ LogicalResult AttentionOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
 LogicalResult MlpOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
                               SmallVectorImpl<Value> &grads) {
   Cotangents out(*this, grads);
-  if (getKind() != MlpKind::swiglu)
-    return unsupported(*this, "for a GELU or ReLU² MLP");
-  if (getGateBias() || getUpBias() || getDownBias())
-    return unsupported(*this, "for biases");
   Value dy = dys[0];
   if (!dy)
     return success();
   Location loc = getLoc();
-  Value x = getInput(), wg = getGateWeight(), wu = getUpWeight(),
-        wd = getDownWeight();
+  Value x = getInput(), wu = getUpWeight(), wd = getDownWeight();
   // Recompute the hidden pre-activations rather than keep them: [T, width]
-  // twice per layer is the largest activation of a decoder.
-  auto hidden = [&](Value w) -> Value {
+  // per layer is the largest activation of a decoder.
+  auto hidden = [&](Value w, Value bias) -> Value {
     auto t = RankedTensorType::get(
         {tensorType(x).getDimSize(0), tensorType(w).getDimSize(0)},
         b.getF32Type());
-    return LinearOp::create(b, loc, t, x, w, Value(), Value());
+    return LinearOp::create(b, loc, t, x, w, bias, Value());
   };
-  Value g = hidden(wg), u = hidden(wu);
-  Value h = SwigluOp::create(b, loc, g, u);
-  auto [dh, dwd] = linearVjp(b, loc, h, wd, dy);
-  auto act = SwigluGradOp::create(b, loc, g.getType(), u.getType(), g, u, dh);
-  auto [dxg, dwg] = linearVjp(b, loc, x, wg, act.getGateGrad());
-  auto [dxu, dwu] = linearVjp(b, loc, x, wu, act.getUpGrad());
-  out.set(getInputMutable(), AddOp::create(b, loc, dxg, dxu));
-  out.set(getGateWeightMutable(), dwg);
+  auto biasGrad = [&](Value bias, Value d) -> Value {
+    return bias ? SumRowsOp::create(b, loc, bias.getType(), d).getResult()
+                : Value();
+  };
+  Value u = hidden(wu, getUpBias());
+  Value dx, du;
+  if (getKind() == MlpKind::swiglu) {
+    Value wg = getGateWeight();
+    Value g = hidden(wg, getGateBias());
+    Value h = SwigluOp::create(b, loc, g, u);
+    auto [dh, dwd] = linearVjp(b, loc, h, wd, dy);
+    out.set(getDownWeightMutable(), dwd);
+    auto act = SwigluGradOp::create(b, loc, g.getType(), u.getType(), g, u, dh);
+    auto [dxg, dwg] = linearVjp(b, loc, x, wg, act.getGateGrad());
+    out.set(getGateWeightMutable(), dwg);
+    out.set(getGateBiasMutable(), biasGrad(getGateBias(), act.getGateGrad()));
+    du = act.getUpGrad();
+    dx = dxg;
+  } else {
+    Value h = ActivationOp::create(b, loc, getKind(), u);
+    auto [dh, dwd] = linearVjp(b, loc, h, wd, dy);
+    out.set(getDownWeightMutable(), dwd);
+    du = ActivationGradOp::create(b, loc, getKind(), u, dh);
+  }
+  auto [dxu, dwu] = linearVjp(b, loc, x, wu, du);
   out.set(getUpWeightMutable(), dwu);
-  out.set(getDownWeightMutable(), dwd);
+  out.set(getUpBiasMutable(), biasGrad(getUpBias(), du));
+  out.set(getDownBiasMutable(), biasGrad(getDownBias(), dy));
+  out.set(getInputMutable(),
+          dx ? AddOp::create(b, loc, dx, dxu).getResult() : dxu);
   out.set(getAccumulateMutable(), dy);
   return success();
 }

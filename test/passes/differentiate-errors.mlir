@@ -7,19 +7,6 @@ func.func @not_a_loss(%x: tensor<4x8xf32>) -> tensor<4x8xf32> attributes {lathe.
 
 // -----
 
-lathe.param @"w" : tensor<16x8xf32> init(normal, std = 0.02)
-lathe.param @"b" : tensor<16xf32> init(zeros)
-func.func @bias(%x: tensor<4x8xf32>, %t: tensor<4xi32>) -> tensor<1xf32> attributes {lathe.differentiate} {
-  %w = lathe.weight @"w" : tensor<16x8xf32>
-  %b = lathe.weight @"b" : tensor<16xf32>
-  // expected-error @+1 {{has no vector-Jacobian product for a bias yet}}
-  %y = lathe.linear %x, %w bias %b : tensor<4x8xf32>, tensor<16x8xf32>, tensor<16xf32> -> tensor<4x16xf32>
-  %l = lathe.cross_entropy %y, %t : tensor<4x16xf32>, tensor<4xi32> -> tensor<1xf32>
-  return %l : tensor<1xf32>
-}
-
-// -----
-
 lathe.param @"theta" : tensor<2xf32> init(zeros)
 lathe.param @"w" : tensor<16x8xf32> init(normal, std = 0.02)
 func.func @no_vjp(%x: tensor<4x8xf32>, %t: tensor<4xi32>) -> tensor<1xf32> attributes {lathe.differentiate} {
@@ -34,15 +21,26 @@ func.func @no_vjp(%x: tensor<4x8xf32>, %t: tensor<4xi32>) -> tensor<1xf32> attri
 
 // -----
 
-lathe.param @"w" : tensor<8x8xf32> init(normal, std = 0.02)
-lathe.param @"h" : tensor<16x8xf32> init(normal, std = 0.02)
-func.func @softpick(%x: tensor<4x8xf32>, %t: tensor<4xi32>) -> tensor<1xf32> attributes {lathe.differentiate} {
-  %w = lathe.weight @"w" : tensor<8x8xf32>
-  %q = lathe.linear %x, %w : tensor<4x8xf32>, tensor<8x8xf32> -> tensor<4x8xf32>
-  // expected-error @+1 {{has no vector-Jacobian product for softpick yet}}
-  %a = lathe.attention %q, %q, %q normalizer(softpick) {heads = 2 : i64, kv_heads = 2 : i64} : tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
-  %h = lathe.weight @"h" : tensor<16x8xf32>
-  %y = lathe.linear %a, %h : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
+lathe.param @"g" : tensor<8xf32> init(ones)
+lathe.param @"w" : tensor<16x8xf32> init(normal, std = 0.02)
+func.func @phases(%x: tensor<4x8xf32>, %t: tensor<4xi32>) -> tensor<1xf32> attributes {lathe.differentiate} {
+  %g = lathe.weight @"g" : tensor<8xf32>
+  // expected-error @+1 {{has no vector-Jacobian product for phases > 1 yet}}
+  %h = lathe.rms_norm %x, %g {eps = 1.0e-05 : f64, phases = 2 : i64} : tensor<4x8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  %w = lathe.weight @"w" : tensor<16x8xf32>
+  %y = lathe.linear %h, %w : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
   %l = lathe.cross_entropy %y, %t : tensor<4x16xf32>, tensor<4xi32> -> tensor<1xf32>
+  return %l : tensor<1xf32>
+}
+
+// -----
+
+lathe.param @"w" : tensor<16x8xf32> init(normal, std = 0.02)
+func.func @middle_rows(%x: tensor<4x8xf32>, %t: tensor<2xi32>) -> tensor<1xf32> attributes {lathe.differentiate} {
+  %w = lathe.weight @"w" : tensor<16x8xf32>
+  // expected-error @+1 {{only a slice of leading rows has a vector-Jacobian product}}
+  %r = tensor.extract_slice %w[2, 0] [2, 8] [1, 1] : tensor<16x8xf32> to tensor<2x8xf32>
+  %y = lathe.linear %r, %w : tensor<2x8xf32>, tensor<16x8xf32> -> tensor<2x16xf32>
+  %l = lathe.cross_entropy %y, %t : tensor<2x16xf32>, tensor<2xi32> -> tensor<1xf32>
   return %l : tensor<1xf32>
 }

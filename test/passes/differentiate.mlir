@@ -47,8 +47,8 @@ lathe.param @"wd" : tensor<8x16xf32> init(normal, std = 0.02)
 lathe.param @"head" : tensor<16x8xf32> init(normal, std = 0.02)
 // CHECK-LABEL: func.func @layer
 // CHECK: lathe.cross_entropy_grad
-// CHECK: %[[G:.*]] = lathe.linear %[[A:[^ ,]*]], %{{.*}} : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
-// CHECK: %[[U:.*]] = lathe.linear %[[A]], %{{.*}} : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
+// CHECK: %[[U:.*]] = lathe.linear %[[A:[^ ,]*]], %{{.*}} : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
+// CHECK: %[[G:.*]] = lathe.linear %[[A]], %{{.*}} : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
 // CHECK: lathe.swiglu %[[G]], %[[U]]
 // CHECK: lathe.swiglu_grad %[[G]], %[[U]]
 // CHECK: lathe.attention_grad {{.*}} {heads = 2 : i64, kv_heads = 1 : i64}

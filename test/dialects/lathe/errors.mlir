@@ -579,3 +579,53 @@ func.func @embedding_grad_rows(%t: tensor<4xi32>, %d: tensor<3x8xf32>) {
   %e = lathe.embedding_grad %t, %d : tensor<4xi32>, tensor<3x8xf32> -> tensor<16x8xf32>
   return
 }
+
+// -----
+
+func.func @sum_rows_width(%x: tensor<4x8xf32>) {
+  // expected-error @+1 {{result must have 8 elements, one per column, got 'tensor<4xf32>'}}
+  %s = lathe.sum_rows %x : tensor<4x8xf32> -> tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @pad_rows_shrink(%x: tensor<4x8xf32>) {
+  // expected-error @+1 {{the width must match and rows only grow}}
+  %p = lathe.pad_rows %x : tensor<4x8xf32> -> tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @activation_gated(%x: tensor<4x8xf32>) {
+  // expected-error @+1 {{is GELU or ReLU²; SwiGLU's gating is lathe.swiglu}}
+  %h = lathe.activation swiglu %x : tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @assign_target(%x: tensor<4x8xf32>) {
+  // expected-error @+1 {{writes in place, so its target must come from lathe.weight or lathe.cache_read}}
+  %y = lathe.assign %x, %x : tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @global_norm_scale(%x: tensor<4x8xf32>, %s: tensor<2xf32>) {
+  // expected-error @+1 {{expects scale to be a tensor<1xf32>, got 'tensor<2xf32>'}}
+  %n, %f = lathe.global_norm (%x) scale %s {max_norm = 1.0 : f64} : (tensor<4x8xf32>), tensor<2xf32> -> tensor<1xf32>, tensor<1xf32>
+  return
+}
+
+// -----
+
+lathe.param @"w" : tensor<4x8xf32> init(zeros)
+func.func @adamw_beta(%s: tensor<1xf32>) {
+  %w = lathe.weight @"w" : tensor<4x8xf32>
+  // expected-error @+1 {{expects betas in [0, 1)}}
+  %p, %m, %v = lathe.adamw %w, %w, %w, %w lr %s step %s scale %s factor %s {beta1 = 1.0 : f64, beta2 = 0.95 : f64, eps = 1.0e-08 : f64, weight_decay = 0.1 : f64} : tensor<4x8xf32>, tensor<1xf32>
+  return
+}

@@ -186,3 +186,32 @@ func.func @training(%y: tensor<4x16xf32>, %t: tensor<4xi32>, %x: tensor<4x8xf32>
   %r = lathe.rope %x {heads = 2 : i64, base = 1.0e+04 : f64, inverse} : tensor<4x8xf32> -> tensor<4x8xf32>
   return
 }
+
+// -----
+
+// The rest of training's ops: bias and position-table gradients, LayerNorm's
+// VJP, ungated activations, the optimizer.
+// CHECK-LABEL: func.func @training_rest
+// CHECK: lathe.sum_rows %{{.*}} : tensor<4x8xf32> -> tensor<8xf32>
+// CHECK: lathe.pad_rows %{{.*}} : tensor<4x8xf32> -> tensor<16x8xf32>
+// CHECK: lathe.layer_norm_grad
+// CHECK: lathe.activation gelu %{{.*}} : tensor<4x8xf32>
+// CHECK: lathe.activation_grad relu2 %{{.*}}, %{{.*}} : tensor<4x8xf32>
+// CHECK: lathe.attention_grad {{.*}} normalizer(softpick)
+// CHECK: lathe.global_norm(%{{.*}}, %{{.*}}) scale %{{.*}} {max_norm = 1.000000e+00 : f64}
+// CHECK: lathe.adamw %{{.*}} lr %{{.*}} step %{{.*}} scale %{{.*}} factor %{{.*}} {beta1 = 9.000000e-01 : f64
+// CHECK: lathe.assign %{{.*}}, %{{.*}} : tensor<16x8xf32>
+lathe.param @"w" : tensor<16x8xf32> init(normal, std = 0.02)
+func.func @training_rest(%x: tensor<4x8xf32>, %g: tensor<8xf32>, %s: tensor<1xf32>, %q: tensor<4x8xf32>, %k: tensor<4x4xf32>) {
+  %db = lathe.sum_rows %x : tensor<4x8xf32> -> tensor<8xf32>
+  %dp = lathe.pad_rows %x : tensor<4x8xf32> -> tensor<16x8xf32>
+  %dx, %dg, %dbb = lathe.layer_norm_grad %x, %g, %x {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>
+  %h = lathe.activation gelu %x : tensor<4x8xf32>
+  %dh = lathe.activation_grad relu2 %x, %h : tensor<4x8xf32>
+  %aq, %ak, %av = lathe.attention_grad %q, %k, %k, %q normalizer(softpick) {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>
+  %w = lathe.weight @"w" : tensor<16x8xf32>
+  %n, %f = lathe.global_norm (%w, %g) scale %s {max_norm = 1.0 : f64} : (tensor<16x8xf32>, tensor<8xf32>), tensor<1xf32> -> tensor<1xf32>, tensor<1xf32>
+  %p1, %m1, %v1 = lathe.adamw %w, %w, %w, %w lr %s step %s scale %s factor %f {beta1 = 0.9 : f64, beta2 = 0.95 : f64, eps = 1.0e-08 : f64, weight_decay = 0.1 : f64} : tensor<16x8xf32>, tensor<1xf32>
+  %w1 = lathe.assign %w, %p1 : tensor<16x8xf32>
+  return
+}
