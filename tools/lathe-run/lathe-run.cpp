@@ -52,6 +52,8 @@ const char *const kUsage =
     "                 [--steps N] [--batch B] [--seq T] [--lr LR] [--min-lr LR]\n"
     "                 [--warmup N] [--eval-every K] [--eval-batches N]\n"
     "                 [--seed S] [--weights INIT | --resume CHECKPOINT]\n"
+    "       lathe-run ARTIFACT bench-train [--weights W] [--batch B] [--steps N]\n"
+    "                 [--warmup-steps N] [--lr LR] [--data FILE] [--profile]\n"
     "       lathe-run ARTIFACT train-step --weights W --tokens A;B;.. --targets A;B;..\n"
     "                 --lr LR [--step N] [--resume CHECKPOINT] --out W2\n"
     "\n"
@@ -81,7 +83,10 @@ const char *const kUsage =
     "--min-lr; held-out loss every --eval-every steps, each time writing the\n"
     "checkpoint (weights + optimizer state) to --out, the log to OUT.csv and\n"
     "the loss curve to OUT.svg, atomically. --resume continues a checkpoint.\n"
-    "train-step runs one optimizer step on the given sequences.\n";
+    "train-step runs one optimizer step on the given sequences.\n"
+    "bench-train times --steps optimizer steps (after --warmup-steps) of\n"
+    "--batch windows (default 4) taken in order from --data (default: seeded\n"
+    "random bytes) and prints JSON: step times, tokens/s, losses, peak RSS.\n";
 
 [[noreturn]] void fail(const std::string &message) {
   std::fprintf(stderr, "lathe-run: %s\n", message.c_str());
@@ -966,6 +971,72 @@ llvm::json::Array numbers(const std::vector<double> &values) {
   return a;
 }
 
+// The per-kernel times (sorted, with the entries that launch each kernel)
+// and the host BLAS calls by shape, as `bench --profile` and `bench-train
+// --profile` print them.
+void addProfile(const lathe_artifact_t *art, lathe_session_t *session,
+                llvm::json::Object &out) {
+  // The entries that launch each kernel (one, for lathec's per-entry
+  // kernel names; an artifact may share a kernel between entries).
+  std::map<std::string, std::vector<std::string>> entriesOf;
+  for (size_t e = 0; e < lathe_artifact_entry_count(art); ++e)
+    for (size_t l = 0; l < lathe_artifact_launch_count(art, e); ++l) {
+      std::vector<std::string> &list =
+          entriesOf[lathe_artifact_launch_kernel(art, e, l)];
+      const char *name = lathe_artifact_entry_name(art, e);
+      if (list.empty() || list.back() != name)
+        list.push_back(name);
+    }
+  std::vector<lathe_kernel_profile_t> kernels(
+      lathe_session_profile_count(session));
+  for (size_t i = 0; i < kernels.size(); ++i)
+    lathe_session_profile_kernel(session, i, &kernels[i]);
+  std::sort(kernels.begin(), kernels.end(),
+            [](const lathe_kernel_profile_t &a,
+               const lathe_kernel_profile_t &b) {
+              if (a.seconds != b.seconds)
+                return a.seconds > b.seconds;
+              return std::strcmp(a.kernel, b.kernel) < 0;
+            });
+  double totalSeconds = 0;
+  for (const lathe_kernel_profile_t &k : kernels)
+    totalSeconds += k.seconds;
+  llvm::json::Array list;
+  for (const lathe_kernel_profile_t &k : kernels) {
+    llvm::json::Object o;
+    o["kernel"] = k.kernel;
+    llvm::json::Array entries;
+    for (const std::string &e : entriesOf[k.kernel])
+      entries.push_back(e);
+    o["entries"] = std::move(entries);
+    o["calls"] = int64_t(k.calls);
+    o["seconds"] = k.seconds;
+    o["seconds_per_call"] = k.seconds / double(k.calls);
+    o["flops_per_call"] = int64_t(k.flops / k.calls);
+    o["gflops_per_s"] = k.flops && k.seconds > 0
+                            ? number(double(k.flops) / k.seconds / 1e9)
+                            : llvm::json::Value(nullptr);
+    o["share"] = totalSeconds > 0 ? k.seconds / totalSeconds : 0.0;
+    list.push_back(std::move(o));
+  }
+  out["profile_kernel_seconds"] = totalSeconds;
+  out["profile"] = std::move(list);
+  // The host BLAS calls inside those kernels, by shape.
+  llvm::json::Array gemms;
+  for (size_t i = 0; i < lathe_gemm_profile_count(); ++i) {
+    lathe_gemm_profile_t g;
+    lathe_gemm_profile_get(i, &g);
+    double flops = 2.0 * double(g.m) * double(g.n) * double(g.k) *
+                   double(g.batch) * double(g.calls);
+    gemms.push_back(llvm::json::Object{
+        {"m", g.m}, {"n", g.n}, {"k", g.k}, {"batch", g.batch},
+        {"calls", int64_t(g.calls)}, {"seconds", g.seconds},
+        {"gflops_per_s", g.seconds > 0 ? number(flops / g.seconds / 1e9)
+                                       : llvm::json::Value(nullptr)}});
+  }
+  out["gemm_profile"] = std::move(gemms);
+}
+
 int runBench(const lathe_artifact_t *art, const std::string &path,
              const Options &opts) {
   const std::string &weights = opts.require("--weights", "bench");
@@ -1169,65 +1240,7 @@ int runBench(const lathe_artifact_t *art, const std::string &path,
 
   out["profiled"] = profile;
   if (profile) {
-    // The entries that launch each kernel (one, for lathec's per-entry
-    // kernel names; an artifact may share a kernel between entries).
-    std::map<std::string, std::vector<std::string>> entriesOf;
-    for (size_t e = 0; e < lathe_artifact_entry_count(art); ++e)
-      for (size_t l = 0; l < lathe_artifact_launch_count(art, e); ++l) {
-        std::vector<std::string> &list =
-            entriesOf[lathe_artifact_launch_kernel(art, e, l)];
-        const char *name = lathe_artifact_entry_name(art, e);
-        if (list.empty() || list.back() != name)
-          list.push_back(name);
-      }
-    std::vector<lathe_kernel_profile_t> kernels(
-        lathe_session_profile_count(session.get()));
-    for (size_t i = 0; i < kernels.size(); ++i)
-      lathe_session_profile_kernel(session.get(), i, &kernels[i]);
-    std::sort(kernels.begin(), kernels.end(),
-              [](const lathe_kernel_profile_t &a,
-                 const lathe_kernel_profile_t &b) {
-                if (a.seconds != b.seconds)
-                  return a.seconds > b.seconds;
-                return std::strcmp(a.kernel, b.kernel) < 0;
-              });
-    double totalSeconds = 0;
-    for (const lathe_kernel_profile_t &k : kernels)
-      totalSeconds += k.seconds;
-    llvm::json::Array list;
-    for (const lathe_kernel_profile_t &k : kernels) {
-      llvm::json::Object o;
-      o["kernel"] = k.kernel;
-      llvm::json::Array entries;
-      for (const std::string &e : entriesOf[k.kernel])
-        entries.push_back(e);
-      o["entries"] = std::move(entries);
-      o["calls"] = int64_t(k.calls);
-      o["seconds"] = k.seconds;
-      o["seconds_per_call"] = k.seconds / double(k.calls);
-      o["flops_per_call"] = int64_t(k.flops / k.calls);
-      o["gflops_per_s"] = k.flops && k.seconds > 0
-                              ? number(double(k.flops) / k.seconds / 1e9)
-                              : llvm::json::Value(nullptr);
-      o["share"] = totalSeconds > 0 ? k.seconds / totalSeconds : 0.0;
-      list.push_back(std::move(o));
-    }
-    out["profile_kernel_seconds"] = totalSeconds;
-    out["profile"] = std::move(list);
-    // The host BLAS calls inside those kernels, by shape.
-    llvm::json::Array gemms;
-    for (size_t i = 0; i < lathe_gemm_profile_count(); ++i) {
-      lathe_gemm_profile_t g;
-      lathe_gemm_profile_get(i, &g);
-      double flops = 2.0 * double(g.m) * double(g.n) * double(g.k) *
-                     double(g.batch) * double(g.calls);
-      gemms.push_back(llvm::json::Object{
-          {"m", g.m}, {"n", g.n}, {"k", g.k}, {"batch", g.batch},
-          {"calls", int64_t(g.calls)}, {"seconds", g.seconds},
-          {"gflops_per_s", g.seconds > 0 ? number(flops / g.seconds / 1e9)
-                                         : llvm::json::Value(nullptr)}});
-    }
-    out["gemm_profile"] = std::move(gemms);
+    addProfile(art, session.get(), out);
   }
 
   std::string text;
@@ -1605,6 +1618,128 @@ int runTrain(const lathe_artifact_t *art, const std::string &path,
   return 0;
 }
 
+// ---------------------------------------------------------------- bench-train
+
+// Times optimizer steps of --batch windows of the training length: the
+// benchmark's training side. Windows are consecutive from the start of
+// --data (bytes as tokens), so a peer can take exactly the same ones: step
+// s, row b reads bytes [(s B + b)(T + 1), ... + T + 1).
+int runBenchTrain(const lathe_artifact_t *art, const std::string &path,
+                  const Options &opts) {
+  size_t window = lathe_artifact_train_seq(art);
+  if (!window)
+    fail(path + ": this artifact was compiled for inference; it has no "
+         "training entries (compile it with lathec --train)");
+  int64_t batch = parseCount(opts, "--batch", 4, 1);
+  int64_t steps = parseCount(opts, "--steps", 5, 1);
+  int64_t warmupSteps = parseCount(opts, "--warmup-steps", 1, 0);
+  int64_t seq = int64_t(window);
+  double lr = 1e-4;
+  if (const std::string *v = opts.get("--lr"))
+    if (!parseDouble(*v, lr) || !(lr >= 0))
+      fail("bad --lr '" + *v + "': expected a number >= 0");
+  bool profile = false;
+  if (const std::string *p = opts.get("--profile")) {
+    if (*p != "0" && *p != "1")
+      fail("bad --profile '" + *p + "': expected 0 or 1 (or --profile alone)");
+    profile = *p == "1";
+  }
+  size_t need = size_t((warmupSteps + steps) * batch * (seq + 1));
+  std::vector<int32_t> bytes;
+  std::string dataPath = "synthetic";
+  if (const std::string *d = opts.get("--data")) {
+    dataPath = *d;
+    FILE *f = std::fopen(d->c_str(), "rb");
+    if (!f)
+      fail(*d + ": cannot read: " + std::strerror(errno));
+    for (int c; bytes.size() < need && (c = std::fgetc(f)) != EOF;)
+      bytes.push_back(int32_t(c));
+    std::fclose(f);
+    if (bytes.size() < need)
+      fail(*d + ": " + std::to_string(bytes.size()) + " bytes is too short "
+           "for " + std::to_string(warmupSteps + steps) + " steps of " +
+           std::to_string(batch) + " windows of " + std::to_string(seq + 1) +
+           " bytes");
+  } else {
+    Rng rng{0};
+    int64_t vocab = lathe_artifact_vocab(art);
+    for (size_t i = 0; i < need; ++i)
+      bytes.push_back(int32_t(rng.next() % uint64_t(std::min<int64_t>(vocab, 256))));
+  }
+
+  uint64_t rssAtStart = currentRssBytes();
+  SessionPtr session;
+  if (const std::string *w = opts.get("--weights")) {
+    session = openSession(art, *w);
+  } else {
+    char tmpl[] = "/tmp/lathe-bench-train-XXXXXX";
+    int fd = mkstemp(tmpl);
+    if (fd < 0)
+      fail(std::string("cannot create a temporary file: ") +
+           std::strerror(errno));
+    ::close(fd);
+    check(lathe_weights_init(art, 0, tmpl));
+    session = openSession(art, tmpl);
+    std::remove(tmpl);
+  }
+
+  std::vector<int32_t> tokens(size_t(batch * seq)), targets(tokens.size());
+  std::vector<double> stepSeconds, losses, norms;
+  for (int64_t s = 0; s < warmupSteps + steps; ++s) {
+    for (int64_t b = 0; b < batch; ++b) {
+      size_t start = size_t((s * batch + b) * (seq + 1));
+      for (int64_t t = 0; t < seq; ++t) {
+        tokens[size_t(b * seq + t)] = bytes[start + size_t(t)];
+        targets[size_t(b * seq + t)] = bytes[start + size_t(t) + 1];
+      }
+    }
+    if (s == warmupSteps)
+      lathe_session_set_profiling(session.get(), profile);
+    float loss = 0, norm = 0;
+    auto t0 = Clock::now();
+    check(lathe_session_train_step(session.get(), tokens.data(),
+                                   targets.data(), size_t(batch), size_t(seq),
+                                   float(lr), s + 1, &loss, &norm));
+    double took = secondsSince(t0);
+    std::fprintf(stderr, "bench-train: step %lld/%lld%s: %.3f s, loss %.4f\n",
+                 (long long)(s + 1), (long long)(warmupSteps + steps),
+                 s < warmupSteps ? " (warmup)" : "", took, double(loss));
+    losses.push_back(loss);
+    norms.push_back(norm);
+    if (s >= warmupSteps)
+      stepSeconds.push_back(took);
+  }
+  uint64_t flopsPerStep =
+      uint64_t(batch) * entryFlops(art, entryIndex(art, "accumulate_grad")) +
+      entryFlops(art, entryIndex(art, "optimizer_step"));
+  double med = median(stepSeconds);
+  llvm::json::Object out;
+  out["artifact"] = path;
+  out["model"] = lathe_artifact_model_name(art);
+  out["batch"] = batch;
+  out["seq"] = seq;
+  out["steps"] = steps;
+  out["warmup_steps"] = warmupSteps;
+  out["lr"] = lr;
+  out["data"] = dataPath;
+  out["step_seconds"] = numbers(stepSeconds);
+  out["step_median_seconds"] = med;
+  out["tokens_per_s"] = double(batch * seq) / med;
+  out["flops_per_step"] = int64_t(flopsPerStep);
+  out["gflops_per_s"] = double(flopsPerStep) / med / 1e9;
+  out["losses"] = numbers(losses);
+  out["grad_norms"] = numbers(norms);
+  out["peak_rss_bytes"] = int64_t(peakRssBytes());
+  out["rss_before_load_bytes"] = int64_t(rssAtStart);
+  out["arena_bytes"] = int64_t(lathe_artifact_arena_bytes(art));
+  out["weights_bytes"] = int64_t(lathe_artifact_param_bytes(art));
+  out["profiled"] = profile;
+  if (profile)
+    addProfile(art, session.get(), out);
+  llvm::outs() << llvm::json::Value(std::move(out)) << "\n";
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc >= 2 && (!std::strcmp(argv[1], "--help") ||
                     !std::strcmp(argv[1], "-h"))) {
@@ -1634,6 +1769,9 @@ int main(int argc, char **argv) {
   else if (command == "bench")
     allowed = {"--weights", "--prompt-len", "--decode", "--repeat",
                "--profile", "--bandwidth-mib", "--device"};
+  else if (command == "bench-train")
+    allowed = {"--weights", "--batch", "--steps", "--warmup-steps", "--lr",
+               "--data", "--profile"};
   else if (command == "train-step")
     allowed = {"--weights", "--tokens", "--targets", "--lr", "--step",
                "--resume", "--out"};
@@ -1654,7 +1792,7 @@ int main(int argc, char **argv) {
   }
   Options opts;
   opts = parseOptions(argc, argv, firstOption, allowed, command,
-                        command == "bench"
+                        command == "bench" || command == "bench-train"
                             ? std::vector<std::string>{"--profile"}
                             : std::vector<std::string>{});
 
@@ -1678,6 +1816,8 @@ int main(int argc, char **argv) {
     return runTrain(art.get(), argv[1], opts);
   if (command == "train-step")
     return runTrainStep(art.get(), opts);
+  if (command == "bench-train")
+    return runBenchTrain(art.get(), argv[1], opts);
   if (command == "grad")
     return runGrad(art.get(), opts);
   if (command == "bench")
