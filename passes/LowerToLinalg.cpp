@@ -37,6 +37,12 @@ using utils::IteratorType;
 constexpr IteratorType kPar = IteratorType::parallel;
 constexpr IteratorType kRed = IteratorType::reduction;
 
+/// out + a * b: the body of every product and dot generic below.
+static Value mulAdd(OpBuilder &nb, Location l, ValueRange a) {
+  return arith::AddFOp::create(nb, l, a[2],
+                               arith::MulFOp::create(nb, l, a[0], a[1]));
+}
+
 /// Small builder for the generics below: keeps each lowering to its math.
 struct GenericBuilder {
   OpBuilder &b;
@@ -138,11 +144,7 @@ struct GenericBuilder {
     return generic({x, w}, out,
                    {map(3, {d(0), d(2)}), map(3, {d(1), d(2)}),
                     map(3, {d(0), d(1)})},
-                   {kPar, kPar, kRed},
-                   [](OpBuilder &nb, Location l, ValueRange a) -> Value {
-                     Value m = arith::MulFOp::create(nb, l, a[0], a[1]);
-                     return arith::AddFOp::create(nb, l, a[2], m);
-                   });
+                   {kPar, kPar, kRed}, mulAdd);
   }
 };
 
@@ -955,10 +957,7 @@ struct LowerMatmul : OpConversionPattern<MatmulOp> {
         {adaptor.getLhs(), adaptor.getRhs()},
         g.filled(shapeOf(op.getResult()), 0.0),
         {lhs, g.map(3, {g.d(2), g.d(1)}), g.map(3, {g.d(0), g.d(1)})},
-        {kPar, kPar, kRed}, [](OpBuilder &nb, Location l, ValueRange a) -> Value {
-          return arith::AddFOp::create(nb, l, a[2],
-                                       arith::MulFOp::create(nb, l, a[0], a[1]));
-        });
+        {kPar, kPar, kRed}, mulAdd);
     rewriter.replaceOp(op, r);
     return success();
   }
@@ -1110,10 +1109,7 @@ struct LowerEmbeddingGrad : OpConversionPattern<EmbeddingGradOp> {
         {onehot, adaptor.getResultGrad()}, g.filled(table, 0.0),
         {g.map(3, {g.d(2), g.d(0)}), g.map(3, {g.d(2), g.d(1)}),
          g.map(3, {g.d(0), g.d(1)})},
-        {kPar, kPar, kRed}, [](OpBuilder &nb, Location l, ValueRange a) -> Value {
-          return arith::AddFOp::create(nb, l, a[2],
-                                       arith::MulFOp::create(nb, l, a[0], a[1]));
-        });
+        {kPar, kPar, kRed}, mulAdd);
     rewriter.replaceOp(op, r);
     return success();
   }
@@ -1140,10 +1136,7 @@ struct LowerAttentionGrad : OpConversionPattern<AttentionGradOp> {
     int64_t hd = shapeOf(op.getQuery())[1] / H, G = H / KV, GT = G * T;
     float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     auto copy = [](OpBuilder &, Location, ValueRange a) -> Value { return a[0]; };
-    auto dot = [](OpBuilder &nb, Location l, ValueRange a) -> Value {
-      return arith::AddFOp::create(nb, l, a[2],
-                                   arith::MulFOp::create(nb, l, a[0], a[1]));
-    };
+    auto dot = mulAdd;
     AffineMap id3 = g.map(3, {g.d(0), g.d(1), g.d(2)});
     // q [T, H hd] -> [KV, G T, hd]: row r = g T + i reads q[i, (a G + g) hd + c].
     auto splitQ = [&](Value x) {
@@ -1406,10 +1399,7 @@ struct LowerLayerNormGrad : OpConversionPattern<LayerNormGradOp> {
     };
     Value sumE = g.generic(
         {dy, gain}, g.filled({shape[0]}, 0.0), {id, col, row}, {kPar, kRed},
-        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
-          return arith::AddFOp::create(nb, l, a[2],
-                                       arith::MulFOp::create(nb, l, a[0], a[1]));
-        });
+        mulAdd);
     Value sumEN = g.generic(
         {dy, gain, x, mean, rinv}, g.filled({shape[0]}, 0.0),
         {id, col, id, row, row, row}, {kPar, kRed},

@@ -610,16 +610,24 @@ LogicalResult MatmulOp::verify() {
   return success();
 }
 
-LogicalResult RmsNormGradOp::verify() {
-  if (failed(expectStatic(*this, getInput().getType(), 2, "input")) ||
-      failed(expectStatic(*this, getGain().getType(), 1, "gain")))
+/// A norm's (or its VJP's) input [T, D], gain [D] and eps > 0.
+static LogicalResult verifyNormShapes(Operation *op, Value input, Value gain,
+                                      APFloat eps) {
+  if (failed(expectStatic(op, input.getType(), 2, "input")) ||
+      failed(expectStatic(op, gain.getType(), 1, "gain")))
     return failure();
-  if (dim(getGain(), 0) != dim(getInput(), 1))
-    return emitOpError() << "gain has " << dim(getGain(), 0)
-                         << " elements but the normalised axis has "
-                         << dim(getInput(), 1);
-  if (!(getEps().convertToDouble() > 0.0))
-    return emitOpError("expects eps > 0");
+  if (dim(gain, 0) != dim(input, 1))
+    return op->emitOpError() << "gain has " << dim(gain, 0)
+                             << " elements but the normalised axis has "
+                             << dim(input, 1);
+  if (!(eps.convertToDouble() > 0.0))
+    return op->emitOpError("expects eps > 0");
+  return success();
+}
+
+LogicalResult RmsNormGradOp::verify() {
+  if (failed(verifyNormShapes(*this, getInput(), getGain(), getEps())))
+    return failure();
   Type x = getInput().getType();
   if (failed(expectSameType(*this, getResultGrad(), "result_grad", x,
                             "the input")) ||
@@ -696,15 +704,8 @@ LogicalResult PadRowsOp::verify() {
 }
 
 LogicalResult LayerNormGradOp::verify() {
-  if (failed(expectStatic(*this, getInput().getType(), 2, "input")) ||
-      failed(expectStatic(*this, getGain().getType(), 1, "gain")))
+  if (failed(verifyNormShapes(*this, getInput(), getGain(), getEps())))
     return failure();
-  if (dim(getGain(), 0) != dim(getInput(), 1))
-    return emitOpError() << "gain has " << dim(getGain(), 0)
-                         << " elements but the normalised axis has "
-                         << dim(getInput(), 1);
-  if (!(getEps().convertToDouble() > 0.0))
-    return emitOpError("expects eps > 0");
   Type x = getInput().getType(), g = getGain().getType();
   if (failed(expectSameType(*this, getResultGrad(), "result_grad", x,
                             "the input")) ||

@@ -1256,6 +1256,30 @@ int runBench(const lathe_artifact_t *art, const std::string &path,
 
 // ---------------------------------------------------------------- train
 
+// The training window of an artifact from lathec --train; an inference
+// artifact is refused.
+size_t requireTrainWindow(const lathe_artifact_t *art, const std::string &path) {
+  size_t window = lathe_artifact_train_seq(art);
+  if (!window)
+    fail(path + ": this artifact was compiled for inference; it has no "
+         "training entries (compile it with lathec --train)");
+  return window;
+}
+
+// The bytes of `path` as tokens, at most `limit` of them.
+std::vector<int32_t> readByteTokens(const std::string &path,
+                                    size_t limit = SIZE_MAX) {
+  FILE *f = std::fopen(path.c_str(), "rb");
+  if (!f)
+    fail(path + ": cannot read: " + std::strerror(errno));
+  std::vector<int32_t> bytes;
+  for (int c; bytes.size() < limit && (c = std::fgetc(f)) != EOF;)
+    bytes.push_back(int32_t(c));
+  std::fclose(f);
+  return bytes;
+}
+
+
 // Linear warmup from 0, then cosine decay to minLr at `total`; step t (from
 // 1) is the t-th update (the convention of test/reference/train.py).
 double learningRate(int64_t t, double lr, int64_t warmup, int64_t total,
@@ -1429,10 +1453,7 @@ int runTrainStep(const lathe_artifact_t *art, const Options &opts) {
 
 int runTrain(const lathe_artifact_t *art, const std::string &path,
              const Options &opts) {
-  size_t window = lathe_artifact_train_seq(art);
-  if (!window)
-    fail(path + ": this artifact was compiled for inference; it has no "
-         "training entries (compile it with lathec --train)");
+  size_t window = requireTrainWindow(art, path);
   const std::string &dataPath = opts.require("--data", "train");
   const std::string &outPath = opts.require("--out", "train");
   int64_t steps = parseCount(opts, "--steps", 200, 1);
@@ -1480,13 +1501,7 @@ int runTrain(const lathe_artifact_t *art, const std::string &path,
   }
 
   // Bytes are tokens; the last tenth is held out.
-  FILE *f = std::fopen(dataPath.c_str(), "rb");
-  if (!f)
-    fail(dataPath + ": cannot read: " + std::strerror(errno));
-  std::vector<int32_t> data;
-  for (int c; (c = std::fgetc(f)) != EOF;)
-    data.push_back(int32_t(c));
-  std::fclose(f);
+  std::vector<int32_t> data = readByteTokens(dataPath);
   size_t need = size_t(seq + 1);
   size_t held = data.size() / 10;
   if (data.size() < 10 * need || held < need)
@@ -1626,10 +1641,7 @@ int runTrain(const lathe_artifact_t *art, const std::string &path,
 // s, row b reads bytes [(s B + b)(T + 1), ... + T + 1).
 int runBenchTrain(const lathe_artifact_t *art, const std::string &path,
                   const Options &opts) {
-  size_t window = lathe_artifact_train_seq(art);
-  if (!window)
-    fail(path + ": this artifact was compiled for inference; it has no "
-         "training entries (compile it with lathec --train)");
+  size_t window = requireTrainWindow(art, path);
   int64_t batch = parseCount(opts, "--batch", 4, 1);
   int64_t steps = parseCount(opts, "--steps", 5, 1);
   int64_t warmupSteps = parseCount(opts, "--warmup-steps", 1, 0);
@@ -1649,12 +1661,7 @@ int runBenchTrain(const lathe_artifact_t *art, const std::string &path,
   std::string dataPath = "synthetic";
   if (const std::string *d = opts.get("--data")) {
     dataPath = *d;
-    FILE *f = std::fopen(d->c_str(), "rb");
-    if (!f)
-      fail(*d + ": cannot read: " + std::strerror(errno));
-    for (int c; bytes.size() < need && (c = std::fgetc(f)) != EOF;)
-      bytes.push_back(int32_t(c));
-    std::fclose(f);
+    bytes = readByteTokens(*d, need);
     if (bytes.size() < need)
       fail(*d + ": " + std::to_string(bytes.size()) + " bytes is too short "
            "for " + std::to_string(warmupSteps + steps) + " steps of " +
