@@ -297,6 +297,9 @@ struct LowerPhaseRotate : OpConversionPattern<PhaseRotateOp> {
               nb, l, a[0],
               arith::MulFOp::create(nb, l, indexToF32(nb, l, phase),
                                     in.cst(offsetStep)));
+          // The inverse rotation (the VJP in x) turns by -phi.
+          if (op.getInverse())
+            phi = arith::NegFOp::create(nb, l, phi);
           linalg::YieldOp::create(nb, l,
                                   ValueRange{math::CosOp::create(nb, l, phi),
                                              math::SinOp::create(nb, l, phi)});
@@ -972,22 +975,33 @@ struct LowerRmsNormGrad : OpConversionPattern<RmsNormGradOp> {
                   ConversionPatternRewriter &rewriter) const override {
     GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
     SmallVector<int64_t> shape = shapeOf(op.getInput());
+    int64_t phases = op.getPhases(), stripe = shape[1] / phases;
     Value x = adaptor.getInput(), gain = adaptor.getGain(),
           dy = adaptor.getResultGrad();
-    AffineMap id = g.map(2, {g.d(0), g.d(1)}), row = g.map(2, {g.d(0)}),
+    // Per row, or per (row, stripe) with phases: r and dot live there.
+    SmallVector<AffineExpr> perRow = {g.d(0)};
+    SmallVector<int64_t> rowShape = {shape[0]};
+    if (phases > 1) {
+      perRow.push_back(g.d(1).floorDiv(stripe));
+      rowShape.push_back(phases);
+    }
+    AffineMap id = g.map(2, {g.d(0), g.d(1)}), row = g.map(2, perRow),
               col = g.map(2, {g.d(1)});
-    Value ss = g.sumSquares(x, {shape[0]}, {g.d(0)});
-    float invD = 1.0f / static_cast<float>(shape[1]);
+    AffineMap rowId = AffineMap::getMultiDimIdentityMap(rowShape.size(),
+                                                        rewriter.getContext());
+    SmallVector<IteratorType> rowIters(rowShape.size(), kPar);
+    Value ss = g.sumSquares(x, rowShape, perRow);
+    float invD = 1.0f / static_cast<float>(stripe);
     float eps = static_cast<float>(op.getEps().convertToDouble());
     Value rinv = g.generic(
-        {ss}, g.empty({shape[0]}), {g.map(1, {g.d(0)}), g.map(1, {g.d(0)})},
-        {kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+        {ss}, g.empty(rowShape), {rowId, rowId}, rowIters,
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
           GenericBuilder in{nb, l};
           return GenericBuilder::rmsNormalize(nb, l, in.cst(1.0), a[0], invD,
                                               eps);
         });
     Value dot = g.generic(
-        {dy, gain, x}, g.filled({shape[0]}, 0.0), {id, col, id, row},
+        {dy, gain, x}, g.filled(rowShape, 0.0), {id, col, id, row},
         {kPar, kRed}, [](OpBuilder &nb, Location l, ValueRange a) -> Value {
           Value p = arith::MulFOp::create(
               nb, l, arith::MulFOp::create(nb, l, a[0], a[1]), a[2]);
@@ -1012,15 +1026,79 @@ struct LowerRmsNormGrad : OpConversionPattern<RmsNormGradOp> {
     // Loops (d, t), t reduced (parallel loops outermost, for the GPU
     // mapping): dg[d] = sum_t dy x r.
     AffineMap td = g.map(2, {g.d(1), g.d(0)});
+    SmallVector<AffineExpr> rowOfTd = {g.d(1)};
+    if (phases > 1)
+      rowOfTd.push_back(g.d(0).floorDiv(stripe));
     Value dg = g.generic(
         {dy, x, rinv}, g.filled({shape[1]}, 0.0),
-        {td, td, g.map(2, {g.d(1)}), g.map(2, {g.d(0)})},
+        {td, td, g.map(2, rowOfTd), g.map(2, {g.d(0)})},
         {kPar, kRed}, [](OpBuilder &nb, Location l, ValueRange a) -> Value {
           Value p = arith::MulFOp::create(
               nb, l, arith::MulFOp::create(nb, l, a[0], a[1]), a[2]);
           return arith::AddFOp::create(nb, l, a[3], p);
         });
     rewriter.replaceOp(op, ValueRange{dx, dg});
+    return success();
+  }
+};
+
+/// Loops (i, k, t): per stripe i and pair k, the sum over rows of
+/// dy_2k+1 y_2k - dy_2k y_2k+1; then the sum over stripes.
+struct LowerPhaseRotateThetaGrad
+    : OpConversionPattern<PhaseRotateThetaGradOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(PhaseRotateThetaGradOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    SmallVector<int64_t> shape = shapeOf(op.getOutput());
+    int64_t phases = op.getPhases(), stripe = shape[1] / phases,
+            pairs = stripe / 2;
+    Value y = adaptor.getOutput(), dy = adaptor.getResultGrad();
+    AffineExpr even = g.d(0) * stripe + g.d(1) * 2;
+    AffineMap e = g.map(3, {g.d(2), even}), o = g.map(3, {g.d(2), even + 1});
+    Value perStripe = g.generic(
+        {y, y, dy, dy}, g.filled({phases, pairs}, 0.0),
+        {e, o, e, o, g.map(3, {g.d(0), g.d(1)})}, {kPar, kPar, kRed},
+        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          Value t = arith::SubFOp::create(
+              nb, l, arith::MulFOp::create(nb, l, a[3], a[0]),
+              arith::MulFOp::create(nb, l, a[2], a[1]));
+          return arith::AddFOp::create(nb, l, a[4], t);
+        });
+    Value r = g.generic({perStripe}, g.filled({pairs}, 0.0),
+                        {g.map(2, {g.d(1), g.d(0)}), g.map(2, {g.d(0)})},
+                        {kPar, kRed},
+                        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                          return arith::AddFOp::create(nb, l, a[1], a[0]);
+                        });
+    rewriter.replaceOp(op, r);
+    return success();
+  }
+};
+
+struct LowerCenterRows : OpConversionPattern<CenterRowsOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(CenterRowsOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    SmallVector<int64_t> shape = shapeOf(op.getInput());
+    Value x = adaptor.getInput();
+    float invD = 1.0f / static_cast<float>(shape[1]);
+    AffineMap td = g.map(2, {g.d(0), g.d(1)}), t = g.map(2, {g.d(0)});
+    Value sum = g.generic({x}, g.filled({shape[0]}, 0.0), {td, t}, {kPar, kRed},
+                          [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                            return arith::AddFOp::create(nb, l, a[1], a[0]);
+                          });
+    rewriter.replaceOp(
+        op, g.generic({x, sum}, g.empty(shape), {td, t, td}, {kPar, kPar},
+                      [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                        GenericBuilder in{nb, l};
+                        return arith::SubFOp::create(
+                            nb, l, a[0],
+                            arith::MulFOp::create(nb, l, a[1], in.cst(invD)));
+                      }));
     return success();
   }
 };
@@ -1659,7 +1737,8 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
                  LowerSwiglu, LowerSwigluGrad, LowerEmbeddingGrad,
                  LowerAttentionGrad, LowerGlobalNorm, LowerAdamw, LowerSumRows,
                  LowerPadRows, LowerLayerNormGrad, LowerActivation,
-                 LowerActivationGrad>(ctx);
+                 LowerActivationGrad, LowerPhaseRotateThetaGrad,
+                 LowerCenterRows>(ctx);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
       signalPassFailure();

@@ -628,6 +628,11 @@ static LogicalResult verifyNormShapes(Operation *op, Value input, Value gain,
 LogicalResult RmsNormGradOp::verify() {
   if (failed(verifyNormShapes(*this, getInput(), getGain(), getEps())))
     return failure();
+  int64_t phases = getPhases(), width = dim(getInput(), 1);
+  if (phases <= 0 || width % phases != 0)
+    return emitOpError() << "phases (" << phases
+                         << ") must be positive and divide the width ("
+                         << width << ")";
   Type x = getInput().getType();
   if (failed(expectSameType(*this, getResultGrad(), "result_grad", x,
                             "the input")) ||
@@ -730,6 +735,22 @@ LogicalResult ActivationOp::verify() {
 
 LogicalResult ActivationGradOp::verify() {
   return expectUngated(*this, getKind());
+}
+
+LogicalResult PhaseRotateThetaGradOp::verify() {
+  if (failed(expectStatic(*this, getOutput().getType(), 2, "output")) ||
+      failed(expectSameType(*this, getResultGrad(), "result_grad",
+                            getOutput().getType(), "the output")) ||
+      failed(expectStatic(*this, getType(), 1, "result")))
+    return failure();
+  int64_t phases = getPhases(), width = dim(getOutput(), 1);
+  if (phases <= 0 || width % (2 * phases) != 0)
+    return emitOpError() << "needs stripes of even width: phases (" << phases
+                         << ") and a width of " << width;
+  if (dim(getResult(), 0) != width / phases / 2)
+    return emitOpError() << "has one angle per pair of a stripe, "
+                         << width / phases / 2 << ", not " << dim(getResult(), 0);
+  return success();
 }
 
 LogicalResult AssignOp::verify() {

@@ -220,7 +220,8 @@ def Lathe_RmsNormOp : Lathe_Op<"rms_norm", [Pure, DeclareOpInterfaceMethods<Lath
   let hasVerifier = 1;
 }
 
-def Lathe_PhaseRotateOp : Lathe_Op<"phase_rotate", [Pure]> {
+def Lathe_PhaseRotateOp : Lathe_Op<"phase_rotate", [Pure,
+    DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
   let summary = "The Three-Phase Transformer's Givens rotation of the residual stream.";
   let description = [{
     ARCHITECTURES.md §3.3. D is split into `phases` = N contiguous stripes of
@@ -229,7 +230,8 @@ def Lathe_PhaseRotateOp : Lathe_Op<"phase_rotate", [Pure]> {
     `y_2k = x_2k cos phi - x_2k+1 sin phi`, `y_2k+1 = x_2k sin phi + x_2k+1
     cos phi`. theta ([d_p / 2], learned per block) is shared by the stripes,
     which differ by the fixed offset. The result replaces the stream (it is
-    not added to it); the map is orthogonal.
+    not added to it); the map is orthogonal. With `inverse` every pair turns
+    by -phi: the transpose, which is the rotation's VJP in x.
 
     ```mlir
     %y = lathe.phase_rotate %x, %theta {phases = 3 : i64}
@@ -237,7 +239,7 @@ def Lathe_PhaseRotateOp : Lathe_Op<"phase_rotate", [Pure]> {
     ```
   }];
   let arguments = (ins Lathe_F32Tensor:$input, Lathe_F32Tensor:$theta,
-                       I64Attr:$phases);
+                       I64Attr:$phases, UnitAttr:$inverse);
   let results = (outs Lathe_F32Tensor:$result);
   let assemblyFormat = [{
     $input `,` $theta attr-dict `:` type($input) `,` type($theta) `->` type($result)
@@ -245,7 +247,8 @@ def Lathe_PhaseRotateOp : Lathe_Op<"phase_rotate", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Lathe_DcInjectOp : Lathe_Op<"dc_inject", [Pure]> {
+def Lathe_DcInjectOp : Lathe_Op<"dc_inject", [Pure,
+    DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
   let summary = "Replace each row's component along the all-ones direction by 1/(p+1) (Gabriel's horn).";
   let description = [{
     ARCHITECTURES.md §3.5: `result[t] = x[t] + (r(p) - mean(x[t])) * 1_D`
@@ -739,7 +742,8 @@ def Lathe_RmsNormGradOp : Lathe_Op<"rms_norm_grad", [Pure]> {
   let description = [{
     With r = 1 / sqrt(mean(x^2) + eps) per row and n = x r:
     `input_grad = r * (dy*g - n * mean(dy*g * n))` (per row) and
-    `gain_grad = sum over rows of dy * n`.
+    `gain_grad = sum over rows of dy * n`. With `phases = N` each of the N
+    stripes of D/N channels has its own r and mean, as in `lathe.rms_norm`.
 
     ```mlir
     %dx, %dg = lathe.rms_norm_grad %x, %g, %dy {eps = 1.0e-05 : f64}
@@ -748,7 +752,8 @@ def Lathe_RmsNormGradOp : Lathe_Op<"rms_norm_grad", [Pure]> {
     ```
   }];
   let arguments = (ins Lathe_F32Tensor:$input, Lathe_F32Tensor:$gain,
-                       Lathe_F32Tensor:$result_grad, F64Attr:$eps);
+                       Lathe_F32Tensor:$result_grad, F64Attr:$eps,
+                       DefaultValuedAttr<I64Attr, "1">:$phases);
   let results = (outs Lathe_F32Tensor:$input_grad, Lathe_F32Tensor:$gain_grad);
   let assemblyFormat = [{
     $input `,` $gain `,` $result_grad attr-dict `:` type($input) `,`
@@ -938,6 +943,44 @@ def Lathe_ActivationGradOp : Lathe_Op<"activation_grad", [Pure,
   let results = (outs Lathe_F32Tensor:$result);
   let assemblyFormat = "$kind $input `,` $result_grad attr-dict `:` type($result)";
   let hasVerifier = 1;
+}
+
+def Lathe_PhaseRotateThetaGradOp : Lathe_Op<"phase_rotate_theta_grad", [Pure]> {
+  let summary = "The gradient of lathe.phase_rotate's angles.";
+  let description = [{
+    From the rotation's output y and its cotangent dy (both [T, D]):
+    `result[k] = sum over rows t and stripes i of
+    dy[t, i d_p + 2k + 1] y[t, i d_p + 2k] - dy[t, i d_p + 2k] y[t, i d_p + 2k + 1]`,
+    since d y_2k / d phi = -y_2k+1 and d y_2k+1 / d phi = y_2k.
+
+    ```mlir
+    %dtheta = lathe.phase_rotate_theta_grad %y, %dy {phases = 3 : i64}
+        : tensor<64x96xf32>, tensor<64x96xf32> -> tensor<16xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$output, Lathe_F32Tensor:$result_grad,
+                       I64Attr:$phases);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $output `,` $result_grad attr-dict `:` type($output) `,` type($result_grad)
+    `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_CenterRowsOp : Lathe_Op<"center_rows", [Pure, SameOperandsAndResultType]> {
+  let summary = "Each row minus its mean: the VJP of lathe.dc_inject.";
+  let description = [{
+    `result[t, :] = input[t, :] - mean(input[t, :])`. The horn injection
+    replaces a row's mean by a constant, so its Jacobian in x is I - 11^T/D.
+
+    ```mlir
+    %dx = lathe.center_rows %dy : tensor<64x96xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($result)";
 }
 
 def Lathe_AssignOp : Lathe_Op<"assign", [MemoryEffects<[MemWrite]>,

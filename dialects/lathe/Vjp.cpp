@@ -67,13 +67,11 @@ LogicalResult EmbeddingOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
 LogicalResult RmsNormOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
                                   SmallVectorImpl<Value> &grads) {
   Cotangents out(*this, grads);
-  if (getPhases() != 1)
-    return unsupported(*this, "for phases > 1");
   if (!dys[0])
     return success();
   auto g = RmsNormGradOp::create(b, getLoc(), getInput().getType(),
                                  getGain().getType(), getInput(), getGain(),
-                                 dys[0], getEps());
+                                 dys[0], getEps(), getPhases());
   out.set(getInputMutable(), g.getInputGrad());
   out.set(getGainMutable(), g.getGainGrad());
   return success();
@@ -205,5 +203,31 @@ LogicalResult CrossEntropyOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
     out.set(getLogitsMutable(),
             CrossEntropyGradOp::create(b, getLoc(), getLogits().getType(),
                                        getLogits(), getTargets(), dys[0]));
+  return success();
+}
+
+LogicalResult PhaseRotateOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                                      SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (!dys[0])
+    return success();
+  // Orthogonal: x's cotangent is dy turned back; theta's comes from the
+  // output and dy.
+  out.set(getInputMutable(),
+          PhaseRotateOp::create(b, getLoc(), getType(), dys[0], getTheta(),
+                                getPhases(), !getInverse()));
+  if (getInverse())
+    return unsupported(*this, "in theta for the inverse rotation");
+  out.set(getThetaMutable(),
+          PhaseRotateThetaGradOp::create(b, getLoc(), getTheta().getType(),
+                                         getResult(), dys[0], getPhases()));
+  return success();
+}
+
+LogicalResult DcInjectOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                                   SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (dys[0])
+    out.set(getInputMutable(), CenterRowsOp::create(b, getLoc(), dys[0]));
   return success();
 }

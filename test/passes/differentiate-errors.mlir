@@ -7,28 +7,14 @@ func.func @not_a_loss(%x: tensor<4x8xf32>) -> tensor<4x8xf32> attributes {lathe.
 
 // -----
 
-lathe.param @"theta" : tensor<2xf32> init(zeros)
+lathe.param @"gate" : tensor<1x8xf32> init(zeros)
 lathe.param @"w" : tensor<16x8xf32> init(normal, std = 0.02)
 func.func @no_vjp(%x: tensor<4x8xf32>, %t: tensor<4xi32>) -> tensor<1xf32> attributes {lathe.differentiate} {
-  %th = lathe.weight @"theta" : tensor<2xf32>
+  %g = lathe.weight @"gate" : tensor<1x8xf32>
   // expected-error @+1 {{lies between the parameters and the loss but has no vector-Jacobian product}}
-  %r = lathe.phase_rotate %x, %th {phases = 2 : i64} : tensor<4x8xf32>, tensor<2xf32> -> tensor<4x8xf32>
+  %r = lathe.gated_add %x, %x, %g : tensor<4x8xf32>, tensor<1x8xf32>
   %w = lathe.weight @"w" : tensor<16x8xf32>
   %y = lathe.linear %r, %w : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
-  %l = lathe.cross_entropy %y, %t : tensor<4x16xf32>, tensor<4xi32> -> tensor<1xf32>
-  return %l : tensor<1xf32>
-}
-
-// -----
-
-lathe.param @"g" : tensor<8xf32> init(ones)
-lathe.param @"w" : tensor<16x8xf32> init(normal, std = 0.02)
-func.func @phases(%x: tensor<4x8xf32>, %t: tensor<4xi32>) -> tensor<1xf32> attributes {lathe.differentiate} {
-  %g = lathe.weight @"g" : tensor<8xf32>
-  // expected-error @+1 {{has no vector-Jacobian product for phases > 1 yet}}
-  %h = lathe.rms_norm %x, %g {eps = 1.0e-05 : f64, phases = 2 : i64} : tensor<4x8xf32>, tensor<8xf32> -> tensor<4x8xf32>
-  %w = lathe.weight @"w" : tensor<16x8xf32>
-  %y = lathe.linear %h, %w : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
   %l = lathe.cross_entropy %y, %t : tensor<4x16xf32>, tensor<4xi32> -> tensor<1xf32>
   return %l : tensor<1xf32>
 }

@@ -629,3 +629,11 @@ func.func @adamw_beta(%s: tensor<1xf32>) {
   %p, %m, %v = lathe.adamw %w, %w, %w, %w lr %s step %s scale %s factor %s {beta1 = 1.0 : f64, beta2 = 0.95 : f64, eps = 1.0e-08 : f64, weight_decay = 0.1 : f64} : tensor<4x8xf32>, tensor<1xf32>
   return
 }
+
+// -----
+
+func.func @theta_grad_pairs(%y: tensor<4x96xf32>) {
+  // expected-error @+1 {{has one angle per pair of a stripe, 16, not 8}}
+  %dt = lathe.phase_rotate_theta_grad %y, %y {phases = 3 : i64} : tensor<4x96xf32>, tensor<4x96xf32> -> tensor<8xf32>
+  return
+}

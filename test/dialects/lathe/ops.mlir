@@ -215,3 +215,19 @@ func.func @training_rest(%x: tensor<4x8xf32>, %g: tensor<8xf32>, %s: tensor<1xf3
   %w1 = lathe.assign %w, %p1 : tensor<16x8xf32>
   return
 }
+
+// -----
+
+// The Three-Phase Transformer's VJP ops.
+// CHECK-LABEL: func.func @three_phase_grads
+// CHECK: lathe.phase_rotate %{{.*}}, %{{.*}} {inverse, phases = 3 : i64}
+// CHECK: lathe.phase_rotate_theta_grad %{{.*}}, %{{.*}} {phases = 3 : i64} : tensor<4x96xf32>, tensor<4x96xf32> -> tensor<16xf32>
+// CHECK: lathe.center_rows %{{.*}} : tensor<4x96xf32>
+// CHECK: lathe.rms_norm_grad {{.*}}phases = 3
+func.func @three_phase_grads(%y: tensor<4x96xf32>, %t: tensor<16xf32>, %g: tensor<96xf32>) {
+  %x = lathe.phase_rotate %y, %t {phases = 3 : i64, inverse} : tensor<4x96xf32>, tensor<16xf32> -> tensor<4x96xf32>
+  %dt = lathe.phase_rotate_theta_grad %y, %x {phases = 3 : i64} : tensor<4x96xf32>, tensor<4x96xf32> -> tensor<16xf32>
+  %c = lathe.center_rows %x : tensor<4x96xf32>
+  %dx, %dg = lathe.rms_norm_grad %y, %g, %c {eps = 1.0e-06 : f64, phases = 3 : i64} : tensor<4x96xf32>, tensor<96xf32>, tensor<4x96xf32> -> tensor<4x96xf32>, tensor<96xf32>
+  return
+}

@@ -1,0 +1,78 @@
+#!/usr/bin/python3
+"""Holds lathe's gradients against central finite differences of the
+reference loss, for models whose hand-written reference backprop does not
+exist yet (the architecture families).
+
+check_grad_fd.py SPEC WEIGHTS TOKENS TARGETS GRADS [--per-tensor N] [--h H]
+
+The loss is test/reference/train.py's `loss` (mean cross-entropy of the
+float64 forward of test/reference/decoder.py, written from
+ARCHITECTURES.md). For every tensor, the entry with the largest gradient and
+N - 1 seeded random entries are perturbed by +-H (in the float32 weights the
+forward reads); the central difference must match lathe's gradient within
+2e-2 of the tensor's largest gradient (float32 weights limit how small H can
+be).
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "reference"))
+import decoder  # noqa: E402
+import safetensors_np  # noqa: E402
+import train  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("spec")
+    ap.add_argument("weights")
+    ap.add_argument("tokens")
+    ap.add_argument("targets")
+    ap.add_argument("grads")
+    ap.add_argument("--per-tensor", type=int, default=3)
+    ap.add_argument("--h", type=float, default=2e-3)
+    args = ap.parse_args()
+    spec = decoder.load_spec(args.spec)
+    w, _ = safetensors_np.load(args.weights)
+    w = {k: np.array(v, np.float32) for k, v in w.items()}
+    g, _ = safetensors_np.load(args.grads)
+    tokens = np.array([int(t) for t in args.tokens.split(",")])
+    targets = np.array([int(t) for t in args.targets.split(",")])
+    rng = np.random.default_rng(0)
+    base = train.loss(spec, w, tokens, targets)
+    if abs(base - float(g["loss"][0])) > 1e-4 * abs(base):
+        print(f"MISMATCH loss: lathe {float(g['loss'][0])} reference {base}")
+        return 1
+    worst, bad = 0.0, 0
+    for name in sorted(w):
+        grad = np.asarray(g[name], np.float64)
+        scale = max(float(np.abs(grad).max()), 1e-6)
+        picks = [np.unravel_index(int(np.argmax(np.abs(grad))), grad.shape)]
+        for _ in range(args.per_tensor - 1):
+            picks.append(tuple(int(rng.integers(0, d)) for d in grad.shape))
+        for idx in picks:
+            old = w[name][idx]
+            w[name][idx] = old + np.float32(args.h)
+            up = train.loss(spec, w, tokens, targets)
+            w[name][idx] = old - np.float32(args.h)
+            down = train.loss(spec, w, tokens, targets)
+            w[name][idx] = old
+            step = float(np.float32(old + np.float32(args.h)) - np.float32(old - np.float32(args.h)))
+            fd = (up - down) / step
+            err = abs(fd - float(grad[idx])) / scale
+            worst = max(worst, err)
+            if err > 2e-2:
+                bad += 1
+                print(f"MISMATCH {name}{list(idx)}: lathe {float(grad[idx]):.6g} "
+                      f"finite difference {fd:.6g} (error {err:.2e} of the tensor's max)")
+    if bad:
+        return 1
+    print(f"OK {len(w)} tensors, worst {worst:.1e} of each tensor's largest gradient")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
