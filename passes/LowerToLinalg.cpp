@@ -1578,6 +1578,94 @@ struct LowerActivationGrad : OpConversionPattern<ActivationGradOp> {
   }
 };
 
+/// Parcae's injection VJP: Delta, Abar and their slopes per channel, then
+/// the elementwise cotangents and the two per-channel reductions over rows.
+struct LowerParcaeInjectGrad : OpConversionPattern<ParcaeInjectGradOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(ParcaeInjectGradOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    SmallVector<int64_t> shape = shapeOf(op.getBe());
+    int64_t C = shape[1];
+    Value be = adaptor.getBe(), du = adaptor.getResultGrad(),
+          h = adaptor.getState();
+    AffineMap c1 = g.map(1, {g.d(0)});
+    // Per channel: Delta = softplus(dt), sigmoid(dt), E = exp(A_log), Abar.
+    auto chan = [&](function_ref<Value(OpBuilder &, Location, Value, Value)> f) {
+      return g.generic({adaptor.getALog(), adaptor.getDtBias()}, g.empty({C}),
+                       {c1, c1, c1}, {kPar},
+                       [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                         return f(nb, l, a[0], a[1]);
+                       });
+    };
+    auto softplus = [](OpBuilder &nb, Location l, Value x) -> Value {
+      GenericBuilder in{nb, l};
+      return arith::AddFOp::create(
+          nb, l, arith::MaximumFOp::create(nb, l, x, in.cst(0.0)),
+          math::Log1pOp::create(
+              nb, l,
+              math::ExpOp::create(
+                  nb, l, arith::NegFOp::create(nb, l,
+                                               math::AbsFOp::create(nb, l, x)))));
+    };
+    Value delta = chan([&](OpBuilder &nb, Location l, Value, Value dt) {
+      return softplus(nb, l, dt);
+    });
+    Value slope = chan([&](OpBuilder &nb, Location l, Value, Value dt) {
+      return sigmoid(nb, l, dt);
+    });
+    Value expA = chan([&](OpBuilder &nb, Location l, Value aLog, Value) {
+      return math::ExpOp::create(nb, l, aLog).getResult();
+    });
+    Value abar = g.generic(
+        {delta, expA}, g.empty({C}), {c1, c1, c1}, {kPar},
+        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          return math::ExpOp::create(
+              nb, l, arith::NegFOp::create(nb, l, arith::MulFOp::create(
+                                                      nb, l, a[0], a[1])));
+        });
+    AffineMap td = g.map(2, {g.d(0), g.d(1)}), d = g.map(2, {g.d(1)});
+    auto scaleRows = [&](Value perChannel) {
+      return g.generic({du, perChannel}, g.empty(shape), {td, d, td},
+                       {kPar, kPar},
+                       [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                         return arith::MulFOp::create(nb, l, a[0], a[1]);
+                       });
+    };
+    Value dbe = scaleRows(delta), dh = scaleRows(abar);
+    // Loops (c, t), t reduced.
+    AffineMap ct = g.map(2, {g.d(1), g.d(0)}), cc = g.map(2, {g.d(0)});
+    Value stateOrZero = h ? h : g.filled(shape, 0.0);
+    Value ddt = g.generic(
+        {du, be, stateOrZero, expA, abar, slope}, g.filled({C}, 0.0),
+        {ct, ct, ct, cc, cc, cc, cc}, {kPar, kRed},
+        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          // du (be - h E Abar) sigmoid(dt)
+          Value hea = arith::MulFOp::create(
+              nb, l, arith::MulFOp::create(nb, l, a[2], a[3]), a[4]);
+          Value inner = arith::SubFOp::create(nb, l, a[1], hea);
+          Value t = arith::MulFOp::create(
+              nb, l, arith::MulFOp::create(nb, l, a[0], inner), a[5]);
+          return arith::AddFOp::create(nb, l, a[6], t);
+        });
+    Value da = g.generic(
+        {du, stateOrZero, delta, expA, abar}, g.filled({C}, 0.0),
+        {ct, ct, cc, cc, cc, cc}, {kPar, kRed},
+        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          // -du h Delta E Abar
+          Value t = arith::MulFOp::create(
+              nb, l,
+              arith::MulFOp::create(nb, l, arith::MulFOp::create(nb, l, a[0], a[1]),
+                                    arith::MulFOp::create(nb, l, a[2], a[3])),
+              a[4]);
+          return arith::SubFOp::create(nb, l, a[5], t);
+        });
+    rewriter.replaceOp(op, ValueRange{dbe, da, ddt, dh});
+    return success();
+  }
+};
+
 /// Loops (0, dims...): every gradient's sum of squares into one [1]
 /// accumulator (the unit parallel loop gives the GPU mapping a block), then
 /// norm = scale sqrt(sum) and factor = min(1, max_norm / norm).
@@ -1738,7 +1826,7 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
                  LowerAttentionGrad, LowerGlobalNorm, LowerAdamw, LowerSumRows,
                  LowerPadRows, LowerLayerNormGrad, LowerActivation,
                  LowerActivationGrad, LowerPhaseRotateThetaGrad,
-                 LowerCenterRows>(ctx);
+                 LowerCenterRows, LowerParcaeInjectGrad>(ctx);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
       signalPassFailure();

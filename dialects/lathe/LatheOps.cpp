@@ -753,6 +753,31 @@ LogicalResult PhaseRotateThetaGradOp::verify() {
   return success();
 }
 
+LogicalResult ParcaeInjectGradOp::verify() {
+  Type be = getBe().getType(), c = getALog().getType();
+  if (failed(expectStatic(*this, be, 2, "be")) ||
+      failed(expectStatic(*this, c, 1, "a_log")))
+    return failure();
+  if (dim(getALog(), 0) != dim(getBe(), 1))
+    return emitOpError() << "a_log has " << dim(getALog(), 0)
+                         << " channels but be is " << dim(getBe(), 1)
+                         << " wide";
+  for (auto [name, v, want, what] :
+       {std::tuple<StringRef, Value, Type, StringRef>{
+            "dt_bias", getDtBias(), c, "a_log"},
+        {"result_grad", getResultGrad(), be, "be"},
+        {"be_grad", getBeGrad(), be, "be"},
+        {"state_grad", getStateGrad(), be, "be"},
+        {"a_log_grad", getALogGrad(), c, "a_log"},
+        {"dt_bias_grad", getDtBiasGrad(), c, "a_log"}})
+    if (failed(expectSameType(*this, v, name, want, what)))
+      return failure();
+  if (getState() &&
+      failed(expectSameType(*this, getState(), "state", be, "be")))
+    return failure();
+  return success();
+}
+
 LogicalResult AssignOp::verify() {
   if (!getTarget().getDefiningOp<WeightOp>() &&
       !getTarget().getDefiningOp<CacheReadOp>())

@@ -313,7 +313,8 @@ def Lathe_DepthAttentionOp : Lathe_Op<"depth_attention",
   let hasVerifier = 1;
 }
 
-def Lathe_ParcaeInjectOp : Lathe_Op<"parcae_inject", [Pure]> {
+def Lathe_ParcaeInjectOp : Lathe_Op<"parcae_inject", [Pure,
+    DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
   let summary = "Parcae's stable injection of the prelude output into the looped state.";
   let description = [{
     ARCHITECTURES.md §4.1: `u = Abar * h + Bbar e` with the negative-diagonal
@@ -981,6 +982,38 @@ def Lathe_CenterRowsOp : Lathe_Op<"center_rows", [Pure, SameOperandsAndResultTyp
   let arguments = (ins Lathe_F32Tensor:$input);
   let results = (outs Lathe_F32Tensor:$result);
   let assemblyFormat = "$input attr-dict `:` type($result)";
+}
+
+def Lathe_ParcaeInjectGradOp : Lathe_Op<"parcae_inject_grad", [Pure]> {
+  let summary = "The VJP of lathe.parcae_inject.";
+  let description = [{
+    For u = Delta be + Abar h (Delta = softplus(dt_bias), Abar =
+    exp(-Delta exp(A_log))) and the cotangent du:
+    `be_grad = Delta du`, `state_grad = Abar du`,
+    `a_log_grad[c] = -sum_t du h Delta exp(A_log) Abar`,
+    `dt_bias_grad[c] = sum_t du (be - h exp(A_log) Abar) sigmoid(dt_bias)`.
+    Without `state` (h = 0) the A_log gradient is 0 and state_grad is unused.
+
+    ```mlir
+    %dbe, %da, %ddt, %dh = lathe.parcae_inject_grad %be, %a_log, %dt_bias state %h grad %du
+        : tensor<16x64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<16x64xf32>
+          state tensor<16x64xf32>
+        -> tensor<16x64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<16x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$be, Lathe_F32Tensor:$a_log,
+                       Lathe_F32Tensor:$dt_bias,
+                       Optional<Lathe_F32Tensor>:$state,
+                       Lathe_F32Tensor:$result_grad);
+  let results = (outs Lathe_F32Tensor:$be_grad, Lathe_F32Tensor:$a_log_grad,
+                      Lathe_F32Tensor:$dt_bias_grad, Lathe_F32Tensor:$state_grad);
+  let assemblyFormat = [{
+    $be `,` $a_log `,` $dt_bias (`state` $state^)? `grad` $result_grad attr-dict
+    `:` type($be) `,` type($a_log) `,` type($dt_bias) `,` type($result_grad)
+    (`state` type($state)^)? `->` type($be_grad) `,` type($a_log_grad) `,`
+    type($dt_bias_grad) `,` type($state_grad)
+  }];
+  let hasVerifier = 1;
 }
 
 def Lathe_AssignOp : Lathe_Op<"assign", [MemoryEffects<[MemWrite]>,

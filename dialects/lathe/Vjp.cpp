@@ -231,3 +231,21 @@ LogicalResult DcInjectOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
     out.set(getInputMutable(), CenterRowsOp::create(b, getLoc(), dys[0]));
   return success();
 }
+
+LogicalResult ParcaeInjectOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                                       SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (!dys[0])
+    return success();
+  Type be = getBe().getType(), c = getALog().getType();
+  auto g = ParcaeInjectGradOp::create(b, getLoc(), be, c, c, be, getBe(),
+                                      getALog(), getDtBias(), getState(),
+                                      dys[0]);
+  out.set(getBeMutable(), g.getBeGrad());
+  out.set(getDtBiasMutable(), g.getDtBiasGrad());
+  if (getState()) {
+    out.set(getALogMutable(), g.getALogGrad());
+    out.set(getStateMutable(), g.getStateGrad());
+  }
+  return success();
+}

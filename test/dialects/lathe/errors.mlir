@@ -637,3 +637,11 @@ func.func @theta_grad_pairs(%y: tensor<4x96xf32>) {
   %dt = lathe.phase_rotate_theta_grad %y, %y {phases = 3 : i64} : tensor<4x96xf32>, tensor<4x96xf32> -> tensor<8xf32>
   return
 }
+
+// -----
+
+func.func @parcae_grad_channels(%be: tensor<4x8xf32>, %a: tensor<6xf32>) {
+  // expected-error @+1 {{a_log has 6 channels but be is 8 wide}}
+  %dbe, %da, %ddt, %dh = lathe.parcae_inject_grad %be, %a, %a grad %be : tensor<4x8xf32>, tensor<6xf32>, tensor<6xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<6xf32>, tensor<6xf32>, tensor<4x8xf32>
+  return
+}

@@ -231,3 +231,12 @@ func.func @three_phase_grads(%y: tensor<4x96xf32>, %t: tensor<16xf32>, %g: tenso
   %dx, %dg = lathe.rms_norm_grad %y, %g, %c {eps = 1.0e-06 : f64, phases = 3 : i64} : tensor<4x96xf32>, tensor<96xf32>, tensor<4x96xf32> -> tensor<4x96xf32>, tensor<96xf32>
   return
 }
+
+// -----
+
+// CHECK-LABEL: func.func @parcae_grad
+// CHECK: lathe.parcae_inject_grad %{{.*}}, %{{.*}}, %{{.*}} state %{{.*}} grad %{{.*}} :
+func.func @parcae_grad(%be: tensor<4x8xf32>, %a: tensor<8xf32>) {
+  %dbe, %da, %ddt, %dh = lathe.parcae_inject_grad %be, %a, %a state %be grad %be : tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> state tensor<4x8xf32> -> tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32>
+  return
+}
