@@ -968,16 +968,24 @@ struct LowerMatmul : OpConversionPattern<MatmulOp> {
 
 /// With r = 1/sqrt(mean(x^2) + eps) and dot = sum_d dy g x per row:
 /// dx = r dy g - x r^3 dot / D, and dg = sum_t dy x r.
-struct LowerRmsNormGrad : OpConversionPattern<RmsNormGradOp> {
-  using OpConversionPattern::OpConversionPattern;
-  LogicalResult
-  matchAndRewrite(RmsNormGradOp op, OpAdaptor adaptor,
-                  ConversionPatternRewriter &rewriter) const override {
-    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
-    SmallVector<int64_t> shape = shapeOf(op.getInput());
-    int64_t phases = op.getPhases(), stripe = shape[1] / phases;
-    Value x = adaptor.getInput(), gain = adaptor.getGain(),
-          dy = adaptor.getResultGrad();
+/// sigmoid(a) = 1 / (1 + exp(-a)).
+static Value sigmoid(OpBuilder &b, Location l, Value a) {
+  Value one = arith::ConstantOp::create(b, l, b.getF32FloatAttr(1.0f));
+  return arith::DivFOp::create(
+      b, l, one,
+      arith::AddFOp::create(
+          b, l, one, math::ExpOp::create(b, l, arith::NegFOp::create(b, l, a))));
+}
+
+/// RMSNorm's VJP (per stripe with phases): with r = 1/sqrt(mean(x^2) + eps)
+/// and dot = sum dy g x per row (and stripe), dx = r dy g - x r^3 dot / D
+/// and dg = sum_t dy x r. Shared by lathe.rms_norm_grad and the modulated
+/// norm's VJP, whose gain is 1 + scale.
+static std::pair<Value, Value> rmsNormGrad(GenericBuilder &g, Value x,
+                                           Value gain, Value dy,
+                                           int64_t phases, float eps) {
+    SmallVector<int64_t> shape = shapeOf(x);
+    int64_t stripe = shape[1] / phases;
     // Per row, or per (row, stripe) with phases: r and dot live there.
     SmallVector<AffineExpr> perRow = {g.d(0)};
     SmallVector<int64_t> rowShape = {shape[0]};
@@ -988,11 +996,10 @@ struct LowerRmsNormGrad : OpConversionPattern<RmsNormGradOp> {
     AffineMap id = g.map(2, {g.d(0), g.d(1)}), row = g.map(2, perRow),
               col = g.map(2, {g.d(1)});
     AffineMap rowId = AffineMap::getMultiDimIdentityMap(rowShape.size(),
-                                                        rewriter.getContext());
+                                                        g.b.getContext());
     SmallVector<IteratorType> rowIters(rowShape.size(), kPar);
     Value ss = g.sumSquares(x, rowShape, perRow);
     float invD = 1.0f / static_cast<float>(stripe);
-    float eps = static_cast<float>(op.getEps().convertToDouble());
     Value rinv = g.generic(
         {ss}, g.empty(rowShape), {rowId, rowId}, rowIters,
         [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
@@ -1037,7 +1044,100 @@ struct LowerRmsNormGrad : OpConversionPattern<RmsNormGradOp> {
               nb, l, arith::MulFOp::create(nb, l, a[0], a[1]), a[2]);
           return arith::AddFOp::create(nb, l, a[3], p);
         });
+    return {dx, dg};
+}
+
+struct LowerRmsNormGrad : OpConversionPattern<RmsNormGradOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(RmsNormGradOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    auto [dx, dg] = rmsNormGrad(
+        g, adaptor.getInput(), adaptor.getGain(), adaptor.getResultGrad(),
+        op.getPhases(), static_cast<float>(op.getEps().convertToDouble()));
     rewriter.replaceOp(op, ValueRange{dx, dg});
+    return success();
+  }
+};
+
+/// The gain 1 + scale as a [D] vector, then RMSNorm's VJP; the scale's
+/// gradient is the gain's, as a [1, D] row.
+struct LowerModulatedRmsNormGrad
+    : OpConversionPattern<ModulatedRmsNormGradOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(ModulatedRmsNormGradOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    int64_t D = shapeOf(op.getInput())[1];
+    Value gain = g.generic(
+        {adaptor.getScale()}, g.empty({D}),
+        {g.map(1, {g.getAffineConstant(0), g.d(0)}), g.map(1, {g.d(0)})},
+        {kPar}, [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          return arith::AddFOp::create(nb, l, a[0], in.cst(1.0));
+        });
+    auto [dx, dg] = rmsNormGrad(
+        g, adaptor.getInput(), gain, adaptor.getResultGrad(), 1,
+        static_cast<float>(op.getEps().convertToDouble()));
+    Value ds = g.generic({dg}, g.empty({1, D}),
+                         {g.map(2, {g.d(1)}), g.map(2, {g.d(0), g.d(1)})},
+                         {kPar, kPar},
+                         [](OpBuilder &, Location, ValueRange a) -> Value {
+                           return a[0];
+                         });
+    rewriter.replaceOp(op, ValueRange{dx, ds});
+    return success();
+  }
+};
+
+/// dy = gate dz (the row broadcast); dg[0, d] = sum_t dz y.
+struct LowerGatedAddGrad : OpConversionPattern<GatedAddGradOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(GatedAddGradOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    SmallVector<int64_t> shape = shapeOf(op.getRhs());
+    AffineMap td = g.map(2, {g.d(0), g.d(1)}),
+              row = g.map(2, {g.getAffineConstant(0), g.d(1)});
+    Value dy = g.generic({adaptor.getResultGrad(), adaptor.getGate()},
+                         g.empty(shape), {td, row, td}, {kPar, kPar},
+                         [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                           return arith::MulFOp::create(nb, l, a[0], a[1]);
+                         });
+    // Loops (0, d, t): the unit row, the channel, the reduced rows.
+    AffineMap rows = g.map(3, {g.d(2), g.d(1)});
+    Value dg = g.generic({adaptor.getResultGrad(), adaptor.getRhs()},
+                         g.filled({1, shape[1]}, 0.0),
+                         {rows, rows, g.map(3, {g.d(0), g.d(1)})},
+                         {kPar, kPar, kRed}, mulAdd);
+    rewriter.replaceOp(op, ValueRange{dy, dg});
+    return success();
+  }
+};
+
+struct LowerSiluGrad : OpConversionPattern<SiluGradOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(SiluGradOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    rewriter.replaceOp(
+        op, g.elementwise(
+                {adaptor.getInput(), adaptor.getResultGrad()},
+                [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                  GenericBuilder in{nb, l};
+                  Value s = sigmoid(nb, l, a[0]);
+                  Value slope = arith::AddFOp::create(
+                      nb, l, in.cst(1.0),
+                      arith::MulFOp::create(
+                          nb, l, a[0],
+                          arith::SubFOp::create(nb, l, in.cst(1.0), s)));
+                  return arith::MulFOp::create(
+                      nb, l, a[1], arith::MulFOp::create(nb, l, s, slope));
+                }));
     return success();
   }
 };
@@ -1103,14 +1203,6 @@ struct LowerCenterRows : OpConversionPattern<CenterRowsOp> {
   }
 };
 
-/// sigmoid(a) = 1 / (1 + exp(-a)).
-static Value sigmoid(OpBuilder &b, Location l, Value a) {
-  Value one = arith::ConstantOp::create(b, l, b.getF32FloatAttr(1.0f));
-  return arith::DivFOp::create(
-      b, l, one,
-      arith::AddFOp::create(
-          b, l, one, math::ExpOp::create(b, l, arith::NegFOp::create(b, l, a))));
-}
 
 struct LowerSwiglu : OpConversionPattern<SwigluOp> {
   using OpConversionPattern::OpConversionPattern;
@@ -1135,7 +1227,8 @@ struct LowerSwigluGrad : OpConversionPattern<SwigluGradOp> {
   matchAndRewrite(SwigluGradOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
     GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
-    ValueRange ins{adaptor.getGate(), adaptor.getUp(), adaptor.getResultGrad()};
+    SmallVector<Value> ins = {adaptor.getGate(), adaptor.getUp(),
+                              adaptor.getResultGrad()};
     Value dg = g.elementwise(
         ins, [](OpBuilder &nb, Location l, ValueRange a) -> Value {
           GenericBuilder in{nb, l};
@@ -1826,7 +1919,9 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
                  LowerAttentionGrad, LowerGlobalNorm, LowerAdamw, LowerSumRows,
                  LowerPadRows, LowerLayerNormGrad, LowerActivation,
                  LowerActivationGrad, LowerPhaseRotateThetaGrad,
-                 LowerCenterRows, LowerParcaeInjectGrad>(ctx);
+                 LowerCenterRows, LowerParcaeInjectGrad,
+                 LowerModulatedRmsNormGrad, LowerGatedAddGrad,
+                 LowerSiluGrad>(ctx);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
       signalPassFailure();

@@ -778,6 +778,40 @@ LogicalResult ParcaeInjectGradOp::verify() {
   return success();
 }
 
+/// x [T, D] with one row [1, D] (a gate or a scale) and their cotangents.
+static LogicalResult verifyRowOperand(Operation *op, Value x, Value row,
+                                      Value dx, Value drow) {
+  if (failed(expectStatic(op, x.getType(), 2, "the rows")) ||
+      failed(expectStatic(op, row.getType(), 2, "the row")))
+    return failure();
+  if (dim(row, 0) != 1 || dim(row, 1) != dim(x, 1))
+    return op->emitOpError() << "needs one row of " << dim(x, 1)
+                             << " values, got " << row.getType();
+  if (failed(expectSameType(op, dx, "the rows' cotangent", x.getType(),
+                            "the rows")))
+    return failure();
+  return expectSameType(op, drow, "the row's cotangent", row.getType(),
+                        "the row");
+}
+
+LogicalResult GatedAddGradOp::verify() {
+  if (failed(expectSameType(*this, getResultGrad(), "result_grad",
+                            getRhs().getType(), "rhs")))
+    return failure();
+  return verifyRowOperand(*this, getRhs(), getGate(), getRhsGrad(),
+                          getGateGrad());
+}
+
+LogicalResult ModulatedRmsNormGradOp::verify() {
+  if (!(getEps().convertToDouble() > 0.0))
+    return emitOpError("expects eps > 0");
+  if (failed(expectSameType(*this, getResultGrad(), "result_grad",
+                            getInput().getType(), "the input")))
+    return failure();
+  return verifyRowOperand(*this, getInput(), getScale(), getInputGrad(),
+                          getScaleGrad());
+}
+
 LogicalResult AssignOp::verify() {
   if (!getTarget().getDefiningOp<WeightOp>() &&
       !getTarget().getDefiningOp<CacheReadOp>())

@@ -343,7 +343,7 @@ def Lathe_ParcaeInjectOp : Lathe_Op<"parcae_inject", [Pure,
   let hasVerifier = 1;
 }
 
-def Lathe_SinusoidOp : Lathe_Op<"sinusoid", [Pure]> {
+def Lathe_SinusoidOp : Lathe_Op<"sinusoid", [Pure, DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
   let summary = "Sinusoidal features of a scalar known at compile time (a loop's time or step size).";
   let description = [{
     LoopFormer's embedder input (ARCHITECTURES.md §4.2):
@@ -360,7 +360,8 @@ def Lathe_SinusoidOp : Lathe_Op<"sinusoid", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Lathe_SiluOp : Lathe_Op<"silu", [Pure, SameOperandsAndResultType]> {
+def Lathe_SiluOp : Lathe_Op<"silu", [Pure, SameOperandsAndResultType,
+    DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
   let summary = "SiLU, x * sigmoid(x), elementwise.";
   let description = [{
     ```mlir
@@ -372,7 +373,8 @@ def Lathe_SiluOp : Lathe_Op<"silu", [Pure, SameOperandsAndResultType]> {
   let assemblyFormat = "$input attr-dict `:` type($result)";
 }
 
-def Lathe_ModulatedRmsNormOp : Lathe_Op<"modulated_rms_norm", [Pure]> {
+def Lathe_ModulatedRmsNormOp : Lathe_Op<"modulated_rms_norm", [Pure,
+    DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
   let summary = "RMSNorm without a gain, scaled by (1 + scale): adaLN's shift-free modulation.";
   let description = [{
     `result[t] = x[t] / sqrt(mean(x[t]^2) + eps) * (1 + scale)` for x [T, D]
@@ -393,7 +395,7 @@ def Lathe_ModulatedRmsNormOp : Lathe_Op<"modulated_rms_norm", [Pure]> {
 }
 
 def Lathe_GatedAddOp : Lathe_Op<"gated_add", [Pure,
-    AllTypesMatch<["lhs", "rhs", "result"]>]> {
+    AllTypesMatch<["lhs", "rhs", "result"]>, DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
   let summary = "A gated residual connection: x + gate * y, with one gate row for all tokens.";
   let description = [{
     adaLN-Zero's gate (ARCHITECTURES.md §4.2): x and y are [T, D], gate is
@@ -1012,6 +1014,66 @@ def Lathe_ParcaeInjectGradOp : Lathe_Op<"parcae_inject_grad", [Pure]> {
     `:` type($be) `,` type($a_log) `,` type($dt_bias) `,` type($result_grad)
     (`state` type($state)^)? `->` type($be_grad) `,` type($a_log_grad) `,`
     type($dt_bias_grad) `,` type($state_grad)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_SiluGradOp : Lathe_Op<"silu_grad", [Pure, SameOperandsAndResultType]> {
+  let summary = "The VJP of lathe.silu.";
+  let description = [{
+    With s = sigmoid(x): `result = result_grad * s * (1 + x (1 - s))`.
+
+    ```mlir
+    %dx = lathe.silu_grad %x, %dy : tensor<1x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input, Lathe_F32Tensor:$result_grad);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$input `,` $result_grad attr-dict `:` type($result)";
+}
+
+def Lathe_GatedAddGradOp : Lathe_Op<"gated_add_grad", [Pure]> {
+  let summary = "The VJP of lathe.gated_add in the gated input and the gate.";
+  let description = [{
+    For z = x + gate * y: `rhs_grad = gate * dz` (the gate row broadcast
+    over the rows) and `gate_grad[0, d] = sum over rows of dz * y`. (x's
+    cotangent is dz itself.)
+
+    ```mlir
+    %dy, %dg = lathe.gated_add_grad %y, %g, %dz
+        : tensor<16x64xf32>, tensor<1x64xf32>, tensor<16x64xf32>
+        -> tensor<16x64xf32>, tensor<1x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$rhs, Lathe_F32Tensor:$gate,
+                       Lathe_F32Tensor:$result_grad);
+  let results = (outs Lathe_F32Tensor:$rhs_grad, Lathe_F32Tensor:$gate_grad);
+  let assemblyFormat = [{
+    $rhs `,` $gate `,` $result_grad attr-dict `:` type($rhs) `,` type($gate)
+    `,` type($result_grad) `->` type($rhs_grad) `,` type($gate_grad)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_ModulatedRmsNormGradOp : Lathe_Op<"modulated_rms_norm_grad", [Pure]> {
+  let summary = "The VJP of lathe.modulated_rms_norm.";
+  let description = [{
+    RMSNorm's VJP with the gain 1 + scale: `input_grad` as for
+    `lathe.rms_norm_grad`, and `scale_grad[0, d] = sum over rows of dy n`.
+
+    ```mlir
+    %dx, %ds = lathe.modulated_rms_norm_grad %x, %s, %dy {eps = 1.0e-05 : f64}
+        : tensor<16x64xf32>, tensor<1x64xf32>, tensor<16x64xf32>
+        -> tensor<16x64xf32>, tensor<1x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input, Lathe_F32Tensor:$scale,
+                       Lathe_F32Tensor:$result_grad, F64Attr:$eps);
+  let results = (outs Lathe_F32Tensor:$input_grad, Lathe_F32Tensor:$scale_grad);
+  let assemblyFormat = [{
+    $input `,` $scale `,` $result_grad attr-dict `:` type($input) `,`
+    type($scale) `,` type($result_grad) `->` type($input_grad) `,`
+    type($scale_grad)
   }];
   let hasVerifier = 1;
 }

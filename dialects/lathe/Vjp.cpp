@@ -249,3 +249,46 @@ LogicalResult ParcaeInjectOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
   }
   return success();
 }
+
+LogicalResult SinusoidOp::buildVjp(OpBuilder &, ArrayRef<Value>,
+                                   SmallVectorImpl<Value> &grads) {
+  // A function of a compile-time scalar: nothing upstream to reach.
+  Cotangents out(*this, grads);
+  return success();
+}
+
+LogicalResult SiluOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                               SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (dys[0])
+    out.set(getInputMutable(),
+            SiluGradOp::create(b, getLoc(), getInput(), dys[0]));
+  return success();
+}
+
+LogicalResult GatedAddOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                                   SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (!dys[0])
+    return success();
+  auto g = GatedAddGradOp::create(b, getLoc(), getRhs().getType(),
+                                  getGate().getType(), getRhs(), getGate(),
+                                  dys[0]);
+  out.set(getLhsMutable(), dys[0]);
+  out.set(getRhsMutable(), g.getRhsGrad());
+  out.set(getGateMutable(), g.getGateGrad());
+  return success();
+}
+
+LogicalResult ModulatedRmsNormOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                                           SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (!dys[0])
+    return success();
+  auto g = ModulatedRmsNormGradOp::create(
+      b, getLoc(), getInput().getType(), getScale().getType(), getInput(),
+      getScale(), dys[0], getEps());
+  out.set(getInputMutable(), g.getInputGrad());
+  out.set(getScaleMutable(), g.getScaleGrad());
+  return success();
+}

@@ -645,3 +645,11 @@ func.func @parcae_grad_channels(%be: tensor<4x8xf32>, %a: tensor<6xf32>) {
   %dbe, %da, %ddt, %dh = lathe.parcae_inject_grad %be, %a, %a grad %be : tensor<4x8xf32>, tensor<6xf32>, tensor<6xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<6xf32>, tensor<6xf32>, tensor<4x8xf32>
   return
 }
+
+// -----
+
+func.func @gated_add_grad_row(%x: tensor<4x8xf32>, %g: tensor<2x8xf32>) {
+  // expected-error @+1 {{needs one row of 8 values, got 'tensor<2x8xf32>'}}
+  %dy, %dg = lathe.gated_add_grad %x, %g, %x : tensor<4x8xf32>, tensor<2x8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<2x8xf32>
+  return
+}

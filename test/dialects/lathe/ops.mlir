@@ -240,3 +240,17 @@ func.func @parcae_grad(%be: tensor<4x8xf32>, %a: tensor<8xf32>) {
   %dbe, %da, %ddt, %dh = lathe.parcae_inject_grad %be, %a, %a state %be grad %be : tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> state tensor<4x8xf32> -> tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32>
   return
 }
+
+// -----
+
+// LoopFormer's VJP ops.
+// CHECK-LABEL: func.func @loopformer_grads
+// CHECK: lathe.silu_grad %{{.*}}, %{{.*}} : tensor<1x8xf32>
+// CHECK: lathe.gated_add_grad
+// CHECK: lathe.modulated_rms_norm_grad
+func.func @loopformer_grads(%x: tensor<4x8xf32>, %r: tensor<1x8xf32>) {
+  %a = lathe.silu_grad %r, %r : tensor<1x8xf32>
+  %dy, %dg = lathe.gated_add_grad %x, %r, %x : tensor<4x8xf32>, tensor<1x8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<1x8xf32>
+  %dx, %ds = lathe.modulated_rms_norm_grad %x, %r, %x {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<1x8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<1x8xf32>
+  return
+}
