@@ -13,17 +13,17 @@ static fb::DType toFb(DType d) {
   return d == DType::i32 ? fb::DType::i32 : fb::DType::f32;
 }
 
+static_assert(int(InitRule::identity) == int(fb::InitKind::identity) &&
+                  int(InitRule::dt_log_uniform) == int(fb::InitKind::MAX),
+              "InitRule follows the artifact's InitKind");
+
 std::string mlir::lathe::writeArtifact(
     const ScheduleInfo &s, Target target, const std::string &cpuLibrary,
     const std::map<std::string, std::string> &ptx) {
   flatbuffers::FlatBufferBuilder fbb(1 << 16);
   std::vector<flatbuffers::Offset<fb::Param>> params;
   for (const ParamInfo &p : s.params) {
-    fb::InitKind init = p.init == InitRule::zeros      ? fb::InitKind::zeros
-                        : p.init == InitRule::ones     ? fb::InitKind::ones
-                        : p.init == InitRule::constant ? fb::InitKind::constant
-                        : p.init == InitRule::identity ? fb::InitKind::identity
-                                                       : fb::InitKind::normal;
+    auto init = static_cast<fb::InitKind>(p.init);
     params.push_back(fb::CreateParamDirect(fbb, p.name.c_str(), &p.shape,
                                            fb::DType::f32, init, p.std,
                                            p.value));
@@ -53,7 +53,8 @@ std::string mlir::lathe::writeArtifact(
         out.push_back(fb::CreateLaunchDirect(
             fbb, l.kernel.c_str(), &l.args,
             l.grid.empty() ? nullptr : &l.grid,
-            l.block.empty() ? nullptr : &l.block, l.flops));
+            l.block.empty() ? nullptr : &l.block, l.flops,
+            int32_t(l.exitStatus), l.exitTo));
       return out;
     };
     bool cuda = target == Target::cuda;

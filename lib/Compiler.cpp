@@ -194,7 +194,10 @@ LogicalResult mlir::lathe::compile(ModuleOp module,
   // Each lathe.launch expands into the GPU launches of its kernel function,
   // with kernel-function arguments mapped back to schedule buffers.
   for (EntryInfo &entry : schedule->entries) {
+    // Where each kernel function's GPU launches start, to place exits.
+    std::vector<uint32_t> firstGpu;
     for (const LaunchInfo &launch : entry.launches) {
+      firstGpu.push_back(uint32_t(entry.gpuLaunches.size()));
       for (const GpuLaunch &g : gpuLaunches[launch.kernel]) {
         LaunchInfo l;
         l.kernel = g.kernel;
@@ -207,6 +210,14 @@ LogicalResult mlir::lathe::compile(ModuleOp module,
         entry.gpuLaunches.push_back(std::move(l));
       }
     }
+    firstGpu.push_back(uint32_t(entry.gpuLaunches.size()));
+    // An exit follows the last GPU launch of its kernel function.
+    for (auto [i, launch] : llvm::enumerate(entry.launches))
+      if (launch.exitStatus >= 0 && firstGpu[i + 1] > firstGpu[i]) {
+        LaunchInfo &last = entry.gpuLaunches[firstGpu[i + 1] - 1];
+        last.exitStatus = launch.exitStatus;
+        last.exitTo = firstGpu[launch.exitTo];
+      }
   }
   if (options.emit == Emit::kernels)
     return exportKernels(*schedule, ptxByChip, options.exportDir, errs);

@@ -25,6 +25,10 @@ static FailureOr<DType> dtypeOf(Operation *where, Type type) {
          << element;
 }
 
+static_assert(int(InitRule::identity) == int(InitKind::identity) &&
+                  int(InitRule::dt_log_uniform) == int(InitKind::dt_log_uniform),
+              "InitRule follows the dialect's InitKind");
+
 FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
   ScheduleInfo s;
   if (auto name = planned->getAttrOfType<StringAttr>("lathe.model"))
@@ -40,11 +44,7 @@ FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
     p.name = param.getSymName().str();
     p.shape.assign(param.getTensorType().getShape().begin(),
                    param.getTensorType().getShape().end());
-    p.init = param.getInit() == InitKind::zeros      ? InitRule::zeros
-             : param.getInit() == InitKind::ones     ? InitRule::ones
-             : param.getInit() == InitKind::constant ? InitRule::constant
-             : param.getInit() == InitKind::identity ? InitRule::identity
-                                                     : InitRule::normal;
+    p.init = static_cast<InitRule>(param.getInit());
     if (auto value = param.getValue())
       p.value = static_cast<float>(value->convertToDouble());
     if (auto std = param.getStd())
@@ -95,6 +95,12 @@ FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
         return failure();
       entry.inputs.push_back(bufferOf[arg]);
     }
+    // Early exits: the launches that decide (with their status buffer),
+    // the last launch that hands on a loop's state, and the launches that
+    // write session state, which an exit must never skip.
+    SmallVector<std::pair<size_t, uint32_t>> exitPoints;
+    std::optional<size_t> loopEnd;
+    SmallVector<bool> writesState;
     for (Operation &op : fn.getBody().front()) {
       if (auto weight = dyn_cast<WeightOp>(op)) {
         BufferInfo b;
@@ -134,6 +140,17 @@ FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
             return failure();
           info.args.push_back(bufferOf[result]);
         }
+        size_t index = entry.launches.size();
+        bool state = false;
+        for (uint32_t id :
+             ArrayRef<uint32_t>(info.args).drop_front(launch.getNumOperands()))
+          state |= s.buffers[id].kind == BufferInfo::Kind::state;
+        writesState.push_back(state);
+        if (auto r = launch->getAttrOfType<IntegerAttr>(kExitStatusAttrName))
+          exitPoints.push_back(
+              {index, info.args[launch.getNumOperands() + r.getInt()]});
+        if (launch->hasAttr(kLoopStateAttrName))
+          loopEnd = index;
         entry.launches.push_back(std::move(info));
       } else if (isa<tensor::ExpandShapeOp, tensor::CollapseShapeOp,
                      tensor::ExtractSliceOp>(op)) {
@@ -146,6 +163,19 @@ FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
         for (Value v : ret.getOperands())
           entry.outputs.push_back(bufferOf[v]);
       }
+    }
+    // An exit skips the rest of the loop, which is sound only where the
+    // skipped launches write nothing that outlives the entry: entries that
+    // fill a KV cache run every iteration (and keep the first-halt state).
+    for (auto [index, status] : exitPoints) {
+      if (!loopEnd || index >= *loopEnd)
+        continue;
+      if (llvm::any_of(ArrayRef<bool>(writesState)
+                           .slice(index + 1, *loopEnd - index),
+                       [](bool w) { return w; }))
+        continue;
+      entry.launches[index].exitStatus = status;
+      entry.launches[index].exitTo = uint32_t(*loopEnd + 1);
     }
     s.entries.push_back(std::move(entry));
   }

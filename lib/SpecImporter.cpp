@@ -59,14 +59,23 @@ struct AttnResSpec {
   double eps = 1e-6;
   std::optional<int64_t> blocks; // block and delta_block only
 };
-/// Parcae looped blocks (ARCHITECTURES.md §4.1): `layers` = prelude + core
-/// + coda distinct blocks; the core runs `iterations` times.
+/// LoopUS's early exit (ARCHITECTURES.md §4.3).
+struct HaltSpec {
+  std::string mode = "threshold";
+  double threshold = 0.9;
+  double tolerance = 1e-2;
+};
+/// Looped blocks (ARCHITECTURES.md §4): Parcae and LoopUS split `layers`
+/// into prelude + core + coda distinct blocks and run the core `iterations`
+/// times; LoopFormer runs the whole stack along a trajectory.
 struct LoopSpec {
   std::string kind;
-  // Parcae's parts (required there, refused for LoopFormer).
+  // Parcae's and LoopUS's parts (required there, refused for LoopFormer).
   std::optional<int64_t> prelude, core, coda;
   int64_t iterations = 0;
   std::optional<std::vector<double>> trajectory; // LoopFormer's step sizes
+  std::optional<int64_t> rank;                   // LoopUS's gate rank
+  std::optional<HaltSpec> halt;                  // LoopUS's early exit
 };
 struct ModelSpec {
   std::string name;
@@ -137,6 +146,15 @@ template <> struct MappingTraits<LoopSpec> {
     io.mapOptional("coda", s.coda);
     io.mapRequired("iterations", s.iterations);
     io.mapOptional("trajectory", s.trajectory);
+    io.mapOptional("rank", s.rank);
+    io.mapOptional("halt", s.halt);
+  }
+};
+template <> struct MappingTraits<HaltSpec> {
+  static void mapping(IO &io, HaltSpec &s) {
+    io.mapOptional("mode", s.mode);
+    io.mapOptional("threshold", s.threshold);
+    io.mapOptional("tolerance", s.tolerance);
   }
 };
 template <> struct MappingTraits<ModelSpec> {
@@ -288,9 +306,33 @@ private:
     if (!spec.loop)
       return true;
     LoopSpec &lp = *spec.loop;
-    if (lp.kind != "parcae" && lp.kind != "loopformer")
+    if (lp.kind != "parcae" && lp.kind != "loopformer" && lp.kind != "loopus")
       return fail("loop.kind", "unknown loop kind '" + lp.kind +
-                                   "' (expected: parcae, loopformer)");
+                                   "' (expected: parcae, loopformer, loopus)");
+    if (lp.kind != "loopus") {
+      if (lp.rank)
+        return fail("loop.rank", "only LoopUS has a gate rank");
+      if (lp.halt)
+        return fail("loop.halt", "only LoopUS halts early");
+    } else {
+      if (!lp.rank)
+        lp.rank = (spec.dModel + 15) / 16; // r = ceil(D / 16)
+      if (*lp.rank < 1)
+        return fail("loop.rank", "must be >= 1, got " + llvm::Twine(*lp.rank));
+      if (!lp.halt)
+        lp.halt = HaltSpec();
+      const HaltSpec &h = *lp.halt;
+      if (!symbolizeHaltMode(h.mode))
+        return fail("loop.halt.mode",
+                    "unknown halting mode '" + h.mode +
+                        "' (expected: none, threshold, cdf, convergence)");
+      if ((h.mode == "threshold" || h.mode == "cdf") &&
+          !(h.threshold > 0.0 && h.threshold < 1.0))
+        return fail("loop.halt.threshold",
+                    "must be in (0, 1): it bounds a probability");
+      if (!(h.tolerance > 0.0))
+        return fail("loop.halt.tolerance", "must be > 0");
+    }
     if (lp.iterations < 1)
       return fail("loop.iterations",
                   "must be >= 1, got " + llvm::Twine(lp.iterations));
@@ -329,7 +371,8 @@ private:
       lp.prelude = 0, lp.core = spec.layers, lp.coda = 0;
     } else {
       if (!lp.prelude || !lp.core || !lp.coda)
-        return fail("loop", "Parcae needs prelude, core and coda");
+        return fail("loop", llvm::Twine(lp.kind == "loopus" ? "LoopUS" : "Parcae") +
+                                " needs prelude, core and coda");
       if (lp.trajectory)
         return fail("loop.trajectory", "only LoopFormer takes a trajectory");
       if (*lp.prelude < 0)
@@ -458,6 +501,7 @@ private:
     auto declare = [&](const std::string &name, RankedTensorType type,
                        InitKind init, std::optional<double> s, Location loc) {
       bool normal = init == InitKind::normal;
+      // uniform takes its bound as the value, like constant.
       FloatAttr arg = s ? b.getF64FloatAttr(*s) : FloatAttr();
       ParamOp::create(b, loc, b.getStringAttr(name), TypeAttr::get(type),
                       InitKindAttr::get(&ctx, init), normal ? arg : FloatAttr(),
@@ -540,6 +584,23 @@ private:
           declare(p + ".weight", f32({D, D}), InitKind::zeros, {}, loopLoc);
           declare(p + ".bias", f32({D}), InitKind::zeros, {}, loopLoc);
         }
+    } else if (loopUS()) {
+      // LoopUS (ARCHITECTURES.md §4.3): the selective gate and the
+      // confidence head, initialised as the released code does (nn.Linear's
+      // U(+-1/sqrt(fan_in)), W_up ~ U(+-r^-1/2), A_log = ln(1..D), the bias
+      // softplus^-1 of a log-uniform Delta).
+      Location loopLoc = locOf("loop");
+      const int64_t r = *spec.loop->rank;
+      const double inD = 1.0 / std::sqrt(double(D));
+      declare("gate.down.weight", f32({r, D}), InitKind::uniform, inD, loopLoc);
+      declare("gate.up.weight", f32({D, r}), InitKind::uniform,
+              1.0 / std::sqrt(double(r)), loopLoc);
+      declare("gate.up.bias", f32({D}), InitKind::dt_log_uniform, {}, loopLoc);
+      declare("gate.A_log", f32({D}), InitKind::log_index, {}, loopLoc);
+      declare("confidence.norm.weight", f32({D}), InitKind::ones, {}, loopLoc);
+      declare("confidence.norm.bias", f32({D}), InitKind::zeros, {}, loopLoc);
+      declare("confidence.weight", f32({1, D}), InitKind::uniform, inD, loopLoc);
+      declare("confidence.bias", f32({1}), InitKind::uniform, inD, loopLoc);
     } else if (spec.loop) {
       // Parcae's injection (ARCHITECTURES.md §4.1): A_log = 0 and dt_bias =
       // softplus^-1(ln 5 / 2), so Delta = 0.8047 and Abar = sqrt(1/5) per
@@ -597,6 +658,7 @@ private:
   }
 
   bool loopFormer() const { return spec.loop && spec.loop->kind == "loopformer"; }
+  bool loopUS() const { return spec.loop && spec.loop->kind == "loopus"; }
   static constexpr int64_t kSinusoidFeatures = 256;
   static constexpr const char *kModulations[] = {"attn_gate", "mlp_gate",
                                                  "attn_scale", "mlp_scale"};
@@ -637,6 +699,10 @@ private:
 
   /// The training entries (see importSpec) and the states they keep.
   bool buildTraining(ModuleOp m) {
+    if (loopUS())
+      return fail("loop", "LoopUS trains by random deep supervision "
+                          "(ARCHITECTURES.md §4.3), which lathec --train does "
+                          "not build yet");
     int64_t seq = train->seq ? train->seq : spec.maxSeq;
     if (seq < 1 || seq > spec.maxSeq)
       return fail("max_seq", llvm::formatv("the training window (--train-seq "
@@ -721,6 +787,11 @@ private:
                                                : "prefill_" + std::to_string(T);
     SmallVector<Type> inputs = {i32};
     if (kind == Entry::decode)
+      inputs.push_back(one);
+    // LoopUS halts on the last real token of a padded window: its length.
+    const bool windowLength =
+        loopUS() && (kind == Entry::forward || kind == Entry::prefill);
+    if (windowLength)
       inputs.push_back(one);
     if (training)
       inputs.push_back(i32); // the targets
@@ -966,6 +1037,54 @@ private:
       modulation.clear();
     } else if (!spec.loop) {
       for (int64_t l = 0; l < spec.layers; ++l)
+        block(l, kvOf(l), layerLocOf(l));
+    } else if (loopUS()) {
+      // LoopUS (ARCHITECTURES.md §4.3): encoder layers, then the reasoning
+      // core applied up to `iterations` times, each pass followed by the
+      // selective gate (a convex mix with the previous iterate) and, unless
+      // halting is off, the confidence head and the halting decision; then
+      // the decoder layers on the state the loop kept. Unrolled like
+      // Parcae, with one KV cache per (iteration, layer).
+      const int64_t prelude = *spec.loop->prelude, core = *spec.loop->core;
+      const HaltSpec &halt = *spec.loop->halt;
+      const HaltMode mode = *symbolizeHaltMode(halt.mode);
+      Location loopLoc = locOf("loop");
+      for (int64_t l = 0; l < prelude; ++l)
+        block(l, kvOf(l), layerLocOf(l));
+      Value len = windowLength ? body->getArgument(1) : Value();
+      Value h = x, status, kept;
+      for (int64_t t = 0; t < spec.loop->iterations; ++t) {
+        Location iterLoc = NameLoc::get(
+            b.getStringAttr("iteration." + std::to_string(t)), loopLoc);
+        for (int64_t l = prelude; l < prelude + core; ++l)
+          block(l, kvOf(l) + "iter." + std::to_string(t) + ".",
+                NameLoc::get(b.getStringAttr("iteration." + std::to_string(t)),
+                             layerLocOf(l)));
+        Value u = x;
+        Value next = SelectiveGateOp::create(
+            b, iterLoc, u, h, weight("gate.down.weight", iterLoc),
+            weight("gate.up.weight", iterLoc), weight("gate.up.bias", iterLoc),
+            weight("gate.A_log", iterLoc));
+        if (mode != HaltMode::none) {
+          Value q = HaltConfidenceOp::create(
+              b, iterLoc, f32({1}), u, h, weight("confidence.norm.weight", iterLoc),
+              weight("confidence.norm.bias", iterLoc),
+              weight("confidence.weight", iterLoc),
+              weight("confidence.bias", iterLoc), len, b.getF64FloatAttr(1e-5));
+          // (Without a length, decode's one row is the last token.)
+          auto decision = HaltIfOp::create(
+              b, iterLoc, f32({2}), next.getType(), q, next, h, len, status,
+              kept, HaltModeAttr::get(&ctx, mode),
+              b.getF64FloatAttr(halt.threshold),
+              b.getF64FloatAttr(halt.tolerance));
+          status = decision.getNewStatus();
+          kept = decision.getNewKept();
+        }
+        h = x = next;
+      }
+      if (kept)
+        x = kept;
+      for (int64_t l = prelude + core; l < spec.layers; ++l)
         block(l, kvOf(l), layerLocOf(l));
     } else {
       // Parcae (ARCHITECTURES.md §4.1): prelude, then the core applied

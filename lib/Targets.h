@@ -20,14 +20,25 @@
 namespace mlir::lathe {
 
 enum class DType { f32, i32 };
-enum class InitRule { zeros, ones, normal, constant, identity };
+// In the order of the lathe dialect's InitKind and the artifact's
+// fb::InitKind, so each converts to the others by value.
+enum class InitRule {
+  zeros,
+  ones,
+  normal,
+  constant,
+  identity,
+  uniform,
+  log_index,
+  dt_log_uniform
+};
 
 struct ParamInfo {
   std::string name;
   std::vector<int64_t> shape;
   InitRule init;
   float std = 0.0f;
-  float value = 0.0f; // InitRule::constant
+  float value = 0.0f; // InitRule::constant, or uniform's bound
 };
 
 struct StateInfo {
@@ -48,6 +59,10 @@ struct LaunchInfo {
   std::vector<uint32_t> args; // buffer ids
   std::vector<uint32_t> grid, block;
   uint64_t flops = 0;
+  // An early exit (LoopUS halting): after this launch, if buffer
+  // `exitStatus` holds phase 1, continue at launch `exitTo`; -1: none.
+  int64_t exitStatus = -1;
+  uint32_t exitTo = 0;
 };
 
 struct EntryInfo {

@@ -222,6 +222,24 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
 
   /// How a kernel result's buffer comes about.
   enum class Live { none, inPlace, copy };
+  /// Whether `v` lives in an arena buffer of the entry's own: a launch
+  /// result, or one updated in place from such a result (a chain like
+  /// LoopUS's kept state) where each earlier value's only use was that
+  /// update.
+  static bool ownsBuffer(Value v) {
+    while (auto producer = v.getDefiningOp<LaunchOp>()) {
+      int64_t t = producer.getTied()
+                      ? (*producer.getTied())[cast<OpResult>(v).getResultNumber()]
+                      : -1;
+      if (t < 0)
+        return true;
+      v = producer.getOperand(t);
+      if (!v.hasOneUse())
+        return false;
+    }
+    return false;
+  }
+
   struct Output {
     OpOperand *init;
     OpResult result;
@@ -316,8 +334,7 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
           bool readLater = llvm::any_of(v.getUsers(), [&](Operation *user) {
             return !members.contains(user) && last->isBeforeInBlock(user);
           });
-          auto producer = v.getDefiningOp<LaunchOp>();
-          bool owned = producer && !producer.getTied();
+          bool owned = ownsBuffer(v);
           out.mode = !readByKernel && !readLater && owned ? Live::inPlace
                                                          : Live::copy;
           inputs.insert(v);
@@ -436,6 +453,16 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
         eb, loc, resultTypes, FlatSymbolRefAttr::get(kernel),
         inputs.getArrayRef(), nullptr,
         anyTied ? eb.getDenseI64ArrayAttr(tied) : nullptr, nullptr, nullptr);
+    // A loop's early exit is the schedule's business: say which result of
+    // the launch holds the halting status, and that it hands on the loop's
+    // state.
+    for (auto [i, out] : llvm::enumerate(outputs)) {
+      Operation *producer = out.result.getOwner();
+      if (producer->hasAttr(kExitStatusAttrName))
+        launch->setAttr(kExitStatusAttrName, eb.getI64IntegerAttr(i));
+      if (producer->hasAttr(kLoopStateAttrName))
+        launch->setAttr(kLoopStateAttrName, eb.getUnitAttr());
+    }
     SmallVector<Operation *> dead;
     for (auto [i, out] : llvm::enumerate(outputs)) {
       if (out.update) {

@@ -1895,6 +1895,242 @@ static void foldResidualAdds(ModuleOp module) {
   }
 }
 
+/// softplus(x) = max(x, 0) + log1p(exp(-|x|)), stable both ways.
+static Value softplus(OpBuilder &b, Location l, Value x) {
+  GenericBuilder in{b, l};
+  return arith::AddFOp::create(
+      b, l, arith::MaxNumFOp::create(b, l, x, in.cst(0.0)),
+      math::Log1pOp::create(
+          b, l,
+          math::ExpOp::create(
+              b, l,
+              arith::NegFOp::create(b, l, math::AbsFOp::create(b, l, x)))));
+}
+
+/// The row of the last real token, inside a generic's body: length - 1, or
+/// the last of `rows` without a length.
+static Value lastRow(OpBuilder &b, Location l, Value length, int64_t rows) {
+  if (!length)
+    return arith::ConstantIndexOp::create(b, l, rows - 1);
+  return arith::SubIOp::create(b, l, positionOffset(b, l, length),
+                               arith::ConstantIndexOp::create(b, l, 1));
+}
+
+/// x[n-1] - y[n-1] for [T, D] x and y: the last real token's row, read
+/// directly (no pass over the window) as a [D] tensor.
+static Value lastRowDiff(GenericBuilder &g, Value x, Value y, Value length) {
+  auto type = llvm::cast<RankedTensorType>(x.getType());
+  int64_t rows = type.getDimSize(0);
+  return g.generic({}, g.empty({type.getDimSize(1)}), {g.map(1, {g.d(0)})},
+                   {kPar}, [&](OpBuilder &b, Location l, ValueRange) -> Value {
+                     Value t = lastRow(b, l, length, rows);
+                     Value d = linalg::IndexOp::create(b, l, 0);
+                     return arith::SubFOp::create(
+                         b, l, tensor::ExtractOp::create(b, l, x, ValueRange{t, d}),
+                         tensor::ExtractOp::create(b, l, y, ValueRange{t, d}));
+                   });
+}
+
+/// LoopUS's gate: delta = u - h, y = (delta W_down^T) W_up^T + b (two thin
+/// products), then per element Abar = exp(-softplus(y) exp(A_log)) and
+/// Abar u + (1 - Abar) h.
+struct LowerSelectiveGate : OpConversionPattern<SelectiveGateOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(SelectiveGateOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    Value u = adaptor.getProposal(), h = adaptor.getState();
+    Value delta = g.elementwise({u, h}, [](OpBuilder &nb, Location l,
+                                           ValueRange a) -> Value {
+      return arith::SubFOp::create(nb, l, a[0], a[1]);
+    });
+    Value y = g.matmulTransposed(
+        g.matmulTransposed(delta, adaptor.getWDown()), adaptor.getWUp());
+    AffineMap td = g.map(2, {g.d(0), g.d(1)}), d = g.map(2, {g.d(1)});
+    Value r = g.generic(
+        {y, adaptor.getBias(), adaptor.getALog(), u, h}, g.empty(shapeOf(u)),
+        {td, d, d, td, td, td}, {kPar, kPar},
+        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value dt = softplus(nb, l, arith::AddFOp::create(nb, l, a[0], a[1]));
+          Value abar = math::ExpOp::create(
+              nb, l,
+              arith::NegFOp::create(
+                  nb, l,
+                  arith::MulFOp::create(nb, l, dt,
+                                        math::ExpOp::create(nb, l, a[2]))));
+          // h + Abar (u - h): the convex mix, in one rounding of (u - h).
+          return arith::AddFOp::create(
+              nb, l, a[4],
+              arith::MulFOp::create(
+                  nb, l, abar, arith::SubFOp::create(nb, l, a[3], a[4])));
+        });
+    rewriter.replaceOp(op, r);
+    return success();
+  }
+};
+
+/// q = sigmoid(w_q . LayerNorm(u[n-1] - h[n-1]) + b_q): the last real row
+/// of delta read directly (no pass over the window), then its sum, its
+/// centred sum of squares and the dot, each a reduction over D under a
+/// unit parallel loop (which gives the GPU mapping a block).
+struct LowerHaltConfidence : OpConversionPattern<HaltConfidenceOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(HaltConfidenceOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    int64_t D = shapeOf(op.getProposal())[1];
+    Value u = adaptor.getProposal(), h = adaptor.getState(),
+          length = adaptor.getLength();
+    Value row = lastRowDiff(g, u, h, length);
+    AffineMap perD = g.map(2, {g.d(1)}), unit = g.map(2, {g.d(0)}),
+              wq = g.map(2, {g.d(0), g.d(1)});
+    float invD = 1.0f / float(D);
+    float eps = static_cast<float>(op.getEps().convertToDouble());
+    Value sum = g.generic({row}, g.filled({1}, 0.0), {perD, unit}, {kPar, kRed},
+                          [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                            return arith::AddFOp::create(nb, l, a[1], a[0]);
+                          });
+    auto centred = [invD](OpBuilder &nb, Location l, Value x, Value s) {
+      GenericBuilder in{nb, l};
+      return arith::SubFOp::create(
+          nb, l, x, arith::MulFOp::create(nb, l, s, in.cst(invD)));
+    };
+    Value ss = g.generic(
+        {row, sum}, g.filled({1}, 0.0), {perD, unit, unit}, {kPar, kRed},
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          Value c = centred(nb, l, a[0], a[1]);
+          return arith::AddFOp::create(nb, l, a[2],
+                                       arith::MulFOp::create(nb, l, c, c));
+        });
+    Value dot = g.generic(
+        {row, sum, ss, adaptor.getLnWeight(), adaptor.getLnBias(),
+         adaptor.getWQ()},
+        g.filled({1}, 0.0), {perD, unit, unit, perD, perD, wq, unit},
+        {kPar, kRed}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value n = GenericBuilder::rmsNormalize(
+              nb, l, centred(nb, l, a[0], a[1]), a[2], invD, eps);
+          Value y = arith::AddFOp::create(
+              nb, l, arith::MulFOp::create(nb, l, n, a[3]), a[4]);
+          return arith::AddFOp::create(nb, l, a[6],
+                                       arith::MulFOp::create(nb, l, y, a[5]));
+        });
+    Value q = g.elementwise({dot, adaptor.getBQ()},
+                            [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                              return sigmoid(nb, l,
+                                             arith::AddFOp::create(nb, l, a[0], a[1]));
+                            });
+    rewriter.replaceOp(op, q);
+    return success();
+  }
+};
+
+/// The halting status [phase, prod (1 - q)] in one two-element generic
+/// (tagged as the loop's exit status), then the kept state: `next` while
+/// the phase is 0 or 1, the previous kept state after, updated in place.
+struct LowerHaltIf : OpConversionPattern<HaltIfOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(HaltIfOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    SmallVector<int64_t> shape = shapeOf(op.getNext());
+    Value next = adaptor.getNext(), prev = adaptor.getPrev(),
+          length = adaptor.getLength(), previous = adaptor.getStatus();
+    HaltMode mode = op.getMode();
+    AffineMap first = g.map(1, {g.getAffineConstant(0)}),
+              second = g.map(1, {g.getAffineConstant(1)});
+    SmallVector<Value> ins = {adaptor.getQ()};
+    SmallVector<AffineMap> maps = {first};
+    if (previous) {
+      ins.append({previous, previous});
+      maps.append({first, second});
+    }
+    if (mode == HaltMode::convergence) {
+      // ||next[n-1] - prev[n-1]||^2, under a unit parallel loop.
+      Value dist = g.generic(
+          {lastRowDiff(g, next, prev, length)}, g.filled({1}, 0.0),
+          {g.map(2, {g.d(1)}), g.map(2, {g.d(0)})}, {kPar, kRed},
+          [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+            return arith::AddFOp::create(nb, l, a[1],
+                                         arith::MulFOp::create(nb, l, a[0], a[0]));
+          });
+      ins.push_back(dist);
+      maps.push_back(first);
+    }
+    maps.push_back(g.map(1, {g.d(0)}));
+    float threshold = static_cast<float>(op.getThreshold().convertToDouble());
+    float tolerance = static_cast<float>(op.getTolerance().convertToDouble());
+    bool hasPrevious = bool(previous);
+    Value status = g.generic(
+        ins, g.empty({2}), maps, {kPar},
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value q = a[0];
+          Value phase = hasPrevious ? a[1] : in.cst(0.0);
+          Value survival = hasPrevious ? a[2] : in.cst(1.0);
+          survival = arith::MulFOp::create(
+              nb, l, survival, arith::SubFOp::create(nb, l, in.cst(1.0), q));
+          Value halt;
+          auto gt = [&](Value x, float v) {
+            return arith::CmpFOp::create(nb, l, arith::CmpFPredicate::OGT, x,
+                                         in.cst(v));
+          };
+          switch (mode) {
+          case HaltMode::none:
+            halt = arith::ConstantIntOp::create(nb, l, 0, 1);
+            break;
+          case HaltMode::threshold:
+            halt = gt(q, threshold);
+            break;
+          case HaltMode::cdf:
+            halt = gt(arith::SubFOp::create(nb, l, in.cst(1.0), survival),
+                      threshold);
+            break;
+          case HaltMode::convergence:
+            halt = arith::CmpFOp::create(
+                nb, l, arith::CmpFPredicate::OLT,
+                math::SqrtOp::create(nb, l, a[hasPrevious ? 3 : 1]),
+                in.cst(tolerance));
+            break;
+          }
+          Value running = arith::CmpFOp::create(nb, l, arith::CmpFPredicate::OEQ,
+                                                phase, in.cst(0.0));
+          Value newPhase = arith::SelectOp::create(
+              nb, l, running,
+              arith::SelectOp::create(nb, l, halt, in.cst(1.0), in.cst(0.0)),
+              in.cst(2.0));
+          Value isPhase = arith::CmpIOp::create(
+              nb, l, arith::CmpIPredicate::eq, linalg::IndexOp::create(nb, l, 0),
+              arith::ConstantIndexOp::create(nb, l, 0));
+          return arith::SelectOp::create(nb, l, isPhase, newPhase, survival);
+        });
+    status.getDefiningOp()->setAttr(kExitStatusAttrName, rewriter.getUnitAttr());
+
+    AffineMap td = g.map(2, {g.d(0), g.d(1)}),
+              scalar = g.map(2, {g.getAffineConstant(0)});
+    Value kept = adaptor.getKept();
+    Value out = kept ? kept : g.empty(shape);
+    bool hasKept = bool(kept);
+    Value newKept = g.generic(
+        {status, next}, out, {scalar, td, td}, {kPar, kPar},
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          if (!hasKept)
+            return a[1];
+          GenericBuilder in{nb, l};
+          Value open = arith::CmpFOp::create(nb, l, arith::CmpFPredicate::OLT,
+                                             a[0], in.cst(1.5));
+          return arith::SelectOp::create(nb, l, open, a[1], a[2]);
+        });
+    newKept.getDefiningOp()->setAttr(kLoopStateAttrName, rewriter.getUnitAttr());
+    rewriter.replaceOp(op, ValueRange{status, newKept});
+    return success();
+  }
+};
+
 struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
   void runOnOperation() override {
     foldResidualAdds(getOperation());
@@ -1921,7 +2157,8 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
                  LowerActivationGrad, LowerPhaseRotateThetaGrad,
                  LowerCenterRows, LowerParcaeInjectGrad,
                  LowerModulatedRmsNormGrad, LowerGatedAddGrad,
-                 LowerSiluGrad>(ctx);
+                 LowerSiluGrad, LowerSelectiveGate, LowerHaltConfidence,
+                 LowerHaltIf>(ctx);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
       signalPassFailure();

@@ -47,7 +47,7 @@ struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
               CacheWriteOp, EmbeddingOp, AddOp, PhaseRotateOp, DcInjectOp,
               DepthAttentionOp, ParcaeInjectOp, SubOp, ModulatedRmsNormOp,
               GatedAddOp, SinusoidOp, SiluOp, RowSumSquaresOp, AdamwOp,
-              AssignOp>(op)) {
+              AssignOp, SelectiveGateOp, HaltConfidenceOp, HaltIfOp>(op)) {
         ops.push_back(op);
         groups.insert(op);
       }
@@ -115,6 +115,13 @@ struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
         producer = write.getRows().getDefiningOp();
         if (producer && !isa<LinearOp, RopeOp>(producer))
           producer = nullptr;
+      } else if (auto halt = dyn_cast<HaltIfOp>(op)) {
+        // LoopUS's step after each pass of the core: the gate, the
+        // confidence head and the halting decision read the same two
+        // states, so they are one kernel, whose launch is the exit point.
+        producer = halt.getNext().getDefiningOp<SelectiveGateOp>();
+        if (Operation *q = halt.getQ().getDefiningOp<HaltConfidenceOp>())
+          groups.unionSets(op, q);
       } else if (auto assign = dyn_cast<AssignOp>(op)) {
         // The optimizer's write-back runs in the kernel that computed the
         // new value (the AdamW update, the gradient sum), in place.

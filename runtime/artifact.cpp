@@ -121,10 +121,11 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
       return corrupt(where + " is listed twice");
     if (!validDType(p->dtype()))
       return corrupt(where + " has an unknown dtype");
-    if (p->init() != fb::InitKind::zeros && p->init() != fb::InitKind::ones &&
-        p->init() != fb::InitKind::normal && p->init() != fb::InitKind::constant &&
-        p->init() != fb::InitKind::identity)
+    if (p->init() < fb::InitKind::MIN || p->init() > fb::InitKind::MAX)
       return corrupt(where + " has an unknown init kind");
+    if (p->init() == fb::InitKind::uniform &&
+        !(p->value() > 0.0f && std::isfinite(p->value())))
+      return corrupt(where + " has an invalid bound for uniform init");
     if (p->init() == fb::InitKind::normal &&
         !(p->std() >= 0.0f && p->std() < std::numeric_limits<float>::infinity()))
       return corrupt(where + " has an invalid std for normal init");
@@ -232,6 +233,26 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
     return nullptr;
   };
 
+  // An early exit reads one f32 status and jumps forward within its list.
+  auto checkExit = [&](const fb::Launch *launch, size_t l, size_t count,
+                       const std::string &where) -> lathe_status_t {
+    if (launch->exit_status() == -1)
+      return nullptr;
+    if (launch->exit_status() < 0 || uint32_t(launch->exit_status()) >= numBuffers)
+      return corrupt(llvm::formatv("{0} has exit status buffer {1}, but there "
+                                   "are {2} buffers",
+                                   where, launch->exit_status(), numBuffers)
+                         .str());
+    const fb::Buffer *b = a.buffers()->Get(uint32_t(launch->exit_status()));
+    if (b->dtype() != fb::DType::f32 || *numElements(b->shape()) < 1)
+      return corrupt(where + " has an exit status that is not an f32 buffer");
+    if (launch->exit_to() <= l || launch->exit_to() > count)
+      return corrupt(llvm::formatv("{0} exits to launch {1}, outside ({2}, {3}]",
+                                   where, launch->exit_to(), l, count)
+                         .str());
+    return nullptr;
+  };
+
   llvm::StringSet<> entryNames;
   size_t numEntries = a.entries() ? a.entries()->size() : 0;
   bool anyLaunch = false;
@@ -252,6 +273,7 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
       if (launch->kernel()->size() == 0)
         return corrupt(where + " has a launch with an empty kernel name");
       LATHE_RETURN_IF_ERROR(checkIds(launch->args(), lwhere));
+      LATHE_RETURN_IF_ERROR(checkExit(launch, l, numLaunches, lwhere));
       anyLaunch = true;
     }
     if (const auto *emulated = entry->emulated_launches())
@@ -260,9 +282,10 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
         if (launch->kernel()->size() == 0)
           return corrupt(where + " has an emulated launch with an empty "
                                  "kernel name");
-        LATHE_RETURN_IF_ERROR(checkIds(
-            launch->args(),
-            llvm::formatv("{0} emulated launch {1}", where, l).str()));
+        std::string lwhere =
+            llvm::formatv("{0} emulated launch {1}", where, l).str();
+        LATHE_RETURN_IF_ERROR(checkIds(launch->args(), lwhere));
+        LATHE_RETURN_IF_ERROR(checkExit(launch, l, emulated->size(), lwhere));
       }
     llvm::StringRef bucket(ename);
     int64_t tokens = 0;
@@ -310,11 +333,18 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
   for (auto [length, e] : sequences) {
     std::vector<int64_t> seqTokens{length}, seqLogits{length, a.vocab()};
     std::string where = "entry '" + e->name()->str() + "'";
-    if (count(e->inputs()) != 1 || count(e->outputs()) != 1)
-      return corrupt(where + " must have one input and one output");
+    // A second input, where present, is the window's length (LoopUS).
+    if ((count(e->inputs()) != 1 && count(e->inputs()) != 2) ||
+        count(e->outputs()) != 1)
+      return corrupt(where + " must have one input (tokens) or two (tokens, "
+                             "length) and one output");
     if (!isArena(buffer(e->inputs()->Get(0)), fb::DType::i32, seqTokens))
       return corrupt(where + " input must be an i32 arena buffer of shape " +
                      formatShape(seqTokens));
+    if (count(e->inputs()) == 2 &&
+        !isArena(buffer(e->inputs()->Get(1)), fb::DType::i32, {1}))
+      return corrupt(where + " input 1 (length) must be an i32 arena buffer "
+                             "of shape [1]");
     if (!isArena(buffer(e->outputs()->Get(0)), fb::DType::f32, seqLogits))
       return corrupt(where + " output must be an f32 arena buffer of shape " +
                      formatShape(seqLogits));

@@ -8,6 +8,7 @@
 #include "safetensors.h"
 #include "status.h"
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 
@@ -66,6 +67,12 @@ void fillNormal(float *out, int64_t n, float stddev, Xoshiro256 &rng) {
   }
 }
 
+// A parameter's own stream: seeded from (seed, name).
+Xoshiro256 streamOf(uint64_t seed, llvm::StringRef name) {
+  uint64_t s = seed ^ fnv1a64(name);
+  return Xoshiro256(splitmix64(s));
+}
+
 } // namespace
 
 extern "C" lathe_status_t lathe_weights_init(const lathe_artifact_t *artifact,
@@ -109,9 +116,33 @@ extern "C" lathe_status_t lathe_weights_init(const lathe_artifact_t *artifact,
       std::fill(data.get(), data.get() + n, p->value());
       break;
     case fb::InitKind::normal: {
-      uint64_t s = seed ^ fnv1a64(name);
-      Xoshiro256 rng(splitmix64(s));
+      Xoshiro256 rng = streamOf(seed, name);
       fillNormal(data.get(), n, p->std(), rng);
+      break;
+    }
+    case fb::InitKind::uniform: {
+      Xoshiro256 rng = streamOf(seed, name);
+      double bound = p->value();
+      for (int64_t i = 0; i < n; ++i)
+        data[i] = float(bound * (2.0 * rng.uniformOpenClosed() - 1.0));
+      break;
+    }
+    case fb::InitKind::log_index:
+      // S4D-real: A_j = -(j + 1), stored as A_log = ln(j + 1).
+      for (int64_t i = 0; i < n; ++i)
+        data[i] = float(std::log(double(i + 1)));
+      break;
+    case fb::InitKind::dt_log_uniform: {
+      // Delta log-uniform in [1e-3, 0.1], clamped >= 1e-4, stored through
+      // softplus^-1(Delta) = Delta + log(-expm1(-Delta)) (ARCHITECTURES.md
+      // §4.3, the LoopUS gate's bias).
+      Xoshiro256 rng = streamOf(seed, name);
+      const double lo = std::log(1e-3), hi = std::log(0.1);
+      for (int64_t i = 0; i < n; ++i) {
+        double delta = std::max(
+            1e-4, std::exp(lo + (hi - lo) * rng.uniformOpenClosed()));
+        data[i] = float(delta + std::log(-std::expm1(-delta)));
+      }
       break;
     }
     }

@@ -63,6 +63,9 @@ struct ResolvedLaunch {
   // Index of the kernel's profile totals, and Launch.flops.
   uint32_t slot = 0;
   uint64_t flops = 0;
+  // An early exit (Launch.exit_status / exit_to): -1, or the status buffer.
+  int64_t exitStatus = -1;
+  uint32_t exitTo = 0;
 };
 
 struct KernelTotals {
@@ -91,6 +94,9 @@ struct lathe_session {
   // The resolved launches of every entry.
   std::unordered_map<const fb::Entry *, std::vector<ResolvedLaunch>> launches;
   std::vector<void *> argScratch;
+  // Early exits: the exit points passed in the last run, and the ordinal
+  // (1-based) of the one taken, 0 if none.
+  uint32_t exits = 0, exited = 0;
   // Profiling: totals per distinct kernel name (slots fixed at creation),
   // and the slots that ran since the last reset, in first-run order.
   bool profiling = false;
@@ -130,22 +136,33 @@ struct lathe_session {
     struct Unset {
       ~Unset() { setGemvThreads(nullptr); }
     } unset;
-    for (const ResolvedLaunch &launch : launches) {
+    exits = exited = 0;
+    for (size_t i = 0; i < launches.size(); ++i) {
+      const ResolvedLaunch &launch = launches[i];
       argScratch.clear();
       for (uint32_t id : launch.args)
         argScratch.push_back(bufferData(id));
       if (!profiling) {
         call(launch);
-        continue;
+      } else {
+        auto start = std::chrono::steady_clock::now();
+        call(launch);
+        auto end = std::chrono::steady_clock::now();
+        KernelTotals &t = totals[launch.slot];
+        if (t.calls++ == 0)
+          ranSlots.push_back(launch.slot);
+        t.seconds += std::chrono::duration<double>(end - start).count();
+        t.flops += launch.flops;
       }
-      auto start = std::chrono::steady_clock::now();
-      call(launch);
-      auto end = std::chrono::steady_clock::now();
-      KernelTotals &t = totals[launch.slot];
-      if (t.calls++ == 0)
-        ranSlots.push_back(launch.slot);
-      t.seconds += std::chrono::duration<double>(end - start).count();
-      t.flops += launch.flops;
+      if (launch.exitStatus >= 0) {
+        // A loop's halting decision, read as the kernel left it.
+        ++exits;
+        if (*static_cast<const float *>(bufferData(uint32_t(launch.exitStatus))) ==
+            1.0f) {
+          exited = exits;
+          i = launch.exitTo - 1;
+        }
+      }
     }
   }
 
@@ -201,6 +218,11 @@ struct lathe_session {
     auto *in = static_cast<int32_t *>(bufferData(entry->inputs()->Get(0)));
     std::memset(in, 0, size_t(length) * sizeof(int32_t));
     std::memcpy(in, tokens, n * sizeof(int32_t));
+    // A second input is the window's length: LoopUS decides when to stop
+    // from the last real token, so padding must not stand in for it.
+    if (entry->inputs()->size() == 2)
+      *static_cast<int32_t *>(bufferData(entry->inputs()->Get(1))) =
+          int32_t(n);
     run(launches[entry]);
     const auto *out =
         static_cast<const float *>(bufferData(entry->outputs()->Get(0)));
@@ -208,6 +230,14 @@ struct lathe_session {
     return nullptr;
   }
 };
+
+extern "C" void lathe_session_loop_exit(const lathe_session_t *session,
+                                        uint32_t *taken, uint32_t *points) {
+  if (taken)
+    *taken = session ? session->exited : 0;
+  if (points)
+    *points = session ? session->exits : 0;
+}
 
 extern "C" lathe_status_t lathe_session_create(const lathe_artifact_t *artifact,
                                                lathe_session_t **out_session) {
@@ -319,6 +349,8 @@ lathe_session_create_on_device(const lathe_artifact_t *artifact,
       r.slot = it->second;
       r.flops = launch->flops();
       r.partitioned = s->lib->isPartitioned(kernel);
+      r.exitStatus = launch->exit_status();
+      r.exitTo = launch->exit_to();
       s->launches[entry].push_back(std::move(r));
     }
   }

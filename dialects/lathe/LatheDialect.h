@@ -14,6 +14,13 @@ constexpr llvm::StringLiteral kKernelAttrName = "lathe.kernel";
 constexpr llvm::StringLiteral kOffsetAttrName = "lathe.offset";
 /// Total arena bytes of an entry, set by `lathe-plan-buffers`.
 constexpr llvm::StringLiteral kArenaBytesAttrName = "lathe.arena_bytes";
+/// A looped block's early exit (LoopUS halting): on the structured op that
+/// computes an iteration's halting status, then on the `lathe.launch` that
+/// runs it, as the index of the result that holds the status.
+constexpr llvm::StringLiteral kExitStatusAttrName = "lathe.exit_status";
+/// On the structured op that updates the state a loop hands on, then on
+/// its `lathe.launch`: an early exit continues after the last of these.
+constexpr llvm::StringLiteral kLoopStateAttrName = "lathe.loop_state";
 } // namespace mlir::lathe
 
 #endif // LATHE_LATHEDIALECT_H

@@ -50,13 +50,17 @@ LogicalResult ParamOp::verify() {
   } else if (getStd()) {
     return emitOpError("takes a std only with init 'normal'");
   }
-  if (getInit() == InitKind::constant) {
+  if (getInit() == InitKind::uniform) {
+    if (!getValue() || !(getValue()->convertToDouble() > 0.0) ||
+        !std::isfinite(getValue()->convertToDouble()))
+      return emitOpError("with init 'uniform' needs a finite bound value > 0");
+  } else if (getInit() == InitKind::constant) {
     if (!getValue())
       return emitOpError("with init 'constant' needs a value");
     if (!std::isfinite(getValue()->convertToDouble()))
       return emitOpError("expects a finite constant value");
   } else if (getValue()) {
-    return emitOpError("takes a value only with init 'constant'");
+    return emitOpError("takes a value only with init 'constant' or 'uniform'");
   }
   if (getInit() == InitKind::identity &&
       (getTensorType().getRank() != 2 ||
@@ -262,6 +266,99 @@ LogicalResult ParcaeInjectOp::verify() {
                            << " elements but the state is " << width
                            << " wide";
   }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// LoopUS: the selective gate and early exit
+//===----------------------------------------------------------------------===//
+
+/// A [D] vector of a [T, D] state's width.
+static LogicalResult expectChannels(Operation *op, Value v, int64_t width,
+                                    StringRef what) {
+  if (failed(expectStatic(op, v.getType(), 1, what)))
+    return failure();
+  if (dim(v, 0) != width)
+    return op->emitOpError() << what << " has " << dim(v, 0)
+                             << " elements but the state is " << width
+                             << " wide";
+  return success();
+}
+
+/// The window length operand of the early-exit ops: one i32.
+static LogicalResult expectLength(Operation *op, Value length) {
+  if (failed(expectStatic(op, length.getType(), 1, "length")) ||
+      dim(length, 0) != 1)
+    return op->emitOpError() << "expects length as one i32, got "
+                             << length.getType();
+  return success();
+}
+
+LogicalResult SelectiveGateOp::verify() {
+  if (failed(expectStatic(*this, getProposal().getType(), 2, "proposal")) ||
+      failed(expectStatic(*this, getWDown().getType(), 2, "w_down")) ||
+      failed(expectStatic(*this, getWUp().getType(), 2, "w_up")))
+    return failure();
+  int64_t width = dim(getProposal(), 1), rank = dim(getWDown(), 0);
+  if (dim(getWDown(), 1) != width)
+    return emitOpError() << "w_down must be [r, " << width << "], got "
+                         << getWDown().getType();
+  if (dim(getWUp(), 0) != width || dim(getWUp(), 1) != rank)
+    return emitOpError() << "w_up must be [" << width << ", " << rank
+                         << "] to undo w_down's [" << rank << ", " << width
+                         << "], got " << getWUp().getType();
+  if (failed(expectChannels(*this, getBias(), width, "bias")))
+    return failure();
+  return success();
+}
+
+LogicalResult HaltConfidenceOp::verify() {
+  if (failed(expectStatic(*this, getProposal().getType(), 2, "proposal")) ||
+      (getLength() && failed(expectLength(*this, getLength()))))
+    return failure();
+  int64_t width = dim(getProposal(), 1);
+  if (failed(expectChannels(*this, getLnWeight(), width, "ln_weight")))
+    return failure();
+  if (failed(expectStatic(*this, getWQ().getType(), 2, "w_q")) ||
+      dim(getWQ(), 0) != 1 || dim(getWQ(), 1) != width)
+    return emitOpError() << "w_q must be [1, " << width << "], got "
+                         << getWQ().getType();
+  if (failed(expectStatic(*this, getType(), 1, "result")) ||
+      dim(getResult(), 0) != 1)
+    return emitOpError() << "expects one confidence, got " << getType();
+  if (!(getEps().convertToDouble() > 0.0))
+    return emitOpError("expects eps > 0");
+  return success();
+}
+
+LogicalResult HaltIfOp::verify() {
+  if (failed(expectStatic(*this, getNext().getType(), 2, "next")) ||
+      (getLength() && failed(expectLength(*this, getLength()))))
+    return failure();
+  if (failed(expectStatic(*this, getQ().getType(), 1, "q")) ||
+      dim(getQ(), 0) != 1)
+    return emitOpError() << "expects q as one confidence, got "
+                         << getQ().getType();
+  auto status = RankedTensorType::get({2}, Float32Type::get(getContext()));
+  if (getNewStatus().getType() != status)
+    return emitOpError() << "status must be " << status << ", got "
+                         << getNewStatus().getType();
+  if (bool(getStatus()) != bool(getKept()))
+    return emitOpError("takes status and kept together: both come from the "
+                       "previous iteration's lathe.halt_if");
+  if (getStatus() && getStatus().getType() != status)
+    return emitOpError() << "status must be " << status << ", got "
+                         << getStatus().getType();
+  if (getKept() && getKept().getType() != getNext().getType())
+    return emitOpError("kept must have next's type");
+  double threshold = getThreshold().convertToDouble();
+  if (getMode() != HaltMode::none && getMode() != HaltMode::convergence &&
+      !(threshold > 0.0 && threshold < 1.0))
+    return emitOpError() << "expects a threshold in (0, 1), got " << threshold;
+  if (getMode() == HaltMode::convergence &&
+      !(getTolerance().convertToDouble() > 0.0))
+    return emitOpError() << "expects a tolerance > 0, got "
+                         << getTolerance().convertToDouble();
   return success();
 }
 

@@ -30,7 +30,10 @@ def Lathe_InitKind : I32EnumAttr<"InitKind", "how a parameter is initialised", [
     I32EnumAttrCase<"ones", 1>,
     I32EnumAttrCase<"normal", 2>,
     I32EnumAttrCase<"constant", 3>,
-    I32EnumAttrCase<"identity", 4>
+    I32EnumAttrCase<"identity", 4>,
+    I32EnumAttrCase<"uniform", 5>,
+    I32EnumAttrCase<"log_index", 6>,
+    I32EnumAttrCase<"dt_log_uniform", 7>
   ]> {
   let cppNamespace = "::mlir::lathe";
 }
@@ -65,12 +68,18 @@ def Lathe_ParamOp : Lathe_Op<"param", [Symbol, HasParent<"::mlir::ModuleOp">]> {
     name in safetensors weight files; `init` says how `lathe-run init` fills
     it (`normal` takes a standard deviation, `constant` a value, e.g. the
     depth schedule of a Three-Phase rotation angle; `identity` is for square
-    matrices, e.g. Parcae's injection B).
+    matrices, e.g. Parcae's injection B; `uniform` draws from U(-value,
+    value), PyTorch's nn.Linear init; `log_index` sets element j of the
+    flattened tensor to ln(j + 1), S4D-real's A_log; `dt_log_uniform` sets
+    softplus^-1(Delta) with Delta log-uniform in [1e-3, 0.1], clamped to
+    >= 1e-4, the dt bias of a selective state-space gate).
 
     ```mlir
     lathe.param @"embed.weight" : tensor<256x64xf32> init(normal, std = 2.0e-02)
     lathe.param @"norm.weight" : tensor<64xf32> init(ones)
     lathe.param @"layers.0.rotation.theta" : tensor<128xf32> init(constant = 0.1309)
+    lathe.param @"gate.up.weight" : tensor<64x4xf32> init(uniform = 0.5)
+    lathe.param @"gate.A_log" : tensor<64xf32> init(log_index)
     ```
   }];
   let arguments = (ins SymbolNameAttr:$sym_name,
@@ -409,6 +418,124 @@ def Lathe_GatedAddOp : Lathe_Op<"gated_add", [Pure,
   let results = (outs Lathe_F32Tensor:$result);
   let assemblyFormat = [{
     $lhs `,` $rhs `,` $gate attr-dict `:` type($lhs) `,` type($gate)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_SelectiveGateOp : Lathe_Op<"selective_gate", [Pure,
+    AllTypesMatch<["proposal", "state", "result"]>, AllTypesMatch<["bias", "a_log"]>]> {
+  let summary = "LoopUS's selective gate: a per-channel convex mix of a looped block's proposal and its input.";
+  let description = [{
+    ARCHITECTURES.md §4.3, after each pass of the reasoning block R, with
+    `u = R(h)`:
+    `delta = u - h`, `Dt = softplus(W_up (W_down delta) + b)`,
+    `Abar = exp(-Dt * exp(A_log))` in (0, 1) per element, and
+    `result = Abar * u + (1 - Abar) * h`. Every coordinate of the result
+    lies between u and h (invariant 7). `w_down` is [r, D] (no bias), `w_up`
+    [D, r] and `b`, `a_log` are [D]. The mix is with the previous iterate,
+    as the released code does (not the docstring's re-injection).
+
+    ```mlir
+    %h1 = lathe.selective_gate %u, %h, %w_down, %w_up, %b, %a_log
+        : tensor<16x64xf32>, tensor<4x64xf32>, tensor<64x4xf32>, tensor<64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$proposal, Lathe_F32Tensor:$state,
+                       Lathe_F32Tensor:$w_down, Lathe_F32Tensor:$w_up,
+                       Lathe_F32Tensor:$bias, Lathe_F32Tensor:$a_log);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $proposal `,` $state `,` $w_down `,` $w_up `,` $bias `,` $a_log attr-dict
+    `:` type($proposal) `,` type($w_down) `,` type($w_up) `,` type($bias)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    ::mlir::Type getStateType() { return getProposal().getType(); }
+  }];
+}
+
+def Lathe_HaltConfidenceOp : Lathe_Op<"halt_confidence", [Pure,
+    AllTypesMatch<["proposal", "state"]>, AllTypesMatch<["ln_weight", "ln_bias"]>,
+    AllTypesMatch<["b_q", "result"]>]> {
+  let summary = "LoopUS's confidence head: how sure the loop is that it may stop.";
+  let description = [{
+    ARCHITECTURES.md §4.3: `q = sigmoid(w_q . LayerNorm(u[n-1] - h[n-1]) + b_q)`,
+    read at the last valid token n - 1 of the window (`length` = n, an
+    i32 [1]; rows past it are padding; without it, the last row). The LayerNorm has its own affine
+    `ln_weight`, `ln_bias` [D] and `eps`; `w_q` is [1, D], `b_q` [1]. The
+    result is one f32 [1].
+
+    ```mlir
+    %q = lathe.halt_confidence %u, %h, %ln_w, %ln_b, %w_q, %b_q length %n {eps = 1.0e-05 : f64}
+        : tensor<16x64xf32>, tensor<64xf32>, tensor<1x64xf32>, tensor<1xf32> length tensor<1xi32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$proposal, Lathe_F32Tensor:$state,
+                       Lathe_F32Tensor:$ln_weight, Lathe_F32Tensor:$ln_bias,
+                       Lathe_F32Tensor:$w_q, Lathe_F32Tensor:$b_q,
+                       Optional<Lathe_I32Tensor>:$length, F64Attr:$eps);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $proposal `,` $state `,` $ln_weight `,` $ln_bias `,` $w_q `,` $b_q
+    (`length` $length^)? attr-dict `:` type($proposal) `,` type($ln_weight)
+    `,` type($w_q) `,` type($result) (`length` type($length)^)?
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_HaltMode : I32EnumAttr<"HaltMode", "when a looped block may stop early", [
+    I32EnumAttrCase<"none", 0>,
+    I32EnumAttrCase<"threshold", 1>,
+    I32EnumAttrCase<"cdf", 2>,
+    I32EnumAttrCase<"convergence", 3>
+  ]> {
+  let cppNamespace = "::mlir::lathe";
+}
+
+def Lathe_HaltIfOp : Lathe_Op<"halt_if", [Pure, AttrSizedOperandSegments,
+    AllTypesMatch<["next", "prev", "new_kept"]>]> {
+  let summary = "One iteration's early-exit decision, and the state the loop keeps.";
+  let description = [{
+    ARCHITECTURES.md §4.3's halting, after iteration k produced `next` from
+    `prev` with confidence `q`:
+    `threshold` halts when q > threshold; `cdf` when 1 - prod_j<=k (1 - q_j)
+    > threshold; `convergence` when ||next[n-1] - prev[n-1]||_2 < tolerance
+    at the last valid token n - 1 (`length` = n, or the last row without
+    it); `none` never.
+
+    `status` (f32 [2], absent at the first iteration) carries
+    [phase, prod_j (1 - q_j)], phase 0 while running, 1 at the iteration
+    that halts, 2 after. `kept` is the state the loop hands on: `next`
+    while running and at the halting iteration, the earlier `kept` after;
+    so the last iteration's `kept` is the first-halt state (or the final
+    one). That is exact with a KV cache, where every iteration still runs
+    to fill the deeper caches. Without one, the schedule leaves the loop as
+    soon as a phase is 1 (a launch's `exit` in the artifact): nothing
+    after it in the loop is needed, and `kept` is updated in place so it is
+    already where the rest of the model reads it.
+
+    ```mlir
+    %st0, %kept0 = lathe.halt_if %q0, %h1, %h0 length %n mode(threshold)
+        {threshold = 9.0e-01 : f64, tolerance = 1.0e-02 : f64}
+        : tensor<1xf32>, tensor<16x64xf32> length tensor<1xi32> -> tensor<2xf32>
+    %st1, %kept1 = lathe.halt_if %q1, %h2, %h1 length %n status %st0 kept %kept0
+        mode(threshold) {threshold = 9.0e-01 : f64, tolerance = 1.0e-02 : f64}
+        : tensor<1xf32>, tensor<16x64xf32> length tensor<1xi32>
+          status tensor<2xf32> kept tensor<16x64xf32> -> tensor<2xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$q, Lathe_F32Tensor:$next,
+                       Lathe_F32Tensor:$prev, Optional<Lathe_I32Tensor>:$length,
+                       Optional<Lathe_F32Tensor>:$status,
+                       Optional<Lathe_F32Tensor>:$kept,
+                       Lathe_HaltMode:$mode, F64Attr:$threshold,
+                       F64Attr:$tolerance);
+  let results = (outs Lathe_F32Tensor:$new_status, Lathe_F32Tensor:$new_kept);
+  let assemblyFormat = [{
+    $q `,` $next `,` $prev (`length` $length^)? (`status` $status^)?
+    (`kept` $kept^)? `mode` `(` $mode `)` attr-dict `:` type($q) `,` type($next)
+    (`length` type($length)^)? (`status` type($status)^)? (`kept` type($kept)^)?
+    `->` type($new_status)
   }];
   let hasVerifier = 1;
 }

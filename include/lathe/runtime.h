@@ -121,6 +121,14 @@ lathe_status_t lathe_session_forward(lathe_session_t *session,
                                      const int32_t *tokens, size_t n,
                                      float *out_logits);
 
+/* Early exit of a looped block (LoopUS halting) in the last entry run:
+ * *taken is the 1-based iteration after which the loop left early, 0 if it
+ * did not; *points is how many exit points the run passed. Entries that
+ * fill a KV cache have none: every iteration runs there, to fill the deeper
+ * caches, and the first-halt state is kept instead. */
+void lathe_session_loop_exit(const lathe_session_t *session, uint32_t *taken,
+                             uint32_t *points);
+
 /* KV-cache decoding. An artifact compiled from a spec has "prefill" and
  * "decode" entries; the session owns the cache and remembers how many
  * positions it holds.

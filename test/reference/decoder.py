@@ -3,18 +3,26 @@
 
 Written only from docs/model-and-weights.md (the contract) and, for the
 `three_phase`, `attn_res` and `loop` spec keys, from ARCHITECTURES.md s2, s3,
-s4.1 (parcae) and s4.2 (loopformer), not from the compiler's sources. Everything
-is computed in float64.
+s4.1 (parcae), s4.2 (loopformer) and s4.3 (loopus), not from the compiler's
+sources. Everything is computed in float64.
 
 attn_res kinds: delta (s2.3), full (s2.2 Full AttnRes), block (s2.2 Kimi Block
 AttnRes, replacement routing) and delta_block (s2.4 Delta Block, the clean
 definition, additive routing); the last two need `blocks: N_blocks`.
 
 CLI:
-  decoder.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --compare L.npy [--rtol 1e-4]
-  decoder.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --out REF.npy
+  decoder.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --compare L.npy [--rtol 1e-4] [--cached P]
+  decoder.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --out REF.npy [--cached P]
+  decoder.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --print-iterations   # iterations: K
   decoder.py --spec S.yaml --write-weights W.safetensors --seed N [--scale S] [--norm-jitter J]
   decoder.py --spec S.yaml --print-widths     # per-layer MLP widths: widths=w0,w1,... (exit 1 on a bad spec)
+
+--cached P: the expected output of lathe's `cached-forward --prefill P`: rows 0..P-1
+from one forward over tokens[:P], each later row t the last row of a forward over
+tokens[:t+1] (cached_forward). For every causal model this equals the plain forward;
+for loopus it differs, because the last token picks the iteration count of the
+whole sequence. --print-iterations prints the number of core passes actually run
+for the given tokens (loopus may halt early; parcae / loopformer always run all).
 """
 import argparse
 import functools
@@ -260,10 +268,26 @@ def attn_res_has_final(spec):
 # optional (default M copies of 1/M), else exactly M entries, each > 0, summing to 1
 # within 1e-6. prelude / core / coda are refused. The normalised mapping always holds
 # the trajectory as a list of floats (the given values, not renormalised).
+#
+# ARCHITECTURES.md s4.3. loop: {kind: loopus, prelude: P, core: C, coda: K, iterations: N,
+# rank: r, halt: {mode, threshold, tolerance}}. prelude / core / coda / iterations as for
+# parcae (encoder E = embedding + layers 0..P-1, reasoning block R = layers P..P+C-1,
+# decoder Dec = the last K layers + final norm + head). rank defaults to ceil(d_model / 16)
+# (filled in by _check_loop, which knows d_model); halt defaults to {mode: threshold,
+# threshold: 0.9, tolerance: 0.01}, and the normalised halt mapping always holds all three
+# keys, whatever the mode (threshold is used by threshold / cdf, tolerance by convergence).
+# trajectory is refused. rank / halt are refused for parcae and loopformer.
 
-LOOP_KINDS = ("parcae", "loopformer")
+LOOP_KINDS = ("parcae", "loopformer", "loopus")
 LOOP_KEYS = ("kind", "prelude", "core", "coda", "iterations")          # parcae
 LOOPFORMER_KEYS = ("kind", "iterations", "trajectory")
+LOOPUS_KEYS = LOOP_KEYS + ("rank", "halt")
+LOOPUS_ONLY_KEYS = ("rank", "halt")
+LOOPUS_HALT_MODES = ("none", "threshold", "cdf", "convergence")
+LOOPUS_HALT_DEFAULTS = {"mode": "threshold", "threshold": 0.9, "tolerance": 0.01}
+LOOPUS_CONFIDENCE_EPS = 1e-5    # the confidence head's LayerNorm eps: fixed, not the spec's norm.eps
+# Random init of the gate bias b = softplus^-1(Delta0): Delta0 log-uniform in [1e-3, 0.1], clamped >= 1e-4.
+LOOPUS_DT_MIN, LOOPUS_DT_MAX, LOOPUS_DT_FLOOR = 1e-3, 0.1, 1e-4
 LOOPFORMER_TRAJECTORY_TOL = 1e-6
 LOOPFORMER_FREQS = 128          # phi(s) has 2 * 128 = 256 features
 LOOPFORMER_MODS = ("attn_gate", "mlp_gate", "attn_scale", "mlp_scale")   # s4.2's [g_a, g_m, s_a, s_m]
@@ -274,23 +298,28 @@ PARCAE_DT_BIAS_INIT = math.log(math.expm1(PARCAE_DELTA_INIT))
 
 
 def _loop_spec(lp):
-    """Normalise loop: {kind: parcae, prelude, core, coda, iterations}; None means off."""
+    """Normalise loop: {kind: parcae|loopus, prelude, core, coda, iterations (, rank, halt)} or
+    {kind: loopformer, iterations, trajectory}; None means off."""
     if lp is None:
         return None
     if not isinstance(lp, dict):
         raise ValueError(f"loop must be a mapping {{kind: parcae, prelude: P, core: C, coda: K, iterations: n}}, "
                          f"got {lp!r}")
-    unknown = set(lp) - set(LOOP_KEYS) - set(LOOPFORMER_KEYS)
+    unknown = set(lp) - set(LOOP_KEYS) - set(LOOPFORMER_KEYS) - set(LOOPUS_KEYS)
     if unknown:
         raise ValueError(f"loop: unknown keys {sorted(unknown, key=str)}; known: parcae {list(LOOP_KEYS)}, "
-                         f"loopformer {list(LOOPFORMER_KEYS)}")
+                         f"loopformer {list(LOOPFORMER_KEYS)}, loopus {list(LOOPUS_KEYS)}")
     kind = lp.get("kind")
     if not isinstance(kind, str) or kind not in LOOP_KINDS:
         raise ValueError(f"loop.kind: {kind!r} is not one of {list(LOOP_KINDS)} (unknown loop kind)")
+    if kind != "loopus":
+        for k in LOOPUS_ONLY_KEYS:
+            if k in lp:
+                raise ValueError(f"loop.{k} is only allowed with kind: loopus, not {kind}")
     if kind == "loopformer":
         return _loopformer_spec(lp)
     if "trajectory" in lp:
-        raise ValueError("loop.trajectory is only allowed with kind: loopformer, not parcae")
+        raise ValueError(f"loop.trajectory is only allowed with kind: loopformer, not {kind}")
     out = {"kind": kind}
     for k, lo in (("prelude", 0), ("core", 1), ("coda", 0), ("iterations", 1)):
         v = lp.get(k)
@@ -301,7 +330,48 @@ def _loop_spec(lp):
         if v < lo:
             raise ValueError(f"loop.{k} must be >= {lo}, got {v}")
         out[k] = int(v)
+    if kind == "loopus":
+        r = lp.get("rank")
+        if r is not None and (not _is_int(r) or r < 1):
+            raise ValueError(f"loop.rank must be an integer >= 1, got {r!r}")
+        out["rank"] = None if r is None else int(r)     # None: ceil(d_model / 16), filled in by _check_loop
+        out["halt"] = _loopus_halt_spec(lp.get("halt"))
     return out
+
+
+def _loopus_halt_spec(halt):
+    """Normalise loop.halt: {mode: none|threshold|cdf|convergence, threshold: tau, tolerance: eps}.
+
+    Missing (or null) keys take LOOPUS_HALT_DEFAULTS. threshold must lie in [0, 1] (it is
+    compared with a probability: q_k or the cdf 1 - prod(1 - q_j)); tolerance must be > 0.
+    """
+    if halt is None:
+        return dict(LOOPUS_HALT_DEFAULTS)
+    if not isinstance(halt, dict):
+        raise ValueError(f"loop.halt must be a mapping {{mode: none|threshold|cdf|convergence, threshold: 0.9, "
+                         f"tolerance: 0.01}}, got {halt!r}")
+    unknown = set(halt) - set(LOOPUS_HALT_DEFAULTS)
+    if unknown:
+        raise ValueError(f"loop.halt: unknown keys {sorted(unknown, key=str)}; known: {list(LOOPUS_HALT_DEFAULTS)}")
+    h = dict(LOOPUS_HALT_DEFAULTS, **{k: v for k, v in halt.items() if v is not None})
+    if not isinstance(h["mode"], str) or h["mode"] not in LOOPUS_HALT_MODES:
+        raise ValueError(f"loop.halt.mode: {h['mode']!r} is not one of {list(LOOPUS_HALT_MODES)}")
+    for k in ("threshold", "tolerance"):
+        v = h[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
+            raise ValueError(f"loop.halt.{k} must be a finite number, got {v!r}")
+        h[k] = float(v)
+    if not 0.0 <= h["threshold"] <= 1.0:
+        raise ValueError(f"loop.halt.threshold must lie in [0, 1] (it is compared with a probability), "
+                         f"got {h['threshold']}")
+    if h["tolerance"] <= 0:
+        raise ValueError(f"loop.halt.tolerance must be > 0, got {h['tolerance']}")
+    return h
+
+
+def is_loopus(spec):
+    lp = spec.get("loop")
+    return lp is not None and lp["kind"] == "loopus"
 
 
 def _loopformer_spec(lp):
@@ -361,6 +431,8 @@ def _check_loop(spec):
         if P + C + K != L:
             raise ValueError(f"loop: prelude + core + coda = {P} + {C} + {K} = {P + C + K} "
                              f"must equal layers = {L}")
+        if lp["kind"] == "loopus" and lp["rank"] is None:
+            lp["rank"] = -(-spec["d_model"] // 16)                  # r = ceil(D / 16)
     if spec["mlp"].get("taper") is not None:
         raise ValueError("loop cannot be combined with mlp.taper: the core's weights are shared across "
                          "iterations, so a per-layer width taper is not defined for a looped model")
@@ -374,6 +446,7 @@ def loop_parts(spec):
     """(prelude, core, coda) layer index ranges; (range(L), range(0), range(0)) without loop.
 
     loopformer: the whole stack is the shared core, (range(0), range(L), range(0)).
+    loopus: (E's layers, R's layers, Dec's layers), like parcae.
     """
     lp, L = spec.get("loop"), spec["layers"]
     if lp is None:
@@ -399,6 +472,55 @@ def parcae_discretize(A_log, dt_bias):
     A_log, dt_bias = np.asarray(A_log, np.float64), np.asarray(dt_bias, np.float64)
     delta = softplus(dt_bias)
     return delta, np.exp(-delta * np.exp(A_log))
+
+
+def sigmoid(z):
+    """1 / (1 + e^-z) without overflow for either sign."""
+    z = np.asarray(z, np.float64)
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def loopus_gate(delta, w_down, w_up, b, A_log):
+    """(Dt, Abar) of the s4.3 selective gate for delta [..., D].
+
+    Dt = softplus(W_up (W_down delta) + b), W_down [r, D] (no bias), W_up [D, r], b [D];
+    Abar = exp(-Dt * exp(A_log)), in [0, 1] (in (0, 1) up to float under/overflow).
+    """
+    z = (np.asarray(delta, np.float64) @ np.asarray(w_down, np.float64).T) @ np.asarray(w_up, np.float64).T + b
+    dt = softplus(z)
+    return dt, np.exp(-dt * np.exp(np.asarray(A_log, np.float64)))
+
+
+def loopus_mix(u, h, abar):
+    """h_{k+1} = Abar * u + (1 - Abar) * h_k (s4.3): the convex mix of the proposal u and the previous state."""
+    return abar * u + (1.0 - abar) * h
+
+
+def loopus_confidence(delta_last, g, beta, w_q, b_q):
+    """q_k = sigmoid(w_q . LayerNorm(delta) + b_q) for one row delta [D]; LayerNorm with affine, eps 1e-5."""
+    z = layernorm(np.asarray(delta_last, np.float64), g, beta, LOOPUS_CONFIDENCE_EPS)
+    return float(sigmoid(np.asarray(w_q, np.float64).reshape(-1) @ z + float(np.asarray(b_q).reshape(-1)[0])))
+
+
+def loopus_halt_statistic(halt, qs, h_new_last, h_old_last):
+    """(statistic, threshold, halts) after iteration k = len(qs) - 1 (s4.3 halting at inference).
+
+    threshold:   q_k > tau;
+    cdf:         1 - prod_{j<=k} (1 - q_j) > tau;
+    convergence: ||h_{k+1}[n-1] - h_k[n-1]||_2 < tolerance;
+    none:        never halts (the statistic is q_k, for information; the threshold is None).
+    """
+    mode = halt["mode"]
+    if mode == "convergence":
+        stat = float(np.linalg.norm(np.asarray(h_new_last, np.float64) - np.asarray(h_old_last, np.float64)))
+        return stat, halt["tolerance"], stat < halt["tolerance"]
+    if mode == "cdf":
+        stat = 1.0 - float(np.prod([1.0 - q for q in qs]))
+        return stat, halt["threshold"], stat > halt["threshold"]
+    if mode == "none":
+        return qs[-1], None, False
+    return qs[-1], halt["threshold"], qs[-1] > halt["threshold"]
 
 
 # ---------------------------------------------------------------- tapered MLP widths
@@ -533,7 +655,9 @@ def mlp_widths(spec):
 # ---------------------------------------------------------------- weights
 
 def weight_shapes(spec):
-    """Documented name -> (shape, init): a std, "ones", "zeros" or ("const", value)."""
+    """Documented name -> (shape, init): a std, "ones", "zeros", "identity", ("const", value),
+    ("uniform", bound, p) (U(+-bound * scale^p)), ("log_arange",) or ("softplus_inv_loguniform", lo, hi,
+    floor) (see init_weights)."""
     V, D, L = spec["vocab"], spec["d_model"], spec["layers"]
     H, K = spec["heads"], spec["kv_heads"]
     widths = mlp_widths(spec)                       # layer l's MLP width (all mlp.width without taper)
@@ -594,6 +718,16 @@ def weight_shapes(spec):
             for m in LOOPFORMER_MODS:
                 s[f"layers.{l}.mod.{m}.weight"] = ((D, D), "zeros")
                 s[f"layers.{l}.mod.{m}.bias"] = ((D,), "zeros")
+    elif is_loopus(spec):   # ARCHITECTURES.md s4.3; the listed biases only, whatever `bias` says
+        r = spec["loop"]["rank"]
+        s["gate.down.weight"] = ((r, D), ("uniform", D ** -0.5, 0.5))     # bound * sqrt(scale): see init_weights
+        s["gate.up.weight"] = ((D, r), ("uniform", r ** -0.5, 0.0))       # bound not scaled
+        s["gate.up.bias"] = ((D,), ("softplus_inv_loguniform", LOOPUS_DT_MIN, LOOPUS_DT_MAX, LOOPUS_DT_FLOOR))
+        s["gate.A_log"] = ((D,), ("log_arange",))
+        s["confidence.norm.weight"] = ((D,), "ones")        # LayerNorm with affine, whatever norm.kind says
+        s["confidence.norm.bias"] = ((D,), "zeros")
+        s["confidence.weight"] = ((1, D), ("uniform", D ** -0.5, 1.0))
+        s["confidence.bias"] = ((1,), ("uniform", D ** -0.5, 1.0))
     elif spec.get("loop") is not None:   # ARCHITECTURES.md s4.1 (D_s = D); no biases even with bias: true
         norm("prelude_norm")
         s["injection.A_log"] = ((D,), "zeros")
@@ -632,6 +766,25 @@ def init_weights(spec, seed=0, scale=1.0, norm_jitter=0.0):
     init; the released code's global re-init instead draws the modulation weights from
     N(0, 0.02)). With scale != 1 all "zeros" get normal(0, 0.02 * scale), as elsewhere.
     The blocks have no attn_norm / mlp_norm tensors.
+
+    loop (LoopUS, ARCHITECTURES.md s4.3 gate init, drawn even at scale 1):
+      gate.A_log = ln(1, 2, .., D)                          ("log_arange", S4D-real A_j = -j);
+      gate.up.bias b = softplus^-1(Delta0) = ln(expm1(Delta0)), Delta0 = exp(U(ln 1e-3, ln 0.1))
+                       clamped >= 1e-4                      ("softplus_inv_loguniform");
+      gate.up.weight ~ U(+-r^-1/2), gate.down.weight ~ U(+-D^-1/2) (the nn.Linear default),
+      confidence.weight, confidence.bias ~ U(+-D^-1/2) (nn.Linear default)   ("uniform", ...);
+      confidence.norm.weight "ones" (jittered like every norm gain), confidence.norm.bias "zeros".
+    --scale (a test knob, chosen so the gate and q vary visibly without saturating):
+      confidence.weight / .bias bounds are multiplied by scale (like every std): at scale 10
+        the confidence logit is ~10x wider, so q swings between ~0 and ~1 from iteration
+        to iteration and threshold 0.9 halts early for some inputs and not for others;
+      gate.down.weight's bound is multiplied by sqrt(scale) and gate.up.weight's is left
+        alone: delta itself already grows ~100x with the layers' scale, and scaling both
+        by `scale` would push nearly every Abar to 0 or 1. With sqrt(scale) at scale 10
+        about 2/3 of the Abar entries lie in (0.05, 0.95) and each channel's Abar moves
+        by ~0.15 (std) across tokens and iterations;
+      A_log and b get normal(0, 0.02 * scale) added when scale != 1, as every constant
+        does, and the confidence LayerNorm bias is normal(0, 0.02 * scale) like the other "zeros".
     """
     rng = np.random.default_rng(seed)
     w = {}
@@ -644,6 +797,16 @@ def init_weights(spec, seed=0, scale=1.0, norm_jitter=0.0):
             a = np.eye(shape[0], shape[1]) + (rng.normal(0.0, 0.02 * scale, shape) if scale != 1.0 else 0)
         elif isinstance(init, tuple) and init[0] == "const":
             a = np.full(shape, float(init[1])) + (rng.normal(0.0, 0.02 * scale, shape) if scale != 1.0 else 0)
+        elif isinstance(init, tuple) and init[0] == "uniform":
+            bound = init[1] * abs(scale) ** init[2]
+            a = rng.uniform(-bound, bound, shape)
+        elif isinstance(init, tuple) and init[0] == "log_arange":
+            a = np.log(np.arange(1, shape[0] + 1, dtype=np.float64)) + (
+                rng.normal(0.0, 0.02 * scale, shape) if scale != 1.0 else 0)
+        elif isinstance(init, tuple) and init[0] == "softplus_inv_loguniform":
+            lo, hi, floor = init[1:]
+            d0 = np.maximum(np.exp(rng.uniform(math.log(lo), math.log(hi), shape)), floor)
+            a = np.log(np.expm1(d0)) + (rng.normal(0.0, 0.02 * scale, shape) if scale != 1.0 else 0)
         else:
             a = rng.normal(0.0, init * scale, shape)
         w[name] = a.astype(np.float32)
@@ -780,7 +943,12 @@ def forward(spec, weights, tokens, trace=None):
     delta_block also "h" (the stream h_0 .. h_2L, after any phase rotation). With
     parcae loop it is filled instead with "e" (prelude output after PreludeNorm), "inj"
     (Bbar e), "h" (the states h_0 .. h_n) and "y" (coda_proj h_n); with loopformer
-    with "c" (the conditioning vectors c_1 .. c_M).
+    with "c" (the conditioning vectors c_1 .. c_M) and "iterations" (M); with loopus
+    with "iterations" (K, the core passes actually run, 1 .. N), "halted" (whether the
+    halt rule fired; False when all N ran without it), "h" (h_0 .. h_K, all rows), "u",
+    "dt", "abar" (per pass k: R(h_k), Dt, Abar), "q" (q_0 .. q_{K-1}, floats, last row)
+    and "stat" (per pass the (statistic, threshold) pair the halt rule compared:
+    q_k, the cdf, or ||h_{k+1}[n-1] - h_k[n-1]||; (q_k, None) for mode none).
 
     attn_res block (s2.2 Kimi Block AttnRes, replacement), in the s2.2 code order:
     blocks = [], partial = h0; per layer l: x_attn = DepthAttn(blocks ++ [partial]);
@@ -876,7 +1044,7 @@ def forward(spec, weights, tokens, trace=None):
                 x = x + g_a * attn(x, p, plain_rms(x) * (1.0 + s_a))
                 x = x + g_m * mlp(x, p, plain_rms(x) * (1.0 + s_m))
         if trace is not None:
-            trace.update(c=cs)
+            trace.update(c=cs, iterations=len(cs))
         head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
         return norm(x, "norm") @ head.T
     if spec.get("loop") is not None:
@@ -891,6 +1059,42 @@ def forward(spec, weights, tokens, trace=None):
         prelude, core, coda = loop_parts(spec)
         for l in prelude:
             x = block(x, l)
+        if is_loopus(spec):
+            # LoopUS, ARCHITECTURES.md s4.3 (noise sigma = 0). h_0 = E(x) (no norm); each pass
+            # runs R on the whole sequence (its own K/V per iteration), gates against h_k, and
+            # the LAST row's confidence / change decides whether the whole sequence stops.
+            lp = spec["loop"]
+            halt = lp["halt"]
+            h = x
+            hs, us, dts, abars, qs, stats = [h], [], [], [], [], []
+            halted = False
+            for _ in range(lp["iterations"]):
+                u = h
+                for l in core:
+                    u = block(u, l)                                  # u = R(h_k)
+                delta = u - h
+                dt, abar = loopus_gate(delta, W["gate.down.weight"], W["gate.up.weight"], W["gate.up.bias"],
+                                       W["gate.A_log"])
+                h_new = loopus_mix(u, h, abar)
+                qs.append(loopus_confidence(delta[-1], W["confidence.norm.weight"], W["confidence.norm.bias"],
+                                            W["confidence.weight"], W["confidence.bias"]))
+                stat, thr, stop = loopus_halt_statistic(halt, qs, h_new[-1], h[-1])
+                h = h_new
+                hs.append(h)
+                us.append(u)
+                dts.append(dt)
+                abars.append(abar)
+                stats.append((stat, thr))
+                if stop:
+                    halted = True
+                    break
+            x = h
+            for l in coda:
+                x = block(x, l)
+            if trace is not None:
+                trace.update(h=hs, u=us, dt=dts, abar=abars, q=qs, stat=stats, iterations=len(us), halted=halted)
+            head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
+            return norm(x, "norm") @ head.T
         e = norm(x, "prelude_norm")                                  # e = PreludeNorm(Prelude(x))
         delta, abar = parcae_discretize(W["injection.A_log"], W["injection.dt_bias"])
         inj = delta * (e @ W["injection.B"].T)                       # Bbar e = diag(Delta) B e
@@ -906,7 +1110,7 @@ def forward(spec, weights, tokens, trace=None):
         for l in coda:
             x = block(x, l)
         if trace is not None:
-            trace.update(e=e, inj=inj, h=hs, y=y)
+            trace.update(e=e, inj=inj, h=hs, y=y, iterations=len(hs) - 1)
         head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
         return norm(x, "norm") @ head.T
     def route_or_only(sources, n):               # DepthAttn of a single source is that source
@@ -969,6 +1173,46 @@ def forward(spec, weights, tokens, trace=None):
     return norm(x, "norm") @ head.T                                 # the LM head has no bias
 
 
+def cached_forward(spec, weights, tokens, prefill):
+    """The logits lathe's `cached-forward --prefill P` must produce, [n, vocab] float64.
+
+    Rows 0..P-1 come from one forward over tokens[:P]; each later row t is the last row
+    of a forward over tokens[:t+1] (decoding token t after the earlier ones). For a
+    causal model (standard, attn_res, three_phase, parcae, loopformer) this is
+    forward(tokens); for loopus it is not, because the last token of each call picks
+    how many core passes the whole (prefix) sequence gets. 0 <= P <= n.
+    """
+    tokens = [int(t) for t in np.asarray(tokens, np.int64).reshape(-1)]
+    P, n = prefill, len(tokens)
+    if isinstance(P, bool) or not _is_int(P) or not 0 <= P <= n:
+        raise ValueError(f"--cached {P!r}: the prefill length must be an integer in [0, {n}] (the token count)")
+    rows = [forward(spec, weights, tokens[:P])] if P else []
+    rows += [forward(spec, weights, tokens[:t + 1])[-1:] for t in range(P, n)]
+    return np.concatenate(rows, axis=0)
+
+
+def iterations_used(spec, weights, tokens, trace=None):
+    """The number of core passes forward(spec, weights, tokens) runs: loopus 1 .. N (the
+    last token decides, s4.3); parcae / loopformer always `iterations`. Raises ValueError
+    without a loop. trace (optional dict) receives forward's trace."""
+    if spec.get("loop") is None:
+        raise ValueError("--print-iterations needs a spec with a loop key (parcae, loopformer or loopus)")
+    tr = {} if trace is None else trace
+    forward(spec, weights, tokens, trace=tr)
+    return tr["iterations"]
+
+
+def halt_margin_warnings(trace, rel=1e-3):
+    """Lines naming every loopus halt decision within rel (relative to max(1, |threshold|))
+    of its threshold, where float32 rounding in lathe could decide the other way."""
+    out = []
+    for k, (stat, thr) in enumerate(trace.get("stat", [])):
+        if thr is not None and abs(stat - thr) <= rel * max(1.0, abs(thr)):
+            out.append(f"WARNING loopus halt statistic at iteration {k + 1} is {stat:.9g}, within {rel:g} of "
+                       f"its threshold {thr:g}: lathe's float32 may decide differently")
+    return out
+
+
 # ---------------------------------------------------------------- CLI
 
 def compare(lathe, ref, rtol):
@@ -1002,6 +1246,11 @@ def main(argv=None):
     ap.add_argument("--norm-jitter", type=float, default=0.0, help="norm gains 1 + N(0, J)")
     ap.add_argument("--print-widths", action="store_true",
                     help="print the per-layer MLP widths as widths=w0,w1,... and exit (exit 1 on a bad spec)")
+    ap.add_argument("--cached", type=int, metavar="P",
+                    help="--compare / --out against lathe's cached-forward --prefill P: rows 0..P-1 from a "
+                         "forward over tokens[:P], row t >= P the last row of a forward over tokens[:t+1]")
+    ap.add_argument("--print-iterations", action="store_true",
+                    help="print 'iterations: K', the core passes run for the given tokens (loop specs only)")
     args = ap.parse_args(argv)
 
     if args.print_widths:
@@ -1023,7 +1272,17 @@ def main(argv=None):
     weights, _ = safetensors_np.load(args.weights)
     tokens = [int(t) for t in args.tokens.split(",") if t.strip()]
     try:
-        ref = forward(spec, weights, tokens)
+        if args.print_iterations:
+            tr = {}
+            print(f"iterations: {iterations_used(spec, weights, tokens, tr)}")
+            for line in halt_margin_warnings(tr):
+                print(line, file=sys.stderr)
+            if not (args.out or args.compare):
+                return 0
+        if args.cached is not None:
+            ref = cached_forward(spec, weights, tokens, args.cached)
+        else:
+            ref = forward(spec, weights, tokens)
     except ValueError as e:
         print(f"ERROR {e}")
         return 2

@@ -2348,6 +2348,626 @@ def _():
             notes.append(f"{tag}: {len(w)} tensors")
     return ", ".join(notes)
 
+
+# ---------------------------------------------------------------- LoopUS (loop: {kind: loopus})
+# ARCHITECTURES.md s4.3 and s6 invariant 7. forward_loopus_loops is written again from
+# the s4.3 pseudo-code (per-token, per-head scalar loops; its own softplus, sigmoid,
+# LayerNorm and halting rules) and calls nothing in decoder.py.
+
+LOOPUS_NEW = ("gate.down.weight", "gate.up.weight", "gate.up.bias", "gate.A_log", "confidence.norm.weight",
+              "confidence.norm.bias", "confidence.weight", "confidence.bias")
+
+
+def loopus(P, C, K, N, halt=None, rank=None, **kw):
+    """A small LoopUS spec: layers = P + C + K."""
+    lp = {"kind": "loopus", "prelude": P, "core": C, "coda": K, "iterations": N}
+    if halt is not None:
+        lp["halt"] = halt
+    if rank is not None:
+        lp["rank"] = rank
+    return small_spec(layers=P + C + K, loop=lp, **kw)
+
+
+def forward_loopus_loops(spec, w, tokens, trace=None):
+    """Per-token loops for a LoopUS model: any kv_heads, both norms, all MLP kinds, softpick, learned positions, bias."""
+    W = {n: a.astype(np.float64) for n, a in w.items()}
+    D, H, K, L = spec["d_model"], spec["heads"], spec["kv_heads"], spec["layers"]
+    eps, base, Dh, T = spec["norm"]["eps"], spec["rope"]["base"], D // H, len(tokens)
+    has_bias, learned = spec["bias"], spec["position"] == "learned"
+    lp = spec["loop"]
+    P, C, N, halt = lp["prelude"], lp["core"], lp["iterations"], lp["halt"]
+    r = lp["rank"]
+    assert P + C + lp["coda"] == L and W["gate.down.weight"].shape == (r, D)
+
+    def ln(v, g, b, e):
+        mu = sum(v) / len(v)
+        sd = math.sqrt(sum((t - mu) ** 2 for t in v) / len(v) + e)
+        return [(v[j] - mu) / sd * g[j] + b[j] for j in range(len(v))]
+
+    def norm(v, n):
+        if spec["norm"]["kind"] == "layernorm":
+            return ln(v, W[n + ".weight"], W[n + ".bias"], eps)
+        rr = math.sqrt(sum(t * t for t in v) / D + eps)
+        return [v[j] / rr * W[n + ".weight"][j] for j in range(D)]
+
+    def lin(n, v, bias=True):
+        Wm = W[n + ".weight"]
+        assert Wm.shape[1] == len(v), n
+        return [sum(Wm[o][i] * v[i] for i in range(len(v))) + (W[n + ".bias"][o] if has_bias and bias else 0.0)
+                for o in range(Wm.shape[0])]
+
+    def probs(sc):
+        if spec["attention"]["normalizer"] == "softpick":
+            e = [math.expm1(z) for z in sc]
+            den = sum(abs(z) for z in e) + 1e-8
+            return [max(z, 0.0) / den for z in e]
+        m = max(sc)
+        e = [math.exp(z - m) for z in sc]
+        return [z / sum(e) for z in e]
+
+    def act(z):
+        if spec["mlp"]["kind"] == "gelu":
+            return 0.5 * z * (1 + math.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3)))
+        return max(z, 0.0) ** 2
+
+    rot = (lambda v, t: v) if learned else (lambda v, t: rope_complex(v, t, base))
+
+    def block(xs, l):
+        p = f"layers.{l}."
+        hs = [norm(x, p + "attn_norm") for x in xs]
+        qs, ks, vs = ([lin(p + f"attn.{n}", h) for h in hs] for n in ("wq", "wk", "wv"))
+        out = []
+        for t in range(T):
+            cat = []
+            for hd in range(H):
+                kv = hd // (H // K)
+                q = rot(np.array(qs[t][hd * Dh:(hd + 1) * Dh]), t)
+                pr = probs([float(np.dot(q, rot(np.array(ks[s][kv * Dh:(kv + 1) * Dh]), s))) / math.sqrt(Dh)
+                            for s in range(t + 1)])
+                cat += [sum(pr[s] * vs[s][kv * Dh + d] for s in range(t + 1)) for d in range(Dh)]
+            o = lin(p + "attn.wo", cat)
+            out.append([xs[t][j] + o[j] for j in range(D)])
+        for t in range(T):
+            h = norm(out[t], p + "mlp_norm")
+            u = lin(p + "mlp.w_up", h)
+            if spec["mlp"]["kind"] == "swiglu":
+                m = [gi / (1 + math.exp(-gi)) * ui for gi, ui in zip(lin(p + "mlp.w_gate", h), u)]
+            else:
+                m = [act(z) for z in u]
+            dd = lin(p + "mlp.w_down", m)
+            out[t] = [out[t][j] + dd[j] for j in range(D)]
+        return out
+
+    def sp(z):
+        return z + math.log1p(math.exp(-z)) if z > 0 else math.log1p(math.exp(z))
+
+    def sig(z):
+        return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
+    Wd, Wu, bu, Al = W["gate.down.weight"], W["gate.up.weight"], W["gate.up.bias"], W["gate.A_log"]
+    xs = [[W["embed.weight"][tok][j] + (W["pos_embed.weight"][t][j] if learned else 0.0) for j in range(D)]
+          for t, tok in enumerate(tokens)]
+    for l in range(P):
+        xs = block(xs, l)
+    h = xs
+    states, us, abars, qs = [h], [], [], []
+    for k in range(N):
+        u = h
+        for l in range(P, P + C):
+            u = block(u, l)
+        new, ab_rows = [], []
+        for t in range(T):
+            dlt = [u[t][j] - h[t][j] for j in range(D)]
+            low = [sum(Wd[a][j] * dlt[j] for j in range(D)) for a in range(r)]
+            ab = [math.exp(-sp(sum(Wu[j][a] * low[a] for a in range(r)) + bu[j]) * math.exp(Al[j])) for j in range(D)]
+            new.append([ab[j] * u[t][j] + (1 - ab[j]) * h[t][j] for j in range(D)])
+            ab_rows.append(ab)
+        last = [u[T - 1][j] - h[T - 1][j] for j in range(D)]
+        z = ln(last, W["confidence.norm.weight"], W["confidence.norm.bias"], 1e-5)
+        qs.append(sig(sum(W["confidence.weight"][0][j] * z[j] for j in range(D)) + W["confidence.bias"][0]))
+        change = math.sqrt(sum((new[T - 1][j] - h[T - 1][j]) ** 2 for j in range(D)))
+        h = new
+        states.append(h)
+        us.append(u)
+        abars.append(ab_rows)
+        mode = halt["mode"]
+        if mode == "threshold" and qs[-1] > halt["threshold"]:
+            break
+        if mode == "cdf":
+            keep = 1.0
+            for q in qs:
+                keep *= 1.0 - q
+            if 1.0 - keep > halt["threshold"]:
+                break
+        if mode == "convergence" and change < halt["tolerance"]:
+            break
+    xs = h
+    for l in range(P + C, L):
+        xs = block(xs, l)
+    if trace is not None:
+        trace.update(h=[np.array(v) for v in states], u=[np.array(v) for v in us], abar=[np.array(a) for a in abars],
+                     q=qs, iterations=len(us))
+    head = "embed" if spec["tie_embeddings"] else "lm_head"
+    return np.array([lin(head, norm(x, "norm"), bias=False) for x in xs])
+
+
+def _lu_weights(s, seed, **override):
+    w = weights(s, seed)
+    w.update({n: np.asarray(a, np.float32) for n, a in override.items()})
+    return w
+
+
+def _between(hn, u, h, tol_ulps=4):
+    """Max violation of min(u, h) <= hn <= max(u, h), in units of the local magnitude * eps."""
+    lo, hi = np.minimum(u, h), np.maximum(u, h)
+    slack = tol_ulps * np.finfo(np.float64).eps * np.maximum(np.abs(u), np.abs(h))
+    return float(np.max(np.maximum(lo - slack - hn, hn - hi - slack)))
+
+
+@check("loopus (s6.7): each coordinate of h_{k+1} lies between u and h_k (random inputs / gates, and every k of scale-10 models)")
+def _():
+    rng = np.random.default_rng(70)
+    interior = total = 0
+    for trial in range(40):
+        D, r = int(rng.integers(4, 40)), int(rng.integers(1, 6))
+        sd = 10.0 ** rng.uniform(-2, 1.5)
+        h = rng.normal(0, rng.uniform(0.1, 10), (7, D))
+        u = h + rng.normal(0, rng.uniform(0.01, 10), (7, D))
+        u[0] = h[0]                                           # delta = 0 row
+        wd, wu = rng.normal(0, sd, (r, D)), rng.normal(0, sd, (D, r))
+        b, A_log = rng.normal(0, 3, D), rng.normal(0, 3, D)
+        dt, abar = ref.loopus_gate(u - h, wd, wu, b, A_log)
+        assert np.all(dt >= 0) and np.all((abar >= 0) & (abar <= 1)), trial
+        hn = ref.loopus_mix(u, h, abar)
+        v = _between(hn, u, h)
+        assert v <= 0, f"trial {trial}: h_(k+1) outside [u, h_k] by {v:.3e}"
+        close(hn[0], h[0], 1e-14 * max(1, np.max(np.abs(h[0]))), "delta = 0 keeps h")
+        inside = (hn > np.minimum(u, h)) & (hn < np.maximum(u, h))
+        interior += int(inside.sum())
+        total += inside.size
+    assert interior > 0.3 * total, (interior, total)      # not vacuous: many strictly inside
+    ks = 0
+    for kw in ({}, GPT2):
+        s = loopus(1, 2, 1, 6, halt={"mode": "none"}, **kw)
+        tr = {}
+        ref.forward(s, weights(s, 71), TOKENS, trace=tr)
+        assert tr["iterations"] == 6 and len(tr["h"]) == 7 and len(tr["u"]) == 6
+        for k in range(6):
+            v = _between(tr["h"][k + 1], tr["u"][k], tr["h"][k])
+            assert v <= 0, f"k={k}: outside by {v:.3e}"
+            ab = tr["abar"][k]
+            assert np.mean((ab > 0.05) & (ab < 0.95)) > 0.2, "gate saturated: the check would be weak"
+            ks += 1
+    return f"{interior}/{total} random coordinates strictly inside; {ks} model iterations checked"
+
+
+LOOPUS_CONFIGS = (
+    ("rmsnorm+swiglu+rope, GQA 4/2, P1 C2 K1, N4, threshold 0.9", (1, 2, 1, 4), dict()),
+    ("GPT-2 style (layernorm+gelu+learned+bias+tied), P1 C1 K1, N3, cdf 0.5",
+     (1, 1, 1, 3), dict(GPT2, halt={"mode": "cdf", "threshold": 0.5})),
+    ("relu2+softpick, GQA 4/1, P0 C1 K0, N3, convergence 5.0, rank 5",
+     (0, 1, 0, 3), dict(kv_heads=1, mlp={"kind": "relu2", "width": 40}, attention={"normalizer": "softpick"},
+                        halt={"mode": "convergence", "tolerance": 5.0}, rank=5)),
+    ("layernorm+gelu, P2 C1 K1, N3, none", (2, 1, 1, 3),
+     dict(norm={"kind": "layernorm"}, mlp={"kind": "gelu", "width": 40}, halt={"mode": "none"})),
+)
+for _label, _pckn, _kw in LOOPUS_CONFIGS:
+    @check(f"forward: loopus ({_label}) equals the per-token loop implementation (logits, states, q, iterations)")
+    def _(pckn=_pckn, kw=_kw):
+        s = loopus(*pckn, **kw)
+        notes = []
+        for seed in (72, 73):
+            w = weights(s, seed)
+            toks = TOKENS[:7]
+            tr, lt = {}, {}
+            a, b = ref.forward(s, w, toks, trace=tr), forward_loopus_loops(s, w, toks, trace=lt)
+            assert tr["iterations"] == lt["iterations"], (tr["iterations"], lt["iterations"])
+            close(a, b, 1e-9 * np.max(np.abs(b)), "logits")
+            close(tr["q"], lt["q"], 1e-10, "q")
+            for k, (x, y) in enumerate(zip(tr["h"], lt["h"])):
+                close(x, y, 1e-9 * max(1, np.max(np.abs(y))), f"h_{k}")
+            for k, (x, y) in enumerate(zip(tr["abar"], lt["abar"])):
+                close(x, y, 1e-9, f"abar_{k}")
+            notes.append(f"seed {seed}: K={tr['iterations']}")
+        return ", ".join(notes)
+
+
+def _halt_stats_none(s, w, toks):
+    """The q and last-row change norms of all N passes (mode none), plus the per-K reference logits."""
+    sn = dict(s, loop=dict(s["loop"], halt=dict(s["loop"]["halt"], mode="none")))
+    tr = {}
+    ref.forward(sn, w, toks, trace=tr)
+    assert tr["iterations"] == s["loop"]["iterations"] and not tr["halted"]
+    change = [float(np.linalg.norm(tr["h"][k + 1][-1] - tr["h"][k][-1])) for k in range(len(tr["q"]))]
+    return tr["q"], change
+
+
+def _logits_after(s, w, toks, K):
+    """Logits of the same model run for exactly K passes (mode none)."""
+    sk = dict(s, loop=dict(s["loop"], iterations=K, halt=dict(s["loop"]["halt"], mode="none")))
+    return ref.forward(sk, w, toks)
+
+
+def _run_halt(s, w, toks):
+    tr = {}
+    out = ref.forward(s, w, toks, trace=tr)
+    return out, tr["iterations"], tr
+
+
+@check("loopus halting: mode none always runs all N; threshold with confidence.bias = +50 halts after 1 (-50: runs N); the logits are those of K plain passes")
+def _():
+    N = 5
+    notes = []
+    for kw in ({}, GPT2):
+        for mode in ("none", "threshold", "cdf", "convergence"):
+            s = loopus(1, 2, 1, N, halt={"mode": mode, "tolerance": 1e-9}, **kw)
+            w = weights(s, 74)
+            for b, zero_w in ((50.0, True), (-50.0, True), (50.0, False), (-50.0, False)):
+                ww = dict(w, **{"confidence.bias": np.array([b], np.float32)})
+                if zero_w:
+                    ww["confidence.weight"] = np.zeros_like(w["confidence.weight"])
+                out, K, tr = _run_halt(s, ww, TOKENS)
+                assert all((q > 0.999999) if b > 0 else (q < 1e-6) for q in tr["q"]), (b, tr["q"])
+                want = 1 if (b > 0 and mode in ("threshold", "cdf")) else N
+                assert K == want and tr["halted"] == (want < N), (kw, mode, b, K, tr["halted"])
+                close(out, _logits_after(s, ww, TOKENS, K), 0, f"{mode} b={b} vs {K} plain passes")
+        # not vacuous: N passes and 1 pass give different logits
+        d = np.max(np.abs(_logits_after(s, w, TOKENS, 1) - _logits_after(s, w, TOKENS, N)))
+        assert d > 1e-2, d
+        notes.append(f"|logits(1) - logits({N})| = {d:.2f}")
+    return "; ".join(notes)
+
+
+@check("loopus halting: threshold (first k with q_k > tau) and cdf (first k with 1 - prod(1 - q_j) > tau) at every tau between the observed statistics; q on the LAST token only")
+def _():
+    N, checked, Ks = 6, 0, set()
+    for kw, seeds in (({}, (75, 76, 77)), (GPT2, (78,))):
+        for seed in seeds:
+            s = loopus(1, 2, 1, N, **kw)
+            w = weights(s, seed)
+            qs, _ = _halt_stats_none(s, w, TOKENS)
+            cdf = [1.0 - float(np.prod([1 - q for q in qs[:k + 1]])) for k in range(N)]
+            for mode, stats in (("threshold", qs), ("cdf", cdf)):
+                vals = sorted(set(v for v in stats if 1e-6 < v < 1 - 1e-6))
+                taus = [(a + b) / 2 for a, b in zip(vals, vals[1:])] + [0.0, 1.0] + [v * (1 - 1e-12) for v in vals[:3]]
+                for tau in taus:
+                    if not 0 <= tau <= 1:
+                        continue
+                    want = next((k + 1 for k, v in enumerate(stats) if v > tau), N)
+                    sm = dict(s, loop=dict(s["loop"], halt={"mode": mode, "threshold": tau, "tolerance": 0.01}))
+                    out, K, _ = _run_halt(sm, w, TOKENS)
+                    assert K == want, (mode, tau, stats, K, want)
+                    close(out, _logits_after(s, w, TOKENS, K), 0, f"{mode} tau={tau}")
+                    checked += 1
+                    Ks.add(K)
+            # only the last row decides: q equals the confidence head on delta[n-1] by hand
+            tr = {}
+            ref.forward(s, w, TOKENS, trace=tr)
+            for k in range(len(tr["q"])):
+                dl = (tr["u"][k] - tr["h"][k])[-1]
+                mu, var = dl.mean(), ((dl - dl.mean()) ** 2).mean()
+                z = (dl - mu) / math.sqrt(var + 1e-5) * w["confidence.norm.weight"] + w["confidence.norm.bias"]
+                q = 1 / (1 + math.exp(-(float(z @ w["confidence.weight"][0].astype(np.float64)) + float(w["confidence.bias"][0]))))
+                close(tr["q"][k], q, 1e-12, f"q_{k}")
+    # cdf with a data-independent q (confidence.weight = 0): q = 0.5 -> K = 4 at tau 0.9 (0.9375 > 0.9 > 0.875);
+    # q = 0.3 -> K = 7 (1 - 0.7^7 = 0.918 > 0.9 > 0.882); threshold mode with the same q never halts
+    s = loopus(1, 2, 1, 8, halt={"mode": "cdf", "threshold": 0.9})
+    w = weights(s, 79)
+    for q, want in ((0.5, 4), (0.3, 7)):
+        ww = dict(w, **{"confidence.weight": np.zeros_like(w["confidence.weight"]),
+                        "confidence.bias": np.array([math.log(q / (1 - q))], np.float32)})
+        assert _run_halt(s, ww, TOKENS)[1] == want, q
+        st = dict(s, loop=dict(s["loop"], halt={"mode": "threshold", "threshold": 0.9, "tolerance": 0.01}))
+        assert _run_halt(st, ww, TOKENS)[1] == 8
+    assert Ks >= {1, 2, N}, Ks
+    return f"{checked} (mode, tau) runs, halting after K in {sorted(Ks)}"
+
+
+@check("loopus halting: convergence (||h_{k+1}[n-1] - h_k[n-1]|| < tolerance) at every tolerance between the observed changes; an identity core (delta = 0) halts after 1 pass = standard decoder of E + Dec")
+def _():
+    N, checked, Ks = 6, 0, set()
+    for kw, seed in (({}, 80), (GPT2, 81), ({}, 82)):
+        s = loopus(1, 2, 1, N, halt={"mode": "convergence"}, **kw)
+        w = weights(s, seed)
+        # a milder gate makes the change shrink over the passes (A_log large: Abar small)
+        if seed == 82:
+            w = dict(w, **{"gate.A_log": (w["gate.A_log"] + 2.0).astype(np.float32)})
+        _, ch = _halt_stats_none(s, w, TOKENS)
+        vals = sorted(ch)
+        for tol in [(a + b) / 2 for a, b in zip(vals, vals[1:])] + [vals[0] * 0.5, vals[-1] * 2, vals[0] * (1 + 1e-9)]:
+            want = next((k + 1 for k, v in enumerate(ch) if v < tol), N)
+            sm = dict(s, loop=dict(s["loop"], halt={"mode": "convergence", "threshold": 0.9, "tolerance": tol}))
+            out, K, tr = _run_halt(sm, w, TOKENS)
+            assert K == want, (tol, ch, K, want)
+            close(out, _logits_after(s, w, TOKENS, K), 0, f"convergence tol={tol}")
+            checked += 1
+            Ks.add(K)
+    assert len(Ks) >= 3, Ks
+    # identity core: zero attn.wo / mlp.w_down (and their biases) in the core -> u = h, delta = 0
+    notes = []
+    for kw in ({}, GPT2):
+        P, C, K = 1, 2, 1
+        s = loopus(P, C, K, N, halt={"mode": "convergence", "tolerance": 1e-12}, **kw)
+        w = dict(weights(s, 83))
+        for l in range(P, P + C):
+            for n in ("attn.wo", "mlp.w_down"):
+                for suf in (".weight", ".bias"):
+                    if f"layers.{l}.{n}{suf}" in w:
+                        w[f"layers.{l}.{n}{suf}"] = np.zeros_like(w[f"layers.{l}.{n}{suf}"])
+        out, it, tr = _run_halt(s, w, TOKENS)
+        assert it == 1 and tr["halted"] and np.all(tr["u"][0] == tr["h"][0]), it
+        # = a standard decoder made of E's and Dec's layers
+        sb = small_spec(layers=P + K, **kw)
+        wb = {n: a for n, a in w.items() if not n.startswith("layers.") and n in ref.weight_shapes(sb)}
+        for i, l in enumerate(list(range(P)) + list(range(P + C, P + C + K))):
+            for n, a in w.items():
+                if n.startswith(f"layers.{l}."):
+                    wb[f"layers.{i}." + n[len(f"layers.{l}."):]] = a
+        b = ref.forward(sb, wb, TOKENS)
+        notes.append(f"{close(out, b, 1e-12 * np.max(np.abs(b)), 'identity core vs E + Dec'):.1e}")
+        # threshold mode with a never-confident head still runs all N, and the state does not move
+        st = dict(s, loop=dict(s["loop"], halt={"mode": "threshold", "threshold": 1.0, "tolerance": 0.01}))
+        out2, it2, _ = _run_halt(st, w, TOKENS)
+        assert it2 == N
+        close(out2, b, 1e-12 * np.max(np.abs(b)), "N identity passes")
+    return f"{checked} tolerances, K in {sorted(Ks)}; identity core vs E + Dec: {', '.join(notes)}"
+
+
+@check("loopus: every new tensor and every E / R / Dec layer changes the logits; the core runs per pass; rank and iterations matter")
+def _():
+    s = loopus(1, 2, 1, 3, halt={"mode": "none"}, norm={"kind": "layernorm"}, bias=True)
+    w = weights(s, 84)
+    full = ref.forward(s, w, TOKENS)
+    new = set(w) - set(ref.weight_shapes(small_spec(layers=4, norm={"kind": "layernorm"}, bias=True)))
+    assert new == set(LOOPUS_NEW), new
+    moved = [n for n in LOOPUS_NEW if not n.startswith("confidence")]
+    moved += [f"layers.{l}.attn.wq.weight" for l in range(4)] + [f"layers.{l}.mlp.w_down.bias" for l in range(4)]
+    for n in moved:
+        assert np.max(np.abs(ref.forward(s, dict(w, **{n: w[n] * 1.5 + 0.1}), TOKENS) - full)) > 1e-6, n
+    # the confidence head only acts through halting: with mode none it cannot change the logits
+    for n in LOOPUS_NEW:
+        if n.startswith("confidence"):
+            close(ref.forward(s, dict(w, **{n: w[n] * 1.5 + 0.1}), TOKENS), full, 0, n)
+    assert np.max(np.abs(_logits_after(s, w, TOKENS, 2) - full)) > 1e-3
+    s5 = loopus(1, 2, 1, 3, halt={"mode": "none"}, rank=5, norm={"kind": "layernorm"}, bias=True)
+    assert ref.weight_shapes(s5)["gate.down.weight"][0] == (5, 32)
+    raises(lambda: ref.forward(s5, w, TOKENS), "gate.down.weight", "shape")
+    raises(lambda: ref.forward(s, {k: a for k, a in w.items() if k != "gate.A_log"}, TOKENS), "missing", "gate.A_log")
+    return f"{len(moved)} tensors each move the logits"
+
+
+@check("loopus: not causal in general (the last token picks K for all rows); cached_forward rows are forward(prefix)[-1]; --cached P = P..n equal forward when K is the same")
+def _():
+    s = loopus(1, 2, 1, 6)
+    found = None
+    for seed in range(85, 100):
+        w = weights(s, seed)
+        Ks = [ref.iterations_used(s, w, TOKENS[:t + 1]) for t in range(len(TOKENS))]
+        if len(set(Ks)) > 1:
+            found = (seed, w, Ks)
+            break
+    assert found, "no seed with varying K"
+    seed, w, Ks = found
+    full = ref.forward(s, w, TOKENS)
+    for P in (0, 1, 4, len(TOKENS)):
+        c = ref.cached_forward(s, w, TOKENS, P)
+        assert c.shape == full.shape
+        if P:
+            close(c[:P], ref.forward(s, w, TOKENS[:P]), 0, f"prefill rows P={P}")
+        for t in range(P, len(TOKENS)):
+            close(c[t], ref.forward(s, w, TOKENS[:t + 1])[-1], 0, f"row {t}")
+    close(ref.cached_forward(s, w, TOKENS, len(TOKENS)), full, 0, "P = n is the plain forward")
+    # rows whose prefix ran another K than the whole sequence differ from the plain forward's rows
+    c0 = ref.cached_forward(s, w, TOKENS, 0)
+    differ = [t for t in range(len(TOKENS)) if Ks[t] != Ks[-1]]
+    assert differ and all(np.max(np.abs(c0[t] - full[t])) > 1e-6 for t in differ), (Ks, differ)
+    same = [t for t in range(len(TOKENS)) if all(k == Ks[-1] for k in Ks[t:])]
+    for t in same:   # when every later prefix runs the same K, row t is the same as in the plain forward
+        close(c0[t], full[t], 1e-10 * np.max(np.abs(full)), f"row {t}")
+    raises(lambda: ref.cached_forward(s, w, TOKENS, len(TOKENS) + 1), "--cached", "prefill")
+    raises(lambda: ref.cached_forward(s, w, TOKENS, -1), "--cached")
+    return f"seed {seed}: K per prefix {Ks}"
+
+
+@check("--cached P equals the plain forward for causal models (standard, GPT-2 style, parcae, loopformer, attn_res delta)")
+def _():
+    notes = []
+    for label, s in (("standard", small_spec()), ("gpt2", small_spec(**GPT2)), ("parcae", parcae(1, 1, 1, 2)),
+                     ("loopformer", loopformer(2, [0.75, 0.25])), ("delta", small_spec(attn_res={"kind": "delta"}))):
+        w = weights(s, 90)
+        full = ref.forward(s, w, TOKENS)
+        for P in (0, 1, 3, len(TOKENS)):
+            close(ref.cached_forward(s, w, TOKENS, P), full, 1e-10 * np.max(np.abs(full)), f"{label} P={P}")
+        notes.append(label)
+    return ", ".join(notes)
+
+
+@check("spec: loopus parses with defaults (rank ceil(D/16), halt threshold 0.9 / 0.01) and loads from YAML (mode: none is the string); weight_shapes = base + the 8 new tensors; shared draws unchanged")
+def _():
+    s = loopus(1, 2, 1, 4)
+    assert s["loop"] == {"kind": "loopus", "prelude": 1, "core": 2, "coda": 1, "iterations": 4, "rank": 2,
+                         "halt": {"mode": "threshold", "threshold": 0.9, "tolerance": 0.01}}, s["loop"]
+    assert [list(r) for r in ref.loop_parts(s)] == [[0], [1, 2], [3]]
+    for D, H, r in ((32, 4, 2), (24, 6, 2), (48, 4, 3), (16, 4, 1), (8, 2, 1), (68, 2, 5)):
+        assert loopus(0, 1, 0, 1, d_model=D, heads=H, kv_heads=H)["loop"]["rank"] == r == math.ceil(D / 16), D
+    assert loopus(0, 2, 0, 3, rank=7)["loop"]["rank"] == 7
+    assert loopus(0, 2, 0, 3, halt={"mode": "cdf"})["loop"]["halt"] == {"mode": "cdf", "threshold": 0.9, "tolerance": 0.01}
+    assert loopus(0, 2, 0, 3, halt={"tolerance": 1})["loop"]["halt"] == {"mode": "threshold", "threshold": 0.9, "tolerance": 1.0}
+    for kw in ({}, dict(norm={"kind": "layernorm"}, bias=True, position="learned", tie_embeddings=True)):
+        sl, sb = loopus(1, 2, 1, 3, **kw), small_spec(layers=4, **kw)
+        shl, shb = ref.weight_shapes(sl), ref.weight_shapes(sb)
+        assert list(shl)[:len(shb)] == list(shb) and all(shl[n] == shb[n] for n in shb)
+        D, r = 32, 2
+        assert [(n, shl[n][0]) for n in list(shl)[len(shb):]] == [
+            ("gate.down.weight", (r, D)), ("gate.up.weight", (D, r)), ("gate.up.bias", (D,)), ("gate.A_log", (D,)),
+            ("confidence.norm.weight", (D,)), ("confidence.norm.bias", (D,)), ("confidence.weight", (1, D)),
+            ("confidence.bias", (1,))]
+        for scale, jit in ((1.0, 0.0), (10.0, 0.3)):
+            wl, wb = ref.init_weights(sl, 7, scale, jit), ref.init_weights(sb, 7, scale, jit)
+            assert all(np.array_equal(wl[n], wb[n]) for n in wb)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "lu.yaml")
+        open(path, "w").write("name: lu\nd_model: 32\nheads: 4\nkv_heads: 2\nlayers: 4\n"
+                              "loop:\n  kind: loopus\n  prelude: 1\n  core: 2\n  coda: 1\n  iterations: 4\n  rank: 4\n"
+                              "  halt: {mode: none, threshold: 0.55, tolerance: 1.0e-3}\n")
+        y = ref.load_spec(path)
+        open(path, "w").write("name: lu\nd_model: 64\nheads: 4\nlayers: 3\n"
+                              "loop: {kind: loopus, prelude: 0, core: 2, coda: 1, iterations: 6, halt: {mode: convergence}}\n")
+        y2 = ref.load_spec(path)
+    assert y["loop"] == {"kind": "loopus", "prelude": 1, "core": 2, "coda": 1, "iterations": 4, "rank": 4,
+                         "halt": {"mode": "none", "threshold": 0.55, "tolerance": 1e-3}}, y["loop"]
+    assert y2["loop"]["rank"] == 4 and y2["loop"]["halt"] == {"mode": "convergence", "threshold": 0.9, "tolerance": 0.01}
+
+
+@check("spec: loopus rejects bad halt mode / threshold / tolerance / keys, parts not summing to layers, trajectory, bad rank, C < 1, N < 1, taper / attn_res / three_phase; rank / halt refused for parcae and loopformer")
+def _():
+    LU = lambda **k: dict({"kind": "loopus", "prelude": 1, "core": 2, "coda": 1, "iterations": 3}, **k)
+    bad = [
+        (dict(layers=4, loop=LU(halt={"mode": "always"})), ["loop.halt.mode", "always", "none", "threshold", "cdf", "convergence"]),
+        (dict(layers=4, loop=LU(halt={"mode": "Threshold"})), ["loop.halt.mode"]),
+        (dict(layers=4, loop=LU(halt={"mode": False})), ["loop.halt.mode"]),
+        (dict(layers=4, loop=LU(halt={"threshold": 1.5})), ["loop.halt.threshold", "[0, 1]"]),
+        (dict(layers=4, loop=LU(halt={"threshold": -0.1})), ["loop.halt.threshold", "[0, 1]"]),
+        (dict(layers=4, loop=LU(halt={"threshold": "0.9"})), ["loop.halt.threshold", "number"]),
+        (dict(layers=4, loop=LU(halt={"threshold": float("nan")})), ["loop.halt.threshold", "finite"]),
+        (dict(layers=4, loop=LU(halt={"tolerance": 0})), ["loop.halt.tolerance", "> 0"]),
+        (dict(layers=4, loop=LU(halt={"tolerance": True})), ["loop.halt.tolerance", "number"]),
+        (dict(layers=4, loop=LU(halt={"mode": "cdf", "patience": 2})), ["loop.halt", "unknown", "patience"]),
+        (dict(layers=4, loop=LU(halt="threshold")), ["loop.halt", "mapping"]),
+        (dict(layers=5, loop=LU()), ["1 + 2 + 1 = 4", "layers = 5"]),
+        (dict(layers=3, loop=LU()), ["must equal layers = 3"]),
+        (dict(layers=4, loop=LU(trajectory=[0.5, 0.5, 0.0])), ["loop.trajectory", "loopformer", "loopus"]),
+        (dict(layers=4, loop=LU(rank=0)), ["loop.rank", ">= 1"]),
+        (dict(layers=4, loop=LU(rank=2.0)), ["loop.rank", "integer"]),
+        (dict(layers=4, loop=LU(rank=True)), ["loop.rank", "integer"]),
+        (dict(layers=3, loop=LU(core=0, prelude=2)), ["loop.core", ">= 1"]),
+        (dict(layers=4, loop=LU(iterations=0)), ["loop.iterations", ">= 1"]),
+        (dict(layers=4, loop={"kind": "loopus", "prelude": 1, "core": 2, "coda": 1}), ["loop.iterations", "required"]),
+        (dict(layers=4, loop=LU(sigma=0.1)), ["unknown", "sigma"]),
+        (dict(layers=4, loop=LU(), mlp={"kind": "swiglu", "width": 64, "taper": {"multiple": 16}}), ["loop", "mlp.taper"]),
+        (dict(layers=4, loop=LU(), attn_res={"kind": "delta"}), ["loop", "attn_res"]),
+        (dict(layers=4, loop=LU(), three_phase={"phases": 2}), ["loop", "three_phase"]),
+        (dict(layers=4, loop=dict(LU(kind="parcae"), rank=2)), ["loop.rank", "loopus", "parcae"]),
+        (dict(layers=4, loop=dict(LU(kind="parcae"), halt={"mode": "none"})), ["loop.halt", "loopus", "parcae"]),
+        (dict(loop={"kind": "loopformer", "iterations": 2, "halt": {"mode": "none"}}), ["loop.halt", "loopus", "loopformer"]),
+        (dict(loop={"kind": "loopformer", "iterations": 2, "rank": 2}), ["loop.rank", "loopus", "loopformer"]),
+    ]
+    for kw, frags in bad:
+        try:
+            raises(lambda: small_spec(**kw), *frags)
+        except AssertionError as e:
+            raise AssertionError(f"{kw}: {e}")
+    # valid edges: P = K = 0, N = 1, threshold 0 and 1, layernorm model, big rank
+    small_spec(layers=1, loop=LU(prelude=0, core=1, coda=0, iterations=1))
+    small_spec(layers=4, loop=LU(halt={"threshold": 0}), norm={"kind": "layernorm"})
+    small_spec(layers=4, loop=LU(halt={"threshold": 1, "mode": "cdf"}, rank=64))
+    return f"{len(bad)} invalid specs rejected"
+
+
+@check("CLI: --write-weights writes the loopus tensors with the stated inits (scale 1 and 10); --out / --compare / --cached / --print-iterations")
+def _():
+    notes = []
+    with tempfile.TemporaryDirectory() as d:
+        common = ("name: lu\nvocab: 40\nd_model: 32\nlayers: 4\nheads: 4\nkv_heads: 2\nmax_seq: 12\n"
+                  "loop: {kind: loopus, prelude: 1, core: 2, coda: 1, iterations: 6, rank: 4}\n")
+        for tag, extra in (("rms", "mlp: {kind: swiglu, width: 32}\n"),
+                           ("ln", "mlp: {kind: gelu, width: 32}\nnorm: {kind: layernorm}\nposition: learned\n"
+                                  "bias: true\ntie_embeddings: true\n")):
+            S, W0, W, R, B = (os.path.join(d, tag + n) for n in (".yaml", "0.safetensors", ".safetensors", ".npy", "_b.npy"))
+            open(S, "w").write(common + extra)
+            s = ref.load_spec(S)
+            cli = [sys.executable, os.path.join(HERE, "decoder.py"), "--spec", S]
+            subprocess.run(cli + ["--write-weights", W0, "--seed", "13"], check=True, capture_output=True)
+            subprocess.run(cli + ["--write-weights", W, "--seed", "13", "--scale", "10", "--norm-jitter", "0.3"],
+                           check=True, capture_output=True)
+            w0, _ = safetensors_np.load(W0)
+            w, _ = safetensors_np.load(W)
+            D, r = 32, 4
+            for ww in (w0, w):
+                assert {n: a.shape for n, a in ww.items()} == {n: sh for n, (sh, _) in ref.weight_shapes(s).items()}
+                assert all(ww[n].dtype == np.float32 for n in LOOPUS_NEW)
+            # scale 1: the ARCHITECTURES.md s4.3 init
+            close(w0["gate.A_log"], np.log(np.arange(1, D + 1)), 1e-6, "A_log = ln(1..D)")
+            d0 = np.log1p(np.exp(w0["gate.up.bias"].astype(np.float64)))            # Delta0 = softplus(b)
+            assert np.all(d0 >= 1e-3 * (1 - 1e-5)) and np.all(d0 <= 0.1 * (1 + 1e-5)), d0
+            assert np.ptp(np.log(d0)) > 0.5 * math.log(100), "Delta0 not spread over [1e-3, 0.1]"
+            for n, bound in (("gate.down.weight", D ** -0.5), ("gate.up.weight", r ** -0.5),
+                             ("confidence.weight", D ** -0.5), ("confidence.bias", D ** -0.5)):
+                a = w0[n]
+                assert np.max(np.abs(a)) <= bound and (a.size < 8 or np.max(np.abs(a)) > 0.7 * bound), n
+            assert np.all(w0["confidence.norm.weight"] == 1) and np.all(w0["confidence.norm.bias"] == 0)
+            # scale 10: confidence bound x10, W_down x sqrt(10), W_up unscaled; jittered gain; constants perturbed
+            for n, bound in (("gate.down.weight", D ** -0.5 * math.sqrt(10)), ("gate.up.weight", r ** -0.5),
+                             ("confidence.weight", D ** -0.5 * 10)):
+                assert 0.7 * bound < np.max(np.abs(w[n])) <= bound * (1 + 1e-6), n
+            assert 0.15 < np.std(w["confidence.norm.weight"]) < 0.45 and 0.1 < np.std(w["confidence.norm.bias"]) < 0.3
+            dev = w["gate.A_log"] - np.log(np.arange(1, D + 1))
+            assert 0.1 < np.std(dev) < 0.3, np.std(dev)
+            for ww, wname in ((w0, W0), (w, W)):
+                r_ = subprocess.run(cli + ["--weights", wname, "--tokens", "1,2,39,7", "--out", R], capture_output=True, text=True)
+                assert r_.returncode == 0, r_.stdout + r_.stderr
+                lo = forward_loopus_loops(s, ww, [1, 2, 39, 7])
+                close(np.load(R), lo, 1e-9 * np.max(np.abs(lo)), "cli vs loops")
+                r_ = subprocess.run(cli + ["--weights", wname, "--tokens", "1,2,39,7", "--print-iterations"],
+                                    capture_output=True, text=True)
+                tr = {}
+                forward_loopus_loops(s, ww, [1, 2, 39, 7], trace=tr)
+                assert r_.returncode == 0 and r_.stdout == f"iterations: {tr['iterations']}\n", r_.stdout + r_.stderr
+                notes.append(f"{tag}{'' if ww is w else '0'}: K={tr['iterations']}")
+            # --cached: the file written with --out --cached passes --compare --cached and fails plain --compare
+            toks = "1,2,39,7,11,3,30,5"
+            cached = ref.cached_forward(s, w, [int(t) for t in toks.split(",")], 3)
+            plain = ref.forward(s, w, [int(t) for t in toks.split(",")])
+            r_ = subprocess.run(cli + ["--weights", W, "--tokens", toks, "--cached", "3", "--out", R], capture_output=True, text=True)
+            assert r_.returncode == 0, r_.stdout + r_.stderr
+            close(np.load(R), cached, 0, "--out --cached")
+            np.save(B, cached.astype(np.float32))
+            r_ = subprocess.run(cli + ["--weights", W, "--tokens", toks, "--compare", B, "--cached", "3"], capture_output=True, text=True)
+            assert r_.returncode == 0 and r_.stdout.strip().endswith("OK"), r_.stdout + r_.stderr
+            # seed 13 at scale 10: the prefixes ending at tokens 3..7 do not all run the K of the whole sequence
+            assert np.max(np.abs(cached - plain)) > 1e-2 * np.max(np.abs(plain))
+            r_ = subprocess.run(cli + ["--weights", W, "--tokens", toks, "--compare", B], capture_output=True, text=True)
+            assert r_.returncode == 1 and r_.stdout.startswith("MISMATCH"), r_.stdout + r_.stderr
+            r_ = subprocess.run(cli + ["--weights", W, "--tokens", toks, "--compare", B, "--cached", "9"], capture_output=True, text=True)
+            assert r_.returncode == 2 and r_.stdout.startswith("ERROR") and "--cached" in r_.stdout, r_.stdout
+            notes.append(f"{tag}: {len(w)} tensors")
+        # --cached on a standard model equals the plain compare; --print-iterations without a loop is an error
+        S, W, B = (os.path.join(d, "std" + n) for n in (".yaml", ".safetensors", ".npy"))
+        open(S, "w").write("name: std\nvocab: 40\nd_model: 32\nlayers: 2\nheads: 4\nkv_heads: 2\nmax_seq: 12\n")
+        cli = [sys.executable, os.path.join(HERE, "decoder.py"), "--spec", S]
+        subprocess.run(cli + ["--write-weights", W, "--seed", "6", "--scale", "10"], check=True, capture_output=True)
+        toks = "1,2,39,7,11,3"
+        r_ = subprocess.run(cli + ["--weights", W, "--tokens", toks, "--out", B], capture_output=True, text=True)
+        assert r_.returncode == 0
+        for P in ("0", "2", "6"):
+            r_ = subprocess.run(cli + ["--weights", W, "--tokens", toks, "--compare", B, "--cached", P], capture_output=True, text=True)
+            assert r_.returncode == 0 and r_.stdout.strip().endswith("OK"), r_.stdout
+        r_ = subprocess.run(cli + ["--weights", W, "--tokens", toks, "--print-iterations"], capture_output=True, text=True)
+        assert r_.returncode == 2 and r_.stdout.startswith("ERROR") and "loop" in r_.stdout, r_.stdout
+    return ", ".join(notes)
+
+
+@check("loopus: halt_margin_warnings names decisions within 1e-3 of the threshold (for --print-iterations on stderr)")
+def _():
+    s = loopus(1, 2, 1, 4, halt={"mode": "none"})
+    w = weights(s, 91)
+    tr = {}
+    ref.forward(s, w, TOKENS, trace=tr)
+    assert ref.halt_margin_warnings(tr) == [] and all(thr is None for _, thr in tr["stat"])   # mode none: nothing to warn
+    q0 = tr["q"][0]
+    for mode, tau in (("threshold", q0 + 5e-4), ("threshold", q0 - 5e-4), ("cdf", q0 - 5e-4)):
+        if not 0 <= tau <= 1:
+            continue
+        sm = dict(s, loop=dict(s["loop"], halt={"mode": mode, "threshold": tau, "tolerance": 0.01}))
+        tr2 = {}
+        ref.forward(sm, w, TOKENS, trace=tr2)
+        warns = ref.halt_margin_warnings(tr2)
+        assert any("iteration 1 " in x for x in warns), (mode, tau, warns, tr2["q"])
+    # synthetic: only the close call is named; a convergence change just under the tolerance too
+    warns = ref.halt_margin_warnings({"stat": [(0.5, 0.9), (0.8995, 0.9), (0.95, 0.9), (0.00999, 0.01)]})
+    assert [x.split(" is ")[0][-11:] for x in warns] == ["iteration 2", "iteration 4"], warns
+
+
 if __name__ == "__main__":
     # A check that returns a note starting with "SKIPPED" ran nothing: count it
     # as skipped, never as passed.

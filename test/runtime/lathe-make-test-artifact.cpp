@@ -87,13 +87,14 @@ int main(int argc, char **argv) {
     fail("unknown --model " + model);
   bool kv = model == "kv";
   // toy kinds: buffer-id, arena, param-index, version, missing-kernel,
-  // not-elf, forward-shape. kv kinds: state-index, state-shape, state-dup,
+  // not-elf, forward-shape, exit-to, exit-status (an early exit jumping
+  // backwards, or reading a non-f32 status). kv kinds: state-index, state-shape, state-dup,
   // prefill-io, decode-io, decode-arity.
   static const char *kKinds[] = {
       "",           "buffer-id",   "arena",       "param-index",
       "version",    "missing-kernel", "not-elf",  "forward-shape",
       "state-index", "state-shape", "state-dup", "prefill-io",
-      "decode-io",  "decode-arity"};
+      "decode-io",  "decode-arity", "exit-to",   "exit-status"};
   bool knownKind = false;
   for (const char *k : kKinds)
     knownKind |= corrupt == k;
@@ -210,9 +211,11 @@ int main(int argc, char **argv) {
                                           : std::vector<int64_t>{maxSeq, dim}));
   }
 
-  auto launch = [&](const char *kernel, std::vector<uint32_t> args) {
+  auto launch = [&](const char *kernel, std::vector<uint32_t> args,
+                    int32_t exitStatus = -1, uint32_t exitTo = 0) {
     return fb::CreateLaunch(fbb, fbb.CreateString(kernel),
-                            fbb.CreateVector(args));
+                            fbb.CreateVector(args), 0, 0, 0, exitStatus,
+                            exitTo);
   };
   auto entry = [&](const char *name, std::vector<uint32_t> inputs,
                    std::vector<uint32_t> outputs,
@@ -228,7 +231,10 @@ int main(int argc, char **argv) {
     } else if (name == "forward" && !kv) {
       entries.push_back(entry(
           "forward", {0}, {3},
-          {launch("toy_embed", {0, 4, 1}), launch("toy_scale", {1, 5, 2}),
+          {launch("toy_embed", {0, 4, 1}),
+           corrupt == "exit-to"       ? launch("toy_scale", {1, 5, 2}, 1, 1)
+           : corrupt == "exit-status" ? launch("toy_scale", {1, 5, 2}, 0, 3)
+                                      : launch("toy_scale", {1, 5, 2}),
            launch(corrupt == "missing-kernel" ? "toy_missing" : "toy_lm_head",
                   {2, 6, 7, corrupt == "buffer-id" ? 42u : 3u})}));
     } else if (name == "forward") {

@@ -363,6 +363,12 @@ int runForward(const lathe_artifact_t *art, const Options &opts) {
   std::vector<float> logits(rows * size_t(vocab));
   check(lathe_session_forward(session.get(), tokens.data(), tokens.size(),
                               logits.data()));
+  uint32_t taken = 0, points = 0;
+  lathe_session_loop_exit(session.get(), &taken, &points);
+  if (taken)
+    std::fprintf(stderr, "loop: halted after iteration %u\n", taken);
+  else if (points)
+    std::fprintf(stderr, "loop: ran all %u iterations\n", points + 1);
   printLogits(tokens, logits, vocab, opts);
   return 0;
 }
