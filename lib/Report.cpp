@@ -88,9 +88,13 @@ static std::pair<int, int> layerOf(Location loc) {
   return {layer, iteration};
 }
 
+/// "layer 3", "layer 1 iteration 2", "loop iteration 2" (a loop's own
+/// kernels, between passes of its core), or "layer -".
 static std::string describe(std::pair<int, int> at) {
-  std::string s = at.first < 0 ? "-" : std::to_string(at.first);
-  if (at.first >= 0 && at.second >= 0)
+  if (at.first < 0)
+    return at.second < 0 ? "layer -" : "loop iteration " + std::to_string(at.second);
+  std::string s = "layer " + std::to_string(at.first);
+  if (at.second >= 0)
     s += " iteration " + std::to_string(at.second);
   return s;
 }
@@ -111,6 +115,9 @@ LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os) 
     std::string lines;
     llvm::raw_string_ostream detail(lines);
     int count = 0;
+    DenseSet<Operation *> exits;
+    for (auto [launch, to] : loopExits(entry))
+      exits.insert(launch);
     entry.walk([&](LaunchOp launch) {
       auto kernel = symbols.lookup<func::FuncOp>(launch.getCallee());
       KernelCost c = costOf(kernel);
@@ -119,17 +126,25 @@ LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os) 
       ++count;
       total.flops += c.flops;
       total.bytes += c.bytes;
-      detail << "  " << launch.getCallee() << "  layer " << describe(layer)
-             << "  flops " << c.flops << "  bytes " << c.bytes << "\n";
+      detail << "  " << launch.getCallee() << "  " << describe(layer)
+             << "  flops " << c.flops << "  bytes " << c.bytes;
+      // Where the schedule may leave a loop early (LoopUS halting).
+      if (exits.contains(launch))
+        detail << "  exit point";
+      detail << "\n";
     });
     auto arena = entry->getAttrOfType<IntegerAttr>(kArenaBytesAttrName);
     os << "entry " << entry.getSymName() << ": " << count << " kernels, "
        << llvm::format("%.3f", total.flops / 1e9) << " GFLOP, "
        << llvm::format("%.2f", total.bytes / 1e6) << " MB moved, arena "
        << (arena ? arena.getInt() : 0) << " bytes\n";
+    // Layers first, then a loop's own kernels per iteration.
     for (auto [layer, n] : perLayer)
       if (layer.first >= 0)
-        os << "  layer " << describe(layer) << ": " << n << " kernels\n";
+        os << "  " << describe(layer) << ": " << n << " kernels\n";
+    for (auto [layer, n] : perLayer)
+      if (layer.first < 0 && layer.second >= 0)
+        os << "  " << describe(layer) << ": " << n << " kernels\n";
     os << lines;
   }
   return success();

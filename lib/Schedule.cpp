@@ -29,6 +29,53 @@ static_assert(int(InitRule::identity) == int(InitKind::identity) &&
                   int(InitRule::dt_log_uniform) == int(InitKind::dt_log_uniform),
               "InitRule follows the dialect's InitKind");
 
+/// Whether `launch` writes session state (a KV cache, a weight): one of its
+/// results is updated in place in a tensor read from a state.
+static bool writesState(LaunchOp launch) {
+  if (!launch.getTied())
+    return false;
+  ArrayRef<int64_t> tied = *launch.getTied();
+  for (int64_t t : tied) {
+    if (t < 0)
+      continue;
+    Value v = launch.getOperand(t);
+    while (Operation *def = v.getDefiningOp()) {
+      if (isa<CacheReadOp>(def))
+        return true;
+      auto producer = dyn_cast<LaunchOp>(def);
+      int64_t u = producer && producer.getTied()
+                      ? (*producer.getTied())[cast<OpResult>(v).getResultNumber()]
+                      : -1;
+      if (def->getNumOperands() == 0 || (producer && u < 0))
+        break;
+      v = producer ? producer.getOperand(u) : def->getOperand(0); // a view
+    }
+  }
+  return false;
+}
+
+std::vector<std::pair<LaunchOp, uint32_t>>
+mlir::lathe::loopExits(func::FuncOp entry) {
+  SmallVector<LaunchOp> launches(entry.getOps<LaunchOp>());
+  // An exit continues after the last launch that hands on a loop's state,
+  // and skips only launches that write nothing outliving the entry.
+  std::optional<size_t> end;
+  for (auto [i, launch] : llvm::enumerate(launches))
+    if (launch->hasAttr(kLoopStateAttrName))
+      end = i;
+  std::vector<std::pair<LaunchOp, uint32_t>> exits;
+  if (!end)
+    return exits;
+  for (size_t i = 0; i < *end; ++i) {
+    if (!launches[i]->hasAttr(kExitStatusAttrName))
+      continue;
+    if (llvm::none_of(ArrayRef<LaunchOp>(launches).slice(i + 1, *end - i),
+                      writesState))
+      exits.push_back({launches[i], uint32_t(*end + 1)});
+  }
+  return exits;
+}
+
 FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
   ScheduleInfo s;
   if (auto name = planned->getAttrOfType<StringAttr>("lathe.model"))
@@ -95,12 +142,9 @@ FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
         return failure();
       entry.inputs.push_back(bufferOf[arg]);
     }
-    // Early exits: the launches that decide (with their status buffer),
-    // the last launch that hands on a loop's state, and the launches that
-    // write session state, which an exit must never skip.
-    SmallVector<std::pair<size_t, uint32_t>> exitPoints;
-    std::optional<size_t> loopEnd;
-    SmallVector<bool> writesState;
+    DenseMap<Operation *, uint32_t> exits;
+    for (auto [launch, to] : loopExits(fn))
+      exits[launch] = to;
     for (Operation &op : fn.getBody().front()) {
       if (auto weight = dyn_cast<WeightOp>(op)) {
         BufferInfo b;
@@ -140,17 +184,11 @@ FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
             return failure();
           info.args.push_back(bufferOf[result]);
         }
-        size_t index = entry.launches.size();
-        bool state = false;
-        for (uint32_t id :
-             ArrayRef<uint32_t>(info.args).drop_front(launch.getNumOperands()))
-          state |= s.buffers[id].kind == BufferInfo::Kind::state;
-        writesState.push_back(state);
-        if (auto r = launch->getAttrOfType<IntegerAttr>(kExitStatusAttrName))
-          exitPoints.push_back(
-              {index, info.args[launch.getNumOperands() + r.getInt()]});
-        if (launch->hasAttr(kLoopStateAttrName))
-          loopEnd = index;
+        if (auto it = exits.find(launch); it != exits.end()) {
+          auto r = launch->getAttrOfType<IntegerAttr>(kExitStatusAttrName);
+          info.exitStatus = info.args[launch.getNumOperands() + r.getInt()];
+          info.exitTo = it->second;
+        }
         entry.launches.push_back(std::move(info));
       } else if (isa<tensor::ExpandShapeOp, tensor::CollapseShapeOp,
                      tensor::ExtractSliceOp>(op)) {
@@ -163,19 +201,6 @@ FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
         for (Value v : ret.getOperands())
           entry.outputs.push_back(bufferOf[v]);
       }
-    }
-    // An exit skips the rest of the loop, which is sound only where the
-    // skipped launches write nothing that outlives the entry: entries that
-    // fill a KV cache run every iteration (and keep the first-halt state).
-    for (auto [index, status] : exitPoints) {
-      if (!loopEnd || index >= *loopEnd)
-        continue;
-      if (llvm::any_of(ArrayRef<bool>(writesState)
-                           .slice(index + 1, *loopEnd - index),
-                       [](bool w) { return w; }))
-        continue;
-      entry.launches[index].exitStatus = status;
-      entry.launches[index].exitTo = uint32_t(*loopEnd + 1);
     }
     s.entries.push_back(std::move(entry));
   }

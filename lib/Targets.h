@@ -8,6 +8,7 @@
 #define LATHE_LIB_TARGETS_H
 
 #include "lathe/Compiler.h"
+#include "lathe/LatheOps.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -90,6 +91,12 @@ LogicalResult printReport(ModuleOp planned, llvm::raw_ostream &os);
 
 /// Reads the schedule off a module after lathe-to-kernels.
 FailureOr<ScheduleInfo> readSchedule(ModuleOp planned);
+
+/// The early exits a planned entry takes (LoopUS halting): each launch
+/// marked as an exit point whose rest of the loop writes no session state,
+/// with the position (among the entry's launches) it continues at. Entries
+/// that fill a KV cache take none: every iteration runs there.
+std::vector<std::pair<LaunchOp, uint32_t>> loopExits(func::FuncOp entry);
 
 /// CPU: compiles the kernels (LLVM dialect, after lathe-cpu-kernels) into an
 /// ELF shared object exporting `lathe_kernel_<name>(void **args)`. With

@@ -277,3 +277,32 @@ func.func @depth_attention_norms(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>, %w: t
   %x = lathe.depth_attention (%a, %b) norms (%na, %nb) query %w gain %w {eps = 1.0e-6 : f64} : (tensor<4x8xf32>, tensor<4x8xf32>), (tensor<4xf32>, tensor<4xf32>), tensor<8xf32>, tensor<8xf32> -> tensor<4x8xf32>
   return %x : tensor<4x8xf32>
 }
+
+// -----
+
+// Tests LoopUS's step: the gate is the difference, two thin products and a
+// per-element mix; the confidence reads the last real row (length - 1)
+// straight from the states; the halting status is one two-element generic
+// marked as the loop's exit status, and the kept state a generic updating
+// the previous kept state, marked as the state the loop hands on.
+
+// CHECK-LABEL: func.func @loopus
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<4x8xf32>, tensor<4x8xf32>)
+// CHECK: arith.subf
+// CHECK: outs(%{{.*}} : tensor<4x2xf32>)
+// CHECK: outs(%{{.*}} : tensor<4x8xf32>)
+// CHECK: math.log1p
+// CHECK: tensor.extract %arg7
+// CHECK: arith.subi
+// CHECK: tensor.extract %arg0[
+// CHECK: linalg.generic {{.*}} outs(%{{.*}} : tensor<2xf32>) attrs = {lathe.exit_status}
+// CHECK: arith.cmpf ogt
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<2xf32>, tensor<4x8xf32>) outs(%arg8 : tensor<4x8xf32>) attrs = {lathe.loop_state}
+// CHECK: arith.select
+// CHECK-NOT: lathe.halt_if
+func.func @loopus(%u: tensor<4x8xf32>, %h: tensor<4x8xf32>, %down: tensor<2x8xf32>, %up: tensor<8x2xf32>, %v: tensor<8xf32>, %wq: tensor<1x8xf32>, %bq: tensor<1xf32>, %n: tensor<1xi32>, %kept: tensor<4x8xf32>, %status: tensor<2xf32>) -> tensor<4x8xf32> {
+  %h1 = lathe.selective_gate %u, %h, %down, %up, %v, %v : tensor<4x8xf32>, tensor<2x8xf32>, tensor<8x2xf32>, tensor<8xf32>
+  %q = lathe.halt_confidence %u, %h, %v, %v, %wq, %bq length %n {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<8xf32>, tensor<1x8xf32>, tensor<1xf32> length tensor<1xi32>
+  %s, %k = lathe.halt_if %q, %h1, %h length %n status %status kept %kept mode(threshold) {threshold = 0.9 : f64, tolerance = 0.01 : f64} : tensor<1xf32>, tensor<4x8xf32> length tensor<1xi32> status tensor<2xf32> kept tensor<4x8xf32> -> tensor<2xf32>
+  return %k : tensor<4x8xf32>
+}

@@ -98,3 +98,24 @@ func.func @routing(%h: tensor<4x8xf32>, %w: tensor<8xf32>, %wq: tensor<8x8xf32>)
   %y = lathe.depth_attention (%h, %o) query %w gain %w base %h1 {eps = 1.0e-6 : f64} : (tensor<4x8xf32>, tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
   return %y : tensor<4x8xf32>
 }
+
+// -----
+
+// Tests LoopUS's step after a pass of the core: the gate, the confidence
+// head and the halting decision form one group (one kernel per iteration,
+// whose launch is the loop's exit point), apart from the core's MLP.
+
+// CHECK-LABEL: func.func @loopus
+// CHECK: lathe.mlp {{.*}}lathe.fusion_group = 0
+// CHECK: lathe.add {{.*}}lathe.fusion_group = 0
+// CHECK: lathe.selective_gate {{.*}}lathe.fusion_group = 1
+// CHECK: lathe.halt_confidence {{.*}}lathe.fusion_group = 1
+// CHECK: lathe.halt_if {{.*}}lathe.fusion_group = 1
+func.func @loopus(%h: tensor<4x8xf32>, %w: tensor<16x8xf32>, %wd: tensor<8x16xf32>, %down: tensor<2x8xf32>, %up: tensor<8x2xf32>, %v: tensor<8xf32>, %wq: tensor<1x8xf32>, %bq: tensor<1xf32>) -> tensor<4x8xf32> {
+  %y = lathe.mlp relu2 %h up %w down %wd : (tensor<4x8xf32>, tensor<16x8xf32>, tensor<8x16xf32>) -> tensor<4x8xf32>
+  %u = lathe.add %h, %y : tensor<4x8xf32>
+  %h1 = lathe.selective_gate %u, %h, %down, %up, %v, %v : tensor<4x8xf32>, tensor<2x8xf32>, tensor<8x2xf32>, tensor<8xf32>
+  %q = lathe.halt_confidence %u, %h, %v, %v, %wq, %bq {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<8xf32>, tensor<1x8xf32>, tensor<1xf32>
+  %s, %k = lathe.halt_if %q, %h1, %h mode(threshold) {threshold = 0.9 : f64, tolerance = 0.01 : f64} : tensor<1xf32>, tensor<4x8xf32> -> tensor<2xf32>
+  return %k : tensor<4x8xf32>
+}

@@ -8,21 +8,34 @@ sources. Everything is computed in float64.
 
 attn_res kinds: delta (s2.3), full (s2.2 Full AttnRes), block (s2.2 Kimi Block
 AttnRes, replacement routing) and delta_block (s2.4 Delta Block, the clean
-definition, additive routing); the last two need `blocks: N_blocks`.
+definition, additive routing); the last two need `blocks: N_blocks`. The additive
+kinds also take the s2.3 optional pieces `null_source: bool`, `gate: none |
+sigmoid_scalar | sigmoid_vector | learnable_alpha` and `delta_v: bool` (see forward).
 
 CLI:
   decoder.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --compare L.npy [--rtol 1e-4] [--cached P]
   decoder.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --out REF.npy [--cached P]
   decoder.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --print-iterations   # iterations: K
   decoder.py --spec S.yaml --write-weights W.safetensors --seed N [--scale S] [--norm-jitter J]
+  decoder.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --print-cached-iterations P
+                                              # iterations: K_0 K_1 ... (one per row)
   decoder.py --spec S.yaml --print-widths     # per-layer MLP widths: widths=w0,w1,... (exit 1 on a bad spec)
 
---cached P: the expected output of lathe's `cached-forward --prefill P`: rows 0..P-1
-from one forward over tokens[:P], each later row t the last row of a forward over
-tokens[:t+1] (cached_forward). For every causal model this equals the plain forward;
-for loopus it differs, because the last token picks the iteration count of the
-whole sequence. --print-iterations prints the number of core passes actually run
-for the given tokens (loopus may halt early; parcae / loopformer always run all).
+--cached P: the expected output of lathe's `cached-forward --prefill P` (cached_forward):
+a prefill over tokens[:P] as one block, then tokens P.. decoded one at a time with a KV
+cache. For every causal model (standard, attn_res, three_phase, parcae, loopformer) this
+equals the plain forward. For loopus it is the s4.3 KV-cache rule ("all samples keep
+stepping and the first-halt state is kept"): every position runs all N core passes (the
+core's per-iteration K/V come from the un-frozen iterates h_k, as with halt mode none);
+the prefill's halt decision is made on its last row P-1 (K_P passes) and EVERY prefill
+row keeps h_{K_P}; a decoded token t keeps h_{K_t}[t] from its own decision; the coda
+(Dec), final norm and head then run causally over the kept states X. Row t is therefore
+NOT the last row of a forward over tokens[:t+1] (that forward gives every earlier row
+row t's K, while the cache holds their Dec K/V from the states they kept).
+--print-iterations prints the number of core passes the whole-window forward runs
+(loopus: decided by the last token; parcae / loopformer always run all);
+--print-cached-iterations P prints the kept pass count of each row under --cached P
+(rows < P all show K_P; parcae / loopformer: N everywhere).
 """
 import argparse
 import functools
@@ -120,7 +133,12 @@ def make_spec(name="model", vocab=256, d_model=64, layers=2, heads=4, kv_heads=N
 THREE_PHASE_DEFAULTS = {"phases": None, "horn": True}
 ATTN_RES_KINDS = ("delta", "full", "block", "delta_block")
 ATTN_RES_BLOCK_KINDS = ("block", "delta_block")      # these need attn_res.blocks
-ATTN_RES_DEFAULTS = {"kind": None, "eps": 1e-6, "blocks": None}
+ATTN_RES_DEFAULTS = {"kind": None, "eps": 1e-6, "blocks": None, "null_source": False, "gate": "none",
+                     "delta_v": False}
+ATTN_RES_ADDITIVE_KINDS = ("delta", "delta_block")  # only these take null_source / gate / delta_v (s2.3)
+ATTN_RES_OPTION_KEYS = ("null_source", "gate", "delta_v")
+ATTN_RES_GATES = ("none", "sigmoid_scalar", "sigmoid_vector", "learnable_alpha")
+ATTN_RES_GATE_INIT = -2.0    # s2.3: sigmoid_scalar a and sigmoid_vector b start at -2 (g = sigmoid(-2) ~ 0.12)
 
 
 def _is_int(v):
@@ -162,11 +180,20 @@ def _check_three_phase(spec):
 
 
 def _attn_res_spec(ar):
-    """Normalise attn_res: {kind: delta|full|block|delta_block, eps: 1e-6, blocks: N}; None means off.
+    """Normalise attn_res: {kind: delta|full|block|delta_block, eps: 1e-6, blocks: N,
+    null_source: false, gate: none, delta_v: false}; None means off.
 
     kind is required. blocks (an integer >= 1, at most layers; checked in make_spec) is
     required for block and delta_block and refused for delta and full. The normalised
     mapping has the key blocks only for block and delta_block.
+
+    null_source (bool), gate (none | sigmoid_scalar | sigmoid_vector | learnable_alpha) and
+    delta_v (bool) are the s2.3 "optional pieces"; they are allowed only with the additive
+    kinds delta and delta_block, and refused (even at their default value) with full and
+    block. The normalised mapping holds each of them only when it differs from its default
+    (so a spec without them normalises exactly as before they existed); readers use
+    ar.get("null_source", False), ar.get("gate", "none"), ar.get("delta_v", False).
+    A YAML null counts as the default.
     """
     if ar is None:
         return None
@@ -194,6 +221,22 @@ def _attn_res_spec(ar):
     elif "blocks" in ar:
         raise ValueError(f"attn_res.blocks is only allowed with kind: block or delta_block, not {kind} "
                          f"(which routes per sublayer)")
+    given = [k for k in ATTN_RES_OPTION_KEYS if k in ar]
+    if given and kind not in ATTN_RES_ADDITIVE_KINDS:
+        raise ValueError(f"attn_res.{given[0]} is only allowed with the additive kinds delta and delta_block, "
+                         f"not {kind} (replacement routing has no residual stream h_s to gate against or "
+                         f"to add a null-source mixture to)")
+    for k in ATTN_RES_OPTION_KEYS:              # the normalised mapping keeps this order
+        v = ar.get(k)
+        if v is None:
+            continue
+        if k == "gate":
+            if not isinstance(v, str) or v not in ATTN_RES_GATES:
+                raise ValueError(f"attn_res.gate: unknown gate {v!r}; known gates: {list(ATTN_RES_GATES)}")
+        elif not isinstance(v, bool):
+            raise ValueError(f"attn_res.{k} must be true or false, got {v!r}")
+        if v != ATTN_RES_DEFAULTS[k]:
+            out[k] = v
     return out
 
 
@@ -248,6 +291,30 @@ def attn_res_sites(spec):
         return []
     counts, _ = attn_res_source_counts(spec)
     return [(s, s // 2, "mlp" if s % 2 else "attn") for s in range(2 * spec["layers"]) if counts[s] >= 2]
+
+
+def attn_res_v_sites(spec):
+    """delta_v's second attention sites, as (s, l, "attn_v"): one for every attention site
+    (s = 2l) of attn_res_sites, none without delta_v. They see the same sources V_s as the
+    attention site and own their own query / norm (and null / gate parameters)."""
+    if spec.get("attn_res") is None or not spec["attn_res"].get("delta_v", False):
+        return []
+    return [(s, l, "attn_v") for s, l, site in attn_res_sites(spec) if site == "attn"]
+
+
+def attn_res_gate_shapes(spec, prefix):
+    """The gate tensors of one additive routing site `prefix` (e.g. "layers.1.attn_res.mlp"), as
+    weight_shapes entries (s2.3): sigmoid_scalar {prefix}.gate [1] = -2; sigmoid_vector
+    {prefix}.gate.weight [D, D] = 0 (nn.Linear layout) and {prefix}.gate.bias [D] = -2;
+    learnable_alpha {prefix}.alpha [1] = 0; none: nothing."""
+    D, gate = spec["d_model"], spec["attn_res"].get("gate", "none")
+    if gate == "sigmoid_scalar":
+        return {prefix + ".gate": ((1,), ("const", ATTN_RES_GATE_INIT))}
+    if gate == "sigmoid_vector":
+        return {prefix + ".gate.weight": ((D, D), "zeros"), prefix + ".gate.bias": ((D,), ("const", ATTN_RES_GATE_INIT))}
+    if gate == "learnable_alpha":
+        return {prefix + ".alpha": ((1,), "zeros")}
+    return {}
 
 
 def attn_res_has_final(spec):
@@ -708,6 +775,23 @@ def weight_shapes(spec):
         if attn_res_has_final(spec):
             s["attn_res_final.query"] = ((D,), "zeros")
             s["attn_res_final.norm"] = ((D,), "ones")
+        # s2.3 optional pieces (delta / delta_block only), after every tensor above so that
+        # turning them on leaves all other draws unchanged: first the nulls of the attn / mlp
+        # sites, then their gates, then each delta_v site's query, norm, null and gate (so
+        # delta_v changes no other draw either).
+        sites = [f"layers.{l}.attn_res.{site}" for _, l, site in attn_res_sites(spec)]
+        if ar.get("null_source", False):
+            for n in sites:
+                s[n + ".null"] = ((D,), "zeros")
+        for n in sites:
+            s.update(attn_res_gate_shapes(spec, n))
+        for _, l, _ in attn_res_v_sites(spec):
+            n = f"layers.{l}.attn_res.attn_v"
+            s[n + ".query"] = ((D,), "zeros")
+            s[n + ".norm"] = ((D,), "ones")
+            if ar.get("null_source", False):
+                s[n + ".null"] = ((D,), "zeros")
+            s.update(attn_res_gate_shapes(spec, n))
     if lf:   # ARCHITECTURES.md s4.2; these linears always have biases, whatever `bias` says
         for e in ("time_embed", "step_embed"):
             s[e + ".w1.weight"] = ((D, 2 * LOOPFORMER_FREQS), 0.02)
@@ -750,7 +834,18 @@ def init_weights(spec, seed=0, scale=1.0, norm_jitter=0.0):
 
     attn_res queries are "zeros" (so normal(0, 0.02 * scale) when scale != 1) and
     their norm gains "ones" (jittered like the other gains), for every kind; only
-    sites with >= 2 sources have them (attn_res_sites, attn_res_has_final). three_phase angles
+    sites with >= 2 sources have them (attn_res_sites, attn_res_has_final). The s2.3
+    optional pieces (delta / delta_block; drawn after every other tensor, see weight_shapes)
+    use the same generic rules: null_source's {site}.null is "zeros" (normal(0, 0.02 * scale)
+    when scale != 1); sigmoid_scalar's {site}.gate [1] and sigmoid_vector's {site}.gate.bias [D]
+    are the constant -2 (+ normal(0, 0.02 * scale) when scale != 1, so g = sigmoid(-2 +- 0.2)
+    ~ 0.1 .. 0.15 at scale 10, per channel for the bias); sigmoid_vector's {site}.gate.weight
+    [D, D] is "zeros" (normal(0, 0.02 * scale) when scale != 1, so the gate then depends on
+    h_s, per token and channel); learnable_alpha's {site}.alpha [1] is "zeros" (0, the exact
+    identity at init; normal(0, 0.02 * scale) when scale != 1); delta_v's
+    layers.{l}.attn_res.attn_v.query / .norm are "zeros" / "ones" like every routing site.
+    At scale 1 (the real init) none of them is random; with scale != 1 every one of them
+    differs from its init so that a compiler ignoring any piece shows up. three_phase angles
     theta_l are the constant (l+1) pi / (2L); with scale != 1 each angle gets
     normal(0, 0.02 * scale) added so that a per-pair indexing error shows up.
 
@@ -932,8 +1027,19 @@ def depth_attn(sources, w, g, eps):
     return np.sum(depth_attn_weights(S, w, g, eps)[..., None] * S, axis=0)
 
 
-def forward(spec, weights, tokens, trace=None):
+def forward(spec, weights, tokens, trace=None, *, cached_prefill=None):
     """Logits [T, vocab] (float64) for a 1-D sequence of token ids.
+
+    cached_prefill (loopus only; use cached_forward): None is the whole-window forward
+    (the LAST row's halt decision stops every row). An integer P in [0, T] gives the
+    KV-cache semantics of `cached-forward --prefill P` (s4.3, see cached_forward): all N
+    core passes run on every row without halting; rows < P keep h_{K_P} with K_P decided
+    on row P-1, each row t >= P keeps h_{K_t}[t] decided on its own row; the coda runs
+    causally over the kept states. The trace then holds "h" (h_0 .. h_N, all rows), "u",
+    "dt", "abar" (all N passes), "q_rows" ([N][T]: q_k of every row), "change" ([N][T]:
+    ||h_{k+1}[j] - h_k[j]||), "kept" (per row: its kept pass count, 1 .. N), "deciders"
+    ({row: (K, [(statistic, threshold) per pass up to K])} for the rows that made a
+    decision: P-1 and every t >= P), "x" (the kept states X) and "iterations" (N).
 
     trace: optional dict; filled with "h0" (the stream's initial value after
     positions / horn), "x" (list of the 2L sublayer inputs x_s, before PreNorm)
@@ -966,6 +1072,17 @@ def forward(spec, weights, tokens, trace=None):
     current block start). A block's Delta is visible from the next sublayer on, i.e.
     from the attention of the next block's first layer. x_s = h_s + DepthAttn(sources)
     when there are >= 2 sources, else x_s = h_s. No final site.
+
+    attn_res delta / delta_block optional pieces (s2.3; they never create or remove a site:
+    sites are where attn_res_sites puts them, n_src counts the real sources, not the null):
+    null_source prepends the site's own {site}.null (broadcast over tokens) as source 0;
+    gate makes x_s = h_s + g (.) DepthAttn_s(..) with g = sigmoid({site}.gate) (one scalar),
+    sigmoid(h_s {site}.gate.weight^T + {site}.gate.bias) (per token and channel) or
+    {site}.alpha, and g = 1 for gate none; delta_v adds, at every attention site, a second site
+    layers.{l}.attn_res.attn_v over the same sources (its own query / norm / null / gate)
+    whose x_v = h_s + g_v (.) DepthAttn_v(..) feeds only the value projection,
+    V = W_v AttnNorm(x_v), while Q and K use AttnNorm(x_s). The trace then also holds "x_v"
+    (per sublayer: x_v at attention sites that have one, else None).
     """
     check_weights(spec, weights)
     tokens = np.asarray(tokens, dtype=np.int64)
@@ -995,11 +1112,12 @@ def forward(spec, weights, tokens, trace=None):
         y = x @ W[n + ".weight"].T
         return y + W[n + ".bias"] if spec["bias"] else y
 
-    def attn(x, p, h=None):                      # h: an already-normalised input (LoopFormer)
+    def attn(x, p, h=None, xv=None):             # h: an already-normalised input (LoopFormer)
         h = norm(x, p + "attn_norm") if h is None else h
+        hv = h if xv is None else norm(xv, p + "attn_norm")   # delta_v: V from its own routed input
         q = lin(h, p + "attn.wq").reshape(T, H, Dh)
         k = lin(h, p + "attn.wk").reshape(T, K, Dh)
-        v = lin(h, p + "attn.wv").reshape(T, K, Dh)
+        v = lin(hv, p + "attn.wv").reshape(T, K, Dh)
         if use_rope:
             q, k = rope(q, base), rope(k, base)
         P = attention_probs(q, k, H, K, normalizer)                 # [H, T, T]
@@ -1047,6 +1165,8 @@ def forward(spec, weights, tokens, trace=None):
             trace.update(c=cs, iterations=len(cs))
         head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
         return norm(x, "norm") @ head.T
+    if cached_prefill is not None and not is_loopus(spec):
+        raise ValueError("forward: cached_prefill is only for loopus (use cached_forward)")
     if spec.get("loop") is not None:
         # Parcae, ARCHITECTURES.md s4.1 (make_spec excludes attn_res and three_phase here).
         # Each core block in iteration t is applied to the whole sequence, so its attention
@@ -1065,6 +1185,12 @@ def forward(spec, weights, tokens, trace=None):
             # the LAST row's confidence / change decides whether the whole sequence stops.
             lp = spec["loop"]
             halt = lp["halt"]
+            if cached_prefill is not None:
+                x = _loopus_cached_states(spec, W, x, core, block, cached_prefill, trace)
+                for l in coda:
+                    x = block(x, l)
+                head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
+                return norm(x, "norm") @ head.T
             h = x
             hs, us, dts, abars, qs, stats = [h], [], [], [], [], []
             halted = False
@@ -1116,7 +1242,26 @@ def forward(spec, weights, tokens, trace=None):
     def route_or_only(sources, n):               # DepthAttn of a single source is that source
         return sources[0] if len(sources) == 1 else route(sources, n)
 
-    h0, outs, xs, n_src, n_final, hs = x, [], [], [], None, [x]
+    null_source = bool(ar and ar.get("null_source", False))
+    gate = ar.get("gate", "none") if ar else "none"
+    delta_v = bool(ar and ar.get("delta_v", False))
+
+    def additive(h, sources, n):
+        """h_s + g (.) DepthAttn_n([null_n] ++ sources), s2.3 with its optional pieces (site n)."""
+        if null_source:                          # source 0, the same vector at every token
+            sources = [np.broadcast_to(W[n + ".null"], h.shape)] + list(sources)
+        r = route(sources, n)
+        if gate == "none":
+            return h + r
+        if gate == "sigmoid_scalar":
+            g = sigmoid(W[n + ".gate"])                                   # [1]: one scalar
+        elif gate == "sigmoid_vector":
+            g = sigmoid(h @ W[n + ".gate.weight"].T + W[n + ".gate.bias"])   # [T, D]
+        else:                                    # learnable_alpha
+            g = W[n + ".alpha"]                                           # [1]
+        return h + g * r
+
+    h0, outs, xs, n_src, n_final, hs, xvs = x, [], [], [], None, [x], []
     if routing in ATTN_RES_BLOCK_KINDS:
         S_b = attn_res_block_size(spec)
     blocks, partial = [], h0                     # block: completed block representations, running sum
@@ -1125,12 +1270,15 @@ def forward(spec, weights, tokens, trace=None):
         l, is_mlp = divmod(s, 2)
         p = f"layers.{l}."
         site = p + ("attn_res.mlp" if is_mlp else "attn_res.attn")
+        xv = None                                # delta_v: the value projection's routed input
         if routing in ("delta", "full"):
             n_src.append(s + 1)
         if routing is None or (routing in ("delta", "full") and s == 0):
             xin = x                              # delta: no routing at s = 0; full: x_0 = v_0 = x
         elif routing == "delta":
-            xin = x + route([h0] + outs, site)   # x_s = h_s + DepthAttn_s([h_0, o_0 .. o_{s-1}])
+            xin = additive(x, [h0] + outs, site)   # x_s = h_s + g DepthAttn_s([null,] h_0, o_0 .. o_{s-1})
+            if delta_v and not is_mlp:
+                xv = additive(x, [h0] + outs, p + "attn_res.attn_v")
         elif routing == "full":
             xin = route([h0] + outs, site)       # x_s = DepthAttn_s([v_0, o_0 .. o_{s-1}])
         elif routing == "block":
@@ -1143,9 +1291,12 @@ def forward(spec, weights, tokens, trace=None):
         else:                                    # delta_block
             src = [h0] + deltas
             n_src.append(len(src))
-            xin = x + route(src, site) if len(src) >= 2 else x
-        o = mlp(xin, p) if is_mlp else attn(xin, p)
+            xin = additive(x, src, site) if len(src) >= 2 else x
+            if delta_v and not is_mlp and len(src) >= 2:
+                xv = additive(x, src, p + "attn_res.attn_v")
+        o = mlp(xin, p) if is_mlp else attn(xin, p, xv=xv)
         xs.append(xin)
+        xvs.append(xv)
         outs.append(o)
         if routing == "block":
             partial = partial + o
@@ -1169,26 +1320,123 @@ def forward(spec, weights, tokens, trace=None):
             trace.update(n_src=n_src, n_src_final=n_final)
         if routing in ("delta", "delta_block"):
             trace.update(h=hs)
+            if delta_v:
+                trace.update(x_v=xvs)
     head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
     return norm(x, "norm") @ head.T                                 # the LM head has no bias
 
 
-def cached_forward(spec, weights, tokens, prefill):
+def loopus_halt_iterations(halt, qs, changes):
+    """(K, [(statistic, threshold) per pass 1 .. K]) for ONE row, from its statistics over
+    all N passes: qs[k] = q_k of that row, changes[k] = ||h_{k+1} - h_k|| at that row.
+    K is the first pass count k + 1 at which the mode's rule (loopus_halt_statistic) holds,
+    N if it never does (always for mode none)."""
+    stats = []
+    for k in range(len(qs)):
+        stat, thr, stop = _halt_rule(halt, qs[:k + 1], changes[k])
+        stats.append((stat, thr))
+        if stop:
+            return k + 1, stats
+    return len(qs), stats
+
+
+def _halt_rule(halt, qs, change):
+    """loopus_halt_statistic with the change norm given directly (convergence)."""
+    if halt["mode"] == "convergence":
+        return change, halt["tolerance"], change < halt["tolerance"]
+    return loopus_halt_statistic(halt, qs, None, None)
+
+
+def _loopus_cached_states(spec, W, h0, core, block, P, trace):
+    """The kept states X [T, D] of `cached-forward --prefill P` for a LoopUS model (s4.3).
+
+    Every row runs all N passes (no freezing: with a cache all samples keep stepping, so
+    the core's per-iteration K/V of every position come from the un-frozen h_k; causal,
+    so one pass over all rows gives each position what it saw when it was processed).
+    Row P-1 decides the prefill's pass count K_P (kept by rows 0..P-1); every decoded row
+    t >= P decides its own K_t."""
+    lp = spec["loop"]
+    halt, N = lp["halt"], lp["iterations"]
+    T = h0.shape[0]
+    if isinstance(P, bool) or not _is_int(P) or not 0 <= P <= T:
+        raise ValueError(f"--cached {P!r}: the prefill length must be an integer in [0, {T}] (the token count)")
+    h = h0
+    hs, us, dts, abars, q_rows, changes = [h], [], [], [], [], []
+    for _ in range(N):
+        u = h
+        for l in core:
+            u = block(u, l)                                          # u = R(h_k), all rows
+        delta = u - h
+        dt, abar = loopus_gate(delta, W["gate.down.weight"], W["gate.up.weight"], W["gate.up.bias"],
+                               W["gate.A_log"])
+        h_new = loopus_mix(u, h, abar)
+        q_rows.append([loopus_confidence(delta[j], W["confidence.norm.weight"], W["confidence.norm.bias"],
+                                         W["confidence.weight"], W["confidence.bias"]) for j in range(T)])
+        changes.append([float(np.linalg.norm(h_new[j] - h[j])) for j in range(T)])
+        h = h_new
+        hs.append(h)
+        us.append(u)
+        dts.append(dt)
+        abars.append(abar)
+    deciders = {}
+    for j in ([P - 1] if P else []) + list(range(P, T)):
+        deciders[j] = loopus_halt_iterations(halt, [q[j] for q in q_rows], [c[j] for c in changes])
+    kept = [deciders[P - 1][0] if j < P else deciders[j][0] for j in range(T)]
+    x = np.stack([hs[kept[j]][j] for j in range(T)])
+    if trace is not None:
+        trace.update(h=hs, u=us, dt=dts, abar=abars, q_rows=q_rows, change=changes, kept=kept,
+                     deciders=deciders, x=x, iterations=N)
+    return x
+
+
+def cached_forward(spec, weights, tokens, prefill, trace=None):
     """The logits lathe's `cached-forward --prefill P` must produce, [n, vocab] float64.
 
-    Rows 0..P-1 come from one forward over tokens[:P]; each later row t is the last row
-    of a forward over tokens[:t+1] (decoding token t after the earlier ones). For a
-    causal model (standard, attn_res, three_phase, parcae, loopformer) this is
-    forward(tokens); for loopus it is not, because the last token of each call picks
-    how many core passes the whole (prefix) sequence gets. 0 <= P <= n.
+    A prefill over tokens[:P] as one block, then tokens P .. n-1 decoded one at a time
+    against a KV cache. 0 <= P <= n.
+
+    Causal models (standard, attn_res, three_phase, parcae, loopformer): rows 0..P-1 are
+    computed as one forward over tokens[:P] and each later row t as the last row of a
+    forward over tokens[:t+1]; for a causal model both equal forward(tokens).
+
+    LoopUS (s4.3, "with a cache, all samples keep stepping and the first-halt state is
+    kept"): E and the core are unaffected by halting; every position runs all N core
+    passes, and the core's K/V cache at iteration k holds keys / values from the
+    un-frozen iterates h_k of every position (as in a forward with halt mode none). The
+    prefill's decision is made on its last row P-1 (first k whose rule holds on q_k[P-1],
+    the cdf of q_0..q_k[P-1], or ||h_{k+1}[P-1] - h_k[P-1]||; N if none): K_P, and EVERY
+    prefill row keeps X[j] = h_{K_P}[j]. A decoded token t keeps X[t] = h_{K_t}[t] with
+    K_t from its own row. Dec, the final norm and the head then run causally over X:
+    row t = head(norm(Dec(X[0..t])))[t]. Rows 0..P-1 equal forward(tokens[:P]) (the
+    whole prefill keeps K_P); a decoded row t is in general NOT forward(tokens[:t+1])[-1],
+    since Dec attends over the earlier rows' kept states, not over h_{K_t} of them.
+    trace (optional dict, loopus only) receives forward's cached trace ("kept", ...).
     """
     tokens = [int(t) for t in np.asarray(tokens, np.int64).reshape(-1)]
     P, n = prefill, len(tokens)
     if isinstance(P, bool) or not _is_int(P) or not 0 <= P <= n:
         raise ValueError(f"--cached {P!r}: the prefill length must be an integer in [0, {n}] (the token count)")
+    if is_loopus(spec):
+        return forward(spec, weights, tokens, trace, cached_prefill=P)
     rows = [forward(spec, weights, tokens[:P])] if P else []
     rows += [forward(spec, weights, tokens[:t + 1])[-1:] for t in range(P, n)]
     return np.concatenate(rows, axis=0)
+
+
+def cached_iterations(spec, weights, tokens, prefill, trace=None):
+    """The kept core pass count of each row under cached_forward(spec, weights, tokens,
+    prefill): loopus rows < P all K_P (decided on row P-1), row t >= P its own K_t;
+    parcae / loopformer `iterations` for every row. Raises ValueError without a loop.
+    trace (optional dict) receives the loopus cached trace."""
+    if spec.get("loop") is None:
+        raise ValueError("--print-cached-iterations needs a spec with a loop key (parcae, loopformer or loopus)")
+    n = len(np.asarray(tokens).reshape(-1))
+    if not is_loopus(spec):
+        cached_forward(spec, weights, tokens, prefill)                 # validates tokens and P
+        return [spec["loop"]["iterations"]] * n
+    tr = {} if trace is None else trace
+    cached_forward(spec, weights, tokens, prefill, trace=tr)
+    return list(tr["kept"])
 
 
 def iterations_used(spec, weights, tokens, trace=None):
@@ -1204,7 +1452,12 @@ def iterations_used(spec, weights, tokens, trace=None):
 
 def halt_margin_warnings(trace, rel=1e-3):
     """Lines naming every loopus halt decision within rel (relative to max(1, |threshold|))
-    of its threshold, where float32 rounding in lathe could decide the other way."""
+    of its threshold, where float32 rounding in lathe could decide the other way.
+    trace: forward's ("stat") or a cached trace ("deciders": one set of lines per deciding row)."""
+    if "deciders" in trace:
+        return [line.replace("WARNING loopus", f"WARNING loopus row {j}", 1)
+                for j, (_, stats) in sorted(trace["deciders"].items())
+                for line in halt_margin_warnings({"stat": stats}, rel)]
     out = []
     for k, (stat, thr) in enumerate(trace.get("stat", [])):
         if thr is not None and abs(stat - thr) <= rel * max(1.0, abs(thr)):
@@ -1247,10 +1500,16 @@ def main(argv=None):
     ap.add_argument("--print-widths", action="store_true",
                     help="print the per-layer MLP widths as widths=w0,w1,... and exit (exit 1 on a bad spec)")
     ap.add_argument("--cached", type=int, metavar="P",
-                    help="--compare / --out against lathe's cached-forward --prefill P: rows 0..P-1 from a "
-                         "forward over tokens[:P], row t >= P the last row of a forward over tokens[:t+1]")
+                    help="--compare / --out against lathe's cached-forward --prefill P (a prefill over "
+                         "tokens[:P], then one token at a time with a KV cache); equals the plain forward "
+                         "except for loopus, whose rows keep the state of their own halt decision (the "
+                         "prefill's made on row P-1)")
     ap.add_argument("--print-iterations", action="store_true",
-                    help="print 'iterations: K', the core passes run for the given tokens (loop specs only)")
+                    help="print 'iterations: K', the core passes the whole-window forward runs for the given "
+                         "tokens (loop specs only)")
+    ap.add_argument("--print-cached-iterations", type=int, metavar="P",
+                    help="print 'iterations: K_0 K_1 ...', the kept core pass count of each row under "
+                         "--cached P (rows < P all K_P; loop specs only)")
     args = ap.parse_args(argv)
 
     if args.print_widths:
@@ -1275,6 +1534,14 @@ def main(argv=None):
         if args.print_iterations:
             tr = {}
             print(f"iterations: {iterations_used(spec, weights, tokens, tr)}")
+            for line in halt_margin_warnings(tr):
+                print(line, file=sys.stderr)
+            if not (args.out or args.compare or args.print_cached_iterations is not None):
+                return 0
+        if args.print_cached_iterations is not None:
+            tr = {}
+            Ks = cached_iterations(spec, weights, tokens, args.print_cached_iterations, tr)
+            print("iterations: " + " ".join(str(k) for k in Ks))
             for line in halt_margin_warnings(tr):
                 print(line, file=sys.stderr)
             if not (args.out or args.compare):

@@ -653,3 +653,72 @@ func.func @gated_add_grad_row(%x: tensor<4x8xf32>, %g: tensor<2x8xf32>) {
   %dy, %dg = lathe.gated_add_grad %x, %g, %x : tensor<4x8xf32>, tensor<2x8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<2x8xf32>
   return
 }
+
+// -----
+
+// expected-error @+1 {{with init 'uniform' needs a finite bound value > 0}}
+lathe.param @u : tensor<4xf32> init(uniform = -1.0)
+
+// -----
+
+func.func @gate_rank(%u: tensor<4x8xf32>, %down: tensor<2x8xf32>, %up: tensor<8x3xf32>, %v: tensor<8xf32>) {
+  // expected-error @+1 {{w_up must be [8, 2] to undo w_down's [2, 8], got 'tensor<8x3xf32>'}}
+  %h = lathe.selective_gate %u, %u, %down, %up, %v, %v : tensor<4x8xf32>, tensor<2x8xf32>, tensor<8x3xf32>, tensor<8xf32>
+  return
+}
+
+// -----
+
+func.func @gate_down(%u: tensor<4x8xf32>, %down: tensor<2x6xf32>, %up: tensor<8x2xf32>, %v: tensor<8xf32>) {
+  // expected-error @+1 {{w_down must be [r, 8], got 'tensor<2x6xf32>'}}
+  %h = lathe.selective_gate %u, %u, %down, %up, %v, %v : tensor<4x8xf32>, tensor<2x6xf32>, tensor<8x2xf32>, tensor<8xf32>
+  return
+}
+
+// -----
+
+func.func @gate_bias(%u: tensor<4x8xf32>, %down: tensor<2x8xf32>, %up: tensor<8x2xf32>, %v: tensor<6xf32>) {
+  // expected-error @+1 {{bias has 6 elements but the state is 8 wide}}
+  %h = lathe.selective_gate %u, %u, %down, %up, %v, %v : tensor<4x8xf32>, tensor<2x8xf32>, tensor<8x2xf32>, tensor<6xf32>
+  return
+}
+
+// -----
+
+func.func @confidence_wq(%u: tensor<4x8xf32>, %v: tensor<8xf32>, %wq: tensor<2x8xf32>, %bq: tensor<1xf32>) {
+  // expected-error @+1 {{w_q must be [1, 8], got 'tensor<2x8xf32>'}}
+  %q = lathe.halt_confidence %u, %u, %v, %v, %wq, %bq {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<8xf32>, tensor<2x8xf32>, tensor<1xf32>
+  return
+}
+
+// -----
+
+func.func @confidence_length(%u: tensor<4x8xf32>, %v: tensor<8xf32>, %wq: tensor<1x8xf32>, %bq: tensor<1xf32>, %n: tensor<2xi32>) {
+  // expected-error @+1 {{expects length as one i32, got 'tensor<2xi32>'}}
+  %q = lathe.halt_confidence %u, %u, %v, %v, %wq, %bq length %n {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<8xf32>, tensor<1x8xf32>, tensor<1xf32> length tensor<2xi32>
+  return
+}
+
+// -----
+
+func.func @halt_pair(%q: tensor<1xf32>, %h: tensor<4x8xf32>, %s: tensor<2xf32>) {
+  // expected-error @+1 {{takes status and kept together}}
+  %s1, %k1 = lathe.halt_if %q, %h, %h status %s mode(cdf) {threshold = 0.5 : f64, tolerance = 0.01 : f64} : tensor<1xf32>, tensor<4x8xf32> status tensor<2xf32> -> tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @halt_threshold(%q: tensor<1xf32>, %h: tensor<4x8xf32>) {
+  // expected-error @+1 {{expects a threshold in (0, 1), got 1.5}}
+  %s1, %k1 = lathe.halt_if %q, %h, %h mode(threshold) {threshold = 1.5 : f64, tolerance = 0.01 : f64} : tensor<1xf32>, tensor<4x8xf32> -> tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @halt_status(%q: tensor<1xf32>, %h: tensor<4x8xf32>) {
+  // expected-error @+1 {{status must be 'tensor<2xf32>', got 'tensor<3xf32>'}}
+  %s1, %k1 = lathe.halt_if %q, %h, %h mode(none) {threshold = 0.5 : f64, tolerance = 0.01 : f64} : tensor<1xf32>, tensor<4x8xf32> -> tensor<3xf32>
+  return
+}

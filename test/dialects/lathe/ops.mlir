@@ -138,6 +138,28 @@ func.func @depth_attention(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>, %w: tensor<
 // Parcae's injection, from a zero state and from a state; identity init.
 // CHECK: lathe.param @B : tensor<8x8xf32> init(identity)
 lathe.param @B : tensor<8x8xf32> init(identity)
+// LoopUS's gate and early exit, and the init rules of its parameters.
+// CHECK: lathe.param @up : tensor<8x2xf32> init(uniform = 5.000000e-01)
+lathe.param @up : tensor<8x2xf32> init(uniform = 0.5)
+// CHECK: lathe.param @A_log : tensor<8xf32> init(log_index)
+lathe.param @A_log : tensor<8xf32> init(log_index)
+// CHECK: lathe.param @dt : tensor<8xf32> init(dt_log_uniform)
+lathe.param @dt : tensor<8xf32> init(dt_log_uniform)
+// CHECK-LABEL: func.func @loopus
+func.func @loopus(%u: tensor<4x8xf32>, %h: tensor<4x8xf32>, %down: tensor<2x8xf32>, %up: tensor<8x2xf32>, %v: tensor<8xf32>, %wq: tensor<1x8xf32>, %bq: tensor<1xf32>, %n: tensor<1xi32>) -> tensor<4x8xf32> {
+  // CHECK: lathe.selective_gate %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : tensor<4x8xf32>, tensor<2x8xf32>, tensor<8x2xf32>, tensor<8xf32>
+  %h1 = lathe.selective_gate %u, %h, %down, %up, %v, %v : tensor<4x8xf32>, tensor<2x8xf32>, tensor<8x2xf32>, tensor<8xf32>
+  // CHECK: lathe.halt_confidence %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} length %{{.*}} {eps = 1.000000e-05 : f64} : tensor<4x8xf32>, tensor<8xf32>, tensor<1x8xf32>, tensor<1xf32> length tensor<1xi32>
+  %q = lathe.halt_confidence %u, %h, %v, %v, %wq, %bq length %n {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<8xf32>, tensor<1x8xf32>, tensor<1xf32> length tensor<1xi32>
+  // CHECK: lathe.halt_confidence %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} {eps = 1.000000e-05 : f64} : tensor<4x8xf32>, tensor<8xf32>, tensor<1x8xf32>, tensor<1xf32>{{$}}
+  %q1 = lathe.halt_confidence %u, %h, %v, %v, %wq, %bq {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<8xf32>, tensor<1x8xf32>, tensor<1xf32>
+  // CHECK: lathe.halt_if %{{.*}}, %{{.*}}, %{{.*}} length %{{.*}} mode(threshold) {threshold = 9.000000e-01 : f64, tolerance = 1.000000e-02 : f64} : tensor<1xf32>, tensor<4x8xf32> length tensor<1xi32> -> tensor<2xf32>
+  %s0, %k0 = lathe.halt_if %q, %h1, %h length %n mode(threshold) {threshold = 0.9 : f64, tolerance = 0.01 : f64} : tensor<1xf32>, tensor<4x8xf32> length tensor<1xi32> -> tensor<2xf32>
+  // CHECK: lathe.halt_if %{{.*}}, %{{.*}}, %{{.*}} status %{{.*}} kept %{{.*}} mode(convergence) {{.*}} : tensor<1xf32>, tensor<4x8xf32> status tensor<2xf32> kept tensor<4x8xf32> -> tensor<2xf32>
+  %s1, %k1 = lathe.halt_if %q1, %h1, %h status %s0 kept %k0 mode(convergence) {threshold = 0.9 : f64, tolerance = 0.01 : f64} : tensor<1xf32>, tensor<4x8xf32> status tensor<2xf32> kept tensor<4x8xf32> -> tensor<2xf32>
+  return %k1 : tensor<4x8xf32>
+}
+
 // CHECK-LABEL: func.func @parcae
 func.func @parcae(%be: tensor<4x8xf32>, %a: tensor<8xf32>, %dt: tensor<8xf32>) -> tensor<4x8xf32> {
   // CHECK: lathe.parcae_inject %{{.*}}, %{{.*}}, %{{.*}} : tensor<4x8xf32>, tensor<8xf32>, tensor<8xf32> -> tensor<4x8xf32>
