@@ -58,6 +58,10 @@ struct AttnResSpec {
   std::string kind;
   double eps = 1e-6;
   std::optional<int64_t> blocks; // block and delta_block only
+  // Delta AttnRes's optional pieces (§2.3), additive kinds only.
+  bool nullSource = false;
+  std::string gate = "none";
+  bool deltaV = false;
 };
 /// LoopUS's early exit (ARCHITECTURES.md §4.3).
 struct HaltSpec {
@@ -136,6 +140,9 @@ template <> struct MappingTraits<AttnResSpec> {
     io.mapRequired("kind", s.kind);
     io.mapOptional("eps", s.eps);
     io.mapOptional("blocks", s.blocks);
+    io.mapOptional("null_source", s.nullSource);
+    io.mapOptional("gate", s.gate);
+    io.mapOptional("delta_v", s.deltaV);
   }
 };
 template <> struct MappingTraits<LoopSpec> {
@@ -422,6 +429,22 @@ private:
       return fail("attn_res.blocks", "must be between 1 and layers (" +
                                          llvm::Twine(spec.layers) + "), got " +
                                          llvm::Twine(*r.blocks));
+    if (r.gate != "none" && r.gate != "sigmoid_scalar" &&
+        r.gate != "sigmoid_vector" && r.gate != "learnable_alpha")
+      return fail("attn_res.gate",
+                  "unknown gate '" + r.gate +
+                      "' (expected: none, sigmoid_scalar, sigmoid_vector, "
+                      "learnable_alpha)");
+    bool additive = r.kind == "delta" || r.kind == "delta_block";
+    for (auto [key, on] : {std::pair<const char *, bool>{"attn_res.null_source",
+                                                         r.nullSource},
+                           {"attn_res.gate", r.gate != "none"},
+                           {"attn_res.delta_v", r.deltaV}})
+      if (on && !additive)
+        return fail(key, "belongs to additive routing (kind delta or "
+                         "delta_block): " +
+                             r.kind + " replaces the stream, so there is "
+                                      "nothing to add the routed term to");
     if ((r.kind == "full" || r.kind == "block") && spec.threePhase)
       return fail("attn_res.kind",
                   r.kind + " attention residuals replace the residual stream, "
@@ -552,13 +575,30 @@ private:
       auto site = [&](const std::string &prefix) {
         declare(prefix + ".query", f32({D}), InitKind::zeros, {}, rLoc);
         declare(prefix + ".norm", f32({D}), InitKind::ones, {}, rLoc);
+        // The optional pieces of §2.3: a zero null source; gates that start
+        // nearly closed (sigmoid(-2) = 0.12) or, alpha, exactly closed.
+        if (r->nullSource)
+          declare(prefix + ".null", f32({D}), InitKind::zeros, {}, rLoc);
+        if (r->gate == "sigmoid_scalar")
+          declare(prefix + ".gate", f32({1}), InitKind::constant, -2.0, rLoc);
+        if (r->gate == "sigmoid_vector") {
+          declare(prefix + ".gate.weight", f32({D, D}), InitKind::zeros, {}, rLoc);
+          declare(prefix + ".gate.bias", f32({D}), InitKind::constant, -2.0,
+                  rLoc);
+        }
+        if (r->gate == "learnable_alpha")
+          declare(prefix + ".alpha", f32({1}), InitKind::zeros, {}, rLoc);
       };
       // Delta Block routes only once a block has completed (layer S_b on).
       int64_t first = r->kind == "delta_block" ? blockSize() : 0;
       for (int64_t l = first; l < spec.layers; ++l) {
         std::string p = "layers." + std::to_string(l) + ".attn_res.";
-        if (l > 0)
+        if (l > 0) {
           site(p + "attn");
+          // delta_v: a second site whose mixture feeds only the values.
+          if (r->deltaV)
+            site(p + "attn_v");
+        }
         site(p + "mlp");
       }
       if (r->kind == "full" || r->kind == "block")
@@ -717,9 +757,23 @@ private:
     auto state = [&](const std::string &name, RankedTensorType type) {
       CacheOp::create(b, top, b.getStringAttr(name), TypeAttr::get(type));
     };
-    for (ParamOp p : params)
-      for (const char *prefix : {"grad.", "adam.m.", "adam.v."})
-        state(prefix + p.getSymName().str(), p.getTensorType());
+    // Muon takes the blocks' 2-D matrices (the hidden ones: not the
+    // embeddings, the head or other matrices outside the blocks).
+    auto muon = [&](ParamOp p) {
+      return train->optimizer == "muon" &&
+             p.getSymName().starts_with("layers.") &&
+             p.getTensorType().getRank() == 2;
+    };
+    for (ParamOp p : params) {
+      std::string name = p.getSymName().str();
+      state("grad." + name, p.getTensorType());
+      if (muon(p)) {
+        state("muon.b." + name, p.getTensorType());
+      } else {
+        state("adam.m." + name, p.getTensorType());
+        state("adam.v." + name, p.getTensorType());
+      }
+    }
 
     auto scalar = RankedTensorType::get({1}, b.getF32Type());
     auto fn = func::FuncOp::create(
@@ -743,13 +797,24 @@ private:
       Location loc = p.getLoc();
       Value w = WeightOp::create(b, loc, p.getTensorType(),
                                  FlatSymbolRefAttr::get(&ctx, name));
+      double decay = decays(name) ? train->weightDecay : 0.0;
+      if (muon(p)) {
+        Value buf = read("muon.b." + name, p.getTensorType());
+        auto update = MuonOp::create(
+            b, loc, w, g, buf, lr, scale, norm.getFactor(),
+            b.getF64FloatAttr(train->muonMomentum),
+            b.getF64FloatAttr(train->muonLrScale), b.getF64FloatAttr(decay));
+        AssignOp::create(b, loc, w, update.getNewParam());
+        AssignOp::create(b, loc, buf, update.getNewBuffer());
+        continue;
+      }
       Value mom = read("adam.m." + name, p.getTensorType());
       Value var = read("adam.v." + name, p.getTensorType());
       auto update = AdamwOp::create(
           b, loc, w, g, mom, var, lr, step, scale, norm.getFactor(),
           b.getF64FloatAttr(train->beta1), b.getF64FloatAttr(train->beta2),
           b.getF64FloatAttr(train->eps),
-          b.getF64FloatAttr(decays(name) ? train->weightDecay : 0.0));
+          b.getF64FloatAttr(decay));
       AssignOp::create(b, loc, w, update.getNewParam());
       AssignOp::create(b, loc, mom, update.getNewM());
       AssignOp::create(b, loc, var, update.getNewV());
@@ -904,10 +969,23 @@ private:
       SmallVector<Value> norms;
       for (Value v : from)
         norms.push_back(normOf(v));
+      // The optional null source and gate (absent params: no operand).
+      const std::string &gateKind = spec.attnRes->gate;
+      Value gate = gateKind == "sigmoid_scalar"    ? weight(site + ".gate", loc)
+                   : gateKind == "learnable_alpha" ? weight(site + ".alpha", loc)
+                   : gateKind == "sigmoid_vector"
+                       ? linear(x, site + ".gate", D, loc)
+                       : Value();
+      auto activation = gateKind == "sigmoid_scalar" ||
+                                gateKind == "sigmoid_vector"
+                            ? GateActivation::sigmoid
+                            : GateActivation::identity;
       return DepthAttentionOp::create(
           b, loc, f32({T, D}), from, norms, weight(site + ".query", loc),
           weight(site + ".norm", loc), additive ? x : Value(),
-          b.getF64FloatAttr(spec.attnRes->eps));
+          weight(site + ".null", loc), gate,
+          b.getF64FloatAttr(spec.attnRes->eps),
+          GateActivationAttr::get(&ctx, activation));
     };
     // A sublayer's output: the new stream, one more source, or (block) the
     // running sum of the open block.
@@ -954,7 +1032,12 @@ private:
       Value h = blockNorm(in, p + "attn_norm", "attn_scale", loc);
       Value q = linear(h, p + "attn.wq", H * Dh, loc);
       Value k = linear(h, p + "attn.wk", K * Dh, loc);
-      Value v = linear(h, p + "attn.wv", K * Dh, loc);
+      // delta_v: the values read their own routing of the same sources.
+      Value hv = h;
+      if (m.lookupSymbol<ParamOp>(p + "attn_res.attn_v.query"))
+        hv = blockNorm(input(p + "attn_res.attn_v", loc), p + "attn_norm",
+                       "attn_scale", loc);
+      Value v = linear(hv, p + "attn.wv", K * Dh, loc);
       if (!learned) {
         q = RopeOp::create(b, loc, q.getType(), q, pos, b.getI64IntegerAttr(H),
                            base);

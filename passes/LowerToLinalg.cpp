@@ -174,6 +174,15 @@ static Value silu(OpBuilder &b, Location l, Value a) {
   return arith::DivFOp::create(b, l, a, den);
 }
 
+/// sigmoid(a) = 1 / (1 + exp(-a)).
+static Value sigmoid(OpBuilder &b, Location l, Value a) {
+  Value one = arith::ConstantOp::create(b, l, b.getF32FloatAttr(1.0f));
+  return arith::DivFOp::create(
+      b, l, one,
+      arith::AddFOp::create(
+          b, l, one, math::ExpOp::create(b, l, arith::NegFOp::create(b, l, a))));
+}
+
 /// Index (loop position) as f32, for positions and masks.
 static Value indexToF32(OpBuilder &b, Location loc, Value index) {
   Value i64 = arith::IndexCastOp::create(b, loc, b.getI64Type(), index);
@@ -336,7 +345,13 @@ struct LowerDepthAttention : OpConversionPattern<DepthAttentionOp> {
     Location loc = op.getLoc();
     SmallVector<int64_t> shape = shapeOf(op.getSources().front());
     int64_t rows = shape[0];
-    ValueRange sources = adaptor.getSources();
+    // A null source is source 0, read through a (t, d) -> (d) map: the same
+    // vector for every token.
+    Value null = adaptor.getNull();
+    SmallVector<Value> sources;
+    if (null)
+      sources.push_back(null);
+    llvm::append_range(sources, adaptor.getSources());
     size_t n = sources.size();
     auto f32 = rewriter.getF32Type();
     auto rowType = RankedTensorType::get({rows}, f32);
@@ -345,12 +360,14 @@ struct LowerDepthAttention : OpConversionPattern<DepthAttentionOp> {
     // Per source, its dot product with w * g, and its sum of squares unless
     // the op brings it (computed once where the source was produced).
     ValueRange given = adaptor.getNorms();
-    SmallVector<Value> sumSq(given.begin(), given.end()), dots;
+    SmallVector<Value> sumSq, dots;
     for (Value source : sources) {
+      bool isNull = source == null;
+      bool own = given.empty() || isNull; // computes its sum of squares
       SmallVector<Type> types = {rowType};
       SmallVector<Value> inits = {g.filled({rows}, 0.0)};
-      SmallVector<AffineMap> maps = {td, d, d, t};
-      if (given.empty()) {
+      SmallVector<AffineMap> maps = {isNull ? d : td, d, d, t};
+      if (own) {
         types.push_back(rowType);
         inits.push_back(g.filled({rows}, 0.0));
         maps.push_back(t);
@@ -363,14 +380,16 @@ struct LowerDepthAttention : OpConversionPattern<DepthAttentionOp> {
             Value wg = arith::MulFOp::create(nb, l, a[1], a[2]);
             SmallVector<Value> out = {arith::AddFOp::create(
                 nb, l, a[3], arith::MulFOp::create(nb, l, a[0], wg))};
-            if (given.empty())
+            if (own)
               out.push_back(arith::AddFOp::create(
                   nb, l, a[4], arith::MulFOp::create(nb, l, a[0], a[0])));
             linalg::YieldOp::create(nb, l, out);
           }));
       dots.push_back(stats.getResult(0));
-      if (given.empty())
+      if (own)
         sumSq.push_back(stats.getResult(1));
+      else
+        sumSq.push_back(given[sumSq.size() - (null ? 1 : 0)]);
     }
     // alpha_n = softmax_n(dot_n / sqrt(ss_n / D + eps)) per token.
     float invD = 1.0f / static_cast<float>(shape[1]);
@@ -411,26 +430,41 @@ struct LowerDepthAttention : OpConversionPattern<DepthAttentionOp> {
             out.push_back(arith::DivFOp::create(nb, l, e[i], sum));
           linalg::YieldOp::create(nb, l, out);
         }));
-    // result = [base +] sum_n alpha_n S_n
+    // result = [base +] [act(gate) *] sum_n alpha_n S_n
     SmallVector<Value> mixIns(sources.begin(), sources.end());
     llvm::append_range(mixIns, alpha.getResults());
-    SmallVector<AffineMap> mixMaps(n, td);
+    SmallVector<AffineMap> mixMaps;
+    for (Value source : sources)
+      mixMaps.push_back(source == null ? d : td);
     mixMaps.append(n, t);
-    Value base = adaptor.getBase();
+    Value base = adaptor.getBase(), gate = adaptor.getGate();
     if (base) {
       mixIns.push_back(base);
       mixMaps.push_back(td);
     }
+    if (gate) {
+      mixIns.push_back(gate);
+      mixMaps.push_back(shapeOf(op.getGate()).size() == 1
+                            ? g.map(2, {g.getAffineConstant(0)})
+                            : td);
+    }
     mixMaps.push_back(td);
+    bool sigmoidGate = op.getGateActivation() == GateActivation::sigmoid;
     Value r = g.generic(mixIns, g.empty(shape), mixMaps, {kPar, kPar},
                         [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
                           GenericBuilder in{nb, l};
-                          Value acc = base ? a[2 * n] : in.cst(0.0);
+                          Value acc = in.cst(0.0);
                           for (size_t i = 0; i < n; ++i)
                             acc = arith::AddFOp::create(
                                 nb, l, acc,
                                 arith::MulFOp::create(nb, l, a[n + i], a[i]));
-                          return acc;
+                          if (gate) {
+                            Value s = a[2 * n + (base ? 1 : 0)];
+                            acc = arith::MulFOp::create(
+                                nb, l, sigmoidGate ? sigmoid(nb, l, s) : s, acc);
+                          }
+                          return base ? arith::AddFOp::create(nb, l, a[2 * n], acc)
+                                      : acc;
                         });
     rewriter.replaceOp(op, r);
     return success();
@@ -968,14 +1002,6 @@ struct LowerMatmul : OpConversionPattern<MatmulOp> {
 
 /// With r = 1/sqrt(mean(x^2) + eps) and dot = sum_d dy g x per row:
 /// dx = r dy g - x r^3 dot / D, and dg = sum_t dy x r.
-/// sigmoid(a) = 1 / (1 + exp(-a)).
-static Value sigmoid(OpBuilder &b, Location l, Value a) {
-  Value one = arith::ConstantOp::create(b, l, b.getF32FloatAttr(1.0f));
-  return arith::DivFOp::create(
-      b, l, one,
-      arith::AddFOp::create(
-          b, l, one, math::ExpOp::create(b, l, arith::NegFOp::create(b, l, a))));
-}
 
 /// RMSNorm's VJP (per stripe with phases): with r = 1/sqrt(mean(x^2) + eps)
 /// and dot = sum dy g x per row (and stripe), dx = r dy g - x r^3 dot / D
@@ -1855,6 +1881,103 @@ struct LowerAdamw : OpConversionPattern<AdamwOp> {
   }
 };
 
+/// Muon: the Nesterov momentum and the scaled gradient in one generic, the
+/// Frobenius norm under a unit parallel loop, then X (transposed for a tall
+/// matrix, so that X X^T is the small Gram matrix) through five
+/// Newton-Schulz steps, each three products, and the decayed update.
+struct LowerMuon : OpConversionPattern<MuonOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(MuonOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    auto type = llvm::cast<RankedTensorType>(op.getParam().getType());
+    int64_t rows = type.getDimSize(0), cols = type.getDimSize(1);
+    AffineMap id = g.map(2, {g.d(0), g.d(1)}), scalar = g.map(2, {g.getAffineConstant(0)}),
+              swapped = g.map(2, {g.d(1), g.d(0)});
+    float mu = static_cast<float>(op.getMomentum().convertToDouble());
+    auto momentum = g.tag(linalg::GenericOp::create(
+        rewriter, op.getLoc(), TypeRange{type, type},
+        ValueRange{adaptor.getGrad(), adaptor.getBuffer(), adaptor.getScale(),
+                   adaptor.getFactor()},
+        ValueRange{g.empty(type.getShape()), g.empty(type.getShape())},
+        ArrayRef<AffineMap>{id, id, scalar, scalar, id, id},
+        ArrayRef<utils::IteratorType>{kPar, kPar},
+        [&](OpBuilder &nb, Location l, ValueRange a) {
+          GenericBuilder in{nb, l};
+          Value grad = arith::MulFOp::create(
+              nb, l, arith::MulFOp::create(nb, l, a[0], a[2]), a[3]);
+          Value buf = arith::AddFOp::create(
+              nb, l, arith::MulFOp::create(nb, l, in.cst(mu), a[1]), grad);
+          Value u = arith::AddFOp::create(
+              nb, l, grad, arith::MulFOp::create(nb, l, in.cst(mu), buf));
+          linalg::YieldOp::create(nb, l, ValueRange{buf, u});
+        }));
+    Value buffer = momentum.getResult(0), u = momentum.getResult(1);
+    Value ss = g.generic({u}, g.filled({1}, 0.0),
+                         {g.map(3, {g.d(1), g.d(2)}), g.map(3, {g.d(0)})},
+                         {kPar, kRed, kRed},
+                         [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                           return arith::AddFOp::create(
+                               nb, l, a[1], arith::MulFOp::create(nb, l, a[0], a[0]));
+                         });
+    bool tall = rows > cols;
+    int64_t r = std::min(rows, cols), c = std::max(rows, cols);
+    Value x = g.generic({u, ss}, g.empty({r, c}), {tall ? swapped : id, scalar, id},
+                        {kPar, kPar},
+                        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                          GenericBuilder in{nb, l};
+                          return arith::DivFOp::create(
+                              nb, l, a[0],
+                              arith::AddFOp::create(
+                                  nb, l, math::SqrtOp::create(nb, l, a[1]),
+                                  in.cst(1e-7)));
+                        });
+    const float qa = 3.4445f, qb = -4.7750f, qc = 2.0315f;
+    for (int i = 0; i < 5; ++i) {
+      Value gram = g.matmulTransposed(x, x);       // A = X X^T, [r, r]
+      Value gram2 = g.matmulTransposed(gram, gram); // A A (A is symmetric)
+      Value poly = g.elementwise({gram, gram2}, [&](OpBuilder &nb, Location l,
+                                                    ValueRange a) -> Value {
+        GenericBuilder in{nb, l};
+        return arith::AddFOp::create(
+            nb, l, arith::MulFOp::create(nb, l, in.cst(qb), a[0]),
+            arith::MulFOp::create(nb, l, in.cst(qc), a[1]));
+      });
+      Value ax = g.elementwise({x}, [&](OpBuilder &nb, Location l,
+                                        ValueRange a) -> Value {
+        GenericBuilder in{nb, l};
+        return arith::MulFOp::create(nb, l, in.cst(qa), a[0]);
+      });
+      // X = a X + (b A + c A^2) X
+      x = g.generic({poly, x}, ax,
+                    {g.map(3, {g.d(0), g.d(2)}), g.map(3, {g.d(2), g.d(1)}),
+                     g.map(3, {g.d(0), g.d(1)})},
+                    {kPar, kPar, kRed}, mulAdd);
+    }
+    float lrScale = static_cast<float>(op.getLrScale().convertToDouble());
+    float wd = static_cast<float>(op.getWeightDecay().convertToDouble());
+    float shapeScale = std::sqrt(std::max(1.0f, float(rows) / float(cols)));
+    Value param = g.generic(
+        {adaptor.getParam(), x, adaptor.getLr()}, g.empty(type.getShape()),
+        {id, tall ? swapped : id, scalar, id}, {kPar, kPar},
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value lr = arith::MulFOp::create(nb, l, a[2], in.cst(lrScale));
+          Value decayed = arith::MulFOp::create(
+              nb, l, a[0],
+              arith::SubFOp::create(nb, l, in.cst(1.0),
+                                    arith::MulFOp::create(nb, l, lr, in.cst(wd))));
+          return arith::SubFOp::create(
+              nb, l, decayed,
+              arith::MulFOp::create(
+                  nb, l, arith::MulFOp::create(nb, l, lr, in.cst(shapeScale)), a[1]));
+        });
+    rewriter.replaceOp(op, ValueRange{param, buffer});
+    return success();
+  }
+};
+
 /// x + linear(a, W) and x + mlp(h) are residual connections: fused into the
 /// last GEMM as `accumulate x` when the sum is the product's only use.
 static void foldResidualAdds(ModuleOp module) {
@@ -2158,7 +2281,7 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
                  LowerCenterRows, LowerParcaeInjectGrad,
                  LowerModulatedRmsNormGrad, LowerGatedAddGrad,
                  LowerSiluGrad, LowerSelectiveGate, LowerHaltConfidence,
-                 LowerHaltIf>(ctx);
+                 LowerHaltIf, LowerMuon>(ctx);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
       signalPassFailure();

@@ -69,6 +69,13 @@ struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
           for (Operation *user : out.getUsers())
             groups.unionSets(op, user);
       } else if (auto linear = dyn_cast<LinearOp>(op)) {
+        // A routing gate's logits (Delta AttnRes's sigmoid_vector) are made
+        // in the routing site's kernel, which reads the stream anyway.
+        Value out = linear.getResult();
+        if (out.hasOneUse())
+          if (auto route = dyn_cast<DepthAttentionOp>(*out.getUsers().begin()))
+            if (route.getGate() == out)
+              groups.unionSets(op, route);
         // Projections of one input: Q, K and V read it once, together.
         for (Operation *sibling : linear.getInput().getUsers())
           if (sibling != op && isa<LinearOp>(sibling) &&
@@ -104,6 +111,14 @@ struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
             isa<RmsNormOp, LayerNormOp, ModulatedRmsNormOp>(
                 *out.getUsers().begin()))
           producer = *out.getUsers().begin();
+        // Two sites over the same sources and stream (delta_v's value site
+        // next to the attention site) read them once, together.
+        if (Value base = route.getBase())
+          for (Operation *user : base.getUsers())
+            if (auto other = dyn_cast<DepthAttentionOp>(user);
+                other && other != route && other.getBase() == base &&
+                other.getSources() == route.getSources())
+              groups.unionSets(op, other);
       } else if (isa<PhaseRotateOp, DcInjectOp, SubOp, RowSumSquaresOp>(op)) {
         // Elementwise rewrites of the residual stream (3PT's rotation after
         // the O projection, the horn after the embedding) run in the

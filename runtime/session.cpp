@@ -729,6 +729,13 @@ extern "C" lathe_status_t lathe_session_eval_loss(lathe_session_t *session,
   return nullptr;
 }
 
+/// The optimizer's states, saved with a checkpoint: AdamW's moments and
+/// Muon's momentum.
+static bool isOptimizerState(const fb::State *st) {
+  std::string_view name = st->name()->string_view();
+  return name.substr(0, 5) == "adam." || name.substr(0, 5) == "muon.";
+}
+
 extern "C" lathe_status_t
 lathe_session_save(const lathe_session_t *session, const char *path,
                    int with_optimizer, int64_t step,
@@ -753,7 +760,7 @@ lathe_session_save(const lathe_session_t *session, const char *path,
   if (with_optimizer)
     for (size_t i = 0; i < lathe_artifact_state_count(art); ++i) {
       const fb::State *st = art->root->states()->Get(i);
-      if (st->name()->string_view().substr(0, 5) != "adam.")
+      if (!isOptimizerState(st))
         continue;
       tensors.push_back({st->name()->str(), "F32", shapeOf(st->shape()),
                          session->states[i].get(), art->stateBytes[i]});
@@ -783,7 +790,7 @@ extern "C" lathe_status_t lathe_session_load_optimizer(lathe_session_t *session,
   std::vector<std::pair<size_t, const TensorView *>> copies;
   for (size_t i = 0; i < lathe_artifact_state_count(art); ++i) {
     const fb::State *st = art->root->states()->Get(i);
-    if (st->name()->string_view().substr(0, 5) != "adam.")
+    if (!isOptimizerState(st))
       continue;
     std::string name = st->name()->str();
     const TensorView *t = file->find(name);

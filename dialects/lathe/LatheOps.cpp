@@ -235,14 +235,30 @@ LogicalResult DepthAttentionOp::verify() {
                              << n.getType();
   }
   int64_t width = dim(getSources().front(), 1);
-  for (auto [what, v] : {std::pair<const char *, Value>{"query", getQuery()},
-                         {"gain", getGain()}}) {
+  SmallVector<std::pair<const char *, Value>> vectors = {{"query", getQuery()},
+                                                         {"gain", getGain()}};
+  if (getNull())
+    vectors.push_back({"null", getNull()});
+  for (auto [what, v] : vectors) {
     if (failed(expectStatic(*this, v.getType(), 1, what)))
       return failure();
     if (dim(v, 0) != width)
       return emitOpError() << what << " has " << dim(v, 0)
                            << " elements but the sources are " << width
                            << " wide";
+  }
+  if (getGate()) {
+    if (!getBase())
+      return emitOpError("takes a gate only with a base: it gates the routed "
+                         "term added to the stream (additive routing)");
+    auto gate = llvm::cast<RankedTensorType>(getGate().getType());
+    bool scalar = gate.getRank() == 1 && gate.getDimSize(0) == 1;
+    if (!scalar && gate != type)
+      return emitOpError() << "gate must be one scalar (tensor<1xf32>) or one "
+                              "value per token and channel ("
+                           << type << "), got " << gate;
+  } else if (getGateActivation() != GateActivation::identity) {
+    return emitOpError("has a gate activation but no gate");
   }
   if (!(getEps().convertToDouble() > 0.0))
     return emitOpError("expects eps > 0");
@@ -942,6 +958,23 @@ LogicalResult AdamwOp::verify() {
   if (!(getEps().convertToDouble() > 0.0) ||
       !(getWeightDecay().convertToDouble() >= 0.0))
     return emitOpError("expects eps > 0 and weight_decay >= 0");
+  return success();
+}
+
+LogicalResult MuonOp::verify() {
+  for (auto [name, v] : {std::pair<StringRef, Value>{"lr", getLr()},
+                         {"scale", getScale()},
+                         {"factor", getFactor()}})
+    if (failed(expectScalar(*this, v, name)))
+      return failure();
+  if (failed(expectStatic(*this, getParam().getType(), 2, "param")))
+    return failure();
+  double mu = getMomentum().convertToDouble();
+  if (!(mu >= 0.0 && mu < 1.0))
+    return emitOpError("expects a momentum in [0, 1)");
+  if (!(getLrScale().convertToDouble() > 0.0) ||
+      !(getWeightDecay().convertToDouble() >= 0.0))
+    return emitOpError("expects lr_scale > 0 and weight_decay >= 0");
   return success();
 }
 

@@ -54,6 +54,14 @@ def Lathe_Normalizer : I32EnumAttr<"Normalizer",
   let cppNamespace = "::mlir::lathe";
 }
 
+def Lathe_GateActivation : I32EnumAttr<"GateActivation",
+    "how a routing gate's parameter becomes the gate", [
+    I32EnumAttrCase<"identity", 0>,
+    I32EnumAttrCase<"sigmoid", 1>
+  ]> {
+  let cppNamespace = "::mlir::lathe";
+}
+
 def Lathe_F32Tensor : RankedTensorOf<[F32]>;
 def Lathe_I32Tensor : RankedTensorOf<[I32]>;
 
@@ -291,6 +299,12 @@ def Lathe_DepthAttentionOp : Lathe_Op<"depth_attention",
     (Delta AttnRes, additive routing) the result is `base + sum_n alpha_n
     S_n`. Tokens do not mix, so decoding needs no cache for it.
 
+    Delta AttnRes's optional pieces (§2.3): `null` ([D]) is a learned
+    source prepended to the others, the same for every token; `gate` scales
+    the routed term, `base + act(gate) * sum_n alpha_n S_n`, with `gate`
+    one scalar ([1]) or one value per token and channel ([T, D]) and act
+    the `gate_activation` (identity, e.g. a learnable alpha, or sigmoid).
+
     `norms`, when given, are the sources' per-token sums of squares
     (`lathe.row_sum_squares`, one [T] per source): a source's RMS does not
     depend on the site, so it is computed once where the source is produced
@@ -306,18 +320,26 @@ def Lathe_DepthAttentionOp : Lathe_Op<"depth_attention",
         : (tensor<8x64xf32>, tensor<8x64xf32>, tensor<8x64xf32>), tensor<64xf32>, tensor<64xf32> -> tensor<8x64xf32>
     %y = lathe.depth_attention (%h0, %o0) norms (%n0, %n1) query %w gain %g base %h {eps = 1.0e-06 : f64}
         : (tensor<8x64xf32>, tensor<8x64xf32>), (tensor<8xf32>, tensor<8xf32>), tensor<64xf32>, tensor<64xf32>, tensor<8x64xf32> -> tensor<8x64xf32>
+    %z = lathe.depth_attention (%h0, %o0) query %w gain %g base %h null %n gate %a
+        {eps = 1.0e-06 : f64, gate_activation = 1 : i32}
+        : (tensor<8x64xf32>, tensor<8x64xf32>), tensor<64xf32>, tensor<64xf32>, tensor<8x64xf32>
+          null tensor<64xf32> gate tensor<1xf32> -> tensor<8x64xf32>
     ```
   }];
   let arguments = (ins Variadic<Lathe_F32Tensor>:$sources,
                        Variadic<Lathe_F32Tensor>:$norms,
                        Lathe_F32Tensor:$query, Lathe_F32Tensor:$gain,
-                       Optional<Lathe_F32Tensor>:$base, F64Attr:$eps);
+                       Optional<Lathe_F32Tensor>:$base,
+                       Optional<Lathe_F32Tensor>:$null,
+                       Optional<Lathe_F32Tensor>:$gate, F64Attr:$eps,
+                       DefaultValuedAttr<Lathe_GateActivation,
+                           "::mlir::lathe::GateActivation::identity">:$gate_activation);
   let results = (outs Lathe_F32Tensor:$result);
   let assemblyFormat = [{
     `(` $sources `)` (`norms` `(` $norms^ `)`)? `query` $query `gain` $gain
-    (`base` $base^)? attr-dict
+    (`base` $base^)? (`null` $null^)? (`gate` $gate^)? attr-dict
     `:` `(` type($sources) `)` `,` (`(` type($norms)^ `)` `,`)? type($query) `,` type($gain)
-    (`,` type($base)^)? `->` type($result)
+    (`,` type($base)^)? (`null` type($null)^)? (`gate` type($gate)^)? `->` type($result)
   }];
   let hasVerifier = 1;
 }
@@ -1246,6 +1268,40 @@ def Lathe_GlobalNormOp : Lathe_Op<"global_norm", [Pure]> {
   let assemblyFormat = [{
     `(` $grads `)` `scale` $scale attr-dict `:` `(` type($grads) `)` `,`
     type($scale) `->` type($norm) `,` type($factor)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_MuonOp : Lathe_Op<"muon", [Pure,
+    AllTypesMatch<["param", "grad", "buffer", "new_param", "new_buffer"]>,
+    AllTypesMatch<["lr", "scale", "factor"]>]> {
+  let summary = "One Muon update of a 2-D hidden matrix: orthogonalised Nesterov momentum.";
+  let description = [{
+    Keller Jordan's Muon. With `g = grad * scale * factor` (as for AdamW),
+    `B' = momentum B + g`, `U = g + momentum B'` (Nesterov), `X = U /
+    (||U||_F + 1e-7)`, taken as X^T when the matrix has more rows than
+    columns, then five Newton-Schulz steps of the quintic `X <- a X + (b A
+    + c A^2) X` with `A = X X^T` and (a, b, c) = (3.4445, -4.7750, 2.0315),
+    which drive every singular value of X towards 1 (the orthogonal polar
+    factor of U, approximately); then `p' = p (1 - lr_m weight_decay) -
+    lr_m sqrt(max(1, rows / cols)) X` with `lr_m = lr * lr_scale`: the
+    scheduled AdamW learning rate scaled for Muon.
+
+    ```mlir
+    %p1, %b1 = lathe.muon %p, %g, %b lr %lr scale %s factor %f
+        {lr_scale = 2.0e+01 : f64, momentum = 0.95 : f64, weight_decay = 0.1 : f64}
+        : tensor<64x128xf32>, tensor<1xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$param, Lathe_F32Tensor:$grad,
+                       Lathe_F32Tensor:$buffer, Lathe_F32Tensor:$lr,
+                       Lathe_F32Tensor:$scale, Lathe_F32Tensor:$factor,
+                       F64Attr:$momentum, F64Attr:$lr_scale,
+                       F64Attr:$weight_decay);
+  let results = (outs Lathe_F32Tensor:$new_param, Lathe_F32Tensor:$new_buffer);
+  let assemblyFormat = [{
+    $param `,` $grad `,` $buffer `lr` $lr `scale` $scale `factor` $factor
+    attr-dict `:` type($param) `,` type($lr)
   }];
   let hasVerifier = 1;
 }

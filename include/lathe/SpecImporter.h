@@ -16,6 +16,11 @@ struct TrainOptions {
   int64_t seq = 0; // the training window; 0 means max_seq
   double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weightDecay = 0.1;
   double clip = 1.0; // max global gradient norm
+  // "adamw", or "muon": Muon for the 2-D matrices of the blocks (names
+  // `layers.*`), AdamW for the rest.
+  std::string optimizer = "adamw";
+  double muonMomentum = 0.95;
+  double muonLrScale = 20.0; // Muon's lr = the scheduled AdamW lr * this
 };
 
 /// Reads a YAML model spec and builds its `lathe` module: parameters and the
@@ -26,7 +31,8 @@ struct TrainOptions {
 ///   `grad.<param>`;
 /// - `optimizer_step(lr, step, scale)`: global-norm clipping and AdamW on
 ///   every parameter, in place, with moments in `adam.m.<param>` and
-///   `adam.v.<param>`; returns the gradient norm.
+///   `adam.v.<param>` (with Muon: its matrices' momentum in
+///   `muon.b.<param>`); returns the gradient norm.
 /// The first two are marked for lathe-differentiate. Errors go to `errs` as
 /// one line each, `FILE:LINE:COL: error: MESSAGE`; on error the result is
 /// null.

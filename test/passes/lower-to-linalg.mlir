@@ -306,3 +306,24 @@ func.func @loopus(%u: tensor<4x8xf32>, %h: tensor<4x8xf32>, %down: tensor<2x8xf3
   %s, %k = lathe.halt_if %q, %h1, %h length %n status %status kept %kept mode(threshold) {threshold = 0.9 : f64, tolerance = 0.01 : f64} : tensor<1xf32>, tensor<4x8xf32> length tensor<1xi32> status tensor<2xf32> kept tensor<4x8xf32> -> tensor<2xf32>
   return %k : tensor<4x8xf32>
 }
+
+// -----
+
+// Tests Muon: the momentum generic yields the new buffer and the Nesterov
+// direction; the Frobenius norm reduces both dimensions under a unit
+// parallel loop; a tall matrix is transposed into X (so X X^T is the small
+// Gram matrix); five Newton-Schulz steps of three products each; the
+// update reads X transposed back.
+
+// CHECK-DAG: #[[SWAP:.*]] = affine_map<(d0, d1) -> (d1, d0)>
+// CHECK-LABEL: func.func @muon
+// CHECK: linalg.generic {{.*}} outs(%{{.*}}, %{{.*}} : tensor<8x4xf32>, tensor<8x4xf32>)
+// CHECK: iterator_types = ["parallel", "reduction", "reduction"]
+// CHECK: linalg.generic {indexing_maps = [#[[SWAP]], {{.*}} outs(%{{.*}} : tensor<4x8xf32>)
+// CHECK-COUNT-5: outs(%{{.*}} : tensor<4x4xf32>) {
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #[[SWAP]], {{.*}} outs(%{{.*}} : tensor<8x4xf32>)
+// CHECK-NOT: lathe.muon
+func.func @muon(%w: tensor<8x4xf32>, %s: tensor<1xf32>) -> tensor<8x4xf32> {
+  %p, %b = lathe.muon %w, %w, %w lr %s scale %s factor %s {lr_scale = 20.0 : f64, momentum = 0.95 : f64, weight_decay = 0.1 : f64} : tensor<8x4xf32>, tensor<1xf32>
+  return %p : tensor<8x4xf32>
+}

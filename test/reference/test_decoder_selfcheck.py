@@ -1635,6 +1635,392 @@ def _():
     return ", ".join(notes)
 
 
+# ---------------------------------------------------------------- attn_res optional pieces (s2.3)
+# null_source, gate (sigmoid_scalar / sigmoid_vector / learnable_alpha) and delta_v for the additive
+# kinds delta and delta_block; s6 invariant 3 with the gate. Site sets here are a hand rule, not
+# decoder's attn_res_sites; the loop implementation is forward_arch_loops (gated_add, attention xvs).
+
+AR_GATES = ("sigmoid_scalar", "sigmoid_vector", "learnable_alpha")
+
+
+def AR(kind="delta", blocks=None, **opts):
+    a = dict(kind=kind, **opts)
+    if blocks is not None:
+        a["blocks"] = blocks
+    return dict(attn_res=a)
+
+
+def _hand_ar_sites(kind, L, Sb=None):
+    """(attn / mlp site prefixes, attn_v site prefixes) by hand: delta routes every sublayer but
+    layer 0's attention; delta_block both sublayers of every layer l >= S_b."""
+    if kind == "delta":
+        ls = [(l, "attn") for l in range(1, L)] + [(l, "mlp") for l in range(L)]
+    else:
+        ls = [(l, site) for l in range(Sb, L) for site in ("attn", "mlp")]
+    sites = {f"layers.{l}.attn_res.{site}" for l, site in ls}
+    return sites, {f"layers.{l}.attn_res.attn_v" for l, site in ls if site == "attn"}
+
+
+def _hand_ar_new(D, sites, vsites, null, gate):
+    """name -> (shape, init value at scale 1) of every tensor the options add."""
+    out = {}
+    for n in vsites:
+        out[n + ".query"], out[n + ".norm"] = ((D,), 0.0), ((D,), 1.0)
+    for n in sites | vsites:
+        if null:
+            out[n + ".null"] = ((D,), 0.0)
+        if gate == "sigmoid_scalar":
+            out[n + ".gate"] = ((1,), -2.0)
+        elif gate == "sigmoid_vector":
+            out[n + ".gate.weight"], out[n + ".gate.bias"] = ((D, D), 0.0), ((D,), -2.0)
+        elif gate == "learnable_alpha":
+            out[n + ".alpha"] = ((1,), 0.0)
+    return out
+
+
+def _without_ar_options(kw):
+    a = {k: v for k, v in kw["attn_res"].items() if k not in ("null_source", "gate", "delta_v")}
+    return dict(kw, attn_res=a)
+
+
+@check("spec: attn_res null_source / gate / delta_v: defaults omitted when normalised; only with delta / "
+       "delta_block (refused for full / block even at the default); unknown gates and non-bools refused; YAML")
+def _():
+    s = small_spec(**AR(null_source=True, gate="sigmoid_vector", delta_v=True))
+    assert s["attn_res"] == {"kind": "delta", "eps": 1e-6, "null_source": True, "gate": "sigmoid_vector",
+                             "delta_v": True}, s["attn_res"]
+    assert small_spec(layers=4, **AR("delta_block", 2, gate="learnable_alpha"))["attn_res"] == \
+        {"kind": "delta_block", "eps": 1e-6, "blocks": 2, "gate": "learnable_alpha"}
+    for dflt in (dict(null_source=False, gate="none", delta_v=False), dict(null_source=None, gate=None, delta_v=None)):
+        assert small_spec(**AR(**dflt))["attn_res"] == {"kind": "delta", "eps": 1e-6}, dflt
+    for g in AR_GATES:
+        assert small_spec(**AR(gate=g))["attn_res"]["gate"] == g
+    small_spec(layers=4, **TP2, **AR("delta_block", 2, null_source=True, gate="sigmoid_scalar", delta_v=True))
+    bad = [
+        (AR(gate="alpha"), ["attn_res.gate", "unknown", "'alpha'", "sigmoid_scalar", "learnable_alpha"]),
+        (AR(gate="Sigmoid_scalar"), ["attn_res.gate", "unknown"]),
+        (AR(gate="sigmoid"), ["attn_res.gate", "unknown"]),
+        (AR(gate=True), ["attn_res.gate", "unknown"]),
+        (AR(gate=0), ["attn_res.gate", "unknown"]),
+        (AR(null_source="yes"), ["attn_res.null_source", "true or false"]),
+        (AR(null_source=1), ["attn_res.null_source", "true or false"]),
+        (AR(delta_v=0), ["attn_res.delta_v", "true or false"]),
+        (AR("full", null_source=True), ["null_source", "delta and delta_block", "full"]),
+        (AR("full", gate="sigmoid_scalar"), ["gate", "delta and delta_block", "full"]),
+        (AR("full", gate="none"), ["gate", "delta and delta_block", "full"]),
+        (AR("full", delta_v=False), ["delta_v", "delta and delta_block", "full"]),
+        (AR("block", 2, delta_v=True), ["delta_v", "delta and delta_block", "block"]),
+        (AR("block", 1, gate="learnable_alpha"), ["gate", "delta and delta_block", "block"]),
+        (AR("block", 1, null_source=False), ["null_source", "delta and delta_block", "block"]),
+        (AR(gates="sigmoid_scalar"), ["unknown", "gates"]),
+        (AR(null=True), ["unknown", "null"]),
+    ]
+    for kw, frags in bad:
+        try:
+            raises(lambda: small_spec(**kw), *frags)
+        except AssertionError as e:
+            raise AssertionError(f"{kw}: {e}")
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "a.yaml")
+        open(path, "w").write("name: a\nd_model: 32\nheads: 4\nattn_res:\n  kind: delta\n  null_source: true"
+                              "          # default false\n  gate: sigmoid_scalar       # none (default) | ...\n"
+                              "  delta_v: true              # default false\n")
+        assert ref.load_spec(path)["attn_res"] == {"kind": "delta", "eps": 1e-6, "null_source": True,
+                                                   "gate": "sigmoid_scalar", "delta_v": True}
+        open(path, "w").write("name: a\nd_model: 32\nheads: 4\nattn_res: {kind: delta, gate: none}\n")
+        assert ref.load_spec(path)["attn_res"] == {"kind": "delta", "eps": 1e-6}
+    return f"{len(bad)} invalid specs rejected"
+
+
+@check("weights: null / gate / attn_v names by a hand rule (no new sites), inits at scale 1, --scale perturbs "
+       "each, other draws unchanged, every new tensor matters, param counts at (768, 12)")
+def _():
+    notes = []
+    for L, kind, N, extra in ((3, "delta", None, {}), (4, "delta_block", 2, {}), (3, "delta_block", 3, {}),
+                              (2, "delta", None, TP2)):
+        Sb = -(-L // N) if N else None
+        counts = []
+        for null, gate, dv in ((True, "sigmoid_scalar", True), (False, "sigmoid_vector", True),
+                               (True, "learnable_alpha", False), (True, "none", False), (False, "none", True)):
+            opts = dict(null_source=null, gate=gate, delta_v=dv)
+            kw = dict(layers=L, **extra, **AR(kind, N, **opts))
+            s, s0 = small_spec(**kw), small_spec(**_without_ar_options(kw))
+            sites, vsites = _hand_ar_sites(kind, L, Sb)
+            vsites = vsites if dv else set()
+            want = _hand_ar_new(32, sites, vsites, null, gate)
+            sh, sh0 = ref.weight_shapes(s), ref.weight_shapes(s0)
+            assert set(sh0) <= set(sh) and set(sh) - set(sh0) == set(want), (kind, L, opts, set(sh) ^ set(sh0) ^ set(want))
+            assert {n for n in sh0 if "attn_res" in n} == {f"{p}.{k}" for p in sites for k in ("query", "norm")}
+            assert all(sh[n][0] == want[n][0] for n in want), opts
+            counts.append(len(want))
+            w1, w10 = ref.init_weights(s, 7), ref.init_weights(s, 7, scale=10.0, norm_jitter=0.3)
+            for n, (shape, v) in want.items():
+                assert w1[n].dtype == np.float32 and np.all(w1[n] == np.float32(v)), (n, w1[n])
+                dev = w10[n].astype(np.float64) - v
+                assert np.all(dev != 0) and (w10[n].size == 1 or np.std(dev) > 0.05), (n, np.std(dev))
+                assert np.max(np.abs(dev)) < 2.0, (n, "perturbation is small next to the init scale")
+            # every other tensor is drawn exactly as without the options (scale 1 and scale 10 + jitter)
+            for a, b in ((w1, ref.init_weights(s0, 7)), (w10, ref.init_weights(s0, 7, scale=10.0, norm_jitter=0.3))):
+                assert all(np.array_equal(a[n], b[n]) for n in b), opts
+            if L <= 3 and not extra and (kind, gate) in (("delta", "sigmoid_scalar"), ("delta_block", "sigmoid_vector"),
+                                                         ("delta", "learnable_alpha"), ("delta", "none")):
+                full = ref.forward(s, w10, TOKENS)
+                for n in want:
+                    moved = np.max(np.abs(ref.forward(s, dict(w10, **{n: w10[n] * 1.5 + 0.1}), TOKENS) - full))
+                    assert moved > 1e-6, (n, moved)
+                raises(lambda: ref.forward(s, {k: a for k, a in w10.items() if k != sorted(want)[0]}, TOKENS),
+                       "missing", sorted(want)[0])
+        notes.append(f"{kind} L={L}{' 3PT' if extra else ''}: {len(sites)} sites + {len(_hand_ar_sites(kind, L, Sb)[1])} "
+                     f"attn_v, new tensors {counts}")
+    # full / block never get the new tensors (the options are refused there) and sites are unchanged by delta_v
+    big = dict(vocab=64, d_model=768, layers=12, heads=12, max_seq=8, mlp={"width": 64})
+    count = lambda sp, frag: sum(int(np.prod(v[0])) for n, v in ref.weight_shapes(ref.make_spec(**big, **sp)).items()
+                                 if frag in n)
+    D = 768
+    assert count(AR(null_source=True, delta_v=True), ".null") == (23 + 11) * D
+    assert count(AR(gate="sigmoid_vector"), ".gate.") == 23 * (D * D + D)
+    assert count(AR(gate="sigmoid_scalar", delta_v=True), ".gate") == 34
+    assert count(AR(gate="learnable_alpha"), ".alpha") == 23
+    assert count(AR(delta_v=True), "attn_v") == 11 * 2 * D
+    assert count(AR("delta_block", 4, null_source=True, gate="learnable_alpha", delta_v=True), "attn_v") == 9 * (3 * D + 1)
+    return "; ".join(notes)
+
+
+@check("s6.3 with the gate: learnable_alpha = 0 equals the baseline model exactly (delta / delta_block, with "
+       "null_source, delta_v, three_phase, GPT-2 style); closed sigmoid gates (-50) approach it, open (-2) do not")
+def _():
+    notes = []
+    for label, kw in (("delta L=3", dict(layers=3, **AR())), ("delta_block L=4 N=2", dict(layers=4, **AR("delta_block", 2))),
+                      ("delta + 3PT", dict(TP2, **AR())), ("delta GPT-2", dict(GPT2, **AR())),
+                      ("delta_block GPT-2 N=3", dict(GPT2, layers=3, **AR("delta_block", 3)))):
+        base = {k: v for k, v in kw.items() if k != "attn_res"}
+        s0 = small_spec(**base)
+        a = kw["attn_res"]
+        sa = small_spec(**dict(base, attn_res=dict(a, null_source=True, delta_v=True, gate="learnable_alpha")))
+        w = weights(sa, 60)           # random queries, nulls, attn_v and everything else
+        b = ref.forward(s0, w, TOKENS)
+        w0 = {n: (np.zeros_like(v) if n.endswith(".alpha") else v) for n, v in w.items()}
+        close(ref.forward(sa, w0, TOKENS), b, 0, f"{label} alpha = 0")
+        assert np.max(np.abs(ref.forward(sa, w, TOKENS) - b)) > 1e-3, f"{label}: random alpha does nothing"
+        errs = {}
+        for gate, key in (("sigmoid_scalar", ".gate"), ("sigmoid_vector", ".gate.bias")):
+            sg = small_spec(**dict(base, attn_res=dict(a, null_source=True, delta_v=True, gate=gate)))
+            wg = weights(sg, 61)
+            es = []
+            for c in (-2.0, -10.0, -25.0, -50.0):
+                wc = {n: (np.full_like(v, c) if n.endswith(key) else v) for n, v in wg.items()}
+                es.append(float(np.max(np.abs(ref.forward(sg, wc, TOKENS) - ref.forward(s0, wg, TOKENS)))))
+            scale_ = np.max(np.abs(b))
+            assert es[0] > 1e-3 and all(x > y for x, y in zip(es, es[1:]) if x > 1e-13 * scale_), (label, gate, es)
+            assert es[-1] <= 1e-12 * scale_, (label, gate, es)
+            errs[gate] = es
+        notes.append(f"{label}: scalar {errs['sigmoid_scalar'][0]:.1e}->{errs['sigmoid_scalar'][-1]:.0e}, "
+                     f"vector {errs['sigmoid_vector'][0]:.1e}->{errs['sigmoid_vector'][-1]:.0e}")
+    return "; ".join(notes[:2])
+
+
+@check("null_source: zero null + zero queries give x_s = h_s + (sum V_s) / (|V_s| + 1); zero null + random "
+       "queries: the null's key is 0 (alpha_null = 1 / (1 + sum_n e^z_n)), by hand per site; a nonzero null matters")
+def _():
+    notes = []
+    for label, kw in (("delta L=3", dict(layers=3, **AR(null_source=True))),
+                      ("delta_block L=4 N=2", dict(layers=4, **AR("delta_block", 2, null_source=True))),
+                      ("delta + gate + delta_v", dict(layers=2, **AR(null_source=True, gate="sigmoid_scalar",
+                                                                        delta_v=True)))):
+        s = small_spec(**kw)
+        ar = s["attn_res"]
+        L, eps = s["layers"], ar["eps"]
+        Sb = -(-L // ar["blocks"]) if "blocks" in ar else None
+        wr = weights(s, 62)
+        wz = {n: (np.zeros_like(v) if n.endswith(".null") else v) for n, v in wr.items()}
+        for zero_q in (True, False):
+            w = {n: (np.zeros_like(v) if zero_q and n.endswith(".query") else v) for n, v in wz.items()}
+            tr = {}
+            logits = ref.forward(s, w, TOKENS, trace=tr)
+            h, o, routed = tr["h"], tr["o"], 0
+            for k in range(2 * L):
+                l = k // 2
+                if ar["kind"] == "delta":
+                    V = [h[0]] + o[:k] if k else []
+                else:
+                    V = [h[0]] + [h[2 * (j + 1) * Sb] - h[2 * j * Sb] for j in range(l // Sb)]
+                if len(V) < 2:
+                    close(tr["x"][k], h[k], 0, f"{label} x_{k} (no site)")
+                    continue
+                routed += 1
+                site = f"layers.{l}.attn_res.{'mlp' if k % 2 else 'attn'}"
+                g = 1.0 / (1.0 + math.exp(-float(w[site + ".gate"][0]))) if "gate" in ar else 1.0
+                if zero_q:
+                    want = h[k] + g * np.sum(V, axis=0) / (len(V) + 1)
+                else:
+                    q, gn = w[site + ".query"].astype(np.float64), w[site + ".norm"].astype(np.float64)
+                    z = np.array([(v / np.sqrt(np.mean(v * v, -1, keepdims=True) + eps) * gn) @ q for v in V])
+                    e = np.exp(z)
+                    alpha = e / (1.0 + e.sum(0))                     # the null contributes e^0 = 1
+                    want = h[k] + g * np.sum(alpha[..., None] * np.array(V), axis=0)
+                    a_null = 1.0 / (1.0 + e.sum(0))
+                    assert np.max(np.abs(a_null - 1.0 / (len(V) + 1))) > 0.1 / (len(V) + 1), "routing ~uniform: void"
+                close(tr["x"][k], want, 1e-12 * max(1.0, np.max(np.abs(want))), f"{label} zero_q={zero_q} x_{k}")
+                assert np.max(np.abs(np.sum(V, axis=0) / (len(V) + 1) - np.mean(V, axis=0))) > 1e-3, "void"
+            assert routed >= 2, label
+            if zero_q and label == "delta L=3":
+                lo = forward_arch_loops(s, w, TOKENS[:6], mean_routing=True)
+                close(ref.forward(s, w, TOKENS[:6]), lo, 1e-9 * np.max(np.abs(lo)), "vs loops (mean incl. null)")
+        assert np.max(np.abs(ref.forward(s, wr, TOKENS) - logits)) > 1e-3, f"{label}: null ignored"
+        notes.append(f"{label}: {routed} sites")
+    return ", ".join(notes)
+
+
+@check("delta_v: attn_v with the attention site's query / norm / null / gate equals no delta_v (every gate, "
+       "delta and delta_block); x_v feeds only V (wq = wk = 0: o_attn ignores the attn site, follows attn_v)")
+def _():
+    n_cmp = 0
+    for kind, N, L, extra in (("delta", None, 3, {}), ("delta_block", 2, 4, {}), ("delta", None, 2, GPT2),
+                              ("delta", None, 2, TP2)):
+        for gate in ("none",) + AR_GATES:
+            for null in (False, True):
+                kw = dict(layers=L, **extra, **AR(kind, N, null_source=null, gate=gate, delta_v=True))
+                sv = small_spec(**kw)
+                s1 = small_spec(**dict(kw, attn_res=dict(kw["attn_res"], delta_v=False)))
+                w = weights(sv, 63)
+                vn = [n for n in w if ".attn_res.attn_v." in n]
+                assert vn, kw
+                wc = dict(w, **{n: w[n.replace(".attn_v.", ".attn.")] for n in vn})
+                b = ref.forward(s1, w, TOKENS)
+                close(ref.forward(sv, wc, TOKENS), b, 0, f"{kind} {gate} null={null} copied attn_v")
+                assert np.max(np.abs(ref.forward(sv, w, TOKENS) - b)) > 1e-3, (kind, gate, "attn_v ignored")
+                n_cmp += 1
+    # Q / K use x_s, V uses x_v: at a layer with wq = wk = 0 the attention is a causal mean of V rows,
+    # so its output o_{2l} depends on the attention site only through nothing, on attn_v fully.
+    for kind, N, L in (("delta", None, 3), ("delta_block", 2, 4)):
+        s = small_spec(layers=L, **AR(kind, N, null_source=True, gate="sigmoid_vector", delta_v=True))
+        w = weights(s, 64)
+        l = L - 1
+        p = f"layers.{l}."
+        w = dict(w, **{p + "attn.wq.weight": np.zeros_like(w[p + "attn.wq.weight"]),
+                       p + "attn.wk.weight": np.zeros_like(w[p + "attn.wk.weight"])})
+        tr, tq, tv = {}, {}, {}
+        ref.forward(s, w, TOKENS, trace=tr)
+        ref.forward(s, dict(w, **{p + "attn_res.attn.query": w[p + "attn_res.attn.query"] * 3 + 0.5}), TOKENS, trace=tq)
+        ref.forward(s, dict(w, **{p + "attn_res.attn_v.query": w[p + "attn_res.attn_v.query"] * 3 + 0.5}), TOKENS, trace=tv)
+        k = 2 * l
+        assert np.max(np.abs(tq["x"][k] - tr["x"][k])) > 1e-3 and tq["x_v"][k] is not None
+        close(tq["o"][k], tr["o"][k], 0, f"{kind}: o_attn ignores the attn site when wq = wk = 0")
+        close(tq["x_v"][k], tr["x_v"][k], 0, f"{kind}: x_v ignores the attn site")
+        assert np.max(np.abs(tv["o"][k] - tr["o"][k])) > 1e-3, f"{kind}: attn_v does not reach V"
+        # by hand: o = Wo (causal mean over u <= t of Wv AttnNorm(x_v)[u]) per head (uniform probs)
+        hv = ref.rmsnorm(tr["x_v"][k], w[p + "attn_norm.weight"].astype(np.float64), s["norm"]["eps"])
+        v = hv @ w[p + "attn.wv.weight"].astype(np.float64).T                    # [T, K Dh]
+        Dh, H, K = 32 // 4, 4, 2
+        vm = np.cumsum(v, 0) / np.arange(1, len(TOKENS) + 1)[:, None]
+        cat = np.concatenate([vm[:, (hd // (H // K)) * Dh:(hd // (H // K) + 1) * Dh] for hd in range(H)], -1)
+        close(tr["o"][k], cat @ w[p + "attn.wo.weight"].astype(np.float64).T, 1e-12 * np.max(np.abs(tr["o"][k])),
+              f"{kind}: o_attn by hand from x_v")
+    # layers without an attention site have no attn_v and no x_v
+    tr = {}
+    s = small_spec(layers=4, **AR("delta_block", 2, delta_v=True))
+    ref.forward(s, weights(s, 65), TOKENS, trace=tr)
+    assert [x is not None for x in tr["x_v"]] == [False] * 4 + [True, False, True, False], tr["x_v"]
+    s = small_spec(layers=2, **AR(delta_v=True))
+    tr = {}
+    ref.forward(s, weights(s, 65), TOKENS, trace=tr)
+    assert [x is not None for x in tr["x_v"]] == [False, False, True, False]
+    return f"{n_cmp} copied-parameter comparisons"
+
+
+for _label, _kw in (("delta L=3, null + sigmoid_vector + delta_v, GQA",
+                     dict(layers=3, **AR(null_source=True, gate="sigmoid_vector", delta_v=True))),
+                    ("delta L=2, null + sigmoid_scalar + delta_v, GPT-2 style",
+                     dict(GPT2, **AR(null_source=True, gate="sigmoid_scalar", delta_v=True))),
+                    ("delta L=2, null + learnable_alpha + delta_v + three_phase N=2",
+                     dict(TP2, **AR(null_source=True, gate="learnable_alpha", delta_v=True))),
+                    ("delta_block L=4 N=2, null + sigmoid_vector + delta_v",
+                     dict(layers=4, **AR("delta_block", 2, null_source=True, gate="sigmoid_vector", delta_v=True))),
+                    ("delta L=2, delta_v only (gate none, no null)", dict(**AR(delta_v=True)))):
+    @check(f"forward: attn_res options, {_label}, equals the per-token loop implementation (random weights)")
+    def _(kw=_kw):
+        s = small_spec(**kw)
+        w = weights(s, 66)
+        toks = TOKENS[:7]
+        tr, lt = {}, {}
+        a, b = ref.forward(s, w, toks, trace=tr), forward_arch_loops(s, w, toks, trace=lt)
+        err = close(a, b, 1e-9 * np.max(np.abs(b)), "loop")
+        for k in range(len(tr["x"])):
+            close(tr["x"][k], lt["x"][k], 1e-9 * max(1.0, np.max(np.abs(lt["x"][k]))), f"x_{k}")
+            assert (tr["x_v"][k] is None) == (lt["x_v"][k] is None), k
+            if tr["x_v"][k] is not None:
+                close(tr["x_v"][k], lt["x_v"][k], 1e-9 * max(1.0, np.max(np.abs(lt["x_v"][k]))), f"x_v_{k}")
+        # the options matter here: dropping each one's effect moves the logits
+        ar = s["attn_res"]
+        if ar.get("null_source"):
+            wz = {n: (np.zeros_like(v) if n.endswith(".null") else v) for n, v in w.items()}
+            assert np.max(np.abs(ref.forward(s, wz, toks) - a)) > 1e-3, "null"
+        if ar.get("delta_v"):
+            s1 = dict(s, attn_res={k: v for k, v in ar.items() if k != "delta_v"})
+            assert np.max(np.abs(ref.forward(s1, w, toks) - a)) > 1e-3, "delta_v"
+        if ar.get("gate"):
+            s1 = dict(s, attn_res={k: v for k, v in ar.items() if k != "gate"})
+            assert np.max(np.abs(ref.forward(s1, w, toks) - a)) > 1e-3, "gate"
+        return f"max abs err {err:.2e}, max |logit| {np.max(np.abs(b)):.2f}"
+
+
+@check("causal with null_source + sigmoid_vector + delta_v (delta, delta_block): prefixes; a later token moves only later rows")
+def _():
+    for kw in (dict(layers=3, **AR(null_source=True, gate="sigmoid_vector", delta_v=True)),
+               dict(layers=4, **AR("delta_block", 2, null_source=True, gate="sigmoid_vector", delta_v=True))):
+        s = small_spec(**kw)
+        w = weights(s, 67)
+        full = ref.forward(s, w, TOKENS)
+        for n in (1, 5):
+            close(ref.forward(s, w, TOKENS[:n]), full[:n], 1e-10, f"prefix {n}")
+        alt = list(TOKENS)
+        alt[6] = (alt[6] + 1) % s["vocab"]
+        other = ref.forward(s, w, alt)
+        close(other[:6], full[:6], 1e-10, "earlier rows")
+        assert np.min(np.max(np.abs(other[6:] - full[6:]), axis=-1)) > 1e-3
+        close(ref.cached_forward(s, w, TOKENS, 4), full, 1e-10, "cached_forward")
+
+
+@check("CLI: --write-weights with null_source / gate / delta_v: exact inits at scale 1, perturbed by --scale, "
+       "other tensors identical to the spec without the options; --out vs loops; a bad gate exits with the error")
+def _():
+    notes = []
+    with tempfile.TemporaryDirectory() as d:
+        common = "name: t\nvocab: 40\nd_model: 24\nheads: 6\nkv_heads: 3\nmax_seq: 12\nmlp: {kind: swiglu, width: 32}\n"
+        cli = [sys.executable, os.path.join(HERE, "decoder.py")]
+        for tag, L, kind, N, gate in (("dv", 3, "delta", None, "sigmoid_vector"), ("db", 4, "delta_block", 2, "sigmoid_scalar"),
+                                      ("da", 2, "delta", None, "learnable_alpha")):
+            Sb = -(-L // N) if N else None
+            head = f"layers: {L}\nattn_res:\n  kind: {kind}\n" + (f"  blocks: {N}\n" if N else "")
+            S, S0, W1, W10, B1, B10, R = (os.path.join(d, tag + n) for n in
+                                          (".yaml", "0.yaml", "1.st", "10.st", "b1.st", "b10.st", ".npy"))
+            open(S, "w").write(common + head + f"  null_source: true\n  gate: {gate}\n  delta_v: true\n")
+            open(S0, "w").write(common + head)
+            for spec_path, out, extra in ((S, W1, []), (S, W10, ["--scale", "10", "--norm-jitter", "0.3"]),
+                                          (S0, B1, []), (S0, B10, ["--scale", "10", "--norm-jitter", "0.3"])):
+                subprocess.run(cli + ["--spec", spec_path, "--write-weights", out, "--seed", "9"] + extra,
+                               check=True, capture_output=True)
+            (w1, _), (w10, _), (b1, _), (b10, _) = (safetensors_np.load(x) for x in (W1, W10, B1, B10))
+            sites, vsites = _hand_ar_sites(kind, L, Sb)
+            want = _hand_ar_new(24, sites, vsites, True, gate)
+            assert set(w1) - set(b1) == set(want) and set(b1) <= set(w1) and set(w10) == set(w1), tag
+            assert all(np.array_equal(w1[n], b1[n]) and np.array_equal(w10[n], b10[n]) for n in b1), "other draws changed"
+            for n, (shape, v) in want.items():
+                assert w1[n].shape == shape and w1[n].dtype == np.float32 and np.all(w1[n] == np.float32(v)), n
+                assert np.all(w10[n] != np.float32(v)), n
+            s = ref.load_spec(S)
+            r = subprocess.run(cli + ["--spec", S, "--weights", W10, "--tokens", "1,2,39,7", "--out", R],
+                               capture_output=True, text=True)
+            assert r.returncode == 0, r.stdout + r.stderr
+            lo = forward_arch_loops(s, w10, [1, 2, 39, 7])
+            close(np.load(R), lo, 1e-9 * np.max(np.abs(lo)), "cli vs loops")
+            notes.append(f"{tag}: {len(want)} new tensors")
+        open(S, "w").write(common + "layers: 2\nattn_res: {kind: delta, gate: sigmoid_matrix}\n")
+        r = subprocess.run(cli + ["--spec", S, "--weights", W1, "--tokens", "1,2", "--out", R], capture_output=True, text=True)
+        assert r.returncode != 0 and "attn_res.gate" in (r.stdout + r.stderr), r.stdout + r.stderr
+    return ", ".join(notes)
+
+
 # ---------------------------------------------------------------- loop (Parcae)
 # ARCHITECTURES.md s4.1 and the s6 invariant 6. The loop implementation below is written again
 # from those equations (per-token, per-head scalar loops; its own softplus / norms / softpick)

@@ -5,7 +5,9 @@
 
 Checks loss_and_grads against central finite differences (float64) for several option
 combinations, against torch autograd (float64) when torch imports, and the optimizer
-pieces (clip_by_global_norm, lr_at, adamw_step vs torch.optim.AdamW), and the CLI.
+pieces (clip_by_global_norm, lr_at, adamw_step vs torch.optim.AdamW), Muon (newton_schulz's
+spectrum, muon_step / optimizer_step vs a loop-based version, muon_params, the momentum
+recurrence, rank-1 gradients), check_train_step.py's Muon mode on emulated checkpoints, and the CLI.
 Prints one line per check and 'train selfcheck: N checks passed'; exit 1 on any failure.
 """
 import math
@@ -314,6 +316,13 @@ def _():
     and_ = set(train.no_decay_names(sa, an))
     assert "attn_res_final.norm" in and_ and "layers.1.attn_res.attn.norm" in and_
     assert "attn_res_final.query" not in and_
+    sv = small(attn_res={"kind": "delta", "null_source": True, "gate": "sigmoid_vector", "delta_v": True},
+               three_phase=None)
+    vn = [n for n in ref.weight_shapes(sv) if "attn_res" in n]
+    vnd = set(train.no_decay_names(sv, vn))
+    assert {"layers.1.attn_res.attn_v.norm", "layers.1.attn_res.attn_v.gate.bias", "layers.1.attn_res.mlp.norm"} <= vnd
+    assert not vnd & {"layers.1.attn_res.attn_v.query", "layers.1.attn_res.attn_v.null",
+                      "layers.1.attn_res.attn.gate.weight"}, vnd
     st = small(three_phase={"phases": 2})
     assert "layers.0.rotation.theta" not in train.no_decay_names(st, list(ref.weight_shapes(st)))
     return f"{len(nd)}/{len(names)} standard names without decay"
@@ -369,6 +378,378 @@ def _():
     tw_all = _torch_adamw(w, G, lrs[:1], set(), **kw)
     assert any(np.max(np.abs(tw_all[n] - results[1][n])) > 1e-6 for n in nd if np.any(w[n] != 0))
     return f"worst |diff| {worst:.1e}; lrs {[f'{x:.1e}' for x in lrs]}; {len(nd)} no-decay of {len(w)}"
+
+
+# ---------------------------------------------------------------- Muon
+
+NS_ABC = (3.4445, -4.7750, 2.0315)
+
+
+def _f5(s):
+    """The quintic applied 5 times to a scalar singular value."""
+    a, b, c = NS_ABC
+    for _ in range(5):
+        s = a * s + b * s ** 3 + c * s ** 5
+    return s
+
+
+@check("newton_schulz: singular values are f^5(s / (|G|_F + 1e-7)) (same singular vectors), in [0.68, 1.16] "
+       "for random tall / wide / square matrices (where s >= 2e-3 |G|_F); the scalar band")
+def _():
+    # the scalar map's band: [0.6818, 1.2024] on s in [2e-3, 1], [0.6818, 1.1344] on [1e-2, 1]
+    xs = np.linspace(2e-3, 1.0, 200001)
+    ys = _f5(xs)
+    assert 0.68 < ys.min() < 0.685 and 1.19 < ys.max() < 1.21, (ys.min(), ys.max())
+    ys2 = ys[xs >= 1e-2]
+    assert 0.68 < ys2.min() and ys2.max() < 1.14, (ys2.min(), ys2.max())
+    notes = []
+    for shape, seed in (((96, 32), 0), ((32, 96), 1), ((48, 48), 2), ((7, 3), 3), ((3, 7), 4), ((5, 5), 5),
+                        ((1, 16), 6), ((16, 1), 7)):
+        G = np.random.default_rng(seed).normal(size=shape)
+        X = train.newton_schulz(G)
+        assert X.shape == G.shape and X.dtype == np.float64
+        U, s, Vt = np.linalg.svd(G, full_matrices=False)
+        want = U @ np.diag(_f5(s / (np.linalg.norm(G) + 1e-7))) @ Vt
+        assert np.max(np.abs(X - want)) < 1e-12, (shape, np.max(np.abs(X - want)))
+        sv = np.linalg.svd(X, compute_uv=False)           # descending, as s
+        sn = s / np.linalg.norm(G)
+        if shape[0] != shape[1]:
+            assert sn.min() > 2e-3, (shape, sn.min())   # rectangular Gaussians: well conditioned
+        # a square Gaussian's smallest singular values can be tiny (here 2.7e-4 of |G|_F at 48x48):
+        # those lie in the linear regime f^5(s) ~ 485 s, below the band; the band holds above 2e-3
+        band = sv[sn >= 2e-3]
+        assert band.size >= min(shape) - 3 and np.all(sv[sn < 2e-3] < 0.68), (shape, sn)
+        assert 0.68 <= band.min() and band.max() <= 1.16, (shape, band.min(), band.max())
+        # independent of the scale of G (up to the 1e-7) and equivariant under transposition
+        assert np.max(np.abs(train.newton_schulz(G * 1e3) - X)) < 1e-6
+        assert np.max(np.abs(train.newton_schulz(G.T) - X.T)) < 1e-12
+        notes.append(f"{shape[0]}x{shape[1]}:[{band.min():.3f},{band.max():.3f}]"
+                     + (f"+{int(np.sum(sn < 2e-3))} below (min {sv.min():.3f})" if np.any(sn < 2e-3) else ""))
+    # a rank-deficient input keeps its null space: zero singular values stay 0
+    Gr = np.random.default_rng(8).normal(size=(12, 3)) @ np.random.default_rng(9).normal(size=(3, 10))
+    svr = np.linalg.svd(train.newton_schulz(Gr), compute_uv=False)
+    assert np.all(svr[3:] < 1e-12) and np.all((svr[:3] > 0.68) & (svr[:3] < 1.16)), svr
+    assert np.array_equal(train.newton_schulz(np.zeros((4, 6))), np.zeros((4, 6)))
+    return f"scalar band on [2e-3, 1]: [{ys.min():.4f}, {ys.max():.4f}]; " + " ".join(notes)
+
+
+def _slow_matmul(A, B):
+    n, k = len(A), len(B)
+    m = len(B[0])
+    return [[sum(A[i][p] * B[p][j] for p in range(k)) for j in range(m)] for i in range(n)]
+
+
+def _slow_T(A):
+    return [[A[i][j] for i in range(len(A))] for j in range(len(A[0]))]
+
+
+def _slow_muon(W, G, B, lr, mu, wd):
+    """Muon on one matrix with Python loops and lists (Keller Jordan's recipe, written out)."""
+    rows, cols = len(W), len(W[0])
+    Bn = [[mu * B[i][j] + G[i][j] for j in range(cols)] for i in range(rows)]
+    U = [[G[i][j] + mu * Bn[i][j] for j in range(cols)] for i in range(rows)]
+    fro = math.sqrt(sum(U[i][j] ** 2 for i in range(rows) for j in range(cols)))
+    X = [[U[i][j] / (fro + 1e-7) for j in range(cols)] for i in range(rows)]
+    if rows > cols:
+        X = _slow_T(X)
+    a, b, c = NS_ABC
+    for _ in range(5):
+        A = _slow_matmul(X, _slow_T(X))
+        AA = _slow_matmul(A, A)
+        Bm = [[b * A[i][j] + c * AA[i][j] for j in range(len(A))] for i in range(len(A))]
+        BX = _slow_matmul(Bm, X)
+        X = [[a * X[i][j] + BX[i][j] for j in range(len(X[0]))] for i in range(len(X))]
+    if rows > cols:
+        X = _slow_T(X)
+    scale = math.sqrt(max(1.0, rows / cols))
+    Wn = [[W[i][j] * (1 - lr * wd) - lr * scale * X[i][j] for j in range(cols)] for i in range(rows)]
+    return Wn, Bn
+
+
+def _slow_adamw(p, g, m, v, t, lr, wd, b1=0.9, b2=0.95, eps=1e-8):
+    p, g, m, v = (np.asarray(x, np.float64).ravel().tolist() for x in (p, g, m, v))
+    out = []
+    for i in range(len(p)):
+        m[i] = b1 * m[i] + (1 - b1) * g[i]
+        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
+        mh, vh = m[i] / (1 - b1 ** t), v[i] / (1 - b2 ** t)
+        out.append(p[i] * (1 - lr * wd) - lr * mh / (math.sqrt(vh) + eps))
+    return out, m, v
+
+
+def _muon_toy(seed=0):
+    """Weights and two gradients of a toy parameter set: Muon tall / wide / square matrices, and
+    AdamW's embedding, 1-D gains and biases and a 2-D matrix outside layers."""
+    rng = np.random.default_rng(seed)
+    shapes = {"embed.weight": (10, 4), "layers.0.attn.wq.weight": (6, 4), "layers.0.attn.wq.bias": (6,),
+              "layers.0.mlp.w_up.weight": (4, 7), "layers.0.mlp.w_down.weight": (5, 5),
+              "layers.0.attn_norm.weight": (4,), "coda_proj.weight": (4, 4), "norm.weight": (4,)}
+    W = {n: rng.normal(size=s) * 0.5 for n, s in shapes.items()}
+    Gs = [{n: rng.normal(size=s) for n, s in shapes.items()} for _ in range(3)]
+    return W, Gs
+
+
+@check("optimizer_step(optimizer='muon') equals a slow loop-based Muon + AdamW over 2 steps (float64)")
+def _():
+    W, Gs = _muon_toy(0)
+    nd = ["layers.0.attn.wq.bias", "layers.0.attn_norm.weight", "norm.weight",
+          "layers.0.mlp.w_down.weight"]      # a no-decay Muon matrix exercises wd = 0 on that path too
+    mu, scale, wd = 0.9, 15.0, 0.1
+    lrs = (0.02, 0.015)
+    w, m, v, b = W, None, None, None
+    for t, lr in enumerate(lrs, start=1):
+        w, m, v, b = train.optimizer_step(w, Gs[t - 1], m, v, b, t, lr, optimizer="muon", muon_momentum=mu,
+                                          muon_lr_scale=scale, weight_decay=wd, no_decay=nd)
+    muon = train.muon_params(W)
+    assert muon == ["layers.0.attn.wq.weight", "layers.0.mlp.w_up.weight", "layers.0.mlp.w_down.weight"], muon
+    assert set(b) == set(muon) and set(m) == set(v) == set(W) - set(muon), (sorted(b), sorted(m))
+    worst = 0.0
+    for n in W:
+        decay = 0.0 if n in nd else wd
+        if n in muon:
+            Ws, Bs = W[n].tolist(), np.zeros(W[n].shape).tolist()
+            for t, lr in enumerate(lrs, start=1):
+                Ws, Bs = _slow_muon(Ws, Gs[t - 1][n].tolist(), Bs, lr * scale, mu, decay)
+            want, want_s = np.array(Ws), {"b": np.array(Bs)}
+            assert np.max(np.abs(b[n] - want_s["b"])) < 1e-13, n
+        else:
+            p, ms, vs = W[n].ravel().tolist(), [0.0] * W[n].size, [0.0] * W[n].size
+            for t, lr in enumerate(lrs, start=1):
+                p, ms, vs = _slow_adamw(p, Gs[t - 1][n], ms, vs, t, lr, decay)
+            want = np.array(p).reshape(W[n].shape)
+            assert np.max(np.abs(m[n].ravel() - ms)) < 1e-15 and np.max(np.abs(v[n].ravel() - vs)) < 1e-15, n
+        d = float(np.max(np.abs(w[n] - want)))
+        assert d < 1e-12, (n, d)
+        worst = max(worst, d)
+    # a Muon step actually moved the matrices, by about lr_muon (singular values ~1)
+    dq = W["layers.0.attn.wq.weight"] * (1 - lrs[0] * scale * wd) - train.optimizer_step(
+        W, Gs[0], None, None, None, 1, lrs[0], optimizer="muon", muon_momentum=mu, muon_lr_scale=scale,
+        weight_decay=wd, no_decay=nd)[0]["layers.0.attn.wq.weight"]
+    sv = np.linalg.svd(dq / (lrs[0] * scale * math.sqrt(6 / 4)), compute_uv=False)
+    assert 0.68 <= sv.min() and sv.max() <= 1.21, sv
+    return f"{len(muon)} Muon + {len(W) - len(muon)} AdamW params, worst |diff| {worst:.1e}"
+
+
+@check("optimizer_step: 'adamw' equals adamw_step; 'muon' leaves AdamW params as adamw_step; bad inputs refused")
+def _():
+    W, Gs = _muon_toy(1)
+    nd = ["norm.weight", "layers.0.attn_norm.weight", "layers.0.attn.wq.bias"]
+    wa, ma, va = train.adamw_step(W, Gs[0], None, None, 1, 0.01, no_decay=nd)
+    w1, m1, v1, b1 = train.optimizer_step(W, Gs[0], None, None, None, 1, 0.01, no_decay=nd)
+    assert b1 == {} and all(np.array_equal(w1[n], wa[n]) and np.array_equal(m1[n], ma[n]) for n in W)
+    w2, m2, v2, b2 = train.optimizer_step(W, Gs[0], None, None, None, 1, 0.01, optimizer="muon", no_decay=nd)
+    muon = set(train.muon_params(W))
+    for n in W:
+        if n not in muon:
+            assert np.array_equal(w2[n], wa[n]) and np.array_equal(v2[n], va[n]), n
+        else:
+            assert n not in m2 and not np.allclose(w2[n], wa[n]), n
+    # defaults: momentum 0.95, lr scale 20, weight decay 0.1
+    n = "layers.0.attn.wq.weight"
+    want = W[n] * (1 - 0.2 * 0.1) - 0.2 * math.sqrt(6 / 4) * train.newton_schulz(Gs[0][n] * 1.95)
+    assert np.max(np.abs(w2[n] - want)) < 1e-14 and np.array_equal(b2[n], Gs[0][n])
+    for bad, exc in ((lambda: train.optimizer_step(W, Gs[0], None, None, None, 1, 0.01, optimizer="sgd"), ValueError),
+                     (lambda: train.muon_step(W, {"norm.weight": Gs[0]["norm.weight"]}, None, 0.1), ValueError),
+                     (lambda: train.newton_schulz(np.ones((2, 2, 2))), ValueError)):
+        try:
+            bad()
+        except exc:
+            continue
+        raise AssertionError("not refused")
+    return "ok"
+
+
+@check("muon_params: 2-D 'layers.*' matrices only (GPT-2-like names; LoopFormer, Parcae, Loopus, attn_res extras)")
+def _():
+    s = small(**CONFIGS[1][1])      # layernorm + gelu + biases + learned positions + tied: GPT-2-like
+    shapes = ref.weight_shapes(s)
+    got = train.muon_params(shapes)
+    want = [f"layers.{l}.{t}.weight" for l in range(2)
+            for t in ("attn.wq", "attn.wk", "attn.wv", "attn.wo", "mlp.w_up", "mlp.w_down")]
+    assert got == want, got
+    # the same from arrays and from (name, shape) pairs
+    w = ref.init_weights(s, 0)
+    assert train.muon_params(w) == want and train.muon_params([(n, sh) for n, (sh, _) in shapes.items()]) == want
+    rest = set(shapes) - set(got)
+    assert {"embed.weight", "pos_embed.weight", "norm.weight", "norm.bias", "layers.0.attn.wq.bias",
+            "layers.1.mlp_norm.weight"} <= rest
+    su = small()                    # untied: lm_head (2-D, outside layers) stays AdamW; swiglu's w_gate is Muon
+    gu = train.muon_params(ref.weight_shapes(su))
+    assert "lm_head.weight" not in gu and "layers.1.mlp.w_gate.weight" in gu and len(gu) == 14
+    lf = train.muon_params(ref.weight_shapes(small(layers=2, loop={"kind": "loopformer", "iterations": 2})))
+    assert {f"layers.{l}.mod.{k}.weight" for l in range(2) for k in ref.LOOPFORMER_MODS} <= set(lf), lf
+    assert not any(n.startswith(("time_embed", "step_embed")) or n.endswith(".bias") for n in lf), lf
+    pc = ref.weight_shapes(small(layers=3, loop={"kind": "parcae", "prelude": 1, "core": 1, "coda": 1,
+                                                 "iterations": 2}))
+    pm = train.muon_params(pc)
+    assert "injection.B" not in pm and "coda_proj.weight" not in pm and len(pm) == 21
+    lp = train.muon_params(ref.weight_shapes(small(layers=3, loop={"kind": "loopus", "prelude": 1, "core": 1,
+                                                                   "coda": 1, "iterations": 2})))
+    assert len(lp) == 21 and all(n.startswith("layers.") for n in lp), lp    # gate.*, confidence.weight: AdamW
+    sv = small(attn_res={"kind": "delta", "null_source": True, "gate": "sigmoid_vector", "delta_v": True})
+    am = train.muon_params(ref.weight_shapes(sv))
+    assert "layers.1.attn_res.attn_v.gate.weight" in am and "layers.1.attn_res.attn_v.query" not in am
+    assert train.muon_params({"layers.0.x": (2, 3, 4), "layersX.w": (3, 3), "layers.0.y": (5,)}) == []
+    return f"{len(got)}/{len(shapes)} GPT-2-like params; LoopFormer {sum('.mod.' in n for n in lf)} mod matrices"
+
+
+@check("Muon momentum over 3 steps: B3 = G3 + mu G2 + mu^2 G1 and step 3 moves along NS(G3 + mu B3)")
+def _():
+    W, Gs = _muon_toy(2)
+    n, mu, scale, wd = "layers.0.mlp.w_up.weight", 0.8, 20.0, 0.1
+    lrs = (1e-3, 2e-3, 1.5e-3)
+    w, m, v, b = W, None, None, None
+    hist = []
+    for t in (1, 2, 3):
+        hist.append((w, b))
+        w, m, v, b = train.optimizer_step(w, Gs[t - 1], m, v, b, t, lrs[t - 1], optimizer="muon",
+                                          muon_momentum=mu, muon_lr_scale=scale, weight_decay=wd)
+        if t == 1:
+            assert np.array_equal(b[n], Gs[0][n])
+        if t == 2:
+            assert np.max(np.abs(b[n] - (Gs[1][n] + mu * Gs[0][n]))) < 1e-15
+    G1, G2, G3 = (g[n] for g in Gs)
+    B3 = G3 + mu * G2 + mu * mu * G1
+    assert np.max(np.abs(b[n] - B3)) < 1e-14
+    w2 = hist[2][0][n]
+    lm = lrs[2] * scale
+    want = w2 * (1 - lm * wd) - lm * math.sqrt(max(1, 4 / 7)) * train.newton_schulz(G3 + mu * B3)
+    assert np.max(np.abs(w[n] - want)) < 1e-14
+    # not the plain (non-Nesterov) buffer direction, and not an EMA buffer
+    plain = w2 * (1 - lm * wd) - lm * train.newton_schulz(B3)
+    assert np.max(np.abs(w[n] - plain)) > 1e-2 * lm
+    # step 1: U = (1 + mu) G1, so the direction is NS(G1) (NS is scale-invariant up to the 1e-7)
+    w1 = hist[1][0][n]
+    l1 = lrs[0] * scale
+    assert np.max(np.abs(w1 - (W[n] * (1 - l1 * wd) - l1 * train.newton_schulz((1 + mu) * G1)))) < 1e-14
+    assert np.max(np.abs(w1 - (W[n] * (1 - l1 * wd) - l1 * train.newton_schulz(G1)))) < 1e-6 * l1
+    return f"|B3| {np.linalg.norm(B3):.3f}; step-3 Nesterov vs plain differ by {np.max(np.abs(w[n] - plain)) / lm:.3f} lr_muon"
+
+
+@check("Muon with mu = 0 on a rank-1 gradient s u v^T moves W along -u v^T by lr_muon sqrt(max(1, m/n)) f^5(s/(s+1e-7))")
+def _():
+    notes = []
+    for (rows, cols), seed, s in (((8, 3), 0, 1.0), ((3, 8), 1, 0.37), ((6, 6), 2, 25.0), ((1, 5), 3, 1e-3)):
+        rng = np.random.default_rng(seed)
+        u, v = rng.normal(size=rows), rng.normal(size=cols)
+        u, v = u / np.linalg.norm(u), v / np.linalg.norm(v)
+        G = s * np.outer(u, v)
+        n = "layers.0.attn.wq.weight"
+        W = {n: rng.normal(size=(rows, cols))}
+        lr = 0.05
+        w, b = train.muon_step(W, {n: G}, None, lr, momentum=0.0, weight_decay=0.0)
+        assert np.array_equal(b[n], G)
+        d = w[n] - W[n]
+        direction = -d / np.linalg.norm(d)
+        assert np.max(np.abs(direction - np.outer(u, v))) < 1e-12, (rows, cols)
+        sigma = _f5(s / (s + 1e-7))
+        assert 0.68 <= sigma <= 1.21, sigma
+        assert abs(np.linalg.norm(d) - lr * math.sqrt(max(1, rows / cols)) * sigma) < 1e-13
+        # with decay: the decay is applied to W before the update
+        wd_w, _ = train.muon_step(W, {n: G}, None, lr, momentum=0.0, weight_decay=0.1)
+        assert np.max(np.abs(wd_w[n] - (W[n] * (1 - lr * 0.1) + d))) < 1e-15
+        notes.append(f"{rows}x{cols}: sigma {sigma:.4f}")
+    return "; ".join(notes)
+
+
+def _emulated_lathe_run(spec, w0, tok, tgt, lr, nsteps, d, tag, optimizer="muon", mu=0.95, scale=20.0,
+                        bug=None, noise=1e-6, muon_noise=None):
+    """Checkpoints as lathe-run train-step would write them (float32), made by the reference with
+    float32-sized noise on the gradients (relative to each tensor's largest; muon_noise: on the
+    Muon parameters' instead), or with a deliberate bug. Returns the paths."""
+    rng = np.random.default_rng(7)
+    w = {n: a.astype(np.float64) for n, a in w0.items()}
+    m = v = b = None
+    nd = train.no_decay_names(spec, list(w))
+    muon = train.muon_params(w) if optimizer == "muon" else []
+    paths = []
+    for t in range(1, nsteps + 1):
+        _, G = train.loss_and_grads(spec, w, tok, tgt)
+        G, _ = train.clip_by_global_norm(G, 1.0)
+        G = {n: g + (noise if muon_noise is None or n not in muon else muon_noise) * np.max(np.abs(g))
+             * rng.normal(size=g.shape) for n, g in G.items()}
+        if bug == "ema":      # B = mu B + (1 - mu) G
+            G_m = {n: (1 - mu) * g if n in muon else g for n, g in G.items()}
+            b_in = b
+        else:
+            G_m, b_in = G, b
+        if bug == "nodecay":
+            nd_t = nd + muon
+        else:
+            nd_t = nd
+        sc = 10.0 if bug == "scale" else scale
+        if bug == "plain":    # no Nesterov: U = B
+            w_a, m, v = train.adamw_step(w, {n: g for n, g in G.items() if n not in muon}, m, v, t, lr,
+                                         no_decay=nd_t)
+            w, b = train.muon_step(w_a, {n: G[n] for n in muon}, b, lr * sc, mu, 0.1, nd_t, nesterov=False)
+        else:
+            w, m, v, b = train.optimizer_step(w, G_m, m, v, b_in, t, lr, optimizer=optimizer, muon_momentum=mu,
+                                              muon_lr_scale=sc, no_decay=nd_t)
+        ck = {n: a.astype(np.float32) for n, a in w.items()}
+        ck.update({"adam.m." + n: a.astype(np.float32) for n, a in m.items()})
+        ck.update({"adam.v." + n: a.astype(np.float32) for n, a in v.items()})
+        ck.update({"muon.b." + n: a.astype(np.float32) for n, a in (b or {}).items()})
+        ck["optimizer.step"] = np.array([t], np.int64)
+        path = os.path.join(d, f"{tag}{t}.safetensors")
+        safetensors_np.save(path, ck)
+        paths.append(path)
+        w = {n: ck[n].astype(np.float64) for n in w}   # the next step starts from the checkpoint
+        m = {n: ck["adam.m." + n].astype(np.float64) for n in m}
+        v = {n: ck["adam.v." + n].astype(np.float64) for n in v}
+        b = {n: ck["muon.b." + n].astype(np.float64) for n in (b or {})}
+    return paths
+
+
+@check("check_train_step.py --optimizer muon: passes emulated float32 checkpoints, fails on no decay / no Nesterov / "
+       "wrong lr scale / EMA momentum / wrong momentum; positional AdamW usage unchanged")
+def _():
+    s = small()
+    w0 = weights(s, 4)
+    tok, tgt = data(s, 4, B=2)
+    tok_s = ";".join(",".join(map(str, r)) for r in tok)
+    tgt_s = ";".join(",".join(map(str, r)) for r in tgt)
+    script = os.path.join(HERE, "..", "e2e", "inputs", "check_train_step.py")
+    lr = 0.01
+    with tempfile.TemporaryDirectory() as d:
+        S, W0 = os.path.join(d, "s.yaml"), os.path.join(d, "w0.safetensors")
+        open(S, "w").write("name: t\nvocab: 32\nd_model: 16\nlayers: 2\nheads: 4\nkv_heads: 2\nmax_seq: 16\n"
+                           "mlp: {kind: swiglu, width: 24}\n")
+        assert ref.load_spec(S) == s
+        safetensors_np.save(W0, w0)
+
+        def run(paths, *flags, before=()):
+            return subprocess.run([sys.executable, script, *before, S, W0, tok_s, tgt_s, str(lr), *paths, *flags],
+                                  capture_output=True, text=True)
+        ok = _emulated_lathe_run(s, w0, tok, tgt, lr, 3, d, "ok")
+        r = run(ok, "--optimizer", "muon")
+        assert r.returncode == 0 and "OK 3 steps, " in r.stdout and "(14 Muon, " in r.stdout, r.stdout + r.stderr
+        r = run(ok, before=("--optimizer", "muon"))               # flags anywhere
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = run(ok)                                               # AdamW replay of a Muon run: no adam.m of Muon params
+        assert r.returncode == 1 and "MISMATCH step 1: adam.m.layers." in r.stdout and " missing from " in r.stdout, r.stdout
+        alt = _emulated_lathe_run(s, w0, tok, tgt, lr, 2, d, "alt", mu=0.9, scale=10.0)
+        r = run(alt, "--optimizer", "muon", "--muon-lr-scale", "10", "--muon-momentum", "0.9")
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = run(alt, "--optimizer", "muon", "--muon-momentum", "0.9")   # lr scale 20 expected, 10 used
+        assert r.returncode == 1 and "MISMATCH step 1" in r.stdout, r.stdout
+        r = run(alt, "--optimizer", "muon", "--muon-lr-scale", "10")     # momentum 0.95 expected
+        assert r.returncode == 1 and "MISMATCH step 2 muon.b." in r.stdout, r.stdout
+        r = run(alt, "--muon-lr-scale", "10")
+        assert r.returncode == 2 and "need --optimizer muon" in r.stderr, r.stderr
+        fails = []
+        for bug, where in (("nodecay", "MISMATCH step 1 layers."), ("scale", "MISMATCH step 1 layers."),
+                           ("ema", "MISMATCH step 1 muon.b."), ("plain", "MISMATCH step 2 layers.")):
+            r = run(_emulated_lathe_run(s, w0, tok, tgt, lr, 2, d, bug, bug=bug), "--optimizer", "muon")
+            assert r.returncode == 1 and where in r.stdout, (bug, r.stdout + r.stderr)
+            fails.append(f"{bug}: {r.stdout.strip().splitlines()[-1]}")
+        ad = _emulated_lathe_run(s, w0, tok, tgt, lr, 2, d, "adam", optimizer="adamw")
+        r = run(ad)
+        assert r.returncode == 0 and "OK 2 steps, " in r.stdout and "and their moments" in r.stdout, r.stdout + r.stderr
+        r = run(ad, "--optimizer", "muon")                        # an AdamW run does not pass as Muon
+        assert r.returncode == 1 and "MISMATCH step 1: muon.b.layers." in r.stdout and " missing from " in r.stdout, r.stdout
+        r = run(ad[1:], "--optimizer", "muon")                    # a checkpoint of the wrong step
+        assert r.returncode == 1 and "MISMATCH step 1: checkpoint says 2" in r.stdout, r.stdout
+    return "; ".join(fails)
 
 
 # ---------------------------------------------------------------- CLI

@@ -11,6 +11,11 @@ from the compiler's sources.
   lr_at(step, base_lr, warmup, total, min_lr)       warmup + cosine schedule (step counts from 1)
   adamw_step(weights, grads, m, v, step, lr, ...)   one torch.optim.AdamW update
   no_decay_names(spec, names)                       the parameters without weight decay
+  muon_params(names_and_shapes)                     the parameters Muon updates (2-D, under "layers.")
+  newton_schulz(G)                                  Muon's quintic Newton-Schulz orthogonalisation
+  muon_step(weights, grads, b, lr, ...)             one Muon update (Nesterov momentum, decoupled decay)
+  optimizer_step(weights, grads, m, v, b, step, lr, optimizer=...)
+                                                    one step of AdamW, or of Muon + AdamW for the rest
 
 Conventions:
 - tokens / targets: int arrays of shape [T] (one sequence) or [B, T] (B independent
@@ -28,6 +33,19 @@ Conventions:
 - adamw_step follows torch.optim.AdamW exactly: p *= 1 - lr * wd (wd = 0 for no-decay
   names); m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
   p -= lr * (m / (1 - b1^t)) / (sqrt(v) / sqrt(1 - b2^t) + eps).
+- Muon (lathec --train --optimizer muon; Keller Jordan's Muon, Nesterov momentum, decoupled
+  weight decay): the parameters muon_params selects (name starts with "layers." and 2-D)
+  take muon_step with lr_muon = lr * muon_lr_scale (lr: the step's scheduled AdamW lr,
+  muon_lr_scale default 20); every other parameter takes adamw_step exactly as above with
+  lr. Both see the same globally clipped gradients and the same no-decay rule. For W [m, n]
+  with gradient G and momentum buffer B (zeros at first, mu default 0.95):
+    B = mu B + G;  U = G + mu B;  X = newton_schulz(U)
+    W *= 1 - lr_muon wd;  W -= lr_muon sqrt(max(1, m / n)) X
+  newton_schulz: X = U / (||U||_F + 1e-7), transposed when m > n (so rows <= cols), then 5 x
+  { A = X X^T; X = a X + (b A + c A A) X } with (a, b, c) = (3.4445, -4.7750, 2.0315), and
+  transposed back. It maps each singular value s of U / (||U||_F + 1e-7) to f^5(s),
+  f(s) = a s + b s^3 + c s^5 (singular vectors kept): into [0.68, 1.21] for s >= 2e-3,
+  [0.68, 1.14] for s >= 1e-2, and ~485 s for tiny s (not an exact orthogonalisation).
 
 CLI:
   train.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --targets 2,3,4 --out G.safetensors
@@ -358,7 +376,9 @@ def no_decay_names(spec, names):
     - every bias: names ending in ".bias" (linear biases, layernorm biases, LoopFormer's
       embedder / modulation biases);
     - every norm gain: "{attn_norm,mlp_norm,norm,prelude_norm}.weight" at any prefix, and the
-      attn_res routing norms "....attn_res.{attn,mlp}.norm", "attn_res_final.norm";
+      attn_res routing norms "....attn_res.{attn,mlp,attn_v}.norm", "attn_res_final.norm"
+      (attn_res gate biases "....gate.bias" are biases; nulls, alphas, scalar gates and gate
+      weights decay like the queries);
     - Parcae's injection.A_log, injection.dt_bias, injection.B (ARCHITECTURES.md s4.1).
     Everything else (embeddings, pos_embed, linear weights, lm_head, attn_res queries,
     three_phase rotation.theta (s3: decayed), coda_proj) is decayed. spec is accepted
@@ -369,7 +389,7 @@ def no_decay_names(spec, names):
         parts = n.split(".")
         if (parts[-1] == "bias" or n in _NO_DECAY_EXACT
                 or (len(parts) >= 2 and parts[-1] == "weight" and parts[-2] in _NORMS)
-                or re.fullmatch(r"(layers\.\d+\.attn_res\.(attn|mlp)|attn_res_final)\.norm", n)):
+                or re.fullmatch(r"(layers\.\d+\.attn_res\.(attn|mlp|attn_v)|attn_res_final)\.norm", n)):
             out.append(n)
     return out
 
@@ -402,6 +422,109 @@ def adamw_step(weights, grads, m, v, step, lr, beta1=0.9, beta2=0.95, eps=1e-8, 
         new_w[n] = p - (lr / bc1) * mn / (np.sqrt(vn) / math.sqrt(bc2) + eps)
         m[n], v[n] = mn, vn
     return new_w, m, v
+
+
+MUON_NS_COEFFS = (3.4445, -4.7750, 2.0315)
+MUON_NS_STEPS = 5
+MUON_NS_EPS = 1e-7
+
+
+def _shape_of(x):
+    """A shape from an array, a shape tuple, or a decoder.weight_shapes entry (shape, init)."""
+    if hasattr(x, "shape"):
+        return tuple(x.shape)
+    x = tuple(x)
+    if len(x) == 2 and isinstance(x[0], (tuple, list)):
+        return tuple(x[0])
+    return x
+
+
+def muon_params(names_and_shapes):
+    """The names (in their order) that Muon updates: name starts with "layers." and the
+    parameter is 2-D (the blocks' attention / MLP projections, LoopFormer's modulation
+    matrices, attn_res sigmoid_vector gate weights, ...). Everything else (embeddings,
+    lm_head, pos_embed, norms, biases, 1-D vectors, 2-D matrices outside "layers.", e.g.
+    Parcae's injection.B / coda_proj, Loopus' gate.*, LoopFormer's time/step embedders)
+    stays with AdamW.
+
+    names_and_shapes: a mapping name -> array / shape / decoder.weight_shapes entry, or an
+    iterable of (name, shape-or-array) pairs.
+    """
+    items = names_and_shapes.items() if hasattr(names_and_shapes, "items") else names_and_shapes
+    return [n for n, x in items if n.startswith("layers.") and len(_shape_of(x)) == 2]
+
+
+def newton_schulz(G, steps=MUON_NS_STEPS, coeffs=MUON_NS_COEFFS, eps=MUON_NS_EPS):
+    """Muon's quintic Newton-Schulz iteration on a 2-D matrix, float64, same shape out:
+    X = G / (||G||_F + eps); transposed if rows > cols; `steps` x
+    {A = X X^T; X = a X + (b A + c A A) X}; transposed back."""
+    X = np.asarray(G, np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"newton_schulz needs a 2-D matrix, got shape {list(X.shape)}")
+    a, b, c = coeffs
+    X = X / (np.linalg.norm(X) + eps)
+    tall = X.shape[0] > X.shape[1]
+    if tall:
+        X = X.T
+    for _ in range(steps):
+        A = X @ X.T
+        X = a * X + (b * A + c * (A @ A)) @ X
+    return X.T if tall else X
+
+
+def muon_step(weights, grads, b, lr, momentum=0.95, weight_decay=0.1, no_decay=(), nesterov=True):
+    """One Muon update (float64) of the parameters named in grads; returns (new weights, new b).
+
+    lr is Muon's own learning rate (optimizer_step passes lr * muon_lr_scale). b maps names
+    to momentum buffers (None or a missing name means zeros, the first step). For each
+    W [m, n] with gradient G: B = mu B + G; U = G + mu B (nesterov=False: U = B);
+    W *= 1 - lr wd (wd = 0 for names in no_decay); W -= lr sqrt(max(1, m / n)) newton_schulz(U).
+    Every parameter in grads must be 2-D. Other weights (and buffers) are passed through.
+    """
+    b, nd = dict(b or {}), set(no_decay)
+    new_w = {n: np.asarray(a, np.float64).copy() for n, a in weights.items()}
+    for n, g in grads.items():
+        g = np.asarray(g, np.float64)
+        p = new_w[n]
+        if p.shape != g.shape:
+            raise ValueError(f"gradient {n} has shape {list(g.shape)}, weight {list(p.shape)}")
+        if g.ndim != 2:
+            raise ValueError(f"Muon updates 2-D parameters only; {n} has shape {list(g.shape)}")
+        buf = momentum * (np.zeros_like(g) if b.get(n) is None else np.asarray(b[n], np.float64)) + g
+        u = g + momentum * buf if nesterov else buf
+        rows, cols = g.shape
+        wd = 0.0 if n in nd else weight_decay
+        new_w[n] = p * (1.0 - lr * wd) - lr * math.sqrt(max(1.0, rows / cols)) * newton_schulz(u)
+        b[n] = buf
+    return new_w, b
+
+
+def optimizer_step(weights, grads, m, v, b, step, lr, optimizer="adamw", muon_names=None,
+                   muon_momentum=0.95, muon_lr_scale=20.0, beta1=0.9, beta2=0.95, eps=1e-8,
+                   weight_decay=0.1, no_decay=()):
+    """One optimizer step of lathe's training (float64); returns (weights, m, v, b).
+
+    grads: the (already clipped) gradients; m, v: AdamW moments of the AdamW parameters;
+    b: Muon momentum buffers of the Muon parameters (None / missing names: zeros).
+    optimizer="adamw": adamw_step on every parameter in grads (b is returned unchanged).
+    optimizer="muon": the parameters in muon_names (default muon_params(weights)) that have
+    gradients take muon_step with lr * muon_lr_scale and muon_momentum, the others
+    adamw_step with lr (step is AdamW's bias-correction count). weight_decay and no_decay
+    apply to both groups.
+    """
+    if optimizer == "adamw":
+        w, m, v = adamw_step(weights, grads, m, v, step, lr, beta1, beta2, eps, weight_decay, no_decay)
+        return w, m, v, dict(b or {})
+    if optimizer != "muon":
+        raise ValueError(f"unknown optimizer {optimizer!r} (adamw or muon)")
+    if muon_names is None:
+        muon_names = muon_params(weights)
+    mu_set = set(muon_names)
+    g_adam = {n: g for n, g in grads.items() if n not in mu_set}
+    g_muon = {n: g for n, g in grads.items() if n in mu_set}
+    w, m, v = adamw_step(weights, g_adam, m, v, step, lr, beta1, beta2, eps, weight_decay, no_decay)
+    w, b = muon_step(w, g_muon, b, lr * muon_lr_scale, muon_momentum, weight_decay, no_decay)
+    return w, m, v, b
 
 
 # ---------------------------------------------------------------- CLI

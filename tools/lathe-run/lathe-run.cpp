@@ -1784,14 +1784,14 @@ int main(int argc, char **argv) {
                "--profile", "--bandwidth-mib", "--device"};
   else if (command == "bench-train")
     allowed = {"--weights", "--batch", "--steps", "--warmup-steps", "--lr",
-               "--data", "--profile"};
+               "--data", "--profile", "--device"};
   else if (command == "train-step")
     allowed = {"--weights", "--tokens", "--targets", "--lr", "--step",
-               "--resume", "--out"};
+               "--resume", "--out", "--device"};
   else if (command == "train")
     allowed = {"--data", "--steps", "--batch", "--seq", "--weights", "--out",
                "--lr", "--min-lr", "--warmup", "--eval-every",
-               "--eval-batches", "--seed", "--resume"};
+               "--eval-batches", "--seed", "--resume", "--device"};
   else
     fail("unknown command '" + command + "' (see lathe-run --help)");
   // dump-ptx takes the chip as a positional argument.

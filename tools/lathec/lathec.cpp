@@ -66,6 +66,18 @@ static cl::opt<double> weightDecay(
 static cl::opt<double> clipNorm("clip",
                                 cl::desc("Max global gradient norm"),
                                 cl::init(1.0), cl::cat(trainCategory));
+static cl::opt<std::string> optimizer(
+    "optimizer",
+    cl::desc("adamw, or muon: Muon (Newton-Schulz orthogonalised Nesterov "
+             "momentum) for the blocks' 2-D matrices, AdamW for the rest"),
+    cl::init("adamw"), cl::cat(trainCategory));
+static cl::opt<double> muonMomentum("muon-momentum",
+                                    cl::desc("Muon's momentum"),
+                                    cl::init(0.95), cl::cat(trainCategory));
+static cl::opt<double> muonLrScale(
+    "muon-lr-scale",
+    cl::desc("Muon's learning rate as a multiple of the scheduled AdamW one"),
+    cl::init(20.0), cl::cat(trainCategory));
 static cl::opt<std::string> gpuChip(
     "gpu-chip", cl::desc("Chip for --emit=llvm|ptx with --target=cuda"),
     cl::init("sm_90"));
@@ -107,6 +119,9 @@ int main(int argc, char **argv) {
   trainOptions.eps = adamEps;
   trainOptions.weightDecay = weightDecay;
   trainOptions.clip = clipNorm;
+  trainOptions.optimizer = optimizer;
+  trainOptions.muonMomentum = muonMomentum;
+  trainOptions.muonLrScale = muonLrScale;
   auto bad = [](const char *what) {
     llvm::errs() << "lathec: error: " << what << "\n";
     return 1;
@@ -115,6 +130,10 @@ int main(int argc, char **argv) {
     return bad("--adam-beta1 and --adam-beta2 must be in [0, 1)");
   if (!(adamEps > 0) || !(weightDecay >= 0) || !(clipNorm > 0))
     return bad("--adam-eps and --clip must be > 0 and --weight-decay >= 0");
+  if (optimizer != "adamw" && optimizer != "muon")
+    return bad("--optimizer must be adamw or muon");
+  if (!(muonMomentum >= 0 && muonMomentum < 1) || !(muonLrScale > 0))
+    return bad("--muon-momentum must be in [0, 1) and --muon-lr-scale > 0");
   OwningOpRef<ModuleOp> module = loadModel(inputPath, ctx, llvm::errs(),
                                            train ? &trainOptions : nullptr);
   if (!module)

@@ -422,7 +422,7 @@ func.func @dc_offset(%x: tensor<4x8xf32>, %p: tensor<2xi32>) {
 
 func.func @depth_no_sources(%w: tensor<8xf32>) {
   // expected-error @+1 {{needs at least one source}}
-  %x = "lathe.depth_attention"(%w, %w) <{eps = 1.0e-6 : f64, operandSegmentSizes = array<i32: 0, 0, 1, 1, 0>}> : (tensor<8xf32>, tensor<8xf32>) -> tensor<4x8xf32>
+  %x = "lathe.depth_attention"(%w, %w) <{eps = 1.0e-6 : f64, operandSegmentSizes = array<i32: 0, 0, 1, 1, 0, 0, 0>}> : (tensor<8xf32>, tensor<8xf32>) -> tensor<4x8xf32>
   return
 }
 
@@ -720,5 +720,53 @@ func.func @halt_threshold(%q: tensor<1xf32>, %h: tensor<4x8xf32>) {
 func.func @halt_status(%q: tensor<1xf32>, %h: tensor<4x8xf32>) {
   // expected-error @+1 {{status must be 'tensor<2xf32>', got 'tensor<3xf32>'}}
   %s1, %k1 = lathe.halt_if %q, %h, %h mode(none) {threshold = 0.5 : f64, tolerance = 0.01 : f64} : tensor<1xf32>, tensor<4x8xf32> -> tensor<3xf32>
+  return
+}
+
+// -----
+
+func.func @route_gate_no_base(%h: tensor<4x8xf32>, %w: tensor<8xf32>, %a: tensor<1xf32>) {
+  // expected-error @+1 {{takes a gate only with a base}}
+  %x = lathe.depth_attention (%h) query %w gain %w gate %a {eps = 1.0e-6 : f64} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32> gate tensor<1xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @route_gate_shape(%h: tensor<4x8xf32>, %w: tensor<8xf32>) {
+  // expected-error @+1 {{gate must be one scalar (tensor<1xf32>) or one value per token and channel ('tensor<4x8xf32>'), got 'tensor<8xf32>'}}
+  %x = lathe.depth_attention (%h) query %w gain %w base %h gate %w {eps = 1.0e-6 : f64} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> gate tensor<8xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @route_null_width(%h: tensor<4x8xf32>, %w: tensor<8xf32>, %n: tensor<6xf32>) {
+  // expected-error @+1 {{null has 6 elements but the sources are 8 wide}}
+  %x = lathe.depth_attention (%h) query %w gain %w base %h null %n {eps = 1.0e-6 : f64} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> null tensor<6xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @route_activation(%h: tensor<4x8xf32>, %w: tensor<8xf32>) {
+  // expected-error @+1 {{has a gate activation but no gate}}
+  %x = lathe.depth_attention (%h) query %w gain %w base %h {eps = 1.0e-6 : f64, gate_activation = 1 : i32} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @muon_vector(%w: tensor<8xf32>, %s: tensor<1xf32>) {
+  // expected-error @+1 {{expects param of rank 2, got 'tensor<8xf32>'}}
+  %p, %b = lathe.muon %w, %w, %w lr %s scale %s factor %s {lr_scale = 20.0 : f64, momentum = 0.95 : f64, weight_decay = 0.1 : f64} : tensor<8xf32>, tensor<1xf32>
+  return
+}
+
+// -----
+
+func.func @muon_momentum(%w: tensor<4x8xf32>, %s: tensor<1xf32>) {
+  // expected-error @+1 {{expects a momentum in [0, 1)}}
+  %p, %b = lathe.muon %w, %w, %w lr %s scale %s factor %s {lr_scale = 20.0 : f64, momentum = 1.0 : f64, weight_decay = 0.1 : f64} : tensor<4x8xf32>, tensor<1xf32>
   return
 }

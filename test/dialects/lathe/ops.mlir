@@ -138,6 +138,16 @@ func.func @depth_attention(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>, %w: tensor<
 // Parcae's injection, from a zero state and from a state; identity init.
 // CHECK: lathe.param @B : tensor<8x8xf32> init(identity)
 lathe.param @B : tensor<8x8xf32> init(identity)
+// Delta AttnRes's optional pieces: a null source and a gate.
+// CHECK-LABEL: func.func @routing_options
+func.func @routing_options(%h: tensor<4x8xf32>, %w: tensor<8xf32>, %a: tensor<1xf32>) -> tensor<4x8xf32> {
+  // CHECK: lathe.depth_attention(%{{.*}}, %{{.*}}) query %{{.*}} gain %{{.*}} base %{{.*}} null %{{.*}} gate %{{.*}} {eps = 9.9999999999999995E-7 : f64, gate_activation = 1 : i32} : (tensor<4x8xf32>, tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> null tensor<8xf32> gate tensor<1xf32> -> tensor<4x8xf32>
+  %x = lathe.depth_attention (%h, %h) query %w gain %w base %h null %w gate %a {eps = 1.0e-6 : f64, gate_activation = 1 : i32} : (tensor<4x8xf32>, tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> null tensor<8xf32> gate tensor<1xf32> -> tensor<4x8xf32>
+  // CHECK: lathe.depth_attention(%{{.*}}) query %{{.*}} gain %{{.*}} base %{{.*}} gate %{{.*}} {eps = 9.9999999999999995E-7 : f64} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> gate tensor<4x8xf32> -> tensor<4x8xf32>
+  %y = lathe.depth_attention (%x) query %w gain %w base %h gate %h {eps = 1.0e-6 : f64} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> gate tensor<4x8xf32> -> tensor<4x8xf32>
+  return %y : tensor<4x8xf32>
+}
+
 // LoopUS's gate and early exit, and the init rules of its parameters.
 // CHECK: lathe.param @up : tensor<8x2xf32> init(uniform = 5.000000e-01)
 lathe.param @up : tensor<8x2xf32> init(uniform = 0.5)
@@ -223,6 +233,7 @@ func.func @training(%y: tensor<4x16xf32>, %t: tensor<4xi32>, %x: tensor<4x8xf32>
 // CHECK: lathe.global_norm(%{{.*}}, %{{.*}}) scale %{{.*}} {max_norm = 1.000000e+00 : f64}
 // CHECK: lathe.adamw %{{.*}} lr %{{.*}} step %{{.*}} scale %{{.*}} factor %{{.*}} {beta1 = 9.000000e-01 : f64
 // CHECK: lathe.assign %{{.*}}, %{{.*}} : tensor<16x8xf32>
+// CHECK: lathe.muon %{{.*}}, %{{.*}}, %{{.*}} lr %{{.*}} scale %{{.*}} factor %{{.*}} {lr_scale = 2.000000e+01 : f64, momentum = 0.94999999999999996 : f64, weight_decay = 1.000000e-01 : f64} : tensor<16x8xf32>, tensor<1xf32>
 lathe.param @"w" : tensor<16x8xf32> init(normal, std = 0.02)
 func.func @training_rest(%x: tensor<4x8xf32>, %g: tensor<8xf32>, %s: tensor<1xf32>, %q: tensor<4x8xf32>, %k: tensor<4x4xf32>) {
   %db = lathe.sum_rows %x : tensor<4x8xf32> -> tensor<8xf32>
@@ -235,6 +246,7 @@ func.func @training_rest(%x: tensor<4x8xf32>, %g: tensor<8xf32>, %s: tensor<1xf3
   %n, %f = lathe.global_norm (%w, %g) scale %s {max_norm = 1.0 : f64} : (tensor<16x8xf32>, tensor<8xf32>), tensor<1xf32> -> tensor<1xf32>, tensor<1xf32>
   %p1, %m1, %v1 = lathe.adamw %w, %w, %w, %w lr %s step %s scale %s factor %f {beta1 = 0.9 : f64, beta2 = 0.95 : f64, eps = 1.0e-08 : f64, weight_decay = 0.1 : f64} : tensor<16x8xf32>, tensor<1xf32>
   %w1 = lathe.assign %w, %p1 : tensor<16x8xf32>
+  %p2, %b2 = lathe.muon %w, %w, %w lr %s scale %s factor %f {lr_scale = 20.0 : f64, momentum = 0.95 : f64, weight_decay = 0.1 : f64} : tensor<16x8xf32>, tensor<1xf32>
   return
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Holds lathe's optimizer steps against test/reference/train.py.
 
-check_train_step.py SPEC W0 TOKENS TARGETS LR STEPS_FILE...
+check_train_step.py SPEC W0 TOKENS TARGETS LR STEPS_FILE... [--optimizer adamw|muon]
+                    [--muon-lr-scale S] [--muon-momentum MU]
 
 W0 holds the initial weights; TOKENS and TARGETS are `;`-separated rows (one
 per sequence of the batch); each STEPS_FILE is the checkpoint lathe-run
@@ -11,7 +12,23 @@ gradients (reference backprop), clipping to global norm 1.0, AdamW (beta1
 0.9, beta2 0.95, eps 1e-8, weight decay 0.1 except on no_decay_names), and
 every parameter and both moments are compared after every step (each step
 starting from lathe's previous checkpoint).
+
+--optimizer muon (lathec --train --optimizer muon): the parameters
+train.muon_params selects (2-D, named "layers.*") take Muon (Nesterov
+momentum MU, default 0.95; learning rate LR * S, S default 20; the same
+weight decay and no-decay rule), the others AdamW as above. The checkpoint
+holds Muon's momentum buffer of P as `muon.b.P` and AdamW's moments of the
+others as `adam.m.P`, `adam.v.P`. For a Muon parameter the buffer is
+compared with the reference's (relative 1e-3 of its largest: this holds
+lathe's gradient and the momentum recurrence), and the weight with the Muon
+update the reference computes from lathe's own gradient (recovered from the
+checkpoints as muon.b.P - MU * previous muon.b.P), to 1e-2 of the update's
+largest entry. Newton-Schulz multiplies a gradient error along a small
+singular direction by up to ~485, so the weight is not held against the
+reference's own gradient; the buffer check covers that gradient.
 """
+import argparse
+import math
 import os
 import sys
 
@@ -31,32 +48,70 @@ def rel(a, b):
     return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-12))
 
 
+def parse(argv):
+    ap = argparse.ArgumentParser(prog=os.path.basename(argv[0]), description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("spec")
+    ap.add_argument("w0")
+    ap.add_argument("tokens")
+    ap.add_argument("targets")
+    ap.add_argument("lr", type=float)
+    ap.add_argument("steps", nargs="+", metavar="STEPS_FILE")
+    ap.add_argument("--optimizer", choices=("adamw", "muon"), default="adamw")
+    ap.add_argument("--muon-lr-scale", type=float, default=None, help="Muon lr = LR * S (default 20)")
+    ap.add_argument("--muon-momentum", type=float, default=None, help="Muon's momentum (default 0.95)")
+    args = ap.parse_intermixed_args(argv[1:])
+    if args.optimizer != "muon" and (args.muon_lr_scale is not None or args.muon_momentum is not None):
+        ap.error("--muon-lr-scale / --muon-momentum need --optimizer muon")
+    if args.muon_lr_scale is None:
+        args.muon_lr_scale = 20.0
+    if args.muon_momentum is None:
+        args.muon_momentum = 0.95
+    return args
+
+
 def main(argv):
-    spec = decoder.load_spec(argv[1])
-    weights, _ = safetensors_np.load(argv[2])
-    tokens, targets = rows(argv[3]), rows(argv[4])
-    lr = float(argv[5])
+    args = parse(argv)
+    muon = args.optimizer == "muon"
+    spec = decoder.load_spec(args.spec)
+    weights, _ = safetensors_np.load(args.w0)
+    tokens, targets = rows(args.tokens), rows(args.targets)
+    lr, mu, lr_muon = args.lr, args.muon_momentum, args.lr * args.muon_lr_scale
     w = {k: v.astype(np.float64) for k, v in weights.items()}
+    muon_names = train.muon_params(w) if muon else []
+    muon_set = set(muon_names)
+    adam_names = [k for k in w if k not in muon_set]
     m = v = None
-    for step, path in enumerate(argv[6:], start=1):
+    b = {}
+    for step, path in enumerate(args.steps, start=1):
         if step > 1:
             # Each step starts from lathe's previous checkpoint, so that a
             # near-zero gradient's sign flip (below) does not carry over.
-            prev_ckpt, _ = safetensors_np.load(argv[5 + step - 1])
+            prev_ckpt, _ = safetensors_np.load(args.steps[step - 2])
             w = {k: prev_ckpt[k].astype(np.float64) for k in w}
-            m = {k: prev_ckpt["adam.m." + k].astype(np.float64) for k in w}
-            v = {k: prev_ckpt["adam.v." + k].astype(np.float64) for k in w}
+            m = {k: prev_ckpt["adam.m." + k].astype(np.float64) for k in adam_names}
+            v = {k: prev_ckpt["adam.v." + k].astype(np.float64) for k in adam_names}
+            b = {k: prev_ckpt["muon.b." + k].astype(np.float64) for k in muon_names}
         loss, grads = train.loss_and_grads(spec, w, tokens, targets)
         clipped, norm = train.clip_by_global_norm(grads, 1.0)
         no_decay = set(train.no_decay_names(spec, list(w)))
-        w_prev = w
-        w, m, v = train.adamw_step(w, clipped, m, v, step, lr, 0.9, 0.95, 1e-8, 0.1,
-                                   no_decay=sorted(no_decay))
+        w_prev, b_prev = w, b
+        w, m, v, b = train.optimizer_step(w, clipped, m, v, b, step, lr, optimizer=args.optimizer,
+                                          muon_names=muon_names, muon_momentum=mu,
+                                          muon_lr_scale=args.muon_lr_scale, beta1=0.9, beta2=0.95,
+                                          eps=1e-8, weight_decay=0.1, no_decay=sorted(no_decay))
         got, _ = safetensors_np.load(path)
         if int(got["optimizer.step"][0]) != step:
             print(f"MISMATCH step {step}: checkpoint says {got['optimizer.step'][0]}")
             return 1
-        for name in w:
+        need = list(w) + [p + k for k in adam_names for p in ("adam.m.", "adam.v.")] + \
+            ["muon.b." + k for k in muon_names]
+        missing = [k for k in need if k not in got]
+        if missing:
+            print(f"MISMATCH step {step}: {missing[0]} missing from {path}"
+                  + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+            return 1
+        for name in adam_names:
             # A parameter moves by about lr per step (Adam's first steps are
             # nearly sign(g) lr), so its error is measured in units of lr:
             # at most 1e-2 lr. Where a gradient is within float32 rounding
@@ -86,8 +141,37 @@ def main(argv):
                 if rel(got[label + name], want) > 1e-3:
                     print(f"MISMATCH step {step} {label}{name}: rel {rel(got[label + name], want):.3e}")
                     return 1
+        for name in muon_names:
+            # The momentum buffer B = MU B_prev + G against the reference's
+            # (lathe's gradient and recurrence), relatively as Adam's moments.
+            label = "muon.b." + name
+            have_b = got[label].astype(np.float64)
+            if have_b.shape != b[name].shape or not np.all(np.isfinite(have_b)):
+                print(f"MISMATCH step {step} {label}: shape {list(have_b.shape)} or non-finite values")
+                return 1
+            if rel(have_b, b[name]) > 1e-3:
+                print(f"MISMATCH step {step} {label}: rel {rel(have_b, b[name]):.3e}")
+                return 1
+            # The weight against the Muon step from lathe's own gradient,
+            # in units of that step's largest entry (decay excluded): 1e-2.
+            prev = w_prev[name]
+            zero = np.zeros_like(prev)
+            g_lathe = have_b - mu * b_prev.get(name, zero)
+            want_w, _ = train.muon_step({name: prev}, {name: g_lathe}, {name: b_prev.get(name, zero)},
+                                        lr_muon, mu, 0.1, no_decay=sorted(no_decay))
+            decay = 0.0 if name in no_decay else 0.1
+            unit = max(float(np.max(np.abs(prev * (1 - lr_muon * decay) - want_w[name]))), 1e-6 * lr_muon)
+            have = got[name].astype(np.float64)
+            err = float(np.max(np.abs(have - want_w[name]))) / unit if np.all(np.isfinite(have)) else math.inf
+            if err > 1e-2:
+                print(f"MISMATCH step {step} {name}: Muon error {err:.3e} of the update")
+                return 1
         print(f"step {step}: loss {loss:.6f} grad_norm {norm:.6f} OK")
-    print(f"OK {len(argv) - 6} steps, {len(w)} parameters and their moments")
+    if muon:
+        print(f"OK {len(args.steps)} steps, {len(w)} parameters ({len(muon_names)} Muon, "
+              f"{len(adam_names)} AdamW) and their optimizer states")
+    else:
+        print(f"OK {len(args.steps)} steps, {len(w)} parameters and their moments")
     return 0
 
 
