@@ -76,7 +76,8 @@ private:
 OwningOpRef<ModuleOp> mlir::lathe::loadModel(llvm::StringRef path,
                                              MLIRContext &ctx,
                                              llvm::raw_ostream &errs,
-                                             const TrainOptions *train) {
+                                             const TrainOptions *train,
+                                             const ExecutionOptions *execution) {
   auto file = llvm::MemoryBuffer::getFileOrSTDIN(path, /*IsText=*/true);
   if (!file) {
     errs << path << ": error: cannot read: " << file.getError().message()
@@ -86,7 +87,8 @@ OwningOpRef<ModuleOp> mlir::lathe::loadModel(llvm::StringRef path,
   OneLineDiagnostics diagnostics(ctx, errs);
   OwningOpRef<ModuleOp> module;
   if (path.ends_with(".yaml") || path.ends_with(".yml")) {
-    module = importSpec((*file)->getMemBufferRef(), ctx, errs, train);
+    module = importSpec((*file)->getMemBufferRef(), ctx, errs, train,
+                        execution);
   } else {
     llvm::SourceMgr sourceMgr;
     sourceMgr.AddNewSourceBuffer(std::move(*file), llvm::SMLoc());

@@ -219,8 +219,10 @@ void collectKeyLocations(llvm::yaml::Node *node, const std::string &prefix,
 class Importer {
 public:
   Importer(llvm::MemoryBufferRef buffer, MLIRContext &ctx,
-           llvm::raw_ostream &errs, const TrainOptions *train)
-      : buffer(buffer), ctx(ctx), errs(errs), train(train) {
+           llvm::raw_ostream &errs, const TrainOptions *train,
+           const ExecutionOptions *execution)
+      : buffer(buffer), ctx(ctx), errs(errs), train(train),
+        layerParallel(execution ? execution->layerParallel : 0) {
     sourceMgr.AddNewSourceBuffer(llvm::MemoryBuffer::getMemBuffer(buffer),
                                  llvm::SMLoc());
   }
@@ -306,7 +308,23 @@ private:
       return false;
     if (!(spec.rope.base > 0.0))
       return fail("rope.base", "must be positive");
-    return validateThreePhase() && validateAttnRes() && validateLoop();
+    return validateThreePhase() && validateAttnRes() && validateLoop() &&
+           validateLayerParallel();
+  }
+
+  /// SNLP's update assumes pre-norm residual blocks, F(h) = h + g(h).
+  bool validateLayerParallel() {
+    if (!layerParallel)
+      return true;
+    for (auto [key, on] : {std::pair<const char *, bool>{"three_phase",
+                                                         bool(spec.threePhase)},
+                           {"attn_res", bool(spec.attnRes)},
+                           {"loop", bool(spec.loop)}})
+      if (on)
+        return fail(key, "--layer-parallel (SNLP, ARCHITECTURES.md §4.4) "
+                         "needs pre-norm residual blocks F(h) = h + g(h); " +
+                             llvm::Twine(key) + " blocks are not of that form");
+    return true;
   }
 
   bool validateLoop() {
@@ -1118,6 +1136,29 @@ private:
         }
       }
       modulation.clear();
+    } else if (!spec.loop && layerParallel && kind == Entry::forward) {
+      // SNLP's identity-Newton iteration (ARCHITECTURES.md §4.4): every
+      // block's branch g_l(h) = block_l(h) - h on the previous trace, then
+      // a prefix sum over depth, h_l = h_0 + sum_{j<=l} g_j(h_{j-1}); from
+      // h_l = h_0, the first k layers are exact after k iterations and all
+      // of them after L. The branches of one iteration are independent.
+      const int64_t L = spec.layers;
+      SmallVector<Value> trace(size_t(L + 1), x);
+      for (int64_t k = 0; k < layerParallel; ++k) {
+        SmallVector<Value> branch;
+        for (int64_t l = 0; l < L; ++l) {
+          Location loc = NameLoc::get(
+              b.getStringAttr("iteration." + std::to_string(k)), layerLocOf(l));
+          x = trace[size_t(l)];
+          block(l, kvOf(l), loc);
+          branch.push_back(SubOp::create(b, loc, x, trace[size_t(l)]));
+        }
+        // The prefix sum, in place: trace[l] is already the new h_l.
+        for (int64_t l = 0; l < L; ++l)
+          trace[size_t(l + 1)] = AddOp::create(b, branch[size_t(l)].getLoc(),
+                                               trace[size_t(l)], branch[size_t(l)]);
+      }
+      x = trace[size_t(L)];
     } else if (!spec.loop) {
       for (int64_t l = 0; l < spec.layers; ++l)
         block(l, kvOf(l), layerLocOf(l));
@@ -1232,6 +1273,7 @@ private:
   SmallVector<int64_t> widths; // per layer, after taper
   llvm::StringMap<llvm::SMLoc> keyLocs;
   const TrainOptions *train; // null: inference only
+  int64_t layerParallel;     // SNLP iterations of the forward entry; 0: off
 };
 
 } // namespace
@@ -1239,6 +1281,7 @@ private:
 OwningOpRef<ModuleOp> mlir::lathe::importSpec(llvm::MemoryBufferRef spec,
                                               MLIRContext &ctx,
                                               llvm::raw_ostream &errs,
-                                              const TrainOptions *train) {
-  return Importer(spec, ctx, errs, train).run();
+                                              const TrainOptions *train,
+                                              const ExecutionOptions *execution) {
+  return Importer(spec, ctx, errs, train, execution).run();
 }

@@ -183,6 +183,18 @@ static Value sigmoid(OpBuilder &b, Location l, Value a) {
           b, l, one, math::ExpOp::create(b, l, arith::NegFOp::create(b, l, a))));
 }
 
+/// softplus(x) = max(x, 0) + log1p(exp(-|x|)), stable both ways.
+static Value softplus(OpBuilder &b, Location l, Value x) {
+  GenericBuilder in{b, l};
+  return arith::AddFOp::create(
+      b, l, arith::MaximumFOp::create(b, l, x, in.cst(0.0)),
+      math::Log1pOp::create(
+          b, l,
+          math::ExpOp::create(
+              b, l,
+              arith::NegFOp::create(b, l, math::AbsFOp::create(b, l, x)))));
+}
+
 /// Index (loop position) as f32, for positions and masks.
 static Value indexToF32(OpBuilder &b, Location loc, Value index) {
   Value i64 = arith::IndexCastOp::create(b, loc, b.getI64Type(), index);
@@ -494,25 +506,15 @@ struct LowerParcaeInject : OpConversionPattern<ParcaeInjectOp> {
     Value r = g.generic(
         ins, g.empty(shape), maps, {kPar, kPar},
         [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
-          GenericBuilder in{nb, l};
-          // softplus(x) = max(x, 0) + log1p(exp(-|x|)), stable both ways.
-          Value x = a[2];
-          Value softplus = arith::AddFOp::create(
-              nb, l, arith::MaximumFOp::create(nb, l, x, in.cst(0.0)),
-              math::Log1pOp::create(
-                  nb, l,
-                  math::ExpOp::create(
-                      nb, l,
-                      arith::NegFOp::create(nb, l,
-                                            math::AbsFOp::create(nb, l, x)))));
-          Value u = arith::MulFOp::create(nb, l, softplus, a[0]);
+          Value delta = softplus(nb, l, a[2]);
+          Value u = arith::MulFOp::create(nb, l, delta, a[0]);
           if (!state)
             return u;
           Value abar = math::ExpOp::create(
               nb, l,
               arith::NegFOp::create(
                   nb, l,
-                  arith::MulFOp::create(nb, l, softplus,
+                  arith::MulFOp::create(nb, l, delta,
                                         math::ExpOp::create(nb, l, a[1]))));
           return arith::AddFOp::create(nb, l, u,
                                        arith::MulFOp::create(nb, l, abar, a[3]));
@@ -1718,16 +1720,6 @@ struct LowerParcaeInjectGrad : OpConversionPattern<ParcaeInjectGradOp> {
                          return f(nb, l, a[0], a[1]);
                        });
     };
-    auto softplus = [](OpBuilder &nb, Location l, Value x) -> Value {
-      GenericBuilder in{nb, l};
-      return arith::AddFOp::create(
-          nb, l, arith::MaximumFOp::create(nb, l, x, in.cst(0.0)),
-          math::Log1pOp::create(
-              nb, l,
-              math::ExpOp::create(
-                  nb, l, arith::NegFOp::create(nb, l,
-                                               math::AbsFOp::create(nb, l, x)))));
-    };
     Value delta = chan([&](OpBuilder &nb, Location l, Value, Value dt) {
       return softplus(nb, l, dt);
     });
@@ -2018,17 +2010,6 @@ static void foldResidualAdds(ModuleOp module) {
   }
 }
 
-/// softplus(x) = max(x, 0) + log1p(exp(-|x|)), stable both ways.
-static Value softplus(OpBuilder &b, Location l, Value x) {
-  GenericBuilder in{b, l};
-  return arith::AddFOp::create(
-      b, l, arith::MaxNumFOp::create(b, l, x, in.cst(0.0)),
-      math::Log1pOp::create(
-          b, l,
-          math::ExpOp::create(
-              b, l,
-              arith::NegFOp::create(b, l, math::AbsFOp::create(b, l, x)))));
-}
 
 /// The row of the last real token, inside a generic's body: length - 1, or
 /// the last of `rows` without a length.
@@ -2075,7 +2056,6 @@ struct LowerSelectiveGate : OpConversionPattern<SelectiveGateOp> {
         {y, adaptor.getBias(), adaptor.getALog(), u, h}, g.empty(shapeOf(u)),
         {td, d, d, td, td, td}, {kPar, kPar},
         [](OpBuilder &nb, Location l, ValueRange a) -> Value {
-          GenericBuilder in{nb, l};
           Value dt = softplus(nb, l, arith::AddFOp::create(nb, l, a[0], a[1]));
           Value abar = math::ExpOp::create(
               nb, l,
@@ -2133,7 +2113,6 @@ struct LowerHaltConfidence : OpConversionPattern<HaltConfidenceOp> {
          adaptor.getWQ()},
         g.filled({1}, 0.0), {perD, unit, unit, perD, perD, wq, unit},
         {kPar, kRed}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
-          GenericBuilder in{nb, l};
           Value n = GenericBuilder::rmsNormalize(
               nb, l, centred(nb, l, a[0], a[1]), a[2], invD, eps);
           Value y = arith::AddFOp::create(

@@ -37,7 +37,8 @@ void registerCompilerDialects(DialectRegistry &registry);
 /// `errs` as one line each; null on error.
 OwningOpRef<ModuleOp> loadModel(llvm::StringRef path, MLIRContext &ctx,
                                 llvm::raw_ostream &errs,
-                                const TrainOptions *train = nullptr);
+                                const TrainOptions *train = nullptr,
+                                const ExecutionOptions *execution = nullptr);
 
 /// Runs the pipelines on `module` (consumed) and writes the artifact (binary)
 /// or the requested IR (text) to `out`.

@@ -23,6 +23,14 @@ struct TrainOptions {
   double muonLrScale = 20.0; // Muon's lr = the scheduled AdamW lr * this
 };
 
+/// How the inference entries run a model, not what the model is.
+struct ExecutionOptions {
+  // SNLP (ARCHITECTURES.md §4.4): the forward entry takes this many
+  // identity-Newton iterations over all layers at once instead of running
+  // them one after another; exact once it reaches the layer count. 0: off.
+  int64_t layerParallel = 0;
+};
+
 /// Reads a YAML model spec and builds its `lathe` module: parameters and the
 /// `forward`, `prefill*` and `decode` entries. With `train`, also:
 /// - `grad`: the mean cross-entropy of one window against its targets,
@@ -38,7 +46,8 @@ struct TrainOptions {
 /// null.
 OwningOpRef<ModuleOp> importSpec(llvm::MemoryBufferRef spec, MLIRContext &ctx,
                                  llvm::raw_ostream &errs,
-                                 const TrainOptions *train = nullptr);
+                                 const TrainOptions *train = nullptr,
+                                 const ExecutionOptions *execution = nullptr);
 
 } // namespace mlir::lathe
 

@@ -3,8 +3,9 @@
 
 Written only from docs/model-and-weights.md (the contract) and, for the
 `three_phase`, `attn_res` and `loop` spec keys, from ARCHITECTURES.md s2, s3,
-s4.1 (parcae), s4.2 (loopformer) and s4.3 (loopus), not from the compiler's
-sources. Everything is computed in float64.
+s4.1 (parcae), s4.2 (loopformer) and s4.3 (loopus), and for the `--layer-parallel K`
+execution option (idn_forward) from ARCHITECTURES.md s4.4 (SNLP Identity-Newton),
+not from the compiler's sources. Everything is computed in float64.
 
 attn_res kinds: delta (s2.3), full (s2.2 Full AttnRes), block (s2.2 Kimi Block
 AttnRes, replacement routing) and delta_block (s2.4 Delta Block, the clean
@@ -20,6 +21,8 @@ CLI:
   decoder.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --print-cached-iterations P
                                               # iterations: K_0 K_1 ... (one per row)
   decoder.py --spec S.yaml --print-widths     # per-layer MLP widths: widths=w0,w1,... (exit 1 on a bad spec)
+  decoder.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --compare L.npy --layer-parallel K
+                                              # SNLP IDN layer-parallel update, K iterations (idn_forward)
 
 --cached P: the expected output of lathe's `cached-forward --prefill P` (cached_forward):
 a prefill over tokens[:P] as one block, then tokens P.. decoded one at a time with a KV
@@ -32,6 +35,11 @@ row keeps h_{K_P}; a decoded token t keeps h_{K_t}[t] from its own decision; the
 (Dec), final norm and head then run causally over the kept states X. Row t is therefore
 NOT the last row of a forward over tokens[:t+1] (that forward gives every earlier row
 row t's K, while the cache holds their Dec K/V from the states they kept).
+--layer-parallel K: the expected output of `lathec --layer-parallel K` (idn_forward, s4.4):
+the same model and weights, run as K Identity-Newton iterations over the whole depth trace
+(h_l^(k+1) = h_0 + sum_{j<=l} g_j(h_{j-1}^(k)), starting from h_l^(0) = h_0). Standard decoder
+only (three_phase, attn_res and loop specs are refused); K >= layers gives the plain forward.
+Not combinable with --cached.
 --print-iterations prints the number of core passes the whole-window forward runs
 (loopus: decided by the last token; parcae / loopformer always run all);
 --print-cached-iterations P prints the kept pass count of each row under --cached P
@@ -1027,6 +1035,63 @@ def depth_attn(sources, w, g, eps):
     return np.sum(depth_attn_weights(S, w, g, eps)[..., None] * S, axis=0)
 
 
+def _prepare(spec, weights, tokens):
+    """Check weights and tokens; (tokens as int64 [T], float64 weights W, T)."""
+    check_weights(spec, weights)
+    tokens = np.asarray(tokens, dtype=np.int64)
+    V = spec["vocab"]
+    if tokens.ndim != 1 or tokens.size == 0 or tokens.size > spec["max_seq"]:
+        raise ValueError(f"need 1 <= len(tokens) <= max_seq={spec['max_seq']}, got {tokens.shape}")
+    if tokens.min() < 0 or tokens.max() >= V:
+        raise ValueError(f"token ids must lie in [0, {V})")
+    W = {n: a.astype(np.float64) for n, a in weights.items()}
+    return tokens, W, tokens.size
+
+
+def _sublayer_fns(spec, W, T):
+    """(norm, lin, attn, mlp): forward's pre-norm sublayer closures over float64 weights W for
+    a sequence of T rows (shared by forward and idn_forward, so both run the same block)."""
+    H, K = spec["heads"], spec["kv_heads"]
+    Dh, eps, base = spec["d_model"] // H, spec["norm"]["eps"], spec["rope"]["base"]
+    use_rope = spec["position"] == "rope"
+    normalizer = {"softmax": softmax, "softpick": softpick}[spec["attention"]["normalizer"]]
+    act = {"gelu": gelu_tanh, "relu2": relu2}.get(spec["mlp"]["kind"])
+    tp = spec.get("three_phase")
+
+    def norm(x, n):
+        if spec["norm"]["kind"] == "layernorm":
+            return layernorm(x, W[n + ".weight"], W[n + ".bias"], eps)
+        if tp is not None:
+            return phase_rmsnorm(x, W[n + ".weight"], tp["phases"], eps)
+        return rmsnorm(x, W[n + ".weight"], eps)
+
+    def lin(x, n):
+        y = x @ W[n + ".weight"].T
+        return y + W[n + ".bias"] if spec["bias"] else y
+
+    def attn(x, p, h=None, xv=None):             # h: an already-normalised input (LoopFormer)
+        h = norm(x, p + "attn_norm") if h is None else h
+        hv = h if xv is None else norm(xv, p + "attn_norm")   # delta_v: V from its own routed input
+        q = lin(h, p + "attn.wq").reshape(T, H, Dh)
+        k = lin(h, p + "attn.wk").reshape(T, K, Dh)
+        v = lin(hv, p + "attn.wv").reshape(T, K, Dh)
+        if use_rope:
+            q, k = rope(q, base), rope(k, base)
+        P = attention_probs(q, k, H, K, normalizer)                 # [H, T, T]
+        a = np.einsum("hts,shd->thd", P, v[:, np.arange(H) // (H // K), :])
+        return lin(a.reshape(T, H * Dh), p + "attn.wo")
+
+    def mlp(x, p, h=None):
+        h = norm(x, p + "mlp_norm") if h is None else h
+        if act is None:
+            m = silu(lin(h, p + "mlp.w_gate")) * lin(h, p + "mlp.w_up")
+        else:
+            m = act(lin(h, p + "mlp.w_up"))
+        return lin(m, p + "mlp.w_down")
+
+    return norm, lin, attn, mlp
+
+
 def forward(spec, weights, tokens, trace=None, *, cached_prefill=None):
     """Logits [T, vocab] (float64) for a 1-D sequence of token ids.
 
@@ -1045,8 +1110,9 @@ def forward(spec, weights, tokens, trace=None, *, cached_prefill=None):
     positions / horn), "x" (list of the 2L sublayer inputs x_s, before PreNorm)
     and "o" (list of the raw sublayer outputs o_s), for tests. With attn_res also
     "n_src" (the number of sources each of the 2L sites really saw) and
-    "n_src_final" (the final site's count, None without one); with delta or
-    delta_block also "h" (the stream h_0 .. h_2L, after any phase rotation). With
+    "n_src_final" (the final site's count, None without one); without attn_res and with
+    delta or delta_block also "h" (the stream h_0 .. h_2L after each sublayer's residual
+    add and any phase rotation; block l's output is h[2l + 2]). With
     parcae loop it is filled instead with "e" (prelude output after PreludeNorm), "inj"
     (Bbar e), "h" (the states h_0 .. h_n) and "y" (coda_proj h_n); with loopformer
     with "c" (the conditioning vectors c_1 .. c_M) and "iterations" (M); with loopus
@@ -1084,53 +1150,13 @@ def forward(spec, weights, tokens, trace=None, *, cached_prefill=None):
     V = W_v AttnNorm(x_v), while Q and K use AttnNorm(x_s). The trace then also holds "x_v"
     (per sublayer: x_v at attention sites that have one, else None).
     """
-    check_weights(spec, weights)
-    tokens = np.asarray(tokens, dtype=np.int64)
-    V, D, L = spec["vocab"], spec["d_model"], spec["layers"]
-    H, K = spec["heads"], spec["kv_heads"]
-    Dh, eps, base = D // H, spec["norm"]["eps"], spec["rope"]["base"]
-    if tokens.ndim != 1 or tokens.size == 0 or tokens.size > spec["max_seq"]:
-        raise ValueError(f"need 1 <= len(tokens) <= max_seq={spec['max_seq']}, got {tokens.shape}")
-    if tokens.min() < 0 or tokens.max() >= V:
-        raise ValueError(f"token ids must lie in [0, {V})")
-    W = {n: a.astype(np.float64) for n, a in weights.items()}
-    T = tokens.size
+    tokens, W, T = _prepare(spec, weights, tokens)
+    L, eps = spec["layers"], spec["norm"]["eps"]
     use_rope = spec["position"] == "rope"
-    normalizer = {"softmax": softmax, "softpick": softpick}[spec["attention"]["normalizer"]]
-    act = {"gelu": gelu_tanh, "relu2": relu2}.get(spec["mlp"]["kind"])
     tp, ar = spec.get("three_phase"), spec.get("attn_res")
     routing = ar["kind"] if ar else None
 
-    def norm(x, n):
-        if spec["norm"]["kind"] == "layernorm":
-            return layernorm(x, W[n + ".weight"], W[n + ".bias"], eps)
-        if tp is not None:
-            return phase_rmsnorm(x, W[n + ".weight"], tp["phases"], eps)
-        return rmsnorm(x, W[n + ".weight"], eps)
-
-    def lin(x, n):
-        y = x @ W[n + ".weight"].T
-        return y + W[n + ".bias"] if spec["bias"] else y
-
-    def attn(x, p, h=None, xv=None):             # h: an already-normalised input (LoopFormer)
-        h = norm(x, p + "attn_norm") if h is None else h
-        hv = h if xv is None else norm(xv, p + "attn_norm")   # delta_v: V from its own routed input
-        q = lin(h, p + "attn.wq").reshape(T, H, Dh)
-        k = lin(h, p + "attn.wk").reshape(T, K, Dh)
-        v = lin(hv, p + "attn.wv").reshape(T, K, Dh)
-        if use_rope:
-            q, k = rope(q, base), rope(k, base)
-        P = attention_probs(q, k, H, K, normalizer)                 # [H, T, T]
-        a = np.einsum("hts,shd->thd", P, v[:, np.arange(H) // (H // K), :])
-        return lin(a.reshape(T, H * Dh), p + "attn.wo")
-
-    def mlp(x, p, h=None):
-        h = norm(x, p + "mlp_norm") if h is None else h
-        if act is None:
-            m = silu(lin(h, p + "mlp.w_gate")) * lin(h, p + "mlp.w_up")
-        else:
-            m = act(lin(h, p + "mlp.w_up"))
-        return lin(m, p + "mlp.w_down")
+    norm, lin, attn, mlp = _sublayer_fns(spec, W, T)
 
     def route(sources, n):
         return depth_attn(sources, W[n + ".query"], W[n + ".norm"], ar["eps"])
@@ -1318,12 +1344,79 @@ def forward(spec, weights, tokens, trace=None, *, cached_prefill=None):
         trace.update(h0=h0, x=xs, o=outs)
         if routing is not None:
             trace.update(n_src=n_src, n_src_final=n_final)
-        if routing in ("delta", "delta_block"):
+        if routing in (None, "delta", "delta_block"):
             trace.update(h=hs)
             if delta_v:
                 trace.update(x_v=xvs)
     head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
     return norm(x, "norm") @ head.T                                 # the LM head has no bias
+
+
+def _check_layer_parallel(spec, iterations):
+    """ValueError unless spec is the standard pre-norm decoder and iterations an integer >= 1."""
+    for key, what in (("three_phase", "three_phase's phase rotation replaces the stream between attention and MLP"),
+                      ("attn_res", "attn_res routes each sublayer's input from earlier sources instead of "
+                                   "the previous block's output"),
+                      ("loop", "a loop spec re-applies shared blocks with injection / gating / modulation")):
+        if spec.get(key) is not None:
+            raise ValueError(f"--layer-parallel (SNLP IDN, ARCHITECTURES.md s4.4) supports only the standard "
+                             f"decoder, not {key}: {what}, so its blocks are not of the pre-norm residual form "
+                             f"F(h) = h + g(h)")
+    if isinstance(iterations, bool) or not _is_int(iterations):
+        raise ValueError(f"--layer-parallel: the iteration count K must be an integer >= 1, got {iterations!r}")
+    if iterations < 1:
+        raise ValueError(f"--layer-parallel: the iteration count K must be >= 1, got {iterations}")
+
+
+def idn_forward(spec, weights, tokens, iterations, trace=None):
+    """Logits [T, vocab] (float64) of the SNLP Identity-Newton layer-parallel update
+    (ARCHITECTURES.md s4.4), lathe's `--layer-parallel K` execution of the standard decoder.
+
+    Block l (1-based here, layers.{l-1} in the weights) is F_l(h) = h + g_l(h), with
+    g_l(h) = a + MLP(h + a), a = Attn(h): the block's whole branch (both sublayers with
+    their residual adds, minus h). h_0 is the stream entering block 0 (token embedding,
+    plus learned positions). The trace guess starts at h_l^(0) = h_0 for l = 1..L; one
+    iteration evaluates every block's branch on the previous trace and takes a prefix
+    sum over depth:
+        h_l^(k+1) = h_0 + sum_{j=1..l} g_j(h_{j-1}^(k)),   l = 1..L.
+    After K = `iterations` iterations the logits are head(final_norm(h_L^(K))). After k
+    iterations h_1..h_k equal the sequential forward (up to rounding); K >= L gives the
+    sequential result, and more iterations change nothing. Each branch is causal, so the
+    whole update is causal.
+
+    Only the standard decoder (any norm / mlp / attention / position / bias / tie options
+    and mlp.taper): three_phase, attn_res and loop specs raise ValueError, as does an
+    iteration count that is not an integer >= 1.
+
+    trace: optional dict; filled with "h0" ([T, D]), "H" (K + 1 arrays [L + 1, T, D]:
+    H[k][l] = h_l^(k), H[k][0] = h_0, H[0] the initial guess), "g" (K arrays [L, T, D]:
+    g[k][j - 1] = g_j(h_{j-1}^(k)), the branches iteration k + 1 summed) and
+    "iterations" (K).
+    """
+    _check_layer_parallel(spec, iterations)
+    tokens, W, T = _prepare(spec, weights, tokens)
+    L = spec["layers"]
+    norm, _, attn, mlp = _sublayer_fns(spec, W, T)
+
+    def branch(h, l):                                 # g_l(h) = F_l(h) - h, layers.{l-1}
+        p = f"layers.{l - 1}."
+        a = attn(h, p)
+        return a + mlp(h + a, p)
+
+    h0 = W["embed.weight"][tokens]
+    if spec["position"] != "rope":
+        h0 = h0 + W["pos_embed.weight"][:T]
+    Hk = np.broadcast_to(h0, (L + 1,) + h0.shape).copy()          # H^(0): h_l = h_0 for every l
+    Hs, gs = [Hk], []
+    for _ in range(int(iterations)):
+        g = np.stack([branch(Hk[l - 1], l) for l in range(1, L + 1)])  # all L branches on H^(k)
+        Hk = np.concatenate([h0[None], h0[None] + np.cumsum(g, axis=0)], axis=0)   # prefix sum over depth
+        Hs.append(Hk)
+        gs.append(g)
+    if trace is not None:
+        trace.update(h0=h0, H=Hs, g=gs, iterations=int(iterations))
+    head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
+    return norm(Hk[L], "norm") @ head.T
 
 
 def loopus_halt_iterations(halt, qs, changes):
@@ -1510,6 +1603,10 @@ def main(argv=None):
     ap.add_argument("--print-cached-iterations", type=int, metavar="P",
                     help="print 'iterations: K_0 K_1 ...', the kept core pass count of each row under "
                          "--cached P (rows < P all K_P; loop specs only)")
+    ap.add_argument("--layer-parallel", type=int, metavar="K",
+                    help="--compare / --out against lathe's --layer-parallel K: the SNLP Identity-Newton "
+                         "layer-parallel update (ARCHITECTURES.md s4.4) with K >= 1 iterations (idn_forward; "
+                         "standard decoder only, K >= layers gives the sequential forward)")
     args = ap.parse_args(argv)
 
     if args.print_widths:
@@ -1546,7 +1643,12 @@ def main(argv=None):
                 print(line, file=sys.stderr)
             if not (args.out or args.compare):
                 return 0
-        if args.cached is not None:
+        if args.layer_parallel is not None:
+            if args.cached is not None:
+                raise ValueError("--layer-parallel cannot be combined with --cached: a KV-cached decode under "
+                                 "the layer-parallel update is not defined")
+            ref = idn_forward(spec, weights, tokens, args.layer_parallel)
+        elif args.cached is not None:
             ref = cached_forward(spec, weights, tokens, args.cached)
         else:
             ref = forward(spec, weights, tokens)

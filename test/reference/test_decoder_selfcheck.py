@@ -3677,6 +3677,278 @@ def _():
     assert any(x.startswith(f"WARNING loopus row {t} halt statistic at iteration 1 ") for x in warns), warns
 
 
+# ---------------------------------------------------------------- SNLP layer-parallel (IDN), s4.4 / s6.10
+
+def block_literal(spec, W, l, h):
+    """F_l(h) for block l = 1..L (layers.{l-1}) on a float64 stream h [T, D], written apart from
+    decoder.py: per head and per row, explicit causal rows, complex RoPE, norms by hand."""
+    T, D = h.shape
+    H, K, eps = spec["heads"], spec["kv_heads"], spec["norm"]["eps"]
+    Dh, p, has_bias = D // H, f"layers.{l - 1}.", spec["bias"]
+
+    def norm(x, n):
+        if spec["norm"]["kind"] == "rmsnorm":
+            return x * W[n + ".weight"] / np.sqrt((x ** 2).sum(-1, keepdims=True) / D + eps)
+        c = x - x.sum(-1, keepdims=True) / D
+        return c / np.sqrt((c ** 2).sum(-1, keepdims=True) / D + eps) * W[n + ".weight"] + W[n + ".bias"]
+
+    def lin(x, n):
+        return np.einsum("oi,ti->to", W[n + ".weight"], x) + (W[n + ".bias"] if has_bias else 0.0)
+
+    a_in = norm(h, p + "attn_norm")
+    q, k, v = (lin(a_in, p + "attn." + n) for n in ("wq", "wk", "wv"))
+    heads = np.zeros((T, D))
+    for hd in range(H):
+        kh = hd // (H // K)                                   # GQA: the kv head this query head reads
+        qs, ks, vs = (m[:, c * Dh:(c + 1) * Dh] for m, c in ((q, hd), (k, kh), (v, kh)))
+        if spec["position"] == "rope":
+            qs = np.array([rope_complex(qs[t], t, spec["rope"]["base"]) for t in range(T)])
+            ks = np.array([rope_complex(ks[t], t, spec["rope"]["base"]) for t in range(T)])
+        for t in range(T):
+            sc = np.array([qs[t] @ ks[u] for u in range(t + 1)]) / math.sqrt(Dh)
+            if spec["attention"]["normalizer"] == "softpick":
+                e = np.exp(sc) - 1.0
+                pr = np.maximum(e, 0.0) / (np.abs(e).sum() + 1e-8)
+            else:
+                pr = np.exp(sc - sc.max())
+                pr = pr / pr.sum()
+            heads[t, hd * Dh:(hd + 1) * Dh] = pr @ vs[:t + 1]
+    x = h + lin(heads, p + "attn.wo")
+    m_in = norm(x, p + "mlp_norm")
+    kind = spec["mlp"]["kind"]
+    up = lin(m_in, p + "mlp.w_up")
+    if kind == "swiglu":
+        gt = lin(m_in, p + "mlp.w_gate")
+        mid = gt / (1.0 + np.exp(-gt)) * up
+    elif kind == "gelu":
+        mid = 0.5 * up * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (up + 0.044715 * up ** 3)))
+    else:                                                     # relu2
+        mid = np.maximum(up, 0.0) ** 2
+    return x + lin(mid, p + "mlp.w_down")
+
+
+def _h0_literal(spec, W, tokens):
+    h0 = np.array([W["embed.weight"][t] for t in tokens])
+    if spec["position"] == "learned":
+        h0 = h0 + W["pos_embed.weight"][:len(tokens)]
+    return h0
+
+
+def _head_literal(spec, W, h):
+    D, eps = spec["d_model"], spec["norm"]["eps"]
+    if spec["norm"]["kind"] == "rmsnorm":
+        y = h * W["norm.weight"] / np.sqrt((h ** 2).sum(-1, keepdims=True) / D + eps)
+    else:
+        c = h - h.mean(-1, keepdims=True)
+        y = c / np.sqrt((c ** 2).mean(-1, keepdims=True) + eps) * W["norm.weight"] + W["norm.bias"]
+    return y @ W["embed.weight" if spec["tie_embeddings"] else "lm_head.weight"].T
+
+
+def idn_newton_literal(spec, w, tokens, K):
+    """The s4.4 Newton step, literally: unknown trace H = (h_1..h_L); residual G_l = h_l - F_l(h_{l-1});
+    with the identity-Jacobian surrogate, J dH = -G is lower-bidiagonal, dh_l - dh_{l-1} = -G_l with
+    dh_0 = 0, solved by forward substitution; H += dH. Start h_l = h_0. Returns (logits, [H^(0)..H^(K)])."""
+    W = {n: a.astype(np.float64) for n, a in w.items()}
+    L = spec["layers"]
+    h0 = _h0_literal(spec, W, tokens)
+    Hs = [[h0.copy() for _ in range(L + 1)]]
+    for _ in range(K):
+        Hc = Hs[-1]
+        G = [None] + [Hc[l] - block_literal(spec, W, l, Hc[l - 1]) for l in range(1, L + 1)]
+        dH = [np.zeros_like(h0)]
+        for l in range(1, L + 1):                             # forward substitution
+            dH.append(dH[l - 1] - G[l])
+        Hs.append([Hc[0]] + [Hc[l] + dH[l] for l in range(1, L + 1)])
+    return _head_literal(spec, W, Hs[-1][L]), Hs
+
+
+def _rel(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+IDN_CASES = [
+    ("swiglu GQA rope L=4", dict(layers=4)),
+    ("GPT-2 options L=4", dict(GPT2, layers=4)),
+    ("relu2 softpick untied bias L=3", dict(layers=3, mlp={"kind": "relu2", "width": 40}, bias=True,
+                                          attention={"normalizer": "softpick"})),
+    ("taper L=4", dict(TAPER)),
+    ("L=1", dict(layers=1)),
+]
+
+
+@check("SNLP IDN (s6.10): after k iterations h_1..h_k equal the sequential forward's states (rel < 1e-12), deeper "
+       "layers do not; after L all layers and the logits equal forward; K > L changes nothing")
+def _():
+    notes = []
+    for seed, (tag, kw) in enumerate(IDN_CASES):
+        s = small_spec(**kw)
+        w, L = weights(s, 700 + seed), s["layers"]
+        tr = {}
+        f = ref.forward(s, w, TOKENS, trace=tr)
+        seq = [tr["h"][2 * l] for l in range(L + 1)]             # h_0 .. h_L of the sequential forward
+        worst, gap = 0.0, float("inf")
+        for k in range(1, L + 3):
+            t = {}
+            y = ref.idn_forward(s, w, TOKENS, k, trace=t)
+            assert y.shape == f.shape and y.dtype == np.float64 and t["iterations"] == k
+            assert len(t["H"]) == k + 1 and len(t["g"]) == k and t["H"][0].shape == (L + 1, len(TOKENS), s["d_model"])
+            assert np.array_equal(t["H"][0], np.broadcast_to(t["h0"], t["H"][0].shape))   # h_l^(0) = h_0
+            assert np.array_equal(t["h0"], seq[0])
+            Hk = t["H"][k]
+            for l in range(1, min(k, L) + 1):
+                e = _rel(Hk[l], seq[l])
+                assert e < 1e-12, (tag, k, l, e)
+                worst = max(worst, e)
+            for l in range(k + 1, L + 1):                        # not yet exact: the test can tell
+                gap = min(gap, _rel(Hk[l], seq[l]))
+                assert _rel(Hk[l], seq[l]) > 1e-6, (tag, k, l, _rel(Hk[l], seq[l]))
+            if k >= L:
+                e = _rel(y, f)
+                assert e < 1e-12, (tag, k, e)
+                worst = max(worst, e)
+                if k > L:                                        # a fixed point: bitwise unchanged
+                    assert np.array_equal(y, ref.idn_forward(s, w, TOKENS, L)) and np.array_equal(Hk, t["H"][L])
+            else:
+                assert _rel(y, f) > 1e-6, (tag, k, _rel(y, f))
+        notes.append(f"{tag}: {worst:.1e}" + (f" (gap {gap:.1e})" if gap < float("inf") else ""))
+    return "; ".join(notes)
+
+
+@check("SNLP IDN: K = 1 gives h_l = h_0 + sum_{j<=l} g_j(h_0) (g_j = F_j(h_0) - h_0, independent block)")
+def _():
+    notes = []
+    for seed, (tag, kw) in enumerate(IDN_CASES[:4]):
+        s = small_spec(**kw)
+        w, L = weights(s, 720 + seed), s["layers"]
+        W = {n: a.astype(np.float64) for n, a in w.items()}
+        h0 = _h0_literal(s, W, TOKENS)
+        t = {}
+        y = ref.idn_forward(s, w, TOKENS, 1, trace=t)
+        acc, worst = h0.copy(), 0.0
+        for l in range(1, L + 1):
+            g = block_literal(s, W, l, h0) - h0
+            acc = acc + g
+            worst = max(worst, _rel(t["g"][0][l - 1], g), _rel(t["H"][1][l], acc))
+        worst = max(worst, _rel(y, _head_literal(s, W, acc)))
+        assert worst < 1e-12, (tag, worst)
+        notes.append(f"{tag}: {worst:.1e}")
+    return "; ".join(notes)
+
+
+@check("SNLP IDN: the prefix-sum form equals a literal Newton step (identity-Jacobian surrogate, forward "
+       "substitution) for random models, every K; the literal blocks run sequentially give forward")
+def _():
+    notes = []
+    rng = np.random.default_rng(731)
+    for seed, (tag, kw) in enumerate(IDN_CASES[:3]):
+        s = small_spec(**kw)
+        w, L = weights(s, 740 + seed), s["layers"]
+        toks = [int(x) for x in rng.integers(0, s["vocab"], size=7)]
+        W = {n: a.astype(np.float64) for n, a in w.items()}
+        h = _h0_literal(s, W, toks)
+        for l in range(1, L + 1):
+            h = block_literal(s, W, l, h)
+        e_seq = _rel(_head_literal(s, W, h), ref.forward(s, w, toks))
+        assert e_seq < 1e-12, (tag, e_seq)
+        worst = 0.0
+        for K in range(1, L + 2):
+            t = {}
+            y = ref.idn_forward(s, w, toks, K, trace=t)
+            yl, Hl = idn_newton_literal(s, w, toks, K)
+            for k in range(K + 1):
+                for l in range(L + 1):
+                    worst = max(worst, _rel(t["H"][k][l], Hl[k][l]))
+            worst = max(worst, _rel(y, yl))
+        assert worst < 1e-12, (tag, worst)
+        notes.append(f"{tag}: {worst:.1e}")
+    return "; ".join(notes)
+
+
+@check("SNLP IDN is causal: rows 0..t do not depend on later tokens (K < L, so not the sequential result)")
+def _():
+    for seed, (tag, kw) in enumerate(IDN_CASES[:3]):
+        s = small_spec(**kw)
+        w = weights(s, 760 + seed)
+        for K in (1, 2):
+            y = ref.idn_forward(s, w, TOKENS, K)
+            for t in (0, 3, len(TOKENS) - 2):
+                pre = ref.idn_forward(s, w, TOKENS[:t + 1], K)
+                close(pre, y[:t + 1], 1e-12 * np.abs(y).max(), f"{tag} K={K} prefix t={t}")
+                alt = TOKENS[:t + 1] + [(x + 7) % s["vocab"] for x in TOKENS[t + 1:]]
+                ya = ref.idn_forward(s, w, alt, K)
+                close(ya[:t + 1], y[:t + 1], 1e-12 * np.abs(y).max(), f"{tag} K={K} changed tail t={t}")
+                if t + 1 < len(TOKENS):
+                    assert np.max(np.abs(ya[t + 1:] - y[t + 1:])) > 1e-6   # the later rows do change
+
+
+@check("SNLP IDN refuses three_phase, attn_res and loop specs (not F(h) = h + g(h)) and K that is not an integer >= 1")
+def _():
+    msgs = []
+    for key, s in (("three_phase", small_spec(three_phase={"phases": 2})),
+                   ("attn_res", small_spec(**AR("delta"))),
+                   ("attn_res", small_spec(**AR("block", blocks=1))),
+                   ("loop", parcae(1, 1, 1, 2)),
+                   ("loop", loopformer(2)),
+                   ("loop", loopus(1, 1, 1, 2))):
+        w = weights(s, 780)
+        msgs.append(raises(lambda: ref.idn_forward(s, w, TOKENS, 2), key, "standard decoder", "F(h) = h + g(h)"))
+    s = small_spec()
+    w = weights(s, 781)
+    for bad in (0, -1, 1.5, 2.0, True, "2", None):
+        raises(lambda: ref.idn_forward(s, w, TOKENS, bad), "integer >= 1" if bad not in (0, -1) else ">= 1")
+    ref.idn_forward(s, w, TOKENS, np.int64(2))                    # numpy integers are integers
+    raises(lambda: ref.idn_forward(s, w, [s["vocab"]], 1), "token ids")
+    raises(lambda: ref.idn_forward(s, {k: v.astype(np.float64) for k, v in w.items()}, TOKENS, 1), "float32")
+    return msgs[0]
+
+
+@check("CLI: --layer-parallel K --out / --compare use idn_forward; K >= L matches the plain forward, K < L does not; "
+       "bad K, unsupported specs and --cached are errors")
+def _():
+    with tempfile.TemporaryDirectory() as d:
+        S, W, B, I = (os.path.join(d, n) for n in ("s.yaml", "w.safetensors", "base.npy", "idn.npy"))
+        open(S, "w").write("name: s\nvocab: 40\nd_model: 32\nlayers: 3\nheads: 4\nkv_heads: 2\nmax_seq: 12\n"
+                           "norm:\n  kind: layernorm\nposition: learned\nbias: true\n")
+        cli = [sys.executable, os.path.join(HERE, "decoder.py"), "--spec", S]
+        subprocess.run(cli + ["--write-weights", W, "--seed", "3", "--scale", "10"], check=True, capture_output=True)
+        toks = "1,2,39,7,11,3,0"
+        run = lambda *a: subprocess.run(cli + ["--weights", W, "--tokens", toks] + list(a), capture_output=True, text=True)
+        assert run("--out", B).returncode == 0
+        s = ref.load_spec(S)
+        w, _ = safetensors_np.load(W)
+        tk = [int(x) for x in toks.split(",")]
+        for K in ("1", "2"):
+            r_ = run("--layer-parallel", K, "--out", I)
+            assert r_.returncode == 0, r_.stdout + r_.stderr
+            y = np.load(I)
+            assert y.dtype == np.float64 and np.array_equal(y, ref.idn_forward(s, w, tk, int(K)))
+            r_ = run("--layer-parallel", K, "--compare", I)
+            assert r_.returncode == 0 and r_.stdout.strip().endswith("OK"), r_.stdout + r_.stderr
+            r_ = run("--layer-parallel", K, "--compare", B)
+            assert r_.returncode == 1 and r_.stdout.startswith("MISMATCH"), r_.stdout + r_.stderr
+            r_ = run("--compare", I)                                    # and the plain forward rejects IDN's logits
+            assert r_.returncode == 1 and r_.stdout.startswith("MISMATCH"), r_.stdout + r_.stderr
+        for K in ("3", "5"):
+            r_ = run("--layer-parallel", K, "--compare", B, "--rtol", "1e-10")
+            assert r_.returncode == 0 and r_.stdout.strip().endswith("OK"), r_.stdout + r_.stderr
+        for bad in ("0", "-2"):
+            r_ = run("--layer-parallel", bad, "--compare", B)
+            assert r_.returncode == 2 and r_.stdout.startswith("ERROR") and ">= 1" in r_.stdout, r_.stdout
+        r_ = run("--layer-parallel", "2", "--compare", B, "--cached", "3")
+        assert r_.returncode == 2 and r_.stdout.startswith("ERROR") and "--cached" in r_.stdout, r_.stdout
+        r_ = run("--layer-parallel", "2")                                # no --out / --compare: a summary line
+        assert r_.returncode == 0 and r_.stdout.startswith("logits shape=[7, 40]"), r_.stdout
+        S2, W2 = os.path.join(d, "ar.yaml"), os.path.join(d, "ar.safetensors")
+        open(S2, "w").write("name: ar\nvocab: 40\nd_model: 32\nlayers: 2\nheads: 4\nmax_seq: 12\nattn_res:\n  kind: delta\n")
+        cli2 = [sys.executable, os.path.join(HERE, "decoder.py"), "--spec", S2]
+        subprocess.run(cli2 + ["--write-weights", W2], check=True, capture_output=True)
+        r_ = subprocess.run(cli2 + ["--weights", W2, "--tokens", toks, "--layer-parallel", "2", "--out", I],
+                            capture_output=True, text=True)
+        assert r_.returncode == 2 and r_.stdout.startswith("ERROR") and "attn_res" in r_.stdout, r_.stdout
+    return r_.stdout.strip()[:90]
+
+
 if __name__ == "__main__":
     # A check that returns a note starting with "SKIPPED" ran nothing: count it
     # as skipped, never as passed.

@@ -5,8 +5,8 @@ Run it like the other benchmarks (OpenBLAS variables unset):
 
   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 tools/bench/families.py
 
-For every family example (three-phase, attn-res, combined, parcae, and the
-tapered example) the script writes a "standard" twin: the same spec with the
+For every family example (three-phase, attn-res, combined, parcae,
+loopformer, loopus, and the tapered example) the script writes a "standard" twin: the same spec with the
 family keys removed (three_phase, attn_res, loop, mlp.taper). For a looped
 model the twin keeps `layers` distinct blocks, so it does the prelude + one
 pass of the core + coda; the ratio then shows what the extra iterations
@@ -28,7 +28,8 @@ import tempfile
 import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FAMILIES = ["three-phase", "attn-res", "combined", "parcae", "loopformer", "tapered-base"]
+FAMILIES = ["three-phase", "attn-res", "combined", "parcae", "loopformer", "loopus",
+            "tapered-base"]
 FAMILY_KEYS = ("three_phase", "attn_res", "loop")
 
 
@@ -44,7 +45,9 @@ def kernels_per_layer(lathec, spec):
     for line in report.splitlines():
         if line.startswith("entry "):
             current = line.split(":")[0][len("entry "):]
-        m = re.match(r"  layer (.+): (\d+) kernels", line)
+        # "layer 3", "layer 1 iteration 2", and a loop's own kernels per
+        # iteration ("loop iteration 2").
+        m = re.match(r"  ((?:layer|loop) .+): (\d+) kernels", line)
         if m and current == "forward":
             counts[m.group(1)] = int(m.group(2))
     return counts

@@ -78,6 +78,11 @@ static cl::opt<double> muonLrScale(
     "muon-lr-scale",
     cl::desc("Muon's learning rate as a multiple of the scheduled AdamW one"),
     cl::init(20.0), cl::cat(trainCategory));
+static cl::opt<int64_t> layerParallel(
+    "layer-parallel",
+    cl::desc("SNLP: run the forward entry as this many identity-Newton "
+             "iterations over all layers at once (exact at the layer count)"),
+    cl::init(0));
 static cl::opt<std::string> gpuChip(
     "gpu-chip", cl::desc("Chip for --emit=llvm|ptx with --target=cuda"),
     cl::init("sm_90"));
@@ -134,8 +139,13 @@ int main(int argc, char **argv) {
     return bad("--optimizer must be adamw or muon");
   if (!(muonMomentum >= 0 && muonMomentum < 1) || !(muonLrScale > 0))
     return bad("--muon-momentum must be in [0, 1) and --muon-lr-scale > 0");
+  if (layerParallel < 0)
+    return bad("--layer-parallel must be >= 1 (0: off)");
+  ExecutionOptions execution;
+  execution.layerParallel = layerParallel;
   OwningOpRef<ModuleOp> module = loadModel(inputPath, ctx, llvm::errs(),
-                                           train ? &trainOptions : nullptr);
+                                           train ? &trainOptions : nullptr,
+                                           &execution);
   if (!module)
     return 1;
 
