@@ -79,6 +79,7 @@ struct LoopSpec {
   int64_t iterations = 0;
   std::optional<std::vector<double>> trajectory; // LoopFormer's step sizes
   std::optional<int64_t> rank;                   // LoopUS's gate rank
+  std::optional<int64_t> backprop;               // Parcae's mu_bwd
   std::optional<HaltSpec> halt;                  // LoopUS's early exit
 };
 struct ModelSpec {
@@ -154,6 +155,7 @@ template <> struct MappingTraits<LoopSpec> {
     io.mapRequired("iterations", s.iterations);
     io.mapOptional("trajectory", s.trajectory);
     io.mapOptional("rank", s.rank);
+    io.mapOptional("backprop", s.backprop);
     io.mapOptional("halt", s.halt);
   }
 };
@@ -334,6 +336,14 @@ private:
     if (lp.kind != "parcae" && lp.kind != "loopformer" && lp.kind != "loopus")
       return fail("loop.kind", "unknown loop kind '" + lp.kind +
                                    "' (expected: parcae, loopformer, loopus)");
+    if (lp.backprop && lp.kind != "parcae")
+      return fail("loop.backprop", "only Parcae truncates backprop through "
+                                   "its iterations");
+    if (lp.backprop && (*lp.backprop < 1 || *lp.backprop > lp.iterations))
+      return fail("loop.backprop",
+                  "must be between 1 and iterations (" +
+                      llvm::Twine(lp.iterations) + "), got " +
+                      llvm::Twine(*lp.backprop));
     if (lp.kind != "loopus") {
       if (lp.rank)
         return fail("loop.rank", "only LoopUS has a gate rank");
@@ -1231,6 +1241,11 @@ private:
       for (int64_t t = 0; t < spec.loop->iterations; ++t) {
         Location iterLoc = NameLoc::get(
             b.getStringAttr("iteration." + std::to_string(t)), loopLoc);
+        // Truncated backprop (mu_bwd): in training, the state entering the
+        // last `backprop` iterations is a constant for the gradient.
+        if (training && state && spec.loop->backprop &&
+            t == spec.loop->iterations - *spec.loop->backprop)
+          state = StopGradientOp::create(b, iterLoc, state);
         x = ParcaeInjectOp::create(b, iterLoc, f32({T, D}), be, aLog, dtBias,
                                    state);
         for (int64_t l = prelude; l < prelude + core; ++l)

@@ -623,6 +623,17 @@ struct LowerGatedAdd : OpConversionPattern<GatedAddOp> {
   }
 };
 
+/// The identity: differentiation has already cut the gradient here.
+struct LowerStopGradient : OpConversionPattern<StopGradientOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(StopGradientOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    rewriter.replaceOp(op, adaptor.getInput());
+    return success();
+  }
+};
+
 /// sum_d x[t, d]^2 per row.
 struct LowerRowSumSquares : OpConversionPattern<RowSumSquaresOp> {
   using OpConversionPattern::OpConversionPattern;
@@ -2260,7 +2271,7 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
                  LowerCenterRows, LowerParcaeInjectGrad,
                  LowerModulatedRmsNormGrad, LowerGatedAddGrad,
                  LowerSiluGrad, LowerSelectiveGate, LowerHaltConfidence,
-                 LowerHaltIf, LowerMuon>(ctx);
+                 LowerHaltIf, LowerMuon, LowerStopGradient>(ctx);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
       signalPassFailure();

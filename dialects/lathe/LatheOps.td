@@ -562,6 +562,23 @@ def Lathe_HaltIfOp : Lathe_Op<"halt_if", [Pure, AttrSizedOperandSegments,
   let hasVerifier = 1;
 }
 
+def Lathe_StopGradientOp : Lathe_Op<"stop_gradient", [Pure,
+    SameOperandsAndResultType, DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
+  let summary = "The identity, through which no gradient flows.";
+  let description = [{
+    Parcae's truncated backprop (ARCHITECTURES.md §4.1): the loop state
+    entering the last `backprop` iterations is held constant, so the
+    earlier iterations run without gradient. Lowers to its input.
+
+    ```mlir
+    %h = lathe.stop_gradient %state : tensor<16x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($result)";
+}
+
 def Lathe_RowSumSquaresOp : Lathe_Op<"row_sum_squares", [Pure]> {
   let summary = "Per-token sum of squares, computed once per routing source.";
   let description = [{

@@ -54,6 +54,13 @@ std::pair<Value, Value> linearVjp(OpBuilder &b, Location loc, Value x, Value w,
 
 } // namespace
 
+/// No gradient: the input is a constant for differentiation.
+LogicalResult StopGradientOp::buildVjp(OpBuilder &, ArrayRef<Value>,
+                                       SmallVectorImpl<Value> &grads) {
+  grads.push_back(Value());
+  return success();
+}
+
 LogicalResult EmbeddingOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
                                     SmallVectorImpl<Value> &grads) {
   Cotangents out(*this, grads);

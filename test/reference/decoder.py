@@ -380,7 +380,7 @@ def _loop_spec(lp):
     if not isinstance(lp, dict):
         raise ValueError(f"loop must be a mapping {{kind: parcae, prelude: P, core: C, coda: K, iterations: n}}, "
                          f"got {lp!r}")
-    unknown = set(lp) - set(LOOP_KEYS) - set(LOOPFORMER_KEYS) - set(LOOPUS_KEYS)
+    unknown = set(lp) - set(LOOP_KEYS) - set(LOOPFORMER_KEYS) - set(LOOPUS_KEYS) - {"backprop"}
     if unknown:
         raise ValueError(f"loop: unknown keys {sorted(unknown, key=str)}; known: parcae {list(LOOP_KEYS)}, "
                          f"loopformer {list(LOOPFORMER_KEYS)}, loopus {list(LOOPUS_KEYS)}")
@@ -391,6 +391,8 @@ def _loop_spec(lp):
         for k in LOOPUS_ONLY_KEYS:
             if k in lp:
                 raise ValueError(f"loop.{k} is only allowed with kind: loopus, not {kind}")
+    if kind != "parcae" and "backprop" in lp:
+        raise ValueError(f"loop.backprop is only allowed with kind: parcae, not {kind}")
     if kind == "loopformer":
         return _loopformer_spec(lp)
     if "trajectory" in lp:
@@ -405,6 +407,12 @@ def _loop_spec(lp):
         if v < lo:
             raise ValueError(f"loop.{k} must be >= {lo}, got {v}")
         out[k] = int(v)
+    if "backprop" in lp:      # parcae truncated backprop depth k (s4.1); forward ignores it
+        b = lp["backprop"]
+        if not _is_int(b) or not 1 <= b <= out["iterations"]:
+            raise ValueError(f"loop.backprop must be an integer in [1, iterations = {out['iterations']}], "
+                             f"got {b!r}")
+        out["backprop"] = int(b)
     if kind == "loopus":
         r = lp.get("rank")
         if r is not None and (not _is_int(r) or r < 1):
@@ -442,6 +450,21 @@ def _loopus_halt_spec(halt):
     if h["tolerance"] <= 0:
         raise ValueError(f"loop.halt.tolerance must be > 0, got {h['tolerance']}")
     return h
+
+
+def parcae_backprop(spec):
+    """Parcae's truncated backprop depth k = loop.backprop (default: iterations, full backprop).
+    The gradient treats h_{n-k} (the state after n - k core passes, trace["h"][n - k]) as a
+    constant; the forward value does not depend on k. None for non-parcae specs."""
+    lp = spec.get("loop")
+    if lp is None or lp["kind"] != "parcae":
+        return None
+    return lp.get("backprop", lp["iterations"])
+
+
+def frozen_state_index(spec):
+    """n - k: the index into trace["h"] of the state held constant by truncated backprop."""
+    return spec["loop"]["iterations"] - parcae_backprop(spec)
 
 
 def is_loopus(spec):
@@ -1092,7 +1115,7 @@ def _sublayer_fns(spec, W, T):
     return norm, lin, attn, mlp
 
 
-def forward(spec, weights, tokens, trace=None, *, cached_prefill=None):
+def forward(spec, weights, tokens, trace=None, *, cached_prefill=None, frozen_state=None):
     """Logits [T, vocab] (float64) for a 1-D sequence of token ids.
 
     cached_prefill (loopus only; use cached_forward): None is the whole-window forward
@@ -1121,6 +1144,12 @@ def forward(spec, weights, tokens, trace=None, *, cached_prefill=None):
     "dt", "abar" (per pass k: R(h_k), Dt, Abar), "q" (q_0 .. q_{K-1}, floats, last row)
     and "stat" (per pass the (statistic, threshold) pair the halt rule compared:
     q_k, the cdf, or ||h_{k+1}[n-1] - h_k[n-1]||; (q_k, None) for mode none).
+
+    frozen_state (parcae only): an array [T, D] used as h_{n-k}, the state entering iteration
+    n-k (k = parcae_backprop(spec)), instead of the computed one; only the last k iterations run
+    from it. Equal to trace["h"][n - k] of a plain forward, it gives the same logits; finite
+    differences with it held at its unperturbed value are the truncated-backprop gradient. With
+    it the trace's "h" lists only h_{n-k} .. h_n.
 
     attn_res block (s2.2 Kimi Block AttnRes, replacement), in the s2.2 code order:
     blocks = [], partial = h0; per layer l: x_attn = DepthAttn(blocks ++ [partial]);
@@ -1191,6 +1220,8 @@ def forward(spec, weights, tokens, trace=None, *, cached_prefill=None):
             trace.update(c=cs, iterations=len(cs))
         head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
         return norm(x, "norm") @ head.T
+    if frozen_state is not None and parcae_backprop(spec) is None:
+        raise ValueError("forward: frozen_state is only for parcae loops")
     if cached_prefill is not None and not is_loopus(spec):
         raise ValueError("forward: cached_prefill is only for loopus (use cached_forward)")
     if spec.get("loop") is not None:
@@ -1251,8 +1282,14 @@ def forward(spec, weights, tokens, trace=None, *, cached_prefill=None):
         delta, abar = parcae_discretize(W["injection.A_log"], W["injection.dt_bias"])
         inj = delta * (e @ W["injection.B"].T)                       # Bbar e = diag(Delta) B e
         h = np.zeros_like(e)                                         # h_0 = 0: the "zero" state init
+        n_iter = spec["loop"]["iterations"]
+        if frozen_state is not None:                                 # truncated backprop: h_{n-k} given
+            h = np.asarray(frozen_state, np.float64)
+            if h.shape != e.shape:
+                raise ValueError(f"forward: frozen_state has shape {list(h.shape)}, expected {list(e.shape)}")
+            n_iter = parcae_backprop(spec)
         hs = [h]
-        for _ in range(spec["loop"]["iterations"]):
+        for _ in range(n_iter):
             u = abar * h + inj                                       # u_t = Abar h_t + Bbar e
             for l in core:
                 u = block(u, l)

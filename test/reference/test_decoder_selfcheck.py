@@ -3949,6 +3949,102 @@ def _():
     return r_.stdout.strip()[:90]
 
 
+# ---------------------------------------------------------------- parcae truncated backprop (loop.backprop)
+# ARCHITECTURES.md s4.1: with backprop depth k the state entering iteration n - k is a constant
+# for the gradient; the forward value is unchanged.
+
+def _parcae_bp(n, k=None, **kw):
+    lp = {"kind": "parcae", "prelude": 1, "core": 2, "coda": 1, "iterations": n}
+    if k is not None:
+        lp["backprop"] = k
+    return small_spec(layers=4, loop=lp, **kw)
+
+
+@check("parcae loop.backprop: default = iterations; k = n keeps the logits; frozen_state = the computed h_{n-k} gives the plain logits exactly")
+def _():
+    s = _parcae_bp(3)
+    assert ref.parcae_backprop(s) == 3 and ref.frozen_state_index(s) == 0 and "backprop" not in s["loop"]
+    w = weights(s)
+    plain = ref.forward(s, w, TOKENS)
+    assert np.array_equal(ref.forward(_parcae_bp(3, 3), w, TOKENS), plain)
+    for k in (1, 2, 3):
+        sk = _parcae_bp(3, k)
+        assert sk["loop"]["backprop"] == k and ref.frozen_state_index(sk) == 3 - k
+        tr = {}
+        lk = ref.forward(sk, w, TOKENS, trace=tr)
+        assert np.array_equal(lk, plain), "loop.backprop changed the forward value"
+        h = tr["h"][3 - k]
+        if k == 3:
+            assert not np.any(h), "h_0 is the zero state"
+        tr2 = {}
+        assert np.array_equal(ref.forward(sk, w, TOKENS, trace=tr2, frozen_state=h), plain)
+        assert len(tr2["h"]) == k + 1 and np.array_equal(tr2["h"][-1], tr["h"][-1])
+    # a different frozen state does change the logits (the argument is really used)
+    sk = _parcae_bp(3, 1)
+    tr = {}
+    ref.forward(sk, w, TOKENS, trace=tr)
+    assert not np.allclose(ref.forward(sk, w, TOKENS, frozen_state=tr["h"][1]), plain)
+
+
+@check("parcae loop.backprop: validation (range, type, refused for loopformer / loopus and non-parcae frozen_state)")
+def _():
+    raises(lambda: _parcae_bp(3, 0), "loop.backprop", "[1, iterations = 3]")
+    raises(lambda: _parcae_bp(3, 4), "loop.backprop", "[1, iterations = 3]")
+    raises(lambda: _parcae_bp(3, 1.0), "loop.backprop")
+    raises(lambda: _parcae_bp(3, True), "loop.backprop")
+    raises(lambda: _parcae_bp(3, "2"), "loop.backprop")
+    raises(lambda: small_spec(layers=2, loop={"kind": "loopformer", "iterations": 2, "backprop": 1},
+                              norm={"kind": "rmsnorm", "eps": 1e-5}), "backprop", "parcae", "loopformer")
+    raises(lambda: small_spec(layers=4, loop={"kind": "loopus", "prelude": 1, "core": 2, "coda": 1,
+                                              "iterations": 2, "backprop": 1}), "backprop", "parcae", "loopus")
+    s = small_spec()
+    raises(lambda: ref.forward(s, weights(s), TOKENS, frozen_state=np.zeros((len(TOKENS), 32))),
+           "frozen_state", "parcae")
+    s = _parcae_bp(2, 1)
+    raises(lambda: ref.forward(s, weights(s), TOKENS, frozen_state=np.zeros((3, 32))), "frozen_state", "shape")
+
+
+@check("check_grad_fd.py: loop.backprop = iterations gives the same finite differences as no key; k < n announces and uses the frozen state")
+def _():
+    import json
+    script = os.path.join(HERE, "..", "e2e", "inputs", "check_grad_fd.py")
+    base = dict(name="t", vocab=37, d_model=32, layers=4, heads=4, kv_heads=2, max_seq=16,
+                mlp={"kind": "swiglu", "width": 48}, norm={"eps": 1e-5}, rope={"base": 100.0})
+    sys.path.insert(0, os.path.join(HERE))
+    import train
+    toks, tgts = "3,17,0,36,5,5", "17,0,36,5,5,21"
+    outs = {}
+    with tempfile.TemporaryDirectory() as d:
+        W = os.path.join(d, "w.safetensors")
+        G = os.path.join(d, "g.safetensors")
+        for k in (None, 3, 1):
+            lp = {"kind": "parcae", "prelude": 1, "core": 2, "coda": 1, "iterations": 3}
+            if k is not None:
+                lp["backprop"] = k
+            S = os.path.join(d, f"s{k}.yaml")
+            open(S, "w").write(json.dumps(dict(base, loop=lp)))
+            spec = ref.load_spec(S)
+            if k is None:
+                w = ref.init_weights(spec, 0, scale=3.0)
+                safetensors_np.save(W, w)
+                loss = train.loss(spec, w, np.array([int(t) for t in toks.split(",")]),
+                                  np.array([int(t) for t in tgts.split(",")]))
+                g = {n: np.zeros_like(a) for n, a in w.items()}   # zero gradients: every FD is printed
+                g["loss"] = np.array([loss], np.float32)
+                safetensors_np.save(G, g)
+            r_ = subprocess.run([sys.executable, script, S, W, toks, tgts, G, "--per-tensor", "1"],
+                                capture_output=True, text=True)
+            assert r_.returncode == 1 and "MISMATCH" in r_.stdout and "MISMATCH loss" not in r_.stdout, \
+                r_.stdout + r_.stderr
+            outs[k] = r_.stdout
+    assert outs[None] == outs[3], "backprop = iterations changed the check's output"
+    assert "truncated backprop" not in outs[3]
+    assert outs[1].startswith("truncated backprop: state entering iteration 2 held constant"), outs[1][:120]
+    body1 = outs[1].split("\n", 1)[1]
+    assert body1 != outs[3], "the frozen state made no difference to the finite differences"
+    return f"{outs[None].count('MISMATCH')} finite differences compared"
+
+
 if __name__ == "__main__":
     # A check that returns a note starting with "SKIPPED" ran nothing: count it
     # as skipped, never as passed.

@@ -234,6 +234,7 @@ func.func @training(%y: tensor<4x16xf32>, %t: tensor<4xi32>, %x: tensor<4x8xf32>
 // CHECK: lathe.adamw %{{.*}} lr %{{.*}} step %{{.*}} scale %{{.*}} factor %{{.*}} {beta1 = 9.000000e-01 : f64
 // CHECK: lathe.assign %{{.*}}, %{{.*}} : tensor<16x8xf32>
 // CHECK: lathe.muon %{{.*}}, %{{.*}}, %{{.*}} lr %{{.*}} scale %{{.*}} factor %{{.*}} {lr_scale = 2.000000e+01 : f64, momentum = 0.94999999999999996 : f64, weight_decay = 1.000000e-01 : f64} : tensor<16x8xf32>, tensor<1xf32>
+// CHECK: lathe.stop_gradient %{{.*}} : tensor<4x8xf32>
 lathe.param @"w" : tensor<16x8xf32> init(normal, std = 0.02)
 func.func @training_rest(%x: tensor<4x8xf32>, %g: tensor<8xf32>, %s: tensor<1xf32>, %q: tensor<4x8xf32>, %k: tensor<4x4xf32>) {
   %db = lathe.sum_rows %x : tensor<4x8xf32> -> tensor<8xf32>
@@ -247,6 +248,7 @@ func.func @training_rest(%x: tensor<4x8xf32>, %g: tensor<8xf32>, %s: tensor<1xf3
   %p1, %m1, %v1 = lathe.adamw %w, %w, %w, %w lr %s step %s scale %s factor %f {beta1 = 0.9 : f64, beta2 = 0.95 : f64, eps = 1.0e-08 : f64, weight_decay = 0.1 : f64} : tensor<16x8xf32>, tensor<1xf32>
   %w1 = lathe.assign %w, %p1 : tensor<16x8xf32>
   %p2, %b2 = lathe.muon %w, %w, %w lr %s scale %s factor %f {lr_scale = 20.0 : f64, momentum = 0.95 : f64, weight_decay = 0.1 : f64} : tensor<16x8xf32>, tensor<1xf32>
+  %sg = lathe.stop_gradient %x : tensor<4x8xf32>
   return
 }
 

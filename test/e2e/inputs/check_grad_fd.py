@@ -12,6 +12,12 @@ N - 1 seeded random entries are perturbed by +-H (in the float32 weights the
 forward reads); the central difference must match lathe's gradient within
 2e-2 of the tensor's largest gradient (float32 weights limit how small H can
 be).
+
+With a Parcae spec whose loop.backprop k is below iterations n (truncated
+backprop, ARCHITECTURES.md s4.1), the loss differenced is the one in which
+h_{n-k} (the state entering iteration n-k) is held at its value under the
+unperturbed weights: it is computed once, and every perturbed forward runs
+the last k iterations from it (decoder.forward(..., frozen_state=...)).
 """
 import argparse
 import os
@@ -42,7 +48,23 @@ def main():
     tokens = np.array([int(t) for t in args.tokens.split(",")])
     targets = np.array([int(t) for t in args.targets.split(",")])
     rng = np.random.default_rng(0)
-    base = train.loss(spec, w, tokens, targets)
+    loss = train.loss
+    k = decoder.parcae_backprop(spec)
+    if k is not None and k < spec["loop"]["iterations"]:
+        j = decoder.frozen_state_index(spec)
+        tok, tgt = train._batch(spec, tokens, targets)
+        frozen = []
+        for row in tok:
+            tr = {}
+            decoder.forward(spec, w, row, trace=tr)
+            frozen.append(np.array(tr["h"][j]))
+
+        def loss(spec, w, tokens, targets):
+            logits = np.stack([decoder.forward(spec, w, row, frozen_state=f) for row, f in zip(tok, frozen)])
+            return float(np.mean(train.cross_entropy(logits, tgt)))
+        print(f"truncated backprop: state entering iteration {j} held constant "
+              f"(backprop {k} of {spec['loop']['iterations']} iterations)")
+    base = loss(spec, w, tokens, targets)
     if abs(base - float(g["loss"][0])) > 1e-4 * abs(base):
         print(f"MISMATCH loss: lathe {float(g['loss'][0])} reference {base}")
         return 1
@@ -56,9 +78,9 @@ def main():
         for idx in picks:
             old = w[name][idx]
             w[name][idx] = old + np.float32(args.h)
-            up = train.loss(spec, w, tokens, targets)
+            up = loss(spec, w, tokens, targets)
             w[name][idx] = old - np.float32(args.h)
-            down = train.loss(spec, w, tokens, targets)
+            down = loss(spec, w, tokens, targets)
             w[name][idx] = old
             step = float(np.float32(old + np.float32(args.h)) - np.float32(old - np.float32(args.h)))
             fd = (up - down) / step
