@@ -32,23 +32,22 @@ static_assert(int(InitRule::identity) == int(InitKind::identity) &&
 /// Whether `launch` writes session state (a KV cache, a weight): one of its
 /// results is updated in place in a tensor read from a state.
 static bool writesState(LaunchOp launch) {
-  if (!launch.getTied())
-    return false;
-  ArrayRef<int64_t> tied = *launch.getTied();
-  for (int64_t t : tied) {
-    if (t < 0)
-      continue;
-    Value v = launch.getOperand(t);
-    while (Operation *def = v.getDefiningOp()) {
+  for (unsigned i = 0; i < launch.getNumResults(); ++i) {
+    // Follow the storage back through in-place updates and views.
+    Value v = launch.getTiedOperand(i);
+    while (v) {
+      Operation *def = v.getDefiningOp();
+      if (!def)
+        break;
       if (isa<CacheReadOp>(def))
         return true;
-      auto producer = dyn_cast<LaunchOp>(def);
-      int64_t u = producer && producer.getTied()
-                      ? (*producer.getTied())[cast<OpResult>(v).getResultNumber()]
-                      : -1;
-      if (def->getNumOperands() == 0 || (producer && u < 0))
+      if (auto producer = dyn_cast<LaunchOp>(def))
+        v = producer.getTiedOperand(cast<OpResult>(v).getResultNumber());
+      else if (isa<tensor::ExpandShapeOp, tensor::CollapseShapeOp,
+                   tensor::ExtractSliceOp>(def))
+        v = def->getOperand(0);
+      else
         break;
-      v = producer ? producer.getOperand(u) : def->getOperand(0); // a view
     }
   }
   return false;
@@ -171,9 +170,9 @@ FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
         ArrayRef<int64_t> offsets = *launch.getOffsets();
         for (auto [i, result, offset] :
              llvm::enumerate(launch.getResults(), offsets)) {
-          if (launch.getTied() && (*launch.getTied())[i] >= 0) {
+          if (Value tied = launch.getTiedOperand(i)) {
             // Written in place: the result is its operand's buffer.
-            uint32_t id = bufferOf[launch.getOperand((*launch.getTied())[i])];
+            uint32_t id = bufferOf[tied];
             bufferOf[result] = id;
             info.args.push_back(id);
             continue;

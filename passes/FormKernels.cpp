@@ -228,12 +228,9 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
   /// update.
   static bool ownsBuffer(Value v) {
     while (auto producer = v.getDefiningOp<LaunchOp>()) {
-      int64_t t = producer.getTied()
-                      ? (*producer.getTied())[cast<OpResult>(v).getResultNumber()]
-                      : -1;
-      if (t < 0)
+      v = producer.getTiedOperand(cast<OpResult>(v).getResultNumber());
+      if (!v)
         return true;
-      v = producer.getOperand(t);
       if (!v.hasOneUse())
         return false;
     }

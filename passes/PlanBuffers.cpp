@@ -93,12 +93,12 @@ struct PlanBuffers : lathe::impl::PlanBuffersBase<PlanBuffers> {
         continue;
       }
       auto launch = dyn_cast<LaunchOp>(def);
-      if (!launch || !launch.getTied())
+      Value tied =
+          launch ? launch.getTiedOperand(cast<OpResult>(v).getResultNumber())
+                 : Value();
+      if (!tied)
         break;
-      int64_t t = (*launch.getTied())[cast<OpResult>(v).getResultNumber()];
-      if (t < 0)
-        break;
-      v = launch.getOperand(t);
+      v = tied;
     }
     return v;
   }

@@ -1396,6 +1396,12 @@ def Lathe_LaunchOp : Lathe_Op<"launch",
       (*this)->setAttr("callee", ::llvm::cast<::mlir::SymbolRefAttr>(callee));
     }
     ::mlir::Operation::operand_range getArgOperands() { return getOperands(); }
+    /// The operand whose storage result `i` updates in place, or null.
+    ::mlir::Value getTiedOperand(unsigned i) {
+      if (!getTied() || (*getTied())[i] < 0)
+        return {};
+      return getOperand((*getTied())[i]);
+    }
     ::mlir::MutableOperandRange getArgOperandsMutable() {
       return getOperandsMutable();
     }
