@@ -18,6 +18,8 @@
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/YAMLParser.h"
+
+#include <cmath>
 #include "llvm/Support/YAMLTraits.h"
 
 #include <cmath>
@@ -62,6 +64,9 @@ struct AttnResSpec {
   bool nullSource = false;
   std::string gate = "none";
   bool deltaV = false;
+  // §2.3's entropy bonus: training minimises CE - lambda * (the mean over
+  // routing sites and tokens of the routing weights' entropy). Any kind.
+  double entropyBonus = 0.0;
 };
 /// LoopUS's early exit (ARCHITECTURES.md §4.3).
 struct HaltSpec {
@@ -144,6 +149,7 @@ template <> struct MappingTraits<AttnResSpec> {
     io.mapOptional("null_source", s.nullSource);
     io.mapOptional("gate", s.gate);
     io.mapOptional("delta_v", s.deltaV);
+    io.mapOptional("entropy_bonus", s.entropyBonus);
   }
 };
 template <> struct MappingTraits<LoopSpec> {
@@ -463,6 +469,10 @@ private:
                   "unknown gate '" + r.gate +
                       "' (expected: none, sigmoid_scalar, sigmoid_vector, "
                       "learnable_alpha)");
+    if (!(r.entropyBonus >= 0.0) || !std::isfinite(r.entropyBonus))
+      return fail("attn_res.entropy_bonus",
+                  "must be a finite number >= 0 (the weight lambda of the "
+                  "routing entropy subtracted from the training loss)");
     bool additive = r.kind == "delta" || r.kind == "delta_block";
     for (auto [key, on] : {std::pair<const char *, bool>{"attn_res.null_source",
                                                          r.nullSource},
@@ -975,7 +985,7 @@ private:
             b, v.getLoc(), RankedTensorType::get({T}, b.getF32Type()), v);
       return n;
     };
-    SmallVector<Value> sources;
+    SmallVector<Value> sources, routingEntropies;
     auto addSource = [&](Value v) {
       sources.push_back(v);
       normOf(v);
@@ -1008,11 +1018,17 @@ private:
                                 gateKind == "sigmoid_vector"
                             ? GateActivation::sigmoid
                             : GateActivation::identity;
+      Value query = weight(site + ".query", loc),
+            gain = weight(site + ".norm", loc), null = weight(site + ".null", loc);
+      auto eps = b.getF64FloatAttr(spec.attnRes->eps);
+      // The entropy bonus reads the same routing weights; only the loss
+      // uses it, so the forward entries never build it.
+      if (training && spec.attnRes->entropyBonus > 0.0)
+        routingEntropies.push_back(RoutingEntropyOp::create(
+            b, loc, f32({1}), from, norms, query, gain, null, eps));
       return DepthAttentionOp::create(
-          b, loc, f32({T, D}), from, norms, weight(site + ".query", loc),
-          weight(site + ".norm", loc), additive ? x : Value(),
-          weight(site + ".null", loc), gate,
-          b.getF64FloatAttr(spec.attnRes->eps),
+          b, loc, f32({T, D}), from, norms, query, gain,
+          additive ? x : Value(), null, gate, eps,
           GateActivationAttr::get(&ctx, activation));
     };
     // A sublayer's output: the new stream, one more source, or (block) the
@@ -1270,6 +1286,17 @@ private:
     if (training) {
       Value loss = CrossEntropyOp::create(b, top, f32({1}), logits,
                                           body->getArgument(1));
+      if (!routingEntropies.empty()) {
+        // loss - lambda * mean over sites of each site's mean entropy.
+        Value sum = routingEntropies.front();
+        for (Value h : ArrayRef(routingEntropies).drop_front())
+          sum = AddOp::create(b, top, sum, h);
+        double factor = -spec.attnRes->entropyBonus /
+                        static_cast<double>(routingEntropies.size());
+        loss = AddOp::create(
+            b, top, loss,
+            ScaleOp::create(b, top, sum, b.getF64FloatAttr(factor)));
+      }
       func::ReturnOp::create(b, top, loss);
       fn->setAttr("lathe.differentiate", b.getUnitAttr());
       if (kind == Entry::accumulate)

@@ -348,103 +348,149 @@ struct LowerPhaseRotate : OpConversionPattern<PhaseRotateOp> {
 /// squares and its dot product with w * g (so z_n = dot_n / rms_n without
 /// forming the normalised key); a softmax over the N scores per token; one
 /// weighted sum of the sources (plus the base for additive routing).
+/// A routing site's candidates and per-token weights, computed the way
+/// lathe.depth_attention computes them; its VJP and routing_entropy
+/// recompute them through the same code.
+struct RoutingWeights {
+  SmallVector<Value> sources; // the null source first, when there is one
+  Value null;
+  SmallVector<bool> ownSumSq;  // the site computes this source's sum of squares
+  SmallVector<Value> alpha;    // [T] per candidate
+  SmallVector<Value> score;    // z_n [T], with scores
+  SmallVector<Value> invRms;   // 1 / rms_n [T], with scores
+
+  /// (t, d) -> S_n[t, d], or -> null[d] for the null source.
+  AffineMap sourceMap(GenericBuilder &g, size_t i) const {
+    return sources[i] == null ? g.map(2, {g.d(1)}) : g.map(2, {g.d(0), g.d(1)});
+  }
+};
+
+static RoutingWeights routingWeights(GenericBuilder &g, ValueRange sourcesIn,
+                                     ValueRange given, Value query, Value gain,
+                                     Value null, double epsAttr,
+                                     bool withScores) {
+  OpBuilder &rewriter = g.b;
+  Location loc = g.loc;
+  RoutingWeights rw;
+  SmallVector<int64_t> shape = shapeOf(sourcesIn.front());
+  int64_t rows = shape[0];
+  // A null source is source 0, read through a (t, d) -> (d) map: the same
+  // vector for every token.
+  rw.null = null;
+  if (null)
+    rw.sources.push_back(null);
+  llvm::append_range(rw.sources, sourcesIn);
+  size_t n = rw.sources.size();
+  auto f32 = rewriter.getF32Type();
+  auto rowType = RankedTensorType::get({rows}, f32);
+  AffineMap td = g.map(2, {g.d(0), g.d(1)}), t = g.map(2, {g.d(0)}),
+            d = g.map(2, {g.d(1)});
+  // Per source, its dot product with w * g, and its sum of squares unless
+  // the op brings it (computed once where the source was produced).
+  SmallVector<Value> sumSq, dots;
+  for (Value source : rw.sources) {
+    bool isNull = source == null;
+    bool own = given.empty() || isNull; // computes its sum of squares
+    rw.ownSumSq.push_back(own);
+    SmallVector<Type> types = {rowType};
+    SmallVector<Value> inits = {g.filled({rows}, 0.0)};
+    SmallVector<AffineMap> maps = {isNull ? d : td, d, d, t};
+    if (own) {
+      types.push_back(rowType);
+      inits.push_back(g.filled({rows}, 0.0));
+      maps.push_back(t);
+    }
+    auto stats = g.tag(linalg::GenericOp::create(
+        rewriter, loc, types, ValueRange{source, query, gain}, inits, maps,
+        ArrayRef<utils::IteratorType>{kPar, kRed},
+        [&](OpBuilder &nb, Location l, ValueRange a) {
+          Value wg = arith::MulFOp::create(nb, l, a[1], a[2]);
+          SmallVector<Value> out = {arith::AddFOp::create(
+              nb, l, a[3], arith::MulFOp::create(nb, l, a[0], wg))};
+          if (own)
+            out.push_back(arith::AddFOp::create(
+                nb, l, a[4], arith::MulFOp::create(nb, l, a[0], a[0])));
+          linalg::YieldOp::create(nb, l, out);
+        }));
+    dots.push_back(stats.getResult(0));
+    if (own)
+      sumSq.push_back(stats.getResult(1));
+    else
+      sumSq.push_back(given[sumSq.size() - (null ? 1 : 0)]);
+  }
+  // alpha_n = softmax_n(dot_n / sqrt(ss_n / D + eps)) per token (and, with
+  // scores, z_n and 1 / rms_n).
+  float invD = 1.0f / static_cast<float>(shape[1]);
+  float eps = static_cast<float>(epsAttr);
+  SmallVector<Value> statIns(sumSq);
+  statIns.append(dots);
+  size_t outs = withScores ? 3 * n : n;
+  SmallVector<Value> inits;
+  for (size_t i = 0; i < outs; ++i)
+    inits.push_back(g.empty({rows}));
+  SmallVector<Type> types(outs, rowType);
+  SmallVector<AffineMap> maps(2 * n + outs, g.map(1, {g.d(0)}));
+  auto weights = g.tag(linalg::GenericOp::create(
+      rewriter, loc, types, statIns, inits, maps,
+      ArrayRef<utils::IteratorType>{kPar},
+      [&](OpBuilder &nb, Location l, ValueRange a) {
+        GenericBuilder in{nb, l};
+        SmallVector<Value> z, inv;
+        for (size_t i = 0; i < n; ++i) {
+          Value ms = arith::AddFOp::create(
+              nb, l, arith::MulFOp::create(nb, l, a[i], in.cst(invD)),
+              in.cst(eps));
+          inv.push_back(arith::DivFOp::create(nb, l, in.cst(1.0),
+                                              math::SqrtOp::create(nb, l, ms)));
+          z.push_back(arith::MulFOp::create(nb, l, a[n + i], inv.back()));
+        }
+        Value m = z[0];
+        for (size_t i = 1; i < n; ++i)
+          m = arith::MaximumFOp::create(nb, l, m, z[i]);
+        SmallVector<Value> e;
+        Value sum = in.cst(0.0);
+        for (size_t i = 0; i < n; ++i) {
+          e.push_back(
+              math::ExpOp::create(nb, l, arith::SubFOp::create(nb, l, z[i], m)));
+          sum = arith::AddFOp::create(nb, l, sum, e.back());
+        }
+        SmallVector<Value> out;
+        for (size_t i = 0; i < n; ++i)
+          out.push_back(arith::DivFOp::create(nb, l, e[i], sum));
+        if (withScores) {
+          out.append(z);
+          out.append(inv);
+        }
+        linalg::YieldOp::create(nb, l, out);
+      }));
+  ValueRange results = weights.getResults();
+  rw.alpha.assign(results.begin(), results.begin() + n);
+  if (withScores) {
+    rw.score.assign(results.begin() + n, results.begin() + 2 * n);
+    rw.invRms.assign(results.begin() + 2 * n, results.end());
+  }
+  return rw;
+}
+
 struct LowerDepthAttention : OpConversionPattern<DepthAttentionOp> {
   using OpConversionPattern::OpConversionPattern;
   LogicalResult
   matchAndRewrite(DepthAttentionOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
     GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
-    Location loc = op.getLoc();
     SmallVector<int64_t> shape = shapeOf(op.getSources().front());
-    int64_t rows = shape[0];
-    // A null source is source 0, read through a (t, d) -> (d) map: the same
-    // vector for every token.
-    Value null = adaptor.getNull();
-    SmallVector<Value> sources;
-    if (null)
-      sources.push_back(null);
-    llvm::append_range(sources, adaptor.getSources());
+    RoutingWeights rw = routingWeights(
+        g, adaptor.getSources(), adaptor.getNorms(), adaptor.getQuery(),
+        adaptor.getGain(), adaptor.getNull(), op.getEps().convertToDouble(),
+        /*withScores=*/false);
+    const SmallVector<Value> &sources = rw.sources;
+    Value null = rw.null;
     size_t n = sources.size();
-    auto f32 = rewriter.getF32Type();
-    auto rowType = RankedTensorType::get({rows}, f32);
     AffineMap td = g.map(2, {g.d(0), g.d(1)}), t = g.map(2, {g.d(0)}),
               d = g.map(2, {g.d(1)});
-    // Per source, its dot product with w * g, and its sum of squares unless
-    // the op brings it (computed once where the source was produced).
-    ValueRange given = adaptor.getNorms();
-    SmallVector<Value> sumSq, dots;
-    for (Value source : sources) {
-      bool isNull = source == null;
-      bool own = given.empty() || isNull; // computes its sum of squares
-      SmallVector<Type> types = {rowType};
-      SmallVector<Value> inits = {g.filled({rows}, 0.0)};
-      SmallVector<AffineMap> maps = {isNull ? d : td, d, d, t};
-      if (own) {
-        types.push_back(rowType);
-        inits.push_back(g.filled({rows}, 0.0));
-        maps.push_back(t);
-      }
-      auto stats = g.tag(linalg::GenericOp::create(
-          rewriter, loc, types,
-          ValueRange{source, adaptor.getQuery(), adaptor.getGain()}, inits,
-          maps, ArrayRef<utils::IteratorType>{kPar, kRed},
-          [&](OpBuilder &nb, Location l, ValueRange a) {
-            Value wg = arith::MulFOp::create(nb, l, a[1], a[2]);
-            SmallVector<Value> out = {arith::AddFOp::create(
-                nb, l, a[3], arith::MulFOp::create(nb, l, a[0], wg))};
-            if (own)
-              out.push_back(arith::AddFOp::create(
-                  nb, l, a[4], arith::MulFOp::create(nb, l, a[0], a[0])));
-            linalg::YieldOp::create(nb, l, out);
-          }));
-      dots.push_back(stats.getResult(0));
-      if (own)
-        sumSq.push_back(stats.getResult(1));
-      else
-        sumSq.push_back(given[sumSq.size() - (null ? 1 : 0)]);
-    }
-    // alpha_n = softmax_n(dot_n / sqrt(ss_n / D + eps)) per token.
-    float invD = 1.0f / static_cast<float>(shape[1]);
-    float eps = static_cast<float>(op.getEps().convertToDouble());
-    SmallVector<Value> statIns(sumSq);
-    statIns.append(dots);
-    SmallVector<Value> alphaInits;
-    SmallVector<Type> alphaTypes(n, rowType);
-    for (size_t i = 0; i < n; ++i)
-      alphaInits.push_back(g.empty({rows}));
-    AffineMap id1 = g.map(1, {g.d(0)});
-    SmallVector<AffineMap> alphaMaps(3 * n, id1);
-    auto alpha = g.tag(linalg::GenericOp::create(
-        rewriter, loc, alphaTypes, statIns, alphaInits, alphaMaps,
-        ArrayRef<utils::IteratorType>{kPar},
-        [&](OpBuilder &nb, Location l, ValueRange a) {
-          GenericBuilder in{nb, l};
-          SmallVector<Value> z;
-          for (size_t i = 0; i < n; ++i) {
-            Value ms = arith::AddFOp::create(
-                nb, l, arith::MulFOp::create(nb, l, a[i], in.cst(invD)),
-                in.cst(eps));
-            z.push_back(arith::DivFOp::create(nb, l, a[n + i],
-                                              math::SqrtOp::create(nb, l, ms)));
-          }
-          Value m = z[0];
-          for (size_t i = 1; i < n; ++i)
-            m = arith::MaximumFOp::create(nb, l, m, z[i]);
-          SmallVector<Value> e;
-          Value sum = in.cst(0.0);
-          for (size_t i = 0; i < n; ++i) {
-            e.push_back(math::ExpOp::create(nb, l,
-                                            arith::SubFOp::create(nb, l, z[i], m)));
-            sum = arith::AddFOp::create(nb, l, sum, e.back());
-          }
-          SmallVector<Value> out;
-          for (size_t i = 0; i < n; ++i)
-            out.push_back(arith::DivFOp::create(nb, l, e[i], sum));
-          linalg::YieldOp::create(nb, l, out);
-        }));
     // result = [base +] [act(gate) *] sum_n alpha_n S_n
     SmallVector<Value> mixIns(sources.begin(), sources.end());
-    llvm::append_range(mixIns, alpha.getResults());
+    llvm::append_range(mixIns, rw.alpha);
     SmallVector<AffineMap> mixMaps;
     for (Value source : sources)
       mixMaps.push_back(source == null ? d : td);
@@ -479,6 +525,53 @@ struct LowerDepthAttention : OpConversionPattern<DepthAttentionOp> {
                                       : acc;
                         });
     rewriter.replaceOp(op, r);
+    return success();
+  }
+};
+
+/// ln(max(alpha, 1e-30)): alpha ln alpha is 0 where alpha underflowed.
+static Value safeLog(OpBuilder &nb, Location l, Value alpha) {
+  GenericBuilder in{nb, l};
+  return math::LogOp::create(
+      nb, l, arith::MaximumFOp::create(nb, l, alpha, in.cst(1e-30)));
+}
+
+/// H = -sum_n alpha_n ln alpha_n, in a generic's body.
+static Value routingEntropy(OpBuilder &nb, Location l, ValueRange alpha) {
+  GenericBuilder in{nb, l};
+  Value h = in.cst(0.0);
+  for (Value a : alpha)
+    h = arith::SubFOp::create(nb, l, h,
+                              arith::MulFOp::create(nb, l, a, safeLog(nb, l, a)));
+  return h;
+}
+
+/// The routing weights, then the mean over tokens of their entropy. Loops
+/// (0, t): a unit parallel loop outside the reduction, for the GPU mapping.
+struct LowerRoutingEntropy : OpConversionPattern<RoutingEntropyOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(RoutingEntropyOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    int64_t rows = shapeOf(op.getSources().front())[0];
+    RoutingWeights rw = routingWeights(
+        g, adaptor.getSources(), adaptor.getNorms(), adaptor.getQuery(),
+        adaptor.getGain(), adaptor.getNull(), op.getEps().convertToDouble(),
+        /*withScores=*/false);
+    size_t n = rw.alpha.size();
+    SmallVector<AffineMap> maps(n, g.map(2, {g.d(1)}));
+    maps.push_back(g.map(2, {g.d(0)}));
+    float invT = 1.0f / static_cast<float>(rows);
+    rewriter.replaceOp(
+        op, g.generic(rw.alpha, g.filled({1}, 0.0), maps, {kPar, kRed},
+                      [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                        GenericBuilder in{nb, l};
+                        Value h = routingEntropy(nb, l, a.take_front(n));
+                        return arith::AddFOp::create(
+                            nb, l, a[n],
+                            arith::MulFOp::create(nb, l, h, in.cst(invT)));
+                      }));
     return success();
   }
 };
@@ -904,6 +997,325 @@ using LowerSub = LowerBinary<SubOp, arith::SubFOp>;
 //===----------------------------------------------------------------------===//
 // Training: the loss and the VJPs' own ops
 //===----------------------------------------------------------------------===//
+
+/// factor * x, elementwise.
+struct LowerScale : OpConversionPattern<ScaleOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(ScaleOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    float factor = static_cast<float>(op.getFactor().convertToDouble());
+    rewriter.replaceOp(
+        op, g.elementwise({adaptor.getInput()},
+                          [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                            GenericBuilder in{nb, l};
+                            return arith::MulFOp::create(nb, l, a[0],
+                                                         in.cst(factor));
+                          }));
+    return success();
+  }
+};
+
+/// 2 x[t, d] dn[t].
+struct LowerRowSumSquaresGrad : OpConversionPattern<RowSumSquaresGradOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(RowSumSquaresGradOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    AffineMap td = g.map(2, {g.d(0), g.d(1)}), t = g.map(2, {g.d(0)});
+    rewriter.replaceOp(
+        op, g.generic({adaptor.getInput(), adaptor.getResultGrad()},
+                      g.empty(shapeOf(op.getInput())), {td, t, td},
+                      {kPar, kPar},
+                      [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                        GenericBuilder in{nb, l};
+                        return arith::MulFOp::create(
+                            nb, l, arith::MulFOp::create(nb, l, a[0], a[1]),
+                            in.cst(2.0));
+                      }));
+    return success();
+  }
+};
+
+/// The VJP of a routing site (see the op's description for the math):
+/// recompute alpha, z and 1/rms; reduce dalpha_n = <act(gate) dy, S_n>;
+/// per token, dz_n and from it the two per-token coefficients of dS_n,
+/// a_n = dz_n / rms_n (of w * g) and k_n = -dz_n z_n / (D rms_n^2) (of S_n,
+/// or half of it as the norm's cotangent); then one pass per source for
+/// dS_n, one reduction over tokens for dw and dg, and the gate's.
+struct LowerDepthAttentionGrad : OpConversionPattern<DepthAttentionGradOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(DepthAttentionGradOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    Location loc = op.getLoc();
+    SmallVector<int64_t> shape = shapeOf(op.getSources().front());
+    int64_t rows = shape[0], width = shape[1];
+    RoutingWeights rw = routingWeights(
+        g, adaptor.getSources(), adaptor.getNorms(), adaptor.getQuery(),
+        adaptor.getGain(), adaptor.getNull(), op.getEps().convertToDouble(),
+        /*withScores=*/true);
+    const SmallVector<Value> &src = rw.sources;
+    size_t n = src.size();
+    Value dy = adaptor.getResultGrad(), gate = adaptor.getGate(),
+          entropy = adaptor.getEntropyGrad(), w = adaptor.getQuery(),
+          gain = adaptor.getGain();
+    bool scalarGate = gate && shapeOf(op.getGate()).size() == 1;
+    bool sigmoidGate = op.getGateActivation() == GateActivation::sigmoid;
+    auto f32 = rewriter.getF32Type();
+    auto rowType = RankedTensorType::get({rows}, f32);
+    AffineMap td = g.map(2, {g.d(0), g.d(1)}), t = g.map(2, {g.d(0)}),
+              d = g.map(2, {g.d(1)});
+    AffineMap gateMap =
+        scalarGate ? g.map(2, {g.getAffineConstant(0)}) : td;
+    // dr = act(gate) * dy, in a body reading dy and the gate.
+    auto routedGrad = [&](OpBuilder &nb, Location l, Value dyv,
+                          Value gatev) -> Value {
+      if (!gatev)
+        return dyv;
+      return arith::MulFOp::create(
+          nb, l, sigmoidGate ? sigmoid(nb, l, gatev) : gatev, dyv);
+    };
+
+    // dalpha_n[t] = sum_d dr[t, d] S_n[t, d].
+    SmallVector<Value> dalpha;
+    if (dy) {
+      SmallVector<Value> ins(src.begin(), src.end());
+      SmallVector<AffineMap> maps;
+      for (size_t i = 0; i < n; ++i)
+        maps.push_back(rw.sourceMap(g, i));
+      ins.push_back(dy);
+      maps.push_back(td);
+      if (gate) {
+        ins.push_back(gate);
+        maps.push_back(gateMap);
+      }
+      SmallVector<Value> inits;
+      for (size_t i = 0; i < n; ++i) {
+        inits.push_back(g.filled({rows}, 0.0));
+        maps.push_back(t);
+      }
+      auto reduce = g.tag(linalg::GenericOp::create(
+          rewriter, loc, SmallVector<Type>(n, rowType), ins, inits, maps,
+          ArrayRef<utils::IteratorType>{kPar, kRed},
+          [&](OpBuilder &nb, Location l, ValueRange a) {
+            Value dr = routedGrad(nb, l, a[n], gate ? a[n + 1] : Value());
+            size_t acc = n + 1 + (gate ? 1 : 0);
+            SmallVector<Value> out;
+            for (size_t i = 0; i < n; ++i)
+              out.push_back(arith::AddFOp::create(
+                  nb, l, a[acc + i], arith::MulFOp::create(nb, l, dr, a[i])));
+            linalg::YieldOp::create(nb, l, out);
+          }));
+      llvm::append_range(dalpha, reduce.getResults());
+    }
+
+    // Per token: dz_n, then a_n and k_n.
+    float invD = 1.0f / static_cast<float>(width);
+    float invT = 1.0f / static_cast<float>(rows);
+    SmallVector<Value> coefIns(rw.alpha);
+    coefIns.append(rw.score);
+    coefIns.append(rw.invRms);
+    coefIns.append(dalpha);
+    SmallVector<AffineMap> coefMaps(coefIns.size(), g.map(1, {g.d(0)}));
+    if (entropy) {
+      coefIns.push_back(entropy);
+      coefMaps.push_back(g.map(1, {g.getAffineConstant(0)}));
+    }
+    SmallVector<Value> coefInits;
+    for (size_t i = 0; i < 2 * n; ++i) {
+      coefInits.push_back(g.empty({rows}));
+      coefMaps.push_back(g.map(1, {g.d(0)}));
+    }
+    auto coef = g.tag(linalg::GenericOp::create(
+        rewriter, loc, SmallVector<Type>(2 * n, rowType), coefIns, coefInits,
+        coefMaps, ArrayRef<utils::IteratorType>{kPar},
+        [&](OpBuilder &nb, Location l, ValueRange a) {
+          GenericBuilder in{nb, l};
+          ValueRange alpha = a.slice(0, n), z = a.slice(n, n),
+                     inv = a.slice(2 * n, n);
+          SmallVector<Value> dz(n, in.cst(0.0));
+          if (dy) {
+            ValueRange da = a.slice(3 * n, n);
+            Value mean = in.cst(0.0);
+            for (size_t i = 0; i < n; ++i)
+              mean = arith::AddFOp::create(
+                  nb, l, mean, arith::MulFOp::create(nb, l, alpha[i], da[i]));
+            for (size_t i = 0; i < n; ++i)
+              dz[i] = arith::MulFOp::create(
+                  nb, l, alpha[i], arith::SubFOp::create(nb, l, da[i], mean));
+          }
+          if (entropy) {
+            // d(mean_t H)/dz_n = -(1/T) alpha_n (ln alpha_n + H).
+            Value e = arith::MulFOp::create(nb, l, a[(dy ? 4 : 3) * n],
+                                            in.cst(-invT));
+            Value h = routingEntropy(nb, l, alpha);
+            for (size_t i = 0; i < n; ++i)
+              dz[i] = arith::AddFOp::create(
+                  nb, l, dz[i],
+                  arith::MulFOp::create(
+                      nb, l, e,
+                      arith::MulFOp::create(
+                          nb, l, alpha[i],
+                          arith::AddFOp::create(nb, l, safeLog(nb, l, alpha[i]),
+                                                h))));
+          }
+          SmallVector<Value> out;
+          for (size_t i = 0; i < n; ++i)
+            out.push_back(arith::MulFOp::create(nb, l, dz[i], inv[i]));
+          for (size_t i = 0; i < n; ++i) {
+            // -dz z / (D rms^2); the norm's cotangent is half of it.
+            Value k = arith::MulFOp::create(
+                nb, l, arith::MulFOp::create(nb, l, dz[i], z[i]),
+                arith::MulFOp::create(nb, l, arith::MulFOp::create(nb, l, inv[i], inv[i]),
+                                      in.cst(rw.ownSumSq[i] ? -invD : -0.5f * invD)));
+            out.push_back(k);
+          }
+          linalg::YieldOp::create(nb, l, out);
+        }));
+    ValueRange aCoef = coef.getResults().take_front(n),
+               kCoef = coef.getResults().drop_front(n);
+
+    // dS_n = alpha_n dr + a_n (w g) [+ k_n S_n]; the null source's is summed
+    // over tokens (loops (d, t)).
+    auto sourceGrad = [&](size_t i) -> Value {
+      bool isNull = src[i] == rw.null;
+      AffineMap tdL = isNull ? g.map(2, {g.d(1), g.d(0)}) : td;
+      AffineMap tL = isNull ? g.map(2, {g.d(1)}) : t;
+      AffineMap dL = isNull ? g.map(2, {g.d(0)}) : d;
+      SmallVector<Value> ins = {rw.alpha[i], aCoef[i], w, gain};
+      SmallVector<AffineMap> maps = {tL, tL, dL, dL};
+      bool own = rw.ownSumSq[i];
+      if (own) {
+        ins.append({kCoef[i], src[i]});
+        maps.append({tL, isNull ? dL : td});
+      }
+      if (dy) {
+        ins.push_back(dy);
+        maps.push_back(tdL);
+        if (gate) {
+          ins.push_back(gate);
+          maps.push_back(scalarGate ? gateMap : tdL);
+        }
+      }
+      maps.push_back(isNull ? dL : td);
+      Value init = isNull ? g.filled({width}, 0.0) : g.empty(shape);
+      return g.generic(
+          ins, init, maps,
+          {kPar, isNull ? kRed : kPar},
+          [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+            Value wg = arith::MulFOp::create(nb, l, a[2], a[3]);
+            Value v = arith::MulFOp::create(nb, l, a[1], wg);
+            size_t next = 4;
+            if (own) {
+              v = arith::AddFOp::create(
+                  nb, l, v, arith::MulFOp::create(nb, l, a[4], a[5]));
+              next = 6;
+            }
+            if (dy) {
+              Value dr = routedGrad(nb, l, a[next], gate ? a[next + 1] : Value());
+              v = arith::AddFOp::create(nb, l, v,
+                                        arith::MulFOp::create(nb, l, a[0], dr));
+            }
+            return isNull ? arith::AddFOp::create(nb, l, a.back(), v).getResult()
+                          : v;
+          });
+    };
+    SmallVector<Value> results;
+    Value nullGrad;
+    for (size_t i = 0; i < n; ++i) {
+      if (src[i] == rw.null)
+        nullGrad = sourceGrad(i);
+      else
+        results.push_back(sourceGrad(i));
+    }
+    for (size_t i = 0; i < n; ++i)
+      if (!rw.ownSumSq[i])
+        results.push_back(kCoef[i]);
+
+    // P[d] = sum_t sum_n a_n[t] S_n[t, d]; dw = g P, dg = w P. Loops (d, t).
+    SmallVector<Value> pIns;
+    SmallVector<AffineMap> pMaps;
+    for (size_t i = 0; i < n; ++i) {
+      pIns.push_back(src[i]);
+      pMaps.push_back(src[i] == rw.null ? g.map(2, {g.d(0)})
+                                        : g.map(2, {g.d(1), g.d(0)}));
+    }
+    for (size_t i = 0; i < n; ++i) {
+      pIns.push_back(aCoef[i]);
+      pMaps.push_back(g.map(2, {g.d(1)}));
+    }
+    pMaps.push_back(g.map(2, {g.d(0)}));
+    Value p = g.generic(pIns, g.filled({width}, 0.0), pMaps, {kPar, kRed},
+                        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                          Value acc = a.back();
+                          for (size_t i = 0; i < n; ++i)
+                            acc = arith::AddFOp::create(
+                                nb, l, acc,
+                                arith::MulFOp::create(nb, l, a[n + i], a[i]));
+                          return acc;
+                        });
+    auto times = [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+      return arith::MulFOp::create(nb, l, a[0], a[1]);
+    };
+    results.push_back(g.elementwise({gain, p}, times));
+    results.push_back(g.elementwise({w, p}, times));
+    if (nullGrad)
+      results.push_back(nullGrad);
+
+    // The gate's: dy * r * act'(gate), r = sum_n alpha_n S_n; a scalar
+    // gate's sums over tokens and channels (loops (0, t, d)).
+    if (gate) {
+      unsigned loops = scalarGate ? 3 : 2;
+      auto at = [&](ArrayRef<unsigned> dims) {
+        SmallVector<AffineExpr> e;
+        for (unsigned k : dims)
+          e.push_back(g.d(k + (scalarGate ? 1 : 0)));
+        return g.map(loops, e);
+      };
+      SmallVector<Value> ins(src.begin(), src.end());
+      SmallVector<AffineMap> maps;
+      for (size_t i = 0; i < n; ++i)
+        maps.push_back(src[i] == rw.null ? at({1}) : at({0, 1}));
+      for (size_t i = 0; i < n; ++i) {
+        ins.push_back(rw.alpha[i]);
+        maps.push_back(at({0}));
+      }
+      ins.append({dy, gate});
+      maps.append({at({0, 1}), scalarGate ? g.map(3, {g.getAffineConstant(0)})
+                                          : at({0, 1})});
+      maps.push_back(scalarGate ? g.map(3, {g.d(0)}) : td);
+      Value init = scalarGate ? g.filled({1}, 0.0) : g.empty(shape);
+      SmallVector<IteratorType> iters =
+          scalarGate ? SmallVector<IteratorType>{kPar, kRed, kRed}
+                     : SmallVector<IteratorType>{kPar, kPar};
+      results.push_back(g.generic(
+          ins, init, maps, iters,
+          [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+            GenericBuilder in{nb, l};
+            Value r = in.cst(0.0);
+            for (size_t i = 0; i < n; ++i)
+              r = arith::AddFOp::create(
+                  nb, l, r, arith::MulFOp::create(nb, l, a[n + i], a[i]));
+            Value slope = in.cst(1.0);
+            if (sigmoidGate) {
+              Value s = sigmoid(nb, l, a[2 * n + 1]);
+              slope = arith::MulFOp::create(
+                  nb, l, s, arith::SubFOp::create(nb, l, in.cst(1.0), s));
+            }
+            Value v = arith::MulFOp::create(
+                nb, l, arith::MulFOp::create(nb, l, a[2 * n], r), slope);
+            return scalarGate ? arith::AddFOp::create(nb, l, a.back(), v).getResult()
+                              : v;
+          }));
+    }
+    rewriter.replaceOp(op, results);
+    return success();
+  }
+};
 
 /// Per row of a [T, V] tensor: the max and the sum of exp(x - max), the two
 /// reductions of a stable log-sum-exp.
@@ -2259,7 +2671,8 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
     target.addIllegalDialect<LatheDialect>();
     RewritePatternSet patterns(ctx);
     patterns.add<LowerEmbedding, LowerRmsNorm, LowerLayerNorm, LowerLinear,
-                 LowerRope, LowerPhaseRotate, LowerDcInject, LowerDepthAttention,
+                 LowerRope, LowerPhaseRotate, LowerDcInject, LowerDepthAttention, LowerRoutingEntropy,
+                 LowerScale, LowerRowSumSquaresGrad, LowerDepthAttentionGrad,
                  LowerParcaeInject, LowerSub, LowerSinusoid, LowerSilu,
                  LowerModulatedRmsNorm, LowerGatedAdd, LowerRowSumSquares,
                  LowerAttention, LowerMlp, LowerAdd, LowerCrossEntropy,

@@ -210,59 +210,139 @@ LogicalResult DcInjectOp::verify() {
 // DepthAttentionOp
 //===----------------------------------------------------------------------===//
 
-LogicalResult DepthAttentionOp::verify() {
-  if (getSources().empty())
-    return emitOpError("needs at least one source");
-  Type type = getSources().front().getType();
-  if (failed(expectStatic(*this, type, 2, "sources")))
+/// What every routing op (depth_attention, routing_entropy and the VJP of
+/// both) checks alike: equal [T, D] sources, one [T] norm per source when
+/// given, [D] query, gain and null source, and eps > 0.
+static LogicalResult verifyRouting(Operation *op, ValueRange sources,
+                                   ValueRange norms, Value query, Value gain,
+                                   Value null, APFloat eps) {
+  if (sources.empty())
+    return op->emitOpError("needs at least one source");
+  Type type = sources.front().getType();
+  if (failed(expectStatic(op, type, 2, "sources")))
     return failure();
-  for (Value s : getSources())
+  for (Value s : sources)
     if (s.getType() != type)
-      return emitOpError() << "sources must all have type " << type
-                           << ", got " << s.getType();
+      return op->emitOpError() << "sources must all have type " << type
+                               << ", got " << s.getType();
+  if (!norms.empty()) {
+    if (norms.size() != sources.size())
+      return op->emitOpError() << "has " << norms.size() << " norms for "
+                               << sources.size() << " sources";
+    for (Value n : norms)
+      if (failed(expectStatic(op, n.getType(), 1, "norms")) ||
+          dim(n, 0) != dim(sources.front(), 0))
+        return op->emitOpError() << "norms must be one value per token, got "
+                                 << n.getType();
+  }
+  int64_t width = dim(sources.front(), 1);
+  SmallVector<std::pair<const char *, Value>> vectors = {{"query", query},
+                                                         {"gain", gain}};
+  if (null)
+    vectors.push_back({"null", null});
+  for (auto [what, v] : vectors) {
+    if (failed(expectStatic(op, v.getType(), 1, what)))
+      return failure();
+    if (dim(v, 0) != width)
+      return op->emitOpError() << what << " has " << dim(v, 0)
+                               << " elements but the sources are " << width
+                               << " wide";
+  }
+  if (!(eps.convertToDouble() > 0.0))
+    return op->emitOpError("expects eps > 0");
+  return success();
+}
+
+/// A gate is one scalar or one value per token and channel, with an
+/// activation only when present.
+static LogicalResult verifyRoutingGate(Operation *op, Type type, Value gate,
+                                       GateActivation activation) {
+  if (!gate) {
+    if (activation != GateActivation::identity)
+      return op->emitOpError("has a gate activation but no gate");
+    return success();
+  }
+  auto gateType = llvm::cast<RankedTensorType>(gate.getType());
+  bool scalar = gateType.getRank() == 1 && gateType.getDimSize(0) == 1;
+  if (!scalar && gateType != type)
+    return op->emitOpError() << "gate must be one scalar (tensor<1xf32>) or "
+                                "one value per token and channel ("
+                             << type << "), got " << gateType;
+  return success();
+}
+
+LogicalResult DepthAttentionOp::verify() {
+  if (failed(verifyRouting(*this, getSources(), getNorms(), getQuery(),
+                           getGain(), getNull(), getEps())))
+    return failure();
+  Type type = getSources().front().getType();
   if (getType() != type)
     return emitOpError("result type must equal the sources' type");
   if (getBase() && getBase().getType() != type)
     return emitOpError("base must have the sources' type");
-  if (!getNorms().empty()) {
-    if (getNorms().size() != getSources().size())
-      return emitOpError() << "has " << getNorms().size() << " norms for "
-                           << getSources().size() << " sources";
-    for (Value n : getNorms())
-      if (failed(expectStatic(*this, n.getType(), 1, "norms")) ||
-          dim(n, 0) != dim(getSources().front(), 0))
-        return emitOpError() << "norms must be one value per token, got "
-                             << n.getType();
-  }
-  int64_t width = dim(getSources().front(), 1);
-  SmallVector<std::pair<const char *, Value>> vectors = {{"query", getQuery()},
-                                                         {"gain", getGain()}};
-  if (getNull())
-    vectors.push_back({"null", getNull()});
-  for (auto [what, v] : vectors) {
-    if (failed(expectStatic(*this, v.getType(), 1, what)))
-      return failure();
-    if (dim(v, 0) != width)
-      return emitOpError() << what << " has " << dim(v, 0)
-                           << " elements but the sources are " << width
-                           << " wide";
-  }
-  if (getGate()) {
-    if (!getBase())
-      return emitOpError("takes a gate only with a base: it gates the routed "
-                         "term added to the stream (additive routing)");
-    auto gate = llvm::cast<RankedTensorType>(getGate().getType());
-    bool scalar = gate.getRank() == 1 && gate.getDimSize(0) == 1;
-    if (!scalar && gate != type)
-      return emitOpError() << "gate must be one scalar (tensor<1xf32>) or one "
-                              "value per token and channel ("
-                           << type << "), got " << gate;
-  } else if (getGateActivation() != GateActivation::identity) {
-    return emitOpError("has a gate activation but no gate");
-  }
-  if (!(getEps().convertToDouble() > 0.0))
-    return emitOpError("expects eps > 0");
+  if (getGate() && !getBase())
+    return emitOpError("takes a gate only with a base: it gates the routed "
+                       "term added to the stream (additive routing)");
+  return verifyRoutingGate(*this, type, getGate(), getGateActivation());
+}
+
+LogicalResult RoutingEntropyOp::verify() {
+  if (failed(verifyRouting(*this, getSources(), getNorms(), getQuery(),
+                           getGain(), getNull(), getEps())))
+    return failure();
+  auto type = llvm::cast<RankedTensorType>(getType());
+  if (type.getRank() != 1 || type.getDimSize(0) != 1)
+    return emitOpError() << "result must be tensor<1xf32>, got " << type;
   return success();
+}
+
+LogicalResult DepthAttentionGradOp::verify() {
+  if (failed(verifyRouting(*this, getSources(), getNorms(), getQuery(),
+                           getGain(), getNull(), getEps())))
+    return failure();
+  Type type = getSources().front().getType();
+  if (!getResultGrad() && !getEntropyGrad())
+    return emitOpError("needs a cotangent, an entropy cotangent or both");
+  if (getResultGrad() && getResultGrad().getType() != type)
+    return emitOpError() << "cotangent must have the sources' type " << type;
+  if (getEntropyGrad()) {
+    auto e = llvm::cast<RankedTensorType>(getEntropyGrad().getType());
+    if (e.getRank() != 1 || e.getDimSize(0) != 1)
+      return emitOpError() << "entropy cotangent must be tensor<1xf32>, got "
+                           << e;
+  }
+  if (getGate() && !getResultGrad())
+    return emitOpError("takes a gate only with a cotangent of the routed term");
+  if (failed(verifyRoutingGate(*this, type, getGate(), getGateActivation())))
+    return failure();
+  // One gradient per differentiated operand, of its type.
+  auto sameTypes = [&](ValueRange grads, ValueRange of,
+                       StringRef what) -> LogicalResult {
+    if (grads.size() != of.size())
+      return emitOpError() << "has " << grads.size() << " " << what
+                           << " gradients for " << of.size() << " " << what;
+    for (auto [g, v] : llvm::zip(grads, of))
+      if (g.getType() != v.getType())
+        return emitOpError() << what << " gradient type " << g.getType()
+                             << " differs from " << v.getType();
+    return success();
+  };
+  auto sameType = [&](Value grad, Value of, StringRef what) -> LogicalResult {
+    if (bool(grad) != bool(of))
+      return emitOpError() << "has a " << what << " gradient exactly when it "
+                           << "has a " << what;
+    if (grad && grad.getType() != of.getType())
+      return emitOpError() << what << " gradient type " << grad.getType()
+                           << " differs from " << of.getType();
+    return success();
+  };
+  return success(
+      succeeded(sameTypes(getSourceGrads(), getSources(), "sources")) &&
+      succeeded(sameTypes(getNormGrads(), getNorms(), "norms")) &&
+      succeeded(sameType(getQueryGrad(), getQuery(), "query")) &&
+      succeeded(sameType(getGainGrad(), getGain(), "gain")) &&
+      succeeded(sameType(getNullGrad(), getNull(), "null")) &&
+      succeeded(sameType(getGateGrad(), getGate(), "gate")));
 }
 
 LogicalResult ParcaeInjectOp::verify() {
@@ -430,6 +510,17 @@ LogicalResult RowSumSquaresOp::verify() {
     return failure();
   if (dim(getResult(), 0) != dim(getInput(), 0))
     return emitOpError("has one result per row of its input");
+  return success();
+}
+
+LogicalResult RowSumSquaresGradOp::verify() {
+  if (failed(expectStatic(*this, getInput().getType(), 2, "input")) ||
+      failed(expectStatic(*this, getResultGrad().getType(), 1, "result_grad")))
+    return failure();
+  if (dim(getResultGrad(), 0) != dim(getInput(), 0))
+    return emitOpError("takes one cotangent per row of its input");
+  if (getType() != getInput().getType())
+    return emitOpError("result type must equal the input type");
   return success();
 }
 

@@ -288,7 +288,7 @@ def Lathe_DcInjectOp : Lathe_Op<"dc_inject", [Pure,
 }
 
 def Lathe_DepthAttentionOp : Lathe_Op<"depth_attention",
-    [Pure, AttrSizedOperandSegments]> {
+    [Pure, AttrSizedOperandSegments, DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
   let summary = "Attention over depth: a learned softmax mixture of earlier sublayer outputs, per token.";
   let description = [{
     ARCHITECTURES.md §2.1, the routing primitive of Attention Residuals and
@@ -340,6 +340,37 @@ def Lathe_DepthAttentionOp : Lathe_Op<"depth_attention",
     (`base` $base^)? (`null` $null^)? (`gate` $gate^)? attr-dict
     `:` `(` type($sources) `)` `,` (`(` type($norms)^ `)` `,`)? type($query) `,` type($gain)
     (`,` type($base)^)? (`null` type($null)^)? (`gate` type($gate)^)? `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_RoutingEntropyOp : Lathe_Op<"routing_entropy",
+    [Pure, AttrSizedOperandSegments, DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
+  let summary = "The mean entropy of a depth-attention site's routing weights.";
+  let description = [{
+    Delta AttnRes's optional entropy bonus (ARCHITECTURES.md §2.3,
+    `loss -= lambda * mean entropy(alpha)`): for the routing weights alpha
+    of a `lathe.depth_attention` site with the same sources, norms, query,
+    gain, null source and eps, `result = mean over tokens t of
+    -sum_n alpha_n[t] ln alpha_n[t]`, a tensor<1xf32>. Training adds it,
+    scaled by `-lambda / sites`, to the loss; nothing else reads it.
+
+    ```mlir
+    %h = lathe.routing_entropy (%h0, %o0) norms (%n0, %n1) query %w gain %g null %n {eps = 1.0e-06 : f64}
+        : (tensor<8x64xf32>, tensor<8x64xf32>), (tensor<8xf32>, tensor<8xf32>), tensor<64xf32>, tensor<64xf32>
+          null tensor<64xf32> -> tensor<1xf32>
+    ```
+  }];
+  let arguments = (ins Variadic<Lathe_F32Tensor>:$sources,
+                       Variadic<Lathe_F32Tensor>:$norms,
+                       Lathe_F32Tensor:$query, Lathe_F32Tensor:$gain,
+                       Optional<Lathe_F32Tensor>:$null, F64Attr:$eps);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    `(` $sources `)` (`norms` `(` $norms^ `)`)? `query` $query `gain` $gain
+    (`null` $null^)? attr-dict
+    `:` `(` type($sources) `)` `,` (`(` type($norms)^ `)` `,`)? type($query) `,` type($gain)
+    (`null` type($null)^)? `->` type($result)
   }];
   let hasVerifier = 1;
 }
@@ -579,7 +610,8 @@ def Lathe_StopGradientOp : Lathe_Op<"stop_gradient", [Pure,
   let assemblyFormat = "$input attr-dict `:` type($result)";
 }
 
-def Lathe_RowSumSquaresOp : Lathe_Op<"row_sum_squares", [Pure]> {
+def Lathe_RowSumSquaresOp : Lathe_Op<"row_sum_squares", [Pure,
+    DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
   let summary = "Per-token sum of squares, computed once per routing source.";
   let description = [{
     `result[t] = sum_d x[t, d]^2` for x [T, D]: the part of a source's RMS
@@ -823,7 +855,8 @@ def Lathe_AddOp : Lathe_Op<"add", [Pure, SameOperandsAndResultType, Commutative,
   let assemblyFormat = "$lhs `,` $rhs attr-dict `:` type($result)";
 }
 
-def Lathe_SubOp : Lathe_Op<"sub", [Pure, SameOperandsAndResultType]> {
+def Lathe_SubOp : Lathe_Op<"sub", [Pure, SameOperandsAndResultType,
+    DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
   let summary = "Elementwise difference: how much the stream moved.";
   let description = [{
     Delta Block routing's sources are the stream's change over each completed
@@ -961,6 +994,100 @@ def Lathe_AttentionGradOp : Lathe_Op<"attention_grad", [Pure]> {
     (`normalizer` `(` $normalizer^ `)`)? attr-dict `:` type($query) `,`
     type($key) `,` type($value) `,` type($result_grad) `->` type($query_grad)
     `,` type($key_grad) `,` type($value_grad)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_ScaleOp : Lathe_Op<"scale", [Pure, SameOperandsAndResultType,
+    DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
+  let summary = "Multiplication by a constant: a loss term's weight, or a negation.";
+  let description = [{
+    `result = factor * input`, elementwise. The VJP of `lathe.sub`'s
+    subtrahend is its cotangent scaled by -1, and the routing entropy enters
+    the training loss scaled by `-lambda / sites`.
+
+    ```mlir
+    %n = lathe.scale %dy {factor = -1.0 : f64} : tensor<8x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input, F64Attr:$factor);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($result)";
+}
+
+def Lathe_RowSumSquaresGradOp : Lathe_Op<"row_sum_squares_grad", [Pure]> {
+  let summary = "The VJP of lathe.row_sum_squares: twice the input, scaled per row.";
+  let description = [{
+    `result[t, d] = 2 * input[t, d] * result_grad[t]` for an input [T, D]
+    and the [T] cotangent of its per-token sums of squares.
+
+    ```mlir
+    %dx = lathe.row_sum_squares_grad %x, %dn : tensor<8x64xf32>, tensor<8xf32> -> tensor<8x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input, Lathe_F32Tensor:$result_grad);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `,` $result_grad attr-dict `:` type($input) `,` type($result_grad) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_DepthAttentionGradOp : Lathe_Op<"depth_attention_grad",
+    [Pure, AttrSizedOperandSegments, AttrSizedResultSegments]> {
+  let summary = "The VJP of lathe.depth_attention and of lathe.routing_entropy.";
+  let description = [{
+    Recomputes a routing site's scores `z_n = <w * g, S_n> / rms_n` and
+    weights `alpha = softmax_n(z)` (the same sources, norms, query w, gain
+    g, null source, gate and eps as the `lathe.depth_attention` or
+    `lathe.routing_entropy` it differentiates) and, from the cotangent dy of
+    the routed result and/or the cotangent e of the mean routing entropy:
+
+    - `dr = act(gate) * dy`, `dalpha_n = <dr, S_n>`,
+      `dz_n = alpha_n (dalpha_n - sum_m alpha_m dalpha_m)
+             - (e / T) alpha_n (ln alpha_n + H)` with `H = -sum alpha ln alpha`;
+    - `dS_n = alpha_n dr + dz_n / rms_n (w * g) - dz_n z_n / (D rms_n^2) S_n`,
+      the last term (the RMS's path) going instead to `norm_grads[n] =
+      -dz_n z_n / (2 D rms_n^2)` when the sums of squares are operands;
+    - `dw = g * sum_t sum_n dz_n S_n / rms_n`, `dg = w * (the same sum)`;
+    - the null source's gradient is its dS summed over tokens; the gate's
+      is `dy * r * act'(gate)` with `r = sum_n alpha_n S_n` (summed to one
+      value for a scalar gate).
+
+    The base's cotangent is dy itself, so there is no result for it.
+
+    ```mlir
+    %ds:2, %dn:2, %dw, %dg, %dnull = lathe.depth_attention_grad (%h0, %o0) norms (%n0, %n1)
+        query %w gain %g null %n cotangent %dy {eps = 1.0e-06 : f64}
+        : (tensor<8x64xf32>, tensor<8x64xf32>), (tensor<8xf32>, tensor<8xf32>), tensor<64xf32>,
+          tensor<64xf32> null tensor<64xf32> cotangent tensor<8x64xf32>
+        -> (tensor<8x64xf32>, tensor<8x64xf32>), (tensor<8xf32>, tensor<8xf32>), tensor<64xf32>,
+           tensor<64xf32> null tensor<64xf32>
+    ```
+  }];
+  let arguments = (ins Variadic<Lathe_F32Tensor>:$sources,
+                       Variadic<Lathe_F32Tensor>:$norms,
+                       Lathe_F32Tensor:$query, Lathe_F32Tensor:$gain,
+                       Optional<Lathe_F32Tensor>:$null,
+                       Optional<Lathe_F32Tensor>:$gate,
+                       Optional<Lathe_F32Tensor>:$result_grad,
+                       Optional<Lathe_F32Tensor>:$entropy_grad, F64Attr:$eps,
+                       DefaultValuedAttr<Lathe_GateActivation,
+                           "::mlir::lathe::GateActivation::identity">:$gate_activation);
+  let results = (outs Variadic<Lathe_F32Tensor>:$source_grads,
+                      Variadic<Lathe_F32Tensor>:$norm_grads,
+                      Lathe_F32Tensor:$query_grad, Lathe_F32Tensor:$gain_grad,
+                      Optional<Lathe_F32Tensor>:$null_grad,
+                      Optional<Lathe_F32Tensor>:$gate_grad);
+  let assemblyFormat = [{
+    `(` $sources `)` (`norms` `(` $norms^ `)`)? `query` $query `gain` $gain
+    (`null` $null^)? (`gate` $gate^)? (`cotangent` $result_grad^)?
+    (`entropy` $entropy_grad^)? attr-dict
+    `:` `(` type($sources) `)` `,` (`(` type($norms)^ `)` `,`)? type($query) `,` type($gain)
+    (`null` type($null)^)? (`gate` type($gate)^)? (`cotangent` type($result_grad)^)?
+    (`entropy` type($entropy_grad)^)?
+    `->` `(` type($source_grads) `)` `,` (`(` type($norm_grads)^ `)` `,`)? type($query_grad)
+    `,` type($gain_grad) (`null` type($null_grad)^)? (`gate` type($gate_grad)^)?
   }];
   let hasVerifier = 1;
 }

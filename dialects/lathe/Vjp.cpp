@@ -299,3 +299,87 @@ LogicalResult ModulatedRmsNormOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
   out.set(getScaleMutable(), g.getScaleGrad());
   return success();
 }
+
+namespace {
+
+/// The sources', norms', query's, gain's and null source's cotangents of a
+/// routing site, from its recomputing VJP op: the part that depth_attention
+/// and routing_entropy share.
+template <typename RoutingOp>
+DepthAttentionGradOp buildRoutingVjp(OpBuilder &b, RoutingOp op, Value gate,
+                                     GateActivation activation, Value dy,
+                                     Value entropyGrad, Cotangents &out) {
+  auto typesOf = [](ValueRange values) {
+    return SmallVector<Type>(values.getTypes());
+  };
+  Value null = op.getNull();
+  auto g = DepthAttentionGradOp::create(
+      b, op.getLoc(), typesOf(op.getSources()), typesOf(op.getNorms()),
+      op.getQuery().getType(), op.getGain().getType(),
+      null ? null.getType() : Type(), gate ? gate.getType() : Type(),
+      op.getSources(), op.getNorms(), op.getQuery(), op.getGain(), null, gate,
+      dy, entropyGrad, op.getEpsAttr(),
+      GateActivationAttr::get(b.getContext(), activation));
+  for (auto [i, grad] : llvm::enumerate(g.getSourceGrads()))
+    out.set(op.getSourcesMutable()[i], grad);
+  for (auto [i, grad] : llvm::enumerate(g.getNormGrads()))
+    out.set(op.getNormsMutable()[i], grad);
+  out.set(op.getQueryMutable(), g.getQueryGrad());
+  out.set(op.getGainMutable(), g.getGainGrad());
+  out.set(op.getNullMutable(), g.getNullGrad());
+  return g;
+}
+
+} // namespace
+
+LogicalResult DepthAttentionOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                                         SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (!dys[0])
+    return success();
+  auto g = buildRoutingVjp(b, *this, getGate(), getGateActivation(), dys[0],
+                           Value(), out);
+  out.set(getGateMutable(), g.getGateGrad());
+  // Additive routing: base + (routed term), so the base passes dy through.
+  out.set(getBaseMutable(), dys[0]);
+  return success();
+}
+
+LogicalResult RoutingEntropyOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                                         SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (dys[0])
+    buildRoutingVjp(b, *this, Value(), GateActivation::identity, Value(),
+                    dys[0], out);
+  return success();
+}
+
+LogicalResult RowSumSquaresOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                                        SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (dys[0])
+    out.set(getInputMutable(),
+            RowSumSquaresGradOp::create(b, getLoc(), getInput().getType(),
+                                        getInput(), dys[0]));
+  return success();
+}
+
+LogicalResult SubOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                              SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (!dys[0])
+    return success();
+  out.set(getLhsMutable(), dys[0]);
+  out.set(getRhsMutable(),
+          ScaleOp::create(b, getLoc(), dys[0], b.getF64FloatAttr(-1.0)));
+  return success();
+}
+
+LogicalResult ScaleOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                                SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (dys[0])
+    out.set(getInputMutable(),
+            ScaleOp::create(b, getLoc(), dys[0], getFactorAttr()));
+  return success();
+}

@@ -71,3 +71,39 @@ func.func @layer(%x: tensor<4x8xf32>, %t: tensor<4xi32>) -> tensor<1xf32> attrib
   %l = lathe.cross_entropy %y, %t : tensor<4x16xf32>, tensor<4xi32> -> tensor<1xf32>
   return %l : tensor<1xf32>
 }
+
+// -----
+
+// Attention residuals: a routing site's VJP is one lathe.depth_attention_grad
+// (its norms' cotangents go back through lathe.row_sum_squares_grad, its
+// base passes dy through), the entropy bonus's is a second one with only the
+// entropy cotangent, and a difference's subtrahend gets -dy.
+lathe.param @"q" : tensor<8xf32> init(zeros)
+lathe.param @"g" : tensor<8xf32> init(ones)
+lathe.param @"w" : tensor<16x8xf32> init(normal, std = 0.02)
+lathe.param @"p" : tensor<8x8xf32> init(normal, std = 0.02)
+// CHECK-LABEL: func.func @routing
+// CHECK: lathe.add %{{.*}}, %{{.*}} : tensor<1xf32>
+// CHECK: %[[E:.*]] = lathe.scale %{{.*}} {factor = -1.000000e-01 : f64} : tensor<1xf32>
+// CHECK-NEXT: lathe.cross_entropy_grad
+// CHECK: lathe.depth_attention_grad({{.*}}) norms({{.*}}) query %{{.*}} gain %{{.*}} entropy %[[E]] {eps
+// CHECK: %{{.*}}:2, %{{.*}}:2, %{{.*}}, %{{.*}} = lathe.depth_attention_grad({{.*}}) norms({{.*}}) query %{{.*}} gain %{{.*}} cotangent %{{.*}} {eps
+// CHECK: lathe.row_sum_squares_grad %{{.*}}, %{{.*}} : tensor<4x8xf32>, tensor<4xf32> -> tensor<4x8xf32>
+// CHECK: lathe.scale %{{.*}} {factor = -1.000000e+00 : f64} : tensor<4x8xf32>
+func.func @routing(%x: tensor<4x8xf32>, %t: tensor<4xi32>) -> tensor<1xf32> attributes {lathe.differentiate} {
+  %q = lathe.weight @"q" : tensor<8xf32>
+  %g = lathe.weight @"g" : tensor<8xf32>
+  %w = lathe.weight @"w" : tensor<16x8xf32>
+  %p = lathe.weight @"p" : tensor<8x8xf32>
+  %o = lathe.linear %x, %p : tensor<4x8xf32>, tensor<8x8xf32> -> tensor<4x8xf32>
+  %d = lathe.sub %o, %x : tensor<4x8xf32>
+  %n0 = lathe.row_sum_squares %x : tensor<4x8xf32> -> tensor<4xf32>
+  %n1 = lathe.row_sum_squares %d : tensor<4x8xf32> -> tensor<4xf32>
+  %r = lathe.depth_attention (%x, %d) norms (%n0, %n1) query %q gain %g base %x {eps = 1.0e-6 : f64} : (tensor<4x8xf32>, tensor<4x8xf32>), (tensor<4xf32>, tensor<4xf32>), tensor<8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
+  %e = lathe.routing_entropy (%x, %d) norms (%n0, %n1) query %q gain %g {eps = 1.0e-6 : f64} : (tensor<4x8xf32>, tensor<4x8xf32>), (tensor<4xf32>, tensor<4xf32>), tensor<8xf32>, tensor<8xf32> -> tensor<1xf32>
+  %y = lathe.linear %r, %w : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
+  %l = lathe.cross_entropy %y, %t : tensor<4x16xf32>, tensor<4xi32> -> tensor<1xf32>
+  %b = lathe.scale %e {factor = -0.1 : f64} : tensor<1xf32>
+  %lb = lathe.add %l, %b : tensor<1xf32>
+  return %lb : tensor<1xf32>
+}

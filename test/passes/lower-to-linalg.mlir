@@ -280,6 +280,57 @@ func.func @depth_attention_norms(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>, %w: t
 
 // -----
 
+// Tests the VJP of a routing site with a null source, norms, a sigmoid
+// scalar gate and an entropy cotangent: the weights recomputed (with the
+// scores and 1/rms), dalpha as one reduction over channels for all three
+// candidates, the per-token coefficients (with the entropy's log), the null
+// source's gradient reduced over tokens, one pass per source, the query and
+// gain through one reduction over tokens, and the scalar gate's through a
+// unit parallel loop and two reductions.
+
+// CHECK-LABEL: func.func @depth_attention_grad
+// CHECK: %[[W:.*]]:9 = linalg.generic {{.*}}iterator_types = ["parallel"]} ins(%{{.*}}, %arg3, %arg3, {{.*}}) outs(
+// CHECK: math.sqrt
+// CHECK: %[[DA:.*]]:3 = linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]} ins(%arg2, %arg0, %arg1, %arg4, %arg5 : {{.*}}) outs({{.*}} : tensor<4xf32>, tensor<4xf32>, tensor<4xf32>)
+// CHECK: %[[C:.*]]:6 = linalg.generic {{.*}}iterator_types = ["parallel"]} ins({{.*}}%[[DA]]#2, %arg6 : {{.*}})
+// CHECK: math.log
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]} ins(%[[W]]#0, %[[C]]#0, {{.*}}) outs(%{{.*}} : tensor<8xf32>)
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel"]} ins(%[[W]]#1, %[[C]]#1, {{.*}}) outs(%{{.*}} : tensor<4x8xf32>)
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel"]} ins(%[[W]]#2, %[[C]]#2, {{.*}}) outs(%{{.*}} : tensor<4x8xf32>)
+// CHECK: %[[P:.*]] = linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]} ins(%arg2, %arg0, %arg1, %[[C]]#0, %[[C]]#1, %[[C]]#2 : {{.*}}) outs(%{{.*}} : tensor<8xf32>)
+// CHECK: linalg.generic {{.*}} ins(%arg2, %[[P]] : {{.*}})
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction", "reduction"]} {{.*}} outs(%{{.*}} : tensor<1xf32>)
+// CHECK: return {{.*}}, %[[C]]#4, {{.*}}
+func.func @depth_attention_grad(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>, %w: tensor<8xf32>, %nb: tensor<4xf32>, %dy: tensor<4x8xf32>, %s: tensor<1xf32>, %e: tensor<1xf32>) -> (tensor<4x8xf32>, tensor<4xf32>, tensor<8xf32>, tensor<1xf32>) {
+  %ds:2, %dn:2, %dw, %dg, %dnull, %dgate = lathe.depth_attention_grad (%a, %b) norms (%nb, %nb) query %w gain %w null %w gate %s cotangent %dy entropy %e {eps = 1.0e-6 : f64, gate_activation = 1 : i32}
+      : (tensor<4x8xf32>, tensor<4x8xf32>), (tensor<4xf32>, tensor<4xf32>), tensor<8xf32>, tensor<8xf32> null tensor<8xf32> gate tensor<1xf32> cotangent tensor<4x8xf32> entropy tensor<1xf32>
+      -> (tensor<4x8xf32>, tensor<4x8xf32>), (tensor<4xf32>, tensor<4xf32>), tensor<8xf32>, tensor<8xf32> null tensor<8xf32> gate tensor<1xf32>
+  return %ds#1, %dn#0, %dnull, %dgate : tensor<4x8xf32>, tensor<4xf32>, tensor<8xf32>, tensor<1xf32>
+}
+
+// -----
+
+// Tests the routing entropy: the weights, then one (unit, token) reduction
+// of -sum alpha log alpha into one value; and lathe.scale and
+// lathe.row_sum_squares_grad as one elementwise generic each.
+
+// CHECK-LABEL: func.func @routing_entropy
+// CHECK: math.exp
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]} {{.*}} outs(%{{.*}} : tensor<1xf32>)
+// CHECK: math.log
+// CHECK: linalg.generic {{.*}} ins(%arg0, %arg2 : tensor<4x8xf32>, tensor<4xf32>) outs(%{{.*}} : tensor<4x8xf32>)
+// CHECK: arith.constant 2.0
+// CHECK: linalg.generic {{.*}} ins(%{{.*}} : tensor<4x8xf32>) outs(%{{.*}} : tensor<4x8xf32>)
+// CHECK: arith.constant -3.0
+func.func @routing_entropy(%a: tensor<4x8xf32>, %w: tensor<8xf32>, %n: tensor<4xf32>) -> (tensor<1xf32>, tensor<4x8xf32>) {
+  %h = lathe.routing_entropy (%a, %a) query %w gain %w {eps = 1.0e-6 : f64} : (tensor<4x8xf32>, tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32> -> tensor<1xf32>
+  %d = lathe.row_sum_squares_grad %a, %n : tensor<4x8xf32>, tensor<4xf32> -> tensor<4x8xf32>
+  %m = lathe.scale %d {factor = -3.0 : f64} : tensor<4x8xf32>
+  return %h, %m : tensor<1xf32>, tensor<4x8xf32>
+}
+
+// -----
+
 // Tests LoopUS's step: the gate is the difference, two thin products and a
 // per-element mix; the confidence reads the last real row (length - 1)
 // straight from the states; the halting status is one two-element generic

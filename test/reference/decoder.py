@@ -12,6 +12,10 @@ AttnRes, replacement routing) and delta_block (s2.4 Delta Block, the clean
 definition, additive routing); the last two need `blocks: N_blocks`. The additive
 kinds also take the s2.3 optional pieces `null_source: bool`, `gate: none |
 sigmoid_scalar | sigmoid_vector | learnable_alpha` and `delta_v: bool` (see forward).
+Every kind takes the s2.3 `entropy_bonus: lambda` (a number >= 0, default 0 = off): it
+changes only the training objective (train.py loss: mean CE - lambda * mean routing
+entropy), never the forward; forward(..., trace=tr) exposes the routing weights alpha
+of every evaluated routing site as tr["routing_alpha"].
 
 CLI:
   decoder.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --compare L.npy [--rtol 1e-4] [--cached P]
@@ -142,7 +146,7 @@ THREE_PHASE_DEFAULTS = {"phases": None, "horn": True}
 ATTN_RES_KINDS = ("delta", "full", "block", "delta_block")
 ATTN_RES_BLOCK_KINDS = ("block", "delta_block")      # these need attn_res.blocks
 ATTN_RES_DEFAULTS = {"kind": None, "eps": 1e-6, "blocks": None, "null_source": False, "gate": "none",
-                     "delta_v": False}
+                     "delta_v": False, "entropy_bonus": 0.0}
 ATTN_RES_ADDITIVE_KINDS = ("delta", "delta_block")  # only these take null_source / gate / delta_v (s2.3)
 ATTN_RES_OPTION_KEYS = ("null_source", "gate", "delta_v")
 ATTN_RES_GATES = ("none", "sigmoid_scalar", "sigmoid_vector", "learnable_alpha")
@@ -189,7 +193,7 @@ def _check_three_phase(spec):
 
 def _attn_res_spec(ar):
     """Normalise attn_res: {kind: delta|full|block|delta_block, eps: 1e-6, blocks: N,
-    null_source: false, gate: none, delta_v: false}; None means off.
+    null_source: false, gate: none, delta_v: false, entropy_bonus: 0.0}; None means off.
 
     kind is required. blocks (an integer >= 1, at most layers; checked in make_spec) is
     required for block and delta_block and refused for delta and full. The normalised
@@ -202,6 +206,13 @@ def _attn_res_spec(ar):
     (so a spec without them normalises exactly as before they existed); readers use
     ar.get("null_source", False), ar.get("gate", "none"), ar.get("delta_v", False).
     A YAML null counts as the default.
+
+    entropy_bonus (s2.3 "Entropy bonus: loss -= lambda * mean entropy(alpha)", off by default)
+    is lambda, a finite number >= 0 (an integer is taken as a float; true/false are refused),
+    allowed for EVERY kind since it only reads the routing weights. It never changes the
+    forward; train.py's loss subtracts lambda times the mean routing entropy. Like the
+    optional pieces it is kept (as a float) only when it is not 0, so readers use
+    ar.get("entropy_bonus", 0.0).
     """
     if ar is None:
         return None
@@ -245,6 +256,14 @@ def _attn_res_spec(ar):
             raise ValueError(f"attn_res.{k} must be true or false, got {v!r}")
         if v != ATTN_RES_DEFAULTS[k]:
             out[k] = v
+    lam = ar.get("entropy_bonus")
+    if lam is not None:
+        if isinstance(lam, bool) or not isinstance(lam, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(lam) or lam < 0:
+            raise ValueError(f"attn_res.entropy_bonus must be a finite number >= 0 (lambda of "
+                             f"loss -= lambda * mean entropy(alpha); 0 = off), got {lam!r}")
+        if lam != 0:
+            out["entropy_bonus"] = float(lam)
     return out
 
 
@@ -1178,6 +1197,15 @@ def forward(spec, weights, tokens, trace=None, *, cached_prefill=None, frozen_st
     whose x_v = h_s + g_v (.) DepthAttn_v(..) feeds only the value projection,
     V = W_v AttnNorm(x_v), while Q and K use AttnNorm(x_s). The trace then also holds "x_v"
     (per sublayer: x_v at attention sites that have one, else None).
+
+    Routing weights (every attn_res kind; for attn_res.entropy_bonus, see train.py loss): the
+    trace's "routing_alpha" lists, in evaluation order, the softmax weights alpha (float64
+    [N_candidates, T]; N_candidates counts the null source where there is one, as row 0) of
+    every routing site evaluated: exactly the sites that own parameters, i.e. for each
+    sublayer s its attn_res_sites entry, then (delta_v) its attn_res_v_sites entry, and
+    last the final site (attn_res_has_final). Sites with a single source and no routing are
+    not listed. Without attn_res the list is empty (loop models, which refuse attn_res,
+    do not fill it). Recording changes no result (the same operations as depth_attn).
     """
     tokens, W, T = _prepare(spec, weights, tokens)
     L, eps = spec["layers"], spec["norm"]["eps"]
@@ -1187,8 +1215,14 @@ def forward(spec, weights, tokens, trace=None, *, cached_prefill=None, frozen_st
 
     norm, lin, attn, mlp = _sublayer_fns(spec, W, T)
 
-    def route(sources, n):
-        return depth_attn(sources, W[n + ".query"], W[n + ".norm"], ar["eps"])
+    alphas = []                                  # trace["routing_alpha"], in evaluation order
+
+    def route(sources, n):                       # depth_attn, keeping alpha
+        S = np.asarray(sources, np.float64)
+        a = depth_attn_weights(S, W[n + ".query"], W[n + ".norm"], ar["eps"])
+        if trace is not None:
+            alphas.append(a)
+        return np.sum(a[..., None] * S, axis=0)
 
     x = W["embed.weight"][tokens]
     if not use_rope:
@@ -1381,6 +1415,7 @@ def forward(spec, weights, tokens, trace=None, *, cached_prefill=None, frozen_st
         trace.update(h0=h0, x=xs, o=outs)
         if routing is not None:
             trace.update(n_src=n_src, n_src_final=n_final)
+        trace.update(routing_alpha=alphas)
         if routing in (None, "delta", "delta_block"):
             trace.update(h=hs)
             if delta_v:

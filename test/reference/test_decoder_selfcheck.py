@@ -818,7 +818,9 @@ def forward_arch_loops(spec, w, tokens, mean_routing=False, trace=None):
     mean_routing: replace every DepthAttn by the plain arithmetic mean of its sources (the
     s6.3 hand computation; only valid when every query is zero, which is asserted).
     trace: optional dict, filled with per-token lists "x" (sublayer inputs) and "h" (streams h_s),
-    and "n_src" (sources per site; the final site's count last, where there is one).
+    "n_src" (sources per site; the final site's count last, where there is one) and "alpha"
+    (per routing call, in call order, the per-token softmax weights as an array [candidates, T],
+    null source first; with mean_routing the uniform 1 / candidates).
 
     attn_res block / delta_block are written here WITHOUT the running state of s2.2's code:
       block:       the sources at a site are [emb] + the sums of the sublayer outputs done so far,
@@ -908,14 +910,17 @@ def forward_arch_loops(spec, w, tokens, mean_routing=False, trace=None):
                 R[b, a], R[b, b] = math.sin(phi), math.cos(phi)
         return R
 
+    alphas = []           # trace "alpha": per route() call, [candidates][T]
+
     def route(srcs, n):   # srcs: list over sources of per-token vectors; DepthAttn per token
         wq, g, e = W[n + ".query"], W[n + ".norm"], ar["eps"]
         if null_src:
             srcs = [[list(W[n + ".null"]) for _ in range(T)]] + list(srcs)
         if mean_routing:
             assert not np.any(wq), n
+            alphas.append([[1.0 / len(srcs)] * T for _ in srcs])
             return [[sum(S[t][j] for S in srcs) / len(srcs) for j in range(D)] for t in range(T)]
-        out = []
+        out, al = [], [[0.0] * T for _ in srcs]
         for t in range(T):
             z = []
             for S in srcs:
@@ -923,7 +928,10 @@ def forward_arch_loops(spec, w, tokens, mean_routing=False, trace=None):
                 z.append(sum(wq[j] * S[t][j] / r * g[j] for j in range(D)))
             m = max(z)
             a = [math.exp(v - m) for v in z]
+            for n_ in range(len(srcs)):
+                al[n_][t] = a[n_] / sum(a)
             out.append([sum(a[n_] / sum(a) * srcs[n_][t][j] for n_ in range(len(srcs))) for j in range(D)])
+        alphas.append(al)
         return out
 
     emb = []
@@ -1005,7 +1013,7 @@ def forward_arch_loops(spec, w, tokens, mean_routing=False, trace=None):
         h = route_n([emb] + group_sums(2 * L), "attn_res_final")
     if trace is not None:
         trace.update(x=[np.array(x) for x in xin_all], h=[np.array(v) for v in h_all], h0=np.array(emb),
-                     n_src=n_src, x_v=xv_all)
+                     n_src=n_src, x_v=xv_all, alpha=[np.array(a) for a in alphas])
     head = "embed" if spec["tie_embeddings"] else "lm_head"
     return np.array([lin(head, norm(x, "norm"), bias=False) for x in h])
 
@@ -2019,6 +2027,133 @@ def _():
         r = subprocess.run(cli + ["--spec", S, "--weights", W1, "--tokens", "1,2", "--out", R], capture_output=True, text=True)
         assert r.returncode != 0 and "attn_res.gate" in (r.stdout + r.stderr), r.stdout + r.stderr
     return ", ".join(notes)
+
+
+# ---------------------------------------------------------------- attn_res entropy bonus (s2.3): spec key, routing weights
+
+def _routed_candidates(s):
+    """The candidate count of every routing site forward evaluates, in evaluation order, by the rule
+    of the brief: per sublayer its attn_res_sites site, then (delta_v) its attn_v site, then the
+    final site; N = sources (+ 1 with null_source; full / block have no null)."""
+    counts, final = ref.attn_res_source_counts(s)
+    null = int(s["attn_res"].get("null_source", False))
+    sites = {site_s for site_s, _, _ in ref.attn_res_sites(s)}
+    vsites = {site_s for site_s, _, _ in ref.attn_res_v_sites(s)}
+    out = []
+    for k, c in enumerate(counts):
+        if k in sites:
+            out.append(c + null)
+        if k in vsites:
+            out.append(c + null)
+    if ref.attn_res_has_final(s):
+        out.append(final)
+    return out
+
+
+ENTROPY_CASES = (("delta L=3", dict(layers=3, **AR())),
+                 ("delta L=3 null", dict(layers=3, **AR(null_source=True))),
+                 ("delta L=2 null + sigmoid_scalar + delta_v", dict(layers=2, **AR(null_source=True, gate="sigmoid_scalar",
+                                                                                     delta_v=True))),
+                 ("delta_block L=4 N=2 null + delta_v", dict(layers=4, **AR("delta_block", 2, null_source=True,
+                                                                                 delta_v=True))),
+                 ("delta_block L=3 N=3", dict(layers=3, **AR("delta_block", 3))),
+                 ("delta_block L=2 N=1 (no site)", dict(layers=2, **AR("delta_block", 1, null_source=True))),
+                 ("full L=2", dict(layers=2, **AR("full"))),
+                 ("full L=2 GPT-2", dict(GPT2, layers=2, **AR("full"))),
+                 ("block L=4 N=2", dict(layers=4, **AR("block", 2))),
+                 ("block L=1 N=1", dict(layers=1, **AR("block", 1))))
+
+
+@check("spec: attn_res.entropy_bonus (s2.3): 0 / null omitted when normalised; allowed for every kind (int -> float); "
+       "negative, non-number, bool, nan, inf refused naming attn_res.entropy_bonus; YAML; names, draws and logits unchanged")
+def _():
+    for kw in (AR(), AR("full"), AR("block", 2), AR("delta_block", 2), AR(null_source=True, gate="learnable_alpha",
+                                                                          delta_v=True)):
+        base = small_spec(layers=4, **kw)["attn_res"]
+        a = kw["attn_res"]
+        for v in (0, 0.0, None):
+            assert small_spec(layers=4, attn_res=dict(a, entropy_bonus=v))["attn_res"] == base, (a, v)
+        s = small_spec(layers=4, attn_res=dict(a, entropy_bonus=0.25))
+        assert s["attn_res"] == dict(base, entropy_bonus=0.25), s["attn_res"]
+        one = small_spec(layers=4, attn_res=dict(a, entropy_bonus=1))["attn_res"]["entropy_bonus"]
+        assert one == 1.0 and type(one) is float, one
+        s0 = small_spec(layers=4, **kw)
+        assert list(ref.weight_shapes(s).items()) == list(ref.weight_shapes(s0).items()), a
+        w, w0 = weights(s, 80), weights(s0, 80)
+        assert all(np.array_equal(w[n], w0[n]) for n in w0) and set(w) == set(w0)
+        close(ref.forward(s, w, TOKENS), ref.forward(s0, w, TOKENS), 0, f"{a['kind']}: logits with entropy_bonus")
+    bad = [AR(entropy_bonus=-0.1), AR("full", entropy_bonus=-1), AR("block", 2, entropy_bonus="0.1"),
+           AR("delta_block", 2, entropy_bonus=True), AR(entropy_bonus=False), AR(entropy_bonus=float("nan")),
+           AR(entropy_bonus=float("inf")), AR(entropy_bonus=[0.1]), AR(entropy_bonus={"lambda": 0.1})]
+    for kw in bad:
+        try:
+            raises(lambda: small_spec(layers=4, **kw), "attn_res.entropy_bonus")
+        except AssertionError as e:
+            raise AssertionError(f"{kw}: {e}")
+    raises(lambda: small_spec(**AR(entropy=0.1)), "unknown", "entropy")
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "a.yaml")
+        open(path, "w").write("name: a\nd_model: 32\nheads: 4\nlayers: 4\nattn_res:\n  kind: block\n  blocks: 2\n"
+                              "  entropy_bonus: 1.0e-2       # lambda; default 0 (off)\n")
+        assert ref.load_spec(path)["attn_res"] == {"kind": "block", "eps": 1e-6, "blocks": 2, "entropy_bonus": 0.01}
+        open(path, "w").write("name: a\nd_model: 32\nheads: 4\nattn_res: {kind: delta, entropy_bonus: 0}\n")
+        assert ref.load_spec(path)["attn_res"] == {"kind": "delta", "eps": 1e-6}
+        open(path, "w").write("name: a\nd_model: 32\nheads: 4\nattn_res: {kind: delta, entropy_bonus: -0.5}\n")
+        raises(lambda: ref.load_spec(path), "attn_res.entropy_bonus")
+    return f"{len(bad)} invalid values rejected"
+
+
+@check("trace routing_alpha: one float64 [N_candidates, T] per site with parameters (attn_res_sites, then attn_v, "
+       "then final; null counted), columns sum to 1, equal to the loop implementation's softmax; tracing is bit-identical")
+def _():
+    notes = []
+    for label, kw in ENTROPY_CASES:
+        s = small_spec(**kw)
+        w = weights(s, 81)
+        tr, lt = {}, {}
+        a = ref.forward(s, w, TOKENS, trace=tr)
+        assert np.array_equal(a, ref.forward(s, w, TOKENS)), f"{label}: the trace changed the logits"
+        lo = forward_arch_loops(s, w, TOKENS, trace=lt)
+        close(a, lo, 1e-9 * np.max(np.abs(lo)), f"{label}: logits vs loops")
+        al, want = tr["routing_alpha"], _routed_candidates(s)
+        assert [x.shape for x in al] == [(n, len(TOKENS)) for n in want], (label, [x.shape for x in al], want)
+        assert len(al) == len(ref.attn_res_sites(s)) + len(ref.attn_res_v_sites(s)) + ref.attn_res_has_final(s)
+        assert all(x.dtype == np.float64 and np.all(x > 0) for x in al), label
+        for x in al:
+            close(np.sum(x, axis=0), 1.0, 1e-12, f"{label}: sum of alpha")
+        assert len(lt["alpha"]) == len(al), (label, len(lt["alpha"]), len(al))
+        for k, (x, y) in enumerate(zip(al, lt["alpha"])):
+            close(x, y, 1e-10, f"{label}: site {k} vs loops")
+        if al:
+            assert max(np.max(np.abs(x - 1.0 / x.shape[0])) for x in al) > 1e-2, f"{label}: alpha ~uniform, void"
+        else:
+            assert "no site" in label and not ref.attn_res_sites(s), label
+        notes.append(f"{label}: {len(al)}")
+    tr = {}
+    ref.forward(small_spec(), weights(small_spec(), 81), TOKENS, trace=tr)
+    assert tr["routing_alpha"] == [], "no attn_res: routing_alpha must be empty"
+    return "sites per case: " + ", ".join(notes)
+
+
+@check("trace routing_alpha: zero pseudo-queries make every site's alpha exactly uniform 1 / N_candidates "
+       "(delta, full, block, delta_block, with and without null_source, with delta_v)")
+def _():
+    total = 0
+    for label, kw in ENTROPY_CASES:
+        s = small_spec(**kw)
+        w = weights(s, 82)
+        qs = sorted(n for n in w if n.endswith(".query"))
+        want_q = sorted({f"layers.{l}.attn_res.{site}.query" for _, l, site in ref.attn_res_sites(s) + ref.attn_res_v_sites(s)}
+                        | ({"attn_res_final.query"} if ref.attn_res_has_final(s) else set()))
+        assert qs == want_q, (label, qs, want_q)
+        w0 = {n: (np.zeros_like(v) if n in want_q else v) for n, v in w.items()}
+        tr = {}
+        ref.forward(s, w0, TOKENS, trace=tr)
+        assert [x.shape[0] for x in tr["routing_alpha"]] == _routed_candidates(s), label
+        for x in tr["routing_alpha"]:
+            close(x, 1.0 / x.shape[0], 1e-15, f"{label}: uniform alpha")
+        total += len(tr["routing_alpha"])
+    return f"{total} sites uniform"
 
 
 # ---------------------------------------------------------------- loop (Parcae)

@@ -7,7 +7,9 @@ Checks loss_and_grads against central finite differences (float64) for several o
 combinations, against torch autograd (float64) when torch imports, and the optimizer
 pieces (clip_by_global_norm, lr_at, adamw_step vs torch.optim.AdamW), Muon (newton_schulz's
 spectrum, muon_step / optimizer_step vs a loop-based version, muon_params, the momentum
-recurrence, rank-1 gradients), check_train_step.py's Muon mode on emulated checkpoints, and the CLI.
+recurrence, rank-1 gradients), check_train_step.py's Muon mode on emulated checkpoints, the CLI,
+and the attn_res entropy bonus (loss = mean CE - lambda * mean_routing_entropy: the uniform value
+ln N at zero queries, the objective's composition, finite differences in the queries).
 Prints one line per check and 'train selfcheck: N checks passed'; exit 1 on any failure.
 """
 import math
@@ -167,6 +169,165 @@ def _():
             continue
         raise AssertionError(f"no NotImplementedError for {[k for k in ('three_phase', 'attn_res', 'loop') if k in s]}")
     return f"{len(specs)} specs refused"
+
+
+# ---------------------------------------------------------------- attn_res entropy bonus (ARCHITECTURES.md s2.3)
+
+# (label, attn_res without entropy_bonus, layers): every kind, with and without null_source (delta / delta_block).
+ENTROPY_CASES = [
+    ("delta L=3", {"kind": "delta"}, 3),
+    ("delta L=3 null", {"kind": "delta", "null_source": True}, 3),
+    ("delta L=2 null+gate+delta_v", {"kind": "delta", "null_source": True, "gate": "sigmoid_scalar", "delta_v": True}, 2),
+    ("full L=2", {"kind": "full"}, 2),
+    ("full L=3", {"kind": "full"}, 3),
+    ("block L=4 N=2", {"kind": "block", "blocks": 2}, 4),
+    ("block L=3 N=1", {"kind": "block", "blocks": 1}, 3),
+    ("delta_block L=4 N=2", {"kind": "delta_block", "blocks": 2}, 4),
+    ("delta_block L=4 N=2 null+delta_v", {"kind": "delta_block", "blocks": 2, "null_source": True, "delta_v": True}, 4),
+]
+
+
+def _uniform_hbar(spec):
+    """mean of ln(N_candidates) over the routing sites, from attn_res_source_counts alone: a sublayer
+    with >= 2 sources routes (N = sources + 1 with null_source), delta_v adds a second site at
+    every routed attention sublayer (even s), full / block add the final site (no null there)."""
+    ar = spec["attn_res"]
+    counts, final = ref.attn_res_source_counts(spec)
+    null = 1 if ar.get("null_source", False) else 0
+    Ns = []
+    for s_, c in enumerate(counts):
+        if c >= 2:
+            Ns.append(c + null)
+            if ar.get("delta_v", False) and s_ % 2 == 0:
+                Ns.append(c + null)
+    if final is not None and final >= 2:
+        Ns.append(final)
+    return sum(math.log(n) for n in Ns) / len(Ns), len(Ns)
+
+
+def _zero_queries(w):
+    return {n: (np.zeros_like(a) if n.endswith(".query") else a) for n, a in w.items()}
+
+
+def _hbar_loop(spec, w, tok):
+    """Hbar by plain loops over rows, sites, positions and candidates (math.log), from forward's trace."""
+    total, count = 0.0, 0
+    for row in np.atleast_2d(tok):
+        tr = {}
+        ref.forward(spec, w, row, trace=tr)
+        for a in tr["routing_alpha"]:
+            for t in range(a.shape[1]):
+                total += -sum(float(p) * math.log(float(p)) for p in a[:, t] if p > 0)
+                count += 1
+    return total / count
+
+
+def _ce(spec, w, tok, tgt):
+    lg = np.stack([ref.forward(spec, w, row) for row in tok])
+    return float(np.mean(train.cross_entropy(lg, tgt)))
+
+
+@check("entropy bonus (a): zero pseudo-queries make every site uniform, so mean_routing_entropy = mean ln(N_candidates) "
+       "from attn_res_source_counts (delta / full / block / delta_block, with and without null_source, delta_v)")
+def _():
+    notes = []
+    for label, ar, L in ENTROPY_CASES:
+        s = small(layers=L, attn_res=ar)
+        w = _zero_queries(weights(s, 40))
+        names = {n for n in w if n.endswith(".query")}
+        hand = ({f"layers.{l}.attn_res.{site}.query" for _, l, site in ref.attn_res_sites(s) + ref.attn_res_v_sites(s)}
+                | ({"attn_res_final.query"} if ref.attn_res_has_final(s) else set()))
+        assert names == hand and names, (label, names ^ hand)
+        ref.check_weights(s, w)
+        tok, tgt = data(s, 40, B=2)
+        want, nsites = _uniform_hbar(s)
+        got = train.mean_routing_entropy(s, w, tok)
+        assert abs(got - want) < 1e-12, (label, got, want)
+        assert abs(train.mean_routing_entropy(s, w, tok[0]) - want) < 1e-12, label      # [T] input
+        sl = small(layers=L, attn_res=dict(ar, entropy_bonus=0.5))
+        assert abs(train.loss(sl, w, tok, tgt) - (_ce(s, w, tok, tgt) - 0.5 * want)) < 1e-12, label
+        notes.append(f"{label.split()[0]} {nsites} sites {want:.4f}")
+    return "; ".join(notes[::2])
+
+
+@check("entropy bonus (b): loss with lambda = 0.5 is mean CE - 0.5 Hbar ([B, T] and [T]); lambda 0 / absent / no attn_res "
+       "give the plain CE; Hbar equals a per-token loop; random queries give Hbar strictly below the uniform value")
+def _():
+    notes = []
+    for i, (label, ar, L) in enumerate(ENTROPY_CASES):
+        s0 = small(layers=L, attn_res=ar)
+        w = weights(s0, 50 + i)
+        tok, tgt = data(s0, 50 + i, B=2)
+        ce = _ce(s0, w, tok, tgt)
+        hb = train.mean_routing_entropy(s0, w, tok)
+        assert abs(hb - _hbar_loop(s0, w, tok)) < 1e-12, (label, hb)
+        uni, _ = _uniform_hbar(s0)
+        assert 0 < hb < uni - 1e-3, (label, hb, uni)
+        assert train.loss(s0, w, tok, tgt) == ce, label
+        assert train.loss(small(layers=L, attn_res=dict(ar, entropy_bonus=0)), w, tok, tgt) == ce, label
+        sl = small(layers=L, attn_res=dict(ar, entropy_bonus=0.5))
+        got = train.loss(sl, w, tok, tgt)
+        assert abs(got - (ce - 0.5 * hb)) < 1e-12, (label, got, ce - 0.5 * hb)
+        got1 = train.loss(sl, w, tok[1], tgt[1])
+        want1 = _ce(s0, w, tok[1:], tgt[1:]) - 0.5 * train.mean_routing_entropy(s0, w, tok[1])
+        assert abs(got1 - want1) < 1e-12, label
+        # the batch Hbar is the mean of the per-row values (equal T, equal site count per row)
+        assert abs(hb - np.mean([train.mean_routing_entropy(s0, w, r) for r in tok])) < 1e-12, label
+        assert abs(train.mean_routing_entropy(sl, w, tok) - hb) < 1e-15, "lambda must not change Hbar"
+        notes.append(f"{label.split()[0]} H {hb:.3f} < {uni:.3f}")
+    s = small()
+    w = weights(s, 59)
+    tok, tgt = data(s, 59, B=2)
+    assert train.mean_routing_entropy(s, w, tok) == 0.0 and train.loss(s, w, tok, tgt) == _ce(s, w, tok, tgt)
+    return "; ".join(notes[::3])
+
+
+@check("entropy bonus (c): central differences of Hbar in single query entries are nonzero for random queries and "
+       "stable in the step; for full's final query they equal the hand gradient mean -alpha_n (ln alpha_n + H) K_n[j]")
+def _():
+    def fd(s, w, tok, name, j, h):
+        wp, wm = dict(w), dict(w)
+        wp[name], wm[name] = w[name].copy(), w[name].copy()
+        wp[name][j] += np.float32(h)
+        wm[name][j] -= np.float32(h)
+        step = float(wp[name][j]) - float(wm[name][j])            # the float32 step actually taken
+        return (train.mean_routing_entropy(s, wp, tok) - train.mean_routing_entropy(s, wm, tok)) / step
+
+    notes = []
+    for label, ar, L, names in (("delta L=3 null", {"kind": "delta", "null_source": True}, 3,
+                                 ["layers.1.attn_res.attn.query", "layers.0.attn_res.mlp.query"]),
+                                ("full L=2", {"kind": "full"}, 2, ["layers.0.attn_res.mlp.query", "attn_res_final.query"]),
+                                ("block L=4 N=2", {"kind": "block", "blocks": 2}, 4,
+                                 ["layers.2.attn_res.attn.query", "attn_res_final.query"]),
+                                ("delta_block L=4 N=2 delta_v", {"kind": "delta_block", "blocks": 2, "delta_v": True}, 4,
+                                 ["layers.2.attn_res.attn_v.query", "layers.3.attn_res.mlp.query"])):
+        s = small(layers=L, attn_res=dict(ar, entropy_bonus=0.5))
+        w = weights(s, 60)
+        tok, _ = data(s, 60, B=2)
+        for name in names:
+            for j in (0, 5):
+                d1, d2 = fd(s, w, tok, name, j, 1e-2), fd(s, w, tok, name, j, 2e-3)
+                assert abs(d2) > 1e-5, (label, name, j, d2)
+                assert abs(d1 - d2) < 2e-2 * abs(d2), (label, name, j, d1, d2)
+            notes.append(f"{name.split('.query')[0]}[5] {d2:.2e}")
+        # full's final site routes nothing downstream: only its own alpha moves with its query
+        if ar["kind"] == "full":
+            g, eps = w["attn_res_final.norm"].astype(np.float64), s["attn_res"]["eps"]
+            grad, n_terms = np.zeros(s["d_model"]), 0
+            for row in tok:
+                tr = {}
+                ref.forward(s, w, row, trace=tr)
+                a = tr["routing_alpha"][-1]                                   # [2L + 1, T]
+                K = ref.rmsnorm(np.stack([tr["h0"]] + tr["o"]), g, eps)       # [2L + 1, T, D]
+                H = -np.sum(a * np.log(a), axis=0)
+                grad += np.einsum("nt,ntd->d", -a * (np.log(a) + H), K)
+                n_terms += len(tr["routing_alpha"]) * a.shape[1]
+            grad /= n_terms
+            for j in range(0, s["d_model"], 3):
+                f = fd(s, w, tok, "attn_res_final.query", j, 1e-3)
+                assert abs(f - grad[j]) < 1e-5 * np.max(np.abs(grad)), (j, f, grad[j])
+            notes.append(f"final-query hand gradient |g|max {np.max(np.abs(grad)):.2e}")
+    return "; ".join(notes)
 
 
 # ---------------------------------------------------------------- torch second opinion

@@ -5,7 +5,8 @@ Written from docs/model-and-weights.md (the contract) and ARCHITECTURES.md (whic
 parameters get no weight decay), reusing decoder.py's forward and primitives; not
 from the compiler's sources.
 
-  loss(spec, weights, tokens, targets)              mean cross-entropy
+  loss(spec, weights, tokens, targets)              mean cross-entropy (minus the attn_res entropy bonus)
+  mean_routing_entropy(spec, weights, tokens)       Hbar, the mean entropy of the attn_res routing weights
   loss_and_grads(spec, weights, tokens, targets)    (loss, {name: dL/dname}), hand-written backprop
   clip_by_global_norm(grads, max_norm)              (clipped grads, pre-clip global norm)
   lr_at(step, base_lr, warmup, total, min_lr)       warmup + cosine schedule (step counts from 1)
@@ -21,6 +22,17 @@ Conventions:
 - tokens / targets: int arrays of shape [T] (one sequence) or [B, T] (B independent
   sequences, no attention across rows). The loss is the mean over all B*T positions of
   -log softmax(logits[b, t])[targets[b, t]]; gradients are of that mean.
+- attn_res.entropy_bonus = lambda (ARCHITECTURES.md s2.3 "Entropy bonus: loss -= lambda *
+  mean entropy(alpha)", default 0 = off; any attn_res kind): the training objective is
+      loss = mean CE - lambda * Hbar,
+  Hbar = mean_routing_entropy: the mean, over every routing site that decoder.forward
+  evaluates (trace["routing_alpha"]: the sites with parameters, i.e. attn_res_sites, the
+  delta_v sites attn_res_v_sites and the final site of full / block; a single-source site
+  does no routing and is not counted) and over every token position of every sequence
+  of the batch, of H = -sum_n alpha_n ln(alpha_n) (natural log, 0 ln 0 = 0, the null
+  source is one of the candidates n). Every sequence has the same length, so each
+  (sequence, site, position) weighs the same. With no routing site Hbar = 0. With
+  lambda = 0 or without attn_res the loss is exactly the mean CE.
 - Only the standard decoder (every option of the contract's options table, taper
   excluded) has gradients; three_phase, attn_res, loop and mlp.taper raise
   NotImplementedError in loss_and_grads. With tie_embeddings the gradient of
@@ -118,8 +130,45 @@ def cross_entropy(logits, targets):
 
 # ---------------------------------------------------------------- loss
 
+def _entropy(alpha):
+    """H = -sum_n alpha_n ln(alpha_n) over axis 0 (natural log; 0 ln 0 = 0), float64."""
+    a = np.asarray(alpha, np.float64)
+    return -np.sum(np.where(a > 0, a * np.log(np.where(a > 0, a, 1.0)), 0.0), axis=0)
+
+
+def _hbar(alphas_per_row):
+    """Mean of H over every (sequence, routing site, position); 0.0 with no routing site."""
+    Hs = [_entropy(a) for row in alphas_per_row for a in row]    # each [T]
+    return float(np.mean(np.stack(Hs))) if Hs else 0.0
+
+
+def mean_routing_entropy(spec, weights, tokens):
+    """Hbar (float): the mean routing entropy that attn_res.entropy_bonus rewards (s2.3).
+
+    tokens: [T] or [B, T] as loss takes them (validated by _batch); float32 weights (the
+    entropy is read off decoder.forward's trace["routing_alpha"]). Hbar is the mean over
+    all sequences, all recorded routing sites and all positions of H = -sum_n alpha_n
+    ln(alpha_n) (natural log, 0 ln 0 = 0); 0.0 when the model has no routing site
+    (no attn_res, or no site with >= 2 candidates). Does not depend on lambda.
+    """
+    tok, _ = _batch(spec, tokens, tokens)
+    per_row = []
+    for row in tok:
+        tr = {}
+        ref.forward(spec, weights, row, trace=tr)
+        per_row.append(tr.get("routing_alpha", []))
+    return _hbar(per_row)
+
+
 def loss(spec, weights, tokens, targets):
-    """Mean cross-entropy over all positions (float).
+    """Mean cross-entropy over all positions (float), minus the attn_res entropy bonus.
+
+    The objective is mean CE - lambda * Hbar with lambda = spec["attn_res"]["entropy_bonus"]
+    (ARCHITECTURES.md s2.3; default 0 = off, and absent without attn_res) and Hbar =
+    mean_routing_entropy(spec, weights, tokens): the mean over all B sequences, every
+    routing site the forward evaluates (trace["routing_alpha"]) and all T positions of
+    H = -sum_n alpha_n ln(alpha_n). With lambda = 0 or without attn_res the result is
+    exactly the mean cross-entropy (no entropy is computed).
 
     The logits come from decoder.forward (the reference forward, no KV cache) when every
     weight is float32, as in a weight file. decoder.forward refuses other dtypes, so
@@ -128,6 +177,14 @@ def loss(spec, weights, tokens, targets):
     self-check requires it to equal decoder.forward.
     """
     tok, tgt = _batch(spec, tokens, targets)
+    lam = (spec.get("attn_res") or {}).get("entropy_bonus", 0.0)
+    if lam:                                      # attn_res only: decoder.forward (float32 weights)
+        rows, per_row = [], []
+        for row in tok:
+            tr = {}
+            rows.append(ref.forward(spec, weights, row, trace=tr))
+            per_row.append(tr["routing_alpha"])
+        return float(np.mean(cross_entropy(np.stack(rows), tgt))) - lam * _hbar(per_row)
     if all(np.asarray(a).dtype == np.float32 for a in weights.values()):
         logits = np.stack([ref.forward(spec, weights, row) for row in tok])
     else:

@@ -770,3 +770,71 @@ func.func @muon_momentum(%w: tensor<4x8xf32>, %s: tensor<1xf32>) {
   %p, %b = lathe.muon %w, %w, %w lr %s scale %s factor %s {lr_scale = 20.0 : f64, momentum = 1.0 : f64, weight_decay = 0.1 : f64} : tensor<4x8xf32>, tensor<1xf32>
   return
 }
+
+// -----
+
+func.func @entropy_result(%a: tensor<4x8xf32>, %w: tensor<8xf32>) {
+  // The mean over tokens: one value.
+  // expected-error @+1 {{result must be tensor<1xf32>, got 'tensor<4xf32>'}}
+  %h = lathe.routing_entropy (%a) query %w gain %w {eps = 1.0e-6 : f64} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32> -> tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @entropy_width(%a: tensor<4x8xf32>, %w: tensor<6xf32>, %g: tensor<8xf32>) {
+  // expected-error @+1 {{query has 6 elements but the sources are 8 wide}}
+  %h = lathe.routing_entropy (%a) query %w gain %g {eps = 1.0e-6 : f64} : (tensor<4x8xf32>), tensor<6xf32>, tensor<8xf32> -> tensor<1xf32>
+  return
+}
+
+// -----
+
+func.func @routing_grad_nothing(%a: tensor<4x8xf32>, %w: tensor<8xf32>) {
+  // A VJP with no cotangent at all has nothing to propagate.
+  // expected-error @+1 {{needs a cotangent, an entropy cotangent or both}}
+  %da, %dw, %dg = lathe.depth_attention_grad (%a) query %w gain %w {eps = 1.0e-6 : f64} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32> -> (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>
+  return
+}
+
+// -----
+
+func.func @routing_grad_count(%a: tensor<4x8xf32>, %w: tensor<8xf32>, %dy: tensor<4x8xf32>) {
+  // One gradient per source.
+  // expected-error @+1 {{has 2 sources gradients for 1 sources}}
+  %da:2, %dw, %dg = lathe.depth_attention_grad (%a) query %w gain %w cotangent %dy {eps = 1.0e-6 : f64} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32> cotangent tensor<4x8xf32> -> (tensor<4x8xf32>, tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>
+  return
+}
+
+// -----
+
+func.func @routing_grad_null(%a: tensor<4x8xf32>, %w: tensor<8xf32>, %dy: tensor<4x8xf32>) {
+  // expected-error @+1 {{has a null gradient exactly when it has a null}}
+  %da, %dw, %dg, %dn = lathe.depth_attention_grad (%a) query %w gain %w cotangent %dy {eps = 1.0e-6 : f64} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32> cotangent tensor<4x8xf32> -> (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32> null tensor<8xf32>
+  return
+}
+
+// -----
+
+func.func @routing_grad_gate(%a: tensor<4x8xf32>, %w: tensor<8xf32>, %s: tensor<1xf32>) {
+  // The gate scales the routed term, whose cotangent is then needed.
+  // expected-error @+1 {{takes a gate only with a cotangent of the routed term}}
+  %da, %dw, %dg, %ds = lathe.depth_attention_grad (%a) query %w gain %w gate %s entropy %s {eps = 1.0e-6 : f64} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32> gate tensor<1xf32> entropy tensor<1xf32> -> (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32> gate tensor<1xf32>
+  return
+}
+
+// -----
+
+func.func @routing_grad_cotangent(%a: tensor<4x8xf32>, %w: tensor<8xf32>, %dy: tensor<4x4xf32>) {
+  // expected-error @+1 {{cotangent must have the sources' type 'tensor<4x8xf32>'}}
+  %da, %dw, %dg = lathe.depth_attention_grad (%a) query %w gain %w cotangent %dy {eps = 1.0e-6 : f64} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32> cotangent tensor<4x4xf32> -> (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>
+  return
+}
+
+// -----
+
+func.func @row_sum_squares_grad_rows(%x: tensor<4x8xf32>, %dn: tensor<3xf32>) {
+  // expected-error @+1 {{takes one cotangent per row of its input}}
+  %dx = lathe.row_sum_squares_grad %x, %dn : tensor<4x8xf32>, tensor<3xf32> -> tensor<4x8xf32>
+  return
+}

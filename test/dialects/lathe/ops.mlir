@@ -135,6 +135,25 @@ func.func @depth_attention(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>, %w: tensor<
   return %d : tensor<4x8xf32>
 }
 
+// The routing entropy (Delta AttnRes's entropy bonus) and the VJP ops of
+// attention residuals.
+// CHECK-LABEL: func.func @routing_grads
+func.func @routing_grads(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>, %w: tensor<8xf32>, %n: tensor<4xf32>, %dy: tensor<4x8xf32>, %s: tensor<1xf32>) -> tensor<4x8xf32> {
+  // CHECK: lathe.routing_entropy(%{{.*}}, %{{.*}}) norms(%{{.*}}, %{{.*}}) query %{{.*}} gain %{{.*}} null %{{.*}} {eps = 9.9999999999999995E-7 : f64} : (tensor<4x8xf32>, tensor<4x8xf32>), (tensor<4xf32>, tensor<4xf32>), tensor<8xf32>, tensor<8xf32> null tensor<8xf32> -> tensor<1xf32>
+  %h = lathe.routing_entropy (%a, %b) norms (%n, %n) query %w gain %w null %w {eps = 1.0e-6 : f64} : (tensor<4x8xf32>, tensor<4x8xf32>), (tensor<4xf32>, tensor<4xf32>), tensor<8xf32>, tensor<8xf32> null tensor<8xf32> -> tensor<1xf32>
+  // CHECK: %{{.*}}:2, %{{.*}}:2, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} = lathe.depth_attention_grad(%{{.*}}, %{{.*}}) norms(%{{.*}}, %{{.*}}) query %{{.*}} gain %{{.*}} null %{{.*}} gate %{{.*}} cotangent %{{.*}} entropy %{{.*}} {eps = 9.9999999999999995E-7 : f64, gate_activation = 1 : i32} : (tensor<4x8xf32>, tensor<4x8xf32>), (tensor<4xf32>, tensor<4xf32>), tensor<8xf32>, tensor<8xf32> null tensor<8xf32> gate tensor<1xf32> cotangent tensor<4x8xf32> entropy tensor<1xf32> -> (tensor<4x8xf32>, tensor<4x8xf32>), (tensor<4xf32>, tensor<4xf32>), tensor<8xf32>, tensor<8xf32> null tensor<8xf32> gate tensor<1xf32>
+  %ds:2, %dn:2, %dw, %dg, %dnull, %dgate = lathe.depth_attention_grad (%a, %b) norms (%n, %n) query %w gain %w null %w gate %s cotangent %dy entropy %h {eps = 1.0e-6 : f64, gate_activation = 1 : i32}
+      : (tensor<4x8xf32>, tensor<4x8xf32>), (tensor<4xf32>, tensor<4xf32>), tensor<8xf32>, tensor<8xf32> null tensor<8xf32> gate tensor<1xf32> cotangent tensor<4x8xf32> entropy tensor<1xf32>
+      -> (tensor<4x8xf32>, tensor<4x8xf32>), (tensor<4xf32>, tensor<4xf32>), tensor<8xf32>, tensor<8xf32> null tensor<8xf32> gate tensor<1xf32>
+  // CHECK: lathe.depth_attention_grad(%{{.*}}) query %{{.*}} gain %{{.*}} entropy %{{.*}} {eps = {{.*}}} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32> entropy tensor<1xf32> -> (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>{{$}}
+  %ea, %ew, %eg = lathe.depth_attention_grad (%a) query %w gain %w entropy %h {eps = 1.0e-6 : f64} : (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32> entropy tensor<1xf32> -> (tensor<4x8xf32>), tensor<8xf32>, tensor<8xf32>
+  // CHECK: lathe.row_sum_squares_grad %{{.*}}, %{{.*}} : tensor<4x8xf32>, tensor<4xf32> -> tensor<4x8xf32>
+  %dx = lathe.row_sum_squares_grad %ds#0, %dn#0 : tensor<4x8xf32>, tensor<4xf32> -> tensor<4x8xf32>
+  // CHECK: lathe.scale %{{.*}} {factor = -1.000000e+00 : f64} : tensor<4x8xf32>
+  %m = lathe.scale %dx {factor = -1.0 : f64} : tensor<4x8xf32>
+  return %m : tensor<4x8xf32>
+}
+
 // Parcae's injection, from a zero state and from a state; identity init.
 // CHECK: lathe.param @B : tensor<8x8xf32> init(identity)
 lathe.param @B : tensor<8x8xf32> init(identity)

@@ -26,6 +26,13 @@ checkpoints as muon.b.P - MU * previous muon.b.P), to 1e-2 of the update's
 largest entry. Newton-Schulz multiplies a gradient error along a small
 singular direction by up to ~485, so the weight is not held against the
 reference's own gradient; the buffer check covers that gradient.
+
+--grads G (one sequence, one step): the families whose backprop the
+reference does not hand-write (attention residuals, ...) take their
+gradients from G, what `lathe-run grad` wrote for that sequence and
+check_grad_fd.py held against finite differences of the reference loss;
+the step (clipping, AdamW or Muon, decay and no-decay rule) is then the
+reference's, in float64, as above.
 """
 import argparse
 import math
@@ -60,9 +67,14 @@ def parse(argv):
     ap.add_argument("--optimizer", choices=("adamw", "muon"), default="adamw")
     ap.add_argument("--muon-lr-scale", type=float, default=None, help="Muon lr = LR * S (default 20)")
     ap.add_argument("--muon-momentum", type=float, default=None, help="Muon's momentum (default 0.95)")
+    ap.add_argument("--grads", default=None,
+                    help="gradients (lathe-run grad's output, checked by finite differences) "
+                         "instead of the reference backprop; one sequence, one step")
     args = ap.parse_intermixed_args(argv[1:])
     if args.optimizer != "muon" and (args.muon_lr_scale is not None or args.muon_momentum is not None):
         ap.error("--muon-lr-scale / --muon-momentum need --optimizer muon")
+    if args.grads is not None and (len(args.steps) != 1 or ";" in args.tokens):
+        ap.error("--grads holds the gradient of one sequence at W0: one row, one step")
     if args.muon_lr_scale is None:
         args.muon_lr_scale = 20.0
     if args.muon_momentum is None:
@@ -92,7 +104,12 @@ def main(argv):
             m = {k: prev_ckpt["adam.m." + k].astype(np.float64) for k in adam_names}
             v = {k: prev_ckpt["adam.v." + k].astype(np.float64) for k in adam_names}
             b = {k: prev_ckpt["muon.b." + k].astype(np.float64) for k in muon_names}
-        loss, grads = train.loss_and_grads(spec, w, tokens, targets)
+        if args.grads is not None:
+            given, _ = safetensors_np.load(args.grads)
+            grads = {k: given[k].astype(np.float64) for k in w}
+            loss = float(given["loss"][0])
+        else:
+            loss, grads = train.loss_and_grads(spec, w, tokens, targets)
         clipped, norm = train.clip_by_global_norm(grads, 1.0)
         no_decay = set(train.no_decay_names(spec, list(w)))
         w_prev, b_prev = w, b
