@@ -4,7 +4,8 @@
 // entry, how many kernels each decoder layer launches, and per kernel its
 // arithmetic (FLOPs: loop iterations times floating-point ops in the body)
 // and the bytes it must move at least (every operand read once, every result
-// written once).
+// written once). For the cuda target it adds an H100 roofline per kernel and
+// a predicted time for the forward pass and the training step.
 //
 //===----------------------------------------------------------------------===//
 
@@ -15,6 +16,7 @@
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "llvm/Support/Format.h"
 
+#include <algorithm>
 #include <map>
 
 using namespace mlir;
@@ -65,6 +67,35 @@ static KernelCost costOf(func::FuncOp kernel) {
   return cost;
 }
 
+/// The roofline the cuda report predicts with: one NVIDIA H100 SXM, dense
+/// bf16 tensor-core peak and HBM3 bandwidth, and a kernel launch's latency
+/// (a stream launch without CUDA graphs).
+constexpr double kH100Flops = 989e12, kH100Bytes = 3.35e12,
+                 kLaunchSeconds = 2e-6;
+
+/// "12.3 us" below a millisecond, else "4.567 ms".
+static std::string duration(double seconds) {
+  std::string out;
+  llvm::raw_string_ostream os(out);
+  if (seconds < 1e-3)
+    os << llvm::format("%.1f", seconds * 1e6) << " us";
+  else
+    os << llvm::format("%.3f", seconds * 1e3) << " ms";
+  return out;
+}
+
+static double rooflineSeconds(const KernelCost &c) {
+  return std::max(double(c.flops) / kH100Flops, double(c.bytes) / kH100Bytes);
+}
+
+/// What one entry costs on the roofline, summed over its launches.
+struct EntryRoofline {
+  double seconds = 0;
+  int launches = 0;
+  int64_t tokens = 0; // rows of the entry's token input
+  double withLaunches() const { return seconds + launches * kLaunchSeconds; }
+};
+
 /// The decoder layer ("layers.3") and loop iteration ("iteration.1") of a
 /// location built by the spec importer; -1 where there is none.
 static std::pair<int, int> layerOf(Location loc) {
@@ -99,7 +130,45 @@ static std::string describe(std::pair<int, int> at) {
   return s;
 }
 
-LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os) {
+/// The predicted H100 times of a forward pass and, in a training artifact,
+/// of a training step: one accumulate_grad per sequence of the batch and
+/// one optimizer_step.
+static void printPrediction(const llvm::StringMap<EntryRoofline> &rooflines,
+                            llvm::raw_ostream &os) {
+  os << "h100 prediction (roofline: 989 TFLOP/s dense bf16, 3.35 TB/s HBM3; "
+        "every operand and result moved once at the compiled fp32 width; no "
+        "overlap between kernels; 'with launches' adds 2 us per launch):\n";
+  auto rate = [](int64_t tokens, double seconds) {
+    return seconds > 0 ? double(tokens) / seconds : 0.0;
+  };
+  if (auto it = rooflines.find("forward"); it != rooflines.end()) {
+    const EntryRoofline &f = it->second;
+    os << "  forward, " << f.tokens << " tokens: " << duration(f.seconds)
+       << ", " << llvm::format("%.0f", rate(f.tokens, f.seconds))
+       << " tokens/s (" << duration(f.withLaunches()) << ", "
+       << llvm::format("%.0f", rate(f.tokens, f.withLaunches()))
+       << " tokens/s with launches)\n";
+  }
+  auto acc = rooflines.find("accumulate_grad");
+  auto opt = rooflines.find("optimizer_step");
+  if (acc == rooflines.end() || opt == rooflines.end())
+    return;
+  const EntryRoofline &a = acc->second, &o = opt->second;
+  for (int batch : {1, 8, 64}) {
+    double step = batch * a.seconds + o.seconds;
+    double withLaunches = batch * a.withLaunches() + o.withLaunches();
+    int64_t tokens = int64_t(batch) * a.tokens;
+    os << "  training step, batch " << batch << " x " << a.tokens
+       << " tokens: " << duration(step) << ", "
+       << llvm::format("%.0f", rate(tokens, step)) << " tokens/s ("
+       << duration(withLaunches) << ", "
+       << llvm::format("%.0f", rate(tokens, withLaunches))
+       << " tokens/s with launches)\n";
+  }
+}
+
+LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os,
+                                      bool roofline) {
   SymbolTable symbols(planned);
   if (auto widths = planned->getAttrOfType<DenseI64ArrayAttr>("lathe.mlp_widths")) {
     os << "mlp widths:";
@@ -107,6 +176,7 @@ LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os) 
       os << " " << w;
     os << "\n";
   }
+  llvm::StringMap<EntryRoofline> rooflines;
   for (auto entry : planned.getOps<func::FuncOp>()) {
     if (entry.isExternal() || entry->hasAttr(kKernelAttrName))
       continue;
@@ -115,6 +185,11 @@ LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os) 
     std::string lines;
     llvm::raw_string_ostream detail(lines);
     int count = 0;
+    EntryRoofline r;
+    if (entry.getNumArguments() > 0)
+      if (auto t = dyn_cast<RankedTensorType>(entry.getArgumentTypes()[0]);
+          t && t.getRank() == 1 && t.getElementType().isInteger(32))
+        r.tokens = t.getDimSize(0);
     DenseSet<Operation *> exits;
     for (auto [launch, to] : loopExits(entry))
       exits.insert(launch);
@@ -128,6 +203,16 @@ LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os) 
       total.bytes += c.bytes;
       detail << "  " << launch.getCallee() << "  " << describe(layer)
              << "  flops " << c.flops << "  bytes " << c.bytes;
+      if (roofline) {
+        double t = rooflineSeconds(c);
+        r.seconds += t;
+        ++r.launches;
+        bool compute = double(c.flops) / kH100Flops > double(c.bytes) / kH100Bytes;
+        detail << "  intensity "
+               << llvm::format("%.1f", c.bytes ? double(c.flops) / c.bytes : 0.0)
+               << "  h100 " << llvm::format("%.2f", t * 1e6) << " us "
+               << (compute ? "(compute)" : "(memory)");
+      }
       // Where the schedule may leave a loop early (LoopUS halting).
       if (exits.contains(launch))
         detail << "  exit point";
@@ -137,7 +222,12 @@ LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os) 
     os << "entry " << entry.getSymName() << ": " << count << " kernels, "
        << llvm::format("%.3f", total.flops / 1e9) << " GFLOP, "
        << llvm::format("%.2f", total.bytes / 1e6) << " MB moved, arena "
-       << (arena ? arena.getInt() : 0) << " bytes\n";
+       << (arena ? arena.getInt() : 0) << " bytes";
+    if (roofline)
+      os << ", h100 roofline " << duration(r.seconds) << " ("
+         << duration(r.withLaunches()) << " with launches)";
+    os << "\n";
+    rooflines[entry.getSymName()] = r;
     // Layers first, then a loop's own kernels per iteration.
     for (auto [layer, n] : perLayer)
       if (layer.first >= 0)
@@ -147,6 +237,8 @@ LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os) 
         os << "  " << describe(layer) << ": " << n << " kernels\n";
     os << lines;
   }
+  if (roofline)
+    printPrediction(rooflines, os);
   return success();
 }
 

@@ -86,8 +86,11 @@ struct ScheduleInfo {
 /// Floating-point operations of one call of a kernel function.
 int64_t kernelFlops(func::FuncOp kernel);
 
-/// Prints kernels per layer and each kernel's FLOPs and bytes (--report).
-LogicalResult printReport(ModuleOp planned, llvm::raw_ostream &os);
+/// Prints kernels per layer and each kernel's FLOPs and bytes (--report);
+/// with `roofline` (the cuda target), each kernel's arithmetic intensity and
+/// H100 roofline time, and the predicted forward and training-step times.
+LogicalResult printReport(ModuleOp planned, llvm::raw_ostream &os,
+                          bool roofline = false);
 
 /// Reads the schedule off a module after lathe-to-kernels.
 FailureOr<ScheduleInfo> readSchedule(ModuleOp planned);
