@@ -493,12 +493,13 @@ int32_t sampleToken(const float *row, int64_t vocab, double temperature,
   return ids[0];
 }
 
-// Printable ASCII as is, everything else as \xNN; a backslash is doubled so
+// Text stays text: printable ASCII, newlines and tabs (generated verse
+// keeps its lines); every other byte as \xNN, and a backslash doubled so
 // the output stays unambiguous.
 void printByte(int32_t b) {
   if (b == '\\')
     std::fputs("\\\\", stdout);
-  else if (b >= 0x20 && b < 0x7f)
+  else if ((b >= 0x20 && b < 0x7f) || b == '\n' || b == '\t')
     std::fputc(b, stdout);
   else
     std::printf("\\x%02x", unsigned(b));

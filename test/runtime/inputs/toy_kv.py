@@ -36,7 +36,7 @@ def load_rows(spec):
 def escape(b):
     if b == 0x5C:
         return "\\\\"
-    if 0x20 <= b < 0x7F:
+    if 0x20 <= b < 0x7F or b in (0x0A, 0x09):
         return chr(b)
     return "\\x%02x" % b
 
