@@ -77,7 +77,8 @@ std::string mlir::lathe::writeArtifact(
       s.maxSeq, &params, states.empty() ? nullptr : &states, &buffers,
       arenaBytes, &entries,
       library.empty() ? nullptr : &library,
-      modules.empty() ? nullptr : &modules);
+      modules.empty() ? nullptr : &modules, s.sampledIterationsMean,
+      s.sampledIterationsMax);
   fb::FinishArtifactBuffer(fbb, artifact);
   std::string file(reinterpret_cast<const char *>(fbb.GetBufferPointer()),
                    fbb.GetSize());

@@ -83,6 +83,12 @@ FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
     s.vocab = v.getInt();
   if (auto v = planned->getAttrOfType<IntegerAttr>("lathe.max_seq"))
     s.maxSeq = v.getInt();
+  if (auto v = planned->getAttrOfType<DenseI64ArrayAttr>(
+          "lathe.sampled_iterations");
+      v && v.size() == 2) {
+    s.sampledIterationsMean = v[0];
+    s.sampledIterationsMax = v[1];
+  }
 
   DenseMap<StringAttr, uint32_t> paramIndex;
   for (auto param : planned.getOps<ParamOp>()) {

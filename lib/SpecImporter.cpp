@@ -85,6 +85,9 @@ struct LoopSpec {
   std::optional<std::vector<double>> trajectory; // LoopFormer's step sizes
   std::optional<int64_t> rank;                   // LoopUS's gate rank
   std::optional<int64_t> backprop;               // Parcae's mu_bwd
+  // Parcae's training depth: n ~ Poisson(iterations) per sequence, clamped
+  // to [1, sample_max] (ARCHITECTURES.md §4.1, "poisson-truncated-full").
+  std::optional<int64_t> sampleMax;
   std::optional<HaltSpec> halt;                  // LoopUS's early exit
 };
 struct ModelSpec {
@@ -162,6 +165,7 @@ template <> struct MappingTraits<LoopSpec> {
     io.mapOptional("trajectory", s.trajectory);
     io.mapOptional("rank", s.rank);
     io.mapOptional("backprop", s.backprop);
+    io.mapOptional("sample_max", s.sampleMax);
     io.mapOptional("halt", s.halt);
   }
 };
@@ -350,6 +354,13 @@ private:
                   "must be between 1 and iterations (" +
                       llvm::Twine(lp.iterations) + "), got " +
                       llvm::Twine(*lp.backprop));
+    if (lp.sampleMax && lp.kind != "parcae")
+      return fail("loop.sample_max", "only Parcae samples its training depth");
+    if (lp.sampleMax && *lp.sampleMax < lp.iterations)
+      return fail("loop.sample_max",
+                  "must be at least iterations (" + llvm::Twine(lp.iterations) +
+                      "), the mean of the sampled depth, got " +
+                      llvm::Twine(*lp.sampleMax));
     if (lp.kind != "loopus") {
       if (lp.rank)
         return fail("loop.rank", "only LoopUS has a gate rank");
@@ -541,6 +552,10 @@ private:
     m->setAttr("lathe.model", b.getStringAttr(spec.name));
     m->setAttr("lathe.vocab", b.getI64IntegerAttr(spec.vocab));
     m->setAttr("lathe.max_seq", b.getI64IntegerAttr(spec.maxSeq));
+    if (train && spec.loop && spec.loop->sampleMax)
+      m->setAttr("lathe.sampled_iterations",
+                 b.getDenseI64ArrayAttr(
+                     {spec.loop->iterations, *spec.loop->sampleMax}));
     // The MLP width of every layer (tapered or uniform), for --report; a
     // taper also records its schedule, whose verifier re-derives the widths.
     m->setAttr("lathe.mlp_widths", b.getDenseI64ArrayAttr(widths));
@@ -898,6 +913,10 @@ private:
       inputs.push_back(one);
     if (training)
       inputs.push_back(i32); // the targets
+    // Parcae's sampled depth: the sequence's iteration count, an input.
+    const bool sampledDepth = training && spec.loop && spec.loop->sampleMax;
+    if (sampledDepth)
+      inputs.push_back(one);
     auto fn = func::FuncOp::create(
         b, top, name,
         b.getFunctionType(inputs, {training ? f32({1}) : f32({T, V})}));
@@ -1254,20 +1273,38 @@ private:
       Value aLog = weight("injection.A_log", loopLoc),
             dtBias = weight("injection.dt_bias", loopLoc);
       Value state;
-      for (int64_t t = 0; t < spec.loop->iterations; ++t) {
+      // A sampled depth unrolls the largest count; iteration t keeps its
+      // result only while t < n, the sequence's count (an entry input).
+      Value count = sampledDepth ? body->getArguments().back() : Value();
+      const int64_t passes =
+          sampledDepth ? *spec.loop->sampleMax : spec.loop->iterations;
+      for (int64_t t = 0; t < passes; ++t) {
         Location iterLoc = NameLoc::get(
             b.getStringAttr("iteration." + std::to_string(t)), loopLoc);
         // Truncated backprop (mu_bwd): in training, the state entering the
-        // last `backprop` iterations is a constant for the gradient.
-        if (training && state && spec.loop->backprop &&
-            t == spec.loop->iterations - *spec.loop->backprop)
-          state = StopGradientOp::create(b, iterLoc, state);
+        // last `backprop` iterations is a constant for the gradient; with a
+        // sampled depth, the last min(n, backprop) of the n that run.
+        if (training && state && spec.loop->backprop) {
+          if (count)
+            state = StopGradientOp::create(
+                b, iterLoc, state.getType(), state, count,
+                b.getI64IntegerAttr(t),
+                b.getI64IntegerAttr(*spec.loop->backprop));
+          else if (t == spec.loop->iterations - *spec.loop->backprop)
+            state = StopGradientOp::create(b, iterLoc, state.getType(), state,
+                                           Value(), IntegerAttr(),
+                                           IntegerAttr());
+        }
         x = ParcaeInjectOp::create(b, iterLoc, f32({T, D}), be, aLog, dtBias,
                                    state);
         for (int64_t l = prelude; l < prelude + core; ++l)
           block(l, kvOf(l) + "iter." + std::to_string(t) + ".",
                 NameLoc::get(b.getStringAttr("iteration." + std::to_string(t)),
                              layerLocOf(l)));
+        // Iteration 0 always runs (n >= 1).
+        if (count && t > 0)
+          x = LoopSelectOp::create(b, iterLoc, x.getType(), count, x, state,
+                                   b.getI64IntegerAttr(t));
         state = x;
       }
       x = LinearOp::create(b, loopLoc, f32({T, D}), state,

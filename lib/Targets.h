@@ -77,6 +77,8 @@ struct EntryInfo {
 struct ScheduleInfo {
   std::string model;
   int64_t vocab = 0, maxSeq = 0;
+  // Parcae's sampled training depth (0, 0: fixed).
+  int64_t sampledIterationsMean = 0, sampledIterationsMax = 0;
   std::vector<ParamInfo> params;
   std::vector<StateInfo> states;
   std::vector<BufferInfo> buffers;

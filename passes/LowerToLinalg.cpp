@@ -727,6 +727,74 @@ struct LowerStopGradient : OpConversionPattern<StopGradientOp> {
   }
 };
 
+/// Whether iteration t runs (t < n), in a generic's body reading the count.
+static Value iterationRuns(OpBuilder &nb, Location l, Value count, int64_t t) {
+  Value n = positionOffset(nb, l, count);
+  return arith::CmpIOp::create(nb, l, arith::CmpIPredicate::slt,
+                               arith::ConstantIndexOp::create(nb, l, t), n);
+}
+
+/// next where iteration t runs, previous where it is skipped; elementwise.
+struct LowerLoopSelect : OpConversionPattern<LoopSelectOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(LoopSelectOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    Value count = adaptor.getCount();
+    int64_t t = op.getIteration();
+    rewriter.replaceOp(
+        op, g.elementwise({adaptor.getNext(), adaptor.getPrevious()},
+                          [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                            return arith::SelectOp::create(
+                                nb, l, iterationRuns(nb, l, count, t), a[0],
+                                a[1]);
+                          }));
+    return success();
+  }
+};
+
+/// x where the mask's condition holds for (t, n), 0 elsewhere.
+struct LowerIterationMask : OpConversionPattern<IterationMaskOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(IterationMaskOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    Value count = adaptor.getCount();
+    int64_t t = op.getIteration();
+    IterationMask mask = op.getMask();
+    int64_t backprop = op.getBackprop().value_or(0);
+    rewriter.replaceOp(
+        op, g.elementwise(
+                {adaptor.getInput()},
+                [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                  GenericBuilder in{nb, l};
+                  Value keep;
+                  if (mask == IterationMask::unfrozen) {
+                    // frozen at t == n - min(n, backprop) = max(n - k, 0)
+                    Value n = positionOffset(nb, l, count);
+                    Value k = arith::ConstantIndexOp::create(nb, l, backprop);
+                    Value zero = arith::ConstantIndexOp::create(nb, l, 0);
+                    Value at = arith::MaxSIOp::create(
+                        nb, l, arith::SubIOp::create(nb, l, n, k), zero);
+                    keep = arith::CmpIOp::create(
+                        nb, l, arith::CmpIPredicate::ne,
+                        arith::ConstantIndexOp::create(nb, l, t), at);
+                  } else {
+                    keep = iterationRuns(nb, l, count, t);
+                    if (mask == IterationMask::inactive)
+                      keep = arith::XOrIOp::create(
+                          nb, l, keep,
+                          arith::ConstantIntOp::create(nb, l, 1, 1));
+                  }
+                  return arith::SelectOp::create(nb, l, keep, a[0],
+                                                 in.cst(0.0));
+                }));
+    return success();
+  }
+};
+
 /// sum_d x[t, d]^2 per row.
 struct LowerRowSumSquares : OpConversionPattern<RowSumSquaresOp> {
   using OpConversionPattern::OpConversionPattern;
@@ -2684,7 +2752,8 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
                  LowerCenterRows, LowerParcaeInjectGrad,
                  LowerModulatedRmsNormGrad, LowerGatedAddGrad,
                  LowerSiluGrad, LowerSelectiveGate, LowerHaltConfidence,
-                 LowerHaltIf, LowerMuon, LowerStopGradient>(ctx);
+                 LowerHaltIf, LowerMuon, LowerStopGradient, LowerLoopSelect,
+                 LowerIterationMask>(ctx);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
       signalPassFailure();

@@ -105,6 +105,16 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
     return corrupt(
         llvm::formatv("max_seq {0} is not positive", a.max_seq()).str());
 
+  if (a.sampled_iterations_mean() != 0 || a.sampled_iterations_max() != 0) {
+    if (a.sampled_iterations_mean() < 1 ||
+        a.sampled_iterations_max() < a.sampled_iterations_mean())
+      return corrupt(llvm::formatv("sampled iterations: mean {0} and max {1} "
+                                   "need 1 <= mean <= max",
+                                   a.sampled_iterations_mean(),
+                                   a.sampled_iterations_max())
+                         .str());
+  }
+
   size_t numParams = a.params() ? a.params()->size() : 0;
   size_t numStates = a.states() ? a.states()->size() : 0;
   size_t numBuffers = a.buffers() ? a.buffers()->size() : 0;

@@ -97,6 +97,11 @@ struct lathe_session {
   // Early exits: the exit points passed in the last run, and the ordinal
   // (1-based) of the one taken, 0 if none.
   uint32_t exits = 0, exited = 0;
+  // Parcae's sampled depth: a fixed iteration count for grad and train
+  // steps (lathe_session_set_iterations), 0 for the default.
+  int64_t fixedIterations = 0;
+  // The count each sequence of the last train step ran.
+  std::vector<int64_t> lastIterations;
   // Profiling: totals per distinct kernel name (slots fixed at creation),
   // and the slots that ran since the last reset, in first-run order.
   bool profiling = false;
@@ -570,11 +575,12 @@ extern "C" lathe_status_t lathe_session_grad(lathe_session_t *session,
   // -> (loss, one gradient per parameter, in the artifact's order).
   const auto *buffers = art->root->buffers();
   size_t params = lathe_artifact_param_count(art);
-  if (!entry->inputs() || entry->inputs()->size() != 2 || !entry->outputs() ||
-      entry->outputs()->size() != params + 1)
-    return makeStatusF("{0}: entry 'grad' must take (tokens, targets) and "
-                       "return the loss and {1} gradients",
-                       path, params);
+  const bool sampled = art->root->sampled_iterations_max() > 0;
+  if (!entry->inputs() || entry->inputs()->size() != (sampled ? 3u : 2u) ||
+      !entry->outputs() || entry->outputs()->size() != params + 1)
+    return makeStatusF("{0}: entry 'grad' must take (tokens, targets{1}) and "
+                       "return the loss and {2} gradients",
+                       path, sampled ? ", iterations" : "", params);
   int64_t length = buffers->Get(entry->inputs()->Get(0))->shape()->Get(0);
   for (size_t i = 0; i < params; ++i) {
     const fb::Param *p = art->root->params()->Get(i);
@@ -600,6 +606,11 @@ extern "C" lathe_status_t lathe_session_grad(lathe_session_t *session,
               n * sizeof(int32_t));
   std::memcpy(session->bufferData(entry->inputs()->Get(1)), targets,
               n * sizeof(int32_t));
+  if (sampled)
+    *static_cast<int32_t *>(session->bufferData(entry->inputs()->Get(2))) =
+        int32_t(session->fixedIterations
+                    ? session->fixedIterations
+                    : art->root->sampled_iterations_mean());
   auto found = session->launches.find(entry);
   if (found == session->launches.end())
     return makeStatusF("{0}: entry 'grad' was not resolved", path);
@@ -633,9 +644,69 @@ extern "C" size_t lathe_artifact_train_seq(const lathe_artifact_t *artifact) {
       artifact->root->buffers()->Get(grad->inputs()->Get(0))->shape()->Get(0));
 }
 
+extern "C" void
+lathe_artifact_sampled_iterations(const lathe_artifact_t *artifact,
+                                  int64_t *mean, int64_t *max) {
+  if (mean)
+    *mean = artifact ? artifact->root->sampled_iterations_mean() : 0;
+  if (max)
+    *max = artifact ? artifact->root->sampled_iterations_max() : 0;
+}
+
+extern "C" lathe_status_t lathe_session_set_iterations(lathe_session_t *session,
+                                                       int64_t n) {
+  if (!session)
+    return makeStatus("lathe_session_set_iterations: null session");
+  int64_t max = session->art->root->sampled_iterations_max();
+  if (max == 0)
+    return makeStatusF("{0}: this artifact's loop depth is fixed; only a "
+                       "Parcae loop with loop.sample_max takes an iteration "
+                       "count",
+                       session->art->path);
+  if (n < 0 || n > max)
+    return makeStatusF("{0}: the iteration count must be between 1 and "
+                       "loop.sample_max ({1}), got {2}",
+                       session->art->path, max, n);
+  session->fixedIterations = n;
+  return nullptr;
+}
+
+extern "C" size_t lathe_session_last_iterations(const lathe_session_t *session,
+                                                int64_t *out, size_t capacity) {
+  if (!session)
+    return 0;
+  const std::vector<int64_t> &last = session->lastIterations;
+  if (out)
+    std::copy_n(last.begin(), std::min(capacity, last.size()), out);
+  return last.size();
+}
+
 namespace {
 float *scalarInput(lathe_session_t *s, const fb::Entry *e, unsigned i) {
   return static_cast<float *>(s->bufferData(e->inputs()->Get(i)));
+}
+
+/// Parcae's per-sequence depth (ARCHITECTURES.md §4.1): n ~ Poisson(mean),
+/// clamped to [1, max], drawn from a generator seeded by the step and the
+/// sequence, so a resumed run draws what the uninterrupted one would have.
+int64_t sampleIterations(int64_t mean, int64_t max, int64_t step, size_t b) {
+  uint64_t state = uint64_t(step) * 0x9E3779B97F4A7C15ull ^ (uint64_t(b) + 1);
+  auto uniform = [&]() {
+    // splitmix64, then 53 bits into [0, 1)
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return double(z >> 11) * 0x1.0p-53;
+  };
+  // Knuth's product of uniforms: fine for the small means of looped cores.
+  double limit = std::exp(-double(mean)), p = 1.0;
+  int64_t k = 0;
+  do {
+    ++k;
+    p *= uniform();
+  } while (p > limit && k <= max);
+  return std::clamp<int64_t>(k - 1, 1, max);
 }
 } // namespace
 
@@ -654,7 +725,9 @@ lathe_session_train_step(lathe_session_t *session, const int32_t *tokens,
     return makeStatusF("{0}: this artifact was compiled for inference; it has "
                        "no training entries (compile it with lathec --train)",
                        path);
-  if (!acc->inputs() || acc->inputs()->size() != 2 || !acc->outputs() ||
+  const bool sampled = art->root->sampled_iterations_max() > 0;
+  if (!acc->inputs() || acc->inputs()->size() != (sampled ? 3u : 2u) ||
+      !acc->outputs() ||
       acc->outputs()->size() != 1 || !opt->inputs() ||
       opt->inputs()->size() != 3 || !opt->outputs() ||
       opt->outputs()->size() != 1)
@@ -677,11 +750,22 @@ lathe_session_train_step(lathe_session_t *session, const int32_t *tokens,
   }
   LATHE_RETURN_IF_ERROR(session->checkWeights());
   double lossSum = 0;
+  session->lastIterations.clear();
   for (size_t b = 0; b < batch; ++b) {
     std::memcpy(session->bufferData(acc->inputs()->Get(0)), tokens + b * seq,
                 seq * sizeof(int32_t));
     std::memcpy(session->bufferData(acc->inputs()->Get(1)), targets + b * seq,
                 seq * sizeof(int32_t));
+    if (sampled) {
+      int64_t n = session->fixedIterations
+                      ? session->fixedIterations
+                      : sampleIterations(art->root->sampled_iterations_mean(),
+                                         art->root->sampled_iterations_max(),
+                                         step, b);
+      *static_cast<int32_t *>(session->bufferData(acc->inputs()->Get(2))) =
+          int32_t(n);
+      session->lastIterations.push_back(n);
+    }
     session->run(session->launches[acc]);
     lossSum += *static_cast<const float *>(
         session->bufferData(acc->outputs()->Get(0)));

@@ -1071,3 +1071,49 @@ LogicalResult MuonOp::verify() {
 
 #define GET_OP_CLASSES
 #include "lathe/LatheOps.cpp.inc"
+
+//===----------------------------------------------------------------------===//
+// Loops with a runtime iteration count (Parcae's sampled depth)
+//===----------------------------------------------------------------------===//
+
+/// A runtime iteration count is one i32; iterations count from 0.
+static LogicalResult verifyCount(Operation *op, Value count,
+                                 std::optional<int64_t> iteration) {
+  auto type = llvm::cast<RankedTensorType>(count.getType());
+  if (type.getRank() != 1 || type.getDimSize(0) != 1)
+    return op->emitOpError() << "count must be tensor<1xi32>, got " << type;
+  if (!iteration)
+    return op->emitOpError("with a count needs the iteration it stands at");
+  if (*iteration < 0)
+    return op->emitOpError() << "iteration must be >= 0, got " << *iteration;
+  return success();
+}
+
+LogicalResult StopGradientOp::verify() {
+  if (!getCount()) {
+    if (getIteration() || getBackprop())
+      return emitOpError("takes iteration and backprop only with a count");
+    return success();
+  }
+  if (failed(verifyCount(*this, getCount(), getIteration())))
+    return failure();
+  if (!getBackprop() || *getBackprop() < 1)
+    return emitOpError("with a count needs backprop >= 1: how many of the "
+                       "iterations that run get a gradient");
+  return success();
+}
+
+LogicalResult LoopSelectOp::verify() {
+  return verifyCount(*this, getCount(), getIteration());
+}
+
+LogicalResult IterationMaskOp::verify() {
+  if (failed(verifyCount(*this, getCount(), getIteration())))
+    return failure();
+  bool frozen = getMask() == IterationMask::unfrozen;
+  if (frozen && (!getBackprop() || *getBackprop() < 1))
+    return emitOpError("unfrozen needs backprop >= 1");
+  if (!frozen && getBackprop())
+    return emitOpError("takes backprop only with the unfrozen mask");
+  return success();
+}

@@ -62,6 +62,19 @@ def Lathe_GateActivation : I32EnumAttr<"GateActivation",
   let cppNamespace = "::mlir::lathe";
 }
 
+def Lathe_IterationMask : I32EnumAttr<"IterationMask",
+    "which iterations of a loop with a runtime count a value passes in", [
+    // t < n: the iteration runs.
+    I32EnumAttrCase<"active", 0>,
+    // t >= n: the iteration is skipped (its state passes through).
+    I32EnumAttrCase<"inactive", 1>,
+    // t != n - min(n, backprop): everywhere but where truncated backprop
+    // holds the state constant.
+    I32EnumAttrCase<"unfrozen", 2>
+  ]> {
+  let cppNamespace = "::mlir::lathe";
+}
+
 def Lathe_F32Tensor : RankedTensorOf<[F32]>;
 def Lathe_I32Tensor : RankedTensorOf<[I32]>;
 
@@ -594,20 +607,77 @@ def Lathe_HaltIfOp : Lathe_Op<"halt_if", [Pure, AttrSizedOperandSegments,
 }
 
 def Lathe_StopGradientOp : Lathe_Op<"stop_gradient", [Pure,
-    SameOperandsAndResultType, DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
+    AllTypesMatch<["input", "result"]>, DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
   let summary = "The identity, through which no gradient flows.";
   let description = [{
     Parcae's truncated backprop (ARCHITECTURES.md §4.1): the loop state
     entering the last `backprop` iterations is held constant, so the
     earlier iterations run without gradient. Lowers to its input.
 
+    With a runtime iteration count n (`count`, tensor<1xi32>: Parcae's
+    depth sampled per sequence), the op stands at the state entering
+    iteration `iteration` = t, and stops the gradient only when t is
+    n - min(n, backprop), the state entering the last min(n, backprop)
+    iterations that run; elsewhere the gradient passes.
+
     ```mlir
     %h = lathe.stop_gradient %state : tensor<16x64xf32>
+    %g = lathe.stop_gradient %state count %n {backprop = 2 : i64, iteration = 3 : i64}
+        : tensor<16x64xf32>, tensor<1xi32>
     ```
   }];
-  let arguments = (ins Lathe_F32Tensor:$input);
+  let arguments = (ins Lathe_F32Tensor:$input, Optional<Lathe_I32Tensor>:$count,
+                       OptionalAttr<I64Attr>:$iteration,
+                       OptionalAttr<I64Attr>:$backprop);
   let results = (outs Lathe_F32Tensor:$result);
-  let assemblyFormat = "$input attr-dict `:` type($result)";
+  let assemblyFormat = "$input (`count` $count^)? attr-dict `:` type($input) (`,` type($count)^)?";
+  let hasVerifier = 1;
+}
+
+def Lathe_LoopSelectOp : Lathe_Op<"loop_select", [Pure,
+    AllTypesMatch<["next", "previous", "result"]>,
+    DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
+  let summary = "A loop iteration's state, or the previous one where the iteration does not run.";
+  let description = [{
+    Parcae's depth sampled per sequence (ARCHITECTURES.md §4.1, "masked
+    updates (where(active, new, old))"): a training graph unrolls the
+    loop to its largest count, and iteration `iteration` = t keeps its
+    result only when t < n, the sequence's count (`count`,
+    tensor<1xi32>); otherwise the state passes through unchanged.
+
+    ```mlir
+    %h2 = lathe.loop_select %n, %next, %h1 {iteration = 2 : i64} : tensor<1xi32>, tensor<16x64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_I32Tensor:$count, Lathe_F32Tensor:$next,
+                       Lathe_F32Tensor:$previous, I64Attr:$iteration);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$count `,` $next `,` $previous attr-dict `:` type($count) `,` type($next)";
+  let hasVerifier = 1;
+}
+
+def Lathe_IterationMaskOp : Lathe_Op<"iteration_mask", [Pure,
+    AllTypesMatch<["input", "result"]>]> {
+  let summary = "A value where an iteration condition holds on the runtime count, zero elsewhere.";
+  let description = [{
+    The VJPs of `lathe.loop_select` and of a counted `lathe.stop_gradient`:
+    `result = input` where the condition `mask` holds for iteration t =
+    `iteration` and the count n (`count`, tensor<1xi32>), and 0 elsewhere:
+    `active` t < n, `inactive` t >= n, `unfrozen` t != n - min(n,
+    `backprop`).
+
+    ```mlir
+    %d = lathe.iteration_mask %dy, %n active {iteration = 2 : i64} : tensor<16x64xf32>, tensor<1xi32>
+    %f = lathe.iteration_mask %dy, %n unfrozen {backprop = 2 : i64, iteration = 1 : i64}
+        : tensor<16x64xf32>, tensor<1xi32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input, Lathe_I32Tensor:$count,
+                       Lathe_IterationMask:$mask, I64Attr:$iteration,
+                       OptionalAttr<I64Attr>:$backprop);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$input `,` $count $mask attr-dict `:` type($input) `,` type($count)";
+  let hasVerifier = 1;
 }
 
 def Lathe_RowSumSquaresOp : Lathe_Op<"row_sum_squares", [Pure,

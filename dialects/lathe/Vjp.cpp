@@ -54,10 +54,41 @@ std::pair<Value, Value> linearVjp(OpBuilder &b, Location loc, Value x, Value w,
 
 } // namespace
 
-/// No gradient: the input is a constant for differentiation.
-LogicalResult StopGradientOp::buildVjp(OpBuilder &, ArrayRef<Value>,
+/// dy where `which` holds for iteration t and the runtime count, else 0.
+static Value iterationMask(OpBuilder &b, Location loc, Value dy, Value count,
+                           IterationMask which, int64_t t,
+                           std::optional<int64_t> backprop = std::nullopt) {
+  return IterationMaskOp::create(
+      b, loc, dy.getType(), dy, count,
+      IterationMaskAttr::get(b.getContext(), which), b.getI64IntegerAttr(t),
+      backprop ? b.getI64IntegerAttr(*backprop) : IntegerAttr());
+}
+
+/// No gradient: the input is a constant for differentiation; with a runtime
+/// count, only at the iteration truncated backprop freezes.
+LogicalResult StopGradientOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
                                        SmallVectorImpl<Value> &grads) {
-  grads.push_back(Value());
+  Cotangents out(*this, grads);
+  if (getCount() && dys[0])
+    out.set(getInputMutable(),
+            iterationMask(b, getLoc(), dys[0], getCount(),
+                          IterationMask::unfrozen, *getIteration(),
+                          *getBackprop()));
+  return success();
+}
+
+/// The running iteration's result gets dy, the skipped one's input gets it.
+LogicalResult LoopSelectOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                                     SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (!dys[0])
+    return success();
+  auto mask = [&](IterationMask which) {
+    return iterationMask(b, getLoc(), dys[0], getCount(), which,
+                         getIteration());
+  };
+  out.set(getNextMutable(), mask(IterationMask::active));
+  out.set(getPreviousMutable(), mask(IterationMask::inactive));
   return success();
 }
 

@@ -161,6 +161,25 @@ lathe_status_t lathe_session_grad(lathe_session_t *session,
                                   const int32_t *targets, size_t n,
                                   float *out_loss, const char *out_path);
 
+/// Parcae's sampled training depth (loop.sample_max): the mean and the
+/// largest iteration count a train step draws for a sequence, n ~
+/// Poisson(mean) clamped to [1, max]; both 0 where the depth is fixed.
+void lathe_artifact_sampled_iterations(const lathe_artifact_t *artifact,
+                                       int64_t *mean, int64_t *max);
+
+/// Fixes the iteration count of every later grad and train step (1 <= n <=
+/// the artifact's max), or with n = 0 goes back to the default: grad runs
+/// the mean, train steps draw each sequence's count. An error for an
+/// artifact whose depth is not sampled.
+lathe_status_t lathe_session_set_iterations(lathe_session_t *session,
+                                            int64_t n);
+
+/// The iteration count each sequence of the last train step ran (Parcae's
+/// sampled depth): copies up to `capacity` of them to `out` and returns how
+/// many there were (0 for an artifact whose depth is fixed).
+size_t lathe_session_last_iterations(const lathe_session_t *session,
+                                     int64_t *out, size_t capacity);
+
 /// The training window of an artifact from lathec --train (its grad entry's
 /// length), or 0 for an inference artifact.
 size_t lathe_artifact_train_seq(const lathe_artifact_t *artifact);

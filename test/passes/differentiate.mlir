@@ -107,3 +107,26 @@ func.func @routing(%x: tensor<4x8xf32>, %t: tensor<4xi32>) -> tensor<1xf32> attr
   %lb = lathe.add %l, %b : tensor<1xf32>
   return %lb : tensor<1xf32>
 }
+
+// -----
+
+// Parcae's sampled depth: the masked update sends dy to the iteration's
+// result where it runs and to the state it skips otherwise; the counted
+// stop-gradient lets dy through except where truncated backprop freezes.
+lathe.param @"w" : tensor<16x8xf32> init(normal, std = 0.02)
+lathe.param @"p" : tensor<8x8xf32> init(normal, std = 0.02)
+// CHECK-LABEL: func.func @sampled_depth
+// CHECK-DAG: lathe.iteration_mask %{{.*}}, %arg2 active {iteration = 1 : i64}
+// CHECK-DAG: lathe.iteration_mask %{{.*}}, %arg2 inactive {iteration = 1 : i64}
+// CHECK: lathe.iteration_mask %{{.*}}, %arg2 unfrozen {backprop = 1 : i64, iteration = 1 : i64}
+func.func @sampled_depth(%x: tensor<4x8xf32>, %t: tensor<4xi32>, %n: tensor<1xi32>) -> tensor<1xf32> attributes {lathe.differentiate} {
+  %p = lathe.weight @"p" : tensor<8x8xf32>
+  %h1 = lathe.linear %x, %p : tensor<4x8xf32>, tensor<8x8xf32> -> tensor<4x8xf32>
+  %s = lathe.stop_gradient %h1 count %n {backprop = 1 : i64, iteration = 1 : i64} : tensor<4x8xf32>, tensor<1xi32>
+  %h2 = lathe.linear %s, %p : tensor<4x8xf32>, tensor<8x8xf32> -> tensor<4x8xf32>
+  %h = lathe.loop_select %n, %h2, %s {iteration = 1 : i64} : tensor<1xi32>, tensor<4x8xf32>
+  %w = lathe.weight @"w" : tensor<16x8xf32>
+  %y = lathe.linear %h, %w : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
+  %l = lathe.cross_entropy %y, %t : tensor<4x16xf32>, tensor<4xi32> -> tensor<1xf32>
+  return %l : tensor<1xf32>
+}

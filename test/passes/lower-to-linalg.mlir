@@ -331,6 +331,30 @@ func.func @routing_entropy(%a: tensor<4x8xf32>, %w: tensor<8xf32>, %n: tensor<4x
 
 // -----
 
+// Tests Parcae's sampled depth: the masked update and the VJP mask are one
+// elementwise generic each, reading the count inside the body; the
+// unfrozen mask compares t with max(n - backprop, 0); the counted
+// stop-gradient is its input.
+
+// CHECK-LABEL: func.func @sampled_depth
+// CHECK: linalg.generic {{.*}} ins(%arg1, %arg2 : tensor<4x8xf32>, tensor<4x8xf32>)
+// CHECK: tensor.extract %arg0
+// CHECK: arith.cmpi slt
+// CHECK: arith.select
+// CHECK: linalg.generic {{.*}} ins(%{{.*}} : tensor<4x8xf32>)
+// CHECK: arith.maxsi
+// CHECK: arith.cmpi ne
+// CHECK: arith.select
+// CHECK: return
+func.func @sampled_depth(%n: tensor<1xi32>, %a: tensor<4x8xf32>, %b: tensor<4x8xf32>) -> tensor<4x8xf32> {
+  %s = lathe.stop_gradient %b count %n {backprop = 2 : i64, iteration = 1 : i64} : tensor<4x8xf32>, tensor<1xi32>
+  %x = lathe.loop_select %n, %a, %s {iteration = 1 : i64} : tensor<1xi32>, tensor<4x8xf32>
+  %m = lathe.iteration_mask %x, %n unfrozen {backprop = 2 : i64, iteration = 1 : i64} : tensor<4x8xf32>, tensor<1xi32>
+  return %m : tensor<4x8xf32>
+}
+
+// -----
+
 // Tests LoopUS's step: the gate is the difference, two thin products and a
 // per-element mix; the confidence reads the last real row (length - 1)
 // straight from the states; the halting status is one two-element generic

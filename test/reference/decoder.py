@@ -16,6 +16,10 @@ Every kind takes the s2.3 `entropy_bonus: lambda` (a number >= 0, default 0 = of
 changes only the training objective (train.py loss: mean CE - lambda * mean routing
 entropy), never the forward; forward(..., trace=tr) exposes the routing weights alpha
 of every evaluated routing site as tr["routing_alpha"].
+The parcae loop's training-only keys `backprop: k` (truncated backprop depth) and
+`sample_max: N` (training-depth sampling, n ~ Poisson(iterations) clamped to [1, N]) change
+no weight and no inference result; forward(..., iterations=n) runs a training draw of n
+core passes and forward(..., frozen_state=h) holds h_{n - min(n, k)} (see forward).
 
 CLI:
   decoder.py --spec S.yaml --weights W.safetensors --tokens 1,2,3 --compare L.npy [--rtol 1e-4] [--cached P]
@@ -355,7 +359,13 @@ def attn_res_has_final(spec):
 # ---------------------------------------------------------------- loop spec key (Parcae, LoopFormer)
 # ARCHITECTURES.md s4.1. loop: {kind: parcae, prelude: P, core: C, coda: K, iterations: n}.
 # Layers 0..P-1 are the prelude, P..P+C-1 the recurrent core (shared across iterations),
-# P+C..L-1 the coda; D_s = D. All five keys are required.
+# P+C..L-1 the coda; D_s = D. All five keys are required. Two optional parcae-only keys
+# concern training only and change no weight and no inference result: backprop: k
+# (mu_bwd, an integer in [1, n]; default n) and sample_max: N (an integer >= n): in
+# training each sequence's iteration count is drawn from Poisson(n) and clamped to
+# [1, N] (s4.1 "Training-depth sampling"); evaluation and inference keep n = iterations.
+# Without sample_max training also runs n. The normalised mapping holds backprop /
+# sample_max only when given.
 #
 # ARCHITECTURES.md s4.2. loop: {kind: loopformer, iterations: M, trajectory: [d_1 .. d_M]}
 # (inference only). All layers form one shared stack applied M times; trajectory is
@@ -377,6 +387,7 @@ LOOP_KEYS = ("kind", "prelude", "core", "coda", "iterations")          # parcae
 LOOPFORMER_KEYS = ("kind", "iterations", "trajectory")
 LOOPUS_KEYS = LOOP_KEYS + ("rank", "halt")
 LOOPUS_ONLY_KEYS = ("rank", "halt")
+PARCAE_ONLY_KEYS = ("backprop", "sample_max")                            # training-only parcae keys
 LOOPUS_HALT_MODES = ("none", "threshold", "cdf", "convergence")
 LOOPUS_HALT_DEFAULTS = {"mode": "threshold", "threshold": 0.9, "tolerance": 0.01}
 LOOPUS_CONFIDENCE_EPS = 1e-5    # the confidence head's LayerNorm eps: fixed, not the spec's norm.eps
@@ -399,9 +410,10 @@ def _loop_spec(lp):
     if not isinstance(lp, dict):
         raise ValueError(f"loop must be a mapping {{kind: parcae, prelude: P, core: C, coda: K, iterations: n}}, "
                          f"got {lp!r}")
-    unknown = set(lp) - set(LOOP_KEYS) - set(LOOPFORMER_KEYS) - set(LOOPUS_KEYS) - {"backprop"}
+    unknown = set(lp) - set(LOOP_KEYS) - set(LOOPFORMER_KEYS) - set(LOOPUS_KEYS) - set(PARCAE_ONLY_KEYS)
     if unknown:
-        raise ValueError(f"loop: unknown keys {sorted(unknown, key=str)}; known: parcae {list(LOOP_KEYS)}, "
+        raise ValueError(f"loop: unknown keys {sorted(unknown, key=str)}; known: parcae "
+                         f"{list(LOOP_KEYS) + list(PARCAE_ONLY_KEYS)}, "
                          f"loopformer {list(LOOPFORMER_KEYS)}, loopus {list(LOOPUS_KEYS)}")
     kind = lp.get("kind")
     if not isinstance(kind, str) or kind not in LOOP_KINDS:
@@ -410,8 +422,10 @@ def _loop_spec(lp):
         for k in LOOPUS_ONLY_KEYS:
             if k in lp:
                 raise ValueError(f"loop.{k} is only allowed with kind: loopus, not {kind}")
-    if kind != "parcae" and "backprop" in lp:
-        raise ValueError(f"loop.backprop is only allowed with kind: parcae, not {kind}")
+    if kind != "parcae":
+        for k in PARCAE_ONLY_KEYS:
+            if k in lp:
+                raise ValueError(f"loop.{k} is only allowed with kind: parcae, not {kind}")
     if kind == "loopformer":
         return _loopformer_spec(lp)
     if "trajectory" in lp:
@@ -432,6 +446,12 @@ def _loop_spec(lp):
             raise ValueError(f"loop.backprop must be an integer in [1, iterations = {out['iterations']}], "
                              f"got {b!r}")
         out["backprop"] = int(b)
+    if "sample_max" in lp:    # parcae training-depth sampling: n ~ Poisson(iterations) clamped to [1, N]
+        m = lp["sample_max"]
+        if not _is_int(m) or m < out["iterations"]:
+            raise ValueError(f"loop.sample_max must be an integer >= iterations = {out['iterations']}, "
+                             f"got {m!r}")
+        out["sample_max"] = int(m)
     if kind == "loopus":
         r = lp.get("rank")
         if r is not None and (not _is_int(r) or r < 1):
@@ -471,19 +491,51 @@ def _loopus_halt_spec(halt):
     return h
 
 
-def parcae_backprop(spec):
-    """Parcae's truncated backprop depth k = loop.backprop (default: iterations, full backprop).
+def parcae_iterations(spec, iterations=None):
+    """n: the core passes a parcae forward runs. None: loop.iterations (evaluation and
+    inference, and training without sample_max). Otherwise a training draw: an integer >= 1,
+    and <= loop.sample_max when the spec has one. ValueError for a non-parcae spec or a bad n."""
+    lp = spec.get("loop")
+    if lp is None or lp["kind"] != "parcae":
+        raise ValueError("iterations (the parcae core pass count) is only for parcae loops")
+    if iterations is None:
+        return lp["iterations"]
+    if not _is_int(iterations) or iterations < 1:
+        raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
+    if "sample_max" in lp and iterations > lp["sample_max"]:
+        raise ValueError(f"iterations = {iterations} exceeds loop.sample_max = {lp['sample_max']}")
+    return int(iterations)
+
+
+def parcae_sample_iterations(spec, rng):
+    """One training draw of n (s4.1 "Training-depth sampling"): Poisson(loop.iterations) clamped
+    to [1, loop.sample_max]; loop.iterations without sample_max. rng: a numpy Generator (lathe's
+    draws come from its own generator, so only the distribution is comparable)."""
+    lp = spec["loop"]
+    n = parcae_iterations(spec)
+    if "sample_max" not in lp:
+        return n
+    return int(min(max(int(rng.poisson(n)), 1), lp["sample_max"]))
+
+
+def parcae_backprop(spec, iterations=None):
+    """Parcae's truncated backprop depth k = min(n, loop.backprop), n =
+    parcae_iterations(spec, iterations) the core passes actually run (default
+    loop.iterations); without the backprop key, k = n: full backprop for every n.
     The gradient treats h_{n-k} (the state after n - k core passes, trace["h"][n - k]) as a
     constant; the forward value does not depend on k. None for non-parcae specs."""
     lp = spec.get("loop")
     if lp is None or lp["kind"] != "parcae":
         return None
-    return lp.get("backprop", lp["iterations"])
+    n = parcae_iterations(spec, iterations)
+    return min(n, lp.get("backprop", n))
 
 
-def frozen_state_index(spec):
-    """n - k: the index into trace["h"] of the state held constant by truncated backprop."""
-    return spec["loop"]["iterations"] - parcae_backprop(spec)
+def frozen_state_index(spec, iterations=None):
+    """n - k = n - min(n, backprop): the index into trace["h"] of the state held constant by
+    truncated backprop, for a run of n = parcae_iterations(spec, iterations) core passes."""
+    n = parcae_iterations(spec, iterations)
+    return n - parcae_backprop(spec, n)
 
 
 def is_loopus(spec):
@@ -1134,7 +1186,7 @@ def _sublayer_fns(spec, W, T):
     return norm, lin, attn, mlp
 
 
-def forward(spec, weights, tokens, trace=None, *, cached_prefill=None, frozen_state=None):
+def forward(spec, weights, tokens, trace=None, *, cached_prefill=None, frozen_state=None, iterations=None):
     """Logits [T, vocab] (float64) for a 1-D sequence of token ids.
 
     cached_prefill (loopus only; use cached_forward): None is the whole-window forward
@@ -1164,11 +1216,17 @@ def forward(spec, weights, tokens, trace=None, *, cached_prefill=None, frozen_st
     and "stat" (per pass the (statistic, threshold) pair the halt rule compared:
     q_k, the cdf, or ||h_{k+1}[n-1] - h_k[n-1]||; (q_k, None) for mode none).
 
+    iterations (parcae only): run n = iterations core passes instead of loop.iterations (a
+    training draw, see loop.sample_max; parcae_iterations validates it: >= 1, and <= sample_max
+    when the spec has one). The result equals the forward of the same spec with `iterations: n`.
+    None (the default) is loop.iterations, as at evaluation and inference.
+
     frozen_state (parcae only): an array [T, D] used as h_{n-k}, the state entering iteration
-    n-k (k = parcae_backprop(spec)), instead of the computed one; only the last k iterations run
-    from it. Equal to trace["h"][n - k] of a plain forward, it gives the same logits; finite
-    differences with it held at its unperturbed value are the truncated-backprop gradient. With
-    it the trace's "h" lists only h_{n-k} .. h_n.
+    n-k (n the core passes this call runs, k = parcae_backprop(spec, n) = min(n, backprop)),
+    instead of the computed one; only the last k iterations run from it. Equal to
+    trace["h"][n - k] of a plain forward with the same iterations, it gives the same logits;
+    finite differences with it held at its unperturbed value are the truncated-backprop
+    gradient. With it the trace's "h" lists only h_{n-k} .. h_n.
 
     attn_res block (s2.2 Kimi Block AttnRes, replacement), in the s2.2 code order:
     blocks = [], partial = h0; per layer l: x_attn = DepthAttn(blocks ++ [partial]);
@@ -1207,6 +1265,8 @@ def forward(spec, weights, tokens, trace=None, *, cached_prefill=None, frozen_st
     not listed. Without attn_res the list is empty (loop models, which refuse attn_res,
     do not fill it). Recording changes no result (the same operations as depth_attn).
     """
+    if iterations is not None:
+        iterations = parcae_iterations(spec, iterations)         # ValueError unless parcae and in range
     tokens, W, T = _prepare(spec, weights, tokens)
     L, eps = spec["layers"], spec["norm"]["eps"]
     use_rope = spec["position"] == "rope"
@@ -1316,12 +1376,12 @@ def forward(spec, weights, tokens, trace=None, *, cached_prefill=None, frozen_st
         delta, abar = parcae_discretize(W["injection.A_log"], W["injection.dt_bias"])
         inj = delta * (e @ W["injection.B"].T)                       # Bbar e = diag(Delta) B e
         h = np.zeros_like(e)                                         # h_0 = 0: the "zero" state init
-        n_iter = spec["loop"]["iterations"]
+        n_iter = parcae_iterations(spec, iterations)                # n: loop.iterations or the given draw
         if frozen_state is not None:                                 # truncated backprop: h_{n-k} given
             h = np.asarray(frozen_state, np.float64)
             if h.shape != e.shape:
                 raise ValueError(f"forward: frozen_state has shape {list(h.shape)}, expected {list(e.shape)}")
-            n_iter = parcae_backprop(spec)
+            n_iter = parcae_backprop(spec, n_iter)                   # k = min(n, backprop)
         hs = [h]
         for _ in range(n_iter):
             u = abar * h + inj                                       # u_t = Abar h_t + Bbar e

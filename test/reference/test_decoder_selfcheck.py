@@ -4180,6 +4180,230 @@ def _():
     return f"{outs[None].count('MISMATCH')} finite differences compared"
 
 
+# ---------------------------------------------------------------- parcae training-depth sampling (loop.sample_max)
+# ARCHITECTURES.md s4.1: in training each sequence runs n ~ Poisson(iterations) clamped to
+# [1, sample_max] core passes, the last k = min(n, backprop) with gradient; evaluation and
+# inference keep n = iterations. forward(..., iterations=n) is one such draw.
+
+def _parcae_sm(n, k=None, sample_max=None, **kw):
+    lp = {"kind": "parcae", "prelude": 1, "core": 2, "coda": 1, "iterations": n}
+    if k is not None:
+        lp["backprop"] = k
+    if sample_max is not None:
+        lp["sample_max"] = sample_max
+    return small_spec(layers=4, loop=lp, **kw)
+
+
+@check("parcae loop.sample_max: parsed (kept only when given), changes no weight and no inference result; forward(iterations=n) with n = loop.iterations is the default forward bit for bit")
+def _():
+    s0, s = _parcae_sm(3), _parcae_sm(3, 2, 6)
+    assert s["loop"] == {"kind": "parcae", "prelude": 1, "core": 2, "coda": 1, "iterations": 3,
+                         "backprop": 2, "sample_max": 6}
+    assert "sample_max" not in s0["loop"] and _parcae_sm(3, sample_max=3)["loop"]["sample_max"] == 3
+    assert ref.weight_shapes(s) == ref.weight_shapes(s0)
+    w, ws = weights(s0), weights(s)
+    assert list(w) == list(ws) and all(np.array_equal(w[n], ws[n]) for n in w)
+    plain = ref.forward(s0, w, TOKENS)
+    for spec in (s0, s, _parcae_sm(3, sample_max=6), _parcae_sm(3, 1, 3)):
+        tr, tr_n = {}, {}
+        a = ref.forward(spec, w, TOKENS, trace=tr)
+        b = ref.forward(spec, w, TOKENS, trace=tr_n, iterations=3)
+        assert np.array_equal(a, plain), "sample_max / backprop changed the inference result"
+        assert np.array_equal(b, a), "iterations = loop.iterations is not the default forward"
+        assert tr_n["iterations"] == tr["iterations"] == 3
+        assert len(tr_n["h"]) == 4 and all(np.array_equal(x, y) for x, y in zip(tr_n["h"], tr["h"]))
+    assert ref.parcae_iterations(s) == 3 and ref.parcae_iterations(s, 5) == 5
+    assert ref.cached_iterations(s, w, TOKENS[:4], 2) == [3] * 4 and ref.iterations_used(s, w, TOKENS) == 3
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "p.yaml")
+        open(path, "w").write("name: p\nd_model: 32\nheads: 4\nkv_heads: 2\nlayers: 6\n"
+                              "loop: {kind: parcae, prelude: 2, core: 2, coda: 2, iterations: 8, backprop: 4, "
+                              "sample_max: 16}\n")
+        y = ref.load_spec(path)
+    assert y["loop"] == {"kind": "parcae", "prelude": 2, "core": 2, "coda": 2, "iterations": 8,
+                         "backprop": 4, "sample_max": 16}
+
+
+@check("parcae forward(iterations=m): equals the forward of the same spec with iterations: m (sample_max removed), trace included; m runs m core passes")
+def _():
+    w = weights(_parcae_sm(3))
+    outs = {}
+    for spec in (_parcae_sm(3, sample_max=6), _parcae_sm(3, 2, 6), _parcae_sm(3)):
+        for m in (1, 2, 4, 5, 6):
+            tr, tr_m = {}, {}
+            a = ref.forward(spec, w, TOKENS, trace=tr, iterations=m)
+            b = ref.forward(_parcae_sm(m), w, TOKENS, trace=tr_m)       # no backprop / sample_max keys
+            assert np.array_equal(a, b), f"iterations={m} differs from a spec with iterations: {m}"
+            assert tr["iterations"] == m and len(tr["h"]) == m + 1
+            assert all(np.array_equal(x, y) for x, y in zip(tr["h"], tr_m["h"]))
+            assert np.array_equal(tr["y"], tr_m["y"]) and np.array_equal(tr["e"], tr_m["e"])
+            outs.setdefault(m, a)
+            assert np.array_equal(outs[m], a), "backprop / sample_max changed the forward of a draw"
+    # the draws really differ (Abar > 0 at init: every pass moves the state)
+    base = ref.forward(_parcae_sm(3), w, TOKENS)
+    assert all(not np.allclose(outs[m], base) for m in outs)
+    assert not np.allclose(outs[5], outs[6])
+    return "m = 1, 2, 4, 5, 6"
+
+
+@check("parcae frozen_state_index / parcae_backprop with iterations n: n - min(n, backprop) (no backprop key: k = n, full backprop); frozen_state = h_{n-k} of the same draw gives its logits exactly")
+def _():
+    s, sd = _parcae_sm(3, 2, 6), _parcae_sm(3, sample_max=6)
+    assert ref.frozen_state_index(s) == 1 and ref.parcae_backprop(s) == 2       # unchanged without n
+    assert ref.frozen_state_index(sd) == 0 and ref.parcae_backprop(sd) == 3
+    want = {1: (1, 0), 2: (2, 0), 3: (2, 1), 4: (2, 2), 5: (2, 3), 6: (2, 4)}
+    want_d = {n: (n, 0) for n in range(1, 7)}
+    for spec, tbl in ((s, want), (sd, want_d)):
+        for n, (k, j) in tbl.items():
+            assert (ref.parcae_backprop(spec, n), ref.frozen_state_index(spec, n)) == (k, j), \
+                (spec["loop"], n, ref.parcae_backprop(spec, n), ref.frozen_state_index(spec, n))
+    assert ref.frozen_state_index(s, None) == ref.frozen_state_index(s) and ref.parcae_backprop(small_spec()) is None
+    w = weights(s)
+    for n in (1, 3, 5, 6):
+        k, j = ref.parcae_backprop(s, n), ref.frozen_state_index(s, n)
+        tr = {}
+        plain = ref.forward(s, w, TOKENS, trace=tr, iterations=n)
+        tr2 = {}
+        got = ref.forward(s, w, TOKENS, trace=tr2, iterations=n, frozen_state=tr["h"][j])
+        assert np.array_equal(got, plain), f"frozen h_{j} of the n = {n} draw changed its logits"
+        assert len(tr2["h"]) == k + 1 and tr2["iterations"] == k and np.array_equal(tr2["h"][-1], tr["h"][-1])
+        if j == 0:
+            assert not np.any(tr["h"][0]), "h_0 is the zero state"
+    # the frozen state is taken relative to the draw: h_{j} of another n is a different state
+    tr = {}
+    ref.forward(s, w, TOKENS, trace=tr)                                           # n = 3: h_1 frozen
+    assert not np.allclose(ref.forward(s, w, TOKENS, iterations=5, frozen_state=tr["h"][1]),
+                           ref.forward(s, w, TOKENS, iterations=5))
+
+
+@check("parcae loop.sample_max: validation (>= iterations, integer, parcae only) and forward / frozen_state_index iterations range")
+def _():
+    raises(lambda: _parcae_sm(3, sample_max=2), "loop.sample_max", ">= iterations = 3")
+    raises(lambda: _parcae_sm(3, sample_max=0), "loop.sample_max", ">= iterations = 3")
+    raises(lambda: _parcae_sm(3, sample_max=6.0), "loop.sample_max")
+    raises(lambda: _parcae_sm(3, sample_max=True), "loop.sample_max")
+    raises(lambda: _parcae_sm(3, sample_max="6"), "loop.sample_max")
+    raises(lambda: small_spec(layers=2, loop={"kind": "loopformer", "iterations": 2, "sample_max": 4},
+                              norm={"kind": "rmsnorm", "eps": 1e-5}), "loop.sample_max", "parcae", "loopformer")
+    raises(lambda: small_spec(layers=4, loop={"kind": "loopus", "prelude": 1, "core": 2, "coda": 1,
+                                              "iterations": 2, "sample_max": 4}), "loop.sample_max", "parcae", "loopus")
+    s = _parcae_sm(3, 2, 6)
+    w = weights(s)
+    raises(lambda: ref.forward(s, w, TOKENS, iterations=7), "iterations = 7", "loop.sample_max = 6")
+    raises(lambda: ref.forward(s, w, TOKENS, iterations=0), "iterations", ">= 1")
+    raises(lambda: ref.forward(s, w, TOKENS, iterations=2.0), "iterations", "integer")
+    raises(lambda: ref.forward(s, w, TOKENS, iterations=True), "iterations", "integer")
+    raises(lambda: ref.frozen_state_index(s, 7), "loop.sample_max = 6")
+    raises(lambda: ref.parcae_backprop(s, 0), "iterations", ">= 1")
+    ref.forward(_parcae_sm(3), weights(_parcae_sm(3)), TOKENS, iterations=9)     # no sample_max: any n >= 1
+    for other in (small_spec(), small_spec(layers=2, loop={"kind": "loopformer", "iterations": 2},
+                                           norm={"kind": "rmsnorm", "eps": 1e-5}),
+                  small_spec(layers=4, loop={"kind": "loopus", "prelude": 1, "core": 2, "coda": 1, "iterations": 2})):
+        raises(lambda: ref.forward(other, weights(other), TOKENS, iterations=2), "iterations", "parcae")
+        raises(lambda: ref.frozen_state_index(other, 2), "iterations", "parcae")
+
+
+@check("parcae_sample_iterations: Poisson(iterations) clamped to [1, sample_max]; loop.iterations without sample_max")
+def _():
+    rng = np.random.default_rng(0)
+    s = _parcae_sm(3, 2, 6)
+    draws = np.array([ref.parcae_sample_iterations(s, rng) for _ in range(20000)])
+    assert draws.min() == 1 and draws.max() == 6 and set(draws.tolist()) == set(range(1, 7))
+    # P(n = 1) = P(Poisson(3) <= 1) = 4 e^-3; P(n = 6) = P(Poisson(3) >= 6)
+    p1 = 4 * math.exp(-3)
+    p6 = 1 - sum(math.exp(-3) * 3 ** i / math.factorial(i) for i in range(6))
+    assert abs(np.mean(draws == 1) - p1) < 0.01 and abs(np.mean(draws == 6) - p6) < 0.01
+    assert abs(np.mean(draws == 3) - math.exp(-3) * 4.5) < 0.015
+    assert all(ref.parcae_sample_iterations(_parcae_sm(3, 2), rng) == 3 for _ in range(20))
+    s1 = _parcae_sm(1, sample_max=1)
+    assert all(ref.parcae_sample_iterations(s1, rng) == 1 for _ in range(20))
+    return f"mean n = {draws.mean():.3f}"
+
+
+@check("check_grad_fd.py --iterations N: N = loop.iterations matches the default run; N draws equal a spec with iterations: N (frozen h_{N-k} when min(N, backprop) < N, else full backprop); bad N refused")
+def _():
+    import json
+    script = os.path.join(HERE, "..", "e2e", "inputs", "check_grad_fd.py")
+    base = dict(name="t", vocab=37, d_model=32, layers=4, heads=4, kv_heads=2, max_seq=16,
+                mlp={"kind": "swiglu", "width": 48}, norm={"eps": 1e-5}, rope={"base": 100.0})
+    sys.path.insert(0, os.path.join(HERE))
+    import train
+    toks, tgts = "3,17,0,36,5,5", "17,0,36,5,5,21"
+    tok_a, tgt_a = np.array([int(t) for t in toks.split(",")]), np.array([int(t) for t in tgts.split(",")])
+
+    def lp(n, k=None, m=None):
+        d = {"kind": "parcae", "prelude": 1, "core": 2, "coda": 1, "iterations": n}
+        if k is not None:
+            d["backprop"] = k
+        if m is not None:
+            d["sample_max"] = m
+        return d
+
+    with tempfile.TemporaryDirectory() as d:
+        W = os.path.join(d, "w.safetensors")
+        w = None
+
+        def run(loop, n_flag=None):
+            nonlocal w
+            S = os.path.join(d, f"s{abs(hash(json.dumps(loop)))}.yaml")
+            open(S, "w").write(json.dumps(dict(base, loop=loop)))
+            spec = ref.load_spec(S)
+            if w is None:
+                w = ref.init_weights(spec, 0, scale=3.0)
+                safetensors_np.save(W, w)
+            n = loop["iterations"] if n_flag is None else n_flag
+            logits = np.stack([ref.forward(ref.load_spec(S), w, tok_a, iterations=n)])
+            G = os.path.join(d, f"g{n}.safetensors")
+            g = {nm: np.zeros_like(a) for nm, a in w.items()}     # zero gradients: every FD is printed
+            g["loss"] = np.array([float(np.mean(train.cross_entropy(logits, tgt_a[None])))], np.float32)
+            safetensors_np.save(G, g)
+            cmd = [sys.executable, script, S, W, toks, tgts, G, "--per-tensor", "1"]
+            if n_flag is not None:
+                cmd += ["--iterations", str(n_flag)]
+            r_ = subprocess.run(cmd, capture_output=True, text=True)
+            return r_
+
+        def fd_ok(r_):
+            assert r_.returncode == 1 and "MISMATCH" in r_.stdout and "MISMATCH loss" not in r_.stdout, \
+                r_.stdout + r_.stderr
+            return r_.stdout
+
+        # N = loop.iterations: the same finite differences as without the flag (truncated: k = 2 < 3)
+        dflt = fd_ok(run(lp(3, 2, 6)))
+        same = fd_ok(run(lp(3, 2, 6), 3))
+        assert dflt.startswith("truncated backprop: state entering iteration 1 held constant (backprop 2 of 3"), dflt[:100]
+        assert same.startswith("iterations 3 of at most 6: state entering iteration 1 held constant (backprop 2)\n"), \
+            same[:100]
+        assert same.split("\n", 1)[1] == dflt.split("\n", 1)[1]
+        # N = 5 > backprop: h_3 frozen, exactly as a spec with iterations: 5, backprop: 2
+        five = fd_ok(run(lp(3, 2, 6), 5))
+        assert five.startswith("iterations 5 of at most 6: state entering iteration 3 held constant (backprop 2)\n"), \
+            five[:100]
+        ref5 = fd_ok(run(lp(5, 2)))
+        assert ref5.startswith("truncated backprop: state entering iteration 3 held constant (backprop 2 of 5")
+        assert five.split("\n", 1)[1] == ref5.split("\n", 1)[1]
+        full5 = fd_ok(run(lp(5)))
+        assert full5.split("\n", 1)[1] != five.split("\n", 1)[1], "the frozen state made no difference"
+        # N = 2 <= backprop: full backprop, as a spec with iterations: 2 and no backprop key
+        two = fd_ok(run(lp(3, 2, 6), 2))
+        assert two.startswith("iterations 2 of at most 6, full backprop\n"), two[:100]
+        assert two.split("\n", 1)[1] == fd_ok(run(lp(2)))
+        # without sample_max: any N >= 1; no backprop key: full backprop at every N
+        four = fd_ok(run(lp(3), 4))
+        assert four.startswith("iterations 4 (no loop.sample_max), full backprop\n"), four[:100]
+        assert four.split("\n", 1)[1] == fd_ok(run(lp(4)))
+        # refused (exit 2, argparse): N > sample_max, N < 1, a non-parcae spec
+        for extra, n, frags in ((dict(loop=lp(3, 2, 6)), 7, ["--iterations", "sample_max = 6"]),
+                                (dict(loop=lp(3, 2, 6)), 0, ["--iterations", ">= 1"]),
+                                (dict(layers=2), 2, ["--iterations", "parcae"])):
+            S = os.path.join(d, "z.yaml")
+            open(S, "w").write(json.dumps(dict(base, **extra)))
+            r_ = subprocess.run([sys.executable, script, S, W, toks, tgts, os.path.join(d, "g3.safetensors"),
+                                 "--iterations", str(n)], capture_output=True, text=True)
+            assert r_.returncode == 2 and all(f in r_.stderr for f in frags), r_.stderr
+    return f"{same.count('MISMATCH')} finite differences per run compared"
+
+
 if __name__ == "__main__":
     # A check that returns a note starting with "SKIPPED" ran nothing: count it
     # as skipped, never as passed.

@@ -88,13 +88,15 @@ int main(int argc, char **argv) {
   bool kv = model == "kv";
   // toy kinds: buffer-id, arena, param-index, version, missing-kernel,
   // not-elf, forward-shape, exit-to, exit-status (an early exit jumping
-  // backwards, or reading a non-f32 status). kv kinds: state-index, state-shape, state-dup,
+  // backwards, or reading a non-f32 status), sampled-iterations (Parcae's
+  // sampled depth with a mean above its max). kv kinds: state-index, state-shape, state-dup,
   // prefill-io, decode-io, decode-arity.
   static const char *kKinds[] = {
       "",           "buffer-id",   "arena",       "param-index",
       "version",    "missing-kernel", "not-elf",  "forward-shape",
       "state-index", "state-shape", "state-dup", "prefill-io",
-      "decode-io",  "decode-arity", "exit-to",   "exit-status"};
+      "decode-io",  "decode-arity", "exit-to",   "exit-status",
+      "sampled-iterations"};
   bool knownKind = false;
   for (const char *k : kKinds)
     knownKind |= corrupt == k;
@@ -268,7 +270,9 @@ int main(int argc, char **argv) {
       vocab, maxSeq, fbb.CreateVector(params),
       states.empty() ? 0 : fbb.CreateVector(states), fbb.CreateVector(buffers),
       arenaBytes, fbb.CreateVector(entries),
-      library.empty() ? 0 : fbb.CreateVector(library));
+      library.empty() ? 0 : fbb.CreateVector(library), /*ptx=*/0,
+      /*sampled_iterations_mean=*/corrupt == "sampled-iterations" ? 3 : 0,
+      /*sampled_iterations_max=*/corrupt == "sampled-iterations" ? 2 : 0);
   fb::FinishArtifactBuffer(fbb, artifact);
 
   uint8_t trailer[LATHE_ARTIFACT_TRAILER_BYTES];

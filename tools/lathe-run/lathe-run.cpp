@@ -61,8 +61,9 @@ const char *const kUsage =
     "the rest one at a time through decode, at consecutive positions unless\n"
     "--positions gives them; its output matches forward's.\n"
     "generate uses a byte-level tokenizer (vocab 256): it prints the prompt\n"
-    "and each sampled byte as it comes (bytes outside ' '..'~' as \\xNN, a\n"
-    "backslash as \\\\), and stops after N new tokens or when the sequence\n"
+    "and each sampled byte as it comes (text, newlines and tabs as they are,\n"
+    "other bytes as \\xNN, a backslash as \\\\), and stops after N new tokens\n"
+    "or when the sequence\n"
     "reaches max_seq. It samples softmax(logits / T) (T defaults to 1) over\n"
     "the top-k tokens (default: all) with a generator seeded by --seed\n"
     "(default 0); --temperature 0 is greedy (argmax, ties to the lowest id).\n"
@@ -76,6 +77,10 @@ const char *const kUsage =
     "grad (an artifact from lathec --train) prints the mean cross-entropy of\n"
     "one max_seq window against its targets and writes it, with the gradient\n"
     "of every parameter, to --out.\n"
+    "--iterations N (grad, train-step, train, bench-train; a Parcae loop with\n"
+    "loop.sample_max) fixes every sequence's iteration count; by default grad\n"
+    "runs loop.iterations and train steps draw n ~ Poisson(loop.iterations)\n"
+    "clamped to [1, loop.sample_max] per sequence.\n"
     "train (an artifact from lathec --train) trains on FILE's bytes as\n"
     "tokens (the last tenth held out): --steps optimizer steps (default 200)\n"
     "of --batch windows (default 4) of the compiled window, AdamW with lr\n"
@@ -313,6 +318,8 @@ void printLogits(const std::vector<int32_t> &tokens,
 
 // --device, for the commands that run the model; empty: the artifact's own.
 std::string gDevice;
+// --iterations (Parcae's sampled depth); 0: the artifact's default.
+int64_t gIterations = 0;
 
 SessionPtr openSession(const lathe_artifact_t *art,
                        const std::string &weights) {
@@ -320,6 +327,8 @@ SessionPtr openSession(const lathe_artifact_t *art,
   check(lathe_session_create_on_device(
       art, gDevice.empty() ? nullptr : gDevice.c_str(), &raw));
   SessionPtr session(raw);
+  if (gIterations)
+    check(lathe_session_set_iterations(session.get(), gIterations));
   check(lathe_session_load_weights(session.get(), weights.c_str()));
   return session;
 }
@@ -1455,6 +1464,16 @@ int runTrainStep(const lathe_artifact_t *art, const Options &opts) {
   check(lathe_session_save(session.get(), out.c_str(), 1, step, nullptr,
                            nullptr, 0));
   std::printf("loss %.6f grad_norm %.6f\n", double(loss), double(norm));
+  // Parcae's sampled depth: each sequence's iteration count.
+  std::vector<int64_t> counts(lathe_session_last_iterations(session.get(),
+                                                            nullptr, 0));
+  if (!counts.empty()) {
+    lathe_session_last_iterations(session.get(), counts.data(), counts.size());
+    std::printf("iterations");
+    for (int64_t n : counts)
+      std::printf(" %" PRId64, n);
+    std::printf("\n");
+  }
   return 0;
 }
 
@@ -1777,7 +1796,8 @@ int main(int argc, char **argv) {
     allowed = {"--weights", "--prompt", "-n", "--temperature", "--top-k",
                "--seed", "--device"};
   else if (command == "grad")
-    allowed = {"--weights", "--tokens", "--targets", "--out", "--device"};
+    allowed = {"--weights", "--tokens", "--targets", "--out", "--device",
+               "--iterations"};
   else if (command == "dump-ptx")
     allowed = {"-o"};
   else if (command == "bench")
@@ -1785,14 +1805,15 @@ int main(int argc, char **argv) {
                "--profile", "--bandwidth-mib", "--device"};
   else if (command == "bench-train")
     allowed = {"--weights", "--batch", "--steps", "--warmup-steps", "--lr",
-               "--data", "--profile", "--device"};
+               "--data", "--profile", "--device", "--iterations"};
   else if (command == "train-step")
     allowed = {"--weights", "--tokens", "--targets", "--lr", "--step",
-               "--resume", "--out", "--device"};
+               "--resume", "--out", "--device", "--iterations"};
   else if (command == "train")
     allowed = {"--data", "--steps", "--batch", "--seq", "--weights", "--out",
                "--lr", "--min-lr", "--warmup", "--eval-every",
-               "--eval-batches", "--seed", "--resume", "--device"};
+               "--eval-batches", "--seed", "--resume", "--device",
+               "--iterations"};
   else
     fail("unknown command '" + command + "' (see lathe-run --help)");
   // dump-ptx takes the chip as a positional argument.
@@ -1812,6 +1833,9 @@ int main(int argc, char **argv) {
 
   if (const std::string *device = opts.get("--device"))
     gDevice = *device;
+  if (const std::string *n = opts.get("--iterations"))
+    if (!parseInt64(*n, gIterations) || gIterations < 1)
+      fail("bad --iterations '" + *n + "': expected a count >= 1");
 
   lathe_artifact_t *raw = nullptr;
   check(lathe_artifact_load(argv[1], &raw));

@@ -838,3 +838,52 @@ func.func @row_sum_squares_grad_rows(%x: tensor<4x8xf32>, %dn: tensor<3xf32>) {
   %dx = lathe.row_sum_squares_grad %x, %dn : tensor<4x8xf32>, tensor<3xf32> -> tensor<4x8xf32>
   return
 }
+
+// -----
+
+func.func @stop_gradient_count_attrs(%x: tensor<4x8xf32>, %n: tensor<1xi32>) {
+  // Where the count stops the gradient depends on backprop.
+  // expected-error @+1 {{with a count needs backprop >= 1}}
+  %s = lathe.stop_gradient %x count %n {iteration = 1 : i64} : tensor<4x8xf32>, tensor<1xi32>
+  return
+}
+
+// -----
+
+func.func @stop_gradient_no_count(%x: tensor<4x8xf32>) {
+  // expected-error @+1 {{takes iteration and backprop only with a count}}
+  %s = lathe.stop_gradient %x {iteration = 1 : i64} : tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @loop_select_count(%n: tensor<2xi32>, %x: tensor<4x8xf32>) {
+  // expected-error @+1 {{count must be tensor<1xi32>, got 'tensor<2xi32>'}}
+  %s = lathe.loop_select %n, %x, %x {iteration = 1 : i64} : tensor<2xi32>, tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @loop_select_iteration(%n: tensor<1xi32>, %x: tensor<4x8xf32>) {
+  // expected-error @+1 {{iteration must be >= 0, got -1}}
+  %s = lathe.loop_select %n, %x, %x {iteration = -1 : i64} : tensor<1xi32>, tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @iteration_mask_backprop(%n: tensor<1xi32>, %x: tensor<4x8xf32>) {
+  // expected-error @+1 {{unfrozen needs backprop >= 1}}
+  %m = lathe.iteration_mask %x, %n unfrozen {iteration = 1 : i64} : tensor<4x8xf32>, tensor<1xi32>
+  return
+}
+
+// -----
+
+func.func @iteration_mask_extra(%n: tensor<1xi32>, %x: tensor<4x8xf32>) {
+  // expected-error @+1 {{takes backprop only with the unfrozen mask}}
+  %m = lathe.iteration_mask %x, %n active {backprop = 2 : i64, iteration = 1 : i64} : tensor<4x8xf32>, tensor<1xi32>
+  return
+}

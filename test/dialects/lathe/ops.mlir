@@ -154,6 +154,21 @@ func.func @routing_grads(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>, %w: tensor<8x
   return %m : tensor<4x8xf32>
 }
 
+// Parcae's depth sampled per sequence: the masked update, the counted
+// stop-gradient and their VJPs' mask.
+// CHECK-LABEL: func.func @sampled_depth
+func.func @sampled_depth(%n: tensor<1xi32>, %h0: tensor<4x8xf32>, %h1: tensor<4x8xf32>) -> tensor<4x8xf32> {
+  // CHECK: lathe.stop_gradient %{{.*}} count %{{.*}} {backprop = 2 : i64, iteration = 1 : i64} : tensor<4x8xf32>, tensor<1xi32>
+  %s = lathe.stop_gradient %h0 count %n {backprop = 2 : i64, iteration = 1 : i64} : tensor<4x8xf32>, tensor<1xi32>
+  // CHECK: lathe.loop_select %{{.*}}, %{{.*}}, %{{.*}} {iteration = 1 : i64} : tensor<1xi32>, tensor<4x8xf32>
+  %x = lathe.loop_select %n, %h1, %s {iteration = 1 : i64} : tensor<1xi32>, tensor<4x8xf32>
+  // CHECK: lathe.iteration_mask %{{.*}}, %{{.*}} inactive {iteration = 1 : i64} : tensor<4x8xf32>, tensor<1xi32>
+  %m = lathe.iteration_mask %x, %n inactive {iteration = 1 : i64} : tensor<4x8xf32>, tensor<1xi32>
+  // CHECK: lathe.iteration_mask %{{.*}}, %{{.*}} unfrozen {backprop = 2 : i64, iteration = 3 : i64}
+  %f = lathe.iteration_mask %m, %n unfrozen {backprop = 2 : i64, iteration = 3 : i64} : tensor<4x8xf32>, tensor<1xi32>
+  return %f : tensor<4x8xf32>
+}
+
 // Parcae's injection, from a zero state and from a state; identity init.
 // CHECK: lathe.param @B : tensor<8x8xf32> init(identity)
 lathe.param @B : tensor<8x8xf32> init(identity)

@@ -3,7 +3,7 @@
 reference loss, for models whose hand-written reference backprop does not
 exist yet (the architecture families).
 
-check_grad_fd.py SPEC WEIGHTS TOKENS TARGETS GRADS [--per-tensor N] [--h H]
+check_grad_fd.py SPEC WEIGHTS TOKENS TARGETS GRADS [--per-tensor N] [--h H] [--iterations N]
 
 The loss is test/reference/train.py's `loss` (mean cross-entropy of the
 float64 forward of test/reference/decoder.py, written from
@@ -18,6 +18,15 @@ backprop, ARCHITECTURES.md s4.1), the loss differenced is the one in which
 h_{n-k} (the state entering iteration n-k) is held at its value under the
 unperturbed weights: it is computed once, and every perturbed forward runs
 the last k iterations from it (decoder.forward(..., frozen_state=...)).
+
+--iterations N (Parcae only; 1 <= N, and N <= loop.sample_max when the spec has it): the
+loss is the mean cross-entropy of the forward that runs N core passes (one training draw
+of loop.sample_max's depth sampling, decoder.forward(..., iterations=N)), and k becomes
+min(N, backprop) (backprop defaults to loop.iterations): when k < N the state h_{N-k} is
+held at its unperturbed value as above. The first line printed is then
+`iterations N of at most M: state entering iteration N-k held constant (backprop k)` or
+`iterations N of at most M, full backprop` (M = loop.sample_max; without it the line reads
+`iterations N (no loop.sample_max)` in place of `iterations N of at most M`).
 """
 import argparse
 import os
@@ -40,8 +49,18 @@ def main():
     ap.add_argument("grads")
     ap.add_argument("--per-tensor", type=int, default=3)
     ap.add_argument("--h", type=float, default=2e-3)
+    ap.add_argument("--iterations", type=int, default=None,
+                    help="parcae: the core pass count of this training draw (default loop.iterations)")
     args = ap.parse_args()
     spec = decoder.load_spec(args.spec)
+    n_run = args.iterations                      # None: loop.iterations, the existing behaviour
+    if n_run is not None:
+        if decoder.parcae_backprop(spec) is None:
+            ap.error("--iterations is only for parcae loops")
+        try:
+            decoder.parcae_iterations(spec, n_run)
+        except ValueError as e:
+            ap.error(f"--iterations: {e}")
     w, _ = safetensors_np.load(args.weights)
     w = {k: np.array(v, np.float32) for k, v in w.items()}
     g, _ = safetensors_np.load(args.grads)
@@ -49,21 +68,31 @@ def main():
     targets = np.array([int(t) for t in args.targets.split(",")])
     rng = np.random.default_rng(0)
     loss = train.loss
-    k = decoder.parcae_backprop(spec)
-    if k is not None and k < spec["loop"]["iterations"]:
-        j = decoder.frozen_state_index(spec)
+    k = decoder.parcae_backprop(spec, n_run)
+    if k is not None:
+        n = decoder.parcae_iterations(spec, n_run)
+        j = decoder.frozen_state_index(spec, n_run)      # n - k
+    if k is not None and (n_run is not None or j > 0):
         tok, tgt = train._batch(spec, tokens, targets)
-        frozen = []
-        for row in tok:
-            tr = {}
-            decoder.forward(spec, w, row, trace=tr)
-            frozen.append(np.array(tr["h"][j]))
+        frozen = [None] * len(tok)                       # full backprop: nothing held
+        if j > 0:
+            for i, row in enumerate(tok):
+                tr = {}
+                decoder.forward(spec, w, row, trace=tr, iterations=n_run)
+                frozen[i] = np.array(tr["h"][j])
 
         def loss(spec, w, tokens, targets):
-            logits = np.stack([decoder.forward(spec, w, row, frozen_state=f) for row, f in zip(tok, frozen)])
+            logits = np.stack([decoder.forward(spec, w, row, frozen_state=f, iterations=n_run)
+                               for row, f in zip(tok, frozen)])
             return float(np.mean(train.cross_entropy(logits, tgt)))
-        print(f"truncated backprop: state entering iteration {j} held constant "
-              f"(backprop {k} of {spec['loop']['iterations']} iterations)")
+        if n_run is None:
+            print(f"truncated backprop: state entering iteration {j} held constant "
+                  f"(backprop {k} of {n} iterations)")
+        else:
+            m = spec["loop"].get("sample_max")
+            head = f"iterations {n} of at most {m}" if m is not None else f"iterations {n} (no loop.sample_max)"
+            print(f"{head}: state entering iteration {j} held constant (backprop {k})" if j > 0
+                  else f"{head}, full backprop")
     base = loss(spec, w, tokens, targets)
     if abs(base - float(g["loss"][0])) > 1e-4 * abs(base):
         print(f"MISMATCH loss: lathe {float(g['loss'][0])} reference {base}")
