@@ -19,7 +19,8 @@ static_assert(int(InitRule::identity) == int(fb::InitKind::identity) &&
 
 std::string mlir::lathe::writeArtifact(
     const ScheduleInfo &s, Target target, const std::string &cpuLibrary,
-    const std::map<std::string, std::string> &ptx) {
+    const std::map<std::string, std::string> &ptx,
+    const std::map<std::string, std::string> &cubin) {
   flatbuffers::FlatBufferBuilder fbb(1 << 16);
   std::vector<flatbuffers::Offset<fb::Param>> params;
   for (const ParamInfo &p : s.params) {
@@ -68,8 +69,14 @@ std::string mlir::lathe::writeArtifact(
     arenaBytes = std::max(arenaBytes, e.arenaBytes);
   }
   std::vector<flatbuffers::Offset<fb::PtxModule>> modules;
-  for (const auto &[chip, text] : ptx)
-    modules.push_back(fb::CreatePtxModuleDirect(fbb, chip.c_str(), text.c_str()));
+  for (const auto &[chip, text] : ptx) {
+    auto found = cubin.find(chip);
+    std::vector<uint8_t> bytes;
+    if (found != cubin.end())
+      bytes.assign(found->second.begin(), found->second.end());
+    modules.push_back(fb::CreatePtxModuleDirect(
+        fbb, chip.c_str(), text.c_str(), bytes.empty() ? nullptr : &bytes));
+  }
   std::vector<uint8_t> library(cpuLibrary.begin(), cpuLibrary.end());
   auto artifact = fb::CreateArtifactDirect(
       fbb, LATHE_ARTIFACT_VERSION, s.model.c_str(),

@@ -236,6 +236,16 @@ LogicalResult mlir::lathe::compile(ModuleOp module,
   FailureOr<std::string> emulation = buildCpuLibrary(*emulated, nullptr);
   if (failed(emulation))
     return failure();
-  out << writeArtifact(*schedule, Target::cuda, *emulation, ptxByChip);
+  // The cubin too where ptxas is installed, so a CUDA runtime need not JIT.
+  std::map<std::string, std::string> cubinByChip;
+  if (std::optional<std::string> ptxas = findPtxas())
+    for (const auto &[chip, text] : ptxByChip) {
+      FailureOr<std::string> bytes = assembleCubin(*ptxas, chip, text, errs);
+      if (failed(bytes))
+        return failure();
+      cubinByChip[chip] = std::move(*bytes);
+    }
+  out << writeArtifact(*schedule, Target::cuda, *emulation, ptxByChip,
+                       cubinByChip);
   return success();
 }

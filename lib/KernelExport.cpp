@@ -60,13 +60,9 @@ LogicalResult mlir::lathe::exportKernels(
       return failure();
     llvm::json::Object module{{"ptx", llvm::sys::path::filename(ptxPath).str()}};
     if (ptxas) {
-      std::string arch = "-arch=" + chip, message;
-      llvm::StringRef args[] = {*ptxas, arch, ptxPath, "-o", cubinPath};
-      if (llvm::sys::ExecuteAndWait(*ptxas, args, std::nullopt, {}, 0, 0,
-                                    &message)) {
-        errs << ptxPath << ": error: ptxas failed: " << message << "\n";
+      FailureOr<std::string> bytes = assembleCubin(*ptxas, chip, text, errs);
+      if (failed(bytes) || failed(writeFile(cubinPath, *bytes, errs)))
         return failure();
-      }
       module["cubin"] = llvm::sys::path::filename(cubinPath).str();
     }
     modules[chip] = std::move(module);

@@ -28,6 +28,38 @@ std::optional<std::string> mlir::lathe::findPtxas() {
   return *ptxas;
 }
 
+FailureOr<std::string> mlir::lathe::assembleCubin(llvm::StringRef ptxas,
+                                                  llvm::StringRef chip,
+                                                  llvm::StringRef ptx,
+                                                  llvm::raw_ostream &errs) {
+  llvm::SmallString<128> in, out;
+  int fd;
+  if (llvm::sys::fs::createTemporaryFile("lathe-kernels", "ptx", fd, in) ||
+      llvm::sys::fs::createTemporaryFile("lathe-kernels", "cubin", out)) {
+    errs << "error: cannot create temporary files for ptxas\n";
+    return failure();
+  }
+  llvm::FileRemover inRemover(in), outRemover(out);
+  {
+    llvm::raw_fd_ostream file(fd, /*shouldClose=*/true);
+    file << ptx;
+  }
+  std::string arch = ("-arch=" + chip).str(), message;
+  llvm::StringRef args[] = {ptxas, arch, in, "-o", out};
+  if (llvm::sys::ExecuteAndWait(ptxas, args, std::nullopt, {}, 0, 0,
+                                &message)) {
+    errs << "error: ptxas rejected the " << chip << " PTX: " << message
+         << "\n";
+    return failure();
+  }
+  auto buffer = llvm::MemoryBuffer::getFile(out, /*IsText=*/false);
+  if (!buffer) {
+    errs << "error: cannot read the cubin ptxas wrote\n";
+    return failure();
+  }
+  return (*buffer)->getBuffer().str();
+}
+
 LogicalResult mlir::lathe::printPtxasReport(
     const std::map<std::string, std::string> &ptx, llvm::raw_ostream &os,
     llvm::raw_ostream &errs) {

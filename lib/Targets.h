@@ -124,6 +124,12 @@ LogicalResult buildCudaModule(ModuleOp kernels,
 /// ptxas from PATH or the CUDA toolkit, if installed.
 std::optional<std::string> findPtxas();
 
+/// Assembles one chip's PTX into a cubin with `ptxas` (an error naming the
+/// chip where ptxas rejects it).
+FailureOr<std::string> assembleCubin(llvm::StringRef ptxas,
+                                     llvm::StringRef chip, llvm::StringRef ptx,
+                                     llvm::raw_ostream &errs);
+
 /// cuda --report: runs `ptxas -v` on each chip's PTX and prints registers,
 /// spill bytes and shared memory per kernel.
 LogicalResult printPtxasReport(const std::map<std::string, std::string> &ptx,
@@ -137,10 +143,12 @@ LogicalResult exportKernels(const ScheduleInfo &schedule,
 
 /// Packs the artifact. `cpuLibrary` holds the cpu kernels, or for cuda the
 /// emulated GPU kernels; `ptx` (chip → text) is set for cuda, whose entries
-/// carry their gpuLaunches as launches and launches as emulated launches.
+/// carry their gpuLaunches as launches and launches as emulated launches;
+/// `cubin` (chip → bytes) where ptxas assembled them.
 std::string writeArtifact(const ScheduleInfo &schedule, Target target,
                           const std::string &cpuLibrary,
-                          const std::map<std::string, std::string> &ptx);
+                          const std::map<std::string, std::string> &ptx,
+                          const std::map<std::string, std::string> &cubin = {});
 
 } // namespace mlir::lathe
 

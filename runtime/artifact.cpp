@@ -547,6 +547,30 @@ extern "C" lathe_status_t lathe_artifact_ptx(const lathe_artifact_t *a,
                                 available.empty() ? "none" : available);
 }
 
+extern "C" lathe_status_t lathe_artifact_cubin(const lathe_artifact_t *a,
+                                               const char *chip,
+                                               const uint8_t **out_data,
+                                               size_t *out_size) {
+  *out_data = nullptr;
+  *out_size = 0;
+  std::string available;
+  if (const auto *modules = a->root->ptx())
+    for (const auto *m : *modules) {
+      if (!m->cubin() || m->cubin()->size() == 0)
+        continue;
+      if (m->chip()->str() == chip) {
+        *out_data = m->cubin()->data();
+        *out_size = m->cubin()->size();
+        return nullptr;
+      }
+      available += (available.empty() ? "" : ", ") + m->chip()->str();
+    }
+  return lathe::rt::makeStatusF(
+      "{0}: no cubin for chip '{1}' (the artifact has: {2}; lathec embeds "
+      "cubins where it finds ptxas)",
+      a->path, chip, available.empty() ? "none" : available);
+}
+
 extern "C" size_t lathe_artifact_state_count(const lathe_artifact_t *a) {
   return a->root->states() ? a->root->states()->size() : 0;
 }

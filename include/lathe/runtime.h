@@ -79,6 +79,13 @@ uint64_t lathe_artifact_launch_flops(const lathe_artifact_t *artifact,
 const char *lathe_artifact_prefill_entry(const lathe_artifact_t *artifact,
                                          size_t n);
 
+/* The cubin of a cuda artifact for `chip` (ptxas's output at compile time):
+ * `*out_data` points at `*out_size` bytes owned by the artifact. Fails if
+ * the artifact has no cubin for that chip (lathec found no ptxas). */
+lathe_status_t lathe_artifact_cubin(const lathe_artifact_t *artifact,
+                                    const char *chip, const uint8_t **out_data,
+                                    size_t *out_size);
+
 /* The PTX of a cuda artifact for `chip` ("sm_80", "sm_90"): a NUL-terminated
  * string owned by the artifact, for loading the kernels from another runtime.
  * Fails if the artifact has no PTX for that chip. */

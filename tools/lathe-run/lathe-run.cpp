@@ -34,6 +34,7 @@ namespace {
 const char *const kUsage =
     "usage: lathe-run ARTIFACT info\n"
     "       lathe-run ARTIFACT dump-ptx CHIP -o KERNELS.ptx\n"
+    "       lathe-run ARTIFACT dump-cubin CHIP -o KERNELS.cubin\n"
     "       lathe-run ARTIFACT init [--seed N] -o WEIGHTS.safetensors\n"
     "       lathe-run ARTIFACT forward --weights WEIGHTS.safetensors\n"
     "                 --tokens T0,T1,... [--logits-out LOGITS.npy]\n"
@@ -241,19 +242,32 @@ std::string tokenLabel(int64_t token, int64_t vocab) {
   return s;
 }
 
+void writeBytes(const std::string &out, const void *data, size_t n) {
+  FILE *f = std::fopen(out.c_str(), "wb");
+  if (!f)
+    fail(out + ": cannot write: " + std::strerror(errno));
+  bool ok = std::fwrite(data, 1, n, f) == n;
+  ok = std::fclose(f) == 0 && ok;
+  if (!ok)
+    fail(out + ": write failed");
+}
+
 int runDumpPtx(const lathe_artifact_t *art, const std::string &chip,
                const Options &opts) {
   const std::string &out = opts.require("-o", "dump-ptx");
   const char *ptx = nullptr;
   check(lathe_artifact_ptx(art, chip.c_str(), &ptx));
-  FILE *f = std::fopen(out.c_str(), "wb");
-  if (!f)
-    fail(out + ": cannot write: " + std::strerror(errno));
-  size_t n = std::strlen(ptx);
-  bool ok = std::fwrite(ptx, 1, n, f) == n;
-  ok = std::fclose(f) == 0 && ok;
-  if (!ok)
-    fail(out + ": write failed");
+  writeBytes(out, ptx, std::strlen(ptx));
+  return 0;
+}
+
+int runDumpCubin(const lathe_artifact_t *art, const std::string &chip,
+                 const Options &opts) {
+  const std::string &out = opts.require("-o", "dump-cubin");
+  const uint8_t *data = nullptr;
+  size_t size = 0;
+  check(lathe_artifact_cubin(art, chip.c_str(), &data, &size));
+  writeBytes(out, data, size);
   return 0;
 }
 
@@ -1798,7 +1812,7 @@ int main(int argc, char **argv) {
   else if (command == "grad")
     allowed = {"--weights", "--tokens", "--targets", "--out", "--device",
                "--iterations"};
-  else if (command == "dump-ptx")
+  else if (command == "dump-ptx" || command == "dump-cubin")
     allowed = {"-o"};
   else if (command == "bench")
     allowed = {"--weights", "--prompt-len", "--decode", "--repeat",
@@ -1816,12 +1830,13 @@ int main(int argc, char **argv) {
                "--iterations"};
   else
     fail("unknown command '" + command + "' (see lathe-run --help)");
-  // dump-ptx takes the chip as a positional argument.
+  // dump-ptx and dump-cubin take the chip as a positional argument.
   std::string chip;
   int firstOption = 3;
-  if (command == "dump-ptx") {
+  if (command == "dump-ptx" || command == "dump-cubin") {
     if (argc < 4 || argv[3][0] == '-')
-      fail("dump-ptx needs a chip, e.g. 'dump-ptx sm_90 -o k.ptx'");
+      fail(command + " needs a chip, e.g. '" + command + " sm_90 -o k." +
+           (command == "dump-ptx" ? "ptx" : "cubin") + "'");
     chip = argv[3];
     firstOption = 4;
   }
@@ -1846,6 +1861,8 @@ int main(int argc, char **argv) {
     return runInit(art.get(), opts);
   if (command == "dump-ptx")
     return runDumpPtx(art.get(), chip, opts);
+  if (command == "dump-cubin")
+    return runDumpCubin(art.get(), chip, opts);
   if (command == "cached-forward")
     return runCachedForward(art.get(), opts);
   if (command == "generate")
