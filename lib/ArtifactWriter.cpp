@@ -85,7 +85,7 @@ std::string mlir::lathe::writeArtifact(
       arenaBytes, &entries,
       library.empty() ? nullptr : &library,
       modules.empty() ? nullptr : &modules, s.sampledIterationsMean,
-      s.sampledIterationsMax);
+      s.sampledIterationsMax, s.shortcutIterations);
   fb::FinishArtifactBuffer(fbb, artifact);
   std::string file(reinterpret_cast<const char *>(fbb.GetBufferPointer()),
                    fbb.GetSize());

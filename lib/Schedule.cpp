@@ -89,6 +89,8 @@ FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
     s.sampledIterationsMean = v[0];
     s.sampledIterationsMax = v[1];
   }
+  if (auto v = planned->getAttrOfType<IntegerAttr>("lathe.shortcut_iterations"))
+    s.shortcutIterations = v.getInt();
 
   DenseMap<StringAttr, uint32_t> paramIndex;
   for (auto param : planned.getOps<ParamOp>()) {

@@ -88,6 +88,8 @@ struct LoopSpec {
   // Parcae's training depth: n ~ Poisson(iterations) per sequence, clamped
   // to [1, sample_max] (ARCHITECTURES.md §4.1, "poisson-truncated-full").
   std::optional<int64_t> sampleMax;
+  // LoopFormer's shortcut-consistency training (ARCHITECTURES.md §4.2).
+  bool shortcut = false;
   std::optional<HaltSpec> halt;                  // LoopUS's early exit
 };
 struct ModelSpec {
@@ -166,6 +168,7 @@ template <> struct MappingTraits<LoopSpec> {
     io.mapOptional("rank", s.rank);
     io.mapOptional("backprop", s.backprop);
     io.mapOptional("sample_max", s.sampleMax);
+    io.mapOptional("shortcut", s.shortcut);
     io.mapOptional("halt", s.halt);
   }
 };
@@ -354,6 +357,12 @@ private:
                   "must be between 1 and iterations (" +
                       llvm::Twine(lp.iterations) + "), got " +
                       llvm::Twine(*lp.backprop));
+    if (lp.shortcut && lp.kind != "loopformer")
+      return fail("loop.shortcut", "only LoopFormer trains a short trajectory "
+                                   "against the long one");
+    if (lp.shortcut && lp.iterations < 2)
+      return fail("loop.shortcut", "needs iterations >= 2: the short "
+                                   "trajectory has 1 to iterations - 1 steps");
     if (lp.sampleMax && lp.kind != "parcae")
       return fail("loop.sample_max", "only Parcae samples its training depth");
     if (lp.sampleMax && *lp.sampleMax < lp.iterations)
@@ -552,6 +561,9 @@ private:
     m->setAttr("lathe.model", b.getStringAttr(spec.name));
     m->setAttr("lathe.vocab", b.getI64IntegerAttr(spec.vocab));
     m->setAttr("lathe.max_seq", b.getI64IntegerAttr(spec.maxSeq));
+    if (train && loopFormer() && spec.loop->shortcut)
+      m->setAttr("lathe.shortcut_iterations",
+                 b.getI64IntegerAttr(spec.loop->iterations));
     if (train && spec.loop && spec.loop->sampleMax)
       m->setAttr("lathe.sampled_iterations",
                  b.getDenseI64ArrayAttr(
@@ -917,6 +929,14 @@ private:
     const bool sampledDepth = training && spec.loop && spec.loop->sampleMax;
     if (sampledDepth)
       inputs.push_back(one);
+    // LoopFormer's shortcut consistency: the short trajectory drawn for the
+    // step, as its length and [start times..., step sizes...] of M - 1
+    // slots each.
+    const bool shortcut = training && loopFormer() && spec.loop->shortcut;
+    if (shortcut) {
+      inputs.push_back(one);
+      inputs.push_back(f32({2 * (spec.loop->iterations - 1)}));
+    }
     auto fn = func::FuncOp::create(
         b, top, name,
         b.getFunctionType(inputs, {training ? f32({1}) : f32({T, V})}));
@@ -1005,6 +1025,7 @@ private:
       return n;
     };
     SmallVector<Value> sources, routingEntropies;
+    Value longFinal; // LoopFormer shortcut training: the long pass's stream
     auto addSource = [&](Value v) {
       sources.push_back(v);
       normOf(v);
@@ -1142,9 +1163,7 @@ private:
       // conditioned on c_m = TE(t_{m-1}) + DE(d_m) through each block's
       // modulation rows; trajectory and times are compile-time constants.
       Location loopLoc = locOf("loop");
-      auto embedder = [&](const std::string &p, double s, Location loc) {
-        Value phi = SinusoidOp::create(b, loc, f32({1, kSinusoidFeatures}),
-                                       b.getF64FloatAttr(s));
+      auto embedder = [&](const std::string &p, Value phi, Location loc) {
         Value h = LinearOp::create(b, loc, f32({1, D}), phi,
                                    weight(p + ".w1.weight", loc),
                                    weight(p + ".w1.bias", loc), Value());
@@ -1153,16 +1172,17 @@ private:
                                 weight(p + ".w2.weight", loc),
                                 weight(p + ".w2.bias", loc), Value());
       };
-      double time = 0.0;
-      const std::vector<double> &steps = *spec.loop->trajectory;
-      for (int64_t m = 0; m < spec.loop->iterations; ++m) {
+      auto sinusoid = [&](double value, Location loc) -> Value {
+        return SinusoidOp::create(b, loc, f32({1, kSinusoidFeatures}), Value(),
+                                  b.getF64FloatAttr(value), IntegerAttr());
+      };
+      // One pass of the whole stack, conditioned on c = TE(time) + DE(step).
+      auto pass = [&](Value time, Value step, int64_t m) {
         Location iterLoc = NameLoc::get(
             b.getStringAttr("iteration." + std::to_string(m)), loopLoc);
-        Value c = AddOp::create(b, iterLoc,
-                                embedder("time_embed", time, iterLoc),
-                                embedder("step_embed", steps[size_t(m)], iterLoc));
+        Value c = AddOp::create(b, iterLoc, embedder("time_embed", time, iterLoc),
+                                embedder("step_embed", step, iterLoc));
         Value act = SiluOp::create(b, iterLoc, c);
-        time += steps[size_t(m)];
         // Every block's rows first: they share one input, so they form one
         // small kernel ahead of the blocks.
         SmallVector<llvm::StringMap<Value>> rows(size_t(spec.layers));
@@ -1178,6 +1198,41 @@ private:
           block(l, kvOf(l) + "iter." + std::to_string(m) + ".",
                 NameLoc::get(b.getStringAttr("iteration." + std::to_string(m)),
                              layerLocOf(l)));
+        }
+      };
+      const int64_t M = spec.loop->iterations;
+      Value start = x;
+      // Shortcut training's long pass is M equal steps (§4.2), whatever
+      // trajectory inference uses.
+      std::vector<double> steps = *spec.loop->trajectory;
+      if (shortcut)
+        steps.assign(size_t(M), 1.0 / double(M));
+      double time = 0.0;
+      for (int64_t m = 0; m < M; ++m) {
+        Location iterLoc = NameLoc::get(
+            b.getStringAttr("iteration." + std::to_string(m)), loopLoc);
+        pass(sinusoid(time, iterLoc), sinusoid(steps[size_t(m)], iterLoc), m);
+        time += steps[size_t(m)];
+      }
+      if (shortcut) {
+        // The short pass: M - 1 slots read their time and step from the
+        // drawn trajectory; slot j keeps its result only while j < length.
+        longFinal = x;
+        x = start;
+        Value length = body->getArgument(2), drawn = body->getArgument(3);
+        for (int64_t j = 0; j < M - 1; ++j) {
+          Location iterLoc = NameLoc::get(
+              b.getStringAttr("iteration." + std::to_string(M + j)), loopLoc);
+          auto read = [&](int64_t index) -> Value {
+            return SinusoidOp::create(b, iterLoc, f32({1, kSinusoidFeatures}),
+                                      drawn, FloatAttr(),
+                                      b.getI64IntegerAttr(index));
+          };
+          Value previous = x;
+          pass(read(j), read(M - 1 + j), M + j);
+          if (j > 0)
+            x = LoopSelectOp::create(b, iterLoc, x.getType(), length, x,
+                                     previous, b.getI64IntegerAttr(j));
         }
       }
       modulation.clear();
@@ -1323,6 +1378,24 @@ private:
     if (training) {
       Value loss = CrossEntropyOp::create(b, top, f32({1}), logits,
                                           body->getArgument(1));
+      if (longFinal) {
+        // §4.2: CE(long) + 0.1 CE(short) + 0.1 MSE(sg(long), short), with
+        // the final-norm hidden states; x is the short pass here.
+        Value nLong = norm(longFinal, "norm", headLoc);
+        Value longLogits = LinearOp::create(b, headLoc, f32({T, V}), nLong,
+                                            head, Value(), Value());
+        Value longLoss = CrossEntropyOp::create(b, top, f32({1}), longLogits,
+                                                body->getArgument(1));
+        Value target = StopGradientOp::create(b, top, nLong.getType(), nLong,
+                                              Value(), IntegerAttr(),
+                                              IntegerAttr());
+        Value mse = MeanSquaredErrorOp::create(b, top, f32({1}), target, n);
+        auto tenth = [&](Value v) -> Value {
+          return ScaleOp::create(b, top, v, b.getF64FloatAttr(0.1));
+        };
+        loss = AddOp::create(b, top, longLoss,
+                             AddOp::create(b, top, tenth(loss), tenth(mse)));
+      }
       if (!routingEntropies.empty()) {
         // loss - lambda * mean over sites of each site's mean entropy.
         Value sum = routingEntropies.front();

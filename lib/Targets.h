@@ -79,6 +79,8 @@ struct ScheduleInfo {
   int64_t vocab = 0, maxSeq = 0;
   // Parcae's sampled training depth (0, 0: fixed).
   int64_t sampledIterationsMean = 0, sampledIterationsMax = 0;
+  // LoopFormer's shortcut training: the long trajectory's steps (0: none).
+  int64_t shortcutIterations = 0;
   std::vector<ParamInfo> params;
   std::vector<StateInfo> states;
   std::vector<BufferInfo> buffers;

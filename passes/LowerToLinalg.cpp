@@ -630,7 +630,11 @@ struct LowerSinusoid : OpConversionPattern<SinusoidOp> {
     SmallVector<int64_t> shape = shapeOf(op.getResult());
     int64_t half = shape[1] / 2;
     float logStep = static_cast<float>(-std::log(1e4) / double(half));
-    float value = static_cast<float>(op.getValue().convertToDouble());
+    // The scalar: a constant, or a table element read in the body.
+    Value table = adaptor.getTable();
+    float value =
+        table ? 0.0f : static_cast<float>(op.getValue()->convertToDouble());
+    int64_t index = op.getIndex().value_or(0);
     Value r = g.generic(
         {}, g.empty(shape), {g.map(2, {g.d(0), g.d(1)})}, {kPar, kPar},
         [&](OpBuilder &nb, Location l, ValueRange) -> Value {
@@ -644,7 +648,13 @@ struct LowerSinusoid : OpConversionPattern<SinusoidOp> {
               nb, l,
               arith::MulFOp::create(nb, l, indexToF32(nb, l, k),
                                     in.cst(logStep)));
-          Value angle = arith::MulFOp::create(nb, l, freq, in.cst(value));
+          Value s = table ? tensor::ExtractOp::create(
+                                nb, l, table,
+                                ValueRange{arith::ConstantIndexOp::create(
+                                    nb, l, index)})
+                                .getResult()
+                          : in.cst(value);
+          Value angle = arith::MulFOp::create(nb, l, freq, s);
           return arith::SelectOp::create(nb, l, first,
                                          math::CosOp::create(nb, l, angle),
                                          math::SinOp::create(nb, l, angle));
@@ -1381,6 +1391,65 @@ struct LowerDepthAttentionGrad : OpConversionPattern<DepthAttentionGradOp> {
           }));
     }
     rewriter.replaceOp(op, results);
+    return success();
+  }
+};
+
+/// mean((a - b)^2): loops (0, t, d), a unit parallel loop outside the
+/// reductions for the GPU mapping.
+struct LowerMeanSquaredError : OpConversionPattern<MeanSquaredErrorOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(MeanSquaredErrorOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    SmallVector<int64_t> shape = shapeOf(op.getLhs());
+    if (shape.size() != 2)
+      return rewriter.notifyMatchFailure(op, "expects [T, D] operands");
+    float invN = 1.0f / static_cast<float>(shape[0] * shape[1]);
+    AffineMap td = g.map(3, {g.d(1), g.d(2)});
+    rewriter.replaceOp(
+        op, g.generic({adaptor.getLhs(), adaptor.getRhs()}, g.filled({1}, 0.0),
+                      {td, td, g.map(3, {g.d(0)})}, {kPar, kRed, kRed},
+                      [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                        GenericBuilder in{nb, l};
+                        Value diff = arith::SubFOp::create(nb, l, a[0], a[1]);
+                        Value sq = arith::MulFOp::create(nb, l, diff, diff);
+                        return arith::AddFOp::create(
+                            nb, l, a[2],
+                            arith::MulFOp::create(nb, l, sq, in.cst(invN)));
+                      }));
+    return success();
+  }
+};
+
+/// 2 (a - b) dy / N, elementwise.
+struct LowerMeanSquaredErrorGrad
+    : OpConversionPattern<MeanSquaredErrorGradOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(MeanSquaredErrorGradOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    SmallVector<int64_t> shape = shapeOf(op.getLhs());
+    if (shape.size() != 2)
+      return rewriter.notifyMatchFailure(op, "expects [T, D] operands");
+    float twoOverN = 2.0f / static_cast<float>(shape[0] * shape[1]);
+    AffineMap td = g.map(2, {g.d(0), g.d(1)});
+    rewriter.replaceOp(
+        op, g.generic({adaptor.getLhs(), adaptor.getRhs(),
+                       adaptor.getResultGrad()},
+                      g.empty(shape),
+                      {td, td, g.map(2, {g.getAffineConstant(0)}), td},
+                      {kPar, kPar},
+                      [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                        GenericBuilder in{nb, l};
+                        Value diff = arith::SubFOp::create(nb, l, a[0], a[1]);
+                        return arith::MulFOp::create(
+                            nb, l, diff,
+                            arith::MulFOp::create(nb, l, a[2],
+                                                  in.cst(twoOverN)));
+                      }));
     return success();
   }
 };
@@ -2753,7 +2822,8 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
                  LowerModulatedRmsNormGrad, LowerGatedAddGrad,
                  LowerSiluGrad, LowerSelectiveGate, LowerHaltConfidence,
                  LowerHaltIf, LowerMuon, LowerStopGradient, LowerLoopSelect,
-                 LowerIterationMask>(ctx);
+                 LowerIterationMask, LowerMeanSquaredError,
+                 LowerMeanSquaredErrorGrad>(ctx);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
       signalPassFailure();

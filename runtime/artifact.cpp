@@ -115,6 +115,11 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
                          .str());
   }
 
+  if (a.shortcut_iterations() == 1 || a.shortcut_iterations() < 0)
+    return corrupt(llvm::formatv("shortcut iterations {0}: a short trajectory "
+                                 "needs at least 2 long steps",
+                                 a.shortcut_iterations())
+                       .str());
   size_t numParams = a.params() ? a.params()->size() : 0;
   size_t numStates = a.states() ? a.states()->size() : 0;
   size_t numBuffers = a.buffers() ? a.buffers()->size() : 0;

@@ -102,6 +102,14 @@ struct lathe_session {
   int64_t fixedIterations = 0;
   // The count each sequence of the last train step ran.
   std::vector<int64_t> lastIterations;
+  // LoopFormer's shortcut: a fixed short trajectory (empty: draw one per
+  // step), and the last one used.
+  std::vector<double> fixedShortcut, lastShortcut;
+
+  /// The training inputs past tokens and targets: Parcae's count, then
+  /// LoopFormer's short trajectory (drawn for `step` unless fixed).
+  void writeTrainInputs(const lathe::fb::Entry *entry, int64_t iterations,
+                        int64_t step);
   // Profiling: totals per distinct kernel name (slots fixed at creation),
   // and the slots that ran since the last reset, in first-run order.
   bool profiling = false;
@@ -576,11 +584,15 @@ extern "C" lathe_status_t lathe_session_grad(lathe_session_t *session,
   const auto *buffers = art->root->buffers();
   size_t params = lathe_artifact_param_count(art);
   const bool sampled = art->root->sampled_iterations_max() > 0;
-  if (!entry->inputs() || entry->inputs()->size() != (sampled ? 3u : 2u) ||
+  const bool shortcut = art->root->shortcut_iterations() > 0;
+  if (!entry->inputs() ||
+      entry->inputs()->size() != 2u + (sampled ? 1 : 0) + (shortcut ? 2 : 0) ||
       !entry->outputs() || entry->outputs()->size() != params + 1)
-    return makeStatusF("{0}: entry 'grad' must take (tokens, targets{1}) and "
-                       "return the loss and {2} gradients",
-                       path, sampled ? ", iterations" : "", params);
+    return makeStatusF("{0}: entry 'grad' must take (tokens, targets{1}{2}) "
+                       "and return the loss and {3} gradients",
+                       path, sampled ? ", iterations" : "",
+                       shortcut ? ", short length, short trajectory" : "",
+                       params);
   int64_t length = buffers->Get(entry->inputs()->Get(0))->shape()->Get(0);
   for (size_t i = 0; i < params; ++i) {
     const fb::Param *p = art->root->params()->Get(i);
@@ -606,11 +618,11 @@ extern "C" lathe_status_t lathe_session_grad(lathe_session_t *session,
               n * sizeof(int32_t));
   std::memcpy(session->bufferData(entry->inputs()->Get(1)), targets,
               n * sizeof(int32_t));
-  if (sampled)
-    *static_cast<int32_t *>(session->bufferData(entry->inputs()->Get(2))) =
-        int32_t(session->fixedIterations
-                    ? session->fixedIterations
-                    : art->root->sampled_iterations_mean());
+  session->writeTrainInputs(entry,
+                            session->fixedIterations
+                                ? session->fixedIterations
+                                : art->root->sampled_iterations_mean(),
+                            /*step=*/0);
   auto found = session->launches.find(entry);
   if (found == session->launches.end())
     return makeStatusF("{0}: entry 'grad' was not resolved", path);
@@ -642,6 +654,97 @@ extern "C" size_t lathe_artifact_train_seq(const lathe_artifact_t *artifact) {
     return 0;
   return size_t(
       artifact->root->buffers()->Get(grad->inputs()->Get(0))->shape()->Get(0));
+}
+
+/// ARCHITECTURES.md §4.2's short trajectory for M long steps: a length l
+/// uniform in 1..M-1, then steps of k/M units drawn greedily at random,
+/// each leaving at least one unit per remaining step, the last filling to
+/// 1. Seeded by the step (one trajectory per step, as the released code).
+static std::vector<double> drawShortcut(int64_t M, int64_t step) {
+  uint64_t state = uint64_t(step) * 0xD1B54A32D192ED03ull + 0x2545F4914F6CDD1Dull;
+  auto below = [&](int64_t n) { // uniform in [0, n)
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return int64_t(z % uint64_t(n));
+  };
+  int64_t length = 1 + below(M - 1), left = M;
+  std::vector<double> steps;
+  for (int64_t i = 0; i + 1 < length; ++i) {
+    int64_t units = 1 + below(left - (length - 1 - i));
+    steps.push_back(double(units) / double(M));
+    left -= units;
+  }
+  steps.push_back(double(left) / double(M));
+  return steps;
+}
+
+void lathe_session::writeTrainInputs(const lathe::fb::Entry *entry,
+                                     int64_t iterations, int64_t step) {
+  unsigned next = 2;
+  if (art->root->sampled_iterations_max() > 0)
+    *static_cast<int32_t *>(bufferData(entry->inputs()->Get(next++))) =
+        int32_t(iterations);
+  int64_t M = art->root->shortcut_iterations();
+  if (M == 0)
+    return;
+  lastShortcut = fixedShortcut.empty() ? drawShortcut(M, step) : fixedShortcut;
+  *static_cast<int32_t *>(bufferData(entry->inputs()->Get(next++))) =
+      int32_t(lastShortcut.size());
+  auto *table = static_cast<float *>(bufferData(entry->inputs()->Get(next)));
+  std::fill(table, table + 2 * (M - 1), 0.0f);
+  double time = 0;
+  for (size_t j = 0; j < lastShortcut.size(); ++j) {
+    table[j] = float(time);
+    table[size_t(M - 1) + j] = float(lastShortcut[j]);
+    time += lastShortcut[j];
+  }
+}
+
+extern "C" int64_t
+lathe_artifact_shortcut_iterations(const lathe_artifact_t *artifact) {
+  return artifact ? artifact->root->shortcut_iterations() : 0;
+}
+
+extern "C" lathe_status_t lathe_session_set_shortcut(lathe_session_t *session,
+                                                     const double *steps,
+                                                     size_t n) {
+  if (!session || (n && !steps))
+    return makeStatus("lathe_session_set_shortcut: null argument");
+  int64_t M = session->art->root->shortcut_iterations();
+  const std::string &path = session->art->path;
+  if (M == 0)
+    return makeStatusF("{0}: this artifact does not train LoopFormer's "
+                       "shortcut (loop.shortcut)",
+                       path);
+  if (n >= size_t(M))
+    return makeStatusF("{0}: a short trajectory has 1 to {1} steps (the long "
+                       "one has {2}), got {3}",
+                       path, M - 1, M, n);
+  double sum = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (!(steps[i] > 0) || !std::isfinite(steps[i]))
+      return makeStatusF("{0}: short-trajectory step {1} is {2}; steps must "
+                         "be positive",
+                         path, i + 1, steps[i]);
+    sum += steps[i];
+  }
+  if (n && std::abs(sum - 1.0) > 1e-6)
+    return makeStatusF("{0}: the short trajectory's steps sum to {1}, not 1",
+                       path, sum);
+  session->fixedShortcut.assign(steps, steps + n);
+  return nullptr;
+}
+
+extern "C" size_t lathe_session_last_shortcut(const lathe_session_t *session,
+                                              double *out, size_t capacity) {
+  if (!session)
+    return 0;
+  const std::vector<double> &last = session->lastShortcut;
+  if (out)
+    std::copy_n(last.begin(), std::min(capacity, last.size()), out);
+  return last.size();
 }
 
 extern "C" void
@@ -726,7 +829,9 @@ lathe_session_train_step(lathe_session_t *session, const int32_t *tokens,
                        "no training entries (compile it with lathec --train)",
                        path);
   const bool sampled = art->root->sampled_iterations_max() > 0;
-  if (!acc->inputs() || acc->inputs()->size() != (sampled ? 3u : 2u) ||
+  const bool shortcut = art->root->shortcut_iterations() > 0;
+  if (!acc->inputs() ||
+      acc->inputs()->size() != 2u + (sampled ? 1 : 0) + (shortcut ? 2 : 0) ||
       !acc->outputs() ||
       acc->outputs()->size() != 1 || !opt->inputs() ||
       opt->inputs()->size() != 3 || !opt->outputs() ||
@@ -756,16 +861,15 @@ lathe_session_train_step(lathe_session_t *session, const int32_t *tokens,
                 seq * sizeof(int32_t));
     std::memcpy(session->bufferData(acc->inputs()->Get(1)), targets + b * seq,
                 seq * sizeof(int32_t));
+    int64_t n = 0;
     if (sampled) {
-      int64_t n = session->fixedIterations
-                      ? session->fixedIterations
-                      : sampleIterations(art->root->sampled_iterations_mean(),
-                                         art->root->sampled_iterations_max(),
-                                         step, b);
-      *static_cast<int32_t *>(session->bufferData(acc->inputs()->Get(2))) =
-          int32_t(n);
+      n = session->fixedIterations
+              ? session->fixedIterations
+              : sampleIterations(art->root->sampled_iterations_mean(),
+                                 art->root->sampled_iterations_max(), step, b);
       session->lastIterations.push_back(n);
     }
+    session->writeTrainInputs(acc, n, step);
     session->run(session->launches[acc]);
     lossSum += *static_cast<const float *>(
         session->bufferData(acc->outputs()->Get(0)));

@@ -470,6 +470,26 @@ LogicalResult SinusoidOp::verify() {
     return emitOpError() << "expects one row of an even, nonzero number of "
                             "features, got "
                          << getType();
+  if (getTable()) {
+    if (getValue() || !getIndex())
+      return emitOpError("with a table takes an index, not a value");
+    if (failed(expectStatic(*this, getTable().getType(), 1, "table")))
+      return failure();
+    if (*getIndex() < 0 || *getIndex() >= dim(getTable(), 0))
+      return emitOpError() << "index " << *getIndex() << " is outside the "
+                           << dim(getTable(), 0) << "-element table";
+  } else if (!getValue() || getIndex()) {
+    return emitOpError("takes a value, or a table and an index");
+  }
+  return success();
+}
+
+LogicalResult MeanSquaredErrorOp::verify() {
+  auto type = llvm::cast<RankedTensorType>(getType());
+  if (type.getRank() != 1 || type.getDimSize(0) != 1)
+    return emitOpError() << "result must be tensor<1xf32>, got " << type;
+  if (!llvm::cast<RankedTensorType>(getLhs().getType()).hasStaticShape())
+    return emitOpError("expects static shapes");
   return success();
 }
 

@@ -419,19 +419,25 @@ def Lathe_ParcaeInjectOp : Lathe_Op<"parcae_inject", [Pure,
 }
 
 def Lathe_SinusoidOp : Lathe_Op<"sinusoid", [Pure, DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
-  let summary = "Sinusoidal features of a scalar known at compile time (a loop's time or step size).";
+  let summary = "Sinusoidal features of a scalar (a loop's time or step size).";
   let description = [{
     LoopFormer's embedder input (ARCHITECTURES.md §4.2):
     `[cos(s f_0) .. cos(s f_{K-1}), sin(s f_0) .. sin(s f_{K-1})]` with
     `f_j = exp(-ln(1e4) j / K)` and K = half the result's width; one row.
+    The scalar s is `value`, known at compile time, or element `index` of
+    the runtime `table` (the short trajectory of shortcut-consistency
+    training, drawn per step).
 
     ```mlir
     %phi = lathe.sinusoid {value = 2.5e-01 : f64} : tensor<1x256xf32>
+    %psi = lathe.sinusoid %traj : tensor<6xf32> -> {index = 3 : i64} : tensor<1x256xf32>
     ```
   }];
-  let arguments = (ins F64Attr:$value);
+  let arguments = (ins Optional<Lathe_F32Tensor>:$table,
+                       OptionalAttr<F64Attr>:$value,
+                       OptionalAttr<I64Attr>:$index);
   let results = (outs Lathe_F32Tensor:$result);
-  let assemblyFormat = "attr-dict `:` type($result)";
+  let assemblyFormat = "($table^ `:` type($table) `->`)? attr-dict `:` type($result)";
   let hasVerifier = 1;
 }
 
@@ -1160,6 +1166,42 @@ def Lathe_DepthAttentionGradOp : Lathe_Op<"depth_attention_grad",
     `,` type($gain_grad) (`null` type($null_grad)^)? (`gate` type($gate_grad)^)?
   }];
   let hasVerifier = 1;
+}
+
+def Lathe_MeanSquaredErrorOp : Lathe_Op<"mean_squared_error", [Pure,
+    AllTypesMatch<["lhs", "rhs"]>, DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
+  let summary = "The mean over all elements of the squared difference of two tensors.";
+  let description = [{
+    `result = mean((lhs - rhs)^2)`, a tensor<1xf32>: LoopFormer's
+    shortcut-consistency term between the long and the short trajectory's
+    final hidden states (ARCHITECTURES.md §4.2).
+
+    ```mlir
+    %m = lathe.mean_squared_error %a, %b : tensor<8x64xf32> -> tensor<1xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$lhs, Lathe_F32Tensor:$rhs);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$lhs `,` $rhs attr-dict `:` type($lhs) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def Lathe_MeanSquaredErrorGradOp : Lathe_Op<"mean_squared_error_grad", [Pure,
+    AllTypesMatch<["lhs", "rhs", "result"]>]> {
+  let summary = "The gradient of lathe.mean_squared_error with respect to its first operand.";
+  let description = [{
+    `result = 2 (lhs - rhs) dy / N` with N the number of elements and dy
+    the loss's cotangent (tensor<1xf32>); the second operand's gradient is
+    its negation.
+
+    ```mlir
+    %da = lathe.mean_squared_error_grad %a, %b, %dy : tensor<8x64xf32>, tensor<1xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$lhs, Lathe_F32Tensor:$rhs,
+                       Lathe_F32Tensor:$result_grad);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$lhs `,` $rhs `,` $result_grad attr-dict `:` type($lhs) `,` type($result_grad)";
 }
 
 def Lathe_SwigluOp : Lathe_Op<"swiglu", [Pure, SameOperandsAndResultType]> {

@@ -290,7 +290,8 @@ LogicalResult ParcaeInjectOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
 
 LogicalResult SinusoidOp::buildVjp(OpBuilder &, ArrayRef<Value>,
                                    SmallVectorImpl<Value> &grads) {
-  // A function of a compile-time scalar: nothing upstream to reach.
+  // A function of a compile-time scalar or of a runtime input (the drawn
+  // trajectory): nothing upstream that trains.
   Cotangents out(*this, grads);
   return success();
 }
@@ -412,5 +413,18 @@ LogicalResult ScaleOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
   if (dys[0])
     out.set(getInputMutable(),
             ScaleOp::create(b, getLoc(), dys[0], getFactorAttr()));
+  return success();
+}
+
+LogicalResult MeanSquaredErrorOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                                           SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (!dys[0])
+    return success();
+  Value d = MeanSquaredErrorGradOp::create(b, getLoc(), getLhs().getType(),
+                                           getLhs(), getRhs(), dys[0]);
+  out.set(getLhsMutable(), d);
+  out.set(getRhsMutable(),
+          ScaleOp::create(b, getLoc(), d, b.getF64FloatAttr(-1.0)));
   return success();
 }

@@ -187,6 +187,24 @@ lathe_status_t lathe_session_set_iterations(lathe_session_t *session,
 size_t lathe_session_last_iterations(const lathe_session_t *session,
                                      int64_t *out, size_t capacity);
 
+/// LoopFormer's shortcut-consistency training (loop.shortcut): M, the long
+/// trajectory's number of steps, or 0.
+int64_t lathe_artifact_shortcut_iterations(const lathe_artifact_t *artifact);
+
+/// Fixes the short trajectory of every later grad and train step: `n` step
+/// sizes (1 <= n < M), positive and summing to 1; n = 0 goes back to
+/// drawing one per step (ARCHITECTURES.md §4.2: a length uniform in
+/// 1..M-1, steps multiples of 1/M drawn greedily at random). An error for
+/// an artifact without shortcut training.
+lathe_status_t lathe_session_set_shortcut(lathe_session_t *session,
+                                          const double *steps, size_t n);
+
+/// The short trajectory of the last grad or train step: copies up to
+/// `capacity` step sizes to `out` and returns how many there were (0
+/// without shortcut training).
+size_t lathe_session_last_shortcut(const lathe_session_t *session,
+                                   double *out, size_t capacity);
+
 /// The training window of an artifact from lathec --train (its grad entry's
 /// length), or 0 for an inference artifact.
 size_t lathe_artifact_train_seq(const lathe_artifact_t *artifact);

@@ -130,3 +130,22 @@ func.func @sampled_depth(%x: tensor<4x8xf32>, %t: tensor<4xi32>, %n: tensor<1xi3
   %l = lathe.cross_entropy %y, %t : tensor<4x16xf32>, tensor<4xi32> -> tensor<1xf32>
   return %l : tensor<1xf32>
 }
+
+// -----
+
+// LoopFormer's consistency term: the short side's cotangent is
+// 2 (short - long) dy / N, the long side (behind the stop-gradient) gets none.
+lathe.param @"w" : tensor<8x8xf32> init(normal, std = 0.02)
+// CHECK-LABEL: func.func @consistency
+// CHECK: %[[D:.*]] = lathe.mean_squared_error_grad %{{.*}}, %{{.*}}, %{{.*}} : tensor<4x8xf32>, tensor<1xf32>
+// CHECK: %[[N:.*]] = lathe.scale %[[D]] {factor = -1.000000e+00 : f64} : tensor<4x8xf32>
+// CHECK-NOT: lathe.matmul %[[D]]
+// CHECK: lathe.matmul %[[N]]
+func.func @consistency(%x: tensor<4x8xf32>, %t: tensor<4xi32>) -> tensor<1xf32> attributes {lathe.differentiate} {
+  %w = lathe.weight @"w" : tensor<8x8xf32>
+  %a = lathe.linear %x, %w : tensor<4x8xf32>, tensor<8x8xf32> -> tensor<4x8xf32>
+  %b = lathe.linear %a, %w : tensor<4x8xf32>, tensor<8x8xf32> -> tensor<4x8xf32>
+  %s = lathe.stop_gradient %b : tensor<4x8xf32>
+  %m = lathe.mean_squared_error %s, %a : tensor<4x8xf32> -> tensor<1xf32>
+  return %m : tensor<1xf32>
+}

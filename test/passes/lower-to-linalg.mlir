@@ -355,6 +355,25 @@ func.func @sampled_depth(%n: tensor<1xi32>, %a: tensor<4x8xf32>, %b: tensor<4x8x
 
 // -----
 
+// Tests LoopFormer's shortcut pieces: a sinusoid reads its scalar from the
+// table inside the body; the consistency term is one (unit, row, column)
+// reduction into one value, and its gradient one elementwise generic.
+
+// CHECK-LABEL: func.func @shortcut
+// CHECK: linalg.generic
+// CHECK: tensor.extract %arg0[%{{.*}}]
+// CHECK: math.cos
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction", "reduction"]} ins(%arg1, %arg2 : {{.*}}) outs(%{{.*}} : tensor<1xf32>)
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel"]} ins(%arg1, %arg2, %{{.*}} : {{.*}}) outs(%{{.*}} : tensor<4x8xf32>)
+func.func @shortcut(%traj: tensor<6xf32>, %a: tensor<4x8xf32>, %b: tensor<4x8xf32>) -> (tensor<1x16xf32>, tensor<4x8xf32>) {
+  %phi = lathe.sinusoid %traj : tensor<6xf32> -> {index = 3 : i64} : tensor<1x16xf32>
+  %m = lathe.mean_squared_error %a, %b : tensor<4x8xf32> -> tensor<1xf32>
+  %d = lathe.mean_squared_error_grad %a, %b, %m : tensor<4x8xf32>, tensor<1xf32>
+  return %phi, %d : tensor<1x16xf32>, tensor<4x8xf32>
+}
+
+// -----
+
 // Tests LoopUS's step: the gate is the difference, two thin products and a
 // per-element mix; the confidence reads the last real row (length - 1)
 // straight from the states; the halting status is one two-element generic

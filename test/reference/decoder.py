@@ -371,7 +371,13 @@ def attn_res_has_final(spec):
 # (inference only). All layers form one shared stack applied M times; trajectory is
 # optional (default M copies of 1/M), else exactly M entries, each > 0, summing to 1
 # within 1e-6. prelude / core / coda are refused. The normalised mapping always holds
-# the trajectory as a list of floats (the given values, not renormalised).
+# the trajectory as a list of floats (the given values, not renormalised). One optional
+# loopformer-only key concerns training only and changes no weight and no inference
+# result: shortcut: true|false (default false; s4.2 "Shortcut-consistency training":
+# each step runs the long trajectory [1/M] * M and a given short one, and the objective is
+# CE(long) + 0.1 CE(short) + 0.1 MSE(sg(x_long_final), x_short_final), see train.py loss).
+# The normalised mapping holds shortcut (a bool) only when given; loopformer_shortcut(spec)
+# reads it with its default.
 #
 # ARCHITECTURES.md s4.3. loop: {kind: loopus, prelude: P, core: C, coda: K, iterations: N,
 # rank: r, halt: {mode, threshold, tolerance}}. prelude / core / coda / iterations as for
@@ -384,7 +390,7 @@ def attn_res_has_final(spec):
 
 LOOP_KINDS = ("parcae", "loopformer", "loopus")
 LOOP_KEYS = ("kind", "prelude", "core", "coda", "iterations")          # parcae
-LOOPFORMER_KEYS = ("kind", "iterations", "trajectory")
+LOOPFORMER_KEYS = ("kind", "iterations", "trajectory", "shortcut")
 LOOPUS_KEYS = LOOP_KEYS + ("rank", "halt")
 LOOPUS_ONLY_KEYS = ("rank", "halt")
 PARCAE_ONLY_KEYS = ("backprop", "sample_max")                            # training-only parcae keys
@@ -428,6 +434,8 @@ def _loop_spec(lp):
                 raise ValueError(f"loop.{k} is only allowed with kind: parcae, not {kind}")
     if kind == "loopformer":
         return _loopformer_spec(lp)
+    if "shortcut" in lp:
+        raise ValueError(f"loop.shortcut is only allowed with kind: loopformer, not {kind}")
     if "trajectory" in lp:
         raise ValueError(f"loop.trajectory is only allowed with kind: loopformer, not {kind}")
     out = {"kind": kind}
@@ -557,28 +565,52 @@ def _loopformer_spec(lp):
     if M < 1:
         raise ValueError(f"loop.iterations must be >= 1, got {M}")
     M = int(M)
+    out = {"kind": "loopformer", "iterations": M}
     tr = lp.get("trajectory")
     if tr is None:
-        return {"kind": "loopformer", "iterations": M, "trajectory": [1.0 / M] * M}
+        out["trajectory"] = [1.0 / M] * M
+    else:
+        if isinstance(tr, (list, tuple)) and len(tr) != M:
+            raise ValueError(f"loop.trajectory has {len(tr)} entries, must have exactly iterations = {M}")
+        out["trajectory"] = check_trajectory(tr, "loop.trajectory", f"a list of {M} step sizes")
+    if "shortcut" in lp:      # training only (s4.2 shortcut-consistency); forward ignores it
+        sc = lp["shortcut"]
+        if not isinstance(sc, (bool, np.bool_)):
+            raise ValueError(f"loop.shortcut must be true or false, got {sc!r}")
+        out["shortcut"] = bool(sc)
+    return out
+
+
+def check_trajectory(tr, what="trajectory", expect="a list of step sizes"):
+    """A LoopFormer trajectory as a list of floats: a non-empty list / tuple of finite numbers,
+    each > 0, summing to 1 within LOOPFORMER_TRAJECTORY_TOL (the given values, not renormalised).
+    ValueError naming `what` otherwise."""
     if not isinstance(tr, (list, tuple)):
-        raise ValueError(f"loop.trajectory must be a list of {M} step sizes, got {tr!r}")
-    if len(tr) != M:
-        raise ValueError(f"loop.trajectory has {len(tr)} entries, must have exactly iterations = {M}")
+        raise ValueError(f"{what} must be {expect}, got {tr!r}")
+    if len(tr) == 0:
+        raise ValueError(f"{what} has 0 entries, must be {expect}")
     for i, d in enumerate(tr):
-        if isinstance(d, bool) or not isinstance(d, (int, float, np.integer, np.floating)) or not math.isfinite(d):
-            raise ValueError(f"loop.trajectory[{i}] must be a finite number, got {d!r}")
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(d):
+            raise ValueError(f"{what}[{i}] must be a finite number, got {d!r}")
         if d <= 0:
-            raise ValueError(f"loop.trajectory[{i}] = {d} must be > 0 (step sizes are positive)")
+            raise ValueError(f"{what}[{i}] = {d} must be > 0 (step sizes are positive)")
     total = math.fsum(float(d) for d in tr)
     if abs(total - 1.0) > LOOPFORMER_TRAJECTORY_TOL:
-        raise ValueError(f"loop.trajectory must sum to 1 (within {LOOPFORMER_TRAJECTORY_TOL:g}), got {total!r}")
-    return {"kind": "loopformer", "iterations": M, "trajectory": [float(d) for d in tr]}
+        raise ValueError(f"{what} must sum to 1 (within {LOOPFORMER_TRAJECTORY_TOL:g}), got {total!r}")
+    return [float(d) for d in tr]
 
 
-def loopformer_schedule(spec):
-    """[(t_{m-1}, d_m)] for m = 1 .. M: t_0 = 0, t_m = t_{m-1} + d_m (s4.2)."""
+def loopformer_shortcut(spec):
+    """True when the spec is a LoopFormer with loop.shortcut: true (shortcut-consistency training)."""
+    return is_loopformer(spec) and bool(spec["loop"].get("shortcut", False))
+
+
+def loopformer_schedule(spec, trajectory=None):
+    """[(t_{m-1}, d_m)] for m = 1 .. M: t_0 = 0, t_m = t_{m-1} + d_m (s4.2). trajectory: the
+    step sizes to use instead of the spec's (already validated, see check_trajectory)."""
     out, t = [], 0.0
-    for d in spec["loop"]["trajectory"]:
+    for d in (spec["loop"]["trajectory"] if trajectory is None else trajectory):
         out.append((t, d))
         t += d
     return out
@@ -1186,8 +1218,17 @@ def _sublayer_fns(spec, W, T):
     return norm, lin, attn, mlp
 
 
-def forward(spec, weights, tokens, trace=None, *, cached_prefill=None, frozen_state=None, iterations=None):
+def forward(spec, weights, tokens, trace=None, *, cached_prefill=None, frozen_state=None, iterations=None,
+            trajectory=None):
     """Logits [T, vocab] (float64) for a 1-D sequence of token ids.
+
+    trace["final_hidden"] (every model, whenever trace is given): the post-final-norm hidden
+    state [T, D] (float64), the input of the LM head (logits = final_hidden @ head^T).
+
+    trajectory (loopformer only): a list of step sizes used instead of loop.trajectory for
+    this call (any length >= 1, each > 0, summing to 1 within 1e-6; check_trajectory); the
+    number of shared-stack passes is its length. None is the spec's trajectory, bit for bit.
+    Shortcut-consistency training (loop.shortcut, train.py loss) runs [1/M] * M and a short one.
 
     cached_prefill (loopus only; use cached_forward): None is the whole-window forward
     (the LAST row's halt decision stops every row). An integer P in [0, T] gives the
@@ -1267,6 +1308,10 @@ def forward(spec, weights, tokens, trace=None, *, cached_prefill=None, frozen_st
     """
     if iterations is not None:
         iterations = parcae_iterations(spec, iterations)         # ValueError unless parcae and in range
+    if trajectory is not None:
+        if not is_loopformer(spec):
+            raise ValueError("forward: trajectory is only for loopformer loops")
+        trajectory = check_trajectory(trajectory, "forward: trajectory")
     tokens, W, T = _prepare(spec, weights, tokens)
     L, eps = spec["layers"], spec["norm"]["eps"]
     use_rope = spec["position"] == "rope"
@@ -1274,6 +1319,13 @@ def forward(spec, weights, tokens, trace=None, *, cached_prefill=None, frozen_st
     routing = ar["kind"] if ar else None
 
     norm, lin, attn, mlp = _sublayer_fns(spec, W, T)
+    head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
+
+    def lm_head(z):                              # final norm -> head (no bias); keeps final_hidden
+        xf = norm(z, "norm")
+        if trace is not None:
+            trace["final_hidden"] = xf
+        return xf @ head.T
 
     alphas = []                                  # trace["routing_alpha"], in evaluation order
 
@@ -1301,7 +1353,7 @@ def forward(spec, weights, tokens, trace=None, *, cached_prefill=None, frozen_st
             return z / np.sqrt(np.mean(z * z, axis=-1, keepdims=True) + eps)
 
         cs = []
-        for t_prev, d in loopformer_schedule(spec):
+        for t_prev, d in loopformer_schedule(spec, trajectory):
             c = embedder(t_prev, "time_embed") + embedder(d, "step_embed")   # c_m = TE(t_{m-1}) + DE(d_m)
             sc = silu(c)
             cs.append(c)
@@ -1312,8 +1364,7 @@ def forward(spec, weights, tokens, trace=None, *, cached_prefill=None, frozen_st
                 x = x + g_m * mlp(x, p, plain_rms(x) * (1.0 + s_m))
         if trace is not None:
             trace.update(c=cs, iterations=len(cs))
-        head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
-        return norm(x, "norm") @ head.T
+        return lm_head(x)
     if frozen_state is not None and parcae_backprop(spec) is None:
         raise ValueError("forward: frozen_state is only for parcae loops")
     if cached_prefill is not None and not is_loopus(spec):
@@ -1340,8 +1391,7 @@ def forward(spec, weights, tokens, trace=None, *, cached_prefill=None, frozen_st
                 x = _loopus_cached_states(spec, W, x, core, block, cached_prefill, trace)
                 for l in coda:
                     x = block(x, l)
-                head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
-                return norm(x, "norm") @ head.T
+                return lm_head(x)
             h = x
             hs, us, dts, abars, qs, stats = [h], [], [], [], [], []
             halted = False
@@ -1370,8 +1420,7 @@ def forward(spec, weights, tokens, trace=None, *, cached_prefill=None, frozen_st
                 x = block(x, l)
             if trace is not None:
                 trace.update(h=hs, u=us, dt=dts, abar=abars, q=qs, stat=stats, iterations=len(us), halted=halted)
-            head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
-            return norm(x, "norm") @ head.T
+            return lm_head(x)
         e = norm(x, "prelude_norm")                                  # e = PreludeNorm(Prelude(x))
         delta, abar = parcae_discretize(W["injection.A_log"], W["injection.dt_bias"])
         inj = delta * (e @ W["injection.B"].T)                       # Bbar e = diag(Delta) B e
@@ -1394,8 +1443,7 @@ def forward(spec, weights, tokens, trace=None, *, cached_prefill=None, frozen_st
             x = block(x, l)
         if trace is not None:
             trace.update(e=e, inj=inj, h=hs, y=y, iterations=len(hs) - 1)
-        head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
-        return norm(x, "norm") @ head.T
+        return lm_head(x)
     def route_or_only(sources, n):               # DepthAttn of a single source is that source
         return sources[0] if len(sources) == 1 else route(sources, n)
 
@@ -1480,8 +1528,7 @@ def forward(spec, weights, tokens, trace=None, *, cached_prefill=None, frozen_st
             trace.update(h=hs)
             if delta_v:
                 trace.update(x_v=xvs)
-    head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
-    return norm(x, "norm") @ head.T                                 # the LM head has no bias
+    return lm_head(x)                                 # the LM head has no bias
 
 
 def _check_layer_parallel(spec, iterations):
@@ -1548,7 +1595,10 @@ def idn_forward(spec, weights, tokens, iterations, trace=None):
     if trace is not None:
         trace.update(h0=h0, H=Hs, g=gs, iterations=int(iterations))
     head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
-    return norm(Hk[L], "norm") @ head.T
+    xf = norm(Hk[L], "norm")
+    if trace is not None:
+        trace["final_hidden"] = xf
+    return xf @ head.T
 
 
 def loopus_halt_iterations(halt, qs, changes):

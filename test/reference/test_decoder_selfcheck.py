@@ -2552,17 +2552,19 @@ def loopformer(M, trajectory=None, **kw):
     return small_spec(loop=lp, **kw)
 
 
-def forward_loopformer_loops(spec, w, tokens, trace=None):
+def forward_loopformer_loops(spec, w, tokens, trace=None, trajectory=None):
     """Per-token, per-head loops for a LoopFormer model, written from s4.2 alone.
 
     Any kv_heads, all MLP kinds, softpick, learned positions, bias; rmsnorm only.
+    trajectory: step sizes to run instead of the spec's (any length). The trace gets "c" and
+    "final_hidden" (the final-norm outputs, the head's inputs).
     """
     W = {n: a.astype(np.float64) for n, a in w.items()}
     D, H, K, L = spec["d_model"], spec["heads"], spec["kv_heads"], spec["layers"]
     eps, base, Dh, T = spec["norm"]["eps"], spec["rope"]["base"], D // H, len(tokens)
     has_bias, learned = spec["bias"], spec["position"] == "learned"
-    traj = spec["loop"]["trajectory"]
-    assert spec["norm"]["kind"] == "rmsnorm" and len(traj) == spec["loop"]["iterations"]
+    traj = spec["loop"]["trajectory"] if trajectory is None else trajectory
+    assert spec["norm"]["kind"] == "rmsnorm" and (trajectory is not None or len(traj) == spec["loop"]["iterations"])
 
     def rms(v, g=None):
         r = math.sqrt(sum(t * t for t in v) / len(v) + eps)
@@ -2635,7 +2637,7 @@ def forward_loopformer_loops(spec, w, tokens, trace=None):
                 d = lin(p + "mlp.w_down", m, has_bias)
                 xs[t] = [xs[t][j] + mod["mlp_gate"][j] * d[j] for j in range(D)]
     if trace is not None:
-        trace.update(c=[np.array(c) for c in cs])
+        trace.update(c=[np.array(c) for c in cs], final_hidden=np.array([rms(x, W["norm.weight"]) for x in xs]))
     head = "embed" if spec["tie_embeddings"] else "lm_head"
     return np.array([lin(head, rms(x, W["norm.weight"]), False) for x in xs])
 
@@ -4402,6 +4404,226 @@ def _():
                                  "--iterations", str(n)], capture_output=True, text=True)
             assert r_.returncode == 2 and all(f in r_.stderr for f in frags), r_.stderr
     return f"{same.count('MISMATCH')} finite differences per run compared"
+
+
+# ---------------------------------------------------------------- LoopFormer shortcut-consistency (loop.shortcut)
+# ARCHITECTURES.md s4.2 "Shortcut-consistency training": a training-only key; forward's
+# trajectory= runs another step list (the long [1/M] * M or a short one) on the same weights,
+# and trace["final_hidden"] is the post-final-norm state the MSE term compares.
+
+@check("loopformer loop.shortcut: parsed (kept only when given, a bool), changes no weight and no inference result; forward(trajectory=the spec's) is the default forward bit for bit; trajectory= equals a spec with that trajectory")
+def _():
+    s0 = loopformer(3, [0.5, 0.25, 0.25])
+    st, sf = (small_spec(loop={"kind": "loopformer", "iterations": 3, "trajectory": [0.5, 0.25, 0.25],
+                               "shortcut": v}) for v in (True, False))
+    assert "shortcut" not in s0["loop"] and not ref.loopformer_shortcut(s0)
+    assert st["loop"] == dict(s0["loop"], shortcut=True) and ref.loopformer_shortcut(st)
+    assert sf["loop"] == dict(s0["loop"], shortcut=False) and not ref.loopformer_shortcut(sf)
+    assert not ref.loopformer_shortcut(small_spec()) and not ref.loopformer_shortcut(_parcae_sm(3))
+    assert ref.weight_shapes(st) == ref.weight_shapes(s0) == ref.weight_shapes(sf)
+    w = weights(s0, 21)
+    assert all(np.array_equal(a, b) for a, b in zip(ref.init_weights(st, 3, 10.0, 0.3).values(),
+                                                     ref.init_weights(s0, 3, 10.0, 0.3).values()))
+    base = ref.forward(s0, w, TOKENS)
+    for x in (st, sf):
+        assert np.array_equal(ref.forward(x, w, TOKENS), base), "loop.shortcut changed the inference result"
+    for x in (s0, st):
+        assert np.array_equal(ref.forward(x, w, TOKENS, trajectory=[0.5, 0.25, 0.25]), base)
+        assert np.array_equal(ref.forward(x, w, TOKENS, trajectory=(0.5, 0.25, 0.25)), base)
+    su = loopformer(4)
+    assert np.array_equal(ref.forward(su, w, TOKENS, trajectory=[0.25] * 4), ref.forward(su, w, TOKENS))
+    # another list: exactly the forward of a spec holding it, whatever its length (one weight set serves every M)
+    for tr in ([0.25, 0.25, 0.5], [0.75, 0.25], [1.0], [0.125] * 8, [2 / 4, 1 / 4, 1 / 4]):
+        t1, t2 = {}, {}
+        got = ref.forward(st, w, TOKENS, trace=t1, trajectory=tr)
+        want = ref.forward(loopformer(len(tr), tr), w, TOKENS, trace=t2)
+        assert np.array_equal(got, want), tr
+        assert t1["iterations"] == len(tr) and np.array_equal(t1["final_hidden"], t2["final_hidden"])
+        assert all(np.array_equal(a, b) for a, b in zip(t1["c"], t2["c"]))
+    assert np.max(np.abs(ref.forward(st, w, TOKENS, trajectory=[0.75, 0.25]) - base)) > 1e-3 * np.max(np.abs(base))
+    # the per-token loop implementation with an overridden trajectory: logits and final hidden state
+    lt, tt = {}, {}
+    b = forward_loopformer_loops(s0, w, TOKENS[:6], trace=lt, trajectory=[0.75, 0.25])
+    a = ref.forward(s0, w, TOKENS[:6], trace=tt, trajectory=[0.75, 0.25])
+    close(a, b, 1e-9 * np.max(np.abs(b)), "logits (trajectory [0.75, 0.25])")
+    close(tt["final_hidden"], lt["final_hidden"], 1e-10 * np.max(np.abs(lt["final_hidden"])), "final_hidden")
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "lf.yaml")
+        open(path, "w").write("name: lf\nd_model: 32\nheads: 4\nlayers: 2\n"
+                              "loop: {kind: loopformer, iterations: 4, shortcut: true}\n")
+        y = ref.load_spec(path)
+    assert y["loop"] == {"kind": "loopformer", "iterations": 4, "trajectory": [0.25] * 4, "shortcut": True}
+    return f"short [0.75, 0.25] vs default: max |dlogit| {np.max(np.abs(ref.forward(st, w, TOKENS, trajectory=[0.75, 0.25]) - base)):.2f}"
+
+
+@check("trace['final_hidden'] (every model): float64 [T, D], logits = final_hidden @ head^T bit for bit, equals the final norm of the last stream state; recording it changes no result")
+def _():
+    specs = [("standard", small_spec()), ("layernorm+learned+tied", small_spec(norm={"kind": "layernorm"}, bias=True,
+                                                                              position="learned", tie_embeddings=True)),
+             ("attn_res block", small_spec(layers=4, attn_res={"kind": "block", "blocks": 2})),
+             ("attn_res delta", small_spec(attn_res={"kind": "delta"})),
+             ("three_phase", small_spec(three_phase={"phases": 2})),
+             ("parcae", _parcae_sm(3)), ("parcae backprop", _parcae_sm(3, 1)),
+             ("loopus", small_spec(layers=4, loop={"kind": "loopus", "prelude": 1, "core": 2, "coda": 1,
+                                                   "iterations": 3})),
+             ("loopformer", loopformer(3, [0.5, 0.25, 0.25])),
+             ("loopformer shortcut", small_spec(loop={"kind": "loopformer", "iterations": 2, "shortcut": True}))]
+    for label, s in specs:
+        w = weights(s, 31)
+        tr = {}
+        lg = ref.forward(s, w, TOKENS, trace=tr)
+        assert np.array_equal(lg, ref.forward(s, w, TOKENS)), label
+        fh = tr["final_hidden"]
+        assert fh.dtype == np.float64 and fh.shape == (len(TOKENS), s["d_model"]), (label, fh.shape)
+        head = (w["embed.weight"] if s["tie_embeddings"] else w["lm_head.weight"]).astype(np.float64)
+        assert np.array_equal(fh @ head.T, lg), label
+        last = None
+        if "h" in tr and s.get("loop") is None:
+            last = tr["h"][-1]
+        elif label == "standard":
+            raise AssertionError("no stream in the trace")
+        if last is not None:
+            g = w["norm.weight"].astype(np.float64)
+            if s["norm"]["kind"] == "layernorm":
+                want = ref.layernorm(last, g, w["norm.bias"].astype(np.float64), s["norm"]["eps"])
+            elif s.get("three_phase"):
+                want = ref.phase_rmsnorm(last, g, s["three_phase"]["phases"], s["norm"]["eps"])
+            else:
+                want = last / np.sqrt(np.mean(last * last, axis=-1, keepdims=True) + s["norm"]["eps"]) * g
+            close(fh, want, 1e-12 * np.max(np.abs(want)), label)
+    # loopformer with zero modulations: every block is the identity, so final_hidden = RMSNorm(embedding)
+    s = loopformer(2)
+    w = weights(s, 32)
+    for n in list(w):
+        if ".mod." in n:
+            w[n] = np.zeros_like(w[n])
+    tr = {}
+    ref.forward(s, w, TOKENS, trace=tr)
+    x = w["embed.weight"].astype(np.float64)[TOKENS]
+    close(tr["final_hidden"], x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + s["norm"]["eps"]) * w["norm.weight"],
+          1e-12, "zero-mod loopformer")
+    # cached loopus and idn_forward fill it too
+    s = small_spec(layers=4, loop={"kind": "loopus", "prelude": 1, "core": 2, "coda": 1, "iterations": 3})
+    w = weights(s, 33)
+    tr = {}
+    lg = ref.cached_forward(s, w, TOKENS, 4, trace=tr)
+    assert np.array_equal(tr["final_hidden"] @ w["lm_head.weight"].astype(np.float64).T, lg)
+    s = small_spec()
+    w = weights(s, 34)
+    tr = {}
+    lg = ref.idn_forward(s, w, TOKENS, 2, trace=tr)
+    assert np.array_equal(tr["final_hidden"] @ w["lm_head.weight"].astype(np.float64).T, lg)
+    assert np.array_equal(lg, ref.idn_forward(s, w, TOKENS, 2))
+    return f"{len(specs)} models + cached loopus + idn_forward"
+
+
+@check("loop.shortcut / forward(trajectory=) validation: non-bool shortcut, shortcut for parcae / loopus, trajectory for non-loopformer models, bad trajectories (sum, sign, empty, type)")
+def _():
+    LF = lambda **k: dict({"kind": "loopformer", "iterations": 3}, **k)
+    bad = [
+        (dict(loop=LF(shortcut="yes")), ["loop.shortcut", "true or false"]),
+        (dict(loop=LF(shortcut=1)), ["loop.shortcut", "true or false"]),
+        (dict(loop=LF(shortcut=0)), ["loop.shortcut", "true or false"]),
+        (dict(loop=LF(shortcut=None)), ["loop.shortcut", "true or false"]),
+        (dict(loop=LF(shortcut=[True])), ["loop.shortcut", "true or false"]),
+        (dict(layers=4, loop={"kind": "parcae", "prelude": 1, "core": 2, "coda": 1, "iterations": 3,
+                              "shortcut": True}), ["loop.shortcut", "loopformer", "parcae"]),
+        (dict(layers=4, loop={"kind": "loopus", "prelude": 1, "core": 2, "coda": 1, "iterations": 3,
+                              "shortcut": False}), ["loop.shortcut", "loopformer", "loopus"]),
+    ]
+    for kw, frags in bad:
+        try:
+            raises(lambda: small_spec(**kw), *frags)
+        except AssertionError as e:
+            raise AssertionError(f"{kw}: {e}")
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "lf.yaml")
+        open(path, "w").write("name: lf\nd_model: 32\nheads: 4\nlayers: 2\n"
+                              "loop: {kind: loopformer, iterations: 2, shortcut: maybe}\n")
+        raises(lambda: ref.load_spec(path), "loop.shortcut")
+    s = small_spec(loop=LF(shortcut=True))
+    w = weights(s, 41)
+    for tr, frags in (([0.5, 0.25], ["trajectory", "sum to 1"]), ([0.5, 0.25, 0.25 + 2e-6], ["trajectory", "sum to 1"]),
+                      ([1.5, -0.5], ["trajectory[1]", "> 0"]), ([0.5, 0.5, 0.0], ["trajectory[2]", "> 0"]),
+                      ([], ["trajectory", "0 entries"]), (0.5, ["trajectory", "list"]),
+                      (["1"], ["trajectory[0]", "number"]), ([True], ["trajectory[0]", "number"]),
+                      ([float("nan"), 1.0], ["trajectory[0]", "finite"])):
+        raises(lambda: ref.forward(s, w, TOKENS, trajectory=tr), "forward", *frags)
+    ref.forward(s, w, TOKENS, trajectory=[0.5, 0.25, 0.25 + 5e-7])        # within 1e-6: accepted
+    for other in (small_spec(), _parcae_sm(3), small_spec(layers=4, loop={"kind": "loopus", "prelude": 1, "core": 2,
+                                                                          "coda": 1, "iterations": 3})):
+        raises(lambda: ref.forward(other, weights(other, 42), TOKENS, trajectory=[1.0]), "trajectory", "loopformer")
+    return f"{len(bad) + 1} invalid specs, 12 invalid forward calls rejected"
+
+
+@check("check_grad_fd.py --shortcut: announces the objective; 0.5,0.25,0.25 and 2/4,1/4,1/4 agree; the differences hold sg(x_long_final) at its unperturbed value (equal to in-process frozen differences, unlike recomputed ones); bad uses refused")
+def _():
+    import json
+    script = os.path.join(HERE, "..", "e2e", "inputs", "check_grad_fd.py")
+    sys.path.insert(0, os.path.join(HERE))
+    import train
+    base = dict(name="t", vocab=37, d_model=32, layers=2, heads=4, kv_heads=2, max_seq=16,
+                mlp={"kind": "swiglu", "width": 48}, norm={"eps": 1e-5}, rope={"base": 100.0})
+    toks, tgts = "3,17,0,36,5,5", "17,0,36,5,5,21"
+    tok_a, tgt_a = np.array([int(t) for t in toks.split(",")]), np.array([int(t) for t in tgts.split(",")])
+    lp = {"kind": "loopformer", "iterations": 4, "trajectory": [0.4, 0.3, 0.2, 0.1], "shortcut": True}
+    short = [0.5, 0.25, 0.25]
+    with tempfile.TemporaryDirectory() as d:
+        S, S0 = os.path.join(d, "s.yaml"), os.path.join(d, "s0.yaml")
+        W, G = os.path.join(d, "w.safetensors"), os.path.join(d, "g.safetensors")
+        open(S, "w").write(json.dumps(dict(base, loop=lp)))
+        open(S0, "w").write(json.dumps(dict(base, loop={k: v for k, v in lp.items() if k != "shortcut"})))
+        spec = ref.load_spec(S)
+        w = ref.init_weights(spec, 0, scale=3.0)
+        safetensors_np.save(W, w)
+        L0 = train.loss(spec, w, tok_a, tgt_a, shortcut=short)
+        g = {n: np.zeros_like(a) for n, a in w.items()}           # zero gradients: every FD is printed
+        g["loss"] = np.array([L0], np.float32)
+        safetensors_np.save(G, g)
+
+        def run(*extra, spec_path=S):
+            return subprocess.run([sys.executable, script, spec_path, W, toks, tgts, G, "--per-tensor", "1", *extra],
+                                  capture_output=True, text=True)
+
+        r1, r2 = run("--shortcut", "0.5,0.25,0.25"), run("--shortcut", "2/4,1/4,1/4")
+        for r_ in (r1, r2):
+            assert r_.returncode == 1 and "MISMATCH" in r_.stdout and "MISMATCH loss" not in r_.stdout, \
+                r_.stdout + r_.stderr
+        head = "shortcut 0.5 0.25 0.25: loss = CE(long) + 0.1 CE(short) + 0.1 MSE(sg(long), short)\n"
+        assert r1.stdout.startswith(head), r1.stdout[:120]
+        assert r1.stdout == r2.stdout
+        # each printed difference (zero grads, per-tensor 1: entry 0 of every tensor) is the one with the
+        # long target frozen; for the sequence-mixing weights it differs from the recomputed-target one
+        frozen = train.shortcut_long_final(spec, w, tok_a)
+        h, n_cmp, n_diff = np.float32(2e-3), 0, 0
+        lines = {ln.split("[", 1)[0][len("MISMATCH "):]: ln for ln in r1.stdout.splitlines()
+                 if ln.startswith("MISMATCH ")}
+        for name in ("embed.weight", "layers.0.attn.wq.weight", "layers.1.mlp.w_down.weight", "norm.weight",
+                     "step_embed.w2.bias", "layers.1.mod.mlp_gate.bias"):
+            idx = (0,) * w[name].ndim
+            ww = {n: a.copy() for n, a in w.items()}
+            vals = {}
+            for sign in (1, -1):
+                ww[name][idx] = w[name][idx] + sign * h
+                vals[sign] = (train.loss(spec, ww, tok_a, tgt_a, shortcut=short, frozen_long_final=frozen),
+                              train.loss(spec, ww, tok_a, tgt_a, shortcut=short))
+            step = float(np.float32(w[name][idx] + h) - np.float32(w[name][idx] - h))
+            fd_frozen = (vals[1][0] - vals[-1][0]) / step
+            fd_free = (vals[1][1] - vals[-1][1]) / step
+            printed = float(lines[name].split("finite difference ")[1].split(" ")[0])
+            assert abs(printed - fd_frozen) <= 1e-5 * max(abs(fd_frozen), 1e-3), (name, printed, fd_frozen)
+            n_cmp += 1
+            n_diff += abs(fd_free - fd_frozen) > 1e-4 * max(abs(fd_frozen), 1e-3)
+        assert n_diff >= 4, f"sg() made a difference in only {n_diff} of {n_cmp} entries"
+        # refused (exit 2): no --shortcut for a shortcut spec, --shortcut without loop.shortcut, bad lists
+        for extra, sp, frags in (((), S, ["loop.shortcut", "--shortcut"]),
+                                 (("--shortcut", "0.5,0.5"), S0, ["--shortcut", "loop.shortcut"]),
+                                 (("--shortcut", "0.5,0.25"), S, ["--shortcut", "sum to 1"]),
+                                 (("--shortcut", "1.5,-1/2"), S, ["--shortcut[1]", "> 0"]),
+                                 (("--shortcut", "a,b"), S, ["--shortcut", "step sizes"])):
+            r_ = run(*extra, spec_path=sp)
+            assert r_.returncode == 2 and all(f in r_.stderr for f in frags), (extra, r_.stderr)
+    return f"{r1.stdout.count('MISMATCH')} finite differences; sg() changed {n_diff} of {n_cmp} checked entries"
 
 
 if __name__ == "__main__":

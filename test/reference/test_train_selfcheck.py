@@ -968,6 +968,93 @@ def _():
     return f"{len(g)} tensors"
 
 
+@check("loopformer loop.shortcut objective: CE(long) + 0.1 CE(short) + 0.1 MSE(long, short) from two hand forwards ([B, T] and [T]); "
+       "long is [1/M] * M, not the spec's trajectory; frozen_long_final at the unperturbed value gives the same value, "
+       "another target moves only the MSE term; shortcut required / refused; without the key the loss is unchanged")
+def _():
+    lp = {"kind": "loopformer", "iterations": 4, "trajectory": [0.4, 0.3, 0.2, 0.1]}
+    s_sc = small(loop=dict(lp, shortcut=True))
+    s_plain, s_false = small(loop=lp), small(loop=dict(lp, shortcut=False))
+    s_long, s_short = small(loop={"kind": "loopformer", "iterations": 4}), small(loop={"kind": "loopformer",
+                                                                                      "iterations": 2,
+                                                                                      "trajectory": [0.75, 0.25]})
+    w = weights(s_sc, 70)
+    tok, tgt = data(s_sc, 70, B=2)
+    D = s_sc["d_model"]
+    head = w["lm_head.weight"].astype(np.float64)
+
+    def hand(rows, tgts):                  # two forwards per row from specs holding the trajectories
+        lg_l, lg_s, x_l, x_s = [], [], [], []
+        for row in rows:
+            tl, ts = {}, {}
+            lg_l.append(ref.forward(s_long, w, row, trace=tl))
+            lg_s.append(ref.forward(s_short, w, row, trace=ts))
+            assert np.array_equal(tl["final_hidden"] @ head.T, lg_l[-1])       # the head's input
+            x_l.append(tl["final_hidden"])
+            x_s.append(ts["final_hidden"])
+        ce_l = float(np.mean(train.cross_entropy(np.stack(lg_l), tgts)))
+        ce_s = float(np.mean(train.cross_entropy(np.stack(lg_s), tgts)))
+        diff = np.stack(x_l) - np.stack(x_s)
+        mse = float(np.sum(diff * diff) / diff.size)                   # mean over B * T * D elements
+        assert diff.size == len(rows) * T * D
+        return ce_l, ce_s, mse, x_l, x_s
+
+    ce_l, ce_s, mse, x_l, x_s = hand(tok, tgt)
+    want = ce_l + 0.1 * ce_s + 0.1 * mse
+    got = train.loss(s_sc, w, tok, tgt, shortcut=[0.75, 0.25])
+    assert abs(got - want) <= 1e-12 * abs(want), (got, want)
+    assert mse > 1e-3 and ce_l != ce_s, (mse, ce_l, ce_s)
+    terms = train.shortcut_terms(s_sc, w, tok, tgt, [0.75, 0.25])
+    assert all(abs(a - b) <= 1e-12 * max(abs(b), 1e-12) for a, b in zip(terms, (ce_l, ce_s, mse))), terms
+    c1 = hand(tok[1:], tgt[1:])
+    got1 = train.loss(s_sc, w, tok[1], tgt[1], shortcut=(0.75, 0.25))              # a [T] sequence
+    assert abs(got1 - (c1[0] + 0.1 * c1[1] + 0.1 * c1[2])) <= 1e-12 * abs(got1)
+    # the long pass is [1/M] * M: the spec's own trajectory in its place gives another value
+    lg_sp = np.stack([ref.forward(s_plain, w, r) for r in tok])
+    ce_sp = float(np.mean(train.cross_entropy(lg_sp, tgt)))
+    assert abs(ce_sp - ce_l) > 1e-4, "the spec's trajectory and the uniform one agree: test is blind"
+    # frozen_long_final: the unperturbed long states give the same value; another target changes only the MSE term
+    frozen = train.shortcut_long_final(s_sc, w, tok)
+    assert len(frozen) == 2 and all(np.array_equal(f, x) for f, x in zip(frozen, x_l))
+    assert train.loss(s_sc, w, tok, tgt, shortcut=[0.75, 0.25], frozen_long_final=frozen) == got
+    zeros = [np.zeros((T, D)) for _ in range(2)]
+    gz = train.loss(s_sc, w, tok, tgt, shortcut=[0.75, 0.25], frozen_long_final=zeros)
+    wz = ce_l + 0.1 * ce_s + 0.1 * float(np.mean(np.stack(x_s) ** 2))
+    assert abs(gz - wz) <= 1e-12 * abs(wz), (gz, wz)
+    # a short list equal to the long one: MSE 0, loss = 1.1 CE(long)
+    g_same = train.loss(s_sc, w, tok, tgt, shortcut=[0.25] * 4)
+    assert abs(g_same - 1.1 * ce_l) <= 1e-12 * g_same, (g_same, 1.1 * ce_l)
+    # fractions-like lists and other lengths work (2/4, 1/4, 1/4)
+    c3 = train.shortcut_terms(s_sc, w, tok, tgt, [2 / 4, 1 / 4, 1 / 4])
+    assert c3[0] == terms[0] and c3[1] != terms[1] and c3[2] != terms[2]
+    # without the key (or shortcut: false) the loss is the mean CE of the spec's forward, and shortcut is refused
+    for sp in (s_plain, s_false):
+        assert train.loss(sp, w, tok, tgt) == ce_sp
+        for kw in (dict(shortcut=[0.75, 0.25]), dict(frozen_long_final=frozen)):
+            try:
+                train.loss(sp, w, tok, tgt, **kw)
+                raise AssertionError(f"no ValueError for {list(kw)} without loop.shortcut")
+            except ValueError as e:
+                assert "shortcut" in str(e), str(e)
+    s_std = small()
+    ws = weights(s_std, 71)
+    for bad_call, frag in ((lambda: train.loss(s_std, ws, tok, tgt, shortcut=[1.0]), "loop.shortcut"),
+                           (lambda: train.loss(s_sc, w, tok, tgt), "shortcut"),
+                           (lambda: train.loss(s_sc, w, tok, tgt, shortcut=[0.75, 0.5]), "sum to 1"),
+                           (lambda: train.loss(s_sc, w, tok, tgt, shortcut=[1.25, -0.25]), "> 0"),
+                           (lambda: train.loss(s_sc, w, tok, tgt, shortcut=[0.75, 0.25],
+                                               frozen_long_final=frozen[:1]), "frozen_long_final"),
+                           (lambda: train.loss(s_sc, w, tok, tgt, shortcut=[0.75, 0.25],
+                                               frozen_long_final=[f[:-1] for f in frozen]), "frozen_long_final"),
+                           (lambda: train.shortcut_long_final(s_plain, w, tok), "loop.shortcut")):
+        try:
+            bad_call()
+            raise AssertionError(f"no ValueError (wanted {frag!r})")
+        except ValueError as e:
+            assert frag in str(e), str(e)
+    return f"CE(long) {ce_l:.4f} CE(short) {ce_s:.4f} MSE {mse:.4f} -> {want:.4f}; spec-trajectory CE {ce_sp:.4f}"
+
+
 if __name__ == "__main__":
     t0 = time.time()
     passed = failed = skipped = 0

@@ -5,7 +5,9 @@ Written from docs/model-and-weights.md (the contract) and ARCHITECTURES.md (whic
 parameters get no weight decay), reusing decoder.py's forward and primitives; not
 from the compiler's sources.
 
-  loss(spec, weights, tokens, targets)              mean cross-entropy (minus the attn_res entropy bonus)
+  loss(spec, weights, tokens, targets)              mean cross-entropy (minus the attn_res entropy bonus;
+                                                    loopformer loop.shortcut: the shortcut-consistency objective)
+  shortcut_long_final(spec, weights, tokens)        the long pass's final hidden states (held constant by sg())
   mean_routing_entropy(spec, weights, tokens)       Hbar, the mean entropy of the attn_res routing weights
   loss_and_grads(spec, weights, tokens, targets)    (loss, {name: dL/dname}), hand-written backprop
   clip_by_global_norm(grads, max_norm)              (clipped grads, pre-clip global norm)
@@ -33,6 +35,17 @@ Conventions:
   source is one of the candidates n). Every sequence has the same length, so each
   (sequence, site, position) weighs the same. With no routing site Hbar = 0. With
   lambda = 0 or without attn_res the loss is exactly the mean CE.
+- loop.shortcut: true (LoopFormer only; ARCHITECTURES.md s4.2 "Shortcut-consistency
+  training"): loss(..., shortcut=[d_1 .. d_l]) is
+      CE(long) + 0.1 * CE(short) + 0.1 * MSE(sg(x_long_final), x_short_final)
+  long = [1/M] * M (M = loop.iterations; NOT the spec's trajectory), short = the given
+  step sizes (decoder.forward(..., trajectory=...): each > 0, summing to 1 within 1e-6; the
+  reference does not insist on s4.2's length 1 .. M-1 or multiples of 1/M). CE is the mean
+  cross-entropy over all B*T positions; x_final is the post-final-norm hidden state
+  (decoder.forward's trace["final_hidden"], [T, D]); MSE is the mean over all B*T*D
+  elements. sg() does not change the value; loss(..., frozen_long_final=[B arrays [T, D]])
+  uses the given states as the MSE target instead of recomputing them (finite differences
+  with them held at shortcut_long_final's unperturbed value give the sg() gradient).
 - Only the standard decoder (every option of the contract's options table, taper
   excluded) has gradients; three_phase, attn_res, loop and mlp.taper raise
   NotImplementedError in loss_and_grads. With tie_embeddings the gradient of
@@ -160,7 +173,7 @@ def mean_routing_entropy(spec, weights, tokens):
     return _hbar(per_row)
 
 
-def loss(spec, weights, tokens, targets):
+def loss(spec, weights, tokens, targets, shortcut=None, frozen_long_final=None):
     """Mean cross-entropy over all positions (float), minus the attn_res entropy bonus.
 
     The objective is mean CE - lambda * Hbar with lambda = spec["attn_res"]["entropy_bonus"]
@@ -175,7 +188,18 @@ def loss(spec, weights, tokens, targets):
     float64 weights (finite differences) go through forward_train, the forward that
     loss_and_grads differentiates; it is built from decoder.py's primitives and the
     self-check requires it to equal decoder.forward.
+
+    LoopFormer with loop.shortcut: true (s4.2 shortcut-consistency): shortcut (the short
+    trajectory's step sizes) is required and the result is
+    CE(long) + 0.1 CE(short) + 0.1 MSE(sg(x_long_final), x_short_final), long = [1/M] * M
+    (see the module docstring; float32 weights, decoder.forward). frozen_long_final (a list of
+    B arrays [T, D], one per sequence) replaces the long pass's final hidden states as the MSE
+    target. Without loop.shortcut, passing shortcut or frozen_long_final is a ValueError.
     """
+    if ref.loopformer_shortcut(spec):
+        return _shortcut_loss(spec, weights, tokens, targets, shortcut, frozen_long_final)
+    if shortcut is not None or frozen_long_final is not None:
+        raise ValueError("loss: shortcut / frozen_long_final need a loopformer spec with loop.shortcut: true")
     tok, tgt = _batch(spec, tokens, targets)
     lam = (spec.get("attn_res") or {}).get("entropy_bonus", 0.0)
     if lam:                                      # attn_res only: decoder.forward (float32 weights)
@@ -193,6 +217,66 @@ def loss(spec, weights, tokens, targets):
         W = {n: np.asarray(a, np.float64) for n, a in weights.items()}
         logits = np.stack([forward_train(spec, W, row)[0] for row in tok])
     return float(np.mean(cross_entropy(logits, tgt)))
+
+
+SHORTCUT_CE_WEIGHT = 0.1      # s4.2: loss = CE(long) + 0.1 CE(short) + 0.1 MSE(sg(long), short)
+SHORTCUT_MSE_WEIGHT = 0.1
+
+
+def _long_trajectory(spec):
+    M = spec["loop"]["iterations"]
+    return [1.0 / M] * M
+
+
+def shortcut_long_final(spec, weights, tokens):
+    """[B arrays [T, D]]: the long pass's (trajectory [1/M] * M) post-final-norm hidden state of
+    each sequence, the constant MSE target sg(x_long_final) (loss's frozen_long_final)."""
+    if not ref.loopformer_shortcut(spec):
+        raise ValueError("shortcut_long_final needs a loopformer spec with loop.shortcut: true")
+    tok, _ = _batch(spec, tokens, tokens)
+    out = []
+    for row in tok:
+        tr = {}
+        ref.forward(spec, weights, row, trace=tr, trajectory=_long_trajectory(spec))
+        out.append(np.array(tr["final_hidden"], np.float64))
+    return out
+
+
+def shortcut_terms(spec, weights, tokens, targets, shortcut, frozen_long_final=None):
+    """(CE(long), CE(short), MSE(x_long_final, x_short_final)) of the shortcut objective."""
+    if not ref.loopformer_shortcut(spec):
+        raise ValueError("shortcut needs a loopformer spec with loop.shortcut: true")
+    if shortcut is None:
+        raise ValueError("loss: the spec has loop.shortcut: true, so the short trajectory `shortcut` "
+                         "(a list of step sizes summing to 1) is required")
+    short = ref.check_trajectory(shortcut, "loss: shortcut")
+    tok, tgt = _batch(spec, tokens, targets)
+    D = spec["d_model"]
+    if frozen_long_final is not None:
+        if not isinstance(frozen_long_final, (list, tuple)) or len(frozen_long_final) != len(tok):
+            raise ValueError(f"loss: frozen_long_final must be a list of {len(tok)} arrays [T, D] "
+                             f"(one per sequence)")
+        for i, f in enumerate(frozen_long_final):
+            if np.shape(f) != (tok.shape[1], D):
+                raise ValueError(f"loss: frozen_long_final[{i}] has shape {list(np.shape(f))}, "
+                                 f"expected {[tok.shape[1], D]}")
+    lg_long, lg_short, x_long, x_short = [], [], [], []
+    for i, row in enumerate(tok):
+        tl, ts = {}, {}
+        lg_long.append(ref.forward(spec, weights, row, trace=tl, trajectory=_long_trajectory(spec)))
+        lg_short.append(ref.forward(spec, weights, row, trace=ts, trajectory=short))
+        x_long.append(tl["final_hidden"] if frozen_long_final is None
+                      else np.asarray(frozen_long_final[i], np.float64))
+        x_short.append(ts["final_hidden"])
+    ce_long = float(np.mean(cross_entropy(np.stack(lg_long), tgt)))
+    ce_short = float(np.mean(cross_entropy(np.stack(lg_short), tgt)))
+    mse = float(np.mean((np.stack(x_long) - np.stack(x_short)) ** 2))
+    return ce_long, ce_short, mse
+
+
+def _shortcut_loss(spec, weights, tokens, targets, shortcut, frozen_long_final):
+    ce_long, ce_short, mse = shortcut_terms(spec, weights, tokens, targets, shortcut, frozen_long_final)
+    return ce_long + SHORTCUT_CE_WEIGHT * ce_short + SHORTCUT_MSE_WEIGHT * mse
 
 
 # ---------------------------------------------------------------- forward with a tape

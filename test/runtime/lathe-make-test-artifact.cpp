@@ -89,14 +89,15 @@ int main(int argc, char **argv) {
   // toy kinds: buffer-id, arena, param-index, version, missing-kernel,
   // not-elf, forward-shape, exit-to, exit-status (an early exit jumping
   // backwards, or reading a non-f32 status), sampled-iterations (Parcae's
-  // sampled depth with a mean above its max). kv kinds: state-index, state-shape, state-dup,
+  // sampled depth with a mean above its max), shortcut-iterations (a
+  // LoopFormer shortcut with one long step). kv kinds: state-index, state-shape, state-dup,
   // prefill-io, decode-io, decode-arity.
   static const char *kKinds[] = {
       "",           "buffer-id",   "arena",       "param-index",
       "version",    "missing-kernel", "not-elf",  "forward-shape",
       "state-index", "state-shape", "state-dup", "prefill-io",
       "decode-io",  "decode-arity", "exit-to",   "exit-status",
-      "sampled-iterations"};
+      "sampled-iterations", "shortcut-iterations"};
   bool knownKind = false;
   for (const char *k : kKinds)
     knownKind |= corrupt == k;
@@ -272,7 +273,8 @@ int main(int argc, char **argv) {
       arenaBytes, fbb.CreateVector(entries),
       library.empty() ? 0 : fbb.CreateVector(library), /*ptx=*/0,
       /*sampled_iterations_mean=*/corrupt == "sampled-iterations" ? 3 : 0,
-      /*sampled_iterations_max=*/corrupt == "sampled-iterations" ? 2 : 0);
+      /*sampled_iterations_max=*/corrupt == "sampled-iterations" ? 2 : 0,
+      /*shortcut_iterations=*/corrupt == "shortcut-iterations" ? 1 : 0);
   fb::FinishArtifactBuffer(fbb, artifact);
 
   uint8_t trailer[LATHE_ARTIFACT_TRAILER_BYTES];

@@ -82,6 +82,10 @@ const char *const kUsage =
     "loop.sample_max) fixes every sequence's iteration count; by default grad\n"
     "runs loop.iterations and train steps draw n ~ Poisson(loop.iterations)\n"
     "clamped to [1, loop.sample_max] per sequence.\n"
+    "--shortcut D1,D2,.. (the same commands; LoopFormer with loop.shortcut)\n"
+    "fixes the short trajectory of shortcut-consistency training; by default\n"
+    "each step draws one (grad: step 0's draw) and grad and train-step print\n"
+    "it.\n"
     "train (an artifact from lathec --train) trains on FILE's bytes as\n"
     "tokens (the last tenth held out): --steps optimizer steps (default 200)\n"
     "of --batch windows (default 4) of the compiled window, AdamW with lr\n"
@@ -334,6 +338,8 @@ void printLogits(const std::vector<int32_t> &tokens,
 std::string gDevice;
 // --iterations (Parcae's sampled depth); 0: the artifact's default.
 int64_t gIterations = 0;
+// --shortcut (LoopFormer's short trajectory); empty: drawn per step.
+std::vector<double> gShortcut;
 
 SessionPtr openSession(const lathe_artifact_t *art,
                        const std::string &weights) {
@@ -343,6 +349,9 @@ SessionPtr openSession(const lathe_artifact_t *art,
   SessionPtr session(raw);
   if (gIterations)
     check(lathe_session_set_iterations(session.get(), gIterations));
+  if (!gShortcut.empty())
+    check(lathe_session_set_shortcut(session.get(), gShortcut.data(),
+                                     gShortcut.size()));
   check(lathe_session_load_weights(session.get(), weights.c_str()));
   return session;
 }
@@ -352,6 +361,18 @@ bool hasEntry(const lathe_artifact_t *art, const char *name) {
     if (!std::strcmp(lathe_artifact_entry_name(art, e), name))
       return true;
   return false;
+}
+
+// LoopFormer's shortcut training: the short trajectory the step used.
+void printShortcut(const lathe_session_t *session) {
+  std::vector<double> steps(lathe_session_last_shortcut(session, nullptr, 0));
+  if (steps.empty())
+    return;
+  lathe_session_last_shortcut(session, steps.data(), steps.size());
+  std::printf("shortcut");
+  for (double d : steps)
+    std::printf(" %.6g", d);
+  std::printf("\n");
 }
 
 int runGrad(const lathe_artifact_t *art, const Options &opts) {
@@ -369,6 +390,7 @@ int runGrad(const lathe_artifact_t *art, const Options &opts) {
   check(lathe_session_grad(session.get(), tokens.data(), targets.data(),
                            tokens.size(), &loss, out ? out->c_str() : nullptr));
   std::printf("loss %.6f\n", double(loss));
+  printShortcut(session.get());
   return 0;
 }
 
@@ -1488,6 +1510,7 @@ int runTrainStep(const lathe_artifact_t *art, const Options &opts) {
       std::printf(" %" PRId64, n);
     std::printf("\n");
   }
+  printShortcut(session.get());
   return 0;
 }
 
@@ -1811,7 +1834,8 @@ int main(int argc, char **argv) {
                "--seed", "--device"};
   else if (command == "grad")
     allowed = {"--weights", "--tokens", "--targets", "--out", "--device",
-               "--iterations"};
+               "--iterations",
+               "--shortcut"};
   else if (command == "dump-ptx" || command == "dump-cubin")
     allowed = {"-o"};
   else if (command == "bench")
@@ -1819,15 +1843,18 @@ int main(int argc, char **argv) {
                "--profile", "--bandwidth-mib", "--device"};
   else if (command == "bench-train")
     allowed = {"--weights", "--batch", "--steps", "--warmup-steps", "--lr",
-               "--data", "--profile", "--device", "--iterations"};
+               "--data", "--profile", "--device", "--iterations",
+               "--shortcut"};
   else if (command == "train-step")
     allowed = {"--weights", "--tokens", "--targets", "--lr", "--step",
-               "--resume", "--out", "--device", "--iterations"};
+               "--resume", "--out", "--device", "--iterations",
+               "--shortcut"};
   else if (command == "train")
     allowed = {"--data", "--steps", "--batch", "--seq", "--weights", "--out",
                "--lr", "--min-lr", "--warmup", "--eval-every",
                "--eval-batches", "--seed", "--resume", "--device",
-               "--iterations"};
+               "--iterations",
+               "--shortcut"};
   else
     fail("unknown command '" + command + "' (see lathe-run --help)");
   // dump-ptx and dump-cubin take the chip as a positional argument.
@@ -1848,6 +1875,20 @@ int main(int argc, char **argv) {
 
   if (const std::string *device = opts.get("--device"))
     gDevice = *device;
+  if (const std::string *list = opts.get("--shortcut")) {
+    // Step sizes, as numbers or fractions: 0.5,0.25,0.25 or 2/4,1/4,1/4.
+    llvm::SmallVector<llvm::StringRef> parts;
+    llvm::StringRef(*list).split(parts, ',');
+    for (llvm::StringRef part : parts) {
+      auto [num, den] = part.split('/');
+      double a = 0, b = 1;
+      if (!parseDouble(num.str(), a) || (!den.empty() && !parseDouble(den.str(), b)) ||
+          b == 0)
+        fail("bad --shortcut '" + *list +
+             "': expected step sizes like 0.5,0.25,0.25 or 2/4,1/4,1/4");
+      gShortcut.push_back(a / b);
+    }
+  }
   if (const std::string *n = opts.get("--iterations"))
     if (!parseInt64(*n, gIterations) || gIterations < 1)
       fail("bad --iterations '" + *n + "': expected a count >= 1");

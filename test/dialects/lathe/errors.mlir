@@ -887,3 +887,35 @@ func.func @iteration_mask_extra(%n: tensor<1xi32>, %x: tensor<4x8xf32>) {
   %m = lathe.iteration_mask %x, %n active {backprop = 2 : i64, iteration = 1 : i64} : tensor<4x8xf32>, tensor<1xi32>
   return
 }
+
+// -----
+
+func.func @sinusoid_index(%t: tensor<6xf32>) {
+  // expected-error @+1 {{index 6 is outside the 6-element table}}
+  %phi = lathe.sinusoid %t : tensor<6xf32> -> {index = 6 : i64} : tensor<1x16xf32>
+  return
+}
+
+// -----
+
+func.func @sinusoid_both(%t: tensor<6xf32>) {
+  // expected-error @+1 {{with a table takes an index, not a value}}
+  %phi = lathe.sinusoid %t : tensor<6xf32> -> {index = 1 : i64, value = 0.5 : f64} : tensor<1x16xf32>
+  return
+}
+
+// -----
+
+func.func @sinusoid_neither() {
+  // expected-error @+1 {{takes a value, or a table and an index}}
+  %phi = lathe.sinusoid : tensor<1x16xf32>
+  return
+}
+
+// -----
+
+func.func @mse_result(%a: tensor<4x8xf32>) {
+  // expected-error @+1 {{result must be tensor<1xf32>, got 'tensor<4xf32>'}}
+  %m = lathe.mean_squared_error %a, %a : tensor<4x8xf32> -> tensor<4xf32>
+  return
+}

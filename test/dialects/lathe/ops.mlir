@@ -169,6 +169,19 @@ func.func @sampled_depth(%n: tensor<1xi32>, %h0: tensor<4x8xf32>, %h1: tensor<4x
   return %f : tensor<4x8xf32>
 }
 
+// LoopFormer's shortcut training: features of a drawn trajectory's element,
+// and the consistency term with its gradient.
+// CHECK-LABEL: func.func @shortcut
+func.func @shortcut(%traj: tensor<6xf32>, %a: tensor<4x8xf32>, %b: tensor<4x8xf32>) -> (tensor<1x16xf32>, tensor<4x8xf32>) {
+  // CHECK: lathe.sinusoid %{{.*}} : tensor<6xf32> -> {index = 3 : i64} : tensor<1x16xf32>
+  %phi = lathe.sinusoid %traj : tensor<6xf32> -> {index = 3 : i64} : tensor<1x16xf32>
+  // CHECK: lathe.mean_squared_error %{{.*}}, %{{.*}} : tensor<4x8xf32> -> tensor<1xf32>
+  %m = lathe.mean_squared_error %a, %b : tensor<4x8xf32> -> tensor<1xf32>
+  // CHECK: lathe.mean_squared_error_grad %{{.*}}, %{{.*}}, %{{.*}} : tensor<4x8xf32>, tensor<1xf32>
+  %d = lathe.mean_squared_error_grad %a, %b, %m : tensor<4x8xf32>, tensor<1xf32>
+  return %phi, %d : tensor<1x16xf32>, tensor<4x8xf32>
+}
+
 // Parcae's injection, from a zero state and from a state; identity init.
 // CHECK: lathe.param @B : tensor<8x8xf32> init(identity)
 lathe.param @B : tensor<8x8xf32> init(identity)

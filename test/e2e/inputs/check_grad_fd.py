@@ -4,6 +4,7 @@ reference loss, for models whose hand-written reference backprop does not
 exist yet (the architecture families).
 
 check_grad_fd.py SPEC WEIGHTS TOKENS TARGETS GRADS [--per-tensor N] [--h H] [--iterations N]
+                 [--shortcut D1,D2,...]
 
 The loss is test/reference/train.py's `loss` (mean cross-entropy of the
 float64 forward of test/reference/decoder.py, written from
@@ -27,8 +28,19 @@ held at its unperturbed value as above. The first line printed is then
 `iterations N of at most M: state entering iteration N-k held constant (backprop k)` or
 `iterations N of at most M, full backprop` (M = loop.sample_max; without it the line reads
 `iterations N (no loop.sample_max)` in place of `iterations N of at most M`).
+
+--shortcut D1,D2,... (LoopFormer with loop.shortcut: true, ARCHITECTURES.md s4.2
+"Shortcut-consistency training"; required for such a spec): the short trajectory's step
+sizes, decimals or fractions (0.5,0.25,0.25 or 2/4,1/4,1/4), each > 0, summing to 1. The
+loss differenced is train.loss's shortcut objective
+    CE(long) + 0.1 CE(short) + 0.1 MSE(sg(x_long_final), x_short_final),   long = [1/M] * M,
+with the long pass's post-final-norm hidden states computed once at the unperturbed weights
+and held constant in every perturbed evaluation (loss(..., frozen_long_final=...)), i.e. the
+gradient of the objective with sg(). The first line printed is then
+`shortcut D1 D2 ...: loss = CE(long) + 0.1 CE(short) + 0.1 MSE(sg(long), short)`.
 """
 import argparse
+import fractions
 import os
 import sys
 
@@ -51,8 +63,25 @@ def main():
     ap.add_argument("--h", type=float, default=2e-3)
     ap.add_argument("--iterations", type=int, default=None,
                     help="parcae: the core pass count of this training draw (default loop.iterations)")
+    ap.add_argument("--shortcut", default=None, metavar="D1,D2,...",
+                    help="loopformer loop.shortcut: the short trajectory's step sizes (0.5,0.25,0.25 or 2/4,1/4,1/4)")
     args = ap.parse_args()
     spec = decoder.load_spec(args.spec)
+    short = None
+    if args.shortcut is not None:
+        if not decoder.loopformer_shortcut(spec):
+            ap.error("--shortcut is only for loopformer specs with loop.shortcut: true")
+        try:
+            short = [float(fractions.Fraction(x.strip())) for x in args.shortcut.split(",")]
+        except (ValueError, ZeroDivisionError):
+            ap.error(f"--shortcut {args.shortcut!r}: expected comma-separated step sizes such as 0.5,0.25,0.25 "
+                     f"or 2/4,1/4,1/4")
+        try:
+            short = decoder.check_trajectory(short, "--shortcut")
+        except ValueError as e:
+            ap.error(str(e))
+    elif decoder.loopformer_shortcut(spec):
+        ap.error("the spec has loop.shortcut: true: pass --shortcut D1,D2,... (the short trajectory)")
     n_run = args.iterations                      # None: loop.iterations, the existing behaviour
     if n_run is not None:
         if decoder.parcae_backprop(spec) is None:
@@ -93,6 +122,13 @@ def main():
             head = f"iterations {n} of at most {m}" if m is not None else f"iterations {n} (no loop.sample_max)"
             print(f"{head}: state entering iteration {j} held constant (backprop {k})" if j > 0
                   else f"{head}, full backprop")
+    if short is not None:
+        frozen_long = train.shortcut_long_final(spec, w, tokens)     # sg(x_long_final) at the unperturbed weights
+
+        def loss(spec, w, tokens, targets):
+            return train.loss(spec, w, tokens, targets, shortcut=short, frozen_long_final=frozen_long)
+        print(f"shortcut {' '.join(str(d) for d in short)}: "
+              f"loss = CE(long) + 0.1 CE(short) + 0.1 MSE(sg(long), short)")
     base = loss(spec, w, tokens, targets)
     if abs(base - float(g["loss"][0])) > 1e-4 * abs(base):
         print(f"MISMATCH loss: lathe {float(g['loss'][0])} reference {base}")
