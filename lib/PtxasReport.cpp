@@ -28,30 +28,51 @@ std::optional<std::string> mlir::lathe::findPtxas() {
   return *ptxas;
 }
 
-FailureOr<std::string> mlir::lathe::assembleCubin(llvm::StringRef ptxas,
-                                                  llvm::StringRef chip,
-                                                  llvm::StringRef ptx,
-                                                  llvm::raw_ostream &errs) {
-  llvm::SmallString<128> in, out;
+/// Runs ptxas for `chip` on `ptx` (written to a temporary file) with
+/// `flags`, its output to `out`, and stdout and stderr to `log` where given:
+/// the one place lathe calls ptxas.
+static LogicalResult runPtxas(llvm::StringRef ptxas, llvm::StringRef chip,
+                              llvm::StringRef ptx,
+                              llvm::ArrayRef<llvm::StringRef> flags,
+                              llvm::StringRef out, std::optional<llvm::StringRef> log,
+                              llvm::raw_ostream &errs) {
+  llvm::SmallString<128> in;
   int fd;
-  if (llvm::sys::fs::createTemporaryFile("lathe-kernels", "ptx", fd, in) ||
-      llvm::sys::fs::createTemporaryFile("lathe-kernels", "cubin", out)) {
-    errs << "error: cannot create temporary files for ptxas\n";
+  if (llvm::sys::fs::createTemporaryFile("lathe-kernels", "ptx", fd, in)) {
+    errs << "error: cannot create a temporary file for ptxas\n";
     return failure();
   }
-  llvm::FileRemover inRemover(in), outRemover(out);
+  llvm::FileRemover inRemover(in);
   {
     llvm::raw_fd_ostream file(fd, /*shouldClose=*/true);
     file << ptx;
   }
   std::string arch = ("-arch=" + chip).str(), message;
-  llvm::StringRef args[] = {ptxas, arch, in, "-o", out};
-  if (llvm::sys::ExecuteAndWait(ptxas, args, std::nullopt, {}, 0, 0,
+  llvm::SmallVector<llvm::StringRef> args = {ptxas, arch};
+  args.append(flags.begin(), flags.end());
+  args.append({in, "-o", out});
+  std::optional<llvm::StringRef> redirects[] = {std::nullopt, log, log};
+  if (llvm::sys::ExecuteAndWait(ptxas, args, std::nullopt, redirects, 0, 0,
                                 &message)) {
     errs << "error: ptxas rejected the " << chip << " PTX: " << message
          << "\n";
     return failure();
   }
+  return success();
+}
+
+FailureOr<std::string> mlir::lathe::assembleCubin(llvm::StringRef ptxas,
+                                                  llvm::StringRef chip,
+                                                  llvm::StringRef ptx,
+                                                  llvm::raw_ostream &errs) {
+  llvm::SmallString<128> out;
+  if (llvm::sys::fs::createTemporaryFile("lathe-kernels", "cubin", out)) {
+    errs << "error: cannot create a temporary file for ptxas\n";
+    return failure();
+  }
+  llvm::FileRemover outRemover(out);
+  if (failed(runPtxas(ptxas, chip, ptx, {}, out, std::nullopt, errs)))
+    return failure();
   auto buffer = llvm::MemoryBuffer::getFile(out, /*IsText=*/false);
   if (!buffer) {
     errs << "error: cannot read the cubin ptxas wrote\n";
@@ -69,27 +90,15 @@ LogicalResult mlir::lathe::printPtxasReport(
     return success();
   }
   for (const auto &[chip, text] : ptx) {
-    llvm::SmallString<128> in, log;
-    int fd;
-    if (llvm::sys::fs::createTemporaryFile("lathe-report", "ptx", fd, in) ||
-        llvm::sys::fs::createTemporaryFile("lathe-report", "log", log)) {
-      errs << "error: cannot create temporary files for ptxas\n";
+    llvm::SmallString<128> log;
+    if (llvm::sys::fs::createTemporaryFile("lathe-report", "log", log)) {
+      errs << "error: cannot create a temporary file for ptxas\n";
       return failure();
     }
-    llvm::FileRemover inRemover(in), logRemover(log);
-    {
-      llvm::raw_fd_ostream file(fd, /*shouldClose=*/true);
-      file << text;
-    }
-    std::string arch = "-arch=" + chip, message;
-    llvm::StringRef args[] = {*ptxas, arch, "-v", in, "-o", "/dev/null"};
-    std::optional<llvm::StringRef> redirects[] = {std::nullopt, llvm::StringRef(log),
-                                                  llvm::StringRef(log)};
-    if (llvm::sys::ExecuteAndWait(*ptxas, args, std::nullopt, redirects, 0, 0,
-                                  &message)) {
-      errs << "error: ptxas rejected the " << chip << " PTX: " << message << "\n";
+    llvm::FileRemover logRemover(log);
+    if (failed(runPtxas(*ptxas, chip, text, {"-v"}, "/dev/null",
+                        llvm::StringRef(log), errs)))
       return failure();
-    }
     auto buffer = llvm::MemoryBuffer::getFile(log);
     if (!buffer) {
       errs << "error: cannot read the ptxas log\n";

@@ -737,14 +737,17 @@ extern "C" lathe_status_t lathe_session_set_shortcut(lathe_session_t *session,
   return nullptr;
 }
 
+/// Copies up to `capacity` of `values` to `out` (if given); their count.
+template <typename T>
+static size_t copyOut(const std::vector<T> &values, T *out, size_t capacity) {
+  if (out)
+    std::copy_n(values.begin(), std::min(capacity, values.size()), out);
+  return values.size();
+}
+
 extern "C" size_t lathe_session_last_shortcut(const lathe_session_t *session,
                                               double *out, size_t capacity) {
-  if (!session)
-    return 0;
-  const std::vector<double> &last = session->lastShortcut;
-  if (out)
-    std::copy_n(last.begin(), std::min(capacity, last.size()), out);
-  return last.size();
+  return session ? copyOut(session->lastShortcut, out, capacity) : 0;
 }
 
 extern "C" void
@@ -776,12 +779,7 @@ extern "C" lathe_status_t lathe_session_set_iterations(lathe_session_t *session,
 
 extern "C" size_t lathe_session_last_iterations(const lathe_session_t *session,
                                                 int64_t *out, size_t capacity) {
-  if (!session)
-    return 0;
-  const std::vector<int64_t> &last = session->lastIterations;
-  if (out)
-    std::copy_n(last.begin(), std::min(capacity, last.size()), out);
-  return last.size();
+  return session ? copyOut(session->lastIterations, out, capacity) : 0;
 }
 
 namespace {
