@@ -737,11 +737,14 @@ struct LowerStopGradient : OpConversionPattern<StopGradientOp> {
   }
 };
 
-/// Whether iteration t runs (t < n), in a generic's body reading the count.
-static Value iterationRuns(OpBuilder &nb, Location l, Value count, int64_t t) {
+/// Whether iteration t runs (t < n), or with `skipped` whether it does not
+/// (t >= n), in a generic's body reading the count.
+static Value iterationRuns(OpBuilder &nb, Location l, Value count, int64_t t,
+                           bool skipped = false) {
   Value n = positionOffset(nb, l, count);
-  return arith::CmpIOp::create(nb, l, arith::CmpIPredicate::slt,
-                               arith::ConstantIndexOp::create(nb, l, t), n);
+  return arith::CmpIOp::create(
+      nb, l, skipped ? arith::CmpIPredicate::sge : arith::CmpIPredicate::slt,
+      arith::ConstantIndexOp::create(nb, l, t), n);
 }
 
 /// next where iteration t runs, previous where it is skipped; elementwise.
@@ -792,11 +795,8 @@ struct LowerIterationMask : OpConversionPattern<IterationMaskOp> {
                         nb, l, arith::CmpIPredicate::ne,
                         arith::ConstantIndexOp::create(nb, l, t), at);
                   } else {
-                    keep = iterationRuns(nb, l, count, t);
-                    if (mask == IterationMask::inactive)
-                      keep = arith::XOrIOp::create(
-                          nb, l, keep,
-                          arith::ConstantIntOp::create(nb, l, 1, 1));
+                    keep = iterationRuns(nb, l, count, t,
+                                         mask == IterationMask::inactive);
                   }
                   return arith::SelectOp::create(nb, l, keep, a[0],
                                                  in.cst(0.0));

@@ -106,6 +106,14 @@ struct lathe_session {
   // step), and the last one used.
   std::vector<double> fixedShortcut, lastShortcut;
 
+  /// How many inputs grad and accumulate_grad take: tokens and targets,
+  /// Parcae's count where the depth is sampled, LoopFormer's short length
+  /// and trajectory where it trains the shortcut.
+  size_t trainInputCount() const {
+    return 2 + (art->root->sampled_iterations_max() > 0 ? 1 : 0) +
+           (art->root->shortcut_iterations() > 0 ? 2 : 0);
+  }
+
   /// The training inputs past tokens and targets: Parcae's count, then
   /// LoopFormer's short trajectory (drawn for `step` unless fixed).
   void writeTrainInputs(const lathe::fb::Entry *entry, int64_t iterations,
@@ -585,8 +593,7 @@ extern "C" lathe_status_t lathe_session_grad(lathe_session_t *session,
   size_t params = lathe_artifact_param_count(art);
   const bool sampled = art->root->sampled_iterations_max() > 0;
   const bool shortcut = art->root->shortcut_iterations() > 0;
-  if (!entry->inputs() ||
-      entry->inputs()->size() != 2u + (sampled ? 1 : 0) + (shortcut ? 2 : 0) ||
+  if (!entry->inputs() || entry->inputs()->size() != session->trainInputCount() ||
       !entry->outputs() || entry->outputs()->size() != params + 1)
     return makeStatusF("{0}: entry 'grad' must take (tokens, targets{1}{2}) "
                        "and return the loss and {3} gradients",
@@ -827,9 +834,7 @@ lathe_session_train_step(lathe_session_t *session, const int32_t *tokens,
                        "no training entries (compile it with lathec --train)",
                        path);
   const bool sampled = art->root->sampled_iterations_max() > 0;
-  const bool shortcut = art->root->shortcut_iterations() > 0;
-  if (!acc->inputs() ||
-      acc->inputs()->size() != 2u + (sampled ? 1 : 0) + (shortcut ? 2 : 0) ||
+  if (!acc->inputs() || acc->inputs()->size() != session->trainInputCount() ||
       !acc->outputs() ||
       acc->outputs()->size() != 1 || !opt->inputs() ||
       opt->inputs()->size() != 3 || !opt->outputs() ||

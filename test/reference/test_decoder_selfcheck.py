@@ -40,6 +40,20 @@ def close(a, b, tol=1e-10, what=""):
     return err
 
 
+def assert_causal(s, w, prefixes=(1, 5), full=None):
+    """Causality of the forward: each prefix's logits equal the full window's first rows, and
+    changing token 6 changes rows 6.. and none before (returns the full logits)."""
+    full = ref.forward(s, w, TOKENS) if full is None else full
+    for n in prefixes:
+        close(ref.forward(s, w, TOKENS[:n]), full[:n], 1e-10, f"prefix {n}")
+    alt = list(TOKENS)
+    alt[6] = (alt[6] + 1) % s["vocab"]
+    other = ref.forward(s, w, alt)
+    close(other[:6], full[:6], 1e-10, "earlier rows")
+    assert np.min(np.max(np.abs(other[6:] - full[6:]), axis=-1)) > 1e-3, "later rows did not move"
+    return full
+
+
 def small_spec(**kw):
     base = dict(name="t", vocab=37, d_model=32, layers=2, heads=4, kv_heads=2, max_seq=16,
                 mlp={"kind": "swiglu", "width": 48}, norm={"eps": 1e-5}, rope={"base": 100.0})
@@ -255,15 +269,7 @@ def _():
 @check("forward: causal (prefix logits equal first rows; changing a later token changes only later rows)")
 def _():
     s = small_spec()
-    w = weights(s, 7)
-    full = ref.forward(s, w, TOKENS)
-    for n in (1, 4, 9):
-        close(ref.forward(s, w, TOKENS[:n]), full[:n], 1e-10, f"prefix {n}")
-    alt = list(TOKENS)
-    alt[6] = (alt[6] + 1) % s["vocab"]
-    other = ref.forward(s, w, alt)
-    close(other[:6], full[:6], 1e-10, "earlier rows")
-    assert np.min(np.max(np.abs(other[6:] - full[6:]), axis=-1)) > 1e-3, "later rows did not move"
+    assert_causal(s, weights(s, 7), (1, 4, 9))
 
 
 @check("weights: missing / misshapen tensors are errors that name them")
@@ -1220,15 +1226,7 @@ def _():
 @check("causal with three_phase + delta and with full attn_res (prefixes; a later token moves only later rows)")
 def _():
     for kw in (dict(TP2, **DELTA), FULL):
-        s, w = _tiny_arch(kw, 38)
-        full = ref.forward(s, w, TOKENS)
-        for n in (1, 5):
-            close(ref.forward(s, w, TOKENS[:n]), full[:n], 1e-10, f"prefix {n}")
-        alt = list(TOKENS)
-        alt[6] = (alt[6] + 1) % s["vocab"]
-        other = ref.forward(s, w, alt)
-        close(other[:6], full[:6], 1e-10, "earlier rows")
-        assert np.min(np.max(np.abs(other[6:] - full[6:]), axis=-1)) > 1e-3
+        assert_causal(*_tiny_arch(kw, 38))
 
 
 @check("weights: three_phase / attn_res names, shapes, default inits; --scale randomises; every new tensor matters")
@@ -1538,13 +1536,7 @@ def _():
         assert added, kw
         for n in added:
             assert np.max(np.abs(ref.forward(s, dict(wj, **{n: wj[n] * 1.5 + 0.1}), TOKENS) - full)) > 1e-6, n
-        for n in (1, 5):
-            close(ref.forward(s, wj, TOKENS[:n]), full[:n], 1e-10, f"prefix {n}")
-        alt = list(TOKENS)
-        alt[6] = (alt[6] + 1) % s["vocab"]
-        other = ref.forward(s, wj, alt)
-        close(other[:6], full[:6], 1e-10, "earlier rows")
-        assert np.min(np.max(np.abs(other[6:] - full[6:]), axis=-1)) > 1e-3
+        assert_causal(s, wj, full=full)
     big = dict(vocab=64, d_model=768, layers=12, heads=12, max_seq=8, mlp={"width": 64})
     count = lambda sh: sum(int(np.prod(v[0])) for n, v in sh.items() if "attn_res" in n)
     b = count(ref.weight_shapes(ref.make_spec(**big, **BLOCK(4))))
@@ -1978,14 +1970,7 @@ def _():
                dict(layers=4, **AR("delta_block", 2, null_source=True, gate="sigmoid_vector", delta_v=True))):
         s = small_spec(**kw)
         w = weights(s, 67)
-        full = ref.forward(s, w, TOKENS)
-        for n in (1, 5):
-            close(ref.forward(s, w, TOKENS[:n]), full[:n], 1e-10, f"prefix {n}")
-        alt = list(TOKENS)
-        alt[6] = (alt[6] + 1) % s["vocab"]
-        other = ref.forward(s, w, alt)
-        close(other[:6], full[:6], 1e-10, "earlier rows")
-        assert np.min(np.max(np.abs(other[6:] - full[6:]), axis=-1)) > 1e-3
+        full = assert_causal(s, w)
         close(ref.cached_forward(s, w, TOKENS, 4), full, 1e-10, "cached_forward")
 
 
@@ -2411,15 +2396,7 @@ def _():
 @check("parcae: causal (prefixes equal first rows; a later token moves only later rows)")
 def _():
     s = parcae(1, 1, 1, 3, kv_heads=2)
-    w = weights(s, 56)
-    full = ref.forward(s, w, TOKENS)
-    for n in (1, 5):
-        close(ref.forward(s, w, TOKENS[:n]), full[:n], 1e-10, f"prefix {n}")
-    alt = list(TOKENS)
-    alt[6] = (alt[6] + 1) % s["vocab"]
-    other = ref.forward(s, w, alt)
-    close(other[:6], full[:6], 1e-10, "earlier rows")
-    assert np.min(np.max(np.abs(other[6:] - full[6:]), axis=-1)) > 1e-3
+    assert_causal(s, weights(s, 56))
 
 
 @check("spec: loop parses and loads from YAML; without loop nothing changes (names, shapes, seeded draws)")
@@ -2779,15 +2756,7 @@ def _():
 @check("loopformer: causal (prefixes equal first rows; a later token moves only later rows)")
 def _():
     s = loopformer(2, [0.75, 0.25], kv_heads=2)
-    w = weights(s, 6)
-    full = ref.forward(s, w, TOKENS)
-    for n in (1, 4, 7):
-        close(ref.forward(s, w, TOKENS[:n]), full[:n], 1e-10, f"prefix {n}")
-    alt = list(TOKENS)
-    alt[6] = (alt[6] + 1) % s["vocab"]
-    other = ref.forward(s, w, alt)
-    close(other[:6], full[:6], 1e-10, "earlier rows")
-    assert np.min(np.max(np.abs(other[6:] - full[6:]), axis=-1)) > 1e-3
+    assert_causal(s, weights(s, 6), (1, 4, 7))
 
 
 @check("spec: loopformer parses (default uniform trajectory) and loads from YAML; weight_shapes = base minus block norms, then the new tensors; shared draws unchanged")
