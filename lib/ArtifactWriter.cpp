@@ -58,14 +58,11 @@ std::string mlir::lathe::writeArtifact(
             int32_t(l.exitStatus), l.exitTo));
       return out;
     };
-    bool cuda = target == Target::cuda;
-    auto launches = pack(cuda ? e.gpuLaunches : e.launches);
-    std::vector<flatbuffers::Offset<fb::Launch>> emulated;
-    if (cuda)
-      emulated = pack(e.launches);
-    entries.push_back(fb::CreateEntryDirect(
-        fbb, e.name.c_str(), &e.inputs, &e.outputs, &launches,
-        /*causal=*/true, cuda ? &emulated : nullptr));
+    auto launches =
+        pack(target == Target::cuda ? e.gpuLaunches : e.launches);
+    entries.push_back(fb::CreateEntryDirect(fbb, e.name.c_str(), &e.inputs,
+                                            &e.outputs, &launches,
+                                            /*causal=*/true));
     arenaBytes = std::max(arenaBytes, e.arenaBytes);
   }
   std::vector<flatbuffers::Offset<fb::PtxModule>> modules;

@@ -159,6 +159,12 @@ FailureOr<std::string> mlir::lathe::buildCpuLibrary(ModuleOp kernels,
   if (!module)
     return kernels.emitError("cannot translate the kernels to LLVM IR");
   addEntryPoints(*module, names);
+  if (kernels->hasAttr(kGpuEmulationAttrName))
+    new llvm::GlobalVariable(
+        *module, llvm::Type::getInt8Ty(llvmCtx), /*isConstant=*/true,
+        llvm::GlobalValue::ExternalLinkage,
+        llvm::ConstantInt::get(llvm::Type::getInt8Ty(llvmCtx), 1),
+        "lathe_gpu_emulation");
   addHostSlots(*module);
   relaxFloatingPoint(*module);
 

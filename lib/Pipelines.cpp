@@ -82,11 +82,17 @@ void mlir::lathe::buildCpuKernelsPipeline(OpPassManager &pm) {
   addCpuLowering(pm);
 }
 
-void mlir::lathe::buildCudaKernelsPipeline(OpPassManager &pm,
-                                           const CudaKernelsOptions &options) {
+/// Mapped kernels → one gpu.module of outlined kernels. PTX and emulation
+/// both start here, so the kernel names (the launch list's) agree.
+static void addGpuOutlining(OpPassManager &pm) {
   addGpuMapping(pm);
   pm.addPass(createGpuKernelOutliningPass());
   pm.addPass(createMergeGpuModules());
+}
+
+void mlir::lathe::buildCudaKernelsPipeline(OpPassManager &pm,
+                                           const CudaKernelsOptions &options) {
+  addGpuOutlining(pm);
   pm.addPass(createLowerAffinePass());
   pm.addPass(createSCFToControlFlowPass());
   GpuNVVMAttachTargetOptions target;
@@ -101,7 +107,7 @@ void mlir::lathe::buildCudaKernelsPipeline(OpPassManager &pm,
 }
 
 void mlir::lathe::buildCudaEmulationKernelsPipeline(OpPassManager &pm) {
-  addGpuMapping(pm);
+  addGpuOutlining(pm);
   pm.addPass(createEmulateGpu());
   addCpuLowering(pm);
 }

@@ -204,23 +204,44 @@ def ApproximateMath : Pass<"lathe-approximate-math", "::mlir::ModuleOp"> {
 }
 
 def EmulateGpu : Pass<"lathe-emulate-gpu", "::mlir::ModuleOp"> {
-  let summary = "Run GPU launches as CPU loops over blocks and threads.";
+  let summary = "Turn outlined GPU kernels into CPU functions over a range of "
+                "blocks.";
   let description = [{
     The GPU kernels are checked on machines without a GPU by running them on
-    the CPU: after mapping to blocks and threads (`gpu.launch`), and before
-    any NVVM conversion, each launch becomes a loop nest over grid and block
-    (threads innermost) whose body is the kernel body with block and thread
-    ids bound to the loop counters. Kernels that synchronise threads
-    (`gpu.barrier`, shuffles) need their bodies split into phases, which this
-    pass does not do yet: it rejects them rather than run them wrongly.
+    the CPU, through the same launch list the cuda device runs: after
+    outlining (`gpu.func` in the merged `gpu.module`) and before any NVVM
+    conversion, each kernel becomes a `func.func` of the same name that takes
+    the kernel's buffers, then the launch's grid and block sizes (x, y, z),
+    then `part` and `parts`. It runs blocks `[part * n / parts,
+    (part + 1) * n / parts)` of the `n` in the grid, one after another, and
+    in each block every thread (threadIdx.x innermost, so consecutive
+    iterations touch consecutive addresses), with block and thread ids and
+    dimensions bound to the loop counters and arguments. Blocks are
+    independent on a GPU, so a runtime may run the parts on several threads.
+
+    Without barriers the threads of a block are independent too, so running
+    them in turn computes what the GPU computes. Kernels that synchronise
+    threads (`gpu.barrier`, shuffles) need their bodies split into phases,
+    which this pass does not do yet: it rejects them rather than run them
+    wrongly. The host functions that launched the kernels and the
+    `gpu.module` are erased: the runtime launches the kernels itself.
 
     ```mlir
-    gpu.launch blocks(%bx, %by, %bz) in (%gx = %c4, ...) threads(%tx, ...) in (...) {...}
+    gpu.module @lathe_kernels {
+      gpu.func @k(%m: memref<64xf32>) kernel { %bx = gpu.block_id x ... }
+    }
     // becomes
-    scf.for %bz ... { scf.for %by ... { scf.for %bx ... { scf.for %tz ... { ... body } } } }
+    func.func @k(%m: memref<64xf32>, %gx: index, %gy: index, %gz: index,
+                 %sx: index, %sy: index, %sz: index, %part: index,
+                 %parts: index) attributes {lathe.kernel} {
+      scf.for %b = %first to %last step %c1 {   // %bx, %by, %bz from %b
+        scf.for %tz ... { scf.for %ty ... { scf.for %tx ... { body } } } }
+    }
     ```
   }];
-  let dependentDialects = ["::mlir::scf::SCFDialect", "::mlir::gpu::GPUDialect"];
+  let dependentDialects = ["::mlir::scf::SCFDialect", "::mlir::gpu::GPUDialect",
+                           "::mlir::func::FuncDialect",
+                           "::mlir::arith::ArithDialect"];
 }
 
 def PartitionKernels : Pass<"lathe-partition-kernels", "::mlir::ModuleOp"> {

@@ -268,6 +268,36 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
     return nullptr;
   };
 
+  // A GPU launch's sizes, within what every CUDA device since sm_30 takes:
+  // the emulated device runs them as given, the cuda device passes them on.
+  auto checkGrid = [&](const fb::Launch *launch,
+                       const std::string &where) -> lathe_status_t {
+    const auto *grid = launch->grid();
+    const auto *block = launch->block();
+    if (!grid || !block || grid->size() != 3 || block->size() != 3)
+      return corrupt(where + " needs a grid and a block of 3 sizes each");
+    const uint32_t gridMax[3] = {0x7fffffffu, 65535, 65535};
+    const uint32_t blockMax[3] = {1024, 1024, 64};
+    uint64_t threads = 1;
+    for (unsigned d = 0; d < 3; ++d) {
+      if (grid->Get(d) == 0 || grid->Get(d) > gridMax[d] ||
+          block->Get(d) == 0 || block->Get(d) > blockMax[d])
+        return corrupt(llvm::formatv("{0} has grid ({1}, {2}, {3}) and block "
+                                     "({4}, {5}, {6}), outside CUDA's limits",
+                                     where, grid->Get(0), grid->Get(1),
+                                     grid->Get(2), block->Get(0),
+                                     block->Get(1), block->Get(2))
+                           .str());
+      threads *= block->Get(d);
+    }
+    if (threads > 1024)
+      return corrupt(llvm::formatv("{0} has {1} threads per block; CUDA "
+                                   "allows 1024",
+                                   where, threads)
+                         .str());
+    return nullptr;
+  };
+
   llvm::StringSet<> entryNames;
   size_t numEntries = a.entries() ? a.entries()->size() : 0;
   bool anyLaunch = false;
@@ -289,19 +319,10 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
         return corrupt(where + " has a launch with an empty kernel name");
       LATHE_RETURN_IF_ERROR(checkIds(launch->args(), lwhere));
       LATHE_RETURN_IF_ERROR(checkExit(launch, l, numLaunches, lwhere));
+      if (a.target() == fb::Target::cuda)
+        LATHE_RETURN_IF_ERROR(checkGrid(launch, lwhere));
       anyLaunch = true;
     }
-    if (const auto *emulated = entry->emulated_launches())
-      for (size_t l = 0; l < emulated->size(); ++l) {
-        const fb::Launch *launch = emulated->Get(l);
-        if (launch->kernel()->size() == 0)
-          return corrupt(where + " has an emulated launch with an empty "
-                                 "kernel name");
-        std::string lwhere =
-            llvm::formatv("{0} emulated launch {1}", where, l).str();
-        LATHE_RETURN_IF_ERROR(checkIds(launch->args(), lwhere));
-        LATHE_RETURN_IF_ERROR(checkExit(launch, l, emulated->size(), lwhere));
-      }
     llvm::StringRef bucket(ename);
     int64_t tokens = 0;
     if (ename == "forward")
@@ -574,6 +595,20 @@ extern "C" lathe_status_t lathe_artifact_cubin(const lathe_artifact_t *a,
       "{0}: no cubin for chip '{1}' (the artifact has: {2}; lathec embeds "
       "cubins where it finds ptxas)",
       a->path, chip, available.empty() ? "none" : available);
+}
+
+extern "C" lathe_status_t
+lathe_artifact_kernel_library(const lathe_artifact_t *a,
+                              const uint8_t **out_data, size_t *out_size) {
+  *out_data = nullptr;
+  *out_size = 0;
+  const auto *library = a->root->cpu_library();
+  if (!library || library->size() == 0)
+    return lathe::rt::makeStatusF("{0}: the artifact has no kernel library",
+                                  a->path);
+  *out_data = library->data();
+  *out_size = library->size();
+  return nullptr;
 }
 
 extern "C" size_t lathe_artifact_state_count(const lathe_artifact_t *a) {

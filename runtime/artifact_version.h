@@ -6,6 +6,8 @@
  * accepts artifacts with exactly this version. */
 /* 2: states (the KV cache), prefill/decode entries; Buffer.state was inserted
  * before Buffer.offset, which moves the field ids of version 1. */
-#define LATHE_ARTIFACT_VERSION 2u
+/* 3: cuda artifacts have no emulated launch list; their cpu_library holds the
+ * GPU kernels themselves (lathe-emulate-gpu), run from the launch list. */
+#define LATHE_ARTIFACT_VERSION 3u
 
 #endif /* LATHE_RUNTIME_ARTIFACT_VERSION_H */

@@ -7,10 +7,25 @@
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/StringRef.h"
 
+#include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 
 namespace lathe::rt {
+
+constexpr size_t kAlign = 64;
+
+struct FreeDeleter {
+  void operator()(void *p) const { std::free(p); }
+};
+using AlignedBytes = std::unique_ptr<uint8_t, FreeDeleter>;
+
+inline uint64_t roundUp(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+// Host memory for buffers: zeroed, kAlign-aligned, never null for a
+// successful call (even for 0 bytes), on huge pages from 2 MiB up.
+AlignedBytes allocAligned(uint64_t bytes);
 
 // Every kernel in a cpu library has this C signature: args[i] is the data
 // pointer of the launch's i-th buffer.
@@ -30,6 +45,8 @@ public:
   // True when the library exports `lathe_partitioned_<kernel>`: the kernel
   // takes (part, parts) after its buffers (lathe-partition-kernels).
   bool isPartitioned(llvm::StringRef kernel) const;
+  // True when the library exports `symbol`.
+  bool exports(llvm::StringRef symbol) const;
 
 private:
   CpuLibrary() = default;

@@ -1,7 +1,11 @@
 // lathe_session_t: the activation arena, bound weights, the states (KV cache)
-// and the resolved kernel schedules of one artifact on the cpu device.
+// and the resolved kernel schedules of one artifact on its device: the cpu,
+// or a GPU driver (cuda, cuda-emulated). Buffers are device addresses; host
+// code reads and writes them only through read/write/zero below, which are
+// memcpy on the cpu and copies through the driver on a GPU.
 #include "artifact.h"
 #include "cpu_device.h"
+#include "gpu_device.h"
 #include "host_gemm.h"
 #include "safetensors.h"
 #include "status.h"
@@ -12,7 +16,6 @@
 #include <cmath>
 #include <map>
 #include <cstdlib>
-#include <dlfcn.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <unordered_map>
@@ -24,39 +27,11 @@ using namespace lathe::rt;
 
 namespace {
 
-constexpr size_t kAlign = 64;
-
-struct FreeDeleter {
-  void operator()(void *p) const { std::free(p); }
-};
-using AlignedBytes = std::unique_ptr<uint8_t, FreeDeleter>;
-
-uint64_t roundUp(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-
-// Zeroed, kAlign-aligned, never null for a successful call (even for 0).
-// Buffers of a huge page or more (the weights, the arena) are placed on huge
-// pages where the kernel offers them (THP in madvise mode, as on Debian):
-// decode streams every weight once per token, and with 4 KiB pages that is a
-// TLB miss every 4 KiB; measured, a decode GEMV reads 10-15% faster.
-AlignedBytes allocAligned(uint64_t bytes) {
-  constexpr uint64_t kHugePage = uint64_t(2) << 20;
-  uint64_t size = roundUp(bytes ? bytes : 1);
-  uint64_t align = kAlign;
-  if (size >= kHugePage) {
-    align = kHugePage;
-    size = (size + kHugePage - 1) / kHugePage * kHugePage;
-  }
-  auto *p = static_cast<uint8_t *>(std::aligned_alloc(align, size));
-  if (p) {
-    if (align == kHugePage)
-      madvise(p, size, MADV_HUGEPAGE); // advice only: failure is harmless
-    std::memset(p, 0, size);
-  }
-  return AlignedBytes(p);
-}
-
 struct ResolvedLaunch {
-  CpuKernelFn fn;
+  // cpu: the kernel; GPU: the driver's function, grid and block.
+  CpuKernelFn fn = nullptr;
+  void *gpuFn = nullptr;
+  uint32_t grid[3] = {1, 1, 1}, block[3] = {1, 1, 1};
   std::vector<uint32_t> args;
   // Takes (part, parts) after its buffers: run in parts on the threads.
   bool partitioned = false;
@@ -79,14 +54,20 @@ struct KernelTotals {
 
 struct lathe_session {
   const lathe_artifact *art = nullptr;
+  // The cpu device's kernels; null on a GPU.
   std::unique_ptr<CpuLibrary> lib;
-  AlignedBytes arena;
-  AlignedBytes paramStorage;
-  // Data pointer of each param; all null until weights are loaded.
-  std::vector<uint8_t *> paramData;
+  // A GPU device's driver; null on the cpu.
+  std::unique_ptr<GpuDriver> gpu;
+  // The cpu device's memory (a GPU driver owns its own).
+  AlignedBytes arenaHost, paramHost;
+  std::vector<AlignedBytes> stateHost;
+  // Device addresses (host addresses on the cpu): the arena, each param's
+  // data (all 0 until weights are loaded) and the one allocation they live
+  // in, and one zero-filled allocation per State, in Artifact.states order.
+  DeviceAddress arena = 0, paramBlock = 0;
+  std::vector<DeviceAddress> paramData;
   bool weightsLoaded = false;
-  // One zero-filled allocation per State, in Artifact.states order.
-  std::vector<AlignedBytes> states;
+  std::vector<DeviceAddress> states;
   // Positions 0..cached-1 of the cache hold keys and values of real tokens.
   size_t cached = 0;
   // Runs partitioned kernels' parts; LATHE_THREADS overrides the count.
@@ -94,6 +75,9 @@ struct lathe_session {
   // The resolved launches of every entry.
   std::unordered_map<const fb::Entry *, std::vector<ResolvedLaunch>> launches;
   std::vector<void *> argScratch;
+  std::vector<DeviceAddress> addressScratch;
+  // lathe_session_device's answer, made on first use.
+  mutable std::string deviceName;
   // Early exits: the exit points passed in the last run, and the ordinal
   // (1-based) of the one taken, 0 if none.
   uint32_t exits = 0, exited = 0;
@@ -116,21 +100,79 @@ struct lathe_session {
 
   /// The training inputs past tokens and targets: Parcae's count, then
   /// LoopFormer's short trajectory (drawn for `step` unless fixed).
-  void writeTrainInputs(const lathe::fb::Entry *entry, int64_t iterations,
-                        int64_t step);
+  lathe_status_t writeTrainInputs(const lathe::fb::Entry *entry,
+                                  int64_t iterations, int64_t step);
   // Profiling: totals per distinct kernel name (slots fixed at creation),
   // and the slots that ran since the last reset, in first-run order.
   bool profiling = false;
   std::vector<KernelTotals> totals;
   std::vector<uint32_t> ranSlots;
 
-  void *bufferData(uint32_t id) const {
+  DeviceAddress bufferAddress(uint32_t id) const {
     const fb::Buffer *b = art->root->buffers()->Get(id);
     if (b->kind() == fb::BufferKind::param)
       return paramData[b->param()];
     if (b->kind() == fb::BufferKind::state)
-      return states[b->state()].get();
-    return arena.get() + b->offset();
+      return states[b->state()];
+    return arena + b->offset();
+  }
+
+  // Zero-filled memory on the session's device; `host` owns it on the cpu.
+  lathe_status_t allocate(uint64_t bytes, DeviceAddress &out,
+                          AlignedBytes &host, const char *what) {
+    if (gpu) {
+      if (lathe_status_t s = gpu->alloc(bytes, out)) {
+        std::string why = lathe_status_message(s);
+        lathe_status_free(s);
+        return makeStatusF("{0}: cannot allocate {1} bytes for {2} on {3}: "
+                           "{4}",
+                           art->path, bytes, what, gpu->describe(), why);
+      }
+      return nullptr;
+    }
+    host = allocAligned(bytes);
+    if (!host)
+      return makeStatusF("{0}: cannot allocate {1} bytes for {2}", art->path,
+                         bytes, what);
+    out = reinterpret_cast<DeviceAddress>(host.get());
+    return nullptr;
+  }
+  lathe_status_t write(DeviceAddress dst, const void *src, size_t bytes) {
+    if (gpu)
+      return gpu->upload(dst, src, bytes);
+    std::memcpy(reinterpret_cast<void *>(dst), src, bytes);
+    return nullptr;
+  }
+  lathe_status_t read(void *dst, DeviceAddress src, size_t bytes) const {
+    if (gpu)
+      return gpu->download(dst, src, bytes);
+    std::memcpy(dst, reinterpret_cast<const void *>(src), bytes);
+    return nullptr;
+  }
+  lathe_status_t zero(DeviceAddress dst, size_t bytes) {
+    if (gpu)
+      return gpu->zero(dst, bytes);
+    std::memset(reinterpret_cast<void *>(dst), 0, bytes);
+    return nullptr;
+  }
+  template <typename T> lathe_status_t writeScalar(uint32_t id, T value) {
+    return write(bufferAddress(id), &value, sizeof(T));
+  }
+  template <typename T> lathe_status_t readScalar(uint32_t id, T &value) const {
+    return read(&value, bufferAddress(id), sizeof(T));
+  }
+  /// `bytes` at `src` as host memory: the memory itself on the cpu, else
+  /// a copy in `staging`.
+  lathe_status_t hostView(DeviceAddress src, size_t bytes,
+                          std::vector<uint8_t> &staging,
+                          const void *&out) const {
+    if (!gpu) {
+      out = reinterpret_cast<const void *>(src);
+      return nullptr;
+    }
+    staging.resize(bytes);
+    out = staging.data();
+    return read(staging.data(), src, bytes);
   }
 
   void call(const ResolvedLaunch &launch) {
@@ -150,7 +192,22 @@ struct lathe_session {
     setGemvThreads(pool.get());
   }
 
-  void run(const std::vector<ResolvedLaunch> &launches) {
+  lathe_status_t launch(const ResolvedLaunch &launch) {
+    if (gpu) {
+      addressScratch.clear();
+      for (uint32_t id : launch.args)
+        addressScratch.push_back(bufferAddress(id));
+      return gpu->launch(launch.gpuFn, launch.grid, launch.block,
+                         addressScratch.data(), addressScratch.size());
+    }
+    argScratch.clear();
+    for (uint32_t id : launch.args)
+      argScratch.push_back(reinterpret_cast<void *>(bufferAddress(id)));
+    call(launch);
+    return nullptr;
+  }
+
+  lathe_status_t run(const std::vector<ResolvedLaunch> &launches) {
     // Unpartitioned kernels run on this thread; their GEMVs may use the
     // pool, which is idle between launches.
     setGemvThreads(pool.get());
@@ -159,32 +216,37 @@ struct lathe_session {
     } unset;
     exits = exited = 0;
     for (size_t i = 0; i < launches.size(); ++i) {
-      const ResolvedLaunch &launch = launches[i];
-      argScratch.clear();
-      for (uint32_t id : launch.args)
-        argScratch.push_back(bufferData(id));
+      const ResolvedLaunch &resolved = launches[i];
       if (!profiling) {
-        call(launch);
+        LATHE_RETURN_IF_ERROR(launch(resolved));
       } else {
+        // A GPU runs launches asynchronously: each is timed alone.
+        if (gpu)
+          LATHE_RETURN_IF_ERROR(gpu->synchronize());
         auto start = std::chrono::steady_clock::now();
-        call(launch);
+        LATHE_RETURN_IF_ERROR(launch(resolved));
+        if (gpu)
+          LATHE_RETURN_IF_ERROR(gpu->synchronize());
         auto end = std::chrono::steady_clock::now();
-        KernelTotals &t = totals[launch.slot];
+        KernelTotals &t = totals[resolved.slot];
         if (t.calls++ == 0)
-          ranSlots.push_back(launch.slot);
+          ranSlots.push_back(resolved.slot);
         t.seconds += std::chrono::duration<double>(end - start).count();
-        t.flops += launch.flops;
+        t.flops += resolved.flops;
       }
-      if (launch.exitStatus >= 0) {
+      if (resolved.exitStatus >= 0) {
         // A loop's halting decision, read as the kernel left it.
         ++exits;
-        if (*static_cast<const float *>(bufferData(uint32_t(launch.exitStatus))) ==
-            1.0f) {
+        float halted = 0;
+        LATHE_RETURN_IF_ERROR(
+            readScalar(uint32_t(resolved.exitStatus), halted));
+        if (halted == 1.0f) {
           exited = exits;
-          i = launch.exitTo - 1;
+          i = resolved.exitTo - 1;
         }
       }
     }
+    return nullptr;
   }
 
   lathe_status_t checkWeights() const {
@@ -236,19 +298,18 @@ struct lathe_session {
 
     // The entry is causal: zero padding past n cannot change the first n
     // rows.
-    auto *in = static_cast<int32_t *>(bufferData(entry->inputs()->Get(0)));
-    std::memset(in, 0, size_t(length) * sizeof(int32_t));
-    std::memcpy(in, tokens, n * sizeof(int32_t));
+    std::vector<int32_t> padded(size_t(length), 0);
+    std::copy_n(tokens, n, padded.begin());
+    LATHE_RETURN_IF_ERROR(write(bufferAddress(entry->inputs()->Get(0)),
+                                padded.data(), padded.size() * sizeof(int32_t)));
     // A second input is the window's length: LoopUS decides when to stop
     // from the last real token, so padding must not stand in for it.
     if (entry->inputs()->size() == 2)
-      *static_cast<int32_t *>(bufferData(entry->inputs()->Get(1))) =
-          int32_t(n);
-    run(launches[entry]);
-    const auto *out =
-        static_cast<const float *>(bufferData(entry->outputs()->Get(0)));
-    std::memcpy(out_logits, out, n * size_t(vocab) * sizeof(float));
-    return nullptr;
+      LATHE_RETURN_IF_ERROR(
+          writeScalar(entry->inputs()->Get(1), int32_t(n)));
+    LATHE_RETURN_IF_ERROR(run(launches[entry]));
+    return read(out_logits, bufferAddress(entry->outputs()->Get(0)),
+                n * size_t(vocab) * sizeof(float));
   }
 };
 
@@ -263,32 +324,6 @@ extern "C" void lathe_session_loop_exit(const lathe_session_t *session,
 extern "C" lathe_status_t lathe_session_create(const lathe_artifact_t *artifact,
                                                lathe_session_t **out_session) {
   return lathe_session_create_on_device(artifact, nullptr, out_session);
-}
-
-/// The CUDA driver is looked up at run time so that lathe starts on machines
-/// without one; a device that exists is not driven yet (the cuda device is
-/// still to come), which is said plainly instead of pretending.
-static lathe_status_t probeCuda(const std::string &path) {
-  void *driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-  if (!driver)
-    return makeStatusF("{0}: no CUDA driver found (libcuda.so.1 cannot be "
-                       "loaded); --device=cuda-emulated runs the same GPU "
-                       "kernels on the CPU",
-                       path);
-  using InitFn = int (*)(unsigned);
-  using CountFn = int (*)(int *);
-  auto init = reinterpret_cast<InitFn>(dlsym(driver, "cuInit"));
-  auto count = reinterpret_cast<CountFn>(dlsym(driver, "cuDeviceGetCount"));
-  int devices = 0;
-  bool none = !init || !count || init(0) != 0 || count(&devices) != 0 ||
-              devices == 0;
-  dlclose(driver);
-  if (none)
-    return makeStatusF("{0}: no CUDA device", path);
-  return makeStatusF("{0}: found a CUDA device, but this runtime's cuda "
-                     "device is not implemented yet; use "
-                     "--device=cuda-emulated",
-                     path);
 }
 
 extern "C" lathe_status_t
@@ -313,33 +348,27 @@ lathe_session_create_on_device(const lathe_artifact_t *artifact,
     return makeStatusF("{0}: this artifact targets cpu; device '{1}' needs an "
                        "artifact compiled with --target=cuda",
                        artifact->path, name);
-  if (name == "cuda")
-    return probeCuda(artifact->path);
-  // cpu runs the entries' launches; cuda-emulated their emulated launches.
-  const bool emulated = name == "cuda-emulated";
-  auto launchesOf = [&](const fb::Entry *entry) {
-    return emulated ? entry->emulated_launches() : entry->launches();
-  };
 
   auto s = std::make_unique<lathe_session>();
   s->art = artifact;
-  s->paramData.assign(lathe_artifact_param_count(artifact), nullptr);
+  s->paramData.assign(lathe_artifact_param_count(artifact), 0);
+  unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  if (const char *env = std::getenv("LATHE_THREADS"))
+    threads = unsigned(std::max(1, std::atoi(env)));
+  s->pool = std::make_unique<ThreadPool>(threads);
 
   size_t numEntries = lathe_artifact_entry_count(artifact);
-  if (emulated)
-    for (size_t e = 0; e < numEntries; ++e) {
-      const fb::Entry *entry = a.entries()->Get(e);
-      if (entry->launches() && entry->launches()->size() &&
-          !entry->emulated_launches())
-        return makeStatusF("{0}: entry '{1}' has no emulated kernels, so "
-                           "device 'cuda-emulated' cannot run it",
-                           artifact->path, entry->name()->str());
-    }
   bool anyLaunch = false;
   for (size_t e = 0; e < numEntries; ++e)
-    if (auto *l = launchesOf(a.entries()->Get(e)))
+    if (auto *l = a.entries()->Get(e)->launches())
       anyLaunch |= l->size() != 0;
-  if (anyLaunch) {
+  // The CUDA driver is looked up at run time, so lathe starts on machines
+  // without one.
+  if (name == "cuda")
+    LATHE_RETURN_IF_ERROR(openCudaDriver(*artifact, s->gpu));
+  else if (name == "cuda-emulated")
+    LATHE_RETURN_IF_ERROR(openEmulatedDriver(*artifact, *s->pool, s->gpu));
+  else if (anyLaunch) {
     if (!a.cpu_library() || a.cpu_library()->size() == 0)
       return makeStatusF("{0}: the artifact has no kernel library for device "
                          "'{1}'",
@@ -347,19 +376,37 @@ lathe_session_create_on_device(const lathe_artifact_t *artifact,
     llvm::ArrayRef<uint8_t> elf(a.cpu_library()->data(),
                                 a.cpu_library()->size());
     LATHE_RETURN_IF_ERROR(CpuLibrary::load(elf, artifact->path, s->lib));
+    if (s->lib->exports("lathe_gpu_emulation"))
+      return makeStatusF("{0}: the artifact's kernel library holds GPU "
+                         "kernels, not cpu ones",
+                         artifact->path);
   }
 
-  // Resolve every kernel of every entry now, so a broken library fails at
-  // session creation rather than halfway through a forward pass.
+  // Resolve every kernel of every entry now, so a broken library or module
+  // fails at session creation rather than halfway through a forward pass.
   std::unordered_map<std::string_view, uint32_t> slotOf;
+  std::unordered_map<std::string_view, void *> gpuFunctions;
   for (size_t e = 0; e < numEntries; ++e) {
     const fb::Entry *entry = a.entries()->Get(e);
-    if (!launchesOf(entry))
+    if (!entry->launches())
       continue;
-    for (const fb::Launch *launch : *launchesOf(entry)) {
+    for (const fb::Launch *launch : *entry->launches()) {
       ResolvedLaunch r;
       std::string_view kernel = launch->kernel()->string_view();
-      LATHE_RETURN_IF_ERROR(s->lib->lookup(kernel, r.fn));
+      if (s->gpu) {
+        auto [found, added] = gpuFunctions.try_emplace(kernel, nullptr);
+        if (added)
+          LATHE_RETURN_IF_ERROR(s->gpu->function(kernel, found->second));
+        r.gpuFn = found->second;
+        // Three sizes each (checked when the artifact was loaded).
+        for (unsigned d = 0; d < 3; ++d) {
+          r.grid[d] = launch->grid()->Get(d);
+          r.block[d] = launch->block()->Get(d);
+        }
+      } else {
+        LATHE_RETURN_IF_ERROR(s->lib->lookup(kernel, r.fn));
+        r.partitioned = s->lib->isPartitioned(kernel);
+      }
       if (launch->args())
         r.args.assign(launch->args()->begin(), launch->args()->end());
       auto [it, added] = slotOf.try_emplace(kernel, uint32_t(s->totals.size()));
@@ -369,33 +416,33 @@ lathe_session_create_on_device(const lathe_artifact_t *artifact,
       }
       r.slot = it->second;
       r.flops = launch->flops();
-      r.partitioned = s->lib->isPartitioned(kernel);
       r.exitStatus = launch->exit_status();
       r.exitTo = launch->exit_to();
       s->launches[entry].push_back(std::move(r));
     }
   }
 
-  unsigned threads = std::max(1u, std::thread::hardware_concurrency());
-  if (const char *env = std::getenv("LATHE_THREADS"))
-    threads = unsigned(std::max(1, std::atoi(env)));
-  s->pool = std::make_unique<ThreadPool>(threads);
-
-  s->arena = allocAligned(a.arena_bytes());
-  if (!s->arena)
-    return makeStatusF("{0}: cannot allocate the {1}-byte arena",
-                       artifact->path, a.arena_bytes());
+  LATHE_RETURN_IF_ERROR(
+      s->allocate(a.arena_bytes(), s->arena, s->arenaHost, "the arena"));
   // Zero-filled: the cache of a fresh session holds no positions, and
   // kernels that read it past `cached` must see defined values.
+  s->stateHost.resize(artifact->stateBytes.size());
+  s->states.resize(artifact->stateBytes.size());
   for (size_t i = 0; i < artifact->stateBytes.size(); ++i) {
-    s->states.push_back(allocAligned(artifact->stateBytes[i]));
-    if (!s->states.back())
-      return makeStatusF("{0}: cannot allocate {1} bytes for state '{2}'",
-                         artifact->path, artifact->stateBytes[i],
-                         a.states()->Get(i)->name()->str());
+    std::string what = "state '" + a.states()->Get(i)->name()->str() + "'";
+    LATHE_RETURN_IF_ERROR(s->allocate(artifact->stateBytes[i], s->states[i],
+                                      s->stateHost[i], what.c_str()));
   }
   *out_session = s.release();
   return nullptr;
+}
+
+extern "C" const char *lathe_session_device(const lathe_session_t *session) {
+  if (!session)
+    return "";
+  if (session->deviceName.empty())
+    session->deviceName = session->gpu ? session->gpu->describe() : "cpu";
+  return session->deviceName.c_str();
 }
 
 extern "C" void lathe_session_free(lathe_session_t *session) { delete session; }
@@ -446,18 +493,27 @@ lathe_session_load_weights(lathe_session_t *session,
     total += roundUp(t->bytes);
   }
 
-  AlignedBytes storage = allocAligned(total);
-  if (!storage)
-    return makeStatusF("{0}: cannot allocate {1} bytes for the weights",
-                       safetensors_path, total);
+  AlignedBytes host;
+  DeviceAddress block = 0;
+  LATHE_RETURN_IF_ERROR(session->allocate(total, block, host, "the weights"));
   for (size_t i = 0; i < count; ++i) {
     // Copied, not mapped: safetensors data need not be aligned and the file
     // may change after loading.
-    std::memcpy(storage.get() + offsets[i], views[i]->data, views[i]->bytes);
-    session->paramData[i] = storage.get() + offsets[i];
+    if (lathe_status_t s = session->write(block + offsets[i], views[i]->data,
+                                          views[i]->bytes)) {
+      if (session->gpu)
+        session->gpu->release(block);
+      return s;
+    }
     releasePages(views[i]->data, views[i]->bytes);
   }
-  session->paramStorage = std::move(storage);
+  // Only now, with every tensor in place, do the new weights replace the old.
+  if (session->gpu && session->paramBlock)
+    session->gpu->release(session->paramBlock);
+  session->paramHost = std::move(host);
+  session->paramBlock = block;
+  for (size_t i = 0; i < count; ++i)
+    session->paramData[i] = block + offsets[i];
   session->weightsLoaded = true;
   return nullptr;
 }
@@ -511,14 +567,14 @@ extern "C" lathe_status_t lathe_session_decode(lathe_session_t *session,
   LATHE_RETURN_IF_ERROR(session->checkToken(token, pos));
   LATHE_RETURN_IF_ERROR(session->checkWeights());
 
-  *static_cast<int32_t *>(session->bufferData(entry->inputs()->Get(0))) = token;
+  LATHE_RETURN_IF_ERROR(session->writeScalar(entry->inputs()->Get(0), token));
   // pos < max_seq <= INT32_MAX (checked when the artifact was loaded).
-  *static_cast<int32_t *>(session->bufferData(entry->inputs()->Get(1))) =
-      int32_t(pos);
-  session->run(session->launches[session->art->decode]);
-  const auto *out =
-      static_cast<const float *>(session->bufferData(entry->outputs()->Get(0)));
-  std::memcpy(out_logits, out, size_t(art->root->vocab()) * sizeof(float));
+  LATHE_RETURN_IF_ERROR(
+      session->writeScalar(entry->inputs()->Get(1), int32_t(pos)));
+  LATHE_RETURN_IF_ERROR(session->run(session->launches[session->art->decode]));
+  LATHE_RETURN_IF_ERROR(
+      session->read(out_logits, session->bufferAddress(entry->outputs()->Get(0)),
+                    size_t(art->root->vocab()) * sizeof(float)));
   // Positions past pos are stale now: a later decode must continue at
   // pos + 1 at the latest.
   session->cached = pos + 1;
@@ -621,36 +677,38 @@ extern "C" lathe_status_t lathe_session_grad(lathe_session_t *session,
     LATHE_RETURN_IF_ERROR(session->checkToken(targets[i], i));
   }
   LATHE_RETURN_IF_ERROR(session->checkWeights());
-  std::memcpy(session->bufferData(entry->inputs()->Get(0)), tokens,
-              n * sizeof(int32_t));
-  std::memcpy(session->bufferData(entry->inputs()->Get(1)), targets,
-              n * sizeof(int32_t));
-  session->writeTrainInputs(entry,
-                            session->fixedIterations
-                                ? session->fixedIterations
-                                : art->root->sampled_iterations_mean(),
-                            /*step=*/0);
+  LATHE_RETURN_IF_ERROR(session->write(
+      session->bufferAddress(entry->inputs()->Get(0)), tokens, n * sizeof(int32_t)));
+  LATHE_RETURN_IF_ERROR(session->write(
+      session->bufferAddress(entry->inputs()->Get(1)), targets,
+      n * sizeof(int32_t)));
+  LATHE_RETURN_IF_ERROR(session->writeTrainInputs(
+      entry,
+      session->fixedIterations ? session->fixedIterations
+                               : art->root->sampled_iterations_mean(),
+      /*step=*/0));
   auto found = session->launches.find(entry);
   if (found == session->launches.end())
     return makeStatusF("{0}: entry 'grad' was not resolved", path);
-  session->run(found->second);
-  *out_loss =
-      *static_cast<const float *>(session->bufferData(entry->outputs()->Get(0)));
+  LATHE_RETURN_IF_ERROR(session->run(found->second));
+  LATHE_RETURN_IF_ERROR(
+      session->readScalar(entry->outputs()->Get(0), *out_loss));
   if (!out_path)
     return nullptr;
   std::vector<TensorToWrite> tensors;
-  tensors.push_back({"loss", "F32", {1},
-                     session->bufferData(entry->outputs()->Get(0)),
-                     sizeof(float)});
+  tensors.push_back({"loss", "F32", {1}, out_loss, sizeof(float)});
+  std::vector<std::vector<uint8_t>> staging(params);
   for (size_t i = 0; i < params; ++i) {
     const fb::Param *p = art->root->params()->Get(i);
     std::vector<int64_t> shape(p->shape()->begin(), p->shape()->end());
     size_t bytes = sizeof(float);
     for (int64_t d : shape)
       bytes *= size_t(d);
-    tensors.push_back({p->name()->str(), "F32", shape,
-                       session->bufferData(entry->outputs()->Get(i + 1)),
-                       bytes});
+    const void *data = nullptr;
+    LATHE_RETURN_IF_ERROR(session->hostView(
+        session->bufferAddress(entry->outputs()->Get(i + 1)), bytes, staging[i],
+        data));
+    tensors.push_back({p->name()->str(), "F32", shape, data, bytes});
   }
   return writeSafetensors(out_path, tensors, {{"format", "pt"}});
 }
@@ -687,26 +745,28 @@ static std::vector<double> drawShortcut(int64_t M, int64_t step) {
   return steps;
 }
 
-void lathe_session::writeTrainInputs(const lathe::fb::Entry *entry,
-                                     int64_t iterations, int64_t step) {
+lathe_status_t lathe_session::writeTrainInputs(const lathe::fb::Entry *entry,
+                                               int64_t iterations,
+                                               int64_t step) {
   unsigned next = 2;
   if (art->root->sampled_iterations_max() > 0)
-    *static_cast<int32_t *>(bufferData(entry->inputs()->Get(next++))) =
-        int32_t(iterations);
+    LATHE_RETURN_IF_ERROR(
+        writeScalar(entry->inputs()->Get(next++), int32_t(iterations)));
   int64_t M = art->root->shortcut_iterations();
   if (M == 0)
-    return;
+    return nullptr;
   lastShortcut = fixedShortcut.empty() ? drawShortcut(M, step) : fixedShortcut;
-  *static_cast<int32_t *>(bufferData(entry->inputs()->Get(next++))) =
-      int32_t(lastShortcut.size());
-  auto *table = static_cast<float *>(bufferData(entry->inputs()->Get(next)));
-  std::fill(table, table + 2 * (M - 1), 0.0f);
+  LATHE_RETURN_IF_ERROR(writeScalar(entry->inputs()->Get(next++),
+                                    int32_t(lastShortcut.size())));
+  std::vector<float> table(size_t(2 * (M - 1)), 0.0f);
   double time = 0;
   for (size_t j = 0; j < lastShortcut.size(); ++j) {
     table[j] = float(time);
     table[size_t(M - 1) + j] = float(lastShortcut[j]);
     time += lastShortcut[j];
   }
+  return write(bufferAddress(entry->inputs()->Get(next)), table.data(),
+               table.size() * sizeof(float));
 }
 
 extern "C" int64_t
@@ -790,10 +850,6 @@ extern "C" size_t lathe_session_last_iterations(const lathe_session_t *session,
 }
 
 namespace {
-float *scalarInput(lathe_session_t *s, const fb::Entry *e, unsigned i) {
-  return static_cast<float *>(s->bufferData(e->inputs()->Get(i)));
-}
-
 /// Parcae's per-sequence depth (ARCHITECTURES.md §4.1): n ~ Poisson(mean),
 /// clamped to [1, max], drawn from a generator seeded by the step and the
 /// sequence, so a resumed run draws what the uninterrupted one would have.
@@ -860,10 +916,12 @@ lathe_session_train_step(lathe_session_t *session, const int32_t *tokens,
   double lossSum = 0;
   session->lastIterations.clear();
   for (size_t b = 0; b < batch; ++b) {
-    std::memcpy(session->bufferData(acc->inputs()->Get(0)), tokens + b * seq,
-                seq * sizeof(int32_t));
-    std::memcpy(session->bufferData(acc->inputs()->Get(1)), targets + b * seq,
-                seq * sizeof(int32_t));
+    LATHE_RETURN_IF_ERROR(
+        session->write(session->bufferAddress(acc->inputs()->Get(0)),
+                       tokens + b * seq, seq * sizeof(int32_t)));
+    LATHE_RETURN_IF_ERROR(
+        session->write(session->bufferAddress(acc->inputs()->Get(1)),
+                       targets + b * seq, seq * sizeof(int32_t)));
     int64_t n = 0;
     if (sampled) {
       n = session->fixedIterations
@@ -872,23 +930,27 @@ lathe_session_train_step(lathe_session_t *session, const int32_t *tokens,
                                  art->root->sampled_iterations_max(), step, b);
       session->lastIterations.push_back(n);
     }
-    session->writeTrainInputs(acc, n, step);
-    session->run(session->launches[acc]);
-    lossSum += *static_cast<const float *>(
-        session->bufferData(acc->outputs()->Get(0)));
+    LATHE_RETURN_IF_ERROR(session->writeTrainInputs(acc, n, step));
+    LATHE_RETURN_IF_ERROR(session->run(session->launches[acc]));
+    float loss = 0;
+    LATHE_RETURN_IF_ERROR(session->readScalar(acc->outputs()->Get(0), loss));
+    lossSum += loss;
   }
-  *scalarInput(session, opt, 0) = lr;
-  *scalarInput(session, opt, 1) = float(step);
-  *scalarInput(session, opt, 2) = 1.0f / float(batch);
-  session->run(session->launches[opt]);
-  *out_grad_norm =
-      *static_cast<const float *>(session->bufferData(opt->outputs()->Get(0)));
+  LATHE_RETURN_IF_ERROR(session->writeScalar(opt->inputs()->Get(0), lr));
+  LATHE_RETURN_IF_ERROR(
+      session->writeScalar(opt->inputs()->Get(1), float(step)));
+  LATHE_RETURN_IF_ERROR(
+      session->writeScalar(opt->inputs()->Get(2), 1.0f / float(batch)));
+  LATHE_RETURN_IF_ERROR(session->run(session->launches[opt]));
+  LATHE_RETURN_IF_ERROR(
+      session->readScalar(opt->outputs()->Get(0), *out_grad_norm));
   *out_loss = float(lossSum / double(batch));
   // The sums start again from zero for the next step.
   for (size_t i = 0; i < lathe_artifact_state_count(art); ++i)
     if (art->root->states()->Get(i)->name()->string_view().substr(0, 5) ==
         "grad.")
-      std::memset(session->states[i].get(), 0, art->stateBytes[i]);
+      LATHE_RETURN_IF_ERROR(
+          session->zero(session->states[i], art->stateBytes[i]));
   return nullptr;
 }
 
@@ -937,14 +999,19 @@ lathe_session_save(const lathe_session_t *session, const char *path,
   const lathe_artifact *art = session->art;
   LATHE_RETURN_IF_ERROR(session->checkWeights());
   std::vector<TensorToWrite> tensors;
+  // A GPU's tensors are copied to the host first.
+  std::vector<std::vector<uint8_t>> staging(lathe_artifact_param_count(art) +
+                                            lathe_artifact_state_count(art));
   for (size_t i = 0; i < lathe_artifact_param_count(art); ++i) {
     const fb::Param *p = art->root->params()->Get(i);
     std::vector<int64_t> shape = shapeOf(p->shape());
     size_t bytes = sizeof(float);
     for (int64_t d : shape)
       bytes *= size_t(d);
-    tensors.push_back({p->name()->str(), "F32", shape, session->paramData[i],
-                       bytes});
+    const void *data = nullptr;
+    LATHE_RETURN_IF_ERROR(
+        session->hostView(session->paramData[i], bytes, staging[i], data));
+    tensors.push_back({p->name()->str(), "F32", shape, data, bytes});
   }
   if (with_optimizer)
     tensors.push_back({"optimizer.step", "I64", {1}, &step, sizeof(step)});
@@ -953,8 +1020,12 @@ lathe_session_save(const lathe_session_t *session, const char *path,
       const fb::State *st = art->root->states()->Get(i);
       if (!isOptimizerState(st))
         continue;
-      tensors.push_back({st->name()->str(), "F32", shapeOf(st->shape()),
-                         session->states[i].get(), art->stateBytes[i]});
+      const void *data = nullptr;
+      LATHE_RETURN_IF_ERROR(session->hostView(
+          session->states[i], art->stateBytes[i],
+          staging[lathe_artifact_param_count(art) + i], data));
+      tensors.push_back({st->name()->str(), "F32", shapeOf(st->shape()), data,
+                         art->stateBytes[i]});
     }
   std::map<std::string, std::string> meta{{"format", "pt"}};
   for (size_t i = 0; i < meta_count; ++i)
@@ -998,7 +1069,7 @@ extern "C" lathe_status_t lathe_session_load_optimizer(lathe_session_t *session,
     copies.push_back({i, t});
   }
   for (auto [i, t] : copies)
-    std::memcpy(session->states[i].get(), t->data, t->bytes);
+    LATHE_RETURN_IF_ERROR(session->write(session->states[i], t->data, t->bytes));
   *out_step = step;
   return nullptr;
 }

@@ -40,5 +40,12 @@ if os.path.exists(os.path.join(cuda_include, "cuda.h")):
     config.available_features.add("cuda-headers")
     config.substitutions.append(("%cuda_include", cuda_include))
 
+# The toolkit's stub driver: links like libcuda.so, but cuInit fails with
+# CUDA_ERROR_STUB_LIBRARY, which is what a machine without a GPU looks like.
+cuda_stub = "/usr/local/cuda/lib64/stubs/libcuda.so"
+if os.path.exists(cuda_stub):
+    config.available_features.add("cuda-stub")
+    config.substitutions.append(("%cuda_stub", cuda_stub))
+
 tools = ["lathec", "lathe-opt", "lathe-run"]
 llvm_config.add_tool_substitutions(tools, [config.lathe_tools_dir])

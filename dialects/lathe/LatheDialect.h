@@ -10,6 +10,9 @@
 namespace mlir::lathe {
 /// Unit attribute on a `func.func` formed by `lathe-form-kernels`.
 constexpr llvm::StringLiteral kKernelAttrName = "lathe.kernel";
+/// On a kernel module whose kernels are GPU kernels run as CPU functions
+/// (lathe-emulate-gpu): their library exports `lathe_gpu_emulation`.
+constexpr llvm::StringLiteral kGpuEmulationAttrName = "lathe.gpu_emulation";
 /// Arena byte offset of an entry argument, set by `lathe-plan-buffers`.
 constexpr llvm::StringLiteral kOffsetAttrName = "lathe.offset";
 /// Total arena bytes of an entry, set by `lathe-plan-buffers`.

@@ -32,9 +32,9 @@ struct CudaKernelsOptions {
 void buildCudaKernelsPipeline(OpPassManager &pm,
                               const CudaKernelsOptions &options);
 
-/// Kernels (after lathe-extract-kernels) → the same GPU kernels as
-/// buildCudaKernelsPipeline up to the mapping to blocks and threads, then
-/// emulated as CPU loops and lowered to the LLVM dialect like the cpu target.
+/// Kernels (after lathe-extract-kernels) → the same outlined GPU kernels as
+/// buildCudaKernelsPipeline, each as a CPU function over a range of blocks
+/// (lathe-emulate-gpu), lowered to the LLVM dialect like the cpu target.
 void buildCudaEmulationKernelsPipeline(OpPassManager &pm);
 
 /// Registers the pipelines for lathe-opt.

@@ -86,6 +86,13 @@ lathe_status_t lathe_artifact_cubin(const lathe_artifact_t *artifact,
                                     const char *chip, const uint8_t **out_data,
                                     size_t *out_size);
 
+/* The artifact's kernel library, the ELF shared object the cpu and
+ * cuda-emulated devices load: `*out_data` points at `*out_size` bytes owned
+ * by the artifact. Fails if it has none. */
+lathe_status_t lathe_artifact_kernel_library(const lathe_artifact_t *artifact,
+                                             const uint8_t **out_data,
+                                             size_t *out_size);
+
 /* The PTX of a cuda artifact for `chip` ("sm_80", "sm_90"): a NUL-terminated
  * string owned by the artifact, for loading the kernels from another runtime.
  * Fails if the artifact has no PTX for that chip. */
@@ -110,11 +117,19 @@ void lathe_session_free(lathe_session_t *session);
  *  - "cpu": a cpu artifact's kernels on this CPU;
  *  - "cuda": an NVIDIA GPU through the CUDA driver (fails cleanly with "no
  *    CUDA driver found" or "no CUDA device" where there is none);
- *  - "cuda-emulated": a cuda artifact's GPU kernels, taken after mapping to
- *    blocks and threads, run on the CPU as loops over blocks and threads. */
+ *  - "cuda-emulated": a cuda artifact's launch list, run as the cuda device
+ *    runs it, with each GPU kernel (taken after mapping to blocks and
+ *    threads) compiled for the CPU as loops over its blocks and threads.
+ * $LATHE_CUDA_DRIVER names the driver library to load instead of
+ * libcuda.so.1. */
 lathe_status_t lathe_session_create_on_device(const lathe_artifact_t *artifact,
                                               const char *device,
                                               lathe_session_t **out_session);
+
+/* What the session runs on: "cpu", "host emulation", or the CUDA device's
+ * name, compute capability, chip and code ("NVIDIA H100 80GB HBM3 (9.0;
+ * sm_90 cubin)"). Owned by the session. */
+const char *lathe_session_device(const lathe_session_t *session);
 
 /* Binds weights from a safetensors file. Every parameter of the artifact
  * must be present with its exact shape and dtype. */

@@ -90,14 +90,15 @@ int main(int argc, char **argv) {
   // not-elf, forward-shape, exit-to, exit-status (an early exit jumping
   // backwards, or reading a non-f32 status), sampled-iterations (Parcae's
   // sampled depth with a mean above its max), shortcut-iterations (a
-  // LoopFormer shortcut with one long step). kv kinds: state-index, state-shape, state-dup,
+  // LoopFormer shortcut with one long step), grid (with --target cuda: a
+  // block of 2048 threads). kv kinds: state-index, state-shape, state-dup,
   // prefill-io, decode-io, decode-arity.
   static const char *kKinds[] = {
       "",           "buffer-id",   "arena",       "param-index",
       "version",    "missing-kernel", "not-elf",  "forward-shape",
       "state-index", "state-shape", "state-dup", "prefill-io",
       "decode-io",  "decode-arity", "exit-to",   "exit-status",
-      "sampled-iterations", "shortcut-iterations"};
+      "sampled-iterations", "shortcut-iterations", "grid"};
   bool knownKind = false;
   for (const char *k : kKinds)
     knownKind |= corrupt == k;
@@ -216,9 +217,17 @@ int main(int argc, char **argv) {
 
   auto launch = [&](const char *kernel, std::vector<uint32_t> args,
                     int32_t exitStatus = -1, uint32_t exitTo = 0) {
+    // cuda launches carry a grid and a block; "grid" asks for 2048 threads
+    // in a block, more than CUDA allows.
+    flatbuffers::Offset<flatbuffers::Vector<uint32_t>> grid, block;
+    if (target == "cuda") {
+      grid = fbb.CreateVector(std::vector<uint32_t>{1, 1, 1});
+      block = fbb.CreateVector(std::vector<uint32_t>{
+          corrupt == "grid" ? 2048u : 1u, 1, 1});
+    }
     return fb::CreateLaunch(fbb, fbb.CreateString(kernel),
-                            fbb.CreateVector(args), 0, 0, 0, exitStatus,
-                            exitTo);
+                            fbb.CreateVector(args), grid, block, 0,
+                            exitStatus, exitTo);
   };
   auto entry = [&](const char *name, std::vector<uint32_t> inputs,
                    std::vector<uint32_t> outputs,

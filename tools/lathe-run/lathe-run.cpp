@@ -35,6 +35,7 @@ const char *const kUsage =
     "usage: lathe-run ARTIFACT info\n"
     "       lathe-run ARTIFACT dump-ptx CHIP -o KERNELS.ptx\n"
     "       lathe-run ARTIFACT dump-cubin CHIP -o KERNELS.cubin\n"
+    "       lathe-run ARTIFACT dump-library -o KERNELS.so\n"
     "       lathe-run ARTIFACT init [--seed N] -o WEIGHTS.safetensors\n"
     "       lathe-run ARTIFACT forward --weights WEIGHTS.safetensors\n"
     "                 --tokens T0,T1,... [--logits-out LOGITS.npy]\n"
@@ -271,6 +272,15 @@ int runDumpCubin(const lathe_artifact_t *art, const std::string &chip,
   const uint8_t *data = nullptr;
   size_t size = 0;
   check(lathe_artifact_cubin(art, chip.c_str(), &data, &size));
+  writeBytes(out, data, size);
+  return 0;
+}
+
+int runDumpLibrary(const lathe_artifact_t *art, const Options &opts) {
+  const std::string &out = opts.require("-o", "dump-library");
+  const uint8_t *data = nullptr;
+  size_t size = 0;
+  check(lathe_artifact_kernel_library(art, &data, &size));
   writeBytes(out, data, size);
   return 0;
 }
@@ -1836,7 +1846,8 @@ int main(int argc, char **argv) {
     allowed = {"--weights", "--tokens", "--targets", "--out", "--device",
                "--iterations",
                "--shortcut"};
-  else if (command == "dump-ptx" || command == "dump-cubin")
+  else if (command == "dump-ptx" || command == "dump-cubin" ||
+           command == "dump-library")
     allowed = {"-o"};
   else if (command == "bench")
     allowed = {"--weights", "--prompt-len", "--decode", "--repeat",
@@ -1904,6 +1915,8 @@ int main(int argc, char **argv) {
     return runDumpPtx(art.get(), chip, opts);
   if (command == "dump-cubin")
     return runDumpCubin(art.get(), chip, opts);
+  if (command == "dump-library")
+    return runDumpLibrary(art.get(), opts);
   if (command == "cached-forward")
     return runCachedForward(art.get(), opts);
   if (command == "generate")
