@@ -1241,6 +1241,7 @@ int runBench(const lathe_artifact_t *art, const std::string &path,
   out["artifact"] = path;
   out["model"] = lathe_artifact_model_name(art);
   out["target"] = lathe_artifact_target(art);
+  out["device"] = lathe_session_device(session.get());
   out["vocab"] = vocab;
   out["max_seq"] = maxSeq;
   out["prompt_len"] = promptLen;
@@ -1796,6 +1797,7 @@ int runBenchTrain(const lathe_artifact_t *art, const std::string &path,
   llvm::json::Object out;
   out["artifact"] = path;
   out["model"] = lathe_artifact_model_name(art);
+  out["device"] = lathe_session_device(session.get());
   out["batch"] = batch;
   out["seq"] = seq;
   out["steps"] = steps;
