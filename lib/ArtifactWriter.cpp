@@ -82,7 +82,8 @@ std::string mlir::lathe::writeArtifact(
       arenaBytes, &entries,
       library.empty() ? nullptr : &library,
       modules.empty() ? nullptr : &modules, s.sampledIterationsMean,
-      s.sampledIterationsMax, s.shortcutIterations);
+      s.sampledIterationsMax, s.shortcutIterations, s.supervisionSteps,
+      s.supervisedSteps);
   fb::FinishArtifactBuffer(fbb, artifact);
   std::string file(reinterpret_cast<const char *>(fbb.GetBufferPointer()),
                    fbb.GetSize());

@@ -74,6 +74,13 @@ struct HaltSpec {
   double threshold = 0.9;
   double tolerance = 1e-2;
 };
+/// LoopUS's random deep supervision (ARCHITECTURES.md §4.3): per training
+/// step, `supervised` distinct steps of `steps` are drawn; each is a
+/// supervised step with its own optimizer update.
+struct SupervisionSpec {
+  std::optional<int64_t> steps, supervised; // defaults: iterations, min(5, steps)
+  double beta = 1.0;
+};
 /// Looped blocks (ARCHITECTURES.md §4): Parcae and LoopUS split `layers`
 /// into prelude + core + coda distinct blocks and run the core `iterations`
 /// times; LoopFormer runs the whole stack along a trajectory.
@@ -91,6 +98,7 @@ struct LoopSpec {
   // LoopFormer's shortcut-consistency training (ARCHITECTURES.md §4.2).
   bool shortcut = false;
   std::optional<HaltSpec> halt;                  // LoopUS's early exit
+  std::optional<SupervisionSpec> supervision;    // LoopUS's training
 };
 struct ModelSpec {
   std::string name;
@@ -170,6 +178,14 @@ template <> struct MappingTraits<LoopSpec> {
     io.mapOptional("sample_max", s.sampleMax);
     io.mapOptional("shortcut", s.shortcut);
     io.mapOptional("halt", s.halt);
+    io.mapOptional("supervision", s.supervision);
+  }
+};
+template <> struct MappingTraits<SupervisionSpec> {
+  static void mapping(IO &io, SupervisionSpec &s) {
+    io.mapOptional("steps", s.steps);
+    io.mapOptional("supervised", s.supervised);
+    io.mapOptional("beta", s.beta);
   }
 };
 template <> struct MappingTraits<HaltSpec> {
@@ -375,6 +391,9 @@ private:
         return fail("loop.rank", "only LoopUS has a gate rank");
       if (lp.halt)
         return fail("loop.halt", "only LoopUS halts early");
+      if (lp.supervision)
+        return fail("loop.supervision",
+                    "only LoopUS trains by random deep supervision");
     } else {
       if (!lp.rank)
         lp.rank = (spec.dModel + 15) / 16; // r = ceil(D / 16)
@@ -393,6 +412,24 @@ private:
                     "must be in (0, 1): it bounds a probability");
       if (!(h.tolerance > 0.0))
         return fail("loop.halt.tolerance", "must be > 0");
+      if (!lp.supervision)
+        lp.supervision = SupervisionSpec();
+      SupervisionSpec &sup = *lp.supervision;
+      if (!sup.steps)
+        sup.steps = lp.iterations;
+      if (*sup.steps < 1)
+        return fail("loop.supervision.steps",
+                    "must be >= 1, got " + llvm::Twine(*sup.steps));
+      if (!sup.supervised)
+        sup.supervised = std::min<int64_t>(5, *sup.steps);
+      if (*sup.supervised < 1 || *sup.supervised > *sup.steps)
+        return fail("loop.supervision.supervised",
+                    "must be between 1 and steps (" + llvm::Twine(*sup.steps) +
+                        "): the supervised steps are distinct, got " +
+                        llvm::Twine(*sup.supervised));
+      if (!(sup.beta >= 0.0) || !std::isfinite(sup.beta))
+        return fail("loop.supervision.beta",
+                    "must be a finite number >= 0");
     }
     if (lp.iterations < 1)
       return fail("loop.iterations",
@@ -564,6 +601,10 @@ private:
     if (train && loopFormer() && spec.loop->shortcut)
       m->setAttr("lathe.shortcut_iterations",
                  b.getI64IntegerAttr(spec.loop->iterations));
+    if (train && loopUS())
+      m->setAttr("lathe.supervision",
+                 b.getDenseI64ArrayAttr({*spec.loop->supervision->steps,
+                                         *spec.loop->supervision->supervised}));
     if (train && spec.loop && spec.loop->sampleMax)
       m->setAttr("lathe.sampled_iterations",
                  b.getDenseI64ArrayAttr(
@@ -793,7 +834,10 @@ private:
   /// the caches. decode: one token at a given position, against the caches.
   /// grad: forward, then the mean cross-entropy against a second input, the
   /// targets; lathe-differentiate turns it into loss and gradients.
-  enum class Entry { forward, prefill, decode, grad, accumulate };
+  /// LoopUS's deep supervision adds encode (tokens -> the state after the
+  /// encoder layers) and advance (state -> state after one gated pass of the
+  /// core); its grad and accumulate take (state, targets).
+  enum class Entry { forward, prefill, decode, grad, accumulate, encode, advance };
 
   /// Whether the optimizer decays a parameter: not norm gains or biases, not
   /// Parcae's injection parameters (ARCHITECTURES.md §4.1).
@@ -804,15 +848,15 @@ private:
 
   /// The training entries (see importSpec) and the states they keep.
   bool buildTraining(ModuleOp m) {
-    if (loopUS())
-      return fail("loop", "LoopUS trains by random deep supervision "
-                          "(ARCHITECTURES.md §4.3), which lathec --train does "
-                          "not build yet");
     int64_t seq = train->seq ? train->seq : spec.maxSeq;
     if (seq < 1 || seq > spec.maxSeq)
       return fail("max_seq", llvm::formatv("the training window (--train-seq "
                                            "{0}) must be in [1, max_seq = {1}]",
                                            seq, spec.maxSeq));
+    if (loopUS()) {
+      buildEntry(m, Entry::encode, seq);
+      buildEntry(m, Entry::advance, seq);
+    }
     buildEntry(m, Entry::grad, seq);
     buildEntry(m, Entry::accumulate, seq);
     OpBuilder b(&ctx);
@@ -894,9 +938,14 @@ private:
     const int64_t D = spec.dModel, V = spec.vocab, H = spec.heads,
                   K = spec.kvHeads, Dh = D / H;
     const bool training = kind == Entry::grad || kind == Entry::accumulate;
-    const int64_t T = kind == Entry::decode               ? 1
-                      : kind == Entry::prefill || training ? length
-                                                           : spec.maxSeq;
+    // Entries that start from LoopUS's carried state instead of tokens.
+    const bool fromState =
+        kind == Entry::advance || (training && loopUS());
+    const int64_t T = kind == Entry::decode ? 1
+                      : kind == Entry::prefill || training ||
+                              kind == Entry::encode || kind == Entry::advance
+                          ? length
+                          : spec.maxSeq;
     const bool layerNorm = spec.norm.kind == "layernorm";
     const bool learned = spec.position == "learned";
     const MlpKind mlpKind = *symbolizeMlpKind(spec.mlp.kind);
@@ -913,9 +962,11 @@ private:
                        : kind == Entry::decode ? "decode"
                        : kind == Entry::grad   ? "grad"
                        : kind == Entry::accumulate ? "accumulate_grad"
+                       : kind == Entry::encode ? "loopus_encode"
+                       : kind == Entry::advance ? "loopus_advance"
                        : T == spec.maxSeq      ? "prefill"
                                                : "prefill_" + std::to_string(T);
-    SmallVector<Type> inputs = {i32};
+    SmallVector<Type> inputs = {fromState ? Type(f32({T, D})) : Type(i32)};
     if (kind == Entry::decode)
       inputs.push_back(one);
     // LoopUS halts on the last real token of a padded window: its length.
@@ -937,9 +988,12 @@ private:
       inputs.push_back(one);
       inputs.push_back(f32({2 * (spec.loop->iterations - 1)}));
     }
+    const bool stateOut = kind == Entry::encode || kind == Entry::advance;
     auto fn = func::FuncOp::create(
         b, top, name,
-        b.getFunctionType(inputs, {training ? f32({1}) : f32({T, V})}));
+        b.getFunctionType(inputs, {training   ? f32({1})
+                                   : stateOut ? f32({T, D})
+                                              : f32({T, V})}));
     Block *body = fn.addEntryBlock();
     b.setInsertionPointToStart(body);
     Value tokens = body->getArgument(0);
@@ -977,9 +1031,11 @@ private:
       return CacheWriteOp::create(b, loc, type, cur, rows, pos);
     };
 
-    Value x = EmbeddingOp::create(b, embLoc, f32({T, D}), tokens,
-                                  weight("embed.weight", embLoc));
-    if (learned) {
+    Value x = fromState ? tokens
+                        : Value(EmbeddingOp::create(
+                              b, embLoc, f32({T, D}), tokens,
+                              weight("embed.weight", embLoc)));
+    if (learned && !fromState) {
       // A window starts at position 0 (its first T rows); decode looks its
       // row up.
       Value table = weight("pos_embed.weight", posLoc);
@@ -997,7 +1053,7 @@ private:
       }
       x = AddOp::create(b, posLoc, x, rows);
     }
-    if (spec.threePhase && spec.threePhase->horn)
+    if (spec.threePhase && spec.threePhase->horn && !fromState)
       x = DcInjectOp::create(b, locOf("three_phase"), x.getType(), x, pos);
     auto base = b.getF64FloatAttr(spec.rope.base);
     auto normalizer = *symbolizeNormalizer(spec.attention.normalizer);
@@ -1026,6 +1082,9 @@ private:
     };
     SmallVector<Value> sources, routingEntropies;
     Value longFinal; // LoopFormer shortcut training: the long pass's stream
+    // LoopUS's supervised step: the confidence logits [T, 1] and the old
+    // state's (stop-gradient) cross-entropy.
+    Value supervisionLogit, supervisionOld;
     auto addSource = [&](Value v) {
       sources.push_back(v);
       normOf(v);
@@ -1129,7 +1188,7 @@ private:
                            base);
       }
       Value keys = k, values = v;
-      if (kind != Entry::forward && !training) {
+      if (kind == Entry::prefill || kind == Entry::decode) {
         Value kc = cached(k, kv + "k", loc);
         Value vc = cached(v, kv + "v", loc);
         if (kind == Entry::decode)
@@ -1261,6 +1320,60 @@ private:
       x = trace[size_t(L)];
     } else if (!spec.loop) {
       for (int64_t l = 0; l < spec.layers; ++l)
+        block(l, kvOf(l), layerLocOf(l));
+    } else if (loopUS() && (kind == Entry::encode || fromState)) {
+      // LoopUS's deep supervision (ARCHITECTURES.md §4.3), one step per
+      // entry call, the state carried by the runtime between calls: encode
+      // runs the encoder layers; advance one gated pass of the core; grad
+      // and accumulate one supervised step from a given (constant) state.
+      const int64_t prelude = *spec.loop->prelude, core = *spec.loop->core;
+      Location loopLoc = locOf("loop");
+      Location iterLoc =
+          NameLoc::get(b.getStringAttr("iteration.0"), loopLoc);
+      if (kind == Entry::encode) {
+        for (int64_t l = 0; l < prelude; ++l)
+          block(l, kvOf(l), layerLocOf(l));
+        func::ReturnOp::create(b, top, x);
+        return;
+      }
+      Value h = x;
+      for (int64_t l = prelude; l < prelude + core; ++l)
+        block(l, kvOf(l),
+              NameLoc::get(b.getStringAttr("iteration.0"), layerLocOf(l)));
+      Value u = x;
+      Value next = SelectiveGateOp::create(
+          b, iterLoc, u, h, weight("gate.down.weight", iterLoc),
+          weight("gate.up.weight", iterLoc), weight("gate.up.bias", iterLoc),
+          weight("gate.A_log", iterLoc));
+      if (kind == Entry::advance) {
+        func::ReturnOp::create(b, top, next);
+        return;
+      }
+      // The confidence head's logit, per row (the loss reads the last), and
+      // the old state's cross-entropy, a constant for the gradient.
+      Value delta = SubOp::create(b, iterLoc, u, h);
+      Value normed = LayerNormOp::create(
+          b, iterLoc, delta.getType(), delta,
+          weight("confidence.norm.weight", iterLoc),
+          weight("confidence.norm.bias", iterLoc), b.getF64FloatAttr(1e-5));
+      supervisionLogit = LinearOp::create(
+          b, iterLoc, f32({T, 1}), normed, weight("confidence.weight", iterLoc),
+          weight("confidence.bias", iterLoc), Value());
+      x = h;
+      for (int64_t l = prelude + core; l < spec.layers; ++l)
+        block(l, kvOf(l), layerLocOf(l));
+      Value oldLogits = LinearOp::create(
+          b, headLoc, f32({T, V}), norm(x, "norm", headLoc),
+          weight(spec.tieEmbeddings ? "embed.weight" : "lm_head.weight",
+                 headLoc),
+          Value(), Value());
+      Value oldLoss = CrossEntropyOp::create(b, top, f32({1}), oldLogits,
+                                             body->getArgument(1));
+      supervisionOld = StopGradientOp::create(b, top, oldLoss.getType(),
+                                              oldLoss, Value(), IntegerAttr(),
+                                              IntegerAttr());
+      x = next;
+      for (int64_t l = prelude + core; l < spec.layers; ++l)
         block(l, kvOf(l), layerLocOf(l));
     } else if (loopUS()) {
       // LoopUS (ARCHITECTURES.md §4.3): encoder layers, then the reasoning
@@ -1395,6 +1508,23 @@ private:
         };
         loss = AddOp::create(b, top, longLoss,
                              AddOp::create(b, top, tenth(loss), tenth(mse)));
+      }
+      if (supervisionLogit) {
+        // §4.3: CE_new + beta SiLU(CE_new - sg(CE_old)) + BCE(q_logit, acc),
+        // acc the window's token accuracy (a constant target).
+        Value accuracy = TokenAccuracyOp::create(b, top, f32({1}), logits,
+                                                 body->getArgument(1));
+        Value worse =
+            SiluOp::create(b, top, SubOp::create(b, top, loss, supervisionOld));
+        Value confidence = BinaryCrossEntropyOp::create(
+            b, top, f32({1}), supervisionLogit, accuracy);
+        loss = AddOp::create(
+            b, top, loss,
+            AddOp::create(b, top,
+                          ScaleOp::create(b, top, worse,
+                                          b.getF64FloatAttr(
+                                              spec.loop->supervision->beta)),
+                          confidence));
       }
       if (!routingEntropies.empty()) {
         // loss - lambda * mean over sites of each site's mean entropy.

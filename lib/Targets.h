@@ -81,6 +81,9 @@ struct ScheduleInfo {
   int64_t sampledIterationsMean = 0, sampledIterationsMax = 0;
   // LoopFormer's shortcut training: the long trajectory's steps (0: none).
   int64_t shortcutIterations = 0;
+  // LoopUS's deep supervision: the steps and how many are supervised per
+  // training step (0, 0: none).
+  int64_t supervisionSteps = 0, supervisedSteps = 0;
   std::vector<ParamInfo> params;
   std::vector<StateInfo> states;
   std::vector<BufferInfo> buffers;

@@ -2634,6 +2634,162 @@ struct LowerSelectiveGate : OpConversionPattern<SelectiveGateOp> {
   }
 };
 
+/// Abar = exp(-softplus(pre) exp(a_log)), recomputed in each generic below.
+static Value gateAbar(OpBuilder &b, Location l, Value pre, Value aLog,
+                      Value *dt = nullptr, Value *e = nullptr) {
+  Value d = softplus(b, l, pre);
+  Value ex = math::ExpOp::create(b, l, aLog);
+  if (dt)
+    *dt = d;
+  if (e)
+    *e = ex;
+  return math::ExpOp::create(
+      b, l, arith::NegFOp::create(b, l, arith::MulFOp::create(b, l, d, ex)));
+}
+
+/// Three generics: direct = dy Abar and pre_grad elementwise over [T, D];
+/// a_log's gradient reduces over rows, loops (d, t) with the channel
+/// parallel outside.
+struct LowerSelectiveGateGrad : OpConversionPattern<SelectiveGateGradOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(SelectiveGateGradOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    SmallVector<int64_t> shape = shapeOf(op.getPre());
+    Value pre = adaptor.getPre(), aLog = adaptor.getALog(),
+          delta = adaptor.getDelta(), dy = adaptor.getResultGrad();
+    AffineMap td = g.map(2, {g.d(0), g.d(1)}), chan = g.map(2, {g.d(1)});
+    Value direct = g.generic(
+        {pre, aLog, dy}, g.empty(shape), {td, chan, td, td}, {kPar, kPar},
+        [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          return arith::MulFOp::create(nb, l, a[2],
+                                       gateAbar(nb, l, a[0], a[1]));
+        });
+    // -dy delta Abar e, the cotangent of Dt e.
+    auto scaled = [](OpBuilder &nb, Location l, ValueRange a, Value *dt,
+                     Value *e) -> Value {
+      Value abar = gateAbar(nb, l, a[0], a[1], dt, e);
+      return arith::NegFOp::create(
+          nb, l,
+          arith::MulFOp::create(nb, l, arith::MulFOp::create(nb, l, a[3], a[2]),
+                                abar));
+    };
+    Value preGrad = g.generic(
+        {pre, aLog, delta, dy}, g.empty(shape), {td, chan, td, td, td},
+        {kPar, kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          Value e;
+          Value s = scaled(nb, l, a, nullptr, &e);
+          return arith::MulFOp::create(nb, l, arith::MulFOp::create(nb, l, s, e),
+                                       sigmoid(nb, l, a[0]));
+        });
+    AffineMap dt2 = g.map(2, {g.d(1), g.d(0)}), d0 = g.map(2, {g.d(0)});
+    Value aGrad = g.generic(
+        {pre, aLog, delta, dy}, g.filled({shape[1]}, 0.0),
+        {dt2, d0, dt2, dt2, d0}, {kPar, kRed},
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          Value dt, e;
+          Value s = scaled(nb, l, a, &dt, &e);
+          return arith::AddFOp::create(
+              nb, l, a[4],
+              arith::MulFOp::create(nb, l, s, arith::MulFOp::create(nb, l, dt, e)));
+        });
+    rewriter.replaceOp(op, {preGrad, aGrad, direct});
+    return success();
+  }
+};
+
+/// Per row, the target's logit against the row's maximum (a tie counts as a
+/// hit); then the mean over rows under a unit parallel loop.
+struct LowerTokenAccuracy : OpConversionPattern<TokenAccuracyOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(TokenAccuracyOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    Value logits = adaptor.getLogits();
+    SmallVector<int64_t> shape = shapeOf(logits);
+    AffineMap id = g.map(2, {g.d(0), g.d(1)}), row = g.map(2, {g.d(0)});
+    Value mx = g.generic({logits}, g.filled({shape[0]}, -INFINITY), {id, row},
+                         {kPar, kRed},
+                         [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                           return arith::MaximumFOp::create(nb, l, a[0], a[1]);
+                         });
+    float invT = 1.0f / static_cast<float>(shape[0]);
+    Value acc = g.generic(
+        {mx, adaptor.getTargets()}, g.filled({1}, 0.0),
+        {g.map(2, {g.d(1)}), g.map(2, {g.d(1)}), g.map(2, {g.d(0)})},
+        {kPar, kRed}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value t = linalg::IndexOp::create(nb, l, 1);
+          Value col = arith::IndexCastOp::create(nb, l, nb.getIndexType(), a[1]);
+          Value picked =
+              tensor::ExtractOp::create(nb, l, logits, ValueRange{t, col});
+          Value hit = arith::CmpFOp::create(nb, l, arith::CmpFPredicate::OGE,
+                                            picked, a[0]);
+          return arith::AddFOp::create(
+              nb, l, a[2],
+              arith::SelectOp::create(nb, l, hit, in.cst(invT), in.cst(0.0)));
+        });
+    rewriter.replaceOp(op, acc);
+    return success();
+  }
+};
+
+/// max(z, 0) - z a + log1p(exp(-|z|)) of the last row's logit: one unit
+/// generic that reads the row directly.
+struct LowerBinaryCrossEntropy : OpConversionPattern<BinaryCrossEntropyOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(BinaryCrossEntropyOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    Value logits = adaptor.getLogits();
+    int64_t last = shapeOf(logits)[0] - 1;
+    Value r = g.generic(
+        {adaptor.getTarget()}, g.empty({1}), {g.map(1, {g.d(0)}), g.map(1, {g.d(0)})},
+        {kPar}, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          Value row = arith::ConstantIndexOp::create(nb, l, last);
+          Value col = arith::ConstantIndexOp::create(nb, l, 0);
+          Value z = tensor::ExtractOp::create(nb, l, logits, ValueRange{row, col});
+          return arith::SubFOp::create(
+              nb, l, softplus(nb, l, z), arith::MulFOp::create(nb, l, z, a[0]));
+        });
+    rewriter.replaceOp(op, r);
+    return success();
+  }
+};
+
+/// (sigmoid(z) - a) dy in the last row, 0 elsewhere.
+struct LowerBinaryCrossEntropyGrad
+    : OpConversionPattern<BinaryCrossEntropyGradOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(BinaryCrossEntropyGradOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    SmallVector<int64_t> shape = shapeOf(op.getLogits());
+    AffineMap id = g.map(2, {g.d(0), g.d(1)}),
+              scalar = g.map(2, {g.getAffineConstant(0)});
+    Value r = g.generic(
+        {adaptor.getLogits(), adaptor.getTarget(), adaptor.getResultGrad()},
+        g.empty(shape), {id, scalar, scalar, id}, {kPar, kPar},
+        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+          GenericBuilder in{nb, l};
+          Value t = linalg::IndexOp::create(nb, l, 0);
+          Value isLast = arith::CmpIOp::create(
+              nb, l, arith::CmpIPredicate::eq, t,
+              arith::ConstantIndexOp::create(nb, l, shape[0] - 1));
+          Value grad = arith::MulFOp::create(
+              nb, l, arith::SubFOp::create(nb, l, sigmoid(nb, l, a[0]), a[1]),
+              a[2]);
+          return arith::SelectOp::create(nb, l, isLast, grad, in.cst(0.0));
+        });
+    rewriter.replaceOp(op, r);
+    return success();
+  }
+};
+
 /// q = sigmoid(w_q . LayerNorm(u[n-1] - h[n-1]) + b_q): the last real row
 /// of delta read directly (no pass over the window), then its sum, its
 /// centred sum of squares and the dot, each a reduction over D under a
@@ -2823,7 +2979,9 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
                  LowerSiluGrad, LowerSelectiveGate, LowerHaltConfidence,
                  LowerHaltIf, LowerMuon, LowerStopGradient, LowerLoopSelect,
                  LowerIterationMask, LowerMeanSquaredError,
-                 LowerMeanSquaredErrorGrad>(ctx);
+                 LowerMeanSquaredErrorGrad, LowerSelectiveGateGrad,
+                 LowerTokenAccuracy, LowerBinaryCrossEntropy,
+                 LowerBinaryCrossEntropyGrad>(ctx);
     if (failed(applyPartialConversion(getOperation(), target,
                                       std::move(patterns))))
       signalPassFailure();

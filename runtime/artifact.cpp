@@ -120,6 +120,13 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
                                  "needs at least 2 long steps",
                                  a.shortcut_iterations())
                        .str());
+  if ((a.supervision_steps() != 0 || a.supervised_steps() != 0) &&
+      (a.supervised_steps() < 1 ||
+       a.supervised_steps() > a.supervision_steps()))
+    return corrupt(llvm::formatv("deep supervision: {0} supervised of {1} "
+                                 "steps needs 1 <= supervised <= steps",
+                                 a.supervised_steps(), a.supervision_steps())
+                       .str());
   size_t numParams = a.params() ? a.params()->size() : 0;
   size_t numStates = a.states() ? a.states()->size() : 0;
   size_t numBuffers = a.buffers() ? a.buffers()->size() : 0;

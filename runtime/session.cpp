@@ -86,6 +86,30 @@ struct lathe_session {
   int64_t fixedIterations = 0;
   // The count each sequence of the last train step ran.
   std::vector<int64_t> lastIterations;
+  // LoopUS's deep supervision: fixed supervised steps (empty: step 0 for
+  // grad, a draw per train step), and the last ones used.
+  std::vector<int64_t> fixedSupervision, lastSupervision;
+
+  bool supervised() const { return art->root->supervision_steps() > 0; }
+  /// LoopUS's state [T, D] after the encoder for `tokens` (T of them).
+  lathe_status_t encodeState(const int32_t *tokens, std::vector<float> &state);
+  /// `times` gated passes of the core on `state`, in place.
+  lathe_status_t advanceState(std::vector<float> &state, int64_t times);
+  /// One supervised step of `entry` (grad or accumulate_grad) from `state`.
+  lathe_status_t supervise(const lathe::fb::Entry *entry,
+                           const std::vector<float> &state,
+                           const int32_t *targets, float &loss);
+  /// A train step of LoopUS's deep supervision (lathe_session_train_step).
+  lathe_status_t trainSupervised(const lathe::fb::Entry *acc,
+                                 const lathe::fb::Entry *opt,
+                                 const int32_t *tokens, const int32_t *targets,
+                                 size_t batch, size_t seq, float lr,
+                                 int64_t step, float *out_loss,
+                                 float *out_grad_norm);
+  /// optimizer_step with `lr` at `step` over `batch` sequences' sums, which
+  /// it then clears.
+  lathe_status_t optimizerStep(const lathe::fb::Entry *opt, float lr,
+                               int64_t step, size_t batch, float &gradNorm);
   // LoopFormer's shortcut: a fixed short trajectory (empty: draw one per
   // step), and the last one used.
   std::vector<double> fixedShortcut, lastShortcut;
@@ -629,6 +653,8 @@ static const fb::Entry *findEntry(const lathe_artifact *art,
   return nullptr;
 }
 
+static size_t stateElements(const lathe_artifact *art);
+
 extern "C" lathe_status_t lathe_session_grad(lathe_session_t *session,
                                              const int32_t *tokens,
                                              const int32_t *targets, size_t n,
@@ -677,22 +703,37 @@ extern "C" lathe_status_t lathe_session_grad(lathe_session_t *session,
     LATHE_RETURN_IF_ERROR(session->checkToken(targets[i], i));
   }
   LATHE_RETURN_IF_ERROR(session->checkWeights());
-  LATHE_RETURN_IF_ERROR(session->write(
-      session->bufferAddress(entry->inputs()->Get(0)), tokens, n * sizeof(int32_t)));
-  LATHE_RETURN_IF_ERROR(session->write(
-      session->bufferAddress(entry->inputs()->Get(1)), targets,
-      n * sizeof(int32_t)));
-  LATHE_RETURN_IF_ERROR(session->writeTrainInputs(
-      entry,
-      session->fixedIterations ? session->fixedIterations
-                               : art->root->sampled_iterations_mean(),
-      /*step=*/0));
-  auto found = session->launches.find(entry);
-  if (found == session->launches.end())
-    return makeStatusF("{0}: entry 'grad' was not resolved", path);
-  LATHE_RETURN_IF_ERROR(session->run(found->second));
-  LATHE_RETURN_IF_ERROR(
-      session->readScalar(entry->outputs()->Get(0), *out_loss));
+  if (session->supervised()) {
+    // LoopUS: the supervised step at s from the state the encoder and s
+    // gated passes of the core leave.
+    if (session->fixedSupervision.size() > 1)
+      return makeStatusF("{0}: grad runs one supervised step, but {1} were "
+                         "fixed",
+                         path, session->fixedSupervision.size());
+    int64_t step = session->fixedSupervision.empty()
+                       ? 0
+                       : session->fixedSupervision.front();
+    std::vector<float> state(stateElements(art));
+    LATHE_RETURN_IF_ERROR(session->encodeState(tokens, state));
+    LATHE_RETURN_IF_ERROR(session->advanceState(state, step));
+    LATHE_RETURN_IF_ERROR(session->supervise(entry, state, targets, *out_loss));
+    session->lastSupervision = {step};
+  } else {
+    LATHE_RETURN_IF_ERROR(session->write(
+        session->bufferAddress(entry->inputs()->Get(0)), tokens,
+        n * sizeof(int32_t)));
+    LATHE_RETURN_IF_ERROR(session->write(
+        session->bufferAddress(entry->inputs()->Get(1)), targets,
+        n * sizeof(int32_t)));
+    LATHE_RETURN_IF_ERROR(session->writeTrainInputs(
+        entry,
+        session->fixedIterations ? session->fixedIterations
+                                 : art->root->sampled_iterations_mean(),
+        /*step=*/0));
+    LATHE_RETURN_IF_ERROR(session->run(session->launches[entry]));
+    LATHE_RETURN_IF_ERROR(
+        session->readScalar(entry->outputs()->Get(0), *out_loss));
+  }
   if (!out_path)
     return nullptr;
   std::vector<TensorToWrite> tensors;
@@ -769,6 +810,153 @@ lathe_status_t lathe_session::writeTrainInputs(const lathe::fb::Entry *entry,
                table.size() * sizeof(float));
 }
 
+/// Copies up to `capacity` of `values` to `out` (if given); their count.
+template <typename T>
+static size_t copyOut(const std::vector<T> &values, T *out, size_t capacity) {
+  if (out)
+    std::copy_n(values.begin(), std::min(capacity, values.size()), out);
+  return values.size();
+}
+
+/// An entry with one input and one output of `state`'s size (LoopUS's
+/// encode and advance), or an error naming it.
+static lathe_status_t stateEntry(const lathe_artifact *art,
+                                 const fb::Entry *entry, const char *name,
+                                 size_t inputBytes, size_t stateBytes) {
+  auto bytes = [&](uint32_t id) {
+    const fb::Buffer *b = art->root->buffers()->Get(id);
+    return size_t(*numElements(b->shape())) * dtypeSize(b->dtype());
+  };
+  if (!entry || !entry->inputs() || entry->inputs()->size() != 1 ||
+      !entry->outputs() || entry->outputs()->size() != 1 ||
+      bytes(entry->inputs()->Get(0)) != inputBytes ||
+      bytes(entry->outputs()->Get(0)) != stateBytes)
+    return makeStatusF("{0}: LoopUS's deep supervision needs a '{1}' entry "
+                       "of the training window's shape (compile with "
+                       "lathec --train)",
+                       art->path, name);
+  return nullptr;
+}
+
+lathe_status_t lathe_session::encodeState(const int32_t *tokens,
+                                          std::vector<float> &state) {
+  const fb::Entry *entry = findEntry(art, "loopus_encode");
+  size_t T = lathe_artifact_train_seq(art);
+  LATHE_RETURN_IF_ERROR(stateEntry(art, entry, "loopus_encode",
+                                   T * sizeof(int32_t),
+                                   state.size() * sizeof(float)));
+  LATHE_RETURN_IF_ERROR(write(bufferAddress(entry->inputs()->Get(0)), tokens,
+                              T * sizeof(int32_t)));
+  LATHE_RETURN_IF_ERROR(run(launches[entry]));
+  return read(state.data(), bufferAddress(entry->outputs()->Get(0)),
+              state.size() * sizeof(float));
+}
+
+lathe_status_t lathe_session::advanceState(std::vector<float> &state,
+                                           int64_t times) {
+  const fb::Entry *entry = findEntry(art, "loopus_advance");
+  size_t bytes = state.size() * sizeof(float);
+  LATHE_RETURN_IF_ERROR(
+      stateEntry(art, entry, "loopus_advance", bytes, bytes));
+  for (int64_t i = 0; i < times; ++i) {
+    LATHE_RETURN_IF_ERROR(
+        write(bufferAddress(entry->inputs()->Get(0)), state.data(), bytes));
+    LATHE_RETURN_IF_ERROR(run(launches[entry]));
+    LATHE_RETURN_IF_ERROR(
+        read(state.data(), bufferAddress(entry->outputs()->Get(0)), bytes));
+  }
+  return nullptr;
+}
+
+lathe_status_t lathe_session::supervise(const lathe::fb::Entry *entry,
+                                        const std::vector<float> &state,
+                                        const int32_t *targets, float &loss) {
+  size_t T = lathe_artifact_train_seq(art);
+  const fb::Buffer *in = art->root->buffers()->Get(entry->inputs()->Get(0));
+  if (size_t(*numElements(in->shape())) != state.size() ||
+      in->dtype() != fb::DType::f32)
+    return makeStatusF("{0}: entry '{1}' does not take LoopUS's state",
+                       art->path, entry->name()->str());
+  LATHE_RETURN_IF_ERROR(write(bufferAddress(entry->inputs()->Get(0)),
+                              state.data(), state.size() * sizeof(float)));
+  LATHE_RETURN_IF_ERROR(write(bufferAddress(entry->inputs()->Get(1)), targets,
+                              T * sizeof(int32_t)));
+  LATHE_RETURN_IF_ERROR(run(launches[entry]));
+  return readScalar(entry->outputs()->Get(0), loss);
+}
+
+/// The training window's state size for LoopUS: T x D from the encoder's
+/// output.
+static size_t stateElements(const lathe_artifact *art) {
+  const fb::Entry *encode = findEntry(art, "loopus_encode");
+  if (!encode || !encode->outputs() || encode->outputs()->size() != 1)
+    return 0;
+  return size_t(*numElements(
+      art->root->buffers()->Get(encode->outputs()->Get(0))->shape()));
+}
+
+/// ARCHITECTURES.md §4.3: `count` distinct steps of [0, steps), ascending,
+/// drawn by a partial Fisher-Yates shuffle seeded by the train step (so a
+/// resumed run draws what the uninterrupted one would have).
+static std::vector<int64_t> drawSupervision(int64_t steps, int64_t count,
+                                            int64_t step) {
+  uint64_t state = uint64_t(step) * 0xA0761D6478BD642Full + 0xE7037ED1A0B428DBull;
+  std::vector<int64_t> all(static_cast<size_t>(steps));
+  for (int64_t i = 0; i < steps; ++i)
+    all[size_t(i)] = i;
+  for (int64_t i = 0; i < count; ++i) {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    int64_t j = i + int64_t(z % uint64_t(steps - i));
+    std::swap(all[size_t(i)], all[size_t(j)]);
+  }
+  std::vector<int64_t> chosen(all.begin(), all.begin() + count);
+  std::sort(chosen.begin(), chosen.end());
+  return chosen;
+}
+
+extern "C" void lathe_artifact_supervision(const lathe_artifact_t *artifact,
+                                           int64_t *steps,
+                                           int64_t *supervised) {
+  if (steps)
+    *steps = artifact ? artifact->root->supervision_steps() : 0;
+  if (supervised)
+    *supervised = artifact ? artifact->root->supervised_steps() : 0;
+}
+
+extern "C" lathe_status_t
+lathe_session_set_supervision(lathe_session_t *session, const int64_t *steps,
+                              size_t n) {
+  if (!session || (n && !steps))
+    return makeStatus("lathe_session_set_supervision: null argument");
+  const fb::Artifact *a = session->art->root;
+  const std::string &path = session->art->path;
+  if (!session->supervised())
+    return makeStatusF("{0}: this artifact does not train by deep "
+                       "supervision (a LoopUS loop compiled with lathec "
+                       "--train)",
+                       path);
+  for (size_t i = 0; i < n; ++i) {
+    if (steps[i] < 0 || steps[i] >= a->supervision_steps())
+      return makeStatusF("{0}: supervised step {1} is outside [0, {2})", path,
+                         steps[i], a->supervision_steps());
+    if (i && steps[i] <= steps[i - 1])
+      return makeStatusF("{0}: supervised steps must be distinct and "
+                         "ascending, got {1} after {2}",
+                         path, steps[i], steps[i - 1]);
+  }
+  session->fixedSupervision.assign(steps, steps + n);
+  return nullptr;
+}
+
+extern "C" size_t lathe_session_last_supervision(const lathe_session_t *session,
+                                                 int64_t *out,
+                                                 size_t capacity) {
+  return session ? copyOut(session->lastSupervision, out, capacity) : 0;
+}
+
 extern "C" int64_t
 lathe_artifact_shortcut_iterations(const lathe_artifact_t *artifact) {
   return artifact ? artifact->root->shortcut_iterations() : 0;
@@ -804,13 +992,6 @@ extern "C" lathe_status_t lathe_session_set_shortcut(lathe_session_t *session,
   return nullptr;
 }
 
-/// Copies up to `capacity` of `values` to `out` (if given); their count.
-template <typename T>
-static size_t copyOut(const std::vector<T> &values, T *out, size_t capacity) {
-  if (out)
-    std::copy_n(values.begin(), std::min(capacity, values.size()), out);
-  return values.size();
-}
 
 extern "C" size_t lathe_session_last_shortcut(const lathe_session_t *session,
                                               double *out, size_t capacity) {
@@ -913,6 +1094,9 @@ lathe_session_train_step(lathe_session_t *session, const int32_t *tokens,
     LATHE_RETURN_IF_ERROR(session->checkToken(targets[i], i % seq));
   }
   LATHE_RETURN_IF_ERROR(session->checkWeights());
+  if (session->supervised())
+    return session->trainSupervised(acc, opt, tokens, targets, batch, seq, lr,
+                                    step, out_loss, out_grad_norm);
   double lossSum = 0;
   session->lastIterations.clear();
   for (size_t b = 0; b < batch; ++b) {
@@ -936,21 +1120,71 @@ lathe_session_train_step(lathe_session_t *session, const int32_t *tokens,
     LATHE_RETURN_IF_ERROR(session->readScalar(acc->outputs()->Get(0), loss));
     lossSum += loss;
   }
-  LATHE_RETURN_IF_ERROR(session->writeScalar(opt->inputs()->Get(0), lr));
   LATHE_RETURN_IF_ERROR(
-      session->writeScalar(opt->inputs()->Get(1), float(step)));
-  LATHE_RETURN_IF_ERROR(
-      session->writeScalar(opt->inputs()->Get(2), 1.0f / float(batch)));
-  LATHE_RETURN_IF_ERROR(session->run(session->launches[opt]));
-  LATHE_RETURN_IF_ERROR(
-      session->readScalar(opt->outputs()->Get(0), *out_grad_norm));
+      session->optimizerStep(opt, lr, step, batch, *out_grad_norm));
   *out_loss = float(lossSum / double(batch));
+  return nullptr;
+}
+
+lathe_status_t lathe_session::optimizerStep(const fb::Entry *opt, float lr,
+                                            int64_t step, size_t batch,
+                                            float &gradNorm) {
+  LATHE_RETURN_IF_ERROR(writeScalar(opt->inputs()->Get(0), lr));
+  LATHE_RETURN_IF_ERROR(writeScalar(opt->inputs()->Get(1), float(step)));
+  LATHE_RETURN_IF_ERROR(
+      writeScalar(opt->inputs()->Get(2), 1.0f / float(batch)));
+  LATHE_RETURN_IF_ERROR(run(launches[opt]));
+  LATHE_RETURN_IF_ERROR(readScalar(opt->outputs()->Get(0), gradNorm));
   // The sums start again from zero for the next step.
   for (size_t i = 0; i < lathe_artifact_state_count(art); ++i)
     if (art->root->states()->Get(i)->name()->string_view().substr(0, 5) ==
         "grad.")
-      LATHE_RETURN_IF_ERROR(
-          session->zero(session->states[i], art->stateBytes[i]));
+      LATHE_RETURN_IF_ERROR(zero(states[i], art->stateBytes[i]));
+  return nullptr;
+}
+
+/// ARCHITECTURES.md §4.3's random deep supervision: every sequence's state
+/// starts at the encoder's output; at each supervised step (ascending) the
+/// states advance to it, each sequence's supervised loss adds its
+/// gradients, its state moves one gated pass on (with the weights of that
+/// step, before the update), and one optimizer step follows.
+lathe_status_t lathe_session::trainSupervised(
+    const fb::Entry *acc, const fb::Entry *opt, const int32_t *tokens,
+    const int32_t *targets, size_t batch, size_t seq, float lr, int64_t step,
+    float *out_loss, float *out_grad_norm) {
+  const fb::Artifact *a = art->root;
+  std::vector<int64_t> chosen =
+      fixedSupervision.empty()
+          ? drawSupervision(a->supervision_steps(), a->supervised_steps(), step)
+          : fixedSupervision;
+  if (int64_t(chosen.size()) != a->supervised_steps())
+    return makeStatusF("{0}: a train step supervises {1} steps "
+                       "(loop.supervision.supervised), but {2} were fixed",
+                       art->path, a->supervised_steps(), chosen.size());
+  lastSupervision = chosen;
+  std::vector<std::vector<float>> state(batch,
+                                        std::vector<float>(stateElements(art)));
+  for (size_t b = 0; b < batch; ++b)
+    LATHE_RETURN_IF_ERROR(encodeState(tokens + b * seq, state[b]));
+  double lossSum = 0, normSum = 0;
+  int64_t at = 0;
+  for (auto [j, s] : llvm::enumerate(chosen)) {
+    for (size_t b = 0; b < batch; ++b) {
+      LATHE_RETURN_IF_ERROR(advanceState(state[b], s - at));
+      float loss = 0;
+      LATHE_RETURN_IF_ERROR(supervise(acc, state[b], targets + b * seq, loss));
+      lossSum += loss;
+      LATHE_RETURN_IF_ERROR(advanceState(state[b], 1));
+    }
+    float norm = 0;
+    LATHE_RETURN_IF_ERROR(optimizerStep(
+        opt, lr, (step - 1) * int64_t(chosen.size()) + int64_t(j) + 1, batch,
+        norm));
+    normSum += norm;
+    at = s + 1;
+  }
+  *out_loss = float(lossSum / double(batch * chosen.size()));
+  *out_grad_norm = float(normSum / double(chosen.size()));
   return nullptr;
 }
 

@@ -803,6 +803,29 @@ static LogicalResult expectScalar(Operation *op, Value v, StringRef what) {
   return success();
 }
 
+LogicalResult TokenAccuracyOp::verify() {
+  if (failed(verifyLogitsTargets(*this, getLogits(), getTargets())))
+    return failure();
+  return expectScalar(*this, getResult(), "the result");
+}
+
+LogicalResult BinaryCrossEntropyOp::verify() {
+  if (failed(expectStatic(*this, getLogits().getType(), 2, "logits")))
+    return failure();
+  if (dim(getLogits(), 1) != 1)
+    return emitOpError() << "expects one logit per row ([T, 1]), got "
+                         << getLogits().getType();
+  if (failed(expectScalar(*this, getTarget(), "the target")))
+    return failure();
+  return expectScalar(*this, getResult(), "the result");
+}
+
+LogicalResult SelectiveGateGradOp::verify() {
+  if (failed(expectStatic(*this, getPre().getType(), 2, "pre")))
+    return failure();
+  return expectChannels(*this, getALog(), dim(getPre(), 1), "a_log");
+}
+
 LogicalResult CrossEntropyOp::verify() {
   if (failed(verifyLogitsTargets(*this, getLogits(), getTargets())))
     return failure();

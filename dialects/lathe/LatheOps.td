@@ -495,7 +495,8 @@ def Lathe_GatedAddOp : Lathe_Op<"gated_add", [Pure,
 }
 
 def Lathe_SelectiveGateOp : Lathe_Op<"selective_gate", [Pure,
-    AllTypesMatch<["proposal", "state", "result"]>, AllTypesMatch<["bias", "a_log"]>]> {
+    AllTypesMatch<["proposal", "state", "result"]>, AllTypesMatch<["bias", "a_log"]>,
+    DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
   let summary = "LoopUS's selective gate: a per-channel convex mix of a looped block's proposal and its input.";
   let description = [{
     ARCHITECTURES.md §4.3, after each pass of the reasoning block R, with
@@ -1202,6 +1203,101 @@ def Lathe_MeanSquaredErrorGradOp : Lathe_Op<"mean_squared_error_grad", [Pure,
                        Lathe_F32Tensor:$result_grad);
   let results = (outs Lathe_F32Tensor:$result);
   let assemblyFormat = "$lhs `,` $rhs `,` $result_grad attr-dict `:` type($lhs) `,` type($result_grad)";
+}
+
+def Lathe_SelectiveGateGradOp : Lathe_Op<"selective_gate_grad", [Pure,
+    AllTypesMatch<["pre", "delta", "result_grad", "pre_grad", "direct_grad"]>,
+    AllTypesMatch<["a_log", "a_log_grad"]>]> {
+  let summary = "The elementwise core of lathe.selective_gate's VJP.";
+  let description = [{
+    With the gate's pre-activation `pre = W_up (W_down delta) + b` [T, D]
+    recomputed by the caller, `Dt = softplus(pre)`, `e = exp(a_log)`,
+    `Abar = exp(-Dt e)`, the result `h + Abar delta` and its cotangent `dy`:
+    `direct_grad = dy Abar` (delta's gradient through the mix itself),
+    `pre_grad = -dy delta Abar e sigmoid(pre)` and
+    `a_log_grad = sum over rows of -dy delta Abar Dt e`. The products with
+    W_up and W_down that finish delta's and the weights' gradients are
+    lathe.matmul ops around it (see SelectiveGateOp's VJP).
+
+    ```mlir
+    %dpre, %da, %direct = lathe.selective_gate_grad %pre, %a_log, %delta, %dy
+        : tensor<16x64xf32>, tensor<64xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$pre, Lathe_F32Tensor:$a_log,
+                       Lathe_F32Tensor:$delta, Lathe_F32Tensor:$result_grad);
+  let results = (outs Lathe_F32Tensor:$pre_grad, Lathe_F32Tensor:$a_log_grad,
+                      Lathe_F32Tensor:$direct_grad);
+  let assemblyFormat = [{
+    $pre `,` $a_log `,` $delta `,` $result_grad attr-dict `:` type($pre) `,`
+    type($a_log)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_TokenAccuracyOp : Lathe_Op<"token_accuracy", [Pure]> {
+  let summary = "The fraction of rows whose argmax is the target.";
+  let description = [{
+    `result = mean over t of [argmax_v logits[t, v] == targets[t]]`, a
+    tensor<1xf32> in [0, 1] (the first maximum wins a tie). LoopUS's deep
+    supervision (ARCHITECTURES.md §4.3) trains the confidence head towards
+    it. It is piecewise constant, so it has no VJP: a loss may read it only
+    as a constant target.
+
+    ```mlir
+    %acc = lathe.token_accuracy %logits, %targets : tensor<16x256xf32>, tensor<16xi32> -> tensor<1xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$logits, Lathe_I32Tensor:$targets);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $logits `,` $targets attr-dict `:` type($logits) `,` type($targets) `->`
+    type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_BinaryCrossEntropyOp : Lathe_Op<"binary_cross_entropy", [Pure,
+    DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
+  let summary = "The binary cross-entropy of the last row's logit against a target probability.";
+  let description = [{
+    For logits [T, 1] and a target `a` in [0, 1] (tensor<1xf32>), with
+    `z = logits[T - 1, 0]`: `result = max(z, 0) - z a + log(1 + exp(-|z|))`,
+    BCE-with-logits in its stable form. LoopUS's confidence head reads the
+    last (real) token of a training window (ARCHITECTURES.md §4.3). The
+    target gets no gradient.
+
+    ```mlir
+    %l = lathe.binary_cross_entropy %z, %acc : tensor<16x1xf32>, tensor<1xf32> -> tensor<1xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$logits, Lathe_F32Tensor:$target);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $logits `,` $target attr-dict `:` type($logits) `,` type($target) `->`
+    type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Lathe_BinaryCrossEntropyGradOp : Lathe_Op<"binary_cross_entropy_grad", [Pure,
+    AllTypesMatch<["logits", "result"]>, AllTypesMatch<["target", "result_grad"]>]> {
+  let summary = "The gradient of lathe.binary_cross_entropy with respect to its logits.";
+  let description = [{
+    `result[T - 1, 0] = (sigmoid(z) - a) dy` and 0 in every other row, with
+    dy the loss's cotangent (tensor<1xf32>).
+
+    ```mlir
+    %dz = lathe.binary_cross_entropy_grad %z, %acc, %dy : tensor<16x1xf32>, tensor<1xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$logits, Lathe_F32Tensor:$target,
+                       Lathe_F32Tensor:$result_grad);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $logits `,` $target `,` $result_grad attr-dict `:` type($logits) `,`
+    type($target)
+  }];
 }
 
 def Lathe_SwigluOp : Lathe_Op<"swiglu", [Pure, SameOperandsAndResultType]> {

@@ -428,3 +428,48 @@ LogicalResult MeanSquaredErrorOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
           ScaleOp::create(b, getLoc(), d, b.getF64FloatAttr(-1.0)));
   return success();
 }
+
+/// Recomputes delta, the rank-r projection and the pre-activation, then
+/// lathe.selective_gate_grad's elementwise core; W_up's and W_down's
+/// products are a linear layer's VJP each. result = h + Abar (u - h), so
+/// u's cotangent is delta's and h's is dy minus it.
+LogicalResult SelectiveGateOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                                        SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  Value dy = dys[0];
+  if (!dy)
+    return success();
+  Location loc = getLoc();
+  Value wDown = getWDown(), wUp = getWUp();
+  auto delta = SubOp::create(b, loc, getProposal(), getState());
+  auto rows = RankedTensorType::get(
+      {tensorType(delta).getDimSize(0), tensorType(wDown).getDimSize(0)},
+      b.getF32Type());
+  Value low = LinearOp::create(b, loc, rows, delta, wDown, Value(), Value());
+  Value pre = LinearOp::create(b, loc, tensorType(delta), low, wUp, getBias(),
+                               Value());
+  auto core = SelectiveGateGradOp::create(b, loc, pre.getType(),
+                                          getALog().getType(), pre.getType(),
+                                          pre, getALog(), delta, dy);
+  auto [dLow, dWUp] = linearVjp(b, loc, low, wUp, core.getPreGrad());
+  auto [dDelta, dWDown] = linearVjp(b, loc, delta, wDown, dLow);
+  Value dd = AddOp::create(b, loc, core.getDirectGrad(), dDelta);
+  out.set(getProposalMutable(), dd);
+  out.set(getStateMutable(), SubOp::create(b, loc, dy, dd));
+  out.set(getWDownMutable(), dWDown);
+  out.set(getWUpMutable(), dWUp);
+  out.set(getBiasMutable(),
+          SumRowsOp::create(b, loc, getBias().getType(), core.getPreGrad()));
+  out.set(getALogMutable(), core.getALogGrad());
+  return success();
+}
+
+LogicalResult BinaryCrossEntropyOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                                             SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (dys[0])
+    out.set(getLogitsMutable(),
+            BinaryCrossEntropyGradOp::create(b, getLoc(), getLogits().getType(),
+                                             getLogits(), getTarget(), dys[0]));
+  return success();
+}

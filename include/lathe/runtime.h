@@ -220,6 +220,27 @@ lathe_status_t lathe_session_set_shortcut(lathe_session_t *session,
 size_t lathe_session_last_shortcut(const lathe_session_t *session,
                                    double *out, size_t capacity);
 
+/// LoopUS's random deep supervision (ARCHITECTURES.md §4.3): the steps a
+/// train step draws from and how many of them it supervises (distinct,
+/// each with its own optimizer update); both 0 without it. For such an
+/// artifact grad is the supervised step at s (0 unless fixed) from the
+/// state after the encoder and s gated passes of the core, and a train
+/// step of `step` makes optimizer steps (step - 1) * supervised + 1, ...
+void lathe_artifact_supervision(const lathe_artifact_t *artifact, int64_t *steps,
+                           int64_t *supervised);
+
+/// Fixes the supervised steps of every later grad (n = 1: that step) and
+/// train step (n = supervised, distinct, ascending, each below steps); n =
+/// 0 goes back to step 0 for grad and a draw per train step. An error for an
+/// artifact without deep supervision.
+lathe_status_t lathe_session_set_supervision(lathe_session_t *session,
+                                             const int64_t *steps, size_t n);
+
+/// The supervised steps of the last grad or train step: copies up to
+/// `capacity` to `out` and returns how many there were.
+size_t lathe_session_last_supervision(const lathe_session_t *session,
+                                      int64_t *out, size_t capacity);
+
 /// The training window of an artifact from lathec --train (its grad entry's
 /// length), or 0 for an inference artifact.
 size_t lathe_artifact_train_seq(const lathe_artifact_t *artifact);

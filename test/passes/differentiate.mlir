@@ -149,3 +149,46 @@ func.func @consistency(%x: tensor<4x8xf32>, %t: tensor<4xi32>) -> tensor<1xf32> 
   %m = lathe.mean_squared_error %s, %a : tensor<4x8xf32> -> tensor<1xf32>
   return %m : tensor<1xf32>
 }
+
+// -----
+
+// LoopUS's gate: its VJP recomputes delta, the rank-r product and the
+// pre-activation, takes the elementwise core, then one linear VJP per
+// projection; the state's cotangent is dy minus the proposal's. The
+// confidence loss sends its gradient to the logits only (the accuracy is a
+// constant target, never differentiated).
+lathe.param @"gate.down" : tensor<2x8xf32> init(normal, std = 0.02)
+lathe.param @"gate.up" : tensor<8x2xf32> init(normal, std = 0.02)
+lathe.param @"gate.b" : tensor<8xf32> init(zeros)
+lathe.param @"gate.a" : tensor<8xf32> init(log_index)
+lathe.param @"head" : tensor<1x8xf32> init(normal, std = 0.02)
+lathe.param @"out" : tensor<16x8xf32> init(normal, std = 0.02)
+// CHECK-LABEL: func.func @gate
+// CHECK: %[[DELTA:.*]] = lathe.sub %arg0, %arg1
+// CHECK: %[[LOW:.*]] = lathe.linear %[[DELTA]], %{{.*}} : tensor<4x8xf32>, tensor<2x8xf32> -> tensor<4x2xf32>
+// CHECK: %[[PRE:.*]] = lathe.linear %[[LOW]], %{{.*}} bias %{{.*}} : tensor<4x2xf32>, tensor<8x2xf32>, tensor<8xf32> -> tensor<4x8xf32>
+// CHECK: %[[DPRE:.*]], %[[DA:.*]], %[[DIRECT:.*]] = lathe.selective_gate_grad %[[PRE]], %{{.*}}, %[[DELTA]], %{{.*}}
+// CHECK: %[[DLOW:.*]] = lathe.matmul %[[DPRE]], %{{.*}} : tensor<4x8xf32>, tensor<8x2xf32> -> tensor<4x2xf32>
+// CHECK: lathe.matmul %[[DPRE]], %[[LOW]] {transpose_lhs}
+// CHECK: %[[DD:.*]] = lathe.matmul %[[DLOW]], %{{.*}} : tensor<4x2xf32>, tensor<2x8xf32> -> tensor<4x8xf32>
+// CHECK: lathe.matmul %[[DLOW]], %[[DELTA]] {transpose_lhs}
+// CHECK: %[[SUM:.*]] = lathe.add %[[DIRECT]], %[[DD]]
+// CHECK: lathe.sub %{{.*}}, %[[SUM]]
+// CHECK: lathe.sum_rows %[[DPRE]]
+// CHECK-NOT: lathe.token_accuracy {{.*}}grad
+func.func @gate(%u: tensor<4x8xf32>, %h: tensor<4x8xf32>, %t: tensor<4xi32>) -> tensor<1xf32> attributes {lathe.differentiate} {
+  %wd = lathe.weight @"gate.down" : tensor<2x8xf32>
+  %wu = lathe.weight @"gate.up" : tensor<8x2xf32>
+  %b = lathe.weight @"gate.b" : tensor<8xf32>
+  %a = lathe.weight @"gate.a" : tensor<8xf32>
+  %wq = lathe.weight @"head" : tensor<1x8xf32>
+  %wo = lathe.weight @"out" : tensor<16x8xf32>
+  %next = lathe.selective_gate %u, %h, %wd, %wu, %b, %a : tensor<4x8xf32>, tensor<2x8xf32>, tensor<8x2xf32>, tensor<8xf32>
+  %logits = lathe.linear %next, %wo : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
+  %ce = lathe.cross_entropy %logits, %t : tensor<4x16xf32>, tensor<4xi32> -> tensor<1xf32>
+  %z = lathe.linear %next, %wq : tensor<4x8xf32>, tensor<1x8xf32> -> tensor<4x1xf32>
+  %acc = lathe.token_accuracy %logits, %t : tensor<4x16xf32>, tensor<4xi32> -> tensor<1xf32>
+  %bce = lathe.binary_cross_entropy %z, %acc : tensor<4x1xf32>, tensor<1xf32> -> tensor<1xf32>
+  %l = lathe.add %ce, %bce : tensor<1xf32>
+  return %l : tensor<1xf32>
+}

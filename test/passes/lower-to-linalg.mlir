@@ -421,3 +421,33 @@ func.func @muon(%w: tensor<8x4xf32>, %s: tensor<1xf32>) -> tensor<8x4xf32> {
   %p, %b = lathe.muon %w, %w, %w lr %s scale %s factor %s {lr_scale = 20.0 : f64, momentum = 0.95 : f64, weight_decay = 0.1 : f64} : tensor<8x4xf32>, tensor<1xf32>
   return %p : tensor<8x4xf32>
 }
+
+// -----
+
+// Tests deep supervision's ops: the gate's VJP core is two elementwise
+// generics and a reduction over rows with the channel parallel outside; the
+// token accuracy a row maximum, then a gather of the target's logit compared
+// with it; the confidence loss a unit generic reading the last row (row 3);
+// its gradient nonzero only in the last row.
+// CHECK-LABEL: func.func @deep_supervision
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel"]} ins(%arg0, %arg1, %arg3 : {{.*}}) outs(%{{.*}} : tensor<4x8xf32>)
+// CHECK: math.exp
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel"]} ins(%arg0, %arg1, %arg2, %arg3 : {{.*}}) outs(%{{.*}} : tensor<4x8xf32>)
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]} ins(%arg0, %arg1, %arg2, %arg3 : {{.*}}) outs(%{{.*}} : tensor<8xf32>)
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]} ins(%arg4 : tensor<4x16xf32>) outs(%{{.*}} : tensor<4xf32>)
+// CHECK: arith.maximumf
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]} ins(%{{.*}}, %arg5 : tensor<4xf32>, tensor<4xi32>) outs(%{{.*}} : tensor<1xf32>)
+// CHECK: tensor.extract %arg4
+// CHECK: arith.cmpf oge
+// CHECK: %[[C3:.*]] = arith.constant 3 : index
+// CHECK: tensor.extract %arg6[%[[C3]], %{{.*}}] : tensor<4x1xf32>
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel"]} ins(%arg6, %{{.*}}, %{{.*}} : tensor<4x1xf32>, tensor<1xf32>, tensor<1xf32>) outs(%{{.*}} : tensor<4x1xf32>)
+// CHECK: arith.cmpi eq
+// CHECK: arith.select
+func.func @deep_supervision(%pre: tensor<4x8xf32>, %a: tensor<8xf32>, %d: tensor<4x8xf32>, %dy: tensor<4x8xf32>, %logits: tensor<4x16xf32>, %t: tensor<4xi32>, %z: tensor<4x1xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<4x8xf32>, tensor<4x1xf32>) {
+  %dpre, %da, %direct = lathe.selective_gate_grad %pre, %a, %d, %dy : tensor<4x8xf32>, tensor<8xf32>
+  %acc = lathe.token_accuracy %logits, %t : tensor<4x16xf32>, tensor<4xi32> -> tensor<1xf32>
+  %l = lathe.binary_cross_entropy %z, %acc : tensor<4x1xf32>, tensor<1xf32> -> tensor<1xf32>
+  %dz = lathe.binary_cross_entropy_grad %z, %acc, %l : tensor<4x1xf32>, tensor<1xf32>
+  return %dpre, %da, %direct, %dz : tensor<4x8xf32>, tensor<8xf32>, tensor<4x8xf32>, tensor<4x1xf32>
+}

@@ -87,6 +87,11 @@ const char *const kUsage =
     "fixes the short trajectory of shortcut-consistency training; by default\n"
     "each step draws one (grad: step 0's draw) and grad and train-step print\n"
     "it.\n"
+    "--supervise S1,S2,.. (the same commands; a LoopUS loop) fixes the\n"
+    "supervised steps of deep supervision: one for grad (default 0), all of\n"
+    "a train step's (loop.supervision.supervised, ascending); by default each\n"
+    "train step draws them, each with its own optimizer update, and grad and\n"
+    "train-step print them.\n"
     "train (an artifact from lathec --train) trains on FILE's bytes as\n"
     "tokens (the last tenth held out): --steps optimizer steps (default 200)\n"
     "of --batch windows (default 4) of the compiled window, AdamW with lr\n"
@@ -350,6 +355,8 @@ std::string gDevice;
 int64_t gIterations = 0;
 // --shortcut (LoopFormer's short trajectory); empty: drawn per step.
 std::vector<double> gShortcut;
+// --supervise (LoopUS's supervised steps); empty: step 0 / drawn per step.
+std::vector<int64_t> gSupervise;
 
 SessionPtr openSession(const lathe_artifact_t *art,
                        const std::string &weights) {
@@ -362,6 +369,9 @@ SessionPtr openSession(const lathe_artifact_t *art,
   if (!gShortcut.empty())
     check(lathe_session_set_shortcut(session.get(), gShortcut.data(),
                                      gShortcut.size()));
+  if (!gSupervise.empty())
+    check(lathe_session_set_supervision(session.get(), gSupervise.data(),
+                                        gSupervise.size()));
   check(lathe_session_load_weights(session.get(), weights.c_str()));
   return session;
 }
@@ -371,6 +381,19 @@ bool hasEntry(const lathe_artifact_t *art, const char *name) {
     if (!std::strcmp(lathe_artifact_entry_name(art, e), name))
       return true;
   return false;
+}
+
+// LoopUS's deep supervision: the supervised steps of the last grad or step.
+void printSupervision(const lathe_session_t *session) {
+  std::vector<int64_t> steps(
+      lathe_session_last_supervision(session, nullptr, 0));
+  if (steps.empty())
+    return;
+  lathe_session_last_supervision(session, steps.data(), steps.size());
+  std::printf("supervised");
+  for (int64_t s : steps)
+    std::printf(" %" PRId64, s);
+  std::printf("\n");
 }
 
 // LoopFormer's shortcut training: the short trajectory the step used.
@@ -401,6 +424,7 @@ int runGrad(const lathe_artifact_t *art, const Options &opts) {
                            tokens.size(), &loss, out ? out->c_str() : nullptr));
   std::printf("loss %.6f\n", double(loss));
   printShortcut(session.get());
+  printSupervision(session.get());
   return 0;
 }
 
@@ -1522,6 +1546,7 @@ int runTrainStep(const lathe_artifact_t *art, const Options &opts) {
     std::printf("\n");
   }
   printShortcut(session.get());
+  printSupervision(session.get());
   return 0;
 }
 
@@ -1847,7 +1872,7 @@ int main(int argc, char **argv) {
   else if (command == "grad")
     allowed = {"--weights", "--tokens", "--targets", "--out", "--device",
                "--iterations",
-               "--shortcut"};
+               "--shortcut", "--supervise"};
   else if (command == "dump-ptx" || command == "dump-cubin" ||
            command == "dump-library")
     allowed = {"-o"};
@@ -1857,17 +1882,17 @@ int main(int argc, char **argv) {
   else if (command == "bench-train")
     allowed = {"--weights", "--batch", "--steps", "--warmup-steps", "--lr",
                "--data", "--profile", "--device", "--iterations",
-               "--shortcut"};
+               "--shortcut", "--supervise"};
   else if (command == "train-step")
     allowed = {"--weights", "--tokens", "--targets", "--lr", "--step",
                "--resume", "--out", "--device", "--iterations",
-               "--shortcut"};
+               "--shortcut", "--supervise"};
   else if (command == "train")
     allowed = {"--data", "--steps", "--batch", "--seq", "--weights", "--out",
                "--lr", "--min-lr", "--warmup", "--eval-every",
                "--eval-batches", "--seed", "--resume", "--device",
                "--iterations",
-               "--shortcut"};
+               "--shortcut", "--supervise"};
   else
     fail("unknown command '" + command + "' (see lathe-run --help)");
   // dump-ptx and dump-cubin take the chip as a positional argument.
@@ -1900,6 +1925,17 @@ int main(int argc, char **argv) {
         fail("bad --shortcut '" + *list +
              "': expected step sizes like 0.5,0.25,0.25 or 2/4,1/4,1/4");
       gShortcut.push_back(a / b);
+    }
+  }
+  if (const std::string *list = opts.get("--supervise")) {
+    llvm::SmallVector<llvm::StringRef> parts;
+    llvm::StringRef(*list).split(parts, ',');
+    for (llvm::StringRef part : parts) {
+      int64_t v = 0;
+      if (!parseInt64(part.str(), v) || v < 0)
+        fail("bad --supervise '" + *list +
+             "': expected step indices like 0,3,7");
+      gSupervise.push_back(v);
     }
   }
   if (const std::string *n = opts.get("--iterations"))

@@ -919,3 +919,35 @@ func.func @mse_result(%a: tensor<4x8xf32>) {
   %m = lathe.mean_squared_error %a, %a : tensor<4x8xf32> -> tensor<4xf32>
   return
 }
+
+// -----
+
+func.func @accuracy_rows(%logits: tensor<4x16xf32>, %t: tensor<3xi32>) {
+  // expected-error @+1 {{has 3 targets for 4 rows of logits}}
+  %acc = lathe.token_accuracy %logits, %t : tensor<4x16xf32>, tensor<3xi32> -> tensor<1xf32>
+  return
+}
+
+// -----
+
+func.func @bce_logits(%z: tensor<4x2xf32>, %a: tensor<1xf32>) {
+  // expected-error @+1 {{expects one logit per row ([T, 1]), got 'tensor<4x2xf32>'}}
+  %l = lathe.binary_cross_entropy %z, %a : tensor<4x2xf32>, tensor<1xf32> -> tensor<1xf32>
+  return
+}
+
+// -----
+
+func.func @bce_target(%z: tensor<4x1xf32>, %a: tensor<2xf32>) {
+  // expected-error @+1 {{expects the target to be a tensor<1xf32>, got 'tensor<2xf32>'}}
+  %l = lathe.binary_cross_entropy %z, %a : tensor<4x1xf32>, tensor<2xf32> -> tensor<1xf32>
+  return
+}
+
+// -----
+
+func.func @gate_grad_channels(%pre: tensor<4x8xf32>, %a: tensor<6xf32>) {
+  // expected-error @+1 {{a_log has 6 elements but the state is 8 wide}}
+  %dpre, %da, %direct = lathe.selective_gate_grad %pre, %a, %pre, %pre : tensor<4x8xf32>, tensor<6xf32>
+  return
+}

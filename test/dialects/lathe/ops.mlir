@@ -337,3 +337,18 @@ func.func @loopformer_grads(%x: tensor<4x8xf32>, %r: tensor<1x8xf32>) {
   %dx, %ds = lathe.modulated_rms_norm_grad %x, %r, %x {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<1x8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<1x8xf32>
   return
 }
+
+// LoopUS's deep supervision: the gate's VJP core, the token accuracy and the
+// confidence head's binary cross-entropy with its gradient.
+// CHECK-LABEL: func.func @deep_supervision
+func.func @deep_supervision(%pre: tensor<4x8xf32>, %a: tensor<8xf32>, %d: tensor<4x8xf32>, %logits: tensor<4x16xf32>, %t: tensor<4xi32>, %z: tensor<4x1xf32>) -> (tensor<4x8xf32>, tensor<8xf32>, tensor<4x8xf32>, tensor<4x1xf32>) {
+  // CHECK: lathe.selective_gate_grad %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : tensor<4x8xf32>, tensor<8xf32>
+  %dpre, %da, %direct = lathe.selective_gate_grad %pre, %a, %d, %d : tensor<4x8xf32>, tensor<8xf32>
+  // CHECK: lathe.token_accuracy %{{.*}}, %{{.*}} : tensor<4x16xf32>, tensor<4xi32> -> tensor<1xf32>
+  %acc = lathe.token_accuracy %logits, %t : tensor<4x16xf32>, tensor<4xi32> -> tensor<1xf32>
+  // CHECK: lathe.binary_cross_entropy %{{.*}}, %{{.*}} : tensor<4x1xf32>, tensor<1xf32> -> tensor<1xf32>
+  %l = lathe.binary_cross_entropy %z, %acc : tensor<4x1xf32>, tensor<1xf32> -> tensor<1xf32>
+  // CHECK: lathe.binary_cross_entropy_grad %{{.*}}, %{{.*}}, %{{.*}} : tensor<4x1xf32>, tensor<1xf32>
+  %dz = lathe.binary_cross_entropy_grad %z, %acc, %l : tensor<4x1xf32>, tensor<1xf32>
+  return %dpre, %da, %direct, %dz : tensor<4x8xf32>, tensor<8xf32>, tensor<4x8xf32>, tensor<4x1xf32>
+}
