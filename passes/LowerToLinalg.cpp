@@ -1456,14 +1456,20 @@ struct LowerMeanSquaredErrorGrad
 
 /// Per row of a [T, V] tensor: the max and the sum of exp(x - max), the two
 /// reductions of a stable log-sum-exp.
+/// The maximum of each row of a [T, V] tensor.
+static Value rowMax(GenericBuilder &g, Value x) {
+  AffineMap id = g.map(2, {g.d(0), g.d(1)}), row = g.map(2, {g.d(0)});
+  return g.generic({x}, g.filled({shapeOf(x)[0]}, -INFINITY), {id, row},
+                   {kPar, kRed},
+                   [](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                     return arith::MaximumFOp::create(nb, l, a[0], a[1]);
+                   });
+}
+
 static std::pair<Value, Value> rowLogSumExpParts(GenericBuilder &g, Value x) {
   SmallVector<int64_t> shape = shapeOf(x);
   AffineMap id = g.map(2, {g.d(0), g.d(1)}), row = g.map(2, {g.d(0)});
-  Value mx = g.generic({x}, g.filled({shape[0]}, -INFINITY), {id, row},
-                       {kPar, kRed},
-                       [](OpBuilder &nb, Location l, ValueRange a) -> Value {
-                         return arith::MaximumFOp::create(nb, l, a[0], a[1]);
-                       });
+  Value mx = rowMax(g, x);
   Value se = g.generic(
       {x, mx}, g.filled({shape[0]}, 0.0), {id, row, row}, {kPar, kRed},
       [](OpBuilder &nb, Location l, ValueRange a) -> Value {
@@ -2709,12 +2715,7 @@ struct LowerTokenAccuracy : OpConversionPattern<TokenAccuracyOp> {
     GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
     Value logits = adaptor.getLogits();
     SmallVector<int64_t> shape = shapeOf(logits);
-    AffineMap id = g.map(2, {g.d(0), g.d(1)}), row = g.map(2, {g.d(0)});
-    Value mx = g.generic({logits}, g.filled({shape[0]}, -INFINITY), {id, row},
-                         {kPar, kRed},
-                         [](OpBuilder &nb, Location l, ValueRange a) -> Value {
-                           return arith::MaximumFOp::create(nb, l, a[0], a[1]);
-                         });
+    Value mx = rowMax(g, logits);
     float invT = 1.0f / static_cast<float>(shape[0]);
     Value acc = g.generic(
         {mx, adaptor.getTargets()}, g.filled({1}, 0.0),

@@ -387,12 +387,23 @@ def attn_res_has_final(spec):
 # threshold: 0.9, tolerance: 0.01}, and the normalised halt mapping always holds all three
 # keys, whatever the mode (threshold is used by threshold / cdf, tolerance by convergence).
 # trajectory is refused. rank / halt are refused for parcae and loopformer.
+# One more loopus-only key concerns training only and changes no weight and no inference
+# result: supervision: {steps: NR, supervised: NS, beta: B} (s4.3 "Training: random deep
+# supervision"; train.py loopus_supervision / loopus_train_step). steps (an integer >= 1,
+# default loop.iterations) is the number of loop steps a training sequence may run, each
+# train step supervises NS distinct indices drawn from 0 .. NR-1 (an integer in [1, NR],
+# default min(5, NR)), and beta (a finite number, default 1.0) weighs SiLU(CE_new - CE_old).
+# The normalised mapping holds supervision (all three keys, defaults filled in) only when
+# the key is given; train.loopus_supervision(spec) reads it with its defaults.
 
 LOOP_KINDS = ("parcae", "loopformer", "loopus")
 LOOP_KEYS = ("kind", "prelude", "core", "coda", "iterations")          # parcae
 LOOPFORMER_KEYS = ("kind", "iterations", "trajectory", "shortcut")
-LOOPUS_KEYS = LOOP_KEYS + ("rank", "halt")
-LOOPUS_ONLY_KEYS = ("rank", "halt")
+LOOPUS_KEYS = LOOP_KEYS + ("rank", "halt", "supervision")
+LOOPUS_ONLY_KEYS = ("rank", "halt", "supervision")
+LOOPUS_SUPERVISION_KEYS = ("steps", "supervised", "beta")
+LOOPUS_SUPERVISED_DEFAULT = 5   # supervised defaults to min(5, steps) (s4.3: the script's n_sup = 5)
+LOOPUS_BETA_DEFAULT = 1.0
 PARCAE_ONLY_KEYS = ("backprop", "sample_max")                            # training-only parcae keys
 LOOPUS_HALT_MODES = ("none", "threshold", "cdf", "convergence")
 LOOPUS_HALT_DEFAULTS = {"mode": "threshold", "threshold": 0.9, "tolerance": 0.01}
@@ -466,7 +477,41 @@ def _loop_spec(lp):
             raise ValueError(f"loop.rank must be an integer >= 1, got {r!r}")
         out["rank"] = None if r is None else int(r)     # None: ceil(d_model / 16), filled in by _check_loop
         out["halt"] = _loopus_halt_spec(lp.get("halt"))
+        if "supervision" in lp:   # training only (s4.3 random deep supervision); forward ignores it
+            out["supervision"] = loopus_supervision_spec(lp["supervision"], out["iterations"])
     return out
+
+
+def loopus_supervision_spec(sup, iterations):
+    """Normalise loop.supervision: {steps: NR, supervised: NS, beta: B} with its defaults.
+
+    None (or a missing key) takes the default: steps = iterations (the loop's inference
+    iteration count), supervised = min(5, steps), beta = 1.0. steps: an integer >= 1;
+    supervised: an integer in [1, steps]; beta: a finite number. Returns all three keys.
+    """
+    if sup is None:
+        sup = {}
+    if not isinstance(sup, dict):
+        raise ValueError(f"loop.supervision must be a mapping {{steps: NR, supervised: NS, beta: B}}, got {sup!r}")
+    unknown = set(sup) - set(LOOPUS_SUPERVISION_KEYS)
+    if unknown:
+        raise ValueError(f"loop.supervision: unknown keys {sorted(unknown, key=str)}; "
+                         f"known: {list(LOOPUS_SUPERVISION_KEYS)}")
+    steps = sup.get("steps")
+    steps = iterations if steps is None else steps
+    if not _is_int(steps) or steps < 1:
+        raise ValueError(f"loop.supervision.steps must be an integer >= 1, got {steps!r}")
+    steps = int(steps)
+    ns = sup.get("supervised")
+    ns = min(LOOPUS_SUPERVISED_DEFAULT, steps) if ns is None else ns
+    if not _is_int(ns) or not 1 <= ns <= steps:
+        raise ValueError(f"loop.supervision.supervised must be an integer in [1, steps = {steps}], got {ns!r}")
+    beta = sup.get("beta")
+    beta = LOOPUS_BETA_DEFAULT if beta is None else beta
+    if isinstance(beta, (bool, np.bool_)) or not isinstance(beta, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(beta):
+        raise ValueError(f"loop.supervision.beta must be a finite number, got {beta!r}")
+    return {"steps": steps, "supervised": int(ns), "beta": float(beta)}
 
 
 def _loopus_halt_spec(halt):

@@ -9,7 +9,11 @@ pieces (clip_by_global_norm, lr_at, adamw_step vs torch.optim.AdamW), Muon (newt
 spectrum, muon_step / optimizer_step vs a loop-based version, muon_params, the momentum
 recurrence, rank-1 gradients), check_train_step.py's Muon mode on emulated checkpoints, the CLI,
 and the attn_res entropy bonus (loss = mean CE - lambda * mean_routing_entropy: the uniform value
-ln N at zero queries, the objective's composition, finite differences in the queries).
+ln N at zero queries, the objective's composition, finite differences in the queries), and LoopUS
+random deep supervision (ARCHITECTURES.md s4.3: the float64 tape against decoder.forward,
+supervised_loss_and_grads against finite differences, the objective's composition, the
+loop.supervision defaults, loopus_train_step against hand-rolled AdamW steps, and
+check_grad_fd.py / check_train_step.py --supervise on emulated lathe outputs).
 Prints one line per check and 'train selfcheck: N checks passed'; exit 1 on any failure.
 """
 import math
@@ -1053,6 +1057,457 @@ def _():
         except ValueError as e:
             assert frag in str(e), str(e)
     return f"CE(long) {ce_l:.4f} CE(short) {ce_s:.4f} MSE {mse:.4f} -> {want:.4f}; spec-trajectory CE {ce_sp:.4f}"
+
+
+# ---------------------------------------------------------------- LoopUS deep supervision (ARCHITECTURES.md s4.3)
+
+def _loopus_loop(**kw):
+    lp = {"kind": "loopus", "prelude": 1, "core": 2, "coda": 1, "iterations": 3, "rank": 3,
+          "supervision": {"steps": 4, "supervised": 2, "beta": 0.7}}
+    lp.update(kw)
+    return lp
+
+
+# (label, spec overrides): split, norm, MLP, attention and position options, tied / untied heads.
+LOOPUS_CONFIGS = [
+    ("P=1 C=2 K=1 rmsnorm+swiglu+softmax+rope+GQA+untied", dict(layers=4, loop=_loopus_loop())),
+    ("P=1 C=1 K=0 layernorm+gelu+biases+learned+tied", dict(
+        layers=2, kv_heads=4, norm={"kind": "layernorm"}, mlp={"kind": "gelu", "width": 24}, bias=True,
+        position="learned", tie_embeddings=True, loop=_loopus_loop(prelude=1, core=1, coda=0))),
+    ("P=0 C=2 K=1 rmsnorm+relu2+softpick+rope+untied, default supervision", dict(
+        layers=3, mlp={"kind": "relu2", "width": 24}, attention={"normalizer": "softpick"},
+        loop={"kind": "loopus", "prelude": 0, "core": 2, "coda": 1, "iterations": 3})),
+]
+
+
+def _loopus_spec(i):
+    return small(**LOOPUS_CONFIGS[i][1])
+
+
+def _halt_none(spec):
+    s = dict(spec, loop=dict(spec["loop"], halt={"mode": "none", "threshold": 0.9, "tolerance": 0.01}))
+    return ref.make_spec(**{k: v for k, v in s.items()})
+
+
+def _fd_supervised(spec, W, h, tgt, G, parts, beta=None, per_tensor=8, eps=1e-5, seed=0):
+    """Central differences of supervised_loss (h, CE_old, acc held) against G; returns (worst, n)."""
+    rng = np.random.default_rng(seed)
+    W = {n: a.copy() for n, a in W.items()}
+    worst, n_entries = 0.0, 0
+    for n, g in G.items():
+        flat = rng.choice(g.size, size=min(per_tensor, g.size), replace=False).tolist()
+        flat.append(int(np.argmax(np.abs(g))))
+        scale = max(float(np.max(np.abs(g))), 1e-6)
+        for i in flat:
+            idx = np.unravel_index(i, g.shape)
+            old = W[n][idx]
+            W[n][idx] = old + eps
+            lp = train.supervised_loss(spec, W, h, tgt, beta, parts["ce_old"], parts["acc"])[0]
+            W[n][idx] = old - eps
+            lm = train.supervised_loss(spec, W, h, tgt, beta, parts["ce_old"], parts["acc"])[0]
+            W[n][idx] = old
+            fd = (lp - lm) / (2 * eps)
+            err = abs(fd - g[idx]) / scale
+            n_entries += 1
+            # 1e-9 absolute: the differences' rounding (L ~ 10, eps 1e-5), for exactly-zero gradients
+            # (the encoder's, with h constant; wk.bias under softmax without RoPE)
+            assert abs(fd - g[idx]) < 1e-6 * scale + 1e-9, \
+                f"{n}{list(idx)}: analytic {g[idx]:.10e} fd {fd:.10e} (err/max|g| {err:.2e})"
+            if scale > 1e-6:
+                worst = max(worst, err)
+    return worst, n_entries
+
+
+@check("loopus: E + N advances + Dec (float64 tape) equals decoder.forward with halt none; sigmoid(z) is its q_k; "
+       "CE(Dec(advance^s(E))) is its CE at iterations s")
+def _():
+    worst = 0.0
+    for i in range(len(LOOPUS_CONFIGS)):
+        s = _halt_none(_loopus_spec(i))
+        w = weights(s, 40 + i)
+        tok, tgt = data(s, 40 + i)
+        tr = {}
+        lg = ref.forward(s, w, tok, trace=tr)
+        N = s["loop"]["iterations"]
+        h = train.loopus_encode(s, w, tok)
+        assert np.max(np.abs(h - tr["h"][0])) <= 1e-13 * np.max(np.abs(h))
+        for k in range(N):
+            L, parts = train.supervised_loss(s, w, h, tgt)
+            assert abs(float(ref.sigmoid(parts["z"])) - tr["q"][k]) < 1e-13, (i, k)
+            h_next = train.loopus_advance(s, w, h)
+            assert np.array_equal(h_next, parts["h_new"])
+            # CE_new at step k is the CE of the inference forward with k + 1 passes
+            sk = ref.make_spec(**dict(s, loop=dict(s["loop"], iterations=k + 1)))
+            lg_k = ref.forward(sk, w, tok)
+            assert abs(parts["ce_new"] - float(np.mean(train.cross_entropy(lg_k, tgt)))) < 1e-12
+            if k:
+                sk0 = ref.make_spec(**dict(s, loop=dict(s["loop"], iterations=k)))
+                ce0 = float(np.mean(train.cross_entropy(ref.forward(sk0, w, tok), tgt)))
+                assert abs(parts["ce_old"] - ce0) < 1e-12
+                assert abs(parts["acc"] - float(np.mean(np.argmax(lg_k, -1) == tgt))) == 0
+            h = h_next
+            worst = max(worst, float(np.max(np.abs(h - tr["h"][k + 1])) / np.max(np.abs(h))))
+        lg2 = train._loopus_decode(s, {n: a.astype(np.float64) for n, a in w.items()}, h)[0]
+        worst = max(worst, float(np.max(np.abs(lg2 - lg)) / np.max(np.abs(lg))))
+    assert worst < 1e-13, worst
+    return f"{len(LOOPUS_CONFIGS)} configs, worst rel {worst:.1e}"
+
+
+@check("loopus (a): supervised_loss_and_grads vs central finite differences (float64; h, CE_old, acc held) at "
+       "s = 0 and s = 2, every config; encoder layers / untied embedding / positions exactly 0")
+def _():
+    notes = []
+    for i, (label, _) in enumerate(LOOPUS_CONFIGS):
+        s = _loopus_spec(i)
+        W = {n: a.astype(np.float64) for n, a in weights(s, 50 + i).items()}
+        tok, tgt = data(s, 50 + i)
+        P = s["loop"]["prelude"]
+        for sup in (0, 2):
+            h = train.loopus_states(s, W, tok, sup)[0]
+            L, parts, G = train.supervised_loss_and_grads(s, W, h, tgt)
+            assert set(G) == set(ref.weight_shapes(s))
+            L2, parts2 = train.supervised_loss(s, W, h, tgt)
+            assert L2 == L and parts2["ce_old"] == parts["ce_old"] and parts2["z"] == parts["z"]
+            zero = [n for n in G if any(n.startswith(f"layers.{l}.") for l in range(P))] + ["pos_embed.weight"] * (
+                "pos_embed.weight" in G) + ["embed.weight"] * (not s["tie_embeddings"])
+            for n in zero:
+                assert not np.any(G[n]), f"{n} has a nonzero gradient"
+            for n in G:
+                if n not in zero and not n.endswith("attn.wk.bias"):   # softmax shift invariance: exactly 0
+                    assert np.any(G[n]), f"{n}: gradient identically zero"
+            worst, ne = _fd_supervised(s, W, h, tgt, G, parts, seed=i)
+            notes.append(f"{i}/s={sup}: {ne} entries worst {worst:.1e} (L {L:.3f} acc {parts['acc']:.2f} "
+                         f"z {parts['z']:+.2f})")
+        # random weights give acc = 0: also a given acc, beta and CE_old (both signs of CE_new - CE_old)
+        h = train.loopus_states(s, W, tok, 1)[0]
+        for acc, beta, shift in ((0.5, 2.0, 0.3), (5 / 6, 0.5, -0.4)):
+            ce_new = train.supervised_loss(s, W, h, tgt)[1]["ce_new"]
+            L, parts, G = train.supervised_loss_and_grads(s, W, h, tgt, beta, ce_new + shift, acc)
+            assert parts["acc"] == acc and parts["ce_old"] == ce_new + shift
+            worst, ne = _fd_supervised(s, W, h, tgt, G, parts, beta=beta, per_tensor=3, seed=10 + i)
+        notes.append(f"{i}/given acc, beta, CE_old: worst {worst:.1e}")
+    return "; ".join(notes)
+
+
+@check("loopus: loopus_grad on a [B, T] batch is the mean of per-row supervised_loss_and_grads at advance^s(E(row))")
+def _():
+    s = _loopus_spec(0)
+    W = {n: a.astype(np.float64) for n, a in weights(s, 60).items()}
+    tok, tgt = data(s, 60, B=3)
+    L, G, parts = train.loopus_grad(s, W, tok, tgt, 1)
+    rows = []
+    for b in range(3):
+        h = train.loopus_advance(s, W, train.loopus_encode(s, W, tok[b]))
+        rows.append(train.supervised_loss_and_grads(s, W, h, tgt[b]))
+    assert abs(L - np.mean([r[0] for r in rows])) < 1e-14
+    for n in G:
+        want = np.mean([r[2][n] for r in rows], axis=0)
+        assert np.max(np.abs(G[n] - want)) <= 1e-14 * max(np.max(np.abs(want)), 1.0), n
+    assert [p["z"] for p in parts] == [r[1]["z"] for r in rows]
+    return f"L {L:.4f}"
+
+
+@check("loopus (b): L = CE_new + beta SiLU(CE_new - CE_old) + BCE_logits(z, acc): with beta = 0 and acc fixed, "
+       "L = CE_new + BCE; beta from the spec; the BCE formula against log-sigmoid")
+def _():
+    s = _loopus_spec(0)
+    w = weights(s, 70)
+    tok, tgt = data(s, 70)
+    h = train.loopus_states(s, w, tok, 1)[0]
+    L0, p0 = train.supervised_loss(s, w, h, tgt, beta=0.0, acc=0.25)
+    z = p0["z"]
+    q = 1.0 / (1.0 + math.exp(-z))
+    bce = -(0.25 * math.log(q) + 0.75 * math.log(1.0 - q))
+    assert abs(train.bce_logits(z, 0.25) - bce) < 1e-12
+    assert p0["acc"] == 0.25 and abs(L0 - (p0["ce_new"] + bce)) < 1e-12, (L0, p0)
+    for a in (0.0, 1.0, 0.6):
+        La, pa = train.supervised_loss(s, w, h, tgt, beta=0.0, acc=a)
+        assert abs(La - (pa["ce_new"] + train.bce_logits(pa["z"], a))) < 1e-12
+    L, p = train.supervised_loss(s, w, h, tgt)                      # beta 0.7 from the spec
+    d = p["ce_new"] - p["ce_old"]
+    want = p["ce_new"] + 0.7 * d / (1.0 + math.exp(-d)) + train.bce_logits(p["z"], p["acc"])
+    assert abs(L - want) < 1e-12 and train.loopus_supervision(s)["beta"] == 0.7
+    # an acc computed from the logits: a fraction k / T
+    assert abs(p["acc"] * T - round(p["acc"] * T)) < 1e-12
+    # extreme logits stay finite
+    assert abs(train.bce_logits(800.0, 1.0)) < 1e-300 and abs(train.bce_logits(-800.0, 0.0)) < 1e-300
+    assert abs(train.bce_logits(800.0, 0.0) - 800.0) < 1e-9
+    return f"CE_new {p['ce_new']:.4f} CE_old {p['ce_old']:.4f} acc {p['acc']:.3f} z {p['z']:+.3f} -> L {L:.4f}"
+
+
+@check("loopus: loop.supervision defaults (steps = iterations, supervised = min(5, steps), beta = 1) and validation; "
+       "check_supervise; loss_and_grads refuses loopus")
+def _():
+    s = _loopus_spec(2)                                     # no supervision key, iterations 3
+    assert "supervision" not in s["loop"]
+    assert train.loopus_supervision(s) == {"steps": 3, "supervised": 3, "beta": 1.0}
+    s8 = small(layers=4, loop=_loopus_loop(iterations=8, supervision=None))
+    assert train.loopus_supervision(s8) == {"steps": 8, "supervised": 5, "beta": 1.0}
+    s20 = small(layers=4, loop=_loopus_loop(supervision={"steps": 20}))
+    assert train.loopus_supervision(s20) == {"steps": 20, "supervised": 5, "beta": 1.0}
+    s2 = small(layers=4, loop=_loopus_loop(supervision={"beta": 0}))
+    assert train.loopus_supervision(s2) == {"steps": 3, "supervised": 3, "beta": 0.0}
+    bad = [({"steps": 0}, "steps"), ({"steps": 2.5}, "steps"), ({"supervised": 0}, "supervised"),
+           ({"steps": 3, "supervised": 4}, "supervised"), ({"beta": "x"}, "beta"), ({"beta": float("nan")}, "beta"),
+           ({"sigma": 1}, "unknown"), ([1, 2], "mapping")]
+    for sup, frag in bad:
+        try:
+            small(layers=4, loop=_loopus_loop(supervision=sup))
+            raise AssertionError(f"no ValueError for supervision {sup}")
+        except ValueError as e:
+            assert frag in str(e), str(e)
+    try:
+        small(layers=4, loop={"kind": "parcae", "prelude": 1, "core": 2, "coda": 1, "iterations": 3,
+                              "supervision": {}})
+        raise AssertionError("parcae accepted loop.supervision")
+    except ValueError as e:
+        assert "only allowed with kind: loopus" in str(e), str(e)
+    s0 = _loopus_spec(0)                                    # steps 4
+    assert train.check_supervise(s0, [0, 2, 3]) == [0, 2, 3] and train.check_supervise(s0, 1) == [1]
+    for S, frag in (([], "at least one"), ([4], "[0, steps = 4)"), ([-1], "[0, steps"), ([2, 1], "sorted"),
+                    ([1, 1], "distinct"), ([0.0], "integer")):
+        try:
+            train.check_supervise(s0, S)
+            raise AssertionError(f"check_supervise accepted {S}")
+        except ValueError as e:
+            assert frag in str(e), (S, str(e))
+    try:
+        train.loss_and_grads(s0, weights(s0, 0), [1, 2], [2, 3])
+        raise AssertionError("loss_and_grads accepted loopus")
+    except NotImplementedError as e:
+        assert "random deep supervision" in str(e)
+    return "ok"
+
+
+def _adam_from(spec, W, G, m, v, t, lr):
+    Gc, _ = train.clip_by_global_norm(G, 1.0)
+    return train.adamw_step(W, Gc, m, v, t, lr, no_decay=train.no_decay_names(spec, list(W)))
+
+
+@check("loopus (c): train step with S = [0] is one AdamW step (clipped, step t) from supervised_loss's gradient at "
+       "h = E(tokens) ([T] and [B, T]; t = 1 and t = 3 with given moments)")
+def _():
+    notes = []
+    for i in range(len(LOOPUS_CONFIGS)):
+        s = _loopus_spec(i)
+        W = {n: a.astype(np.float64) for n, a in weights(s, 80 + i).items()}
+        for B in (None, 2):
+            tok, tgt = data(s, 80 + i, B=B)
+            L, G, _ = train.loopus_grad(s, W, tok, tgt, 0)
+            w1, m1, v1, info = train.loopus_train_step(s, W, None, None, tok, tgt, [0], 0.01, 1)
+            want_w, want_m, want_v = _adam_from(s, W, G, None, None, 1, 0.01)
+            assert info["adam_steps"] == [1] and abs(info["loss"] - L) < 1e-14
+            for n in W:
+                assert np.max(np.abs(w1[n] - want_w[n])) < 1e-15, n
+                assert np.array_equal(m1[n], want_m[n]) and np.array_equal(v1[n], want_v[n]), n
+            # train step 3 with moments: AdamW step 3 (len(S) = 1)
+            w3, m3, v3, info3 = train.loopus_train_step(s, w1, m1, v1, tok, tgt, [0], 0.01, 3)
+            _, G1, _ = train.loopus_grad(s, w1, tok, tgt, 0)
+            want_w, want_m, want_v = _adam_from(s, w1, G1, m1, v1, 3, 0.01)
+            assert info3["adam_steps"] == [3]
+            for n in W:
+                assert np.max(np.abs(w3[n] - want_w[n])) < 1e-15 and np.array_equal(m3[n], want_m[n]), n
+        notes.append(f"{i}: norm {info['grad_norms'][0]:.3f}")
+    return "; ".join(notes)
+
+
+@check("loopus (d): train step with S = [1] uses h = advance(E(tokens)); S = [0, 2] advances h_new (old weights) "
+       "then once more with the updated weights, AdamW steps (t-1)*2 + 1, + 2; the loss is the mean over j and b")
+def _():
+    s = _loopus_spec(0)
+    W = {n: a.astype(np.float64) for n, a in weights(s, 90).items()}
+    tok, tgt = data(s, 90, B=2)
+    lr = 0.01
+    w1, _, _, info = train.loopus_train_step(s, W, None, None, tok, tgt, [1], lr, 1)
+    G = {n: 0.0 for n in W}
+    for b in range(2):
+        h = train.loopus_advance(s, W, train.loopus_encode(s, W, tok[b]))
+        _, _, Gb = train.supervised_loss_and_grads(s, W, h, tgt[b])
+        G = {n: G[n] + Gb[n] / 2 for n in W}
+    want_w, _, _ = _adam_from(s, W, G, None, None, 1, lr)
+    assert all(np.max(np.abs(w1[n] - want_w[n])) < 1e-15 for n in W)
+    w0, _, _, _ = train.loopus_train_step(s, W, None, None, tok, tgt, [0], lr, 1)
+    moved = max(float(np.max(np.abs(w1[n] - w0[n]))) for n in W)
+    assert moved > 1e-3 * lr, "S = [1] and S = [0] gave the same step"
+    # S = [0, 2] at train step t = 2 (so AdamW steps 3 and 4), from given moments
+    m0 = {n: 0.01 * np.ones_like(a) for n, a in W.items()}
+    v0 = {n: 1e-4 * np.ones_like(a) for n, a in W.items()}
+    w2, m2, v2, info = train.loopus_train_step(s, W, m0, v0, tok, tgt, [0, 2], lr, 2)
+    assert info["adam_steps"] == [3, 4]
+    hs = [train.loopus_encode(s, W, tok[b]) for b in range(2)]
+    res = [train.supervised_loss_and_grads(s, W, hs[b], tgt[b]) for b in range(2)]
+    G = {n: (res[0][2][n] + res[1][2][n]) / 2 for n in W}
+    Wa, ma, va = _adam_from(s, W, G, m0, v0, 3, lr)
+    hs = [train.loopus_advance(s, W, h) for h in hs]          # step 0's h_new: the weights before the update
+    assert all(np.array_equal(hs[b], res[b][1]["h_new"]) for b in range(2))
+    hs = [train.loopus_advance(s, Wa, h) for h in hs]         # step 1 (unsupervised): the updated weights
+    res2 = [train.supervised_loss_and_grads(s, Wa, hs[b], tgt[b]) for b in range(2)]
+    G = {n: (res2[0][2][n] + res2[1][2][n]) / 2 for n in W}
+    Wb, mb, vb = _adam_from(s, Wa, G, ma, va, 4, lr)
+    for n in W:
+        assert np.max(np.abs(w2[n] - Wb[n])) < 1e-15 and np.max(np.abs(m2[n] - mb[n])) < 1e-17, n
+        assert np.max(np.abs(v2[n] - vb[n])) < 1e-19, n
+    want_loss = np.mean([r[0] for r in res + res2])
+    assert abs(info["loss"] - want_loss) < 1e-14
+    assert info["losses"] == [[r[0] for r in res], [r[0] for r in res2]]
+    return f"loss {info['loss']:.4f}, norms {info['grad_norms'][0]:.3f} {info['grad_norms'][1]:.3f}"
+
+
+LOOPUS_YAML = ("name: lu\nvocab: 32\nd_model: 16\nlayers: 4\nheads: 4\nkv_heads: 2\nmax_seq: 16\n"
+               "mlp: {kind: swiglu, width: 24}\n"
+               "loop: {kind: loopus, prelude: 1, core: 2, coda: 1, iterations: 3, rank: 3,\n"
+               "       supervision: {steps: 4, supervised: 2, beta: 0.7}}\n")
+
+
+def _emulated_loopus_run(spec, w0, tok, tgt, S, lr, nsteps, d, tag, bug=None, noise=1e-6):
+    """Checkpoints as lathe-run train-step --supervise S would write them (float32), written out
+    independently of loopus_train_step (with float32-sized noise on the gradients), or with a bug."""
+    rng = np.random.default_rng(3)
+    W = {n: a.astype(np.float64) for n, a in w0.items()}
+    m = v = None
+    nd = train.no_decay_names(spec, list(W))
+    paths = []
+    for t in range(1, nsteps + 1):
+        hs = [train.loopus_encode(spec, W, row) for row in tok]
+        k = 0
+        for j, s in enumerate(S):
+            for _ in range(s - k):
+                hs = [train.loopus_advance(spec, W, h) for h in hs]
+            res = [train.supervised_loss_and_grads(spec, W, h, tg) for h, tg in zip(hs, tgt)]
+            G = {n: np.mean([r[2][n] for r in res], axis=0) for n in W}
+            G, _ = train.clip_by_global_norm(G, 1.0)
+            G = {n: g + noise * np.max(np.abs(g)) * rng.normal(size=g.shape) * (np.abs(g) > 0)
+                 for n, g in G.items()}
+            t_adam = t if bug == "adamstep" else (t - 1) * len(S) + j + 1
+            W_old = W
+            W, m, v = train.adamw_step(W, G, m, v, t_adam, lr, no_decay=nd if bug != "nodecay" else list(W))
+            # h_b = advance(h_b) with the weights before the update (bug: after it)
+            hs = [train.loopus_advance(spec, W if bug == "late" else W_old, h) for h in hs]
+            k = s + 1
+        ck = {n: a.astype(np.float32) for n, a in W.items()}
+        ck.update({"adam.m." + n: a.astype(np.float32) for n, a in m.items()})
+        ck.update({"adam.v." + n: a.astype(np.float32) for n, a in v.items()})
+        ck["optimizer.step"] = np.array([t], np.int64)
+        path = os.path.join(d, f"{tag}{t}.safetensors")
+        safetensors_np.save(path, ck)
+        paths.append(path)
+        W = {n: ck[n].astype(np.float64) for n in W}
+        m = {n: ck["adam.m." + n].astype(np.float64) for n in m}
+        v = {n: ck["adam.v." + n].astype(np.float64) for n in v}
+    return paths
+
+
+@check("check_train_step.py --supervise: passes emulated float32 LoopUS checkpoints (S = 0,2,3, two train steps, "
+       "B = 2); fails on per-train-step AdamW numbering / advancing with the updated weights / no decay / another S; "
+       "a loopus spec needs --supervise")
+def _():
+    import yaml
+    s = ref.make_spec(**yaml.safe_load(LOOPUS_YAML))
+    w0 = weights(s, 95)
+    tok, tgt = data(s, 95, B=2)
+    tok_s = ";".join(",".join(map(str, r)) for r in tok)
+    tgt_s = ";".join(",".join(map(str, r)) for r in tgt)
+    script = os.path.join(HERE, "..", "e2e", "inputs", "check_train_step.py")
+    lr = 0.01
+    with tempfile.TemporaryDirectory() as d:
+        Sy, W0 = os.path.join(d, "s.yaml"), os.path.join(d, "w0.safetensors")
+        open(Sy, "w").write(LOOPUS_YAML)
+        safetensors_np.save(W0, w0)
+
+        def run(paths, *flags):
+            return subprocess.run([sys.executable, script, Sy, W0, tok_s, tgt_s, str(lr), *paths, *flags],
+                                  capture_output=True, text=True)
+        ok = _emulated_loopus_run(s, w0, tok, tgt, [0, 2, 3], lr, 2, d, "ok")
+        r = run(ok, "--supervise", "0,2,3")
+        assert r.returncode == 0 and "OK 2 steps, " in r.stdout and "3 AdamW updates per step" in r.stdout, \
+            r.stdout + r.stderr
+        first = r.stdout.splitlines()[0]
+        fails = []
+        for bug, where in (("adamstep", "MISMATCH step 1 "), ("late", "MISMATCH step 1 "),
+                           ("nodecay", "MISMATCH step 1 ")):
+            rb = run(_emulated_loopus_run(s, w0, tok, tgt, [0, 2, 3], lr, 1, d, bug, bug=bug), "--supervise", "0,2,3")
+            assert rb.returncode == 1 and where in rb.stdout, (bug, rb.stdout + rb.stderr)
+            fails.append(f"{bug}: {rb.stdout.strip().splitlines()[-1]}")
+        # optimizer.step may count train steps (1) or AdamW updates (3), nothing else
+        ck, _ = safetensors_np.load(ok[0])
+        for count, rc in ((3, 0), (2, 1)):
+            alt = os.path.join(d, f"count{count}.safetensors")
+            safetensors_np.save(alt, dict(ck, **{"optimizer.step": np.array([count], np.int64)}))
+            rb = run([alt], "--supervise", "0,2,3")
+            assert rb.returncode == rc, (count, rb.stdout + rb.stderr)
+        assert "MISMATCH step 1: checkpoint says 2" in rb.stdout, rb.stdout
+        rb = run(ok[:1], "--supervise", "0,1,3")
+        assert rb.returncode == 1 and "MISMATCH step 1 " in rb.stdout, rb.stdout
+        rb = run(ok[:1])
+        assert rb.returncode == 2 and "--supervise" in rb.stderr, rb.stderr
+        rb = run(ok[:1], "--supervise", "3,1")
+        assert rb.returncode == 2 and "sorted" in rb.stderr, rb.stderr
+        rb = run(ok[:1], "--supervise", "0,4")
+        assert rb.returncode == 2 and "[0, steps = 4)" in rb.stderr, rb.stderr
+        rb = run(ok[:1], "--supervise", "0", "--optimizer", "muon")
+        assert rb.returncode == 2, rb.stderr
+    return first + "; " + "; ".join(fails)
+
+
+@check("check_grad_fd.py --supervise S: passes the reference's own float32 gradient of lathe-run grad --supervise S "
+       "(S = 0 and 2); fails on another S's gradient / a wrong loss; train.py --supervise --out/--compare")
+def _():
+    import yaml
+    s = ref.make_spec(**yaml.safe_load(LOOPUS_YAML))
+    w = ref.init_weights(s, 97, scale=6.0, norm_jitter=0.3)
+    tok, tgt = data(s, 97)
+    script = os.path.join(HERE, "..", "e2e", "inputs", "check_grad_fd.py")
+    tk, tg = ",".join(map(str, tok)), ",".join(map(str, tgt))
+    notes = []
+    with tempfile.TemporaryDirectory() as d:
+        Sy, W = os.path.join(d, "s.yaml"), os.path.join(d, "w.safetensors")
+        open(Sy, "w").write(LOOPUS_YAML)
+        safetensors_np.save(W, w)
+        grads = {}
+        for sup in (0, 2):
+            L, G, _ = train.loopus_grad(s, w, tok, tgt, sup)
+            path = os.path.join(d, f"g{sup}.safetensors")
+            safetensors_np.save(path, dict({n: a.astype(np.float32) for n, a in G.items()},
+                                           loss=np.array([L], np.float32)))
+            grads[sup] = (path, L, G)
+            r = subprocess.run([sys.executable, script, Sy, W, tk, tg, path, "--supervise", str(sup)],
+                               capture_output=True, text=True)
+            assert r.returncode == 0 and r.stdout.splitlines()[-1].startswith(f"OK {len(G)} tensors"), \
+                r.stdout + r.stderr
+            assert r.stdout.startswith(f"supervise {sup}: h = advance^{sup}(E(tokens)) held constant; "
+                                       f"L = CE_new + 0.7 SiLU(CE_new - CE_old) + BCE(z, acc)"), r.stdout
+            notes.append(r.stdout.splitlines()[-1])
+        # S = 0 is the default
+        r = subprocess.run([sys.executable, script, Sy, W, tk, tg, grads[0][0]], capture_output=True, text=True)
+        assert r.returncode == 0 and r.stdout.startswith("supervise 0:"), r.stdout + r.stderr
+        # the gradient of step 2 with the loss of step 0: a gradient mismatch
+        path, L0, _ = grads[0]
+        _, _, G2 = grads[2]
+        bad = os.path.join(d, "bad.safetensors")
+        safetensors_np.save(bad, dict({n: a.astype(np.float32) for n, a in G2.items()},
+                                      loss=np.array([L0], np.float32)))
+        r = subprocess.run([sys.executable, script, Sy, W, tk, tg, bad, "--supervise", "0"],
+                           capture_output=True, text=True)
+        assert r.returncode == 1 and "MISMATCH layers." in r.stdout, r.stdout + r.stderr
+        r = subprocess.run([sys.executable, script, Sy, W, tk, tg, grads[2][0], "--supervise", "1"],
+                           capture_output=True, text=True)
+        assert r.returncode == 1 and "MISMATCH loss" in r.stdout, r.stdout
+        r = subprocess.run([sys.executable, script, Sy, W, tk, tg, grads[2][0], "--supervise", "4"],
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and "--supervise" in r.stderr, r.stderr
+        # train.py's CLI
+        cli = [sys.executable, os.path.join(HERE, "train.py"), "--spec", Sy, "--weights", W, "--tokens", tk,
+               "--targets", tg]
+        out = os.path.join(d, "ref.safetensors")
+        r = subprocess.run(cli + ["--supervise", "2", "--out", out], capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        g, _ = safetensors_np.load(out)
+        assert abs(float(g["loss"][0]) - grads[2][1]) < 1e-6 * grads[2][1]
+        r = subprocess.run(cli + ["--supervise", "2", "--compare", grads[2][0]], capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = subprocess.run(cli + ["--compare", grads[2][0]], capture_output=True, text=True)    # default s = 0
+        assert r.returncode == 1 and "MISMATCH" in r.stdout, r.stdout
+    return "; ".join(notes)
 
 
 if __name__ == "__main__":

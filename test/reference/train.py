@@ -19,6 +19,20 @@ from the compiler's sources.
   muon_step(weights, grads, b, lr, ...)             one Muon update (Nesterov momentum, decoupled decay)
   optimizer_step(weights, grads, m, v, b, step, lr, optimizer=...)
                                                     one step of AdamW, or of Muon + AdamW for the rest
+  LoopUS random deep supervision (ARCHITECTURES.md s4.3; loop.kind: loopus), float64, hand-written backprop:
+  loopus_supervision(spec)                          {steps, supervised, beta} with the defaults filled in
+  check_supervise(spec, S)                          S as a validated sorted list of distinct ints in [0, steps)
+  loopus_encode(spec, weights, tokens)              h_0 = E(tokens) [T, D] (one sequence)
+  loopus_advance(spec, weights, h)                  advance(h) = gate(R(h), h), one loop pass
+  loopus_states(spec, weights, tokens, s)           [advance^s(E(tokens_b)) per sequence]
+  supervised_loss(spec, weights, h, targets, beta=None, ce_old=None, acc=None)
+                                                    (L, parts: ce_new, ce_old, acc, z, h_new), h constant
+  supervised_loss_and_grads(spec, weights, h, targets, beta=None, ce_old=None, acc=None)
+                                                    (L, parts, {name: dL/dname})
+  loopus_grad(spec, weights, tokens, targets, supervise=0)
+                                                    (mean_b L_b, mean_b G_b, parts): `lathe-run grad --supervise s`
+  loopus_train_step(spec, weights, m, v, tokens, targets, supervise, lr, step)
+                                                    (weights, m, v, info): `lathe-run train-step --supervise S0,S1,..`
 
 Conventions:
 - tokens / targets: int arrays of shape [T] (one sequence) or [B, T] (B independent
@@ -46,10 +60,32 @@ Conventions:
   elements. sg() does not change the value; loss(..., frozen_long_final=[B arrays [T, D]])
   uses the given states as the MSE target instead of recomputing them (finite differences
   with them held at shortcut_long_final's unperturbed value give the sg() gradient).
-- Only the standard decoder (every option of the contract's options table, taper
-  excluded) has gradients; three_phase, attn_res, loop and mlp.taper raise
-  NotImplementedError in loss_and_grads. With tie_embeddings the gradient of
+- loss_and_grads covers only the standard decoder (every option of the contract's options
+  table, taper excluded); three_phase, attn_res, loop and mlp.taper raise
+  NotImplementedError in it (LoopUS has its own hand-written backprop, below). With tie_embeddings the gradient of
   embed.weight is the sum of its input (gather) and LM-head uses.
+- LoopUS (loop.kind: loopus; s4.3 "Training: random deep supervision"): loss_and_grads refuses
+  it; its objective lives in the loopus_* / supervised_* functions. Parts: E = the embedding
+  (+ learned positions) and layers [0, P); R = layers [P, P+C); Dec = layers [P+C, L), the
+  final norm and the head. Spec key loop.supervision: {steps: NR, supervised: NS, beta: B},
+  defaults steps = loop.iterations, supervised = min(5, steps), beta = 1.0.
+  advance(h) = gate(R(h), h): u = R(h), delta = u - h, Abar = exp(-softplus(W_up W_down delta
+  + b) exp(A_log)), h' = Abar u + (1 - Abar) h (no halting in training). For one sequence with
+  h [T, D] held constant (no gradient into h):
+      z = w_q . LayerNorm(delta[T-1]) + b_q     (LN affine, eps 1e-5; the logit, no sigmoid;
+                                                 row T-1: every training token is real)
+      CE_new = mean_t CE(Dec(h')[t]);  CE_old = sg(mean_t CE(Dec(h)[t]))
+      acc = sg(mean_t [argmax_v Dec(h')[t] == target_t])
+      L = CE_new + beta SiLU(CE_new - CE_old) + BCE_logits(z, acc),
+      BCE_logits(z, a) = max(z, 0) - z a + log(1 + exp(-|z|)),  SiLU(x) = x sigmoid(x).
+  The gradient is zero for the encoder's layers, pos_embed and (untied) embed.weight; a tied
+  embed.weight gets the head's gradient only. A batch averages L_b and G_b over b.
+  grad --supervise s: h = advance^s(E(tokens)) at the given weights, then L and its gradient.
+  train-step t --supervise S (sorted, distinct, in [0, NR)): h_b = E(tokens_b); k = 0; for
+  j, s in enumerate(S): h_b = advance^(s-k)(h_b) (current weights); L_b, G_b at h_b;
+  h_b = advance(h_b) (the same weights, before the update); G = mean_b G_b, clipped to global
+  norm 1; adamw_step at AdamW step (t - 1) len(S) + j + 1; k = s + 1. Reported loss: the mean
+  of L_b over j and b.
 - lr_at: step is the 1-based index t of the optimizer update (t = 1 .. total), the same t
   adamw_step uses for bias correction. Linear warmup lr = base_lr * t / warmup for
   t < warmup (t = 0 would give 0), lr_at(warmup) = base_lr, then cosine
@@ -80,6 +116,8 @@ CLI:
       rel = max|a - b| / max(max|b|, 1e-12) with b the reference; exit 1 if any rel > rtol
       or a tensor is missing or has the wrong shape (extra tensors are reported, not fatal).
   --tokens / --targets may hold several sequences separated by ';' (a [B, T] batch).
+  --supervise s (loopus specs; default 0): the gradient of loopus_grad, i.e. of `lathe-run grad
+      --supervise s` (a loopus spec always takes this objective).
 """
 import argparse
 import math
@@ -97,6 +135,9 @@ import safetensors_np  # noqa: E402
 # ---------------------------------------------------------------- helpers
 
 def _check_standard(spec):
+    if ref.is_loopus(spec):
+        raise NotImplementedError("train.py: LoopUS trains by random deep supervision (s4.3): use "
+                                  "loopus_grad / supervised_loss_and_grads / loopus_train_step")
     for key in ("three_phase", "attn_res", "loop"):
         if spec.get(key) is not None:
             raise NotImplementedError(f"train.py: gradients for the {key} spec key are not implemented "
@@ -301,153 +342,186 @@ def _rope_back(dy, base):
     return np.concatenate([ya * c + yb * s, yb * c - ya * s], axis=-1)
 
 
-def forward_train(spec, W, tokens):
-    """(logits [T, V], tape) for one 1-D sequence, float64 weights W; the tape feeds _backward."""
-    D, L, H, K = spec["d_model"], spec["layers"], spec["heads"], spec["kv_heads"]
-    Dh, eps, base = D // H, spec["norm"]["eps"], spec["rope"]["base"]
-    ln, bias = spec["norm"]["kind"] == "layernorm", spec["bias"]
+def _norm(spec, W, x, n):
+    """The spec's norm (layernorm with bias, or rmsnorm) named n, on x [..., D]."""
+    if spec["norm"]["kind"] == "layernorm":
+        return ref.layernorm(x, W[n + ".weight"], W[n + ".bias"], spec["norm"]["eps"])
+    return ref.rmsnorm(x, W[n + ".weight"], spec["norm"]["eps"])
+
+
+def _lin(spec, W, x, n):
+    y = x @ W[n + ".weight"].T
+    return y + W[n + ".bias"] if spec["bias"] else y
+
+
+def _block_forward(spec, W, x, l):
+    """Pre-norm block l (attention, then MLP, each with its residual) on x [T, D], float64
+    weights W; (output [T, D], cache for _block_backward)."""
+    D, H, K = spec["d_model"], spec["heads"], spec["kv_heads"]
+    Dh, base = D // H, spec["rope"]["base"]
     use_rope, kind = spec["position"] == "rope", spec["mlp"]["kind"]
     normalizer = {"softmax": ref.softmax, "softpick": ref.softpick}[spec["attention"]["normalizer"]]
-    T = len(tokens)
+    T = x.shape[0]
     grp = np.arange(H) // (H // K)
+    p, c = f"layers.{l}.", {}
+    c["x_attn"] = x
+    h = c["h_attn"] = _norm(spec, W, x, p + "attn_norm")
+    q = _lin(spec, W, h, p + "attn.wq").reshape(T, H, Dh)
+    k = _lin(spec, W, h, p + "attn.wk").reshape(T, K, Dh)
+    v = _lin(spec, W, h, p + "attn.wv").reshape(T, K, Dh)
+    if use_rope:
+        q, k = ref.rope(q, base), ref.rope(k, base)
+    P = ref.attention_probs(q, k, H, K, normalizer)                  # [H, T, T]
+    kh, vh = k[:, grp], v[:, grp]
+    a = np.einsum("hts,shd->thd", P, vh).reshape(T, H * Dh)
+    c.update(q=q, kh=kh, vh=vh, P=P, a=a)
+    if spec["attention"]["normalizer"] == "softpick":
+        S = np.einsum("thd,shd->hts", q, kh) / np.sqrt(Dh)
+        c["S"] = np.where(np.triu(np.ones((T, T), bool), k=1)[None], -np.inf, S)
+    x = x + _lin(spec, W, a, p + "attn.wo")
+    c["x_mlp"] = x
+    h = c["h_mlp"] = _norm(spec, W, x, p + "mlp_norm")
+    if kind == "swiglu":
+        g, u = _lin(spec, W, h, p + "mlp.w_gate"), _lin(spec, W, h, p + "mlp.w_up")
+        m = ref.silu(g) * u
+        c.update(g=g, u=u)
+    else:
+        u = _lin(spec, W, h, p + "mlp.w_up")
+        m = ref.gelu_tanh(u) if kind == "gelu" else ref.relu2(u)
+        c["u"] = u
+    c["m"] = m
+    return x + _lin(spec, W, m, p + "mlp.w_down"), c
 
-    def norm(x, n):
-        if ln:
-            return ref.layernorm(x, W[n + ".weight"], W[n + ".bias"], eps)
-        return ref.rmsnorm(x, W[n + ".weight"], eps)
 
-    def lin(x, n):
-        y = x @ W[n + ".weight"].T
-        return y + W[n + ".bias"] if bias else y
+def _run_blocks(spec, W, x, layers):
+    """x through the blocks `layers` in order; (output, [caches])."""
+    caches = []
+    for l in layers:
+        x, c = _block_forward(spec, W, x, l)
+        caches.append(c)
+    return x, caches
 
-    tape = {"tokens": tokens, "layers": []}
+
+def forward_train(spec, W, tokens):
+    """(logits [T, V], tape) for one 1-D sequence, float64 weights W; the tape feeds _backward."""
+    T = len(tokens)
+    tape = {"tokens": tokens}
     x = W["embed.weight"][tokens]
-    if not use_rope:
+    if spec["position"] != "rope":
         x = x + W["pos_embed.weight"][:T]
-    for l in range(L):
-        p, c = f"layers.{l}.", {}
-        c["x_attn"] = x
-        h = c["h_attn"] = norm(x, p + "attn_norm")
-        q = lin(h, p + "attn.wq").reshape(T, H, Dh)
-        k = lin(h, p + "attn.wk").reshape(T, K, Dh)
-        v = lin(h, p + "attn.wv").reshape(T, K, Dh)
-        if use_rope:
-            q, k = ref.rope(q, base), ref.rope(k, base)
-        P = ref.attention_probs(q, k, H, K, normalizer)                  # [H, T, T]
-        kh, vh = k[:, grp], v[:, grp]
-        a = np.einsum("hts,shd->thd", P, vh).reshape(T, H * Dh)
-        c.update(q=q, kh=kh, vh=vh, P=P, a=a)
-        if spec["attention"]["normalizer"] == "softpick":
-            S = np.einsum("thd,shd->hts", q, kh) / np.sqrt(Dh)
-            c["S"] = np.where(np.triu(np.ones((T, T), bool), k=1)[None], -np.inf, S)
-        x = x + lin(a, p + "attn.wo")
-        c["x_mlp"] = x
-        h = c["h_mlp"] = norm(x, p + "mlp_norm")
-        if kind == "swiglu":
-            g, u = lin(h, p + "mlp.w_gate"), lin(h, p + "mlp.w_up")
-            m = ref.silu(g) * u
-            c.update(g=g, u=u)
-        else:
-            u = lin(h, p + "mlp.w_up")
-            m = ref.gelu_tanh(u) if kind == "gelu" else ref.relu2(u)
-            c["u"] = u
-        c["m"] = m
-        x = x + lin(m, p + "mlp.w_down")
-        tape["layers"].append(c)
+    x, tape["layers"] = _run_blocks(spec, W, x, range(spec["layers"]))
     tape["x_final"] = x
-    hf = tape["h_final"] = norm(x, "norm")
+    hf = tape["h_final"] = _norm(spec, W, x, "norm")
     head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
     return hf @ head.T, tape
 
 
 # ---------------------------------------------------------------- backward
 
+def _layernorm_back(x, dy, g, eps):
+    """(dx, dg, db) for y = LayerNorm(x) * g + b over the last axis (biased variance)."""
+    xc = x - np.mean(x, axis=-1, keepdims=True)
+    r = 1.0 / np.sqrt(np.mean(xc * xc, axis=-1, keepdims=True) + eps)
+    xhat = xc * r
+    dxh = dy * g
+    dx = r * (dxh - np.mean(dxh, axis=-1, keepdims=True) - xhat * np.mean(dxh * xhat, axis=-1, keepdims=True))
+    lead = tuple(range(dy.ndim - 1))
+    return dx, (dy * xhat).sum(lead), dy.sum(lead)
+
+
+def _norm_back(spec, W, G, x, dy, n):
+    """dL/dx for y = _norm(spec, W, x, n); accumulates the gain (and bias) gradients into G."""
+    g, eps = W[n + ".weight"], spec["norm"]["eps"]
+    if spec["norm"]["kind"] == "layernorm":
+        dx, dg, db = _layernorm_back(x, dy, g, eps)
+        G[n + ".bias"] += db
+        G[n + ".weight"] += dg
+        return dx
+    r = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
+    xhat = x * r
+    G[n + ".weight"] += (dy * xhat).sum(0)
+    dxh = dy * g
+    return r * (dxh - xhat * np.mean(dxh * xhat, axis=-1, keepdims=True))
+
+
+def _lin_back(spec, W, G, x, dy, n):
+    G[n + ".weight"] += dy.T @ x
+    if spec["bias"]:
+        G[n + ".bias"] += dy.sum(0)
+    return dy @ W[n + ".weight"]
+
+
+def _block_backward(spec, W, G, c, l, dx):
+    """dL/d(block l's input) from dL/d(its output) dx [T, D] and its cache c; accumulates into G."""
+    D, H, K = spec["d_model"], spec["heads"], spec["kv_heads"]
+    Dh, base = D // H, spec["rope"]["base"]
+    use_rope, kind = spec["position"] == "rope", spec["mlp"]["kind"]
+    T = dx.shape[0]
+    rep = H // K
+    p = f"layers.{l}."
+    # MLP: x = x_mlp + lin(m, w_down)
+    dm = _lin_back(spec, W, G, c["m"], dx, p + "mlp.w_down")
+    if kind == "swiglu":
+        g, u = c["g"], c["u"]
+        sg = 1.0 / (1.0 + np.exp(-g))
+        dg = dm * u * sg * (1.0 + g * (1.0 - sg))      # silu'(g) = s (1 + g (1 - s))
+        dh = (_lin_back(spec, W, G, c["h_mlp"], dg, p + "mlp.w_gate")
+              + _lin_back(spec, W, G, c["h_mlp"], dm * g * sg, p + "mlp.w_up"))
+    else:
+        dh = _lin_back(spec, W, G, c["h_mlp"], dm * _act_grad(kind, c["u"]), p + "mlp.w_up")
+    dx = dx + _norm_back(spec, W, G, c["x_mlp"], dh, p + "mlp_norm")
+    # attention: x = x_attn + lin(a, wo)
+    da = _lin_back(spec, W, G, c["a"], dx, p + "attn.wo").reshape(T, H, Dh)
+    P, q, kh, vh = c["P"], c["q"], c["kh"], c["vh"]
+    dP = np.einsum("thd,shd->hts", da, vh)                      # [H, T, S]
+    dvh = np.einsum("hts,thd->shd", P, da)                      # [S, H, Dh]
+    if spec["attention"]["normalizer"] == "softmax":
+        dS = P * (dP - np.sum(dP * P, axis=-1, keepdims=True))
+    else:
+        # y_i = relu(e^x_i - 1) / Z, Z = sum_j |e^x_j - 1| + eps (masked j excluded):
+        # dx_i = e^x_i / Z * ([x_i > 0] dy_i - sign(x_i) sum_j dy_j y_j). With m = max(max x, 0),
+        # e^x_i / Z = e^(x_i - m) / (sum_j |e^(x_j - m) - e^-m| + eps e^-m), as in decoder.softpick.
+        S = c["S"]
+        mask = np.isneginf(S)
+        mx = np.maximum(np.max(S, axis=-1, keepdims=True), 0.0)
+        Sf = np.where(mask, 0.0, S)
+        d = np.where(mask, 0.0, np.exp(Sf - mx) - np.exp(-mx))
+        Zs = np.sum(np.abs(d), axis=-1, keepdims=True) + 1e-8 * np.exp(-mx)
+        ex = np.where(mask, 0.0, np.exp(Sf - mx)) / Zs
+        dot = np.sum(dP * P, axis=-1, keepdims=True)
+        dS = ex * ((Sf > 0) * dP - np.sign(Sf) * dot)
+        dS = np.where(mask, 0.0, dS)
+    dS = dS / np.sqrt(Dh)
+    dq = np.einsum("hts,shd->thd", dS, kh)
+    dkh = np.einsum("hts,thd->shd", dS, q)
+    dk = dkh.reshape(T, K, rep, Dh).sum(2)          # query head h reads kv head h // rep
+    dv = dvh.reshape(T, K, rep, Dh).sum(2)
+    if use_rope:
+        dq, dk = _rope_back(dq, base), _rope_back(dk, base)
+    h = c["h_attn"]
+    dh = (_lin_back(spec, W, G, h, dq.reshape(T, H * Dh), p + "attn.wq")
+          + _lin_back(spec, W, G, h, dk.reshape(T, K * Dh), p + "attn.wk")
+          + _lin_back(spec, W, G, h, dv.reshape(T, K * Dh), p + "attn.wv"))
+    return dx + _norm_back(spec, W, G, c["x_attn"], dh, p + "attn_norm")
+
+
+def _back_blocks(spec, W, G, caches, layers, dx):
+    """dL/d(input of the first block in `layers`) from dL/d(output of the last); accumulates into G."""
+    for l, c in zip(reversed(list(layers)), reversed(caches)):
+        dx = _block_backward(spec, W, G, c, l, dx)
+    return dx
+
+
 def _backward(spec, W, tape, dlogits, G):
     """Accumulate dL/dW into G (float64 dict) given dL/dlogits [T, V] for one sequence."""
-    D, L, H, K = spec["d_model"], spec["layers"], spec["heads"], spec["kv_heads"]
-    Dh, eps, base = D // H, spec["norm"]["eps"], spec["rope"]["base"]
-    ln, bias = spec["norm"]["kind"] == "layernorm", spec["bias"]
-    use_rope, kind = spec["position"] == "rope", spec["mlp"]["kind"]
     T = dlogits.shape[0]
-    rep = H // K
-
-    def norm_back(x, dy, n):
-        """dL/dx for y = norm(x, n); accumulates the gain (and bias) gradients."""
-        g = W[n + ".weight"]
-        if ln:
-            xc = x - np.mean(x, axis=-1, keepdims=True)
-            r = 1.0 / np.sqrt(np.mean(xc * xc, axis=-1, keepdims=True) + eps)
-            xhat = xc * r
-            G[n + ".bias"] += dy.sum(0)
-            G[n + ".weight"] += (dy * xhat).sum(0)
-            dxh = dy * g
-            return r * (dxh - np.mean(dxh, axis=-1, keepdims=True)
-                        - xhat * np.mean(dxh * xhat, axis=-1, keepdims=True))
-        r = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
-        xhat = x * r
-        G[n + ".weight"] += (dy * xhat).sum(0)
-        dxh = dy * g
-        return r * (dxh - xhat * np.mean(dxh * xhat, axis=-1, keepdims=True))
-
-    def lin_back(x, dy, n):
-        G[n + ".weight"] += dy.T @ x
-        if bias:
-            G[n + ".bias"] += dy.sum(0)
-        return dy @ W[n + ".weight"]
-
     # LM head (no bias) and final norm
     head = "embed.weight" if spec["tie_embeddings"] else "lm_head.weight"
     G[head] += dlogits.T @ tape["h_final"]
-    dx = norm_back(tape["x_final"], dlogits @ W[head], "norm")
-
-    for l in reversed(range(L)):
-        p, c = f"layers.{l}.", tape["layers"][l]
-        # MLP: x = x_mlp + lin(m, w_down)
-        dm = lin_back(c["m"], dx, p + "mlp.w_down")
-        if kind == "swiglu":
-            g, u = c["g"], c["u"]
-            sg = 1.0 / (1.0 + np.exp(-g))
-            dg = dm * u * sg * (1.0 + g * (1.0 - sg))      # silu'(g) = s (1 + g (1 - s))
-            dh = lin_back(c["h_mlp"], dg, p + "mlp.w_gate") + lin_back(c["h_mlp"], dm * g * sg, p + "mlp.w_up")
-        else:
-            dh = lin_back(c["h_mlp"], dm * _act_grad(kind, c["u"]), p + "mlp.w_up")
-        dx = dx + norm_back(c["x_mlp"], dh, p + "mlp_norm")
-        # attention: x = x_attn + lin(a, wo)
-        da = lin_back(c["a"], dx, p + "attn.wo").reshape(T, H, Dh)
-        P, q, kh, vh = c["P"], c["q"], c["kh"], c["vh"]
-        dP = np.einsum("thd,shd->hts", da, vh)                      # [H, T, S]
-        dvh = np.einsum("hts,thd->shd", P, da)                      # [S, H, Dh]
-        if spec["attention"]["normalizer"] == "softmax":
-            dS = P * (dP - np.sum(dP * P, axis=-1, keepdims=True))
-        else:
-            # y_i = relu(e^x_i - 1) / Z, Z = sum_j |e^x_j - 1| + eps (masked j excluded):
-            # dx_i = e^x_i / Z * ([x_i > 0] dy_i - sign(x_i) sum_j dy_j y_j). With m = max(max x, 0),
-            # e^x_i / Z = e^(x_i - m) / (sum_j |e^(x_j - m) - e^-m| + eps e^-m), as in decoder.softpick.
-            S = c["S"]
-            mask = np.isneginf(S)
-            mx = np.maximum(np.max(S, axis=-1, keepdims=True), 0.0)
-            Sf = np.where(mask, 0.0, S)
-            d = np.where(mask, 0.0, np.exp(Sf - mx) - np.exp(-mx))
-            Zs = np.sum(np.abs(d), axis=-1, keepdims=True) + 1e-8 * np.exp(-mx)
-            ex = np.where(mask, 0.0, np.exp(Sf - mx)) / Zs
-            dot = np.sum(dP * P, axis=-1, keepdims=True)
-            dS = ex * ((Sf > 0) * dP - np.sign(Sf) * dot)
-            dS = np.where(mask, 0.0, dS)
-        dS = dS / np.sqrt(Dh)
-        dq = np.einsum("hts,shd->thd", dS, kh)
-        dkh = np.einsum("hts,thd->shd", dS, q)
-        dk = dkh.reshape(T, K, rep, Dh).sum(2)          # query head h reads kv head h // rep
-        dv = dvh.reshape(T, K, rep, Dh).sum(2)
-        if use_rope:
-            dq, dk = _rope_back(dq, base), _rope_back(dk, base)
-        h = c["h_attn"]
-        dh = (lin_back(h, dq.reshape(T, H * Dh), p + "attn.wq")
-              + lin_back(h, dk.reshape(T, K * Dh), p + "attn.wk")
-              + lin_back(h, dv.reshape(T, K * Dh), p + "attn.wv"))
-        dx = dx + norm_back(c["x_attn"], dh, p + "attn_norm")
-
+    dx = _norm_back(spec, W, G, tape["x_final"], dlogits @ W[head], "norm")
+    dx = _back_blocks(spec, W, G, tape["layers"], range(spec["layers"]), dx)
     np.add.at(G["embed.weight"], tape["tokens"], dx)
-    if not use_rope:
+    if spec["position"] != "rope":
         G["pos_embed.weight"][:T] += dx
 
 
@@ -668,6 +742,278 @@ def optimizer_step(weights, grads, m, v, b, step, lr, optimizer="adamw", muon_na
     return w, m, v, b
 
 
+# ---------------------------------------------------------------- LoopUS random deep supervision (s4.3)
+#
+# ARCHITECTURES.md s4.3 "Training: random deep supervision [CODE]". E = the embedding (plus
+# learned positions) and layers [0, P); R = layers [P, P+C); Dec = layers [P+C, L), the final
+# norm and the head. advance(h) = gate(R(h), h) (one loop pass, no halting in training).
+# supervised_loss(h) for one sequence, h [T, D] a constant (sg):
+#   u = R(h); delta = u - h; h_new = gate(u, h)
+#   z = w_q . LayerNorm(delta[T-1]) + b_q            (the confidence LOGIT; LN affine, eps 1e-5)
+#   CE_new = mean_t CE(Dec(h_new)[t], targets[t]);  CE_old = sg(mean_t CE(Dec(h)[t], targets[t]))
+#   acc = sg(mean_t [argmax Dec(h_new)[t] == targets[t]])
+#   L = CE_new + beta SiLU(CE_new - CE_old) + BCE_logits(z, acc),
+#   BCE_logits(z, a) = max(z, 0) - z a + log(1 + exp(-|z|)),  SiLU(x) = x sigmoid(x).
+
+def loopus_supervision(spec):
+    """{steps: NR, supervised: NS, beta: B} of a loopus spec, defaults filled in: steps =
+    loop.iterations, supervised = min(5, steps), beta = 1.0 (decoder.loopus_supervision_spec)."""
+    if not ref.is_loopus(spec):
+        raise ValueError("loopus_supervision needs a loopus spec (loop.kind: loopus)")
+    lp = spec["loop"]
+    sup = lp.get("supervision")
+    return dict(sup) if sup is not None else ref.loopus_supervision_spec(None, lp["iterations"])
+
+
+def check_supervise(spec, supervise):
+    """The supervised step indices S of one train step as a list of ints: non-empty, strictly
+    increasing (sorted and distinct), each in [0, NR) with NR = loopus_supervision(spec)["steps"].
+    A single int is accepted as [s]. (Any length 1 .. NR; the runtime draws NS of them.)"""
+    nr = loopus_supervision(spec)["steps"]
+    S = [supervise] if isinstance(supervise, (int, np.integer)) and not isinstance(supervise, bool) \
+        else list(supervise)
+    if not S:
+        raise ValueError("supervise: need at least one supervised step index")
+    for s in S:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < nr:
+            raise ValueError(f"supervise: step index {s!r} is not an integer in [0, steps = {nr})")
+    if any(b <= a for a, b in zip(S, S[1:])):
+        raise ValueError(f"supervise: step indices must be sorted and distinct, got {S}")
+    return [int(s) for s in S]
+
+
+def _loopus_W(spec, weights):
+    """float64 copies of the documented tensors of a loopus spec (shapes checked)."""
+    if not ref.is_loopus(spec):
+        raise ValueError("LoopUS training needs a loopus spec (loop.kind: loopus)")
+    _check_shapes(spec, weights)
+    return {n: np.asarray(weights[n], np.float64) for n in ref.weight_shapes(spec)}
+
+
+def loopus_encode(spec, weights, tokens):
+    """h_0 = E(tokens) [T, D] (float64) for one 1-D sequence: embedding (+ learned positions),
+    then the encoder layers [0, P) (no norm after them, as in decoder.forward)."""
+    W = _loopus_W(spec, weights)
+    tok, _ = _batch(spec, tokens, tokens)
+    if tok.shape[0] != 1:
+        raise ValueError("loopus_encode takes one sequence [T]")
+    return _loopus_encode(spec, W, tok[0])
+
+
+def _loopus_encode(spec, W, tokens):
+    T = len(tokens)
+    x = W["embed.weight"][tokens]
+    if spec["position"] != "rope":
+        x = x + W["pos_embed.weight"][:T]
+    prelude, _, _ = ref.loop_parts(spec)
+    return _run_blocks(spec, W, x, prelude)[0]
+
+
+def _loopus_pass(spec, W, h):
+    """One pass of R and the selective gate from h [T, D]; a dict with the pieces backprop needs."""
+    _, core, _ = ref.loop_parts(spec)
+    u, caches = _run_blocks(spec, W, h, core)
+    delta = u - h
+    a = delta @ W["gate.down.weight"].T                           # [T, r]
+    zg = a @ W["gate.up.weight"].T + W["gate.up.bias"]            # [T, D]
+    dt = ref.softplus(zg)
+    E = np.exp(W["gate.A_log"])
+    abar = np.exp(-dt * E)
+    h_new = ref.loopus_mix(u, h, abar)
+    return dict(h=h, u=u, caches=caches, delta=delta, a=a, zg=zg, dt=dt, E=E, abar=abar, h_new=h_new)
+
+
+def loopus_advance(spec, weights, h):
+    """advance(h) = gate(R(h), h): h_{k+1} = Abar u + (1 - Abar) h_k with u = R(h_k) (s4.3), [T, D]."""
+    W = _loopus_W(spec, weights)
+    return _loopus_pass(spec, W, np.asarray(h, np.float64))["h_new"]
+
+
+def _loopus_decode(spec, W, h):
+    """(logits [T, V], tape): Dec = decoder layers [P+C, L), final norm, head, on h [T, D]."""
+    _, _, coda = ref.loop_parts(spec)
+    x, caches = _run_blocks(spec, W, h, coda)
+    hf = _norm(spec, W, x, "norm")
+    head = W["embed.weight"] if spec["tie_embeddings"] else W["lm_head.weight"]
+    return hf @ head.T, {"caches": caches, "x_final": x, "h_final": hf}
+
+
+def _loopus_decode_back(spec, W, G, tape, dlogits):
+    """dL/dh (Dec's input) from dL/dlogits; accumulates the head, final norm and coda grads into G."""
+    _, _, coda = ref.loop_parts(spec)
+    head = "embed.weight" if spec["tie_embeddings"] else "lm_head.weight"
+    G[head] += dlogits.T @ tape["h_final"]
+    dx = _norm_back(spec, W, G, tape["x_final"], dlogits @ W[head], "norm")
+    return _back_blocks(spec, W, G, tape["caches"], coda, dx)
+
+
+def _silu_grad(x):
+    s = float(ref.sigmoid(x))
+    return s * (1.0 + x * (1.0 - s))
+
+
+def bce_logits(z, a):
+    """BCE_logits(z, a) = max(z, 0) - z a + log(1 + exp(-|z|)) (torch's binary_cross_entropy_with_logits)."""
+    return max(z, 0.0) - z * a + math.log1p(math.exp(-abs(z)))
+
+
+def _supervised(spec, W, h, targets, beta, ce_old, acc, want_grads):
+    """(L, parts, G or None) for one sequence; see supervised_loss."""
+    h = np.asarray(h, np.float64)
+    T = h.shape[0]
+    targets = np.asarray(targets, np.int64)
+    if h.shape != (T, spec["d_model"]) or targets.shape != (T,) or T == 0:
+        raise ValueError(f"supervised_loss: h must be [T, D] and targets [T] (T >= 1), got {list(h.shape)} and "
+                         f"{list(targets.shape)}")
+    if targets.min() < 0 or targets.max() >= spec["vocab"]:
+        raise ValueError(f"supervised_loss: target ids must lie in [0, {spec['vocab']})")
+    if beta is None:
+        beta = loopus_supervision(spec)["beta"]
+    ps = _loopus_pass(spec, W, h)
+    eps_c = ref.LOOPUS_CONFIDENCE_EPS
+    y = ref.layernorm(ps["delta"][-1], W["confidence.norm.weight"], W["confidence.norm.bias"], eps_c)
+    z = float(W["confidence.weight"].reshape(-1) @ y + W["confidence.bias"].reshape(-1)[0])
+    logits, tape = _loopus_decode(spec, W, ps["h_new"])
+    ce_new = float(np.mean(cross_entropy(logits, targets)))
+    if ce_old is None:
+        ce_old = float(np.mean(cross_entropy(_loopus_decode(spec, W, h)[0], targets)))
+    if acc is None:
+        acc = float(np.mean(np.argmax(logits, axis=-1) == targets))
+    d = ce_new - ce_old
+    L = ce_new + beta * float(ref.silu(d)) + bce_logits(z, acc)
+    parts = dict(ce_new=ce_new, ce_old=float(ce_old), acc=float(acc), z=z, h_new=ps["h_new"])
+    if not want_grads:
+        return L, parts, None
+    G = {n: np.zeros_like(a) for n, a in W.items()}
+    # L = CE_new + beta SiLU(CE_new - CE_old) + BCE(z, acc): dL/dCE_new and dL/dz
+    dce = 1.0 + beta * _silu_grad(d)
+    dz = float(ref.sigmoid(z)) - acc
+    probs = ref.softmax(logits, axis=-1)
+    probs[np.arange(T), targets] -= 1.0
+    dh_new = _loopus_decode_back(spec, W, G, tape, probs * (dce / T))
+    # h_new = Abar u + (1 - Abar) h  (h constant)
+    du = ps["abar"] * dh_new
+    dabar = ps["delta"] * dh_new
+    # Abar = exp(-Dt E), E = exp(A_log)
+    dE_ = -(dabar * ps["abar"] * ps["dt"])
+    G["gate.A_log"] += dE_.sum(0) * ps["E"]
+    ddt = -(dabar * ps["abar"]) * ps["E"]
+    # Dt = softplus(zg), zg = (delta W_down^T) W_up^T + b
+    dzg = ddt * ref.sigmoid(ps["zg"])
+    G["gate.up.weight"] += dzg.T @ ps["a"]
+    G["gate.up.bias"] += dzg.sum(0)
+    da = dzg @ W["gate.up.weight"]
+    G["gate.down.weight"] += da.T @ ps["delta"]
+    ddelta = da @ W["gate.down.weight"]
+    # z = w_q . LN(delta[T-1]) + b_q
+    G["confidence.weight"] += dz * y[None, :]
+    G["confidence.bias"] += dz
+    dy = dz * W["confidence.weight"].reshape(-1)
+    dlast, dg, db = _layernorm_back(ps["delta"][-1], dy, W["confidence.norm.weight"], eps_c)
+    G["confidence.norm.weight"] += dg
+    G["confidence.norm.bias"] += db
+    ddelta[-1] += dlast
+    # delta = u - h; u = R(h)  (dL/dh is dropped: h is a constant)
+    du = du + ddelta
+    _, core, _ = ref.loop_parts(spec)
+    _back_blocks(spec, W, G, ps["caches"], core, du)
+    return L, parts, G
+
+
+def supervised_loss(spec, weights, h, targets, beta=None, ce_old=None, acc=None):
+    """(L, parts) of s4.3's supervised step for one sequence, float64.
+
+    h [T, D]: the loop state entering the supervised step (a constant); targets [T]. beta
+    defaults to loopus_supervision(spec)["beta"]. ce_old / acc: use these values instead of
+    computing CE(Dec(h)) and the token accuracy of Dec(h_new) (finite differences hold them
+    at their unperturbed values; both are constants of the gradient anyway).
+    parts: ce_new, ce_old, acc, z (the confidence logit, no sigmoid), h_new (= advance(h)).
+    L = ce_new + beta SiLU(ce_new - ce_old) + BCE_logits(z, acc).
+    """
+    return _supervised(spec, _loopus_W(spec, weights), h, targets, beta, ce_old, acc, False)[:2]
+
+
+def supervised_loss_and_grads(spec, weights, h, targets, beta=None, ce_old=None, acc=None):
+    """(L, parts, {name: dL/dname}) for one sequence by reverse-mode backprop in float64 (see
+    supervised_loss). Gradients cover every documented tensor: zero for the encoder's layers,
+    the embedding (except a tied head) and learned positions, since h is a constant."""
+    return _supervised(spec, _loopus_W(spec, weights), h, targets, beta, ce_old, acc, True)
+
+
+def loopus_states(spec, weights, tokens, supervise=0):
+    """[h_b]: h = advance^s(E(tokens_b)) [T, D] for each sequence (tokens [T] or [B, T]), the state
+    that `lathe-run grad --supervise s` supervises."""
+    W = _loopus_W(spec, weights)
+    s = check_supervise(spec, supervise)
+    if len(s) != 1:
+        raise ValueError("loopus_states takes one supervised step index")
+    tok, _ = _batch(spec, tokens, tokens)
+    out = []
+    for row in tok:
+        h = _loopus_encode(spec, W, row)
+        for _ in range(s[0]):
+            h = _loopus_pass(spec, W, h)["h_new"]
+        out.append(h)
+    return out
+
+
+def loopus_grad(spec, weights, tokens, targets, supervise=0):
+    """(L, G, parts) of `lathe-run grad --supervise s` (s4.3): per sequence b, h_b = advance^s(E(tokens_b)),
+    L_b, G_b = supervised_loss_and_grads(h_b); L = mean_b L_b, G = mean_b G_b; parts: per-b dicts."""
+    W = _loopus_W(spec, weights)
+    _, tgt = _batch(spec, tokens, targets)
+    hs = loopus_states(spec, W, tokens, supervise)
+    res = [_supervised(spec, W, h, t, None, None, None, True) for h, t in zip(hs, tgt)]
+    B = len(res)
+    L = sum(r[0] for r in res) / B
+    G = {n: sum(r[2][n] for r in res) / B for n in W}
+    return L, G, [r[1] for r in res]
+
+
+def loopus_train_step(spec, weights, m, v, tokens, targets, supervise, lr, step, max_norm=1.0,
+                      beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1):
+    """One `lathe-run train-step --supervise S0,S1,..` of LoopUS (s4.3), float64; returns
+    (weights, m, v, info).
+
+    tokens / targets: [T] or [B, T]; supervise: the sorted distinct step indices S
+    (check_supervise); step: the 1-based train-step number t. h_b = E(tokens_b) with the
+    weights at the start; k = 0; for each j, s in S: h_b = advance^(s-k)(h_b) with the current
+    weights; L_b, G_b = supervised_loss_and_grads(h_b); h_b = advance(h_b) with the same
+    weights (parts' h_new); G = mean_b G_b, clipped to global norm max_norm; one adamw_step
+    (no_decay_names) at AdamW step (t - 1) len(S) + j + 1 with lr; k = s + 1.
+    info: loss (mean over j and b of L_b), losses [[L_b] per j], grad_norms (pre-clip, per j),
+    clipped (the clipped gradients per j), adam_steps, parts ([[per-b dicts] per j]).
+    """
+    S = check_supervise(spec, supervise)
+    if step < 1:
+        raise ValueError(f"step counts from 1, got {step}")
+    W = _loopus_W(spec, weights)
+    tok, tgt = _batch(spec, tokens, targets)
+    nd = no_decay_names(spec, list(W))
+    beta = loopus_supervision(spec)["beta"]
+    hs = [_loopus_encode(spec, W, row) for row in tok]
+    info = dict(losses=[], grad_norms=[], clipped=[], adam_steps=[], parts=[])
+    k = 0
+    for j, s in enumerate(S):
+        for _ in range(s - k):
+            hs = [_loopus_pass(spec, W, h)["h_new"] for h in hs]
+        res = [_supervised(spec, W, h, t, beta, None, None, True) for h, t in zip(hs, tgt)]
+        hs = [r[1]["h_new"] for r in res]
+        B = len(res)
+        G = {n: sum(r[2][n] for r in res) / B for n in W}
+        Gc, norm = clip_by_global_norm(G, max_norm)
+        t_adam = (step - 1) * len(S) + j + 1
+        W, m, v = adamw_step(W, Gc, m, v, t_adam, lr, beta1, beta2, eps, weight_decay, nd)
+        info["losses"].append([r[0] for r in res])
+        info["grad_norms"].append(norm)
+        info["clipped"].append(Gc)
+        info["adam_steps"].append(t_adam)
+        info["parts"].append([r[1] for r in res])
+        k = s + 1
+    info["loss"] = float(np.mean(info["losses"]))
+    return W, m, v, info
+
+
 # ---------------------------------------------------------------- CLI
 
 def compare_grads(got, want, rtol, atol=0.0):
@@ -721,15 +1067,22 @@ def main(argv=None):
     ap.add_argument("--rtol", type=float, default=1e-3)
     ap.add_argument("--atol", type=float, default=0.0,
                     help="also pass a tensor whose max abs error is within this")
+    ap.add_argument("--supervise", type=int, default=None,
+                    help="loopus: the supervised step index s (default 0), as lathe-run grad --supervise")
     args = ap.parse_args(argv)
     if not (args.out or args.compare):
         ap.error("give --out or --compare")
     spec = ref.load_spec(args.spec)
+    if args.supervise is not None and not ref.is_loopus(spec):
+        ap.error("--supervise is only for loopus specs")
     weights, _ = safetensors_np.load(args.weights)
     try:
         tokens, targets = _parse_ids(args.tokens), _parse_ids(args.targets)
         ref.check_weights(spec, weights)
-        L, G = loss_and_grads(spec, weights, tokens, targets)
+        if ref.is_loopus(spec):
+            L, G, _ = loopus_grad(spec, weights, tokens, targets, args.supervise or 0)
+        else:
+            L, G = loss_and_grads(spec, weights, tokens, targets)
     except (ValueError, NotImplementedError) as e:
         print(f"ERROR {e}")
         return 2

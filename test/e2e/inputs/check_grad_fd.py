@@ -4,7 +4,7 @@ reference loss, for models whose hand-written reference backprop does not
 exist yet (the architecture families).
 
 check_grad_fd.py SPEC WEIGHTS TOKENS TARGETS GRADS [--per-tensor N] [--h H] [--iterations N]
-                 [--shortcut D1,D2,...]
+                 [--shortcut D1,D2,...] [--supervise S]
 
 The loss is test/reference/train.py's `loss` (mean cross-entropy of the
 float64 forward of test/reference/decoder.py, written from
@@ -38,6 +38,19 @@ with the long pass's post-final-norm hidden states computed once at the unpertur
 and held constant in every perturbed evaluation (loss(..., frozen_long_final=...)), i.e. the
 gradient of the objective with sg(). The first line printed is then
 `shortcut D1 D2 ...: loss = CE(long) + 0.1 CE(short) + 0.1 MSE(sg(long), short)`.
+
+--supervise S (LoopUS, loop.kind: loopus, ARCHITECTURES.md s4.3 "Training: random deep
+supervision"; the index of the supervised loop step, 0 <= S < loop.supervision.steps, default
+0: a loopus spec always takes this objective): the loss differenced is train.supervised_loss
+    L = CE_new + beta SiLU(CE_new - CE_old) + BCE_logits(z, acc)
+at h = advance^S(E(tokens)), what `lathe-run grad --supervise S` differentiates. h is computed
+once from the unperturbed weights (train.loopus_states) and held constant, and so are CE_old =
+CE(Dec(h)) and acc (the token accuracy of Dec(advance(h))), both at their unperturbed values;
+so the encoder's layers (and an untied embedding, learned positions) have zero gradient.
+TOKENS / TARGETS may then hold several ';'-separated sequences (L and the gradient are the
+means over them). The first line printed is then
+`supervise S: h = advance^S(E(tokens)) held constant; L = CE_new + B SiLU(CE_new - CE_old) + BCE(z, acc)`
+(B = the spec's beta).
 """
 import argparse
 import fractions
@@ -65,8 +78,19 @@ def main():
                     help="parcae: the core pass count of this training draw (default loop.iterations)")
     ap.add_argument("--shortcut", default=None, metavar="D1,D2,...",
                     help="loopformer loop.shortcut: the short trajectory's step sizes (0.5,0.25,0.25 or 2/4,1/4,1/4)")
+    ap.add_argument("--supervise", type=int, default=None, metavar="S",
+                    help="loopus: the supervised loop step's index (default 0), as lathe-run grad --supervise")
     args = ap.parse_args()
     spec = decoder.load_spec(args.spec)
+    sup = None
+    if decoder.is_loopus(spec):
+        sup = 0 if args.supervise is None else args.supervise
+        try:
+            train.check_supervise(spec, sup)
+        except ValueError as e:
+            ap.error(f"--supervise: {e}")
+    elif args.supervise is not None:
+        ap.error("--supervise is only for loopus specs (loop.kind: loopus)")
     short = None
     if args.shortcut is not None:
         if not decoder.loopformer_shortcut(spec):
@@ -93,8 +117,12 @@ def main():
     w, _ = safetensors_np.load(args.weights)
     w = {k: np.array(v, np.float32) for k, v in w.items()}
     g, _ = safetensors_np.load(args.grads)
-    tokens = np.array([int(t) for t in args.tokens.split(",")])
-    targets = np.array([int(t) for t in args.targets.split(",")])
+    if sup is not None:          # one sequence, or ';'-separated rows
+        tokens = np.array([[int(t) for t in r.split(",")] for r in args.tokens.split(";")])
+        targets = np.array([[int(t) for t in r.split(",")] for r in args.targets.split(";")])
+    else:
+        tokens = np.array([int(t) for t in args.tokens.split(",")])
+        targets = np.array([int(t) for t in args.targets.split(",")])
     rng = np.random.default_rng(0)
     loss = train.loss
     k = decoder.parcae_backprop(spec, n_run)
@@ -129,6 +157,17 @@ def main():
             return train.loss(spec, w, tokens, targets, shortcut=short, frozen_long_final=frozen_long)
         print(f"shortcut {' '.join(str(d) for d in short)}: "
               f"loss = CE(long) + 0.1 CE(short) + 0.1 MSE(sg(long), short)")
+    if sup is not None:
+        # h = advance^S(E(tokens)), CE_old and acc at the unperturbed weights, held constant.
+        hs = train.loopus_states(spec, w, tokens, sup)
+        _, tgt = train._batch(spec, tokens, targets)
+        held = [train.supervised_loss(spec, w, h, t)[1] for h, t in zip(hs, tgt)]
+
+        def loss(spec, w, tokens, targets):
+            return float(np.mean([train.supervised_loss(spec, w, h, t, ce_old=p["ce_old"], acc=p["acc"])[0]
+                                  for h, t, p in zip(hs, tgt, held)]))
+        print(f"supervise {sup}: h = advance^{sup}(E(tokens)) held constant; "
+              f"L = CE_new + {train.loopus_supervision(spec)['beta']:g} SiLU(CE_new - CE_old) + BCE(z, acc)")
     base = loss(spec, w, tokens, targets)
     if abs(base - float(g["loss"][0])) > 1e-4 * abs(base):
         print(f"MISMATCH loss: lathe {float(g['loss'][0])} reference {base}")

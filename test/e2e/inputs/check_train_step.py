@@ -2,7 +2,7 @@
 """Holds lathe's optimizer steps against test/reference/train.py.
 
 check_train_step.py SPEC W0 TOKENS TARGETS LR STEPS_FILE... [--optimizer adamw|muon]
-                    [--muon-lr-scale S] [--muon-momentum MU]
+                    [--muon-lr-scale S] [--muon-momentum MU] [--grads G] [--supervise S0,S1,...]
 
 W0 holds the initial weights; TOKENS and TARGETS are `;`-separated rows (one
 per sequence of the batch); each STEPS_FILE is the checkpoint lathe-run
@@ -33,6 +33,21 @@ gradients from G, what `lathe-run grad` wrote for that sequence and
 check_grad_fd.py held against finite differences of the reference loss;
 the step (clipping, AdamW or Muon, decay and no-decay rule) is then the
 reference's, in float64, as above.
+
+--supervise S0,S1,... (LoopUS, loop.kind: loopus, ARCHITECTURES.md s4.3 "Training: random
+deep supervision"; required for such a spec, AdamW only): the supervised step indices that
+`lathe-run train-step --supervise S0,S1,...` was given (sorted, distinct, each in [0,
+loop.supervision.steps)). Train step t is train.loopus_train_step: h_b = E(tokens_b); for
+each j, S_j: advance h_b to step S_j with the current weights, the supervised loss's
+gradient (mean over the batch), h_b = advance(h_b) with the same weights, clip to global
+norm 1.0 and one AdamW update at AdamW step (t - 1) len(S) + j + 1. Each STEPS_FILE (the
+checkpoint after train step 1, 2, ..., so after len(S) AdamW updates each) is compared as
+above, starting each train step from lathe's previous checkpoint; its optimizer.step may
+count train steps (t) or AdamW updates (t len(S)). An entry counts as near-zero when its
+clipped gradient is below 1e-4 of its tensor's largest in ANY of the train step's updates;
+it is then held to |update| <= len(S) lr (plus the decay). The step line reads
+`step t: loss L grad_norm N1,N2,... OK` (L: the mean supervised loss over the updates and
+the batch; Nj: the pre-clip norm of update j).
 """
 import argparse
 import math
@@ -70,7 +85,22 @@ def parse(argv):
     ap.add_argument("--grads", default=None,
                     help="gradients (lathe-run grad's output, checked by finite differences) "
                          "instead of the reference backprop; one sequence, one step")
+    ap.add_argument("--supervise", default=None, metavar="S0,S1,...",
+                    help="loopus: the supervised step indices of every train step (sorted, distinct)")
     args = ap.parse_intermixed_args(argv[1:])
+    spec = decoder.load_spec(args.spec)
+    if args.supervise is not None:
+        if not decoder.is_loopus(spec):
+            ap.error("--supervise is only for loopus specs (loop.kind: loopus)")
+        if args.optimizer != "adamw" or args.grads is not None:
+            ap.error("--supervise takes AdamW and the reference's own gradients (no --optimizer muon, no --grads)")
+        try:
+            args.supervise = train.check_supervise(spec, [int(x) for x in args.supervise.split(",")])
+        except ValueError as e:
+            ap.error(f"--supervise {args.supervise!r}: {e}")
+    elif decoder.is_loopus(spec) and args.grads is None:
+        ap.error("a loopus spec trains by random deep supervision: pass --supervise S0,S1,... "
+                 "(the train steps' supervised step indices)")
     if args.optimizer != "muon" and (args.muon_lr_scale is not None or args.muon_momentum is not None):
         ap.error("--muon-lr-scale / --muon-momentum need --optimizer muon")
     if args.grads is not None and (len(args.steps) != 1 or ";" in args.tokens):
@@ -95,6 +125,7 @@ def main(argv):
     adam_names = [k for k in w if k not in muon_set]
     m = v = None
     b = {}
+    sup = args.supervise                       # loopus: the supervised step indices, else None
     for step, path in enumerate(args.steps, start=1):
         if step > 1:
             # Each step starts from lathe's previous checkpoint, so that a
@@ -104,21 +135,32 @@ def main(argv):
             m = {k: prev_ckpt["adam.m." + k].astype(np.float64) for k in adam_names}
             v = {k: prev_ckpt["adam.v." + k].astype(np.float64) for k in adam_names}
             b = {k: prev_ckpt["muon.b." + k].astype(np.float64) for k in muon_names}
-        if args.grads is not None:
-            given, _ = safetensors_np.load(args.grads)
-            grads = {k: given[k].astype(np.float64) for k in w}
-            loss = float(given["loss"][0])
-        else:
-            loss, grads = train.loss_and_grads(spec, w, tokens, targets)
-        clipped, norm = train.clip_by_global_norm(grads, 1.0)
         no_decay = set(train.no_decay_names(spec, list(w)))
         w_prev, b_prev = w, b
-        w, m, v, b = train.optimizer_step(w, clipped, m, v, b, step, lr, optimizer=args.optimizer,
-                                          muon_names=muon_names, muon_momentum=mu,
-                                          muon_lr_scale=args.muon_lr_scale, beta1=0.9, beta2=0.95,
-                                          eps=1e-8, weight_decay=0.1, no_decay=sorted(no_decay))
+        n_upd = 1                              # AdamW updates in this train step
+        if sup is not None:
+            w, m, v, info = train.loopus_train_step(spec, w, m, v, tokens, targets, sup, lr, step, max_norm=1.0,
+                                                    beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1)
+            w = {k: w[k] for k in w_prev}
+            loss, n_upd, all_clipped = info["loss"], len(sup), info["clipped"]
+            norm_text = ",".join(f"{x:.6f}" for x in info["grad_norms"])
+        else:
+            if args.grads is not None:
+                given, _ = safetensors_np.load(args.grads)
+                grads = {k: given[k].astype(np.float64) for k in w}
+                loss = float(given["loss"][0])
+            else:
+                loss, grads = train.loss_and_grads(spec, w, tokens, targets)
+            clipped, norm = train.clip_by_global_norm(grads, 1.0)
+            all_clipped, norm_text = [clipped], f"{norm:.6f}"
+            w, m, v, b = train.optimizer_step(w, clipped, m, v, b, step, lr, optimizer=args.optimizer,
+                                              muon_names=muon_names, muon_momentum=mu,
+                                              muon_lr_scale=args.muon_lr_scale, beta1=0.9, beta2=0.95,
+                                              eps=1e-8, weight_decay=0.1, no_decay=sorted(no_decay))
         got, _ = safetensors_np.load(path)
-        if int(got["optimizer.step"][0]) != step:
+        # loopus: the checkpoint may count train steps or AdamW updates
+        steps_ok = (step,) if sup is None else (step, step * n_upd)
+        if int(got["optimizer.step"][0]) not in steps_ok:
             print(f"MISMATCH step {step}: checkpoint says {got['optimizer.step'][0]}")
             return 1
         need = list(w) + [p + k for k in adam_names for p in ("adam.m.", "adam.v.")] + \
@@ -140,8 +182,12 @@ def main(argv):
             # test's large weights) or a wrong clip factor is caught either
             # way. The moments are compared relatively (1e-3 of the
             # tensor's largest).
-            g = np.abs(clipped[name])
-            sure = g >= 1e-4 * max(float(g.max()), 1e-30)
+            # (loopus: len(S) updates per train step; near-zero in any of them, held to
+            # len(S) lr.)
+            sure = np.ones(w[name].shape, bool)
+            for clipped in all_clipped:
+                g = np.abs(clipped[name])
+                sure &= g >= 1e-4 * max(float(g.max()), 1e-30)
             prev = w_prev[name]
             have = got[name].astype(np.float64)
             err = np.abs(have - w[name]) / lr
@@ -149,8 +195,8 @@ def main(argv):
                 print(f"MISMATCH step {step} {name}: error {float(err[sure].max()):.3e} lr")
                 return 1
             decay = 0.0 if name in no_decay else 0.1
-            bound = np.abs(have - prev * (1 - lr * decay)) / lr
-            if (~sure).any() and float(bound[~sure].max()) > 1.01:
+            bound = np.abs(have - prev * (1 - lr * decay) ** n_upd) / lr
+            if (~sure).any() and float(bound[~sure].max()) > 1.01 * n_upd:
                 print(f"MISMATCH step {step} {name}: a near-zero gradient moved "
                       f"{float(bound[~sure].max()):.3f} lr")
                 return 1
@@ -183,8 +229,11 @@ def main(argv):
             if err > 1e-2:
                 print(f"MISMATCH step {step} {name}: Muon error {err:.3e} of the update")
                 return 1
-        print(f"step {step}: loss {loss:.6f} grad_norm {norm:.6f} OK")
-    if muon:
+        print(f"step {step}: loss {loss:.6f} grad_norm {norm_text} OK")
+    if sup is not None:
+        print(f"OK {len(args.steps)} steps, {len(w)} parameters and their moments "
+              f"(supervised steps {','.join(map(str, sup))}: {len(sup)} AdamW updates per step)")
+    elif muon:
         print(f"OK {len(args.steps)} steps, {len(w)} parameters ({len(muon_names)} Muon, "
               f"{len(adam_names)} AdamW) and their optimizer states")
     else:
