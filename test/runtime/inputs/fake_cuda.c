@@ -6,13 +6,13 @@
  *  - Memory is malloc'd; every copy, memset and kernel pointer argument must
  *    lie inside a live allocation.
  *  - cuModuleLoadData takes PTX (its .entry names and .param counts are
- *    parsed) or a cubin (ELF: its symbol table gives the kernel names).
+ *    parsed) or a cubin (ELF: its symbol table gives the kernel names, and
+ *    each kernel's .nv.info.<name> section one EIATTR_KPARAM_INFO record,
+ *    attribute 0x17, per parameter).
  *  - cuLaunchKernel checks the grid and block against CUDA's limits and the
- *    parameter count against the PTX, then runs the kernel's CPU emulation
- *    from the library named by $FAKE_CUDA_KERNELS (`lathe-run ART
- *    dump-library`), so results can be compared with the cpu device. A
- *    cubin's parameter count is not parsed, so its launches are refused with
- *    CUDA_ERROR_NOT_SUPPORTED after the checks that can be made.
+ *    parameter count against the module, then runs the kernel's CPU
+ *    emulation from the library named by $FAKE_CUDA_KERNELS (`lathe-run ART
+ *    dump-library`), so results can be compared with the cpu device.
  *  - $FAKE_CUDA_CC ("9.0" by default) is the compute capability reported;
  *    $FAKE_CUDA_DEVICES the device count (1). At exit, with $FAKE_CUDA_LOG
  *    set, a summary line is appended to that file.
@@ -186,12 +186,42 @@ static CUresult loadPtx(const char *ptx) {
   return CUDA_SUCCESS;
 }
 
-/* Function symbols of a 64-bit ELF cubin. */
+/* The parameter count of kernel `name` from its .nv.info.<name> section:
+ * records of (format, attribute) bytes, then 16 bits: a value (formats 1
+ * to 3) or the size of the bytes that follow (format 4); -1 if absent. */
+static int cubinParams(const unsigned char *image, const Elf64_Shdr *sh,
+                       int shnum, const char *sectionNames, const char *name) {
+  char wanted[300];
+  snprintf(wanted, sizeof wanted, ".nv.info.%s", name);
+  for (int i = 0; i < shnum; ++i) {
+    if (strcmp(sectionNames + sh[i].sh_name, wanted) != 0)
+      continue;
+    const unsigned char *p = image + sh[i].sh_offset,
+                        *end = p + sh[i].sh_size;
+    int params = 0;
+    while (p + 4 <= end) {
+      unsigned size = p[2] | (unsigned)p[3] << 8;
+      if (p[0] == 4) {
+        params += p[1] == 0x17;
+        p += 4 + size;
+      } else if (p[0] >= 1 && p[0] <= 3) {
+        p += 4;
+      } else {
+        return -1; /* a format this double does not know */
+      }
+    }
+    return params;
+  }
+  return -1;
+}
+
+/* Function symbols of a 64-bit ELF cubin, with their parameter counts. */
 static CUresult loadCubin(const unsigned char *image) {
   const Elf64_Ehdr *eh = (const Elf64_Ehdr *)image;
   if (eh->e_ident[EI_CLASS] != ELFCLASS64 || eh->e_shentsize != sizeof(Elf64_Shdr))
     return violation("cuModuleLoadData", "not a 64-bit cubin");
   const Elf64_Shdr *sh = (const Elf64_Shdr *)(image + eh->e_shoff);
+  const char *sectionNames = (const char *)(image + sh[eh->e_shstrndx].sh_offset);
   for (int i = 0; i < eh->e_shnum; ++i) {
     if (sh[i].sh_type != SHT_SYMTAB)
       continue;
@@ -199,8 +229,11 @@ static CUresult loadCubin(const unsigned char *image) {
     const char *names = (const char *)(image + sh[sh[i].sh_link].sh_offset);
     size_t count = sh[i].sh_size / sizeof(Elf64_Sym);
     for (size_t j = 0; j < count; ++j)
-      if (ELF64_ST_TYPE(sym[j].st_info) == STT_FUNC)
-        addFunc(names + sym[j].st_name, strlen(names + sym[j].st_name), -1);
+      if (ELF64_ST_TYPE(sym[j].st_info) == STT_FUNC) {
+        const char *name = names + sym[j].st_name;
+        addFunc(name, strlen(name),
+                cubinParams(image, sh, eh->e_shnum, sectionNames, name));
+      }
   }
   return CUDA_SUCCESS;
 }
@@ -343,7 +376,9 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
   if (shared != 0)
     return violation("cuLaunchKernel", "dynamic shared memory requested");
   if (fn->params < 0)
-    return CUDA_ERROR_NOT_SUPPORTED;
+    return violation("cuLaunchKernel: the module does not say how many "
+                     "parameters this kernel takes",
+                     fn->name);
   void *slots[512];
   if (fn->params + 8 > 512)
     return violation("cuLaunchKernel", "too many parameters");
