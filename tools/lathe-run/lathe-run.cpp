@@ -26,6 +26,7 @@
 #include <memory>
 #include <string>
 #include <sys/mman.h>
+#include <numeric>
 #include <thread>
 #include <vector>
 
@@ -1738,6 +1739,26 @@ int runTrain(const lathe_artifact_t *art, const std::string &path,
 // benchmark's training side. Windows are consecutive from the start of
 // --data (bytes as tokens), so a peer can take exactly the same ones: step
 // s, row b reads bytes [(s B + b)(T + 1), ... + T + 1).
+/// The FLOPs of the train step just run: batch x accumulate_grad and one
+/// optimizer step; with LoopUS's deep supervision, per sequence the
+/// encoder, max(S) + 1 gated passes and |S| supervised steps, and |S|
+/// optimizer steps, S the supervised steps drawn.
+uint64_t trainStepFlops(const lathe_artifact_t *art,
+                        const lathe_session_t *session, int64_t batch) {
+  uint64_t accumulate = entryFlops(art, entryIndex(art, "accumulate_grad"));
+  uint64_t optimizer = entryFlops(art, entryIndex(art, "optimizer_step"));
+  std::vector<int64_t> chosen(lathe_session_last_supervision(session, nullptr, 0));
+  if (chosen.empty())
+    return uint64_t(batch) * accumulate + optimizer;
+  lathe_session_last_supervision(session, chosen.data(), chosen.size());
+  uint64_t n = chosen.size(), passes = uint64_t(chosen.back()) + 1;
+  return uint64_t(batch) *
+             (entryFlops(art, entryIndex(art, "loopus_encode")) +
+              passes * entryFlops(art, entryIndex(art, "loopus_advance")) +
+              n * accumulate) +
+         n * optimizer;
+}
+
 int runBenchTrain(const lathe_artifact_t *art, const std::string &path,
                   const Options &opts) {
   size_t window = requireTrainWindow(art, path);
@@ -1790,7 +1811,7 @@ int runBenchTrain(const lathe_artifact_t *art, const std::string &path,
   }
 
   std::vector<int32_t> tokens(size_t(batch * seq)), targets(tokens.size());
-  std::vector<double> stepSeconds, losses, norms;
+  std::vector<double> stepSeconds, stepFlops, losses, norms;
   for (int64_t s = 0; s < warmupSteps + steps; ++s) {
     for (int64_t b = 0; b < batch; ++b) {
       size_t start = size_t((s * batch + b) * (seq + 1));
@@ -1812,12 +1833,14 @@ int runBenchTrain(const lathe_artifact_t *art, const std::string &path,
                  s < warmupSteps ? " (warmup)" : "", took, double(loss));
     losses.push_back(loss);
     norms.push_back(norm);
-    if (s >= warmupSteps)
+    if (s >= warmupSteps) {
       stepSeconds.push_back(took);
+      stepFlops.push_back(double(trainStepFlops(art, session.get(), batch)));
+    }
   }
-  uint64_t flopsPerStep =
-      uint64_t(batch) * entryFlops(art, entryIndex(art, "accumulate_grad")) +
-      entryFlops(art, entryIndex(art, "optimizer_step"));
+  double flopsPerStep =
+      std::accumulate(stepFlops.begin(), stepFlops.end(), 0.0) /
+      double(std::max<size_t>(1, stepFlops.size()));
   double med = median(stepSeconds);
   llvm::json::Object out;
   out["artifact"] = path;
@@ -1833,7 +1856,7 @@ int runBenchTrain(const lathe_artifact_t *art, const std::string &path,
   out["step_median_seconds"] = med;
   out["tokens_per_s"] = double(batch * seq) / med;
   out["flops_per_step"] = int64_t(flopsPerStep);
-  out["gflops_per_s"] = double(flopsPerStep) / med / 1e9;
+  out["gflops_per_s"] = flopsPerStep / med / 1e9;
   out["losses"] = numbers(losses);
   out["grad_norms"] = numbers(norms);
   out["peak_rss_bytes"] = int64_t(peakRssBytes());
