@@ -18,7 +18,9 @@
  *    set, a summary line is appended to that file.
  *
  * Any violation prints "fake-cuda: ..." on stderr and returns an error, so
- * the runtime reports it and the test fails. */
+ * the runtime reports it and the test fails. Built as libcuda.so.1 on
+ * LD_LIBRARY_PATH it also serves hosts other than lathe's runtime (the
+ * kernel-export example, with the synchronous calls on the default stream). */
 #include <cuda.h>
 #include <dlfcn.h>
 #include <elf.h>
@@ -248,6 +250,10 @@ CUresult cuModuleLoadData(CUmodule *module, const void *image) {
   if (r != CUDA_SUCCESS)
     return r;
   const char *library = getenv("FAKE_CUDA_KERNELS");
+  /* The kernels call libm (sincosf, expf); a host program without it (the
+   * export example) still runs them. */
+  if (library && !kernels)
+    dlopen("libm.so.6", RTLD_NOW | RTLD_GLOBAL);
   if (library && !kernels && !(kernels = dlopen(library, RTLD_NOW | RTLD_LOCAL)))
     return violation("cannot load $FAKE_CUDA_KERNELS", dlerror());
   *module = (CUmodule)(uintptr_t)0x2000;
@@ -318,9 +324,11 @@ CUresult cuStreamDestroy_v2(CUstream stream) {
     return violation("cuStreamDestroy", "no such stream");
   return CUDA_SUCCESS;
 }
+/* The stream lathe creates, or the legacy default stream (0) that other
+ * hosts (examples/cuda-launch/launch.c) use. */
 static CUresult checkStream(CUstream stream, const char *call) {
-  if (stream != (CUstream)(uintptr_t)0x3000)
-    return violation(call, "not the session's stream");
+  if (stream != (CUstream)(uintptr_t)0x3000 && stream != NULL)
+    return violation(call, "not a stream of this context");
   return CUDA_SUCCESS;
 }
 CUresult cuStreamSynchronize(CUstream stream) {
@@ -358,6 +366,18 @@ CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n,
   bytesDown += n;
   return CUDA_SUCCESS;
 }
+
+/* The synchronous forms, on the default stream. */
+CUresult cuMemsetD8_v2(CUdeviceptr p, unsigned char v, size_t n) {
+  return cuMemsetD8Async(p, v, n, NULL);
+}
+CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t n) {
+  return cuMemcpyHtoDAsync_v2(dst, src, n, NULL);
+}
+CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t n) {
+  return cuMemcpyDtoHAsync_v2(dst, src, n, NULL);
+}
+CUresult cuCtxSynchronize(void) { return CUDA_SUCCESS; }
 
 CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
                         unsigned bx, unsigned by, unsigned bz, unsigned shared,
