@@ -13,7 +13,9 @@
 
 #include "lathe/LatheDialect.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/IR/IRMapping.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 
 namespace mlir::lathe {
 #define GEN_PASS_DEF_EMULATEGPU
@@ -52,20 +54,25 @@ struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
     if (!kernel.getBody().hasOneBlock())
       return kernel.emitOpError("cannot be emulated: its body has several "
                                 "blocks");
-    if (!kernel.getWorkgroupAttributions().empty() ||
-        !kernel.getPrivateAttributions().empty())
-      return kernel.emitOpError("cannot be emulated yet: it has workgroup or "
-                                "private memory attributions");
-    WalkResult unsupported = kernel.getBody().walk([](Operation *op) {
-      if (isa<gpu::BarrierOp, gpu::ShuffleOp, gpu::AllReduceOp,
-              gpu::SubgroupReduceOp>(op)) {
+    if (!kernel.getPrivateAttributions().empty())
+      return kernel.emitOpError("cannot be emulated yet: it has private "
+                                "memory attributions");
+    Block &body = kernel.getBody().front();
+    WalkResult unsupported = kernel.getBody().walk([&](Operation *op) {
+      if (isa<gpu::ShuffleOp, gpu::AllReduceOp, gpu::SubgroupReduceOp>(op)) {
         op->emitOpError("cannot be emulated yet: the threads of its kernel "
-                        "synchronise (barrier, shuffle or reduction)");
+                        "exchange values (shuffle or reduction)");
+        return WalkResult::interrupt();
+      }
+      if (isa<gpu::BarrierOp>(op) && op->getBlock() != &body) {
+        op->emitOpError("cannot be emulated yet: a barrier inside control "
+                        "flow (only barriers at the top of the kernel split "
+                        "it into phases)");
         return WalkResult::interrupt();
       }
       if (op->getDialect() == op->getContext()->getLoadedDialect("gpu") &&
           !isa<gpu::BlockIdOp, gpu::ThreadIdOp, gpu::GridDimOp,
-               gpu::BlockDimOp, gpu::ReturnOp>(op)) {
+               gpu::BlockDimOp, gpu::BarrierOp, gpu::ReturnOp>(op)) {
         op->emitOpError("cannot be emulated: no CPU meaning is given to it");
         return WalkResult::interrupt();
       }
@@ -75,8 +82,7 @@ struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
       return failure();
 
     // Ids and sizes have no operands: gathered at the top of the body, where
-    // the clone below binds them, wherever outlining or mapping put them.
-    Block &body = kernel.getBody().front();
+    // each phase binds them, wherever outlining or mapping put them.
     SmallVector<Operation *> ids;
     kernel.getBody().walk([&](Operation *op) {
       if (isa<gpu::BlockIdOp, gpu::ThreadIdOp, gpu::GridDimOp,
@@ -85,6 +91,54 @@ struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
     });
     for (Operation *op : ids)
       op->moveBefore(&body, body.begin());
+
+    // Barriers split the body into phases. Every thread of a block runs a
+    // phase before any runs the next, which is what a barrier guarantees.
+    SmallVector<SmallVector<Operation *>> phases(1);
+    DenseMap<Operation *, unsigned> phaseOf;
+    for (Operation &op : body.without_terminator()) {
+      if (isa<gpu::BarrierOp>(op)) {
+        phases.emplace_back();
+        continue;
+      }
+      // Ids and sizes are bound per phase, not cloned.
+      if (isa<gpu::BlockIdOp, gpu::ThreadIdOp, gpu::GridDimOp,
+              gpu::BlockDimOp>(op))
+        continue;
+      phaseOf[&op] = phases.size() - 1;
+      phases.back().push_back(&op);
+    }
+    // A value made in one phase and used in a later one: recomputed there if
+    // it is a pure function of ids, sizes, constants and arguments (an
+    // index computation), else kept per thread in a buffer of the block.
+    DenseMap<Value, bool> remat;
+    std::function<bool(Value)> rematerializable = [&](Value v) -> bool {
+      auto it = remat.find(v);
+      if (it != remat.end())
+        return it->second;
+      Operation *def = v.getDefiningOp();
+      bool ok = !def || (def->getNumRegions() == 0 && isMemoryEffectFree(def) &&
+                         llvm::all_of(def->getOperands(), rematerializable));
+      return remat[v] = ok;
+    };
+    SetVector<Value> spilled;
+    for (Operation &op : body.without_terminator()) {
+      if (!phaseOf.count(&op))
+        continue;
+      for (Value result : op.getResults())
+        for (OpOperand &use : result.getUses()) {
+          Operation *user = body.findAncestorOpInBlock(*use.getOwner());
+          auto later = user ? phaseOf.find(user) : phaseOf.end();
+          if (later == phaseOf.end() || later->second == phaseOf[&op] ||
+              rematerializable(result))
+            continue;
+          if (!result.getType().isIntOrIndexOrFloat())
+            return op.emitOpError("cannot be emulated yet: its ")
+                   << result.getType()
+                   << " result is used after a barrier";
+          spilled.insert(result);
+        }
+    }
 
     MLIRContext *ctx = kernel.getContext();
     Location loc = kernel.getLoc();
@@ -129,28 +183,83 @@ struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
     Value bz = arith::DivUIOp::create(b, loc, rest, grid[1]);
     Value blockId[3] = {bx, by, bz};
 
-    IRMapping map;
+    // What every phase shares: the buffers, the block's workgroup memory
+    // (a fresh buffer per block) and the per-thread spill buffers.
+    IRMapping shared;
     for (unsigned i = 0; i < numBuffers; ++i)
-      map.map(kernel.getArgument(i), entry->getArgument(i));
-    SmallVector<Value, 3> threadId(3);
-    OpBuilder nb = b;
-    for (int d = 2; d >= 0; --d) {
-      auto loop = scf::ForOp::create(nb, loc, zero, block[d], one);
-      threadId[d] = loop.getInductionVar();
-      nb.setInsertionPointToStart(loop.getBody());
+      shared.map(kernel.getArgument(i), entry->getArgument(i));
+    for (BlockArgument attribution : kernel.getWorkgroupAttributions()) {
+      auto type = cast<MemRefType>(attribution.getType());
+      auto local = MemRefType::get(type.getShape(), type.getElementType(),
+                                   type.getLayout());
+      shared.map(attribution, memref::AllocaOp::create(b, loc, local));
     }
+    Value threads = arith::MulIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, block[0], block[1]), block[2]);
+    DenseMap<Value, Value> spillOf;
+    for (Value v : spilled)
+      spillOf[v] = memref::AllocaOp::create(
+          b, loc, MemRefType::get({ShapedType::kDynamic}, v.getType()),
+          ValueRange{threads});
+
     auto dim = [](gpu::Dimension d) { return static_cast<unsigned>(d); };
-    for (Operation &op : body.without_terminator()) {
-      if (auto id = dyn_cast<gpu::BlockIdOp>(op))
-        map.map(id.getResult(), blockId[dim(id.getDimension())]);
-      else if (auto id = dyn_cast<gpu::ThreadIdOp>(op))
-        map.map(id.getResult(), threadId[dim(id.getDimension())]);
-      else if (auto size = dyn_cast<gpu::GridDimOp>(op))
-        map.map(size.getResult(), grid[dim(size.getDimension())]);
-      else if (auto size = dyn_cast<gpu::BlockDimOp>(op))
-        map.map(size.getResult(), block[dim(size.getDimension())]);
-      else
-        nb.clone(op, map);
+    for (auto [p, ops] : llvm::enumerate(phases)) {
+      SmallVector<Value, 3> threadId(3);
+      OpBuilder nb = b;
+      for (int d = 2; d >= 0; --d) {
+        auto loop = scf::ForOp::create(nb, loc, zero, block[d], one);
+        threadId[d] = loop.getInductionVar();
+        nb.setInsertionPointToStart(loop.getBody());
+      }
+      // (tz * by + ty) * bx + tx: this thread's slot in a spill buffer.
+      Value slot = arith::AddIOp::create(
+          nb, loc,
+          arith::MulIOp::create(
+              nb, loc,
+              arith::AddIOp::create(
+                  nb, loc, arith::MulIOp::create(nb, loc, threadId[2], block[1]),
+                  threadId[1]),
+              block[0]),
+          threadId[0]);
+      IRMapping map = shared;
+      for (Operation *op : ids) {
+        if (auto id = dyn_cast<gpu::BlockIdOp>(op))
+          map.map(id.getResult(), blockId[dim(id.getDimension())]);
+        else if (auto id = dyn_cast<gpu::ThreadIdOp>(op))
+          map.map(id.getResult(), threadId[dim(id.getDimension())]);
+        else if (auto size = dyn_cast<gpu::GridDimOp>(op))
+          map.map(size.getResult(), grid[dim(size.getDimension())]);
+        else if (auto size = dyn_cast<gpu::BlockDimOp>(op))
+          map.map(size.getResult(), block[dim(size.getDimension())]);
+      }
+      // Values of earlier phases this one uses: recomputed, or reloaded.
+      std::function<void(Value)> bring = [&](Value v) {
+        if (map.contains(v))
+          return;
+        Operation *def = v.getDefiningOp();
+        if (!def || !phaseOf.count(def) || phaseOf[def] == p)
+          return;
+        if (auto spill = spillOf.find(v); spill != spillOf.end()) {
+          map.map(v, memref::LoadOp::create(nb, loc, spill->second,
+                                            ValueRange{slot}));
+          return;
+        }
+        for (Value operand : def->getOperands())
+          bring(operand);
+        nb.clone(*def, map);
+      };
+      for (Operation *op : ops)
+        op->walk([&](Operation *inner) {
+          for (Value operand : inner->getOperands())
+            bring(operand);
+        });
+      for (Operation *op : ops) {
+        nb.clone(*op, map);
+        for (Value result : op->getResults())
+          if (auto spill = spillOf.find(result); spill != spillOf.end())
+            memref::StoreOp::create(nb, loc, map.lookup(result), spill->second,
+                                    ValueRange{slot});
+      }
     }
     b.setInsertionPointToEnd(entry);
     func::ReturnOp::create(b, loc);

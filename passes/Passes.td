@@ -219,12 +219,17 @@ def EmulateGpu : Pass<"lathe-emulate-gpu", "::mlir::ModuleOp"> {
     dimensions bound to the loop counters and arguments. Blocks are
     independent on a GPU, so a runtime may run the parts on several threads.
 
-    Without barriers the threads of a block are independent too, so running
-    them in turn computes what the GPU computes. Kernels that synchronise
-    threads (`gpu.barrier`, shuffles) need their bodies split into phases,
-    which this pass does not do yet: it rejects them rather than run them
-    wrongly. The host functions that launched the kernels and the
-    `gpu.module` are erased: the runtime launches the kernels itself.
+    Barriers at the top of a kernel split it into phases: every thread of
+    the block runs one phase (its own thread loop) before any runs the
+    next, which is what `gpu.barrier` guarantees. Workgroup memory
+    attributions become one buffer per block, shared by its phases. A value
+    made in one phase and used in a later one is recomputed there when it is
+    a pure function of ids, sizes, constants and arguments, and otherwise
+    kept per thread in a buffer of the block (scalars only). Barriers inside
+    control flow, shuffles, reductions and private attributions are refused
+    rather than run wrongly. The host functions that launched the kernels
+    and the `gpu.module` are erased: the runtime launches the kernels
+    itself.
 
     ```mlir
     gpu.module @lathe_kernels {
@@ -241,7 +246,8 @@ def EmulateGpu : Pass<"lathe-emulate-gpu", "::mlir::ModuleOp"> {
   }];
   let dependentDialects = ["::mlir::scf::SCFDialect", "::mlir::gpu::GPUDialect",
                            "::mlir::func::FuncDialect",
-                           "::mlir::arith::ArithDialect"];
+                           "::mlir::arith::ArithDialect",
+                           "::mlir::memref::MemRefDialect"];
 }
 
 def PartitionKernels : Pass<"lathe-partition-kernels", "::mlir::ModuleOp"> {
