@@ -300,6 +300,22 @@ int runInfo(const lathe_artifact_t *art) {
               lathe_artifact_param_count(art),
               lathe_artifact_param_elements(art));
   std::printf("arena:   %" PRIu64 " bytes\n", lathe_artifact_arena_bytes(art));
+  // A training artifact: its window and the family objective's draws.
+  if (size_t window = lathe_artifact_train_seq(art)) {
+    std::string extra;
+    int64_t mean = 0, max = 0, steps = 0, supervised = 0;
+    lathe_artifact_sampled_iterations(art, &mean, &max);
+    if (max)
+      extra += ", depth ~ Poisson(" + std::to_string(mean) + ") in [1, " +
+               std::to_string(max) + "]";
+    if (int64_t m = lathe_artifact_shortcut_iterations(art))
+      extra += ", shortcut against " + std::to_string(m) + " long steps";
+    lathe_artifact_supervision(art, &steps, &supervised);
+    if (steps)
+      extra += ", deep supervision of " + std::to_string(supervised) +
+               " in " + std::to_string(steps) + " steps";
+    std::printf("train:   windows of %zu tokens%s\n", window, extra.c_str());
+  }
   for (size_t i = 0; i < lathe_artifact_state_count(art); ++i) {
     std::string shape = "[";
     for (size_t d = 0; d < lathe_artifact_state_rank(art, i); ++d)
