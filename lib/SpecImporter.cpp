@@ -1022,6 +1022,19 @@ private:
                               weight(prefix + ".weight", loc),
                               weight(prefix + ".bias", loc), Value());
     };
+    // The LM head on a final-normed stream, and a training window's mean
+    // cross-entropy against the targets (the entry's second input).
+    auto headLogits = [&](Value normed) -> Value {
+      return LinearOp::create(
+          b, headLoc, f32({T, V}), normed,
+          weight(spec.tieEmbeddings ? "embed.weight" : "lm_head.weight",
+                 headLoc),
+          Value(), Value());
+    };
+    auto crossEntropy = [&](Value logits) -> Value {
+      return CrossEntropyOp::create(b, top, f32({1}), logits,
+                                    body->getArgument(1));
+    };
     // Keys and values go into the cache; decode then attends to the cache.
     auto cached = [&](Value rows, const std::string &cache,
                       Location loc) -> Value {
@@ -1359,22 +1372,18 @@ private:
       supervisionLogit = LinearOp::create(
           b, iterLoc, f32({T, 1}), normed, weight("confidence.weight", iterLoc),
           weight("confidence.bias", iterLoc), Value());
-      x = h;
-      for (int64_t l = prelude + core; l < spec.layers; ++l)
-        block(l, kvOf(l), layerLocOf(l));
-      Value oldLogits = LinearOp::create(
-          b, headLoc, f32({T, V}), norm(x, "norm", headLoc),
-          weight(spec.tieEmbeddings ? "embed.weight" : "lm_head.weight",
-                 headLoc),
-          Value(), Value());
-      Value oldLoss = CrossEntropyOp::create(b, top, f32({1}), oldLogits,
-                                             body->getArgument(1));
+      // The decoder layers on the old state, then on the new one.
+      auto decoder = [&](Value from) {
+        x = from;
+        for (int64_t l = prelude + core; l < spec.layers; ++l)
+          block(l, kvOf(l), layerLocOf(l));
+      };
+      decoder(h);
+      Value oldLoss = crossEntropy(headLogits(norm(x, "norm", headLoc)));
       supervisionOld = StopGradientOp::create(b, top, oldLoss.getType(),
                                               oldLoss, Value(), IntegerAttr(),
                                               IntegerAttr());
-      x = next;
-      for (int64_t l = prelude + core; l < spec.layers; ++l)
-        block(l, kvOf(l), layerLocOf(l));
+      decoder(next);
     } else if (loopUS()) {
       // LoopUS (ARCHITECTURES.md §4.3): encoder layers, then the reasoning
       // core applied up to `iterations` times, each pass followed by the
@@ -1484,21 +1493,14 @@ private:
     if (replacing)
       x = input("attn_res_final", headLoc);
     Value n = norm(x, "norm", headLoc);
-    Value head = weight(spec.tieEmbeddings ? "embed.weight" : "lm_head.weight",
-                        headLoc);
-    Value logits =
-        LinearOp::create(b, headLoc, f32({T, V}), n, head, Value(), Value());
+    Value logits = headLogits(n);
     if (training) {
-      Value loss = CrossEntropyOp::create(b, top, f32({1}), logits,
-                                          body->getArgument(1));
+      Value loss = crossEntropy(logits);
       if (longFinal) {
         // §4.2: CE(long) + 0.1 CE(short) + 0.1 MSE(sg(long), short), with
         // the final-norm hidden states; x is the short pass here.
         Value nLong = norm(longFinal, "norm", headLoc);
-        Value longLogits = LinearOp::create(b, headLoc, f32({T, V}), nLong,
-                                            head, Value(), Value());
-        Value longLoss = CrossEntropyOp::create(b, top, f32({1}), longLogits,
-                                                body->getArgument(1));
+        Value longLoss = crossEntropy(headLogits(nLong));
         Value target = StopGradientOp::create(b, top, nLong.getType(), nLong,
                                               Value(), IntegerAttr(),
                                               IntegerAttr());

@@ -762,6 +762,16 @@ extern "C" size_t lathe_artifact_train_seq(const lathe_artifact_t *artifact) {
       artifact->root->buffers()->Get(grad->inputs()->Get(0))->shape()->Get(0));
 }
 
+/// The training draws' generator (splitmix64): the next 64 bits of the
+/// stream `state`, which it advances. Seeded streams make a resumed run draw
+/// what the uninterrupted one would have.
+static uint64_t splitmix64(uint64_t &state) {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
 /// ARCHITECTURES.md §4.2's short trajectory for M long steps: a length l
 /// uniform in 1..M-1, then steps of k/M units drawn greedily at random,
 /// each leaving at least one unit per remaining step, the last filling to
@@ -769,11 +779,7 @@ extern "C" size_t lathe_artifact_train_seq(const lathe_artifact_t *artifact) {
 static std::vector<double> drawShortcut(int64_t M, int64_t step) {
   uint64_t state = uint64_t(step) * 0xD1B54A32D192ED03ull + 0x2545F4914F6CDD1Dull;
   auto below = [&](int64_t n) { // uniform in [0, n)
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return int64_t(z % uint64_t(n));
+    return int64_t(splitmix64(state) % uint64_t(n));
   };
   int64_t length = 1 + below(M - 1), left = M;
   std::vector<double> steps;
@@ -905,11 +911,7 @@ static std::vector<int64_t> drawSupervision(int64_t steps, int64_t count,
   for (int64_t i = 0; i < steps; ++i)
     all[size_t(i)] = i;
   for (int64_t i = 0; i < count; ++i) {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    int64_t j = i + int64_t(z % uint64_t(steps - i));
+    int64_t j = i + int64_t(splitmix64(state) % uint64_t(steps - i));
     std::swap(all[size_t(i)], all[size_t(j)]);
   }
   std::vector<int64_t> chosen(all.begin(), all.begin() + count);
@@ -1037,12 +1039,8 @@ namespace {
 int64_t sampleIterations(int64_t mean, int64_t max, int64_t step, size_t b) {
   uint64_t state = uint64_t(step) * 0x9E3779B97F4A7C15ull ^ (uint64_t(b) + 1);
   auto uniform = [&]() {
-    // splitmix64, then 53 bits into [0, 1)
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return double(z >> 11) * 0x1.0p-53;
+    // 53 bits into [0, 1)
+    return double(splitmix64(state) >> 11) * 0x1.0p-53;
   };
   // Knuth's product of uniforms: fine for the small means of looped cores.
   double limit = std::exp(-double(mean)), p = 1.0;

@@ -400,29 +400,31 @@ bool hasEntry(const lathe_artifact_t *art, const char *name) {
   return false;
 }
 
-// LoopUS's deep supervision: the supervised steps of the last grad or step.
-void printSupervision(const lathe_session_t *session) {
-  std::vector<int64_t> steps(
-      lathe_session_last_supervision(session, nullptr, 0));
-  if (steps.empty())
+// One line of what the last grad or train step drew, "LABEL v1 v2 ...",
+// from a lathe_session_last_* getter; nothing where it drew nothing.
+template <typename T>
+void printDraws(const lathe_session_t *session, const char *label,
+                size_t (*last)(const lathe_session_t *, T *, size_t)) {
+  std::vector<T> values(last(session, nullptr, 0));
+  if (values.empty())
     return;
-  lathe_session_last_supervision(session, steps.data(), steps.size());
-  std::printf("supervised");
-  for (int64_t s : steps)
-    std::printf(" %" PRId64, s);
+  last(session, values.data(), values.size());
+  std::printf("%s", label);
+  for (T v : values) {
+    if constexpr (std::is_floating_point_v<T>)
+      std::printf(" %.6g", double(v));
+    else
+      std::printf(" %" PRId64, int64_t(v));
+  }
   std::printf("\n");
 }
 
-// LoopFormer's shortcut training: the short trajectory the step used.
-void printShortcut(const lathe_session_t *session) {
-  std::vector<double> steps(lathe_session_last_shortcut(session, nullptr, 0));
-  if (steps.empty())
-    return;
-  lathe_session_last_shortcut(session, steps.data(), steps.size());
-  std::printf("shortcut");
-  for (double d : steps)
-    std::printf(" %.6g", d);
-  std::printf("\n");
+// Parcae's per-sequence depth, LoopFormer's short trajectory, LoopUS's
+// supervised steps: whichever the artifact's objective draws.
+void printTrainDraws(const lathe_session_t *session) {
+  printDraws<int64_t>(session, "iterations", lathe_session_last_iterations);
+  printDraws<double>(session, "shortcut", lathe_session_last_shortcut);
+  printDraws<int64_t>(session, "supervised", lathe_session_last_supervision);
 }
 
 int runGrad(const lathe_artifact_t *art, const Options &opts) {
@@ -440,8 +442,7 @@ int runGrad(const lathe_artifact_t *art, const Options &opts) {
   check(lathe_session_grad(session.get(), tokens.data(), targets.data(),
                            tokens.size(), &loss, out ? out->c_str() : nullptr));
   std::printf("loss %.6f\n", double(loss));
-  printShortcut(session.get());
-  printSupervision(session.get());
+  printTrainDraws(session.get());
   return 0;
 }
 
@@ -1552,18 +1553,7 @@ int runTrainStep(const lathe_artifact_t *art, const Options &opts) {
   check(lathe_session_save(session.get(), out.c_str(), 1, step, nullptr,
                            nullptr, 0));
   std::printf("loss %.6f grad_norm %.6f\n", double(loss), double(norm));
-  // Parcae's sampled depth: each sequence's iteration count.
-  std::vector<int64_t> counts(lathe_session_last_iterations(session.get(),
-                                                            nullptr, 0));
-  if (!counts.empty()) {
-    lathe_session_last_iterations(session.get(), counts.data(), counts.size());
-    std::printf("iterations");
-    for (int64_t n : counts)
-      std::printf(" %" PRId64, n);
-    std::printf("\n");
-  }
-  printShortcut(session.get());
-  printSupervision(session.get());
+  printTrainDraws(session.get());
   return 0;
 }
 
