@@ -50,12 +50,20 @@ std::string mlir::lathe::writeArtifact(
   for (const EntryInfo &e : s.entries) {
     auto pack = [&](const std::vector<LaunchInfo> &list) {
       std::vector<flatbuffers::Offset<fb::Launch>> out;
-      for (const LaunchInfo &l : list)
+      for (const LaunchInfo &l : list) {
+        flatbuffers::Offset<fb::Gemm> gemm;
+        if (const std::optional<GemmInfo> &g = l.gemm)
+          gemm = fb::CreateGemm(
+              fbb, g->m, g->n, g->k, g->transA, g->transB, g->lda, g->ldb,
+              g->ldd, g->batch, g->strideA, g->strideB, g->strideD, g->hasC,
+              g->hasBias, g->hasAux, fb::GemmEpilogue(int(g->epilogue)),
+              fb::GemmPrecision(int(g->precision)));
         out.push_back(fb::CreateLaunchDirect(
             fbb, l.kernel.c_str(), &l.args,
             l.grid.empty() ? nullptr : &l.grid,
             l.block.empty() ? nullptr : &l.block, l.flops,
-            int32_t(l.exitStatus), l.exitTo));
+            int32_t(l.exitStatus), l.exitTo, gemm));
+      }
       return out;
     };
     auto launches =
@@ -75,6 +83,13 @@ std::string mlir::lathe::writeArtifact(
         fbb, chip.c_str(), text.c_str(), bytes.empty() ? nullptr : &bytes));
   }
   std::vector<uint8_t> library(cpuLibrary.begin(), cpuLibrary.end());
+  // cuBLASLt's heuristic picks among kernels that fit the workspace it is
+  // offered; 32 MiB is what its documentation recommends for Hopper.
+  uint64_t gemmWorkspace = 0;
+  for (const EntryInfo &e : s.entries)
+    for (const LaunchInfo &l : e.gpuLaunches)
+      if (l.gemm)
+        gemmWorkspace = 32u << 20;
   auto artifact = fb::CreateArtifactDirect(
       fbb, LATHE_ARTIFACT_VERSION, s.model.c_str(),
       target == Target::cpu ? fb::Target::cpu : fb::Target::cuda, s.vocab,
@@ -83,7 +98,7 @@ std::string mlir::lathe::writeArtifact(
       library.empty() ? nullptr : &library,
       modules.empty() ? nullptr : &modules, s.sampledIterationsMean,
       s.sampledIterationsMax, s.shortcutIterations, s.supervisionSteps,
-      s.supervisedSteps);
+      s.supervisedSteps, gemmWorkspace);
   fb::FinishArtifactBuffer(fbb, artifact);
   std::string file(reinterpret_cast<const char *>(fbb.GetBufferPointer()),
                    fbb.GetSize());

@@ -173,7 +173,7 @@ LogicalResult mlir::lathe::compile(ModuleOp module,
     chips = {options.gpuChip};
   for (const std::string &chip : chips) {
     OwningOpRef<ModuleOp> kernels = extracted();
-    CudaKernelsOptions cuda;
+    CudaKernelsOptions cuda = options.cuda;
     cuda.chip = chip;
     if (!kernels || failed(run(*kernels, [&](OpPassManager &pm) {
           buildCudaKernelsPipeline(pm, cuda);
@@ -207,6 +207,7 @@ LogicalResult mlir::lathe::compile(ModuleOp module,
           l.args.push_back(launch.args[index]);
         l.grid = g.grid;
         l.block = g.block;
+        l.gemm = g.gemm;
         // The kernel function's work, on its first GPU launch.
         l.flops = &g == &gpuLaunches[launch.kernel].front() ? launch.flops : 0;
         entry.gpuLaunches.push_back(std::move(l));
@@ -231,7 +232,9 @@ LogicalResult mlir::lathe::compile(ModuleOp module,
   }
   // The same GPU kernels, run as CPU loops: the cuda-emulated device.
   OwningOpRef<ModuleOp> emulated = extracted();
-  if (!emulated || failed(run(*emulated, buildCudaEmulationKernelsPipeline)))
+  if (!emulated || failed(run(*emulated, [&](OpPassManager &pm) {
+        buildCudaEmulationKernelsPipeline(pm, options.cuda);
+      })))
     return failure();
   FailureOr<std::string> emulation = buildCpuLibrary(*emulated, nullptr);
   if (failed(emulation))

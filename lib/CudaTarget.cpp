@@ -43,7 +43,46 @@ LogicalResult mlir::lathe::buildCudaModule(
     if (!fn->hasAttr(kKernelAttrName))
       continue;
     std::vector<GpuLaunch> &list = launches[fn.getSymName().str()];
+    // Which kernel-function argument each buffer operand is.
+    auto argIndex = [&](Operation *op, ValueRange operands,
+                        std::vector<unsigned> &out) -> LogicalResult {
+      for (Value operand : operands) {
+        auto arg = dyn_cast<BlockArgument>(operand);
+        if (!arg || arg.getOwner()->getParentOp() != fn)
+          return op->emitOpError("passes a value that is not a kernel buffer");
+        out.push_back(arg.getArgNumber());
+      }
+      return success();
+    };
     WalkResult walk = fn.walk([&](Operation *op) {
+      if (auto gemm = dyn_cast<GemmOp>(op)) {
+        GpuLaunch g;
+        g.kernel = "gemm";
+        GemmInfo info;
+        info.m = gemm.getM();
+        info.n = gemm.getN();
+        info.k = gemm.getK();
+        info.transA = gemm.getTransA();
+        info.transB = gemm.getTransB();
+        info.lda = gemm.getLda();
+        info.ldb = gemm.getLdb();
+        info.ldd = gemm.getLdd();
+        info.batch = gemm.getBatch();
+        info.strideA = gemm.getStrideA();
+        info.strideB = gemm.getStrideB();
+        info.strideD = gemm.getStrideD();
+        info.hasC = bool(gemm.getC());
+        info.hasBias = bool(gemm.getBias());
+        info.hasAux = bool(gemm.getAux());
+        info.epilogue = gemm.getEpilogue();
+        info.precision = gemm.getPrecision();
+        g.gemm = info;
+        // a, b, d, then c, bias and aux as present: the operand order.
+        if (failed(argIndex(op, gemm->getOperands(), g.argIndex)))
+          return WalkResult::interrupt();
+        list.push_back(std::move(g));
+        return WalkResult::advance();
+      }
       auto launch = dyn_cast<gpu::LaunchFuncOp>(op);
       if (!launch) {
         // Anything else left on the host would be silently skipped by the
@@ -66,14 +105,8 @@ LogicalResult mlir::lathe::buildCudaModule(
         return WalkResult::interrupt();
       g.grid = *grid;
       g.block = *block;
-      for (Value operand : launch.getKernelOperands()) {
-        auto arg = dyn_cast<BlockArgument>(operand);
-        if (!arg || arg.getOwner()->getParentOp() != fn) {
-          launch.emitOpError("passes a value that is not a kernel buffer");
-          return WalkResult::interrupt();
-        }
-        g.argIndex.push_back(arg.getArgNumber());
-      }
+      if (failed(argIndex(op, launch.getKernelOperands(), g.argIndex)))
+        return WalkResult::interrupt();
       list.push_back(std::move(g));
       return WalkResult::advance();
     });

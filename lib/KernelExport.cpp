@@ -93,13 +93,44 @@ LogicalResult mlir::lathe::exportKernels(
   uint64_t arena = 0;
   for (const EntryInfo &e : s.entries) {
     llvm::json::Array launches;
-    for (const LaunchInfo &l : e.gpuLaunches)
+    for (const LaunchInfo &l : e.gpuLaunches) {
+      if (const std::optional<GemmInfo> &g = l.gemm) {
+        llvm::json::Array operands{"a", "b", "d"};
+        if (g->hasC)
+          operands.push_back("c");
+        if (g->hasBias)
+          operands.push_back("bias");
+        if (g->hasAux)
+          operands.push_back("aux");
+        launches.push_back(llvm::json::Object{
+            {"kernel", l.kernel},
+            {"args", llvm::json::Array(l.args)},
+            {"gemm",
+             llvm::json::Object{
+                 {"m", g->m},
+                 {"n", g->n},
+                 {"k", g->k},
+                 {"batch", g->batch},
+                 {"trans_a", g->transA},
+                 {"trans_b", g->transB},
+                 {"lda", g->lda},
+                 {"ldb", g->ldb},
+                 {"ldd", g->ldd},
+                 {"stride_a", g->strideA},
+                 {"stride_b", g->strideB},
+                 {"stride_d", g->strideD},
+                 {"operands", std::move(operands)},
+                 {"epilogue", stringifyGemmEpilogue(g->epilogue)},
+                 {"precision", stringifyGemmPrecision(g->precision)}}}});
+        continue;
+      }
       launches.push_back(llvm::json::Object{
           {"kernel", l.kernel},
           {"grid", llvm::json::Array(l.grid)},
           {"block", llvm::json::Array(l.block)},
           {"args", llvm::json::Array(l.args)},
           {"dynamic_shared_bytes", 0}});
+    }
     entries.push_back(llvm::json::Object{
         {"name", e.name},
         {"inputs", llvm::json::Array(e.inputs)},
@@ -117,6 +148,10 @@ LogicalResult mlir::lathe::exportKernels(
     states.push_back(llvm::json::Object{{"name", st.name},
                                         {"shape", llvm::json::Array(st.shape)},
                                         {"dtype", "f32"}});
+  bool anyGemm = false;
+  for (const EntryInfo &e : s.entries)
+    for (const LaunchInfo &l : e.gpuLaunches)
+      anyGemm |= l.gemm.has_value();
   llvm::json::Object manifest{
       {"model", s.model},
       {"vocab", s.vocab},
@@ -126,6 +161,18 @@ LogicalResult mlir::lathe::exportKernels(
        "every kernel parameter is a pointer to the buffer named by args, in "
        "order; buffers are dense row-major; arena buffers live at offset "
        "within one allocation of arena_bytes; states start zeroed"},
+      {"gemm_abi",
+       "a launch with \"gemm\" is a GEMM library call on row-major f32 "
+       "buffers, args in the order of gemm.operands: for each batch i, D_i = "
+       "epilogue(op(A_i) op(B_i) [+ C_i] [+ bias]), op(A) m x k (trans_a: A "
+       "stored k x m), op(B) k x n (trans_b: B stored n x k), lda/ldb/ldd "
+       "row strides and stride_a/b/d batch strides in elements, C and aux "
+       "with D's layout, bias of n elements along each row, aux = the value "
+       "before the epilogue; gelu is the tanh form; precision is the format "
+       "products are formed in (cuBLASLt's CUBLAS_COMPUTE_32F, _FAST_TF32, "
+       "_FAST_16BF, _FAST_16F), accumulated in f32. With cuBLASLt's "
+       "column-major API: D^T = op(B)^T op(A)^T, B as its A"},
+      {"gemm_workspace_bytes", anyGemm ? int64_t(32) << 20 : 0},
       {"modules", std::move(modules)},
       {"params", std::move(params)},
       {"states", std::move(states)},
@@ -149,8 +196,22 @@ LogicalResult mlir::lathe::exportKernels(
     << "enum lathe_buffer_kind { LATHE_ARENA, LATHE_PARAM, LATHE_STATE };\n"
     << "struct lathe_buffer { enum lathe_buffer_kind kind; uint64_t offset; "
        "int32_t index; uint64_t bytes; };\n"
+    << "/* A GEMM library call (see manifest.json's gemm_abi); args are a, b,\n"
+       " * d, then c, bias and aux where has_c, has_bias and has_aux say so. */\n"
+    << "enum lathe_gemm_epilogue { LATHE_GEMM_NONE, LATHE_GEMM_RELU, "
+       "LATHE_GEMM_GELU };\n"
+    << "enum lathe_gemm_precision { LATHE_GEMM_F32, LATHE_GEMM_TF32, "
+       "LATHE_GEMM_BF16, LATHE_GEMM_F16 };\n"
+    << "struct lathe_gemm { int64_t m, n, k, batch; int trans_a, trans_b; "
+       "int64_t lda, ldb, ldd, stride_a, stride_b, stride_d; int has_c, "
+       "has_bias, has_aux; enum lathe_gemm_epilogue epilogue; enum "
+       "lathe_gemm_precision precision; };\n"
+    << "/* gemm is NULL for a kernel launch. */\n"
     << "struct lathe_launch { const char *kernel; uint32_t grid[3]; "
-       "uint32_t block[3]; uint32_t num_args; const uint32_t *args; };\n\n"
+       "uint32_t block[3]; uint32_t num_args; const uint32_t *args; "
+       "const struct lathe_gemm *gemm; };\n\n"
+    << "#define LATHE_GEMM_WORKSPACE_BYTES " << (anyGemm ? 32u << 20 : 0)
+    << "ull\n"
     << "#define LATHE_ARENA_BYTES " << arena << "ull\n"
     << "#define LATHE_VOCAB " << s.vocab << "\n"
     << "#define LATHE_MAX_SEQ " << s.maxSeq << "\n"
@@ -175,13 +236,30 @@ LogicalResult mlir::lathe::exportKernels(
       for (uint32_t a : l.args)
         h << a << ", ";
       h << "};\n";
+      if (const std::optional<GemmInfo> &g = l.gemm)
+        h << "static const struct lathe_gemm lathe_" << id << "_gemm" << i
+          << " = {" << g->m << ", " << g->n << ", " << g->k << ", "
+          << g->batch << ", " << g->transA << ", " << g->transB << ", "
+          << g->lda << ", " << g->ldb << ", " << g->ldd << ", " << g->strideA
+          << ", " << g->strideB << ", " << g->strideD << ", " << g->hasC
+          << ", " << g->hasBias << ", " << g->hasAux << ", "
+          << int(g->epilogue) << ", " << int(g->precision) << "};\n";
     }
     h << "static const struct lathe_launch lathe_" << id << "_launches[] = {\n";
-    for (auto [i, l] : llvm::enumerate(e.gpuLaunches))
-      h << "  {\"" << l.kernel << "\", {" << l.grid[0] << ", " << l.grid[1]
-        << ", " << l.grid[2] << "}, {" << l.block[0] << ", " << l.block[1]
-        << ", " << l.block[2] << "}, " << l.args.size() << ", lathe_" << id
-        << "_args" << i << "},\n";
+    for (auto [i, l] : llvm::enumerate(e.gpuLaunches)) {
+      uint32_t grid[3] = {0, 0, 0}, block[3] = {0, 0, 0};
+      for (unsigned d = 0; d < 3 && d < l.grid.size(); ++d)
+        grid[d] = l.grid[d], block[d] = l.block[d];
+      h << "  {\"" << l.kernel << "\", {" << grid[0] << ", " << grid[1]
+        << ", " << grid[2] << "}, {" << block[0] << ", " << block[1] << ", "
+        << block[2] << "}, " << l.args.size() << ", lathe_" << id << "_args"
+        << i << ", ";
+      if (l.gemm)
+        h << "&lathe_" << id << "_gemm" << i;
+      else
+        h << "0";
+      h << "},\n";
+    }
     h << "};\n#define LATHE_" << id << "_NUM_LAUNCHES " << e.gpuLaunches.size()
       << "\n";
     for (auto [i, b] : llvm::enumerate(e.inputs))

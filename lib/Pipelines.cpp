@@ -60,8 +60,14 @@ static void addCpuLowering(OpPassManager &pm) {
 
 /// Bufferized kernels → host functions with gpu.launch regions: the GPU
 /// kernels after mapping to blocks and threads, shared by PTX and emulation.
-static void addGpuMapping(OpPassManager &pm) {
+static void addGpuMapping(OpPassManager &pm,
+                          const CudaKernelsOptions &options) {
   buildBufferizeKernelsPipeline(pm);
+  if (options.gemmLibrary) {
+    ContractionToGemmOptions gemm;
+    gemm.precision = options.gemmPrecision;
+    pm.addPass(createContractionToGemm(gemm));
+  }
   pm.addPass(createExpandFusedAttention());
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToParallelLoopsPass());
   // Views (a cache row at a dynamic position) become index arithmetic on
@@ -84,15 +90,16 @@ void mlir::lathe::buildCpuKernelsPipeline(OpPassManager &pm) {
 
 /// Mapped kernels → one gpu.module of outlined kernels. PTX and emulation
 /// both start here, so the kernel names (the launch list's) agree.
-static void addGpuOutlining(OpPassManager &pm) {
-  addGpuMapping(pm);
+static void addGpuOutlining(OpPassManager &pm,
+                            const CudaKernelsOptions &options) {
+  addGpuMapping(pm, options);
   pm.addPass(createGpuKernelOutliningPass());
   pm.addPass(createMergeGpuModules());
 }
 
 void mlir::lathe::buildCudaKernelsPipeline(OpPassManager &pm,
                                            const CudaKernelsOptions &options) {
-  addGpuOutlining(pm);
+  addGpuOutlining(pm, options);
   pm.addPass(createLowerAffinePass());
   pm.addPass(createSCFToControlFlowPass());
   GpuNVVMAttachTargetOptions target;
@@ -106,8 +113,9 @@ void mlir::lathe::buildCudaKernelsPipeline(OpPassManager &pm,
   pm.addNestedPass<gpu::GPUModuleOp>(createReconcileUnrealizedCastsPass());
 }
 
-void mlir::lathe::buildCudaEmulationKernelsPipeline(OpPassManager &pm) {
-  addGpuOutlining(pm);
+void mlir::lathe::buildCudaEmulationKernelsPipeline(
+    OpPassManager &pm, const CudaKernelsOptions &options) {
+  addGpuOutlining(pm, options);
   pm.addPass(createEmulateGpu());
   addCpuLowering(pm);
 }
@@ -125,17 +133,32 @@ void mlir::lathe::registerLathePipelines() {
       : public PassPipelineOptions<CudaPipelineOptions> {
     Option<std::string> chip{*this, "chip", llvm::cl::desc("GPU chip"),
                              llvm::cl::init("sm_90")};
+    Option<std::string> gemm{
+        *this, "gemm",
+        llvm::cl::desc("Matrix products: cublaslt (lathe.gemm) or kernels"),
+        llvm::cl::init("cublaslt")};
+    Option<std::string> gemmPrecision{
+        *this, "gemm-precision",
+        llvm::cl::desc("cuBLASLt's product format: f32, tf32, bf16, f16"),
+        llvm::cl::init("f32")};
+    CudaKernelsOptions get() const {
+      CudaKernelsOptions options;
+      options.chip = chip;
+      options.gemmLibrary = gemm != "kernels";
+      options.gemmPrecision = gemmPrecision;
+      return options;
+    }
   };
-  PassPipelineRegistration<>(
+  PassPipelineRegistration<CudaPipelineOptions>(
       "lathe-cuda-emulation-kernels",
       "The cuda kernels after mapping to blocks and threads, as CPU code",
-      buildCudaEmulationKernelsPipeline);
+      [](OpPassManager &pm, const CudaPipelineOptions &opts) {
+        buildCudaEmulationKernelsPipeline(pm, opts.get());
+      });
   PassPipelineRegistration<CudaPipelineOptions>(
       "lathe-cuda-kernels",
       "Bufferize extracted kernels, map them to the GPU and lower to NVVM",
       [](OpPassManager &pm, const CudaPipelineOptions &opts) {
-        CudaKernelsOptions options;
-        options.chip = opts.chip;
-        buildCudaKernelsPipeline(pm, options);
+        buildCudaKernelsPipeline(pm, opts.get());
       });
 }

@@ -15,6 +15,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,18 @@ struct BufferInfo {
   DType dtype = DType::f32;
 };
 
+/// A `lathe.gemm` descriptor (cuda): the launch's args are then a, b, d and,
+/// as present, c, bias and aux.
+struct GemmInfo {
+  int64_t m = 0, n = 0, k = 0;
+  bool transA = false, transB = false;
+  int64_t lda = 0, ldb = 0, ldd = 0;
+  int64_t batch = 1, strideA = 0, strideB = 0, strideD = 0;
+  bool hasC = false, hasBias = false, hasAux = false;
+  GemmEpilogue epilogue = GemmEpilogue::none;
+  GemmPrecision precision = GemmPrecision::f32;
+};
+
 struct LaunchInfo {
   std::string kernel;
   std::vector<uint32_t> args; // buffer ids
@@ -64,6 +77,7 @@ struct LaunchInfo {
   // `exitStatus` holds phase 1, continue at launch `exitTo`; -1: none.
   int64_t exitStatus = -1;
   uint32_t exitTo = 0;
+  std::optional<GemmInfo> gemm; // cuda: a cuBLASLt call, not a kernel
 };
 
 struct EntryInfo {
@@ -116,9 +130,10 @@ FailureOr<std::string> buildCpuLibrary(ModuleOp kernels,
 
 /// CUDA: one GPU launch of a kernel function.
 struct GpuLaunch {
-  std::string kernel;            // PTX entry name
+  std::string kernel;            // PTX entry name ("gemm" for a GEMM)
   std::vector<unsigned> argIndex; // kernel-function argument per parameter
   std::vector<uint32_t> grid, block;
+  std::optional<GemmInfo> gemm;  // a lathe.gemm: cuBLASLt's, not a kernel
 };
 /// Reads the GPU launches of every kernel function (after
 /// lathe-cuda-kernels) and serializes its gpu.module to PTX.

@@ -29,11 +29,13 @@ namespace {
 struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    // The host functions only launched the kernels; the runtime launches
-    // them now, from the artifact's launch list.
+    // The host functions only launched the kernels and called the GEMM
+    // library; the runtime does both now, from the artifact's launch list.
     for (auto fn : llvm::make_early_inc_range(module.getOps<func::FuncOp>())) {
       bool launches = false;
-      fn.walk([&](gpu::LaunchFuncOp) { launches = true; });
+      fn.walk([&](Operation *op) {
+        launches |= isa<gpu::LaunchFuncOp, GemmOp>(op);
+      });
       if (launches)
         fn.erase();
     }

@@ -405,4 +405,41 @@ def ContractionToBlas : Pass<"lathe-contraction-to-blas", "::mlir::ModuleOp"> {
                            "::mlir::arith::ArithDialect"];
 }
 
+def ContractionToGemm : Pass<"lathe-contraction-to-gemm", "::mlir::ModuleOp"> {
+  let summary = "Give a kernel's matrix products to the GEMM library, with their epilogues.";
+  let description = [{
+    cuda only, on bufferized kernels. A contraction that a GEMM can address
+    (the view `lathe-contraction-to-blas` uses; the right operand must not be
+    shared between batches) on buffers that are the kernel's own arguments
+    becomes a `lathe.gemm` on the host side of the kernel, between the GPU
+    launches of the rest, and the runtime calls cuBLASLt with it. Around the
+    product, it folds:
+
+    - a zero `linalg.fill` of the output just before it (beta = 0);
+    - a `linalg.copy` into the output just before it (C = the copy's
+      source, beta = 1): the residual add through the C matrix;
+    - otherwise accumulation in place (C = D);
+    - a bias added along rows right after it, and then an elementwise
+      generic that computes GELU (tanh form) or ReLU, found by evaluating
+      its body at sample points, when the value they replace is read by
+      nothing else (the kernel's `lathe.unread_args`); the value before the
+      activation becomes the GEMM's `aux` output when it is read.
+
+    ```mlir
+    linalg.fill ins(%zero : f32) outs(%h : memref<64x256xf32>)
+    linalg.generic ... ins(%x, %w) outs(%h)       // h += x w^T
+    linalg.generic ... ins(%h, %b) outs(%hb)      // hb = h + b
+    linalg.generic ... ins(%hb) outs(%g)          // g = gelu(hb)
+    // becomes
+    lathe.gemm %x, %w into %g bias %b aux %hb epilogue(gelu) {m = 64 ...}
+    ```
+  }];
+  let options = [
+    Option<"precision", "precision", "std::string", /*default=*/"\"f32\"",
+           "The format products are formed in: f32, tf32, bf16 or f16 "
+           "(always accumulated in f32)">
+  ];
+  let dependentDialects = ["::mlir::lathe::LatheDialect"];
+}
+
 #endif // LATHE_PASSES_TD

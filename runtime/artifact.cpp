@@ -1,6 +1,7 @@
 // Artifact loading: flatbuffers verification plus the semantic checks that
 // let the rest of the runtime trust every index and offset it reads.
 #include "artifact.h"
+#include "lathe/gemm_shape.h"
 #include "artifact_checksum.h"
 #include "status.h"
 
@@ -305,6 +306,63 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
     return nullptr;
   };
 
+  // A GEMM library call: its operands are f32 buffers, and every element
+  // its descriptor addresses lies inside them (gemm_shape.h, as lathec's
+  // verifier checks lathe.gemm), since cuBLASLt trusts the numbers.
+  auto checkGemm = [&](const fb::Launch *launch,
+                       const std::string &where) -> lathe_status_t {
+    const fb::Gemm *g = launch->gemm();
+    if (a.target() != fb::Target::cuda)
+      return corrupt(where + " is a GEMM call, which only cuda artifacts have");
+    size_t expected = 3 + g->has_c() + g->has_bias() + g->has_aux();
+    size_t count = launch->args() ? launch->args()->size() : 0;
+    if (count != expected)
+      return corrupt(llvm::formatv("{0} is a GEMM of {1} operands with {2} "
+                                   "args",
+                                   where, expected, count)
+                         .str());
+    if (g->epilogue() < fb::GemmEpilogue::MIN ||
+        g->epilogue() > fb::GemmEpilogue::MAX ||
+        g->precision() < fb::GemmPrecision::MIN ||
+        g->precision() > fb::GemmPrecision::MAX)
+      return corrupt(where + " has an unknown GEMM epilogue or precision");
+    if (g->has_aux() && g->epilogue() != fb::GemmEpilogue::gelu)
+      return corrupt(where + " keeps a GEMM aux value without a gelu epilogue");
+    int64_t sizes[6];
+    for (size_t i = 0; i < count; ++i) {
+      const fb::Buffer *b = a.buffers()->Get(launch->args()->Get(i));
+      if (b->dtype() != fb::DType::f32)
+        return corrupt(where + " has a GEMM operand that is not f32");
+      sizes[i] = *numElements(b->shape());
+    }
+    GemmShape shape;
+    shape.m = g->m();
+    shape.n = g->n();
+    shape.k = g->k();
+    shape.batch = g->batch();
+    shape.transA = g->trans_a();
+    shape.transB = g->trans_b();
+    shape.lda = g->lda();
+    shape.ldb = g->ldb();
+    shape.ldd = g->ldd();
+    shape.strideA = g->stride_a();
+    shape.strideB = g->stride_b();
+    shape.strideD = g->stride_d();
+    shape.sizeA = sizes[0];
+    shape.sizeB = sizes[1];
+    shape.sizeD = sizes[2];
+    size_t next = 3;
+    if (g->has_c())
+      shape.sizeC = sizes[next++];
+    if (g->has_bias())
+      shape.sizeBias = sizes[next++];
+    if (g->has_aux())
+      shape.sizeAux = sizes[next++];
+    if (std::string why = checkGemmShape(shape); !why.empty())
+      return corrupt(where + " " + why);
+    return nullptr;
+  };
+
   llvm::StringSet<> entryNames;
   size_t numEntries = a.entries() ? a.entries()->size() : 0;
   bool anyLaunch = false;
@@ -326,7 +384,9 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
         return corrupt(where + " has a launch with an empty kernel name");
       LATHE_RETURN_IF_ERROR(checkIds(launch->args(), lwhere));
       LATHE_RETURN_IF_ERROR(checkExit(launch, l, numLaunches, lwhere));
-      if (a.target() == fb::Target::cuda)
+      if (launch->gemm())
+        LATHE_RETURN_IF_ERROR(checkGemm(launch, lwhere));
+      else if (a.target() == fb::Target::cuda)
         LATHE_RETURN_IF_ERROR(checkGrid(launch, lwhere));
       anyLaunch = true;
     }
@@ -542,6 +602,22 @@ extern "C" uint64_t lathe_artifact_launch_flops(const lathe_artifact_t *a,
   if (launch >= lathe_artifact_launch_count(a, entry))
     return 0;
   return entryAt(a, entry)->launches()->Get(launch)->flops();
+}
+
+extern "C" int lathe_artifact_launch_gemm(const lathe_artifact_t *a,
+                                          size_t entry, size_t launch,
+                                          lathe_gemm_desc_t *out) {
+  if (launch >= lathe_artifact_launch_count(a, entry))
+    return 0;
+  const fb::Gemm *g = entryAt(a, entry)->launches()->Get(launch)->gemm();
+  if (!g || !out)
+    return 0;
+  *out = {g->m(),        g->n(),        g->k(),
+          g->batch(),    g->trans_a(),  g->trans_b(),
+          g->has_c(),    g->has_bias(), g->has_aux(),
+          fb::EnumNameGemmEpilogue(g->epilogue()),
+          fb::EnumNameGemmPrecision(g->precision())};
+  return 1;
 }
 
 const lathe::fb::Entry *lathe::rt::prefillEntryFor(const lathe_artifact &a,

@@ -8,6 +8,7 @@
  * before Buffer.offset, which moves the field ids of version 1. */
 /* 3: cuda artifacts have no emulated launch list; their cpu_library holds the
  * GPU kernels themselves (lathe-emulate-gpu), run from the launch list. */
-#define LATHE_ARTIFACT_VERSION 3u
+/* 4: a cuda launch may be a GEMM library call (Launch.gemm). */
+#define LATHE_ARTIFACT_VERSION 4u
 
 #endif /* LATHE_RUNTIME_ARTIFACT_VERSION_H */

@@ -3,6 +3,7 @@
 #include "gpu_device.h"
 
 #include "cpu_device.h"
+#include "gemm_reference.h"
 #include "status.h"
 #include "thread_pool.h"
 
@@ -87,6 +88,23 @@ public:
     });
     return nullptr;
   }
+  lathe_status_t gemm(const fb::Gemm &g, const DeviceAddress *args) override {
+    auto at = [&](size_t i) { return reinterpret_cast<float *>(args[i]); };
+    GemmOperands o;
+    o.a = at(0);
+    o.b = at(1);
+    o.d = at(2);
+    size_t next = 3;
+    if (g.has_c())
+      o.c = at(next++);
+    if (g.has_bias())
+      o.bias = at(next++);
+    if (g.has_aux())
+      o.aux = at(next++);
+    referenceGemm(g, o);
+    return nullptr;
+  }
+  lathe_status_t openGemmLibrary() override { return nullptr; }
   lathe_status_t synchronize() override { return nullptr; }
   std::string describe() const override { return "host emulation"; }
 
@@ -167,6 +185,75 @@ struct CudaApi {
   CUresult (*getErrorName)(CUresult, const char **);
 };
 
+// cuBLASLt's ABI (cublasLt.h, cublas_api.h, library_types.h), likewise.
+struct LtHandle;
+struct LtDesc;
+struct LtLayout;
+struct LtPref;
+using cublasStatus_t = int;
+struct LtAlgo {
+  uint64_t data[8];
+};
+struct LtHeuristic {
+  LtAlgo algo;
+  size_t workspaceSize;
+  cublasStatus_t state;
+  float wavesCount;
+  int reserved[4];
+};
+constexpr int kCudaR32F = 0;            // CUDA_R_32F
+constexpr int kCompute32F = 68;         // CUBLAS_COMPUTE_32F
+constexpr int kCompute32FFast16F = 74;  // CUBLAS_COMPUTE_32F_FAST_16F
+constexpr int kCompute32FFast16BF = 75; // CUBLAS_COMPUTE_32F_FAST_16BF
+constexpr int kCompute32FFastTF32 = 77; // CUBLAS_COMPUTE_32F_FAST_TF32
+constexpr int kDescTransA = 3;          // CUBLASLT_MATMUL_DESC_TRANSA
+constexpr int kDescTransB = 4;          // CUBLASLT_MATMUL_DESC_TRANSB
+constexpr int kDescEpilogue = 7;        // CUBLASLT_MATMUL_DESC_EPILOGUE
+constexpr int kDescBiasPointer = 8;     // CUBLASLT_MATMUL_DESC_BIAS_POINTER
+constexpr int kDescAuxPointer = 11;     // ..._EPILOGUE_AUX_POINTER
+constexpr int kDescAuxLd = 12;          // ..._EPILOGUE_AUX_LD
+constexpr int kDescAuxBatchStride = 13; // ..._EPILOGUE_AUX_BATCH_STRIDE
+constexpr int kLayoutBatchCount = 5;    // CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT
+constexpr int kLayoutBatchStride = 6;   // ..._STRIDED_BATCH_OFFSET
+constexpr int kPrefMaxWorkspace = 1;    // ..._PREF_MAX_WORKSPACE_BYTES
+constexpr uint32_t kEpilogueDefault = 1, kEpilogueRelu = 2, kEpilogueBias = 4,
+                   kEpilogueGelu = 32, kEpilogueAux = 128;
+
+struct CublasLtApi {
+  cublasStatus_t (*create)(LtHandle **);
+  cublasStatus_t (*destroy)(LtHandle *);
+  const char *(*statusName)(cublasStatus_t);
+  cublasStatus_t (*descCreate)(LtDesc **, int, int);
+  cublasStatus_t (*descDestroy)(LtDesc *);
+  cublasStatus_t (*descSet)(LtDesc *, int, const void *, size_t);
+  cublasStatus_t (*layoutCreate)(LtLayout **, int, uint64_t, uint64_t, int64_t);
+  cublasStatus_t (*layoutDestroy)(LtLayout *);
+  cublasStatus_t (*layoutSet)(LtLayout *, int, const void *, size_t);
+  cublasStatus_t (*prefCreate)(LtPref **);
+  cublasStatus_t (*prefDestroy)(LtPref *);
+  cublasStatus_t (*prefSet)(LtPref *, int, const void *, size_t);
+  cublasStatus_t (*heuristic)(LtHandle *, LtDesc *, LtLayout *, LtLayout *,
+                              LtLayout *, LtLayout *, LtPref *, int,
+                              LtHeuristic *, int *);
+  cublasStatus_t (*matmul)(LtHandle *, LtDesc *, const void *, const void *,
+                           LtLayout *, const void *, LtLayout *, const void *,
+                           const void *, LtLayout *, void *, LtLayout *,
+                           const LtAlgo *, void *, size_t, CUstream);
+};
+
+// One GEMM descriptor as cuBLASLt sees it. lathe's buffers are row-major and
+// cuBLASLt's column-major, so the call computes D^T = op(B)^T op(A)^T: B is
+// cuBLASLt's A, A its B, and D^T is n x m with D's leading dimension. The
+// bias then runs along D^T's rows, which is what cuBLASLt's bias does.
+struct GemmPlan {
+  LtDesc *desc = nullptr;
+  LtLayout *a = nullptr, *b = nullptr, *c = nullptr, *d = nullptr;
+  LtAlgo algo{};
+  // The bias and aux addresses the heuristic saw (it reads their alignment).
+  DeviceAddress bias = 0, aux = 0;
+  bool planned = false;
+};
+
 template <typename Fn> bool bind(void *lib, const char *name, Fn &slot) {
   slot = reinterpret_cast<Fn>(dlsym(lib, name));
   return slot != nullptr;
@@ -177,6 +264,19 @@ public:
   ~CudaDriver() override {
     if (context_)
       api_.ctxSetCurrent(context_);
+    for (auto &[key, plan] : plans_) {
+      for (LtLayout *l : {plan.a, plan.b, plan.c, plan.d})
+        if (l)
+          lt_.layoutDestroy(l);
+      if (plan.desc)
+        lt_.descDestroy(plan.desc);
+    }
+    if (pref_)
+      lt_.prefDestroy(pref_);
+    if (handle_)
+      lt_.destroy(handle_);
+    if (ltLib_)
+      dlclose(ltLib_);
     for (DeviceAddress a : live_)
       api_.memFree(a);
     if (stream_)
@@ -300,6 +400,178 @@ public:
   }
   std::string describe() const override { return description_; }
 
+  lathe_status_t ltCheck(const char *call, cublasStatus_t r) const {
+    if (r == 0)
+      return nullptr;
+    const char *name = lt_.statusName ? lt_.statusName(r) : nullptr;
+    return makeStatusF("{0}: {1}: {2} ({3})", owner_, call,
+                       name ? name : "cuBLAS error", r);
+  }
+
+  // cuBLASLt, its handle, preference and workspace.
+  lathe_status_t openGemmLibrary() override {
+    if (handle_)
+      return nullptr;
+    const char *library = std::getenv("LATHE_CUBLASLT");
+    if (!library || !*library)
+      library = "libcublasLt.so.13";
+    ltLib_ = dlopen(library, RTLD_NOW | RTLD_LOCAL);
+    if (!ltLib_)
+      return makeStatusF("{0}: no cuBLASLt found ({1} cannot be loaded); "
+                         "lathec --gemm=kernels compiles the matrix products "
+                         "as lathe's own kernels",
+                         owner_, library);
+    const char *missing = nullptr;
+    auto need = [&](const char *name, auto &slot) {
+      if (!missing && !bind(ltLib_, name, slot))
+        missing = name;
+    };
+    need("cublasLtCreate", lt_.create);
+    need("cublasLtDestroy", lt_.destroy);
+    need("cublasLtMatmulDescCreate", lt_.descCreate);
+    need("cublasLtMatmulDescDestroy", lt_.descDestroy);
+    need("cublasLtMatmulDescSetAttribute", lt_.descSet);
+    need("cublasLtMatrixLayoutCreate", lt_.layoutCreate);
+    need("cublasLtMatrixLayoutDestroy", lt_.layoutDestroy);
+    need("cublasLtMatrixLayoutSetAttribute", lt_.layoutSet);
+    need("cublasLtMatmulPreferenceCreate", lt_.prefCreate);
+    need("cublasLtMatmulPreferenceDestroy", lt_.prefDestroy);
+    need("cublasLtMatmulPreferenceSetAttribute", lt_.prefSet);
+    need("cublasLtMatmulAlgoGetHeuristic", lt_.heuristic);
+    need("cublasLtMatmul", lt_.matmul);
+    bind(ltLib_, "cublasLtGetStatusName", lt_.statusName); // optional
+    if (missing)
+      return makeStatusF("{0}: cuBLASLt {1} lacks {2}", owner_, library,
+                         missing);
+    LATHE_RETURN_IF_ERROR(current());
+    LATHE_RETURN_IF_ERROR(ltCheck("cublasLtCreate", lt_.create(&handle_)));
+    LATHE_RETURN_IF_ERROR(
+        ltCheck("cublasLtMatmulPreferenceCreate", lt_.prefCreate(&pref_)));
+    uint64_t bytes = workspaceBytes_;
+    LATHE_RETURN_IF_ERROR(ltCheck(
+        "cublasLtMatmulPreferenceSetAttribute",
+        lt_.prefSet(pref_, kPrefMaxWorkspace, &bytes, sizeof(bytes))));
+    if (workspaceBytes_)
+      LATHE_RETURN_IF_ERROR(alloc(workspaceBytes_, workspace_));
+    return nullptr;
+  }
+
+  // Descriptor, layouts and algorithm for `g` with these bias/aux addresses.
+  lathe_status_t plan(const fb::Gemm &g, DeviceAddress bias, DeviceAddress aux,
+                      GemmPlan &p) {
+    if (!p.desc) {
+      int compute = kCompute32F;
+      switch (g.precision()) {
+      case fb::GemmPrecision::tf32:
+        compute = kCompute32FFastTF32;
+        break;
+      case fb::GemmPrecision::bf16:
+        compute = kCompute32FFast16BF;
+        break;
+      case fb::GemmPrecision::f16:
+        compute = kCompute32FFast16F;
+        break;
+      default:
+        break;
+      }
+      LATHE_RETURN_IF_ERROR(ltCheck("cublasLtMatmulDescCreate",
+                                    lt_.descCreate(&p.desc, compute, kCudaR32F)));
+      // cuBLASLt's A is our B, its B our A (see GemmPlan).
+      int32_t opA = g.trans_b() ? 1 : 0, opB = g.trans_a() ? 1 : 0;
+      uint32_t epilogue = kEpilogueDefault;
+      if (g.epilogue() == fb::GemmEpilogue::relu)
+        epilogue = kEpilogueRelu;
+      else if (g.epilogue() == fb::GemmEpilogue::gelu)
+        epilogue = kEpilogueGelu | (g.has_aux() ? kEpilogueAux : 0);
+      if (g.has_bias())
+        epilogue = epilogue == kEpilogueDefault ? kEpilogueBias
+                                                : epilogue | kEpilogueBias;
+      LATHE_RETURN_IF_ERROR(ltCheck("cublasLtMatmulDescSetAttribute",
+                                    lt_.descSet(p.desc, kDescTransA, &opA, 4)));
+      LATHE_RETURN_IF_ERROR(ltCheck("cublasLtMatmulDescSetAttribute",
+                                    lt_.descSet(p.desc, kDescTransB, &opB, 4)));
+      LATHE_RETURN_IF_ERROR(
+          ltCheck("cublasLtMatmulDescSetAttribute",
+                  lt_.descSet(p.desc, kDescEpilogue, &epilogue, 4)));
+      if (g.has_aux()) {
+        int64_t ld = g.ldd(), stride = g.stride_d();
+        LATHE_RETURN_IF_ERROR(
+            ltCheck("cublasLtMatmulDescSetAttribute",
+                    lt_.descSet(p.desc, kDescAuxLd, &ld, 8)));
+        LATHE_RETURN_IF_ERROR(
+            ltCheck("cublasLtMatmulDescSetAttribute",
+                    lt_.descSet(p.desc, kDescAuxBatchStride, &stride, 8)));
+      }
+      // Column-major shapes: stored rows are cuBLASLt's columns.
+      auto layout = [&](LtLayout *&out, uint64_t rows, uint64_t cols,
+                        int64_t ld, int64_t stride) -> lathe_status_t {
+        LATHE_RETURN_IF_ERROR(
+            ltCheck("cublasLtMatrixLayoutCreate",
+                    lt_.layoutCreate(&out, kCudaR32F, rows, cols, ld)));
+        if (g.batch() == 1)
+          return nullptr;
+        int32_t count = int32_t(g.batch());
+        LATHE_RETURN_IF_ERROR(
+            ltCheck("cublasLtMatrixLayoutSetAttribute",
+                    lt_.layoutSet(out, kLayoutBatchCount, &count, 4)));
+        return ltCheck("cublasLtMatrixLayoutSetAttribute",
+                       lt_.layoutSet(out, kLayoutBatchStride, &stride, 8));
+      };
+      uint64_t m = g.m(), n = g.n(), k = g.k();
+      // B stored k x n (or n x k): as stored, column-major n x k (k x n).
+      LATHE_RETURN_IF_ERROR(layout(p.a, g.trans_b() ? k : n,
+                                   g.trans_b() ? n : k, g.ldb(), g.stride_b()));
+      LATHE_RETURN_IF_ERROR(layout(p.b, g.trans_a() ? m : k,
+                                   g.trans_a() ? k : m, g.lda(), g.stride_a()));
+      LATHE_RETURN_IF_ERROR(layout(p.c, n, m, g.ldd(), g.stride_d()));
+      LATHE_RETURN_IF_ERROR(layout(p.d, n, m, g.ldd(), g.stride_d()));
+    }
+    // The heuristic reads the bias and aux pointers' alignment.
+    if (g.has_bias())
+      LATHE_RETURN_IF_ERROR(
+          ltCheck("cublasLtMatmulDescSetAttribute",
+                  lt_.descSet(p.desc, kDescBiasPointer, &bias, 8)));
+    if (g.has_aux())
+      LATHE_RETURN_IF_ERROR(
+          ltCheck("cublasLtMatmulDescSetAttribute",
+                  lt_.descSet(p.desc, kDescAuxPointer, &aux, 8)));
+    LtHeuristic result{};
+    int found = 0;
+    LATHE_RETURN_IF_ERROR(ltCheck(
+        "cublasLtMatmulAlgoGetHeuristic",
+        lt_.heuristic(handle_, p.desc, p.a, p.b, p.c, p.d, pref_, 1, &result,
+                      &found)));
+    if (found < 1)
+      return makeStatusF("{0}: cuBLASLt has no algorithm for the GEMM "
+                         "m={1} n={2} k={3} batch={4}",
+                         owner_, g.m(), g.n(), g.k(), g.batch());
+    p.algo = result.algo;
+    p.bias = bias;
+    p.aux = aux;
+    p.planned = true;
+    return nullptr;
+  }
+
+  lathe_status_t gemm(const fb::Gemm &g, const DeviceAddress *args) override {
+    LATHE_RETURN_IF_ERROR(openGemmLibrary());
+    LATHE_RETURN_IF_ERROR(current());
+    size_t next = 3;
+    DeviceAddress c = g.has_c() ? args[next++] : 0;
+    DeviceAddress bias = g.has_bias() ? args[next++] : 0;
+    DeviceAddress aux = g.has_aux() ? args[next++] : 0;
+    GemmPlan &p = plans_[&g];
+    if (!p.planned || p.bias != bias || p.aux != aux)
+      LATHE_RETURN_IF_ERROR(plan(g, bias, aux, p));
+    const float alpha = 1.0f, beta = g.has_c() ? 1.0f : 0.0f;
+    DeviceAddress d = args[2];
+    auto ptr = [](DeviceAddress x) { return reinterpret_cast<void *>(x); };
+    return ltCheck("cublasLtMatmul",
+                   lt_.matmul(handle_, p.desc, &alpha, ptr(args[1]), p.a,
+                              ptr(args[0]), p.b, &beta, ptr(c ? c : d), p.c,
+                              ptr(d), p.d, &p.algo, ptr(workspace_),
+                              workspaceBytes_, stream_));
+  }
+
   static lathe_status_t open(const lathe_artifact &artifact,
                              std::unique_ptr<GpuDriver> &out);
 
@@ -314,6 +586,14 @@ private:
   std::vector<DeviceAddress> live_;
   std::vector<CUdeviceptr> params_;
   std::vector<void *> pointers_;
+  // cuBLASLt, loaded at the first GEMM call.
+  void *ltLib_ = nullptr;
+  CublasLtApi lt_{};
+  LtHandle *handle_ = nullptr;
+  LtPref *pref_ = nullptr;
+  uint64_t workspaceBytes_ = 0;
+  DeviceAddress workspace_ = 0;
+  std::map<const fb::Gemm *, GemmPlan> plans_;
 };
 
 lathe_status_t CudaDriver::open(const lathe_artifact &artifact,
@@ -333,6 +613,7 @@ lathe_status_t CudaDriver::open(const lathe_artifact &artifact,
   auto d = std::make_unique<CudaDriver>();
   d->lib_ = lib;
   d->owner_ = path;
+  d->workspaceBytes_ = artifact.root->gemm_workspace_bytes();
   CudaApi &api = d->api_;
   const char *missing = nullptr;
   auto need = [&](const char *name, auto &slot) {

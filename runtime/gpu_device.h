@@ -41,6 +41,15 @@ public:
   virtual lathe_status_t launch(void *function, const uint32_t grid[3],
                                 const uint32_t block[3],
                                 const DeviceAddress *args, size_t count) = 0;
+  // A GEMM library call (Launch.gemm), queued like a launch. `args` are the
+  // device addresses of a, b, d, then c, bias and aux as the descriptor has
+  // them. The cuda device plans each descriptor once (cuBLASLt's layouts,
+  // epilogue and heuristic algorithm) and reuses the plan.
+  virtual lathe_status_t gemm(const fb::Gemm &gemm,
+                              const DeviceAddress *args) = 0;
+  // Loads the GEMM library, so that a missing one fails when a session is
+  // created rather than at its first GEMM.
+  virtual lathe_status_t openGemmLibrary() = 0;
   // Waits for everything queued (profiling times launches one by one).
   virtual lathe_status_t synchronize() = 0;
   // What `lathe-run info` and errors call the device ("NVIDIA H100 (sm_90,
@@ -50,12 +59,15 @@ public:
 
 // The CUDA driver API from libcuda.so.1 (or $LATHE_CUDA_DRIVER), device 0,
 // with the artifact's module for the device's chip: cubin where the chip
-// matches, PTX (JIT-compiled by the driver) otherwise.
+// matches, PTX (JIT-compiled by the driver) otherwise. Where the artifact has
+// GEMM calls, cuBLASLt too, from libcublasLt.so.13 (or $LATHE_CUBLASLT), with
+// the artifact's gemm_workspace_bytes of workspace.
 lathe_status_t openCudaDriver(const lathe_artifact &artifact,
                               std::unique_ptr<GpuDriver> &out);
 
 // The artifact's GPU kernels as CPU functions (lathe-emulate-gpu), their
-// blocks spread over `pool`'s threads.
+// blocks spread over `pool`'s threads; GEMM calls run the reference GEMM
+// (gemm_reference.h).
 lathe_status_t openEmulatedDriver(const lathe_artifact &artifact,
                                   ThreadPool &pool,
                                   std::unique_ptr<GpuDriver> &out);

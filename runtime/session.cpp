@@ -41,6 +41,8 @@ struct ResolvedLaunch {
   // An early exit (Launch.exit_status / exit_to): -1, or the status buffer.
   int64_t exitStatus = -1;
   uint32_t exitTo = 0;
+  // GPU: a GEMM library call (Launch.gemm) instead of a kernel.
+  const fb::Gemm *gemm = nullptr;
 };
 
 struct KernelTotals {
@@ -221,6 +223,8 @@ struct lathe_session {
       addressScratch.clear();
       for (uint32_t id : launch.args)
         addressScratch.push_back(bufferAddress(id));
+      if (launch.gemm)
+        return gpu->gemm(*launch.gemm, addressScratch.data());
       return gpu->launch(launch.gpuFn, launch.grid, launch.block,
                          addressScratch.data(), addressScratch.size());
     }
@@ -410,6 +414,7 @@ lathe_session_create_on_device(const lathe_artifact_t *artifact,
   // fails at session creation rather than halfway through a forward pass.
   std::unordered_map<std::string_view, uint32_t> slotOf;
   std::unordered_map<std::string_view, void *> gpuFunctions;
+  bool gemmLibrary = false;
   for (size_t e = 0; e < numEntries; ++e) {
     const fb::Entry *entry = a.entries()->Get(e);
     if (!entry->launches())
@@ -417,7 +422,13 @@ lathe_session_create_on_device(const lathe_artifact_t *artifact,
     for (const fb::Launch *launch : *entry->launches()) {
       ResolvedLaunch r;
       std::string_view kernel = launch->kernel()->string_view();
-      if (s->gpu) {
+      if (s->gpu && launch->gemm()) {
+        if (!gemmLibrary) {
+          LATHE_RETURN_IF_ERROR(s->gpu->openGemmLibrary());
+          gemmLibrary = true;
+        }
+        r.gemm = launch->gemm();
+      } else if (s->gpu) {
         auto [found, added] = gpuFunctions.try_emplace(kernel, nullptr);
         if (added)
           LATHE_RETURN_IF_ERROR(s->gpu->function(kernel, found->second));

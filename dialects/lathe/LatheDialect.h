@@ -24,6 +24,11 @@ constexpr llvm::StringLiteral kExitStatusAttrName = "lathe.exit_status";
 /// On the structured op that updates the state a loop hands on, then on
 /// its `lathe.launch`: an early exit continues after the last of these.
 constexpr llvm::StringLiteral kLoopStateAttrName = "lathe.loop_state";
+/// On an extracted kernel (`lathe-extract-kernels`): the arguments whose
+/// contents nothing reads after the kernel returns (results no launch's user
+/// reads and that are not written in place), so a back end may leave them
+/// unwritten, as a GEMM epilogue does with the product before its bias.
+constexpr llvm::StringLiteral kUnreadArgsAttrName = "lathe.unread_args";
 } // namespace mlir::lathe
 
 #endif // LATHE_LATHEDIALECT_H

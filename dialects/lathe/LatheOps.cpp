@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "lathe/LatheOps.h"
+#include "lathe/gemm_shape.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/OpImplementation.h"
@@ -1158,5 +1159,43 @@ LogicalResult IterationMaskOp::verify() {
     return emitOpError("unfrozen needs backprop >= 1");
   if (!frozen && getBackprop())
     return emitOpError("takes backprop only with the unfrozen mask");
+  return success();
+}
+
+LogicalResult GemmOp::verify() {
+  for (Value v : getOperands()) {
+    auto type = cast<MemRefType>(v.getType());
+    if (!type.hasStaticShape() || !type.getLayout().isIdentity())
+      return emitOpError("needs static row-major buffers, not ") << type;
+  }
+  auto size = [](Value v) -> int64_t {
+    return v ? cast<MemRefType>(v.getType()).getNumElements() : -1;
+  };
+  ::lathe::GemmShape g;
+  g.m = getM();
+  g.n = getN();
+  g.k = getK();
+  g.batch = getBatch();
+  g.transA = getTransA();
+  g.transB = getTransB();
+  g.lda = getLda();
+  g.ldb = getLdb();
+  g.ldd = getLdd();
+  g.strideA = getStrideA();
+  g.strideB = getStrideB();
+  g.strideD = getStrideD();
+  g.sizeA = size(getA());
+  g.sizeB = size(getB());
+  g.sizeD = size(getD());
+  g.sizeC = size(getC());
+  g.sizeBias = size(getBias());
+  g.sizeAux = size(getAux());
+  // The runtime checks an artifact's descriptors with the same function.
+  if (std::string why = ::lathe::checkGemmShape(g); !why.empty())
+    return emitOpError(why);
+  // cuBLASLt keeps the value before the epilogue only for GELU (ReLU's is a
+  // bit mask).
+  if (getAux() && getEpilogue() != GemmEpilogue::gelu)
+    return emitOpError("keeps an aux value only before a gelu epilogue");
   return success();
 }

@@ -75,6 +75,26 @@ def Lathe_IterationMask : I32EnumAttr<"IterationMask",
   let cppNamespace = "::mlir::lathe";
 }
 
+def Lathe_GemmEpilogue : I32EnumAttr<"GemmEpilogue",
+    "what a GEMM applies to each element of its result", [
+    I32EnumAttrCase<"none", 0>,
+    I32EnumAttrCase<"relu", 1>,
+    // GELU's tanh approximation, as lathe.activation and cuBLASLt compute it.
+    I32EnumAttrCase<"gelu", 2>
+  ]> {
+  let cppNamespace = "::mlir::lathe";
+}
+
+def Lathe_GemmPrecision : I32EnumAttr<"GemmPrecision",
+    "the format a GEMM's f32 operands are multiplied in (f32 accumulation)", [
+    I32EnumAttrCase<"f32", 0>,
+    I32EnumAttrCase<"tf32", 1>,
+    I32EnumAttrCase<"bf16", 2>,
+    I32EnumAttrCase<"f16", 3>
+  ]> {
+  let cppNamespace = "::mlir::lathe";
+}
+
 def Lathe_F32Tensor : RankedTensorOf<[F32]>;
 def Lathe_I32Tensor : RankedTensorOf<[I32]>;
 
@@ -1688,6 +1708,68 @@ def Lathe_AdamwOp : Lathe_Op<"adamw", [Pure,
   let assemblyFormat = [{
     $param `,` $grad `,` $m `,` $v `lr` $lr `step` $step `scale` $scale
     `factor` $factor attr-dict `:` type($param) `,` type($lr)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Library calls
+//===----------------------------------------------------------------------===//
+
+def Lathe_F32Buffer : MemRefRankOf<[F32], [1, 2, 3, 4]>;
+
+def Lathe_GemmOp : Lathe_Op<"gemm", [AttrSizedOperandSegments]> {
+  let summary = "A (batched) matrix product with an epilogue, for a GEMM library.";
+  let description = [{
+    The cuda target's GEMM descriptor: `lathe-contraction-to-gemm` turns a
+    kernel's matrix product into this op on the host side of the kernel,
+    and the runtime calls cuBLASLt with it (the cuda-emulated device runs a
+    reference GEMM with the same semantics). On row-major f32 buffers, for
+    each batch i < `batch`:
+
+    ```
+    D_i = epilogue(op(A_i) op(B_i) [+ C_i] [+ bias])     (m x n)
+    ```
+
+    op(A) is m x k (`trans_a`: A is stored k x m), op(B) is k x n
+    (`trans_b`: stored n x k); `lda`, `ldb` and `ldd` are the row strides in
+    elements, `stride_a`, `stride_b` and `stride_d` the batch strides. C,
+    when given, has D's layout and may be D itself (accumulation in place:
+    the residual add); `bias` has n elements and is added to every row.
+    `aux`, when given, receives the value before the epilogue (what a GELU's
+    backward needs), with D's layout. `precision` is the format the
+    products are formed in: f32 exactly, or tf32/bf16/f16 (the operands
+    rounded to it, as cuBLASLt's fast compute modes do), always accumulated
+    in f32.
+
+    ```mlir
+    lathe.gemm %x, %w into %y accumulate %r bias %b epilogue(gelu)
+        {m = 64 : i64, n = 256 : i64, k = 64 : i64, trans_a = false,
+         trans_b = true, lda = 64 : i64, ldb = 64 : i64, ldd = 256 : i64}
+        : memref<64x64xf32>, memref<256x64xf32>, memref<64x256xf32>,
+          memref<64x256xf32>, memref<256xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Buffer:$a, Lathe_F32Buffer:$b,
+                       Lathe_F32Buffer:$d,
+                       Optional<Lathe_F32Buffer>:$c,
+                       Optional<Lathe_F32Buffer>:$bias,
+                       Optional<Lathe_F32Buffer>:$aux,
+                       I64Attr:$m, I64Attr:$n, I64Attr:$k,
+                       BoolAttr:$trans_a, BoolAttr:$trans_b,
+                       I64Attr:$lda, I64Attr:$ldb, I64Attr:$ldd,
+                       DefaultValuedAttr<I64Attr, "1">:$batch,
+                       DefaultValuedAttr<I64Attr, "0">:$stride_a,
+                       DefaultValuedAttr<I64Attr, "0">:$stride_b,
+                       DefaultValuedAttr<I64Attr, "0">:$stride_d,
+                       DefaultValuedAttr<Lathe_GemmEpilogue,
+                           "::mlir::lathe::GemmEpilogue::none">:$epilogue,
+                       DefaultValuedAttr<Lathe_GemmPrecision,
+                           "::mlir::lathe::GemmPrecision::f32">:$precision);
+  let assemblyFormat = [{
+    $a `,` $b `into` $d (`accumulate` $c^)? (`bias` $bias^)? (`aux` $aux^)?
+    (`epilogue` `(` $epilogue^ `)`)? (`precision` `(` $precision^ `)`)?
+    attr-dict `:` type(operands)
   }];
   let hasVerifier = 1;
 }

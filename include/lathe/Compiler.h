@@ -2,6 +2,7 @@
 #ifndef LATHE_COMPILER_H
 #define LATHE_COMPILER_H
 
+#include "lathe/Pipelines.h"
 #include "lathe/SpecImporter.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/DialectRegistry.h"
@@ -24,6 +25,9 @@ struct CompileOptions {
   std::string gpuChip = "sm_90";
   /// Emit::kernels: the directory to write the exported kernels into.
   std::string exportDir;
+  /// cuda: GEMMs through cuBLASLt or lathe's kernels, and their precision
+  /// (the chip is set per chip compiled).
+  CudaKernelsOptions cuda;
 };
 
 /// The chips every cuda artifact carries PTX for.

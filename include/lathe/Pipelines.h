@@ -26,6 +26,11 @@ void buildCpuKernelsPipeline(OpPassManager &pm);
 struct CudaKernelsOptions {
   std::string chip = "sm_90";
   std::string features = "+ptx80";
+  /// Matrix products go to cuBLASLt as `lathe.gemm` descriptors
+  /// (lathe-contraction-to-gemm), or stay lathe's own GPU kernels.
+  bool gemmLibrary = true;
+  /// The format cuBLASLt forms products in: f32, tf32, bf16 or f16.
+  std::string gemmPrecision = "f32";
 };
 /// Kernels (after lathe-extract-kernels) → host functions launching
 /// gpu.module kernels in the NVVM dialect for `chip` (ready to serialize).
@@ -35,7 +40,8 @@ void buildCudaKernelsPipeline(OpPassManager &pm,
 /// Kernels (after lathe-extract-kernels) → the same outlined GPU kernels as
 /// buildCudaKernelsPipeline, each as a CPU function over a range of blocks
 /// (lathe-emulate-gpu), lowered to the LLVM dialect like the cpu target.
-void buildCudaEmulationKernelsPipeline(OpPassManager &pm);
+void buildCudaEmulationKernelsPipeline(OpPassManager &pm,
+                                       const CudaKernelsOptions &options);
 
 /// Registers the pipelines for lathe-opt.
 void registerLathePipelines();

@@ -73,6 +73,18 @@ const char *lathe_artifact_launch_kernel(const lathe_artifact_t *artifact,
  * them (Launch.flops); 0 where it did not count them or out of range. */
 uint64_t lathe_artifact_launch_flops(const lathe_artifact_t *artifact,
                                      size_t entry, size_t launch);
+/* A cuda launch that is a GEMM library call (cuBLASLt; kernel "gemm"): its
+ * descriptor, row-major, D = epilogue(op(A) op(B) [+ C] [+ bias]) per batch.
+ * Returns 1 and fills `*out`, or 0 where the launch is a kernel or out of
+ * range. The strings are static. */
+typedef struct {
+  int64_t m, n, k, batch;
+  int trans_a, trans_b, has_c, has_bias, has_aux;
+  const char *epilogue;  /* "none", "relu", "gelu" */
+  const char *precision; /* "f32", "tf32", "bf16", "f16" */
+} lathe_gemm_desc_t;
+int lathe_artifact_launch_gemm(const lathe_artifact_t *artifact, size_t entry,
+                               size_t launch, lathe_gemm_desc_t *out);
 /* The name of the entry lathe_session_prefill runs for n tokens: the
  * smallest prefill bucket ("prefill_<B>", B >= n), else "prefill". NULL if
  * the artifact has no prefill entry or n is 0 or above max_seq. */

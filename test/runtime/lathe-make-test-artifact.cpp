@@ -91,14 +91,17 @@ int main(int argc, char **argv) {
   // backwards, or reading a non-f32 status), sampled-iterations (Parcae's
   // sampled depth with a mean above its max), shortcut-iterations (a
   // LoopFormer shortcut with one long step), grid (with --target cuda: a
-  // block of 2048 threads). kv kinds: state-index, state-shape, state-dup,
+  // block of 2048 threads), gemm (the LM head as a GEMM call whose n runs
+  // one row past the weight), gemm-cpu (a GEMM call in a cpu artifact). kv
+  // kinds: state-index, state-shape, state-dup,
   // prefill-io, decode-io, decode-arity.
   static const char *kKinds[] = {
       "",           "buffer-id",   "arena",       "param-index",
       "version",    "missing-kernel", "not-elf",  "forward-shape",
       "state-index", "state-shape", "state-dup", "prefill-io",
       "decode-io",  "decode-arity", "exit-to",   "exit-status",
-      "sampled-iterations", "shortcut-iterations", "grid"};
+      "sampled-iterations", "shortcut-iterations", "grid", "gemm",
+      "gemm-cpu"};
   bool knownKind = false;
   for (const char *k : kKinds)
     knownKind |= corrupt == k;
@@ -229,6 +232,15 @@ int main(int argc, char **argv) {
                             fbb.CreateVector(args), grid, block, 0,
                             exitStatus, exitTo);
   };
+  // logits = h W^T as a GEMM call, with n one past the vocabulary: B (the
+  // [vocab, dim] weight) would be read one row past its end.
+  auto gemmLaunch = [&]() {
+    auto gemm = fb::CreateGemm(fbb, maxSeq, vocab + 1, dim, false, true, dim,
+                               dim, vocab + 1);
+    return fb::CreateLaunch(fbb, fbb.CreateString("gemm"),
+                            fbb.CreateVector(std::vector<uint32_t>{2, 6, 3}), 0,
+                            0, 0, -1, 0, gemm);
+  };
   auto entry = [&](const char *name, std::vector<uint32_t> inputs,
                    std::vector<uint32_t> outputs,
                    std::vector<flatbuffers::Offset<fb::Launch>> launches) {
@@ -247,8 +259,11 @@ int main(int argc, char **argv) {
            corrupt == "exit-to"       ? launch("toy_scale", {1, 5, 2}, 1, 1)
            : corrupt == "exit-status" ? launch("toy_scale", {1, 5, 2}, 0, 3)
                                       : launch("toy_scale", {1, 5, 2}),
-           launch(corrupt == "missing-kernel" ? "toy_missing" : "toy_lm_head",
-                  {2, 6, 7, corrupt == "buffer-id" ? 42u : 3u})}));
+           corrupt == "gemm" || corrupt == "gemm-cpu"
+               ? gemmLaunch()
+               : launch(corrupt == "missing-kernel" ? "toy_missing"
+                                                    : "toy_lm_head",
+                        {2, 6, 7, corrupt == "buffer-id" ? 42u : 3u})}));
     } else if (name == "forward") {
       entries.push_back(entry(
           "forward", {0}, {3},

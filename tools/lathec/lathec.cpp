@@ -83,6 +83,17 @@ static cl::opt<int64_t> layerParallel(
     cl::desc("SNLP: run the forward entry as this many identity-Newton "
              "iterations over all layers at once (exact at the layer count)"),
     cl::init(0));
+static cl::opt<std::string> gemm(
+    "gemm",
+    cl::desc("cuda: matrix products through cuBLASLt (cublaslt, with bias, "
+             "GELU/ReLU and residual epilogues) or lathe's own kernels "
+             "(kernels)"),
+    cl::init("cublaslt"));
+static cl::opt<std::string> gemmPrecision(
+    "gemm-precision",
+    cl::desc("cuda: the format cuBLASLt forms products in, accumulating in "
+             "f32: f32, tf32, bf16 or f16"),
+    cl::init("f32"));
 static cl::opt<std::string> gpuChip(
     "gpu-chip", cl::desc("Chip for --emit=llvm|ptx with --target=cuda"),
     cl::init("sm_90"));
@@ -93,6 +104,18 @@ int main(int argc, char **argv) {
   if (gpuChip != "sm_80" && gpuChip != "sm_90") {
     llvm::errs() << "lathec: error: --gpu-chip must be sm_80 or sm_90, got '"
                  << gpuChip << "'\n";
+    return 1;
+  }
+  if (gemm != "cublaslt" && gemm != "kernels") {
+    llvm::errs() << "lathec: error: --gemm must be cublaslt or kernels, got '"
+                 << gemm << "'\n";
+    return 1;
+  }
+  if (gemmPrecision != "f32" && gemmPrecision != "tf32" &&
+      gemmPrecision != "bf16" && gemmPrecision != "f16") {
+    llvm::errs() << "lathec: error: --gemm-precision must be f32, tf32, bf16 "
+                    "or f16, got '"
+                 << gemmPrecision << "'\n";
     return 1;
   }
   if (report) {
@@ -157,6 +180,8 @@ int main(int argc, char **argv) {
   options.target = target;
   options.emit = emit;
   options.gpuChip = gpuChip;
+  options.cuda.gemmLibrary = gemm == "cublaslt";
+  options.cuda.gemmPrecision = gemmPrecision;
   if (emit == Emit::kernels) {
     if (outputPath == "-") {
       llvm::errs() << "lathec: error: --emit=kernels needs a directory: -o DIR\n";

@@ -951,3 +951,55 @@ func.func @gate_grad_channels(%pre: tensor<4x8xf32>, %a: tensor<6xf32>) {
   %dpre, %da, %direct = lathe.selective_gate_grad %pre, %a, %pre, %pre : tensor<4x8xf32>, tensor<6xf32>
   return
 }
+
+// -----
+
+// A GEMM that would read past its operand: B^T is 32 x 16, B has 16 x 16.
+func.func @gemm_outside(%x: memref<8x16xf32>, %w: memref<16x16xf32>, %y: memref<8x32xf32>) {
+  // expected-error @+1 {{addresses element 511 of b, which has 256}}
+  lathe.gemm %x, %w into %y {m = 8 : i64, n = 32 : i64, k = 16 : i64, trans_a = false, trans_b = true, lda = 16 : i64, ldb = 16 : i64, ldd = 32 : i64} : memref<8x16xf32>, memref<16x16xf32>, memref<8x32xf32>
+  return
+}
+
+// -----
+
+// A leading dimension shorter than a row overlaps the rows.
+func.func @gemm_ld(%x: memref<8x16xf32>, %w: memref<32x16xf32>, %y: memref<8x32xf32>) {
+  // expected-error @+1 {{has a leading dimension 8 for the 16 columns of a}}
+  lathe.gemm %x, %w into %y {m = 8 : i64, n = 32 : i64, k = 16 : i64, trans_a = false, trans_b = true, lda = 8 : i64, ldb = 16 : i64, ldd = 32 : i64} : memref<8x16xf32>, memref<32x16xf32>, memref<8x32xf32>
+  return
+}
+
+// -----
+
+func.func @gemm_bias(%x: memref<8x16xf32>, %w: memref<32x16xf32>, %y: memref<8x32xf32>, %b: memref<16xf32>) {
+  // expected-error @+1 {{needs a bias of n = 32 elements, not 16}}
+  lathe.gemm %x, %w into %y bias %b {m = 8 : i64, n = 32 : i64, k = 16 : i64, trans_a = false, trans_b = true, lda = 16 : i64, ldb = 16 : i64, ldd = 32 : i64} : memref<8x16xf32>, memref<32x16xf32>, memref<8x32xf32>, memref<16xf32>
+  return
+}
+
+// -----
+
+// cuBLASLt keeps ReLU's input only as a bit mask, never as values.
+func.func @gemm_relu_aux(%x: memref<8x16xf32>, %w: memref<32x16xf32>, %y: memref<8x32xf32>, %h: memref<8x32xf32>) {
+  // expected-error @+1 {{keeps an aux value only before a gelu epilogue}}
+  lathe.gemm %x, %w into %y aux %h epilogue(relu) {m = 8 : i64, n = 32 : i64, k = 16 : i64, trans_a = false, trans_b = true, lda = 16 : i64, ldb = 16 : i64, ldd = 32 : i64} : memref<8x16xf32>, memref<32x16xf32>, memref<8x32xf32>, memref<8x32xf32>
+  return
+}
+
+// -----
+
+// cuBLASLt's GELU aux output needs a leading dimension divisible by 8.
+func.func @gemm_aux_ld(%x: memref<8x16xf32>, %w: memref<12x16xf32>, %y: memref<8x12xf32>, %h: memref<8x12xf32>) {
+  // expected-error @+1 {{keeps aux with a leading dimension or batch stride not divisible by 8}}
+  lathe.gemm %x, %w into %y aux %h epilogue(gelu) {m = 8 : i64, n = 12 : i64, k = 16 : i64, trans_a = false, trans_b = true, lda = 16 : i64, ldb = 16 : i64, ldd = 12 : i64} : memref<8x16xf32>, memref<12x16xf32>, memref<8x12xf32>, memref<8x12xf32>
+  return
+}
+
+// -----
+
+func.func @gemm_strided(%x: memref<8x16xf32, strided<[32, 1]>>, %w: memref<32x16xf32>, %y: memref<8x32xf32>) {
+  // expected-error @+1 {{needs static row-major buffers}}
+  lathe.gemm %x, %w into %y {m = 8 : i64, n = 32 : i64, k = 16 : i64, trans_a = false, trans_b = true, lda = 32 : i64, ldb = 16 : i64, ldd = 32 : i64} : memref<8x16xf32, strided<[32, 1]>>, memref<32x16xf32>, memref<8x32xf32>
+  return
+}

@@ -352,3 +352,14 @@ func.func @deep_supervision(%pre: tensor<4x8xf32>, %a: tensor<8xf32>, %d: tensor
   %dz = lathe.binary_cross_entropy_grad %z, %acc, %l : tensor<4x1xf32>, tensor<1xf32>
   return %dpre, %da, %direct, %dz : tensor<4x8xf32>, tensor<8xf32>, tensor<4x8xf32>, tensor<4x1xf32>
 }
+
+// CHECK-LABEL: func.func @gemm
+func.func @gemm(%x: memref<8x16xf32>, %w: memref<32x16xf32>, %y: memref<8x32xf32>, %r: memref<8x32xf32>, %b: memref<32xf32>, %h: memref<8x32xf32>, %q: memref<4x8x8xf32>, %s: memref<4x8x8xf32>) {
+  // CHECK: lathe.gemm %{{.*}}, %{{.*}} into %{{.*}} {k = 16 : i64, lda = 16 : i64, ldb = 16 : i64, ldd = 32 : i64, m = 8 : i64, n = 32 : i64, trans_a = false, trans_b = true} : memref<8x16xf32>, memref<32x16xf32>, memref<8x32xf32>
+  lathe.gemm %x, %w into %y {m = 8 : i64, n = 32 : i64, k = 16 : i64, trans_a = false, trans_b = true, lda = 16 : i64, ldb = 16 : i64, ldd = 32 : i64} : memref<8x16xf32>, memref<32x16xf32>, memref<8x32xf32>
+  // CHECK: lathe.gemm %{{.*}}, %{{.*}} into %{{.*}} accumulate %{{.*}} bias %{{.*}} aux %{{.*}} epilogue(gelu) precision(bf16)
+  lathe.gemm %x, %w into %y accumulate %r bias %b aux %h epilogue(gelu) precision(bf16) {m = 8 : i64, n = 32 : i64, k = 16 : i64, trans_a = false, trans_b = true, lda = 16 : i64, ldb = 16 : i64, ldd = 32 : i64} : memref<8x16xf32>, memref<32x16xf32>, memref<8x32xf32>, memref<8x32xf32>, memref<32xf32>, memref<8x32xf32>
+  // CHECK: lathe.gemm %{{.*}}, %{{.*}} into %{{.*}} epilogue(relu) precision(tf32) {batch = 4 : i64
+  lathe.gemm %q, %q into %s epilogue(relu) precision(tf32) {m = 8 : i64, n = 8 : i64, k = 8 : i64, trans_a = false, trans_b = true, lda = 8 : i64, ldb = 8 : i64, ldd = 8 : i64, batch = 4 : i64, stride_a = 64 : i64, stride_b = 64 : i64, stride_d = 64 : i64} : memref<4x8x8xf32>, memref<4x8x8xf32>, memref<4x8x8xf32>
+  return
+}
