@@ -226,7 +226,7 @@ LogicalResult mlir::lathe::compile(ModuleOp module,
     return exportKernels(*schedule, ptxByChip, options.exportDir, errs);
   if (options.emit == Emit::report) {
     // The schedule's report, then what ptxas says of each GPU kernel.
-    if (failed(printReport(module, out, /*roofline=*/true)))
+    if (failed(printReport(module, out, &options.cuda)))
       return failure();
     return printPtxasReport(ptxByChip, out, errs);
   }

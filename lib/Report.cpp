@@ -13,6 +13,7 @@
 
 #include "lathe/LatheOps.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "llvm/Support/Format.h"
 
@@ -24,9 +25,30 @@ using namespace mlir::lathe;
 
 namespace {
 struct KernelCost {
-  int64_t flops = 0, bytes = 0;
+  // gemmFlops: the part in matrix products (contractions), which the cuda
+  // target gives cuBLASLt; the rest runs on lathe's own kernels.
+  int64_t flops = 0, bytes = 0, gemmFlops = 0;
 };
 } // namespace
+
+/// A contraction: one reduction loop whose body multiplies two inputs and
+/// accumulates into the output (what lathe-contraction-to-gemm hands to
+/// the GEMM library).
+static bool isContraction(linalg::LinalgOp op) {
+  if (op.getNumReductionLoops() != 1 || op.getNumDpsInputs() != 2 ||
+      op.getNumDpsInits() != 1)
+    return false;
+  Block &body = op->getRegion(0).front();
+  auto yield = dyn_cast<linalg::YieldOp>(body.getTerminator());
+  auto add = yield ? yield.getOperand(0).getDefiningOp<arith::AddFOp>()
+                   : nullptr;
+  if (!add || body.getOperations().size() != 3)
+    return false;
+  Value acc = body.getArgument(2);
+  Value other = add.getLhs() == acc ? add.getRhs() : add.getLhs();
+  return (add.getLhs() == acc || add.getRhs() == acc) &&
+         other.getDefiningOp<arith::MulFOp>();
+}
 
 static int64_t bytesOf(Type type) {
   auto t = dyn_cast<RankedTensorType>(type);
@@ -63,15 +85,30 @@ static KernelCost costOf(func::FuncOp kernel) {
           !inner.hasTrait<OpTrait::ConstantLike>())
         ++perIteration;
     cost.flops += iterations * perIteration;
+    if (isContraction(op))
+      cost.gemmFlops += iterations * perIteration;
   });
   return cost;
 }
 
-/// The roofline the cuda report predicts with: one NVIDIA H100 SXM, dense
-/// bf16 tensor-core peak and HBM3 bandwidth, and a kernel launch's latency
-/// (a stream launch without CUDA graphs).
-constexpr double kH100Flops = 989e12, kH100Bytes = 3.35e12,
+/// The roofline the cuda report predicts with: one NVIDIA H100 SXM. Matrix
+/// products run at cuBLASLt's tensor-core peak for the compiled GEMM
+/// precision (dense bf16/f16 989 TFLOP/s, tf32 495); with f32 products, or
+/// lathe's own GEMM kernels, and for all other arithmetic, the fp32 CUDA
+/// cores' 67 TFLOP/s. HBM3 moves 3.35 TB/s; a kernel launch costs 2 us (a
+/// stream launch without CUDA graphs).
+constexpr double kH100Fp32Flops = 67e12, kH100Bytes = 3.35e12,
                  kLaunchSeconds = 2e-6;
+
+static double gemmPeak(const CudaKernelsOptions &cuda) {
+  if (!cuda.gemmLibrary)
+    return kH100Fp32Flops;
+  if (cuda.gemmPrecision == "bf16" || cuda.gemmPrecision == "f16")
+    return 989e12;
+  if (cuda.gemmPrecision == "tf32")
+    return 495e12;
+  return kH100Fp32Flops;
+}
 
 /// "12.3 us" below a millisecond, else "4.567 ms".
 static std::string duration(double seconds) {
@@ -84,8 +121,11 @@ static std::string duration(double seconds) {
   return out;
 }
 
-static double rooflineSeconds(const KernelCost &c) {
-  return std::max(double(c.flops) / kH100Flops, double(c.bytes) / kH100Bytes);
+/// The arithmetic's time: products at the GEMM peak, the rest on CUDA
+/// cores.
+static double computeSeconds(const KernelCost &c, double peak) {
+  return double(c.gemmFlops) / peak +
+         double(c.flops - c.gemmFlops) / kH100Fp32Flops;
 }
 
 /// What one entry costs on the roofline, summed over its launches.
@@ -134,10 +174,15 @@ static std::string describe(std::pair<int, int> at) {
 /// of a training step: one accumulate_grad per sequence of the batch and
 /// one optimizer_step.
 static void printPrediction(const llvm::StringMap<EntryRoofline> &rooflines,
+                            const CudaKernelsOptions &cuda,
                             llvm::raw_ostream &os) {
-  os << "h100 prediction (roofline: 989 TFLOP/s dense bf16, 3.35 TB/s HBM3; "
-        "every operand and result moved once at the compiled fp32 width; no "
-        "overlap between kernels; 'with launches' adds 2 us per launch):\n";
+  os << "h100 prediction (roofline: GEMM FLOPs at "
+     << llvm::format("%.0f", gemmPeak(cuda) / 1e12) << " TFLOP/s ("
+     << (cuda.gemmLibrary ? "cuBLASLt, " + cuda.gemmPrecision
+                          : std::string("lathe's kernels, f32"))
+     << "), other FLOPs at 67 TFLOP/s fp32, 3.35 TB/s HBM3; every operand "
+        "and result moved once at the compiled fp32 width; no overlap "
+        "between kernels; 'with launches' adds 2 us per launch):\n";
   auto rate = [](int64_t tokens, double seconds) {
     return seconds > 0 ? double(tokens) / seconds : 0.0;
   };
@@ -168,7 +213,9 @@ static void printPrediction(const llvm::StringMap<EntryRoofline> &rooflines,
 }
 
 LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os,
-                                      bool roofline) {
+                                      const CudaKernelsOptions *cuda) {
+  bool roofline = cuda != nullptr;
+  double peak = roofline ? gemmPeak(*cuda) : 0.0;
   SymbolTable symbols(planned);
   if (auto widths = planned->getAttrOfType<DenseI64ArrayAttr>("lathe.mlp_widths")) {
     os << "mlp widths:";
@@ -202,12 +249,16 @@ LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os,
       total.flops += c.flops;
       total.bytes += c.bytes;
       detail << "  " << launch.getCallee() << "  " << describe(layer)
-             << "  flops " << c.flops << "  bytes " << c.bytes;
+             << "  flops " << c.flops;
+      if (roofline)
+        detail << " (gemm " << c.gemmFlops << ")";
+      detail << "  bytes " << c.bytes;
       if (roofline) {
-        double t = rooflineSeconds(c);
+        double t = std::max(computeSeconds(c, peak),
+                            double(c.bytes) / kH100Bytes);
         r.seconds += t;
         ++r.launches;
-        bool compute = double(c.flops) / kH100Flops > double(c.bytes) / kH100Bytes;
+        bool compute = computeSeconds(c, peak) > double(c.bytes) / kH100Bytes;
         detail << "  intensity "
                << llvm::format("%.1f", c.bytes ? double(c.flops) / c.bytes : 0.0)
                << "  h100 " << llvm::format("%.2f", t * 1e6) << " us "
@@ -238,7 +289,7 @@ LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os,
     os << lines;
   }
   if (roofline)
-    printPrediction(rooflines, os);
+    printPrediction(rooflines, *cuda, os);
   return success();
 }
 

@@ -108,10 +108,11 @@ struct ScheduleInfo {
 int64_t kernelFlops(func::FuncOp kernel);
 
 /// Prints kernels per layer and each kernel's FLOPs and bytes (--report);
-/// with `roofline` (the cuda target), each kernel's arithmetic intensity and
-/// H100 roofline time, and the predicted forward and training-step times.
+/// with `roofline` (the cuda target's options: where GEMMs go and their
+/// precision), each kernel's GEMM FLOPs, arithmetic intensity and H100
+/// roofline time, and the predicted forward and training-step times.
 LogicalResult printReport(ModuleOp planned, llvm::raw_ostream &os,
-                          bool roofline = false);
+                          const CudaKernelsOptions *roofline = nullptr);
 
 /// Reads the schedule off a module after lathe-to-kernels.
 FailureOr<ScheduleInfo> readSchedule(ModuleOp planned);
