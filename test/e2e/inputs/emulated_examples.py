@@ -4,8 +4,9 @@ NAME.yaml, compiles it with --train --train-seq 16 for the cpu and for cuda,
 gives both the same initial weights, and compares the cuda-emulated device
 with the cpu device on:
   - forward logits of 16 tokens: max |difference| <= 2e-5 of max |logit|;
-  - grad: every gradient within 1e-3 of its tensor's largest entry, and the
-    loss within 1e-5 relative;
+  - grad: every gradient within 1e-3 of its tensor's largest entry (or of
+    1e-5 of the largest gradient anywhere, for a tensor whose gradient is
+    zero but for rounding), and the loss within 1e-5 relative;
   - one AdamW train step on two sequences: loss and gradient norm within
     1e-4 relative, every weight within 2.5 lr (AdamW's first step moves each
     weight by about lr times the sign of its gradient, and a gradient near
@@ -74,12 +75,17 @@ for name in names:
             "--tokens", toks[0], "--targets", tgts[0], "--out", f"{work}/{name}.{dev}.g.safetensors")
     ga, gb = tensors(f"{work}/{name}.cpu.g.safetensors"), tensors(f"{work}/{name}.cuda-emulated.g.safetensors")
     worst = 0.0
+    # A tensor's error is measured against its largest gradient, but not
+    # below 1e-5 of the largest of all: attention's key bias (gpt2-124m) has
+    # an exactly zero gradient (softmax ignores q . b_k), so both devices
+    # give float32 rounding noise there, of either sign.
+    floor = 1e-5 * max(float(np.abs(v).max()) for k, v in ga.items() if k != "loss")
     for k in ga:
         if k == "loss":
             rel = abs(float(ga[k][0]) - float(gb[k][0])) / abs(float(ga[k][0]))
             bad |= rel > 1e-5
             continue
-        scale = float(np.abs(ga[k]).max())
+        scale = max(float(np.abs(ga[k]).max()), floor)
         if scale > 0:
             worst = max(worst, float(np.abs(ga[k] - gb[k]).max()) / scale)
         else:
