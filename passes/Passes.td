@@ -442,4 +442,41 @@ def ContractionToGemm : Pass<"lathe-contraction-to-gemm", "::mlir::ModuleOp"> {
   let dependentDialects = ["::mlir::lathe::LatheDialect"];
 }
 
+def DecodeAttentionToGpu : Pass<"lathe-decode-attention-to-gpu", "::mlir::ModuleOp"> {
+  let summary = "Decode attention as a GPU block per head whose threads split the cache.";
+  let description = [{
+    cuda only, on bufferized kernels, before `lathe-expand-fused-attention`.
+    A `lathe.fused_attention` with one query row and a position (decoding)
+    becomes a `gpu.launch` of one block per head and T threads (128, or
+    fewer so that T x head_dim partial sums fit in 32 KiB of shared
+    memory). Thread t runs the online softmax over the visible keys t,
+    t + T, ... and leaves its running maximum, denominator and value sum in
+    workgroup memory; after a `gpu.barrier` each thread computes the common
+    maximum and denominator and combines the T partial value sums for its
+    head_dim columns. The generic expansion gives a decode step only `heads`
+    threads, each walking the whole cache; here heads x T threads share it.
+    Softmax and softpick combine the same way, because both partial sums
+    scale with e^-m.
+
+    ```mlir
+    lathe.fused_attention %q, %k, %v at %pos into %o {heads = 4 : i64, kv_heads = 2 : i64}
+        : memref<1x64xf32>, memref<32x32xf32>, memref<32x32xf32>, memref<1x64xf32>, memref<1xi32>
+    // becomes
+    gpu.launch blocks(%h, ...) in (%c4, %c1, %c1) threads(%t, ...) in (%c32, %c1, %c1)
+        workgroup(%m : memref<32xf32, #gpu.address_space<workgroup>>, ...) {
+      %r:3 = scf.for %j = %t to %visible step %c32 iter_args(...) { ... }
+      memref.store %r#0, %m[%t] ...
+      gpu.barrier
+      ...
+    }
+    ```
+  }];
+  let dependentDialects = ["::mlir::gpu::GPUDialect",
+                           "::mlir::scf::SCFDialect",
+                           "::mlir::vector::VectorDialect",
+                           "::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect",
+                           "::mlir::memref::MemRefDialect"];
+}
+
 #endif // LATHE_PASSES_TD

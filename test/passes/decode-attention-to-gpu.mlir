@@ -1,0 +1,55 @@
+// RUN: lathe-opt %s --lathe-decode-attention-to-gpu --split-input-file | FileCheck %s
+
+// Tests decoding (one query row, a position) with GQA, 4 heads over 2 K/V
+// heads of head_dim 16 and a 64-row cache: one block per head, 64 threads
+// (128 would exceed the cache), the three partial states in workgroup
+// memory (64 maxima, 64 denominators, 64 x 16 value sums), each thread's
+// keys from its id in steps of 64 up to position + 1, one barrier, then the
+// combination over the 64 partial states.
+
+// CHECK-LABEL: func.func @decode
+// CHECK-NOT: lathe.fused_attention
+// CHECK-DAG: %[[C4:.*]] = arith.constant 4 : index
+// CHECK-DAG: %[[C64:.*]] = arith.constant 64 : index
+// CHECK: gpu.launch blocks(%[[H:.*]], %{{.*}}, %{{.*}}) in (%{{.*}} = %[[C4]], %{{.*}} = %{{.*}}, %{{.*}} = %{{.*}}) threads(%[[T:.*]], %{{.*}}, %{{.*}}) in (%{{.*}} = %[[C64]],
+// CHECK-SAME: workgroup(%[[M:.*]] : memref<64xf32, #gpu.address_space<workgroup>>, %[[L:.*]] : memref<64xf32, #gpu.address_space<workgroup>>, %[[ACC:.*]] : memref<1024xf32, #gpu.address_space<workgroup>>)
+// CHECK: memref.load %{{.*}}[%{{.*}}] : memref<1xi32>
+// CHECK: %[[R:.*]]:3 = scf.for %{{.*}} = %[[T]] to %{{.*}} step %{{.*}} iter_args
+// CHECK: memref.store %[[R]]#0, %[[M]][%[[T]]]
+// CHECK: memref.store %[[R]]#1, %[[L]][%[[T]]]
+// CHECK: vector.store %[[R]]#2, %[[ACC]]
+// CHECK-NEXT: gpu.barrier
+// CHECK-NOT: gpu.barrier
+// CHECK: scf.for
+// CHECK: memref.store %{{.*}}, %{{.*}}[%{{.*}}, %{{.*}}] : memref<1x64xf32>
+// CHECK: gpu.terminator
+func.func @decode(%q: memref<1x64xf32>, %k: memref<64x32xf32>, %v: memref<64x32xf32>,
+                  %pos: memref<1xi32>, %o: memref<1x64xf32>) {
+  lathe.fused_attention %q, %k, %v at %pos into %o {heads = 4 : i64, kv_heads = 2 : i64}
+      : memref<1x64xf32>, memref<64x32xf32>, memref<64x32xf32>, memref<1x64xf32>, memref<1xi32>
+  return
+}
+
+// -----
+
+// Tests that head_dim 128 takes 64 threads (64 x 128 x 4 bytes = 32 KiB of
+// partial sums), and that prefill (16 query rows) is left to the generic
+// expansion.
+
+// CHECK-LABEL: func.func @wide
+// CHECK: threads(%{{.*}}, %{{.*}}, %{{.*}}) in (%{{.*}} = %c64
+// CHECK-SAME: memref<8192xf32, #gpu.address_space<workgroup>>
+// CHECK-LABEL: func.func @prefill
+// CHECK-NOT: gpu.launch
+// CHECK: lathe.fused_attention
+func.func @wide(%q: memref<1x256xf32>, %k: memref<512x256xf32>, %v: memref<512x256xf32>,
+                %pos: memref<1xi32>, %o: memref<1x256xf32>) {
+  lathe.fused_attention %q, %k, %v at %pos into %o {heads = 2 : i64, kv_heads = 2 : i64}
+      : memref<1x256xf32>, memref<512x256xf32>, memref<512x256xf32>, memref<1x256xf32>, memref<1xi32>
+  return
+}
+func.func @prefill(%q: memref<16x64xf32>, %k: memref<16x32xf32>, %v: memref<16x32xf32>, %o: memref<16x64xf32>) {
+  lathe.fused_attention %q, %k, %v into %o {heads = 4 : i64, kv_heads = 2 : i64}
+      : memref<16x64xf32>, memref<16x32xf32>, memref<16x32xf32>, memref<16x64xf32>
+  return
+}
