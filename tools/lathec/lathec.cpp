@@ -118,6 +118,19 @@ int main(int argc, char **argv) {
                  << gemmPrecision << "'\n";
     return 1;
   }
+  if ((gemm.getNumOccurrences() || gemmPrecision.getNumOccurrences()) &&
+      target != Target::cuda) {
+    llvm::errs() << "lathec: error: --gemm and --gemm-precision apply to "
+                    "--target=cuda (the cpu's products run on the host BLAS "
+                    "in f32)\n";
+    return 1;
+  }
+  if (gemm == "kernels" && gemmPrecision != "f32") {
+    llvm::errs() << "lathec: error: --gemm-precision=" << gemmPrecision
+                 << " needs --gemm=cublaslt: lathe's own GEMM kernels "
+                    "multiply in f32\n";
+    return 1;
+  }
   if (report) {
     if (emit != Emit::artifact) {
       llvm::errs() << "lathec: error: --report and --emit are exclusive\n";
