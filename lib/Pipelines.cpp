@@ -68,7 +68,7 @@ static void addGpuMapping(OpPassManager &pm,
     gemm.precision = options.gemmPrecision;
     pm.addPass(createContractionToGemm(gemm));
   }
-  pm.addPass(createDecodeAttentionToGpu());
+  pm.addPass(createAttentionToGpu());
   pm.addPass(createExpandFusedAttention());
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToParallelLoopsPass());
   // Views (a cache row at a dynamic position) become index arithmetic on

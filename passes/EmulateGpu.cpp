@@ -14,6 +14,7 @@
 #include "lathe/LatheDialect.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
@@ -66,10 +67,12 @@ struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
                         "exchange values (shuffle or reduction)");
         return WalkResult::interrupt();
       }
-      if (isa<gpu::BarrierOp>(op) && op->getBlock() != &body) {
+      if (isa<gpu::BarrierOp>(op) && op->getBlock() != &body &&
+          !(isa<scf::ForOp>(op->getParentOp()) &&
+            op->getParentOp()->getBlock() == &body)) {
         op->emitOpError("cannot be emulated yet: a barrier inside control "
-                        "flow (only barriers at the top of the kernel split "
-                        "it into phases)");
+                        "flow other than a loop at the top of the kernel "
+                        "(only those split it into phases)");
         return WalkResult::interrupt();
       }
       if (op->getDialect() == op->getContext()->getLoadedDialect("gpu") &&
@@ -95,52 +98,123 @@ struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
       op->moveBefore(&body, body.begin());
 
     // Barriers split the body into phases. Every thread of a block runs a
-    // phase before any runs the next, which is what a barrier guarantees.
-    SmallVector<SmallVector<Operation *>> phases(1);
+    // phase before any runs the next, which is what a barrier guarantees. A
+    // loop at the top of the kernel with barriers in its body (a loop over
+    // tiles) is split too: the loop itself runs once per block, around the
+    // thread loops of its body's phases, and its loop-carried values are
+    // kept per thread in buffers of the block (`carried`).
+    struct Phase {
+      SmallVector<Operation *> ops;
+      scf::ForOp loop;    // the split loop this phase runs inside, or null
+      scf::ForOp initOf;  // stores `initOf`'s initial values per thread
+      scf::ForOp yieldOf; // ends with `yieldOf`'s yield (its last phase)
+    };
+    SmallVector<Phase> phases(1);
     DenseMap<Operation *, unsigned> phaseOf;
+    DenseMap<Operation *, unsigned> initPhase, lastPhase;
+    llvm::SmallPtrSet<Operation *, 2> split;
+    for (Operation &op : body.without_terminator())
+      if (auto loop = dyn_cast<scf::ForOp>(op))
+        if (llvm::any_of(loop.getBody()->getOperations(), [](Operation &o) {
+              return isa<gpu::BarrierOp>(o);
+            }))
+          split.insert(loop);
+    auto isId = [](Operation *op) {
+      return isa<gpu::BlockIdOp, gpu::ThreadIdOp, gpu::GridDimOp,
+                 gpu::BlockDimOp>(op);
+    };
     for (Operation &op : body.without_terminator()) {
       if (isa<gpu::BarrierOp>(op)) {
         phases.emplace_back();
         continue;
       }
       // Ids and sizes are bound per phase, not cloned.
-      if (isa<gpu::BlockIdOp, gpu::ThreadIdOp, gpu::GridDimOp,
-              gpu::BlockDimOp>(op))
+      if (isId(&op))
         continue;
-      phaseOf[&op] = phases.size() - 1;
-      phases.back().push_back(&op);
+      if (!split.contains(&op)) {
+        phaseOf[&op] = phases.size() - 1;
+        phases.back().ops.push_back(&op);
+        continue;
+      }
+      auto loop = cast<scf::ForOp>(op);
+      phases.emplace_back();
+      phases.back().initOf = loop;
+      initPhase[loop] = phases.size() - 1;
+      phases.emplace_back();
+      phases.back().loop = loop;
+      for (Operation &inner : loop.getBody()->without_terminator()) {
+        if (isa<gpu::BarrierOp>(inner)) {
+          phases.emplace_back();
+          phases.back().loop = loop;
+          continue;
+        }
+        if (isId(&inner))
+          continue;
+        phaseOf[&inner] = phases.size() - 1;
+        phases.back().ops.push_back(&inner);
+      }
+      // A barrier just before the yield orders nothing the next iteration's
+      // first thread loop does not already wait for: drop its empty phase.
+      if (phases.back().ops.empty() && phases.size() > initPhase[loop] + 2)
+        phases.pop_back();
+      phases.back().yieldOf = loop;
+      lastPhase[loop] = phases.size() - 1;
+      phases.emplace_back();
     }
+    // The phase a use runs in: its user's, or for a split loop's initial
+    // values its init phase, for its yield its last phase; -1 for a split
+    // loop's bounds, which every thread of the block shares; -2 for none
+    // (the kernel's return).
+    auto phaseOfUse = [&](OpOperand &use) -> int {
+      Operation *user = use.getOwner();
+      while (user->getBlock() != &body &&
+             !split.contains(user->getParentOp()))
+        user = user->getParentOp();
+      if (isa<scf::YieldOp>(user) && split.contains(user->getParentOp()))
+        return lastPhase[user->getParentOp()];
+      if (split.contains(user)) {
+        auto loop = cast<scf::ForOp>(user);
+        return use.getOperandNumber() < loop.getNumControlOperands()
+                   ? -1
+                   : int(initPhase[user]);
+      }
+      auto it = phaseOf.find(user);
+      return it == phaseOf.end() ? -2 : int(it->second);
+    };
     // A value made in one phase and used in a later one: recomputed there if
-    // it is a pure function of ids, sizes, constants and arguments (an
-    // index computation), else kept per thread in a buffer of the block.
+    // it is a pure function of ids, sizes, constants, arguments and a split
+    // loop's counter (an index computation), else kept per thread in a
+    // buffer of the block.
     DenseMap<Value, bool> remat;
     std::function<bool(Value)> rematerializable = [&](Value v) -> bool {
       auto it = remat.find(v);
       if (it != remat.end())
         return it->second;
       Operation *def = v.getDefiningOp();
-      bool ok = !def || (def->getNumRegions() == 0 && isMemoryEffectFree(def) &&
-                         llvm::all_of(def->getOperands(), rematerializable));
+      bool ok;
+      if (auto arg = dyn_cast<BlockArgument>(v))
+        ok = !split.contains(arg.getOwner()->getParentOp()) ||
+             arg.getArgNumber() == 0; // the counter, not a carried value
+      else
+        ok = !split.contains(def) && def->getNumRegions() == 0 &&
+             isMemoryEffectFree(def) &&
+             llvm::all_of(def->getOperands(), rematerializable);
       return remat[v] = ok;
     };
     SetVector<Value> spilled;
-    for (Operation &op : body.without_terminator()) {
-      if (!phaseOf.count(&op))
-        continue;
-      for (Value result : op.getResults())
-        for (OpOperand &use : result.getUses()) {
-          Operation *user = body.findAncestorOpInBlock(*use.getOwner());
-          auto later = user ? phaseOf.find(user) : phaseOf.end();
-          if (later == phaseOf.end() || later->second == phaseOf[&op] ||
-              rematerializable(result))
-            continue;
-          if (!result.getType().isIntOrIndexOrFloat())
-            return op.emitOpError("cannot be emulated yet: its ")
-                   << result.getType()
-                   << " result is used after a barrier";
-          spilled.insert(result);
-        }
-    }
+    for (auto [p, phase] : llvm::enumerate(phases))
+      for (Operation *op : phase.ops)
+        for (Value result : op->getResults())
+          for (OpOperand &use : result.getUses()) {
+            int later = phaseOfUse(use);
+            if (later == int(p) || later == -2 || rematerializable(result))
+              continue;
+            if (later < 0)
+              return op->emitOpError("cannot be emulated: a loop with "
+                                     "barriers has bounds that are not the "
+                                     "same for every thread of a block");
+            spilled.insert(result);
+          }
 
     MLIRContext *ctx = kernel.getContext();
     Location loc = kernel.getLoc();
@@ -186,7 +260,8 @@ struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
     Value blockId[3] = {bx, by, bz};
 
     // What every phase shares: the buffers, the block's workgroup memory
-    // (a fresh buffer per block) and the per-thread spill buffers.
+    // (a fresh buffer per block), the per-thread spill buffers and the
+    // split loops' carried values.
     IRMapping shared;
     for (unsigned i = 0; i < numBuffers; ++i)
       shared.map(kernel.getArgument(i), entry->getArgument(i));
@@ -196,18 +271,79 @@ struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
                                    type.getLayout());
       shared.map(attribution, memref::AllocaOp::create(b, loc, local));
     }
+    auto dim = [](gpu::Dimension d) { return static_cast<unsigned>(d); };
+    // Ids and sizes other than the thread's, for a split loop's bounds.
+    for (Operation *op : ids) {
+      if (auto id = dyn_cast<gpu::BlockIdOp>(op))
+        shared.map(id.getResult(), blockId[dim(id.getDimension())]);
+      else if (auto size = dyn_cast<gpu::GridDimOp>(op))
+        shared.map(size.getResult(), grid[dim(size.getDimension())]);
+      else if (auto size = dyn_cast<gpu::BlockDimOp>(op))
+        shared.map(size.getResult(), block[dim(size.getDimension())]);
+    }
     Value threads = arith::MulIOp::create(
         b, loc, arith::MulIOp::create(b, loc, block[0], block[1]), block[2]);
+    auto perThread = [&](Type type) {
+      return memref::AllocaOp::create(
+          b, loc, MemRefType::get({ShapedType::kDynamic}, type),
+          ValueRange{threads});
+    };
     DenseMap<Value, Value> spillOf;
     for (Value v : spilled)
-      spillOf[v] = memref::AllocaOp::create(
-          b, loc, MemRefType::get({ShapedType::kDynamic}, v.getType()),
-          ValueRange{threads});
+      spillOf[v] = perThread(v.getType());
+    // A split loop's i-th carried value: its iter_arg inside, its result
+    // after; both read the same per-thread buffer.
+    DenseMap<Value, Value> carried;
+    for (Operation *op : split) {
+      auto loop = cast<scf::ForOp>(op);
+      for (auto [arg, result] :
+           llvm::zip(loop.getRegionIterArgs(), loop.getResults())) {
+        Value buffer = perThread(arg.getType());
+        carried[arg] = buffer;
+        carried[result] = buffer;
+      }
+    }
 
-    auto dim = [](gpu::Dimension d) { return static_cast<unsigned>(d); };
-    for (auto [p, ops] : llvm::enumerate(phases)) {
+    // The uniform values a split loop's bounds need, cloned at block level.
+    std::function<LogicalResult(Value, OpBuilder &, IRMapping &)> uniform =
+        [&](Value v, OpBuilder &ub, IRMapping &map) -> LogicalResult {
+      if (map.contains(v))
+        return success();
+      Operation *def = v.getDefiningOp();
+      if (!def || isa<gpu::ThreadIdOp>(def) || !rematerializable(v))
+        return kernel.emitOpError("cannot be emulated: a loop with barriers "
+                                  "has bounds that are not the same for every "
+                                  "thread of a block");
+      for (Value operand : def->getOperands())
+        if (failed(uniform(operand, ub, map)))
+          return failure();
+      ub.clone(*def, map);
+      return success();
+    };
+
+    OpBuilder level = b; // where the next phase's thread loops go
+    scf::ForOp open;     // the split loop being emitted, if any
+    IRMapping loopMap = shared;
+    for (auto [p, phase] : llvm::enumerate(phases)) {
+      if (phase.loop != open) {
+        if (open) // back out of the emitted loop
+          level.setInsertionPointAfter(level.getBlock()->getParentOp());
+        open = phase.loop;
+        loopMap = shared;
+        if (open) {
+          for (Value bound : open.getOperands().take_front(3))
+            if (failed(uniform(bound, level, loopMap)))
+              return failure();
+          auto emitted = scf::ForOp::create(
+              level, loc, loopMap.lookup(open.getLowerBound()),
+              loopMap.lookup(open.getUpperBound()),
+              loopMap.lookup(open.getStep()));
+          loopMap.map(open.getInductionVar(), emitted.getInductionVar());
+          level.setInsertionPointToStart(emitted.getBody());
+        }
+      }
       SmallVector<Value, 3> threadId(3);
-      OpBuilder nb = b;
+      OpBuilder nb = level;
       for (int d = 2; d >= 0; --d) {
         auto loop = scf::ForOp::create(nb, loc, zero, block[d], one);
         threadId[d] = loop.getInductionVar();
@@ -223,21 +359,19 @@ struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
                   threadId[1]),
               block[0]),
           threadId[0]);
-      IRMapping map = shared;
-      for (Operation *op : ids) {
-        if (auto id = dyn_cast<gpu::BlockIdOp>(op))
-          map.map(id.getResult(), blockId[dim(id.getDimension())]);
-        else if (auto id = dyn_cast<gpu::ThreadIdOp>(op))
+      IRMapping map = loopMap;
+      for (Operation *op : ids)
+        if (auto id = dyn_cast<gpu::ThreadIdOp>(op))
           map.map(id.getResult(), threadId[dim(id.getDimension())]);
-        else if (auto size = dyn_cast<gpu::GridDimOp>(op))
-          map.map(size.getResult(), grid[dim(size.getDimension())]);
-        else if (auto size = dyn_cast<gpu::BlockDimOp>(op))
-          map.map(size.getResult(), block[dim(size.getDimension())]);
-      }
       // Values of earlier phases this one uses: recomputed, or reloaded.
       std::function<void(Value)> bring = [&](Value v) {
         if (map.contains(v))
           return;
+        if (auto buffer = carried.find(v); buffer != carried.end()) {
+          map.map(v, memref::LoadOp::create(nb, loc, buffer->second,
+                                            ValueRange{slot}));
+          return;
+        }
         Operation *def = v.getDefiningOp();
         if (!def || !phaseOf.count(def) || phaseOf[def] == p)
           return;
@@ -250,17 +384,34 @@ struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
           bring(operand);
         nb.clone(*def, map);
       };
-      for (Operation *op : ops)
+      auto store = [&](Value v, Value buffer) {
+        bring(v);
+        memref::StoreOp::create(nb, loc, map.lookupOrDefault(v), buffer,
+                                ValueRange{slot});
+      };
+      if (phase.initOf) {
+        for (auto [init, arg] : llvm::zip(phase.initOf.getInitArgs(),
+                                          phase.initOf.getRegionIterArgs()))
+          store(init, carried[arg]);
+        continue;
+      }
+      for (Operation *op : phase.ops)
         op->walk([&](Operation *inner) {
           for (Value operand : inner->getOperands())
             bring(operand);
         });
-      for (Operation *op : ops) {
+      for (Operation *op : phase.ops) {
         nb.clone(*op, map);
         for (Value result : op->getResults())
           if (auto spill = spillOf.find(result); spill != spillOf.end())
             memref::StoreOp::create(nb, loc, map.lookup(result), spill->second,
                                     ValueRange{slot});
+      }
+      if (phase.yieldOf) {
+        auto yield = cast<scf::YieldOp>(phase.yieldOf.getBody()->getTerminator());
+        for (auto [value, arg] :
+             llvm::zip(yield.getOperands(), phase.yieldOf.getRegionIterArgs()))
+          store(value, carried[arg]);
       }
     }
     b.setInsertionPointToEnd(entry);

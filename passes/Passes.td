@@ -221,13 +221,19 @@ def EmulateGpu : Pass<"lathe-emulate-gpu", "::mlir::ModuleOp"> {
 
     Barriers at the top of a kernel split it into phases: every thread of
     the block runs one phase (its own thread loop) before any runs the
-    next, which is what `gpu.barrier` guarantees. Workgroup memory
-    attributions become one buffer per block, shared by its phases. A value
-    made in one phase and used in a later one is recomputed there when it is
-    a pure function of ids, sizes, constants and arguments, and otherwise
-    kept per thread in a buffer of the block (scalars only). Barriers inside
-    control flow, shuffles, reductions and private attributions are refused
-    rather than run wrongly. The host functions that launched the kernels
+    next, which is what `gpu.barrier` guarantees. A `scf.for` at the top of
+    the kernel with barriers in its body (a loop over tiles) is split too:
+    it runs once per block, with the thread loops of its body's phases
+    inside it; its bounds must be the same for every thread (they are
+    cloned at block level, and a bound that depends on the thread id is
+    refused), and its loop-carried values are kept per thread in buffers
+    of the block. Workgroup memory attributions become one buffer per
+    block, shared by its phases. A value made in one phase and used in a
+    later one is recomputed there when it is a pure function of ids, sizes,
+    constants, arguments and a split loop's counter, and otherwise kept per
+    thread in a buffer of the block (scalars and vectors). Barriers inside
+    other control flow, shuffles, reductions and private attributions are
+    refused rather than run wrongly. The host functions that launched the kernels
     and the `gpu.module` are erased: the runtime launches the kernels
     itself.
 
@@ -442,21 +448,30 @@ def ContractionToGemm : Pass<"lathe-contraction-to-gemm", "::mlir::ModuleOp"> {
   let dependentDialects = ["::mlir::lathe::LatheDialect"];
 }
 
-def DecodeAttentionToGpu : Pass<"lathe-decode-attention-to-gpu", "::mlir::ModuleOp"> {
-  let summary = "Decode attention as a GPU block per head whose threads split the cache.";
+def AttentionToGpu : Pass<"lathe-attention-to-gpu", "::mlir::ModuleOp"> {
+  let summary = "Attention kernels whose block's threads share keys through shared memory.";
   let description = [{
-    cuda only, on bufferized kernels, before `lathe-expand-fused-attention`.
-    A `lathe.fused_attention` with one query row and a position (decoding)
-    becomes a `gpu.launch` of one block per head and T threads (128, or
-    fewer so that T x head_dim partial sums fit in 32 KiB of shared
-    memory). Thread t runs the online softmax over the visible keys t,
-    t + T, ... and leaves its running maximum, denominator and value sum in
-    workgroup memory; after a `gpu.barrier` each thread computes the common
-    maximum and denominator and combines the T partial value sums for its
-    head_dim columns. The generic expansion gives a decode step only `heads`
-    threads, each walking the whole cache; here heads x T threads share it.
-    Softmax and softpick combine the same way, because both partial sums
-    scale with e^-m.
+    cuda only, on bufferized kernels, before `lathe-expand-fused-attention`;
+    the same online softmax, with the threads of a block working together.
+
+    Decode (one query row and a position): a `gpu.launch` of one block per
+    head and T threads (128, or fewer so that T x head_dim partial sums fit
+    in 32 KiB of shared memory). Thread t runs the online softmax over the
+    visible keys t, t + T, ... and leaves its running maximum, denominator
+    and value sum in workgroup memory; after a `gpu.barrier` each thread
+    computes the common maximum and denominator and combines the T partial
+    sums for its head_dim columns. Softmax and softpick combine the same
+    way, because both partial sums scale with e^-m.
+
+    Many rows, no position (forward, prefill, training): a block per (head,
+    tile of up to 64 query rows), a thread per row. A loop over key tiles
+    (up to 64 keys, K and V tiles within 32 KiB) runs to the block's last
+    visible key: the threads load the K and V tile into workgroup memory
+    together (consecutive threads, consecutive columns), meet at a barrier,
+    each scores its row against the tile with masking past its position,
+    and meet again before the next tile. Each K/V element is read from
+    global memory once per block rather than once per row. Rows of a last,
+    partial tile compute on a clamped row and store nothing.
 
     ```mlir
     lathe.fused_attention %q, %k, %v at %pos into %o {heads = 4 : i64, kv_heads = 2 : i64}

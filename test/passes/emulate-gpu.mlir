@@ -107,15 +107,105 @@ module attributes {gpu.container_module} {
 
 // -----
 
-// A barrier inside control flow would need the loop split around it: not
-// done yet, so refused rather than miscompiled.
+// Tests a loop over tiles with barriers in its body: the loop runs once per
+// block around the thread loops of its two phases (load the tile; use it),
+// its carried values (a scalar and a vector) live per thread in buffers of
+// the block, set before the loop, reloaded in each phase, stored back at
+// the end of the last phase, and read after the loop. The loop's bounds are
+// the same for every thread, so they are cloned at block level.
+
+// CHECK-LABEL: func.func @tiles(
+// CHECK: scf.for %[[B:.*]] =
+// CHECK: %[[TILE:.*]] = memref.alloca() : memref<16xf32>
+// CHECK-DAG: %[[ACC:.*]] = memref.alloca(%{{.*}}) : memref<?xf32>
+// CHECK-DAG: %[[VEC:.*]] = memref.alloca(%{{.*}}) : memref<?xvector<2xf32>>
+// The init phase: each thread's starting values.
+// CHECK: scf.for
+// CHECK: scf.for
+// CHECK: scf.for
+// CHECK: memref.store %{{.*}}, %[[ACC]][%{{.*}}]
+// CHECK: memref.store %{{.*}}, %[[VEC]][%{{.*}}]
+// The tile loop, then its phases' thread loops inside it.
+// CHECK: scf.for %[[K:.*]] = %{{.*}} to %{{.*}} step %{{.*}} {
+// CHECK: scf.for
+// CHECK: scf.for
+// CHECK: scf.for %[[TX:.*]] =
+// CHECK: arith.addi %[[K]], %[[TX]]
+// CHECK: memref.store %{{.*}}, %[[TILE]][%[[TX]]]
+// CHECK: scf.for
+// CHECK: scf.for
+// CHECK: scf.for
+// CHECK-DAG: memref.load %[[ACC]][%{{.*}}]
+// CHECK-DAG: memref.load %[[VEC]][%{{.*}}]
+// CHECK: memref.store %{{.*}}, %[[ACC]][%{{.*}}]
+// CHECK: memref.store %{{.*}}, %[[VEC]][%{{.*}}]
+// After the loop: the carried values, reloaded.
+// CHECK: scf.for
+// CHECK: scf.for
+// CHECK: scf.for
+// CHECK-DAG: memref.load %[[ACC]][%{{.*}}]
+// CHECK-DAG: memref.load %[[VEC]][%{{.*}}]
+// CHECK: memref.store %{{.*}}, %{{.*}}[%{{.*}}] : memref<16xf32>
+// CHECK-NOT: gpu.barrier
 module attributes {gpu.container_module} {
   gpu.module @lathe_kernels {
-    gpu.func @looped(%m: memref<64xf32>, %n: index) kernel {
+    gpu.func @tiles(%in: memref<64xf32>, %out: memref<16xf32>)
+        workgroup(%tile: memref<16xf32, #gpu.address_space<workgroup>>) kernel {
+      %c0 = arith.constant 0 : index
+      %c15 = arith.constant 15 : index
+      %c16 = arith.constant 16 : index
+      %c64 = arith.constant 64 : index
+      %zero = arith.constant 0.0 : f32
+      %zeros = arith.constant dense<0.0> : vector<2xf32>
+      %tx = gpu.thread_id x
+      %r:2 = scf.for %k = %c0 to %c64 step %c16 iter_args(%acc = %zero, %vec = %zeros) -> (f32, vector<2xf32>) {
+        %g = arith.addi %k, %tx : index
+        %x = memref.load %in[%g] : memref<64xf32>
+        memref.store %x, %tile[%tx] : memref<16xf32, #gpu.address_space<workgroup>>
+        gpu.barrier
+        %j = arith.subi %c15, %tx : index
+        %y = memref.load %tile[%j] : memref<16xf32, #gpu.address_space<workgroup>>
+        %a = arith.addf %acc, %y : f32
+        %yb = vector.broadcast %y : f32 to vector<2xf32>
+        %v = arith.addf %vec, %yb : vector<2xf32>
+        gpu.barrier
+        scf.yield %a, %v : f32, vector<2xf32>
+      }
+      %e = vector.extract %r#1[0] : f32 from vector<2xf32>
+      %s = arith.addf %r#0, %e : f32
+      memref.store %s, %out[%tx] : memref<16xf32>
+      gpu.return
+    }
+  }
+}
+
+// -----
+
+// A barrier under a condition, or in a loop whose trip count differs from
+// thread to thread, has no phase order that every thread shares: refused
+// rather than miscompiled.
+module attributes {gpu.container_module} {
+  gpu.module @lathe_kernels {
+    gpu.func @conditional(%m: memref<64xf32>, %c: i1) kernel {
+      scf.if %c {
+        // expected-error @+1 {{cannot be emulated yet: a barrier inside control flow other than a loop at the top of the kernel}}
+        gpu.barrier
+      }
+      gpu.return
+    }
+  }
+}
+
+// -----
+
+module attributes {gpu.container_module} {
+  gpu.module @lathe_kernels {
+    // expected-error @+1 {{cannot be emulated: a loop with barriers has bounds that are not the same for every thread of a block}}
+    gpu.func @divergent(%m: memref<64xf32>) kernel {
       %c0 = arith.constant 0 : index
       %c1 = arith.constant 1 : index
-      scf.for %k = %c0 to %n step %c1 {
-        // expected-error @+1 {{cannot be emulated yet: a barrier inside control flow}}
+      %tx = gpu.thread_id x
+      scf.for %k = %c0 to %tx step %c1 {
         gpu.barrier
       }
       gpu.return

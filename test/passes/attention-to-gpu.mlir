@@ -1,4 +1,4 @@
-// RUN: lathe-opt %s --lathe-decode-attention-to-gpu --split-input-file | FileCheck %s
+// RUN: lathe-opt %s --lathe-attention-to-gpu --split-input-file | FileCheck %s
 
 // Tests decoding (one query row, a position) with GQA, 4 heads over 2 K/V
 // heads of head_dim 16 and a 64-row cache: one block per head, 64 threads
@@ -33,23 +33,49 @@ func.func @decode(%q: memref<1x64xf32>, %k: memref<64x32xf32>, %v: memref<64x32x
 // -----
 
 // Tests that head_dim 128 takes 64 threads (64 x 128 x 4 bytes = 32 KiB of
-// partial sums), and that prefill (16 query rows) is left to the generic
-// expansion.
+// partial sums).
 
 // CHECK-LABEL: func.func @wide
 // CHECK: threads(%{{.*}}, %{{.*}}, %{{.*}}) in (%{{.*}} = %c64
 // CHECK-SAME: memref<8192xf32, #gpu.address_space<workgroup>>
-// CHECK-LABEL: func.func @prefill
-// CHECK-NOT: gpu.launch
-// CHECK: lathe.fused_attention
 func.func @wide(%q: memref<1x256xf32>, %k: memref<512x256xf32>, %v: memref<512x256xf32>,
                 %pos: memref<1xi32>, %o: memref<1x256xf32>) {
   lathe.fused_attention %q, %k, %v at %pos into %o {heads = 2 : i64, kv_heads = 2 : i64}
       : memref<1x256xf32>, memref<512x256xf32>, memref<512x256xf32>, memref<1x256xf32>, memref<1xi32>
   return
 }
-func.func @prefill(%q: memref<16x64xf32>, %k: memref<16x32xf32>, %v: memref<16x32xf32>, %o: memref<16x64xf32>) {
+
+// -----
+
+// Tests many query rows (forward, prefill, training; no position): 96 rows
+// of 4 heads (head_dim 16) over 2 K/V heads take blocks of (head, tile of 64
+// rows), 4 x 2 of them, a thread per row; K and V tiles of 64 keys (64 x 16
+// floats each) in workgroup memory. The tile loop runs to the block's last
+// visible key; in it the threads load the tile together, meet at a barrier,
+// score their rows against it, and meet again; a row in the last, partial
+// tile stores only if it exists.
+
+// CHECK-LABEL: func.func @prefill
+// CHECK-NOT: lathe.fused_attention
+// CHECK-DAG: %[[C2:.*]] = arith.constant 2 : index
+// CHECK-DAG: %[[C4:.*]] = arith.constant 4 : index
+// CHECK-DAG: %[[C64:.*]] = arith.constant 64 : index
+// CHECK: gpu.launch blocks(%{{.*}}, %{{.*}}, %{{.*}}) in (%{{.*}} = %[[C4]], %{{.*}} = %[[C2]], %{{.*}} = %{{.*}}) threads(%[[T:.*]], %{{.*}}, %{{.*}}) in (%{{.*}} = %[[C64]],
+// CHECK-SAME: workgroup(%[[SK:.*]] : memref<1024xf32, #gpu.address_space<workgroup>>, %[[SV:.*]] : memref<1024xf32, #gpu.address_space<workgroup>>)
+// CHECK: scf.for %[[K0:.*]] = %{{.*}} to %{{.*}} step %{{.*}} iter_args
+// CHECK: scf.for %{{.*}} = %[[T]] to %{{.*}} step %{{.*}} {
+// CHECK: memref.store %{{.*}}, %[[SK]]
+// CHECK: memref.store %{{.*}}, %[[SV]]
+// CHECK: gpu.barrier
+// CHECK: scf.for
+// CHECK: vector.load %[[SK]]
+// CHECK: vector.load %[[SV]]
+// CHECK: gpu.barrier
+// CHECK: scf.if
+// CHECK: vector.store
+// CHECK: gpu.terminator
+func.func @prefill(%q: memref<96x64xf32>, %k: memref<96x32xf32>, %v: memref<96x32xf32>, %o: memref<96x64xf32>) {
   lathe.fused_attention %q, %k, %v into %o {heads = 4 : i64, kv_heads = 2 : i64}
-      : memref<16x64xf32>, memref<16x32xf32>, memref<16x32xf32>, memref<16x64xf32>
+      : memref<96x64xf32>, memref<96x32xf32>, memref<96x32xf32>, memref<96x64xf32>
   return
 }

@@ -1,0 +1,379 @@
+//===- AttentionToGpu.cpp - attention kernels that share a block --*- C++ -*-===//
+//
+// Two GPU forms of lathe.fused_attention, both the online softmax of
+// lathe-expand-fused-attention with the block's threads working together.
+//
+// Decode. Decoding attends one query row per head to up to max_seq cache rows. The
+// generic expansion (lathe-expand-fused-attention) gives each (head, row)
+// pair one GPU thread, so a decode step runs `heads` threads in all, each
+// walking the whole cache. Here each head is a block whose threads split the
+// visible keys: thread t runs the online softmax over keys t, t + T, ...,
+// leaves its running maximum, denominator and value sum in shared memory,
+// and after a barrier the threads combine the T partial states (rescaled to
+// the common maximum, as the online softmax rescales its own) into the
+// output, one head_dim column each.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Passes.h"
+
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+
+#include <cmath>
+#include <limits>
+
+namespace mlir::lathe {
+#define GEN_PASS_DEF_ATTENTIONTOGPU
+#include "Passes.h.inc"
+} // namespace mlir::lathe
+
+using namespace mlir;
+using namespace mlir::lathe;
+
+namespace {
+
+/// Threads per head: 128, fewer where the partial value sums (T x head_dim
+/// floats) would pass 32 KiB of shared memory, and never more than the
+/// cache has rows.
+static int64_t threadsFor(int64_t headDim, int64_t keys) {
+  int64_t threads = 128;
+  while (threads > 32 && threads * headDim * 4 > 32 * 1024)
+    threads /= 2;
+  while (threads > 1 && threads / 2 >= keys)
+    threads /= 2;
+  return threads;
+}
+
+/// One key of the online softmax for one query row: score s (already
+/// masked to -inf where the key is not visible), value row v. Softpick's
+/// denominator counts only visible keys (`valid`), as its e^-m term would
+/// otherwise count masked ones.
+struct SoftmaxState {
+  Value m, denom, acc;
+};
+static SoftmaxState softmaxStep(OpBuilder &b, Location l, bool softpick,
+                                SoftmaxState st, Value s, Value v,
+                                Value valid) {
+  Value mNew = arith::MaximumFOp::create(b, l, st.m, s);
+  Value rescale =
+      math::ExpOp::create(b, l, arith::SubFOp::create(b, l, st.m, mNew));
+  Value e = math::ExpOp::create(b, l, arith::SubFOp::create(b, l, s, mNew));
+  Value weight = e, mass = e;
+  if (softpick) {
+    // e^(s-m) - e^(-m): numerator relu, denominator |.|
+    Value d = arith::SubFOp::create(
+        b, l, e, math::ExpOp::create(b, l, arith::NegFOp::create(b, l, mNew)));
+    Value zero = arith::ConstantOp::create(b, l, b.getF32FloatAttr(0.0));
+    weight = arith::MaximumFOp::create(b, l, d, zero);
+    mass = math::AbsFOp::create(b, l, d);
+    if (valid)
+      mass = arith::SelectOp::create(b, l, valid, mass, zero);
+  }
+  auto vecType = cast<VectorType>(st.acc.getType());
+  Value denom = arith::AddFOp::create(
+      b, l, arith::MulFOp::create(b, l, st.denom, rescale), mass);
+  Value acc = vector::FMAOp::create(
+      b, l, vector::BroadcastOp::create(b, l, vecType, weight), v,
+      arith::MulFOp::create(b, l, st.acc,
+                            vector::BroadcastOp::create(b, l, vecType, rescale)));
+  return {mNew, denom, acc};
+}
+
+/// q . k over head_dim, the query already scaled by 1/sqrt(head_dim).
+static Value score(OpBuilder &b, Location l, Value q, Value k) {
+  auto fast = arith::FastMathFlagsAttr::get(
+      b.getContext(),
+      arith::FastMathFlags::reassoc | arith::FastMathFlags::contract);
+  return vector::ReductionOp::create(b, l, vector::CombiningKind::ADD,
+                                     arith::MulFOp::create(b, l, q, k, fast),
+                                     Value(), fast.getValue());
+}
+
+static void lowerDecode(FusedAttentionOp op) {
+  OpBuilder b(op);
+  Location loc = op.getLoc();
+  MLIRContext *ctx = op.getContext();
+  auto kType = cast<MemRefType>(op.getKey().getType());
+  int64_t keys = kType.getDimSize(0), heads = op.getHeads(),
+          group = heads / op.getKvHeads(), headDim = op.getHeadDim();
+  int64_t threads = threadsFor(headDim, keys);
+  bool softpick = op.getNormalizer() == Normalizer::softpick;
+  Type f32 = b.getF32Type();
+  auto vecType = VectorType::get({headDim}, f32);
+  auto idx = [&](OpBuilder &ob, int64_t v) -> Value {
+    return arith::ConstantIndexOp::create(ob, loc, v);
+  };
+  auto cst = [&](OpBuilder &ob, double v) -> Value {
+    return arith::ConstantOp::create(ob, loc, ob.getF32FloatAttr(v));
+  };
+  auto shared = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
+  auto partial = MemRefType::get({threads}, f32, MemRefLayoutAttrInterface(),
+                                 shared);
+  auto partialSums = MemRefType::get({threads * headDim}, f32,
+                                     MemRefLayoutAttrInterface(), shared);
+
+  Value one = idx(b, 1);
+  auto launch = gpu::LaunchOp::create(
+      b, loc, idx(b, heads), one, one, idx(b, threads), one, one,
+      /*dynamicSharedMemorySize=*/nullptr, /*asyncTokenType=*/nullptr,
+      /*asyncDependencies=*/ValueRange{},
+      TypeRange{partial, partial, partialSums});
+  Block &body = launch.getBody().front();
+  OpBuilder lb = OpBuilder::atBlockBegin(&body);
+  Value h = launch.getBlockIds().x, t = launch.getThreadIds().x;
+  Value sMax = launch.getWorkgroupAttributions()[0];
+  Value sDenom = launch.getWorkgroupAttributions()[1];
+  Value sAcc = launch.getWorkgroupAttributions()[2];
+  Value c0 = idx(lb, 0), c1 = idx(lb, 1), T = idx(lb, threads),
+        D = idx(lb, headDim);
+
+  // Phase 1: this thread's keys t, t + T, ... up to the query's position.
+  Value raw = memref::LoadOp::create(lb, loc, op.getOffset(), ValueRange{c0});
+  Value position = arith::IndexCastOp::create(lb, loc, lb.getIndexType(), raw);
+  Value visible = arith::MinUIOp::create(
+      lb, loc, arith::AddIOp::create(lb, loc, position, c1), idx(lb, keys));
+  Value qCol = arith::MulIOp::create(lb, loc, h, D);
+  Value kvCol = arith::MulIOp::create(
+      lb, loc, arith::DivUIOp::create(lb, loc, h, idx(lb, group)), D);
+  float scale = 1.0f / std::sqrt(static_cast<float>(headDim));
+  Value q = vector::LoadOp::create(lb, loc, vecType, op.getQuery(),
+                                   ValueRange{c0, qCol});
+  q = arith::MulFOp::create(
+      lb, loc, q, vector::BroadcastOp::create(lb, loc, vecType, cst(lb, scale)));
+  // Softpick's shift is clamped at 0, as in lathe-expand-fused-attention.
+  Value m0 = cst(lb, softpick ? 0.0 : -std::numeric_limits<double>::infinity());
+  Value zero = cst(lb, 0.0);
+  Value acc0 = vector::BroadcastOp::create(lb, loc, vecType, zero);
+  auto keysLoop = scf::ForOp::create(
+      lb, loc, t, visible, T, ValueRange{m0, zero, acc0},
+      [&](OpBuilder &fb, Location l, Value j, ValueRange state) {
+        Value k = vector::LoadOp::create(fb, l, vecType, op.getKey(),
+                                         ValueRange{j, kvCol});
+        Value v = vector::LoadOp::create(fb, l, vecType, op.getValue(),
+                                         ValueRange{j, kvCol});
+        SoftmaxState next =
+            softmaxStep(fb, l, softpick, {state[0], state[1], state[2]},
+                        score(fb, l, q, k), v, Value());
+        scf::YieldOp::create(fb, l, ValueRange{next.m, next.denom, next.acc});
+      });
+  memref::StoreOp::create(lb, loc, keysLoop.getResult(0), sMax, ValueRange{t});
+  memref::StoreOp::create(lb, loc, keysLoop.getResult(1), sDenom,
+                          ValueRange{t});
+  vector::StoreOp::create(lb, loc, keysLoop.getResult(2), sAcc,
+                          ValueRange{arith::MulIOp::create(lb, loc, t, D)});
+  gpu::BarrierOp::create(lb, loc);
+
+  // Phase 2: the common maximum M and denominator sum_u e^(m_u - M) l_u,
+  // then column d of the output: sum_u e^(m_u - M) acc_u[d] / denominator.
+  // A thread without keys holds m = -inf (softmax; e^-inf = 0) or m = 0
+  // with nothing summed (softpick), so it adds nothing.
+  auto maxLoop = scf::ForOp::create(
+      lb, loc, c0, T, c1,
+      ValueRange{cst(lb, -std::numeric_limits<double>::infinity())},
+      [&](OpBuilder &fb, Location l, Value u, ValueRange state) {
+        Value m = memref::LoadOp::create(fb, l, sMax, ValueRange{u});
+        scf::YieldOp::create(
+            fb, l, ValueRange{arith::MaximumFOp::create(fb, l, state[0], m)});
+      });
+  Value M = maxLoop.getResult(0);
+  auto factor = [&](OpBuilder &fb, Location l, Value u) -> Value {
+    Value m = memref::LoadOp::create(fb, l, sMax, ValueRange{u});
+    return math::ExpOp::create(fb, l, arith::SubFOp::create(fb, l, m, M));
+  };
+  auto denomLoop = scf::ForOp::create(
+      lb, loc, c0, T, c1, ValueRange{zero},
+      [&](OpBuilder &fb, Location l, Value u, ValueRange state) {
+        Value part = arith::MulFOp::create(
+            fb, l, factor(fb, l, u),
+            memref::LoadOp::create(fb, l, sDenom, ValueRange{u}));
+        scf::YieldOp::create(
+            fb, l, ValueRange{arith::AddFOp::create(fb, l, state[0], part)});
+      });
+  Value denom = denomLoop.getResult(0);
+  if (softpick)
+    denom = arith::AddFOp::create(lb, loc, denom, cst(lb, 1e-8));
+  scf::ForOp::create(
+      lb, loc, t, D, T, ValueRange{},
+      [&](OpBuilder &fb, Location l, Value d, ValueRange) {
+        auto sum = scf::ForOp::create(
+            fb, l, c0, T, c1, ValueRange{zero},
+            [&](OpBuilder &ib, Location il, Value u, ValueRange state) {
+              Value at = arith::AddIOp::create(
+                  ib, il, arith::MulIOp::create(ib, il, u, D), d);
+              Value part = arith::MulFOp::create(
+                  ib, il, factor(ib, il, u),
+                  memref::LoadOp::create(ib, il, sAcc, ValueRange{at}));
+              scf::YieldOp::create(
+                  ib, il,
+                  ValueRange{arith::AddFOp::create(ib, il, state[0], part)});
+            });
+        Value out = arith::DivFOp::create(fb, l, sum.getResult(0), denom);
+        memref::StoreOp::create(
+            fb, l, out, op.getInit(),
+            ValueRange{c0, arith::AddIOp::create(fb, l, qCol, d)});
+        scf::YieldOp::create(fb, l);
+      });
+  gpu::TerminatorOp::create(lb, loc);
+  op.erase();
+}
+
+/// Rows per query tile (threads per block) and keys per K/V tile: K and V
+/// tiles of 2 x keys x head_dim floats stay within 32 KiB of shared memory.
+static std::pair<int64_t, int64_t> tilesFor(int64_t rows, int64_t keys,
+                                            int64_t headDim) {
+  int64_t queryTile = std::min<int64_t>(64, rows);
+  int64_t keyTile = 64;
+  while (keyTile > 8 && 2 * keyTile * headDim * 4 > 32 * 1024)
+    keyTile /= 2;
+  return {queryTile, std::min(keyTile, keys)};
+}
+
+static void lowerTiled(FusedAttentionOp op) {
+  OpBuilder b(op);
+  Location loc = op.getLoc();
+  MLIRContext *ctx = op.getContext();
+  auto qType = cast<MemRefType>(op.getQuery().getType());
+  auto kType = cast<MemRefType>(op.getKey().getType());
+  int64_t rows = qType.getDimSize(0), keys = kType.getDimSize(0),
+          heads = op.getHeads(), group = heads / op.getKvHeads(),
+          headDim = op.getHeadDim();
+  auto [queryTile, keyTile] = tilesFor(rows, keys, headDim);
+  bool softpick = op.getNormalizer() == Normalizer::softpick;
+  Type f32 = b.getF32Type();
+  auto vecType = VectorType::get({headDim}, f32);
+  auto idx = [&](OpBuilder &ob, int64_t v) -> Value {
+    return arith::ConstantIndexOp::create(ob, loc, v);
+  };
+  auto cst = [&](OpBuilder &ob, double v) -> Value {
+    return arith::ConstantOp::create(ob, loc, ob.getF32FloatAttr(v));
+  };
+  auto shared = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
+  auto tileType = MemRefType::get({keyTile * headDim}, f32,
+                                  MemRefLayoutAttrInterface(), shared);
+
+  Value one = idx(b, 1);
+  int64_t queryTiles = (rows + queryTile - 1) / queryTile;
+  auto launch = gpu::LaunchOp::create(
+      b, loc, idx(b, heads), idx(b, queryTiles), one, idx(b, queryTile), one,
+      one, /*dynamicSharedMemorySize=*/nullptr, /*asyncTokenType=*/nullptr,
+      /*asyncDependencies=*/ValueRange{}, TypeRange{tileType, tileType});
+  Block &body = launch.getBody().front();
+  OpBuilder lb = OpBuilder::atBlockBegin(&body);
+  Value h = launch.getBlockIds().x, tile = launch.getBlockIds().y,
+        t = launch.getThreadIds().x;
+  Value sK = launch.getWorkgroupAttributions()[0];
+  Value sV = launch.getWorkgroupAttributions()[1];
+  Value c0 = idx(lb, 0), c1 = idx(lb, 1), D = idx(lb, headDim),
+        Q = idx(lb, queryTile), K = idx(lb, keyTile);
+
+  // This thread's row (clamped into range for a last, partial tile: it
+  // computes like the others but stores nothing) sees keys 0..row.
+  Value first = arith::MulIOp::create(lb, loc, tile, Q);
+  Value raw = arith::AddIOp::create(lb, loc, first, t);
+  Value active = arith::CmpIOp::create(lb, loc, arith::CmpIPredicate::ult, raw,
+                                       idx(lb, rows));
+  Value row = arith::MinUIOp::create(lb, loc, raw, idx(lb, rows - 1));
+  Value visible = arith::MinUIOp::create(
+      lb, loc, arith::AddIOp::create(lb, loc, row, c1), idx(lb, keys));
+  // The block's last row bounds the keys any of its threads sees.
+  Value blockEnd = arith::MinUIOp::create(
+      lb, loc,
+      arith::MinUIOp::create(lb, loc, arith::AddIOp::create(lb, loc, first, Q),
+                             idx(lb, rows)),
+      idx(lb, keys));
+  Value qCol = arith::MulIOp::create(lb, loc, h, D);
+  Value kvCol = arith::MulIOp::create(
+      lb, loc, arith::DivUIOp::create(lb, loc, h, idx(lb, group)), D);
+  float scale = 1.0f / std::sqrt(static_cast<float>(headDim));
+  Value q = vector::LoadOp::create(lb, loc, vecType, op.getQuery(),
+                                   ValueRange{row, qCol});
+  q = arith::MulFOp::create(
+      lb, loc, q, vector::BroadcastOp::create(lb, loc, vecType, cst(lb, scale)));
+  Value m0 = cst(lb, softpick ? 0.0 : -std::numeric_limits<double>::infinity());
+  Value zero = cst(lb, 0.0);
+  Value negInf = cst(lb, -std::numeric_limits<double>::infinity());
+  Value acc0 = vector::BroadcastOp::create(lb, loc, vecType, zero);
+  auto tiles = scf::ForOp::create(
+      lb, loc, c0, blockEnd, K, ValueRange{m0, zero, acc0},
+      [&](OpBuilder &fb, Location l, Value k0, ValueRange state) {
+        // Load K and V rows k0.. into shared memory, element e = r D + c by
+        // thread e mod Q: consecutive threads, consecutive columns.
+        auto load = scf::ForOp::create(
+            fb, l, t, idx(fb, keyTile * headDim), Q, ValueRange{},
+            [&](OpBuilder &ib, Location il, Value e, ValueRange) {
+              Value r = arith::DivUIOp::create(ib, il, e, D);
+              Value c = arith::RemUIOp::create(ib, il, e, D);
+              Value key = arith::AddIOp::create(ib, il, k0, r);
+              Value inside = arith::CmpIOp::create(
+                  ib, il, arith::CmpIPredicate::ult, key, idx(ib, keys));
+              Value safe = arith::MinUIOp::create(ib, il, key, idx(ib, keys - 1));
+              Value col = arith::AddIOp::create(ib, il, kvCol, c);
+              for (auto [from, to] : {std::pair<Value, Value>{op.getKey(), sK},
+                                      {op.getValue(), sV}}) {
+                Value x = memref::LoadOp::create(ib, il, from,
+                                                 ValueRange{safe, col});
+                x = arith::SelectOp::create(ib, il, inside, x, cst(ib, 0.0));
+                memref::StoreOp::create(ib, il, x, to, ValueRange{e});
+              }
+              scf::YieldOp::create(ib, il);
+            });
+        (void)load;
+        gpu::BarrierOp::create(fb, l);
+        auto keysOfTile = scf::ForOp::create(
+            fb, l, c0, K, c1, ValueRange{state[0], state[1], state[2]},
+            [&](OpBuilder &ib, Location il, Value r, ValueRange st) {
+              Value at = arith::MulIOp::create(ib, il, r, D);
+              Value k = vector::LoadOp::create(ib, il, vecType, sK,
+                                               ValueRange{at});
+              Value v = vector::LoadOp::create(ib, il, vecType, sV,
+                                               ValueRange{at});
+              Value key = arith::AddIOp::create(ib, il, k0, r);
+              Value valid = arith::CmpIOp::create(
+                  ib, il, arith::CmpIPredicate::ult, key, visible);
+              Value s = arith::SelectOp::create(ib, il, valid,
+                                                score(ib, il, q, k), negInf);
+              SoftmaxState next = softmaxStep(
+                  ib, il, softpick, {st[0], st[1], st[2]}, s, v, valid);
+              scf::YieldOp::create(ib, il,
+                                   ValueRange{next.m, next.denom, next.acc});
+            });
+        // The next tile must not overwrite this one while others read it.
+        gpu::BarrierOp::create(fb, l);
+        scf::YieldOp::create(fb, l, keysOfTile.getResults());
+      });
+  Value denom = tiles.getResult(1);
+  if (softpick)
+    denom = arith::AddFOp::create(lb, loc, denom, cst(lb, 1e-8));
+  Value out = arith::DivFOp::create(
+      lb, loc, tiles.getResult(2),
+      vector::BroadcastOp::create(lb, loc, vecType, denom));
+  scf::IfOp::create(lb, loc, active, [&](OpBuilder &ib, Location il) {
+    vector::StoreOp::create(ib, il, out, op.getInit(), ValueRange{row, qCol});
+    scf::YieldOp::create(ib, il);
+  });
+  gpu::TerminatorOp::create(lb, loc);
+  op.erase();
+}
+
+struct AttentionToGpu
+    : lathe::impl::AttentionToGpuBase<AttentionToGpu> {
+  void runOnOperation() override {
+    SmallVector<FusedAttentionOp> decode, tiled;
+    getOperation().walk([&](FusedAttentionOp op) {
+      auto q = dyn_cast<MemRefType>(op.getQuery().getType());
+      if (!q)
+        return;
+      if (q.getDimSize(0) == 1 && op.getOffset())
+        decode.push_back(op);
+      else if (!op.getOffset())
+        tiled.push_back(op);
+    });
+    for (FusedAttentionOp op : decode)
+      lowerDecode(op);
+    for (FusedAttentionOp op : tiled)
+      lowerTiled(op);
+  }
+};
+
+} // namespace
