@@ -74,6 +74,7 @@ static void addGpuMapping(OpPassManager &pm,
   // Views (a cache row at a dynamic position) become index arithmetic on
   // the base buffer, so every GPU kernel takes plain identity-layout buffers.
   pm.addPass(memref::createFoldMemRefAliasOpsPass());
+  pm.addPass(createVectorizeGpuLoops());
   pm.addPass(createMapKernelsToGpu());
   pm.addNestedPass<func::FuncOp>(createGpuMapParallelLoopsPass());
   pm.addPass(createConvertParallelLoopToGpuPass());

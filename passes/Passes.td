@@ -494,4 +494,40 @@ def AttentionToGpu : Pass<"lathe-attention-to-gpu", "::mlir::ModuleOp"> {
                            "::mlir::memref::MemRefDialect"];
 }
 
+def VectorizeGpuLoops : Pass<"lathe-vectorize-gpu-loops", "::mlir::ModuleOp"> {
+  let summary = "Give each GPU thread of an elementwise loop four consecutive elements.";
+  let description = [{
+    cuda only, on the parallel loops of bufferized kernels, before
+    `lathe-map-kernels-to-gpu`. A top-level `scf.parallel` whose innermost
+    dimension runs from 0 by 1 to a multiple of 4, whose body is loads,
+    stores, constants and elementwise arithmetic, and whose innermost
+    induction variable appears only as the last index of f32 buffers with
+    rows a multiple of 4 elements, takes 4 elements per iteration of that
+    dimension: its loads and stores along it become `vector.load` and
+    `vector.store` of `vector<4xf32>` with 16-byte alignment (PTX's
+    `ld.global.v4.f32`), the arithmetic on them vector arithmetic, and
+    values that do not vary along it stay scalars, broadcast where needed.
+    Consecutive threads then move consecutive 16-byte chunks: coalesced and
+    vectorized. Loops with reductions, index arithmetic on the induction
+    variable (RoPE's angles) or anything else stay as they are.
+
+    ```mlir
+    scf.parallel (%i, %j) = (%c0, %c0) to (%c64, %c128) step (%c1, %c1) {
+      %a = memref.load %x[%i, %j] : memref<64x128xf32>
+      %b = memref.load %g[%j] : memref<128xf32>
+      %c = arith.mulf %a, %b : f32
+      memref.store %c, %y[%i, %j] : memref<64x128xf32>
+    }
+    // becomes
+    scf.parallel (%i, %j) = (%c0, %c0) to (%c64, %c32) step (%c1, %c1) {
+      %j4 = arith.muli %j, %c4 : index
+      %a = vector.load %x[%i, %j4] {alignment = 16 : i64} : memref<64x128xf32>, vector<4xf32>
+      ...
+    }
+    ```
+  }];
+  let dependentDialects = ["::mlir::vector::VectorDialect",
+                           "::mlir::arith::ArithDialect"];
+}
+
 #endif // LATHE_PASSES_TD
