@@ -9,6 +9,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <cmath>
+#include <cstdio>
 #include <algorithm>
 #include <limits>
 
@@ -616,8 +617,30 @@ extern "C" int lathe_artifact_launch_gemm(const lathe_artifact_t *a,
           g->batch(),    g->trans_a(),  g->trans_b(),
           g->has_c(),    g->has_bias(), g->has_aux(),
           fb::EnumNameGemmEpilogue(g->epilogue()),
-          fb::EnumNameGemmPrecision(g->precision())};
+          fb::EnumNameGemmPrecision(g->precision()),
+          {}};
+  std::string name = gemmName(*g);
+  std::snprintf(out->name, sizeof(out->name), "%s", name.c_str());
   return 1;
+}
+
+std::string lathe::rt::gemmName(const fb::Gemm &g) {
+  std::string s = "gemm " + std::to_string(g.m()) + "x" + std::to_string(g.n()) +
+                  "x" + std::to_string(g.k());
+  if (g.batch() > 1)
+    s += " batch " + std::to_string(g.batch());
+  if (g.trans_a())
+    s += " A^T";
+  if (g.trans_b())
+    s += " B^T";
+  if (g.has_c())
+    s += " +C";
+  if (g.has_bias())
+    s += " +bias";
+  if (g.epilogue() != fb::GemmEpilogue::none)
+    s += std::string(" ") + fb::EnumNameGemmEpilogue(g.epilogue()) +
+         (g.has_aux() ? "(aux)" : "");
+  return s + " " + fb::EnumNameGemmPrecision(g.precision());
 }
 
 const lathe::fb::Entry *lathe::rt::prefillEntryFor(const lathe_artifact &a,

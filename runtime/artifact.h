@@ -53,6 +53,10 @@ std::optional<int64_t> numElements(const flatbuffers::Vector<int64_t> *shape);
 
 std::vector<int64_t> shapeOf(const flatbuffers::Vector<int64_t> *shape);
 
+// One line naming a GEMM call by its descriptor, for `lathe-run info` and
+// profiles: "gemm 64x256x64 B^T +C +bias gelu(aux) f32".
+std::string gemmName(const fb::Gemm &gemm);
+
 // The entry lathe_session_prefill runs for n tokens: the smallest bucket
 // that holds them, else the full prefill (null if there is none); for n above
 // max_seq, the full prefill, which then refuses them.

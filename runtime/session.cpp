@@ -12,6 +12,7 @@
 #include "thread_pool.h"
 
 #include <algorithm>
+#include <deque>
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -133,6 +134,8 @@ struct lathe_session {
   bool profiling = false;
   std::vector<KernelTotals> totals;
   std::vector<uint32_t> ranSlots;
+  // The profile names of GEMM calls (a deque: totals point into it).
+  std::deque<std::string> gemmNames;
 
   DeviceAddress bufferAddress(uint32_t id) const {
     const fb::Buffer *b = art->root->buffers()->Get(id);
@@ -444,10 +447,22 @@ lathe_session_create_on_device(const lathe_artifact_t *artifact,
       }
       if (launch->args())
         r.args.assign(launch->args()->begin(), launch->args()->end());
+      // GEMM calls get a slot per descriptor ("gemm 64x256x64 B^T f32"), so
+      // a profile tells which product is slow, not only that one is.
+      const char *name = launch->kernel()->c_str();
+      if (launch->gemm()) {
+        std::string described = gemmName(*launch->gemm());
+        auto found = std::find(s->gemmNames.begin(), s->gemmNames.end(),
+                               described);
+        if (found == s->gemmNames.end())
+          found = s->gemmNames.insert(s->gemmNames.end(), described);
+        name = found->c_str();
+        kernel = *found;
+      }
       auto [it, added] = slotOf.try_emplace(kernel, uint32_t(s->totals.size()));
       if (added) {
         s->totals.emplace_back();
-        s->totals.back().kernel = launch->kernel()->c_str();
+        s->totals.back().kernel = name;
       }
       r.slot = it->second;
       r.flops = launch->flops();

@@ -82,6 +82,9 @@ typedef struct {
   int trans_a, trans_b, has_c, has_bias, has_aux;
   const char *epilogue;  /* "none", "relu", "gelu" */
   const char *precision; /* "f32", "tf32", "bf16", "f16" */
+  /* All of it in one line, as `lathe-run info` and profiles name the call:
+   * "gemm 64x256x64 B^T +C +bias gelu(aux) f32". */
+  char name[96];
 } lathe_gemm_desc_t;
 int lathe_artifact_launch_gemm(const lathe_artifact_t *artifact, size_t entry,
                                size_t launch, lathe_gemm_desc_t *out);

@@ -333,22 +333,7 @@ int runInfo(const lathe_artifact_t *art) {
         std::printf("  %zu: %s\n", l, lathe_artifact_launch_kernel(art, e, l));
         continue;
       }
-      // e.g. "gemm 64x256x64 B^T +C +bias gelu(aux) f32"
-      std::string what = std::to_string(g.m) + "x" + std::to_string(g.n) +
-                         "x" + std::to_string(g.k);
-      if (g.batch > 1)
-        what += " batch " + std::to_string(g.batch);
-      if (g.trans_a)
-        what += " A^T";
-      if (g.trans_b)
-        what += " B^T";
-      if (g.has_c)
-        what += " +C";
-      if (g.has_bias)
-        what += " +bias";
-      if (std::string(g.epilogue) != "none")
-        what += std::string(" ") + g.epilogue + (g.has_aux ? "(aux)" : "");
-      std::printf("  %zu: gemm %s %s\n", l, what.c_str(), g.precision);
+      std::printf("  %zu: %s\n", l, g.name);
     }
   }
   return 0;
