@@ -90,13 +90,49 @@ static Value score(OpBuilder &b, Location l, Value q, Value k) {
                                      Value(), fast.getValue());
 }
 
+/// What a (head, query row) pair starts from: the head's query columns and
+/// its K/V head's columns, the query row scaled by 1/sqrt(head_dim), and
+/// the online softmax's initial state (softpick's shift is clamped at 0, as
+/// in lathe-expand-fused-attention, so its maximum starts there).
+struct RowStart {
+  Value qCol, kvCol, q;
+  SoftmaxState init;
+};
+static RowStart rowStart(OpBuilder &b, Location l, FusedAttentionOp op,
+                         Value head, Value row) {
+  int64_t headDim = op.getHeadDim(),
+          group = op.getHeads() / op.getKvHeads();
+  auto vecType = VectorType::get({headDim}, b.getF32Type());
+  auto idx = [&](int64_t v) -> Value {
+    return arith::ConstantIndexOp::create(b, l, v);
+  };
+  auto cst = [&](double v) -> Value {
+    return arith::ConstantOp::create(b, l, b.getF32FloatAttr(v));
+  };
+  RowStart r;
+  r.qCol = arith::MulIOp::create(b, l, head, idx(headDim));
+  r.kvCol = arith::MulIOp::create(
+      b, l, arith::DivUIOp::create(b, l, head, idx(group)), idx(headDim));
+  float scale = 1.0f / std::sqrt(static_cast<float>(headDim));
+  Value q = vector::LoadOp::create(b, l, vecType, op.getQuery(),
+                                   ValueRange{row, r.qCol});
+  r.q = arith::MulFOp::create(b, l, q,
+                              vector::BroadcastOp::create(b, l, vecType,
+                                                          cst(scale)));
+  bool softpick = op.getNormalizer() == Normalizer::softpick;
+  Value zero = cst(0.0);
+  r.init = {cst(softpick ? 0.0 : -std::numeric_limits<double>::infinity()),
+            zero, vector::BroadcastOp::create(b, l, vecType, zero)};
+  return r;
+}
+
 static void lowerDecode(FusedAttentionOp op) {
   OpBuilder b(op);
   Location loc = op.getLoc();
   MLIRContext *ctx = op.getContext();
   auto kType = cast<MemRefType>(op.getKey().getType());
   int64_t keys = kType.getDimSize(0), heads = op.getHeads(),
-          group = heads / op.getKvHeads(), headDim = op.getHeadDim();
+          headDim = op.getHeadDim();
   int64_t threads = threadsFor(headDim, keys);
   bool softpick = op.getNormalizer() == Normalizer::softpick;
   Type f32 = b.getF32Type();
@@ -133,20 +169,12 @@ static void lowerDecode(FusedAttentionOp op) {
   Value position = arith::IndexCastOp::create(lb, loc, lb.getIndexType(), raw);
   Value visible = arith::MinUIOp::create(
       lb, loc, arith::AddIOp::create(lb, loc, position, c1), idx(lb, keys));
-  Value qCol = arith::MulIOp::create(lb, loc, h, D);
-  Value kvCol = arith::MulIOp::create(
-      lb, loc, arith::DivUIOp::create(lb, loc, h, idx(lb, group)), D);
-  float scale = 1.0f / std::sqrt(static_cast<float>(headDim));
-  Value q = vector::LoadOp::create(lb, loc, vecType, op.getQuery(),
-                                   ValueRange{c0, qCol});
-  q = arith::MulFOp::create(
-      lb, loc, q, vector::BroadcastOp::create(lb, loc, vecType, cst(lb, scale)));
-  // Softpick's shift is clamped at 0, as in lathe-expand-fused-attention.
-  Value m0 = cst(lb, softpick ? 0.0 : -std::numeric_limits<double>::infinity());
+  RowStart start = rowStart(lb, loc, op, h, c0);
+  Value qCol = start.qCol, kvCol = start.kvCol, q = start.q;
   Value zero = cst(lb, 0.0);
-  Value acc0 = vector::BroadcastOp::create(lb, loc, vecType, zero);
   auto keysLoop = scf::ForOp::create(
-      lb, loc, t, visible, T, ValueRange{m0, zero, acc0},
+      lb, loc, t, visible, T,
+      ValueRange{start.init.m, start.init.denom, start.init.acc},
       [&](OpBuilder &fb, Location l, Value j, ValueRange state) {
         Value k = vector::LoadOp::create(fb, l, vecType, op.getKey(),
                                          ValueRange{j, kvCol});
@@ -236,9 +264,9 @@ static void lowerTiled(FusedAttentionOp op) {
   auto qType = cast<MemRefType>(op.getQuery().getType());
   auto kType = cast<MemRefType>(op.getKey().getType());
   int64_t rows = qType.getDimSize(0), keys = kType.getDimSize(0),
-          heads = op.getHeads(), group = heads / op.getKvHeads(),
-          headDim = op.getHeadDim();
-  auto [queryTile, keyTile] = tilesFor(rows, keys, headDim);
+          heads = op.getHeads(), headDim = op.getHeadDim();
+  std::pair<int64_t, int64_t> tileSizes = tilesFor(rows, keys, headDim);
+  int64_t queryTile = tileSizes.first, keyTile = tileSizes.second;
   bool softpick = op.getNormalizer() == Normalizer::softpick;
   Type f32 = b.getF32Type();
   auto vecType = VectorType::get({headDim}, f32);
@@ -282,20 +310,12 @@ static void lowerTiled(FusedAttentionOp op) {
       arith::MinUIOp::create(lb, loc, arith::AddIOp::create(lb, loc, first, Q),
                              idx(lb, rows)),
       idx(lb, keys));
-  Value qCol = arith::MulIOp::create(lb, loc, h, D);
-  Value kvCol = arith::MulIOp::create(
-      lb, loc, arith::DivUIOp::create(lb, loc, h, idx(lb, group)), D);
-  float scale = 1.0f / std::sqrt(static_cast<float>(headDim));
-  Value q = vector::LoadOp::create(lb, loc, vecType, op.getQuery(),
-                                   ValueRange{row, qCol});
-  q = arith::MulFOp::create(
-      lb, loc, q, vector::BroadcastOp::create(lb, loc, vecType, cst(lb, scale)));
-  Value m0 = cst(lb, softpick ? 0.0 : -std::numeric_limits<double>::infinity());
-  Value zero = cst(lb, 0.0);
+  RowStart start = rowStart(lb, loc, op, h, row);
+  Value qCol = start.qCol, kvCol = start.kvCol, q = start.q;
   Value negInf = cst(lb, -std::numeric_limits<double>::infinity());
-  Value acc0 = vector::BroadcastOp::create(lb, loc, vecType, zero);
   auto tiles = scf::ForOp::create(
-      lb, loc, c0, blockEnd, K, ValueRange{m0, zero, acc0},
+      lb, loc, c0, blockEnd, K,
+      ValueRange{start.init.m, start.init.denom, start.init.acc},
       [&](OpBuilder &fb, Location l, Value k0, ValueRange state) {
         // Load K and V rows k0.. into shared memory, element e = r D + c by
         // thread e mod Q: consecutive threads, consecutive columns.
