@@ -45,6 +45,13 @@ static int64_t threadsFor(int64_t headDim, int64_t keys) {
   return threads;
 }
 
+static Value indexConst(OpBuilder &b, Location l, int64_t v) {
+  return arith::ConstantIndexOp::create(b, l, v);
+}
+static Value f32Const(OpBuilder &b, Location l, double v) {
+  return arith::ConstantOp::create(b, l, b.getF32FloatAttr(v));
+}
+
 /// One key of the online softmax for one query row: score s (already
 /// masked to -inf where the key is not visible), value row v. Softpick's
 /// denominator counts only visible keys (`valid`), as its e^-m term would
@@ -64,7 +71,7 @@ static SoftmaxState softmaxStep(OpBuilder &b, Location l, bool softpick,
     // e^(s-m) - e^(-m): numerator relu, denominator |.|
     Value d = arith::SubFOp::create(
         b, l, e, math::ExpOp::create(b, l, arith::NegFOp::create(b, l, mNew)));
-    Value zero = arith::ConstantOp::create(b, l, b.getF32FloatAttr(0.0));
+    Value zero = f32Const(b, l, 0.0);
     weight = arith::MaximumFOp::create(b, l, d, zero);
     mass = math::AbsFOp::create(b, l, d);
     if (valid)
@@ -103,12 +110,8 @@ static RowStart rowStart(OpBuilder &b, Location l, FusedAttentionOp op,
   int64_t headDim = op.getHeadDim(),
           group = op.getHeads() / op.getKvHeads();
   auto vecType = VectorType::get({headDim}, b.getF32Type());
-  auto idx = [&](int64_t v) -> Value {
-    return arith::ConstantIndexOp::create(b, l, v);
-  };
-  auto cst = [&](double v) -> Value {
-    return arith::ConstantOp::create(b, l, b.getF32FloatAttr(v));
-  };
+  auto idx = [&](int64_t v) { return indexConst(b, l, v); };
+  auto cst = [&](double v) { return f32Const(b, l, v); };
   RowStart r;
   r.qCol = arith::MulIOp::create(b, l, head, idx(headDim));
   r.kvCol = arith::MulIOp::create(
@@ -137,12 +140,8 @@ static void lowerDecode(FusedAttentionOp op) {
   bool softpick = op.getNormalizer() == Normalizer::softpick;
   Type f32 = b.getF32Type();
   auto vecType = VectorType::get({headDim}, f32);
-  auto idx = [&](OpBuilder &ob, int64_t v) -> Value {
-    return arith::ConstantIndexOp::create(ob, loc, v);
-  };
-  auto cst = [&](OpBuilder &ob, double v) -> Value {
-    return arith::ConstantOp::create(ob, loc, ob.getF32FloatAttr(v));
-  };
+  auto idx = [&](OpBuilder &ob, int64_t v) { return indexConst(ob, loc, v); };
+  auto cst = [&](OpBuilder &ob, double v) { return f32Const(ob, loc, v); };
   auto shared = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
   auto partial = MemRefType::get({threads}, f32, MemRefLayoutAttrInterface(),
                                  shared);
@@ -270,12 +269,8 @@ static void lowerTiled(FusedAttentionOp op) {
   bool softpick = op.getNormalizer() == Normalizer::softpick;
   Type f32 = b.getF32Type();
   auto vecType = VectorType::get({headDim}, f32);
-  auto idx = [&](OpBuilder &ob, int64_t v) -> Value {
-    return arith::ConstantIndexOp::create(ob, loc, v);
-  };
-  auto cst = [&](OpBuilder &ob, double v) -> Value {
-    return arith::ConstantOp::create(ob, loc, ob.getF32FloatAttr(v));
-  };
+  auto idx = [&](OpBuilder &ob, int64_t v) { return indexConst(ob, loc, v); };
+  auto cst = [&](OpBuilder &ob, double v) { return f32Const(ob, loc, v); };
   auto shared = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
   auto tileType = MemRefType::get({keyTile * headDim}, f32,
                                   MemRefLayoutAttrInterface(), shared);
