@@ -11,6 +11,8 @@
 
 #include "Targets.h"
 
+#include "GemmView.h"
+
 #include "lathe/LatheOps.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -31,23 +33,11 @@ struct KernelCost {
 };
 } // namespace
 
-/// A contraction: one reduction loop whose body multiplies two inputs and
-/// accumulates into the output (what lathe-contraction-to-gemm hands to
-/// the GEMM library).
+/// A contraction: one reduction loop and a multiply-accumulate body (what
+/// lathe-contraction-to-gemm hands to the GEMM library).
 static bool isContraction(linalg::LinalgOp op) {
-  if (op.getNumReductionLoops() != 1 || op.getNumDpsInputs() != 2 ||
-      op.getNumDpsInits() != 1)
-    return false;
-  Block &body = op->getRegion(0).front();
-  auto yield = dyn_cast<linalg::YieldOp>(body.getTerminator());
-  auto add = yield ? yield.getOperand(0).getDefiningOp<arith::AddFOp>()
-                   : nullptr;
-  if (!add || body.getOperations().size() != 3)
-    return false;
-  Value acc = body.getArgument(2);
-  Value other = add.getLhs() == acc ? add.getRhs() : add.getLhs();
-  return (add.getLhs() == acc || add.getRhs() == acc) &&
-         other.getDefiningOp<arith::MulFOp>();
+  return op.getNumReductionLoops() == 1 && op.getNumDpsInputs() == 2 &&
+         op.getNumDpsInits() == 1 && isMulAdd(op);
 }
 
 static int64_t bytesOf(Type type) {

@@ -324,7 +324,8 @@ struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
     OpBuilder level = b; // where the next phase's thread loops go
     scf::ForOp open;     // the split loop being emitted, if any
     IRMapping loopMap = shared;
-    for (auto [p, phase] : llvm::enumerate(phases)) {
+    for (unsigned p = 0; p < phases.size(); ++p) {
+      Phase &phase = phases[p];
       if (phase.loop != open) {
         if (open) // back out of the emitted loop
           level.setInsertionPointAfter(level.getBlock()->getParentOp());

@@ -52,9 +52,10 @@ std::optional<Access> accessOf(AffineMap map, MemRefType type) {
   return a;
 }
 
-/// out += in0 * in1 (either operand order).
-bool isMulAdd(linalg::GenericOp op) {
-  Block &body = op.getRegion().front();
+} // namespace
+
+bool mlir::lathe::isMulAdd(linalg::LinalgOp op) {
+  Block &body = op->getRegion(0).front();
   if (body.getOperations().size() != 3)
     return false;
   auto yield = cast<linalg::YieldOp>(body.getTerminator());
@@ -72,8 +73,6 @@ bool isMulAdd(linalg::GenericOp op) {
   return (mul.getLhs() == x && mul.getRhs() == y) ||
          (mul.getLhs() == y && mul.getRhs() == x);
 }
-
-} // namespace
 
 std::optional<GemmView> mlir::lathe::describeContraction(linalg::GenericOp op) {
   if (op.getNumDpsInputs() != 2 || op.getNumDpsInits() != 1 ||

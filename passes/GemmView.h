@@ -22,6 +22,11 @@ struct GemmView {
   int64_t batch = 1, strideA = 0, strideB = 0, groupB = 1, strideC = 0;
 };
 
+/// The body is `out + in0 * in1` (either order of either operation): a
+/// contraction's multiply-accumulate. The cpu and cuda GEMM passes and the
+/// report's count of GEMM FLOPs share it.
+bool isMulAdd(linalg::LinalgOp op);
+
 /// A `linalg.generic` on row-major f32 buffers that accumulates `a * b` over
 /// one reduction dimension, as a GEMM; nullopt when no GEMM can address it
 /// (every matrix needs a unit stride on one of its two dimensions).

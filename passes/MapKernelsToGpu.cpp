@@ -76,16 +76,24 @@ static LogicalResult sinkScalarReads(scf::ParallelOp loop) {
   return success();
 }
 
+} // namespace
+
+SmallVector<scf::ParallelOp>
+mlir::lathe::outermostParallelLoops(Operation *root) {
+  SmallVector<scf::ParallelOp> loops;
+  root->walk([&](scf::ParallelOp loop) {
+    if (!loop->getParentOfType<scf::ParallelOp>())
+      loops.push_back(loop);
+  });
+  return loops;
+}
+
+namespace {
 struct MapKernelsToGpu : lathe::impl::MapKernelsToGpuBase<MapKernelsToGpu> {
   using Base::Base;
 
   void runOnOperation() override {
-    SmallVector<scf::ParallelOp> loops;
-    getOperation().walk([&](scf::ParallelOp loop) {
-      if (!loop->getParentOfType<scf::ParallelOp>())
-        loops.push_back(loop);
-    });
-    for (scf::ParallelOp loop : loops) {
+    for (scf::ParallelOp loop : outermostParallelLoops(getOperation())) {
       if (failed(sinkScalarReads(loop)))
         return signalPassFailure();
       SmallVector<int64_t> tiles(loop.getNumLoops(), 1);

@@ -30,6 +30,10 @@ inline constexpr llvm::StringLiteral kWorkAttrName = "lathe.work";
 /// it takes the offset tensor as an input.
 Value positionOffset(OpBuilder &b, Location loc, Value offset);
 
+/// The scf.parallel loops under `root` that no other scf.parallel encloses:
+/// the loops the GPU passes map (and vectorize) one kernel launch each.
+SmallVector<scf::ParallelOp> outermostParallelLoops(Operation *root);
+
 #define GEN_PASS_REGISTRATION
 #include "Passes.h.inc"
 

@@ -184,12 +184,7 @@ static void vectorize(scf::ParallelOp loop, const DenseSet<Value> &varying) {
 struct VectorizeGpuLoops
     : lathe::impl::VectorizeGpuLoopsBase<VectorizeGpuLoops> {
   void runOnOperation() override {
-    SmallVector<scf::ParallelOp> loops;
-    getOperation().walk([&](scf::ParallelOp loop) {
-      if (!loop->getParentOfType<scf::ParallelOp>())
-        loops.push_back(loop);
-    });
-    for (scf::ParallelOp loop : loops) {
+    for (scf::ParallelOp loop : outermostParallelLoops(getOperation())) {
       DenseSet<Value> varying;
       if (canVectorize(loop, varying))
         vectorize(loop, varying);
