@@ -98,7 +98,7 @@ std::string mlir::lathe::writeArtifact(
       library.empty() ? nullptr : &library,
       modules.empty() ? nullptr : &modules, s.sampledIterationsMean,
       s.sampledIterationsMax, s.shortcutIterations, s.supervisionSteps,
-      s.supervisedSteps, gemmWorkspace);
+      s.supervisedSteps, gemmWorkspace, s.trainBatch);
   fb::FinishArtifactBuffer(fbb, artifact);
   std::string file(reinterpret_cast<const char *>(fbb.GetBufferPointer()),
                    fbb.GetSize());

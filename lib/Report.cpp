@@ -54,11 +54,15 @@ static KernelCost costOf(func::FuncOp kernel) {
   // Fused attention: each visible (query, key) pair costs a head_dim dot
   // product, a rescale and a multiply-add of the value row (5 * head_dim),
   // plus the max, exps and sums. Without an offset the mask leaves
-  // T (T + 1) / 2 pairs per head; with one (decode), the cache may be full.
+  // T (T + 1) / 2 pairs per head and window; with one (decode), the cache
+  // may be full.
   kernel.walk([&](FusedAttentionOp op) {
     int64_t rows = cast<ShapedType>(op.getQuery().getType()).getDimSize(0);
     int64_t keys = cast<ShapedType>(op.getKey().getType()).getDimSize(0);
-    int64_t pairs = op.getOffset() ? rows * keys : rows * (rows + 1) / 2;
+    // A batch of windows masks each window on its own.
+    int64_t window = op.getWindow() > 0 ? op.getWindow() : rows;
+    int64_t pairs = op.getOffset() ? rows * keys
+                                   : rows / window * window * (window + 1) / 2;
     cost.flops += op.getHeads() * pairs * (5 * op.getHeadDim() + 8);
   });
   kernel.walk([&](linalg::LinalgOp op) {

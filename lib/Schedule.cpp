@@ -91,6 +91,8 @@ FailureOr<ScheduleInfo> mlir::lathe::readSchedule(ModuleOp planned) {
   }
   if (auto v = planned->getAttrOfType<IntegerAttr>("lathe.shortcut_iterations"))
     s.shortcutIterations = v.getInt();
+  if (auto v = planned->getAttrOfType<IntegerAttr>("lathe.train_batch"))
+    s.trainBatch = v.getInt();
   if (auto v = planned->getAttrOfType<DenseI64ArrayAttr>("lathe.supervision");
       v && v.size() == 2) {
     s.supervisionSteps = v[0];

@@ -605,6 +605,8 @@ private:
       m->setAttr("lathe.supervision",
                  b.getDenseI64ArrayAttr({*spec.loop->supervision->steps,
                                          *spec.loop->supervision->supervised}));
+    if (train && train->batch > 1)
+      m->setAttr("lathe.train_batch", b.getI64IntegerAttr(train->batch));
     if (train && spec.loop && spec.loop->sampleMax)
       m->setAttr("lathe.sampled_iterations",
                  b.getDenseI64ArrayAttr(
@@ -853,6 +855,24 @@ private:
       return fail("max_seq", llvm::formatv("the training window (--train-seq "
                                            "{0}) must be in [1, max_seq = {1}]",
                                            seq, spec.maxSeq));
+    if (train->batch < 1)
+      return fail("name", llvm::formatv("the sequences per training pass "
+                                        "(--train-batch {0}) must be >= 1",
+                                        train->batch));
+    // Packing sequences as rows needs every training input to be per step,
+    // not per sequence.
+    if (train->batch > 1 && spec.loop &&
+        (spec.loop->sampleMax || loopUS() ||
+         (loopFormer() && spec.loop->shortcut)))
+      return fail("loop",
+                  llvm::formatv("--train-batch {0} packs sequences into one "
+                                "pass, but this loop draws {1} per sequence; "
+                                "compile it with --train-batch 1",
+                                train->batch,
+                                loopUS() ? "its supervised steps"
+                                : spec.loop->sampleMax
+                                    ? "its iteration count"
+                                    : "its shortcut trajectory"));
     if (loopUS()) {
       buildEntry(m, Entry::encode, seq);
       buildEntry(m, Entry::advance, seq);
@@ -941,11 +961,17 @@ private:
     // Entries that start from LoopUS's carried state instead of tokens.
     const bool fromState =
         kind == Entry::advance || (training && loopUS());
+    // A training entry packs `batch` windows of `length` rows: its rows are
+    // T = batch * length, and row-position ops see `window` rows per
+    // sequence (0: the rows are one sequence).
+    const int64_t seqs = training ? train->batch : 1;
+    const int64_t window = seqs > 1 ? length : 0;
     const int64_t T = kind == Entry::decode ? 1
                       : kind == Entry::prefill || training ||
                               kind == Entry::encode || kind == Entry::advance
-                          ? length
+                          ? length * seqs
                           : spec.maxSeq;
+    auto windowAttr = b.getI64IntegerAttr(window);
     const bool layerNorm = spec.norm.kind == "layernorm";
     const bool learned = spec.position == "learned";
     const MlpKind mlpKind = *symbolizeMlpKind(spec.mlp.kind);
@@ -1055,19 +1081,25 @@ private:
       Value rows = table;
       if (kind == Entry::decode) {
         rows = EmbeddingOp::create(b, posLoc, f32({T, D}), pos, table);
-      } else if (T != spec.maxSeq) {
-        auto offsets = b.getDenseI64ArrayAttr({0, 0});
-        auto sizes = b.getDenseI64ArrayAttr({T, D});
-        auto strides = b.getDenseI64ArrayAttr({1, 1});
-        rows = tensor::ExtractSliceOp::create(b, posLoc, f32({T, D}), table,
-                                              ValueRange{}, ValueRange{},
-                                              ValueRange{}, offsets, sizes,
-                                              strides);
+      } else {
+        // Each window's rows read the table's first `length` rows.
+        const int64_t length = window ? window : T;
+        if (length != spec.maxSeq) {
+          auto offsets = b.getDenseI64ArrayAttr({0, 0});
+          auto sizes = b.getDenseI64ArrayAttr({length, D});
+          auto strides = b.getDenseI64ArrayAttr({1, 1});
+          rows = tensor::ExtractSliceOp::create(
+              b, posLoc, f32({length, D}), table, ValueRange{}, ValueRange{},
+              ValueRange{}, offsets, sizes, strides);
+        }
+        if (window)
+          rows = RepeatRowsOp::create(b, posLoc, f32({T, D}), rows);
       }
       x = AddOp::create(b, posLoc, x, rows);
     }
     if (spec.threePhase && spec.threePhase->horn && !fromState)
-      x = DcInjectOp::create(b, locOf("three_phase"), x.getType(), x, pos);
+      x = DcInjectOp::create(b, locOf("three_phase"), x.getType(), x, pos,
+                             windowAttr);
     auto base = b.getF64FloatAttr(spec.rope.base);
     auto normalizer = *symbolizeNormalizer(spec.attention.normalizer);
     // Attention Residuals: the sources are the stream's start and every
@@ -1196,9 +1228,9 @@ private:
       Value v = linear(hv, p + "attn.wv", K * Dh, loc);
       if (!learned) {
         q = RopeOp::create(b, loc, q.getType(), q, pos, b.getI64IntegerAttr(H),
-                           base);
+                           base, /*inverse=*/nullptr, windowAttr);
         k = RopeOp::create(b, loc, k.getType(), k, pos, b.getI64IntegerAttr(K),
-                           base);
+                           base, /*inverse=*/nullptr, windowAttr);
       }
       Value keys = k, values = v;
       if (kind == Entry::prefill || kind == Entry::decode) {
@@ -1210,7 +1242,8 @@ private:
       Value a = AttentionOp::create(
           b, loc, f32({T, H * Dh}), q, keys, values, pos,
           b.getI64IntegerAttr(H), b.getI64IntegerAttr(K),
-          NormalizerAttr::get(&ctx, normalizer), b.getI64IntegerAttr(phases));
+          NormalizerAttr::get(&ctx, normalizer), b.getI64IntegerAttr(phases),
+          windowAttr);
       residual(linear(a, p + "attn.wo", D, loc), loc, "attn_gate");
       if (spec.threePhase)
         x = PhaseRotateOp::create(b, loc, x.getType(), x,

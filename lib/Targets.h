@@ -98,6 +98,8 @@ struct ScheduleInfo {
   // LoopUS's deep supervision: the steps and how many are supervised per
   // training step (0, 0: none).
   int64_t supervisionSteps = 0, supervisedSteps = 0;
+  // Sequences packed per training pass (lathec --train-batch).
+  int64_t trainBatch = 1;
   std::vector<ParamInfo> params;
   std::vector<StateInfo> states;
   std::vector<BufferInfo> buffers;

@@ -61,11 +61,22 @@ struct SoftmaxState {
 };
 static SoftmaxState softmaxStep(OpBuilder &b, Location l, bool softpick,
                                 SoftmaxState st, Value s, Value v,
-                                Value valid) {
+                                Value valid, bool maybeNoneYet = false) {
   Value mNew = arith::MaximumFOp::create(b, l, st.m, s);
+  // Before a row's first visible key (a row that starts later in a block's
+  // key range) the maximum is still -inf, and e^(-inf - -inf) would be NaN:
+  // shift by 0 then, so that rescale and weight are both e^-inf = 0.
+  Value shift = mNew;
+  if (maybeNoneYet && !softpick)
+    shift = arith::SelectOp::create(
+        b, l,
+        arith::CmpFOp::create(
+            b, l, arith::CmpFPredicate::OEQ, mNew,
+            f32Const(b, l, -std::numeric_limits<double>::infinity())),
+        f32Const(b, l, 0.0), mNew);
   Value rescale =
-      math::ExpOp::create(b, l, arith::SubFOp::create(b, l, st.m, mNew));
-  Value e = math::ExpOp::create(b, l, arith::SubFOp::create(b, l, s, mNew));
+      math::ExpOp::create(b, l, arith::SubFOp::create(b, l, st.m, shift));
+  Value e = math::ExpOp::create(b, l, arith::SubFOp::create(b, l, s, shift));
   Value weight = e, mass = e;
   if (softpick) {
     // e^(s-m) - e^(-m): numerator relu, denominator |.|
@@ -305,11 +316,22 @@ static void lowerTiled(FusedAttentionOp op) {
       arith::MinUIOp::create(lb, loc, arith::AddIOp::create(lb, loc, first, Q),
                              idx(lb, rows)),
       idx(lb, keys));
+  // In a batch of windows a row sees only its own sequence's keys, from
+  // row - row mod window; the block starts at its first row's sequence.
+  Value rowFirst = c0, blockFirst = c0;
+  if (int64_t window = op.getWindow()) {
+    auto seqStart = [&](Value r) -> Value {
+      return arith::SubIOp::create(
+          lb, loc, r, arith::RemUIOp::create(lb, loc, r, idx(lb, window)));
+    };
+    rowFirst = seqStart(row);
+    blockFirst = seqStart(first);
+  }
   RowStart start = rowStart(lb, loc, op, h, row);
   Value qCol = start.qCol, kvCol = start.kvCol, q = start.q;
   Value negInf = cst(lb, -std::numeric_limits<double>::infinity());
   auto tiles = scf::ForOp::create(
-      lb, loc, c0, blockEnd, K,
+      lb, loc, blockFirst, blockEnd, K,
       ValueRange{start.init.m, start.init.denom, start.init.acc},
       [&](OpBuilder &fb, Location l, Value k0, ValueRange state) {
         // Load K and V rows k0.. into shared memory, element e = r D + c by
@@ -346,10 +368,16 @@ static void lowerTiled(FusedAttentionOp op) {
               Value key = arith::AddIOp::create(ib, il, k0, r);
               Value valid = arith::CmpIOp::create(
                   ib, il, arith::CmpIPredicate::ult, key, visible);
+              if (op.getWindow())
+                valid = arith::AndIOp::create(
+                    ib, il, valid,
+                    arith::CmpIOp::create(ib, il, arith::CmpIPredicate::uge,
+                                          key, rowFirst));
               Value s = arith::SelectOp::create(ib, il, valid,
                                                 score(ib, il, q, k), negInf);
-              SoftmaxState next = softmaxStep(
-                  ib, il, softpick, {st[0], st[1], st[2]}, s, v, valid);
+              SoftmaxState next =
+                  softmaxStep(ib, il, softpick, {st[0], st[1], st[2]}, s, v,
+                              valid, /*maybeNoneYet=*/op.getWindow() != 0);
               scf::YieldOp::create(ib, il,
                                    ValueRange{next.m, next.denom, next.acc});
             });

@@ -57,8 +57,9 @@ static void expand(FusedAttentionOp op) {
   auto loop = scf::ParallelOp::create(
       b, loc, ValueRange{c0, c0}, ValueRange{idx(b, heads), idx(b, rows)},
       ValueRange{c1, c1});
+  int64_t seen = op.getWindow() > 0 ? op.getWindow() : keys;
   loop->setAttr(kWorkAttrName,
-                b.getI64IntegerAttr(heads * rows * keys * headDim));
+                b.getI64IntegerAttr(heads * rows * seen * headDim));
   OpBuilder lb = OpBuilder::atBlockBegin(loop.getBody());
   Value h = loop.getInductionVars()[0], i = loop.getInductionVars()[1];
   // Query row i sits at position offset + i and sees keys 0..position.
@@ -70,6 +71,11 @@ static void expand(FusedAttentionOp op) {
   }
   Value visible = arith::MinUIOp::create(
       lb, loc, arith::AddIOp::create(lb, loc, position, c1), idx(lb, keys));
+  // In a batch of windows, row i's sequence starts at key i - i mod window.
+  Value firstKey = c0;
+  if (int64_t window = op.getWindow())
+    firstKey = arith::SubIOp::create(
+        lb, loc, i, arith::RemUIOp::create(lb, loc, i, idx(lb, window)));
   Value qCol = arith::MulIOp::create(lb, loc, h, idx(lb, headDim));
   Value kvCol = arith::MulIOp::create(
       lb, loc, arith::DivUIOp::create(lb, loc, h, idx(lb, group)),
@@ -102,7 +108,7 @@ static void expand(FusedAttentionOp op) {
   Value lastRow = idx(lb, keys - 1);
   Value negInf = cst(lb, -std::numeric_limits<double>::infinity());
   auto keysLoop = scf::ForOp::create(
-      lb, loc, c0, visible, idx(lb, tile), ValueRange{m0, zero, acc0},
+      lb, loc, firstKey, visible, idx(lb, tile), ValueRange{m0, zero, acc0},
       [&](OpBuilder &fb, Location l, Value j0, ValueRange state) {
         Value m = state[0], denom = state[1], acc = state[2];
         SmallVector<Value> rowsOfTile, scores;

@@ -819,6 +819,17 @@ struct LowerRowSumSquares : OpConversionPattern<RowSumSquaresOp> {
 };
 
 /// x + (1/(p+1) - mean(x)) per row: a row mean, then one elementwise pass.
+/// The position of a generic's row (loop 0): `offset + row`, or `row mod
+/// window` for a batch of windows (which has no offset).
+static Value rowPosition(OpBuilder &b, Location l, Value offset,
+                         int64_t window) {
+  Value row = linalg::IndexOp::create(b, l, 0);
+  if (window > 0)
+    return arith::RemUIOp::create(b, l, row,
+                                  arith::ConstantIndexOp::create(b, l, window));
+  return arith::AddIOp::create(b, l, row, positionOffset(b, l, offset));
+}
+
 struct LowerDcInject : OpConversionPattern<DcInjectOp> {
   using OpConversionPattern::OpConversionPattern;
   LogicalResult
@@ -842,9 +853,7 @@ struct LowerDcInject : OpConversionPattern<DcInjectOp> {
         {x, mean}, g.empty(shape), {td, t, td}, {kPar, kPar},
         [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
           GenericBuilder in{nb, l};
-          Value row = linalg::IndexOp::create(nb, l, 0);
-          Value p = arith::AddIOp::create(nb, l, row,
-                                          positionOffset(nb, l, offset));
+          Value p = rowPosition(nb, l, offset, op.getWindow());
           Value horn = arith::DivFOp::create(
               nb, l, in.cst(1.0),
               arith::AddFOp::create(nb, l, indexToF32(nb, l, p), in.cst(1.0)));
@@ -943,10 +952,8 @@ struct LowerRope : OpConversionPattern<RopeOp> {
         ArrayRef<utils::IteratorType>{kPar, kPar},
         [&](OpBuilder &nb, Location l, ValueRange) {
           GenericBuilder in{nb, l};
-          Value row = linalg::IndexOp::create(nb, l, 0);
           Value j = linalg::IndexOp::create(nb, l, 1);
-          Value t = arith::AddIOp::create(nb, l, row,
-                                          positionOffset(nb, l, offset));
+          Value t = rowPosition(nb, l, offset, op.getWindow());
           Value freq = math::ExpOp::create(
               nb, l,
               arith::MulFOp::create(nb, l, indexToF32(nb, l, j),
@@ -994,7 +1001,7 @@ struct LowerAttention : OpConversionPattern<AttentionOp> {
     auto fused = rewriter.replaceOpWithNewOp<FusedAttentionOp>(
         op, TypeRange{op.getType()}, adaptor.getQuery(), adaptor.getKey(),
         adaptor.getValue(), adaptor.getOffset(), init, op.getHeadsAttr(),
-        op.getKvHeadsAttr(), op.getNormalizerAttr());
+        op.getKvHeadsAttr(), op.getNormalizerAttr(), op.getWindowAttr());
     g.tag(fused);
     return success();
   }
@@ -1896,32 +1903,50 @@ struct LowerAttentionGrad : OpConversionPattern<AttentionGradOp> {
   matchAndRewrite(AttentionGradOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
     GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
-    int64_t T = shapeOf(op.getQuery())[0], H = op.getHeads(),
+    // A batch of windows (window = W) is N = rows / W sequences, each its
+    // own causal attention: the products are then batched over (sequence,
+    // K/V head) pairs, b = n KV + a, and T below is the window.
+    int64_t rows = shapeOf(op.getQuery())[0], H = op.getHeads(),
             KV = op.getKvHeads();
+    int64_t T = op.getWindow() > 0 ? op.getWindow() : rows, N = rows / T,
+            B = N * KV;
     int64_t hd = shapeOf(op.getQuery())[1] / H, G = H / KV, GT = G * T;
     float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     auto copy = [](OpBuilder &, Location, ValueRange a) -> Value { return a[0]; };
     auto dot = mulAdd;
     AffineMap id3 = g.map(3, {g.d(0), g.d(1), g.d(2)});
-    // q [T, H hd] -> [KV, G T, hd]: row r = g T + i reads q[i, (a G + g) hd + c].
+    // Batch b's first row in the op's layout, and its K/V head.
+    auto seqRow = [&](AffineExpr b) {
+      return N == 1 ? g.getAffineConstant(0) : b.floorDiv(KV) * T;
+    };
+    auto kvHead = [&](AffineExpr b) { return N == 1 ? b : b % KV; };
+    // The batch of the op's row R whose K/V head is a.
+    auto batchOf = [&](AffineExpr R, AffineExpr a) {
+      return N == 1 ? a : R.floorDiv(T) * KV + a;
+    };
+    // q [rows, H hd] -> [B, G T, hd]: row r = g T + i of batch (n, a) reads
+    // q[n T + i, (a G + g) hd + c].
     auto splitQ = [&](Value x) {
       return g.generic(
-          {x}, g.empty({KV, GT, hd}),
-          {g.map(3, {g.d(1) % T, (g.d(0) * G + g.d(1).floorDiv(T)) * hd + g.d(2)}),
+          {x}, g.empty({B, GT, hd}),
+          {g.map(3, {seqRow(g.d(0)) + g.d(1) % T,
+                     (kvHead(g.d(0)) * G + g.d(1).floorDiv(T)) * hd + g.d(2)}),
            id3},
           {kPar, kPar, kPar}, copy);
     };
     auto splitKv = [&](Value x) {
-      return g.generic({x}, g.empty({KV, T, hd}),
-                       {g.map(3, {g.d(1), g.d(0) * hd + g.d(2)}), id3},
-                       {kPar, kPar, kPar}, copy);
+      return g.generic(
+          {x}, g.empty({B, T, hd}),
+          {g.map(3, {seqRow(g.d(0)) + g.d(1), kvHead(g.d(0)) * hd + g.d(2)}),
+           id3},
+          {kPar, kPar, kPar}, copy);
     };
     Value q = splitQ(adaptor.getQuery()), dO = splitQ(adaptor.getResultGrad());
     Value k = splitKv(adaptor.getKey()), v = splitKv(adaptor.getValue());
 
-    // Loops (a, r, j, c): [KV, G T, T] products of rows with keys/values.
-    auto headProduct = [&](Value rows, Value cols) {
-      return g.generic({rows, cols}, g.filled({KV, GT, T}, 0.0),
+    // Loops (b, r, j, c): [B, G T, T] products of rows with keys/values.
+    auto headProduct = [&](Value rowsOf, Value cols) {
+      return g.generic({rowsOf, cols}, g.filled({B, GT, T}, 0.0),
                        {g.map(4, {g.d(0), g.d(1), g.d(3)}),
                         g.map(4, {g.d(0), g.d(2), g.d(3)}),
                         g.map(4, {g.d(0), g.d(1), g.d(2)})},
@@ -1940,7 +1965,7 @@ struct LowerAttentionGrad : OpConversionPattern<AttentionGradOp> {
       return arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ule, j, i);
     };
     Value mx = g.generic(
-        {S}, g.filled({KV, GT}, -INFINITY), {full, row}, rowReduce,
+        {S}, g.filled({B, GT}, -INFINITY), {full, row}, rowReduce,
         [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
           GenericBuilder in{nb, l};
           Value s = arith::SelectOp::create(nb, l, visible(nb, l), a[0],
@@ -1976,7 +2001,7 @@ struct LowerAttentionGrad : OpConversionPattern<AttentionGradOp> {
     // The normaliser: sum of E (softmax), or sum |A| + 1e-8 e^-m (softpick,
     // whose eps is 1e-8 before the shift).
     Value se = g.generic(
-        {S, mx}, g.filled({KV, GT}, 0.0), {full, row, row}, rowReduce,
+        {S, mx}, g.filled({B, GT}, 0.0), {full, row, row}, rowReduce,
         [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
           Value e = expShifted(nb, l, a[0], a[1]);
           if (softpick)
@@ -1984,7 +2009,7 @@ struct LowerAttentionGrad : OpConversionPattern<AttentionGradOp> {
           return arith::AddFOp::create(nb, l, a[2], e);
         });
     if (softpick)
-      se = g.generic({se, mx}, g.empty({KV, GT}),
+      se = g.generic({se, mx}, g.empty({B, GT}),
                      SmallVector<AffineMap>(3, g.map(2, {g.d(0), g.d(1)})),
                      {kPar, kPar},
                      [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
@@ -1996,7 +2021,7 @@ struct LowerAttentionGrad : OpConversionPattern<AttentionGradOp> {
                            arith::MulFOp::create(nb, l, floor, in.cst(1e-8)));
                      });
     Value P = g.generic(
-        {S, mx, se}, g.empty({KV, GT, T}), {full, row, row, full}, all,
+        {S, mx, se}, g.empty({B, GT, T}), {full, row, row, full}, all,
         [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
           GenericBuilder in{nb, l};
           Value e = expShifted(nb, l, a[0], a[1]);
@@ -2005,12 +2030,12 @@ struct LowerAttentionGrad : OpConversionPattern<AttentionGradOp> {
                                           in.cst(0.0));
           return arith::DivFOp::create(nb, l, e, a[2]);
         });
-    Value rs = g.generic({P, dP}, g.filled({KV, GT}, 0.0), {full, full, row},
+    Value rs = g.generic({P, dP}, g.filled({B, GT}, 0.0), {full, full, row},
                          rowReduce, dot);
     // softmax: dZ = P (dP - rs); softpick: dZ = E / d ([A > 0] dP - sign(A) rs).
     // dS = s dZ, the scores being scaled.
     Value dS = g.generic(
-        {P, dP, rs, S, mx, se}, g.empty({KV, GT, T}),
+        {P, dP, rs, S, mx, se}, g.empty({B, GT, T}),
         {full, full, row, full, row, row, full}, all,
         [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
           GenericBuilder in{nb, l};
@@ -2037,7 +2062,7 @@ struct LowerAttentionGrad : OpConversionPattern<AttentionGradOp> {
           return arith::MulFOp::create(nb, l, dz, in.cst(scale));
         });
     // Loops (a, r, c, j): dQ[a, r, c] = sum_j dS[a, r, j] k[a, j, c].
-    Value dQ = g.generic({dS, k}, g.filled({KV, GT, hd}, 0.0),
+    Value dQ = g.generic({dS, k}, g.filled({B, GT, hd}, 0.0),
                          {g.map(4, {g.d(0), g.d(1), g.d(3)}),
                           g.map(4, {g.d(0), g.d(3), g.d(2)}),
                           g.map(4, {g.d(0), g.d(1), g.d(2)})},
@@ -2045,23 +2070,25 @@ struct LowerAttentionGrad : OpConversionPattern<AttentionGradOp> {
     // Loops (a, j, c, r): out[a, j, c] = sum_r w[a, r, j] x[a, r, c], the
     // sum over r = (g, i) covering the whole group of the K/V head.
     auto toKv = [&](Value w, Value x) {
-      return g.generic({w, x}, g.filled({KV, T, hd}, 0.0),
+      return g.generic({w, x}, g.filled({B, T, hd}, 0.0),
                        {g.map(4, {g.d(0), g.d(3), g.d(1)}),
                         g.map(4, {g.d(0), g.d(3), g.d(2)}),
                         g.map(4, {g.d(0), g.d(1), g.d(2)})},
                        {kPar, kPar, kPar, kRed}, dot);
     };
     Value dK = toKv(dS, q), dV = toKv(P, dO);
-    // Back to the ops' layouts: column h hd + c, and a hd + c.
+    // Back to the ops' layouts: row n T + i, column h hd + c (or a hd + c).
     Value dQ2 = g.generic(
-        {dQ}, g.empty({T, H * hd}),
-        {g.map(2, {g.d(1).floorDiv(G * hd),
-                   (g.d(1).floorDiv(hd) % G) * T + g.d(0), g.d(1) % hd}),
+        {dQ}, g.empty({rows, H * hd}),
+        {g.map(2, {batchOf(g.d(0), g.d(1).floorDiv(G * hd)),
+                   (g.d(1).floorDiv(hd) % G) * T + (N == 1 ? g.d(0) : g.d(0) % T),
+                   g.d(1) % hd}),
          g.map(2, {g.d(0), g.d(1)})},
         {kPar, kPar}, copy);
     auto joinKv = [&](Value x) {
-      return g.generic({x}, g.empty({T, KV * hd}),
-                       {g.map(2, {g.d(1).floorDiv(hd), g.d(0), g.d(1) % hd}),
+      return g.generic({x}, g.empty({rows, KV * hd}),
+                       {g.map(2, {batchOf(g.d(0), g.d(1).floorDiv(hd)),
+                                  N == 1 ? g.d(0) : g.d(0) % T, g.d(1) % hd}),
                         g.map(2, {g.d(0), g.d(1)})},
                        {kPar, kPar}, copy);
     };
@@ -2089,6 +2116,58 @@ struct LowerSumRows : OpConversionPattern<SumRowsOp> {
 };
 
 /// result[i, d] = i < T ? input[i, d] : 0, reading a clamped row.
+/// result[r, c] = input[r mod T, c].
+struct LowerRepeatRows : OpConversionPattern<RepeatRowsOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(RepeatRowsOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    int64_t T = shapeOf(op.getInput())[0];
+    auto copy = [](OpBuilder &, Location, ValueRange a) -> Value { return a[0]; };
+    rewriter.replaceOp(
+        op, g.generic({adaptor.getInput()}, g.empty(shapeOf(op.getResult())),
+                      {g.map(2, {g.d(0) % T, g.d(1)}), g.map(2, {g.d(0), g.d(1)})},
+                      {kPar, kPar}, copy));
+    return success();
+  }
+};
+
+/// result[t, c] = sum_s input[s T + t, c], the N reads unrolled in the body
+/// (a loop over s would appear in no operand's indexing map, which linalg
+/// refuses): N is the few sequences of a training pass.
+struct LowerFoldRows : OpConversionPattern<FoldRowsOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(FoldRowsOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
+    SmallVector<int64_t> shape = shapeOf(op.getResult());
+    int64_t T = shape[0], N = shapeOf(op.getInput())[0] / T;
+    Value in = adaptor.getInput();
+    rewriter.replaceOp(
+        op, g.generic({}, g.empty(shape), {g.map(2, {g.d(0), g.d(1)})},
+                      {kPar, kPar},
+                      [&](OpBuilder &nb, Location l, ValueRange) -> Value {
+                        Value t = linalg::IndexOp::create(nb, l, 0);
+                        Value c = linalg::IndexOp::create(nb, l, 1);
+                        Value sum;
+                        for (int64_t s = 0; s < N; ++s) {
+                          Value row = arith::AddIOp::create(
+                              nb, l, t,
+                              arith::ConstantIndexOp::create(nb, l, s * T));
+                          Value v = tensor::ExtractOp::create(
+                              nb, l, in, ValueRange{row, c});
+                          sum = sum ? arith::AddFOp::create(nb, l, sum, v)
+                                          .getResult()
+                                    : v;
+                        }
+                        return sum;
+                      }));
+    return success();
+  }
+};
+
 struct LowerPadRows : OpConversionPattern<PadRowsOp> {
   using OpConversionPattern::OpConversionPattern;
   LogicalResult
@@ -2973,6 +3052,7 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
                  LowerCrossEntropyGrad, LowerMatmul, LowerRmsNormGrad,
                  LowerSwiglu, LowerSwigluGrad, LowerEmbeddingGrad,
                  LowerAttentionGrad, LowerGlobalNorm, LowerAdamw, LowerSumRows,
+                 LowerRepeatRows, LowerFoldRows,
                  LowerPadRows, LowerLayerNormGrad, LowerActivation,
                  LowerActivationGrad, LowerPhaseRotateThetaGrad,
                  LowerCenterRows, LowerParcaeInjectGrad,

@@ -475,6 +475,32 @@ lathe_status_t checkSemantics(lathe_artifact &art) {
                                    a.max_seq())
                          .str());
   }
+  // Packed training passes: whole windows, and only where every training
+  // input is drawn per step rather than per sequence.
+  if (int64_t tb = a.train_batch(); tb != 0) {
+    if (tb < 0)
+      return corrupt(llvm::formatv("train_batch {0} is negative", tb).str());
+    if (tb > 1 && (a.sampled_iterations_max() != 0 ||
+                   a.supervision_steps() != 0 || a.shortcut_iterations() != 0))
+      return corrupt(llvm::formatv("train_batch {0} packs sequences, which "
+                                   "per-sequence training draws rule out",
+                                   tb)
+                         .str());
+    if (a.entries())
+      for (const fb::Entry *e : *a.entries()) {
+        llvm::StringRef name = e->name() ? e->name()->string_view() : "";
+        if ((name == "grad" || name == "accumulate_grad") &&
+            count(e->inputs()) > 0) {
+          const fb::Buffer *in = buffer(e->inputs()->Get(0));
+          if (in && in->shape() && in->shape()->size() > 0 &&
+              in->shape()->Get(0) % tb != 0)
+            return corrupt(llvm::formatv("entry '{0}' takes {1} tokens, not "
+                                         "a whole number of its {2} windows",
+                                         name, in->shape()->Get(0), tb)
+                               .str());
+        }
+      }
+  }
   return nullptr;
 }
 

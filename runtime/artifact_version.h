@@ -9,6 +9,8 @@
 /* 3: cuda artifacts have no emulated launch list; their cpu_library holds the
  * GPU kernels themselves (lathe-emulate-gpu), run from the launch list. */
 /* 4: a cuda launch may be a GEMM library call (Launch.gemm). */
-#define LATHE_ARTIFACT_VERSION 4u
+/* 5: a training pass may pack several sequences (Artifact.train_batch), so
+ * the grad entries' length is no longer the window. */
+#define LATHE_ARTIFACT_VERSION 5u
 
 #endif /* LATHE_RUNTIME_ARTIFACT_VERSION_H */

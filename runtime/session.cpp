@@ -780,12 +780,23 @@ extern "C" lathe_status_t lathe_session_grad(lathe_session_t *session,
   return writeSafetensors(out_path, tensors, {{"format", "pt"}});
 }
 
+extern "C" size_t lathe_artifact_train_batch(const lathe_artifact_t *artifact) {
+  if (!artifact || !findEntry(artifact, "grad"))
+    return 0;
+  return size_t(std::max<int64_t>(1, artifact->root->train_batch()));
+}
+
 extern "C" size_t lathe_artifact_train_seq(const lathe_artifact_t *artifact) {
   const fb::Entry *grad = artifact ? findEntry(artifact, "grad") : nullptr;
   if (!grad || !grad->inputs() || grad->inputs()->size() == 0)
     return 0;
-  return size_t(
-      artifact->root->buffers()->Get(grad->inputs()->Get(0))->shape()->Get(0));
+  // The grad entry packs train_batch windows (the loader checked that they
+  // divide its length).
+  return size_t(artifact->root->buffers()
+                    ->Get(grad->inputs()->Get(0))
+                    ->shape()
+                    ->Get(0)) /
+         lathe_artifact_train_batch(artifact);
 }
 
 /// The training draws' generator (splitmix64): the next 64 bits of the
@@ -1110,6 +1121,12 @@ lathe_session_train_step(lathe_session_t *session, const int32_t *tokens,
                        path, window, seq);
   if (batch == 0)
     return makeStatusF("{0}: a batch needs at least one sequence", path);
+  const size_t packed = lathe_artifact_train_batch(art);
+  if (batch % packed != 0)
+    return makeStatusF("{0}: this artifact trains {1} sequences per pass "
+                       "(lathec --train-batch {1}); a batch of {2} is not a "
+                       "multiple of that",
+                       path, packed, batch);
   if (step < 1)
     return makeStatusF("{0}: optimizer steps count from 1, got {1}", path,
                        step);
@@ -1123,13 +1140,16 @@ lathe_session_train_step(lathe_session_t *session, const int32_t *tokens,
                                     step, out_loss, out_grad_norm);
   double lossSum = 0;
   session->lastIterations.clear();
-  for (size_t b = 0; b < batch; ++b) {
+  // One pass per `packed` sequences; each pass's loss and gradients are
+  // means over its sequences, so the passes' sums are scaled by 1 / passes.
+  const size_t passes = batch / packed, rows = packed * seq;
+  for (size_t b = 0; b < passes; ++b) {
     LATHE_RETURN_IF_ERROR(
         session->write(session->bufferAddress(acc->inputs()->Get(0)),
-                       tokens + b * seq, seq * sizeof(int32_t)));
+                       tokens + b * rows, rows * sizeof(int32_t)));
     LATHE_RETURN_IF_ERROR(
         session->write(session->bufferAddress(acc->inputs()->Get(1)),
-                       targets + b * seq, seq * sizeof(int32_t)));
+                       targets + b * rows, rows * sizeof(int32_t)));
     int64_t n = 0;
     if (sampled) {
       n = session->fixedIterations
@@ -1145,8 +1165,8 @@ lathe_session_train_step(lathe_session_t *session, const int32_t *tokens,
     lossSum += loss;
   }
   LATHE_RETURN_IF_ERROR(
-      session->optimizerStep(opt, lr, step, batch, *out_grad_norm));
-  *out_loss = float(lossSum / double(batch));
+      session->optimizerStep(opt, lr, step, passes, *out_grad_norm));
+  *out_loss = float(lossSum / double(passes));
   return nullptr;
 }
 

@@ -39,7 +39,8 @@ struct FusedAttentionBufferization
                              buffers[1], buffers[2], offset, buffers.back(),
                              attention.getHeadsAttr(),
                              attention.getKvHeadsAttr(),
-                             attention.getNormalizerAttr());
+                             attention.getNormalizerAttr(),
+                             attention.getWindowAttr());
     replaceOpWithBufferizedValues(rewriter, op, buffers.back());
     return success();
   }

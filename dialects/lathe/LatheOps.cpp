@@ -116,6 +116,23 @@ static LogicalResult verifyOffset(Operation *op, Value offset) {
   return success();
 }
 
+/// A batch of sequences packed as rows: `window` rows each, from position
+/// 0, so there is no offset, and the windows tile the rows.
+static LogicalResult verifyWindow(Operation *op, Value rowsOf, int64_t window,
+                                  Value offset) {
+  if (window == 0)
+    return success();
+  int64_t rows = llvm::cast<ShapedType>(rowsOf.getType()).getDimSize(0);
+  if (window < 0 || rows % window != 0)
+    return op->emitOpError() << "window (" << window
+                             << ") must be positive and divide the "
+                             << rows << " rows";
+  if (offset)
+    return op->emitOpError("takes a window or an offset, not both: a batch "
+                           "of windows starts every sequence at position 0");
+  return success();
+}
+
 LogicalResult CacheWriteOp::verify() {
   if (failed(expectStatic(*this, getCache().getType(), 2, "cache")) ||
       failed(expectStatic(*this, getRows().getType(), 2, "rows")) ||
@@ -204,7 +221,7 @@ LogicalResult DcInjectOp::verify() {
     return failure();
   if (getType() != getInput().getType())
     return emitOpError("result type must equal the input type");
-  return success();
+  return verifyWindow(*this, getInput(), getWindow(), getOffset());
 }
 
 //===----------------------------------------------------------------------===//
@@ -603,13 +620,15 @@ LogicalResult RopeOp::verify() {
     return emitOpError() << "head_dim (" << width / heads << ") must be even";
   if (!(getBase().convertToDouble() > 0.0))
     return emitOpError("expects base > 0");
-  return verifyOffset(*this, getOffset());
+  if (failed(verifyOffset(*this, getOffset())))
+    return failure();
+  return verifyWindow(*this, getInput(), getWindow(), getOffset());
 }
 
 /// The shape rules `lathe.attention` and `lathe.fused_attention` share.
 static LogicalResult verifyAttention(Operation *op, Value query, Value key,
                                      Value value, Value offset, int64_t heads,
-                                     int64_t kvHeads) {
+                                     int64_t kvHeads, int64_t window) {
   if (failed(expectStatic(op, query.getType(), 2, "query")) ||
       failed(expectStatic(op, key.getType(), 2, "key")) ||
       failed(expectStatic(op, value.getType(), 2, "value")))
@@ -636,12 +655,13 @@ static LogicalResult verifyAttention(Operation *op, Value query, Value key,
   if (dim(key, 1) != kvHeads * headDim)
     return op->emitOpError() << "key width must be kv_heads * head_dim = "
                              << kvHeads * headDim << ", got " << dim(key, 1);
-  return success();
+  return verifyWindow(op, query, window, offset);
 }
 
 LogicalResult AttentionOp::verify() {
   if (failed(verifyAttention(*this, getQuery(), getKey(), getValue(),
-                             getOffset(), getHeads(), getKvHeads())))
+                             getOffset(), getHeads(), getKvHeads(),
+                             getWindow())))
     return failure();
   if (getType() != getQuery().getType())
     return emitOpError("result type must equal the query type");
@@ -660,7 +680,8 @@ LogicalResult AttentionOp::verify() {
 
 LogicalResult FusedAttentionOp::verify() {
   if (failed(verifyAttention(*this, getQuery(), getKey(), getValue(),
-                             getOffset(), getHeads(), getKvHeads())))
+                             getOffset(), getHeads(), getKvHeads(),
+                             getWindow())))
     return failure();
   // Either all tensors (one result, the updated init) or all memrefs (none).
   bool tensors = isa<RankedTensorType>(getInit().getType());
@@ -893,7 +914,8 @@ LogicalResult RmsNormGradOp::verify() {
 
 LogicalResult AttentionGradOp::verify() {
   if (failed(verifyAttention(*this, getQuery(), getKey(), getValue(),
-                             /*offset=*/nullptr, getHeads(), getKvHeads())))
+                             /*offset=*/nullptr, getHeads(), getKvHeads(),
+                             getWindow())))
     return failure();
   Type q = getQuery().getType(), k = getKey().getType();
   if (failed(expectSameType(*this, getResultGrad(), "result_grad", q,
@@ -954,6 +976,29 @@ LogicalResult PadRowsOp::verify() {
                          << getType()
                          << ": the width must match and rows only grow";
   return success();
+}
+
+/// repeat_rows [T, D] -> [N T, D] and fold_rows [N T, D] -> [T, D]:
+/// `few` is the side with T rows.
+static LogicalResult verifyRowBlocks(Operation *op, Value few, Value many) {
+  if (failed(expectStatic(op, few.getType(), 2, "the shorter side")) ||
+      failed(expectStatic(op, many.getType(), 2, "the longer side")))
+    return failure();
+  if (dim(few, 1) != dim(many, 1) || dim(few, 0) == 0 ||
+      dim(many, 0) % dim(few, 0) != 0)
+    return op->emitOpError()
+           << "needs the same width and a row count that is a multiple of "
+           << dim(few, 0) << " on the repeated side, got " << few.getType()
+           << " and " << many.getType();
+  return success();
+}
+
+LogicalResult RepeatRowsOp::verify() {
+  return verifyRowBlocks(*this, getInput(), getResult());
+}
+
+LogicalResult FoldRowsOp::verify() {
+  return verifyRowBlocks(*this, getResult(), getInput());
 }
 
 LogicalResult LayerNormGradOp::verify() {

@@ -305,14 +305,17 @@ def Lathe_DcInjectOp : Lathe_Op<"dc_inject", [Pure,
     with r(p) = 1 / (p + 1) and p = offset + t the row's absolute position
     (offset: a tensor<1xi32>, 0 when absent). During decoding the offset is
     the true position; the released code's r(0) for every new token is a
-    known bug that lathe does not reproduce.
+    known bug that lathe does not reproduce. With `window = W` (no offset)
+    the rows are a batch of sequences of W rows each, and p = t mod W.
 
     ```mlir
     %e2 = lathe.dc_inject %e : tensor<64x96xf32> -> tensor<64x96xf32>
+    %e3 = lathe.dc_inject %e {window = 16 : i64} : tensor<64x96xf32> -> tensor<64x96xf32>
     %d2 = lathe.dc_inject %d at %pos : tensor<1x96xf32>, tensor<1xi32> -> tensor<1x96xf32>
     ```
   }];
-  let arguments = (ins Lathe_F32Tensor:$input, Optional<Lathe_I32Tensor>:$offset);
+  let arguments = (ins Lathe_F32Tensor:$input, Optional<Lathe_I32Tensor>:$offset,
+                       DefaultValuedAttr<I64Attr, "0">:$window);
   let results = (outs Lathe_F32Tensor:$result);
   let assemblyFormat = [{
     $input (`at` $offset^)? attr-dict `:` type($input) (`,` type($offset)^)? `->` type($result)
@@ -787,14 +790,19 @@ def Lathe_RopeOp : Lathe_Op<"rope", [Pure, DeclareOpInterfaceMethods<Lathe_VjpOp
     where the position p of row t is `offset + t` (offset: a tensor<1xi32>,
     0 when absent). With `inverse` the rotation is by minus that angle: the
     transpose of the rotation, which is RoPE's vector-Jacobian product.
+    With `window = W` (no offset) the rows are a batch of sequences of W rows
+    each, and row t sits at position `t mod W`.
 
     ```mlir
     %r = lathe.rope %q {heads = 4 : i64, base = 1.0e+04 : f64}
         : tensor<64x64xf32> -> tensor<64x64xf32>
+    %b = lathe.rope %q {heads = 4 : i64, base = 1.0e+04 : f64, window = 16 : i64}
+        : tensor<64x64xf32> -> tensor<64x64xf32>
     ```
   }];
   let arguments = (ins Lathe_F32Tensor:$input, Optional<Lathe_I32Tensor>:$offset,
-                       I64Attr:$heads, F64Attr:$base, UnitAttr:$inverse);
+                       I64Attr:$heads, F64Attr:$base, UnitAttr:$inverse,
+                       DefaultValuedAttr<I64Attr, "0">:$window);
   let results = (outs Lathe_F32Tensor:$result);
   let assemblyFormat = [{
     $input (`at` $offset^)? attr-dict `:` type($input) (`,` type($offset)^)?
@@ -819,10 +827,17 @@ def Lathe_AttentionOp : Lathe_Op<"attention", [Pure, DeclareOpInterfaceMethods<L
     phase-aligned GQA (ARCHITECTURES.md §3.4): N divides heads and kv_heads,
     so every head lies inside one phase stripe; the math is unchanged.
 
+    `window = W` (no offset; W divides T) makes the rows a batch of T / W
+    sequences of W rows each, as a training step packs them: row i of
+    sequence s attends to the keys of sequence s up to its own row, as if
+    each sequence were attended alone. 0 (the default) is one sequence.
+
     ```mlir
     %a = lathe.attention %q, %k, %v {heads = 4 : i64, kv_heads = 2 : i64}
         : tensor<64x64xf32>, tensor<64x32xf32>, tensor<64x32xf32> -> tensor<64x64xf32>
     %b = lathe.attention %q, %k, %v normalizer(softpick) {heads = 4 : i64, kv_heads = 2 : i64}
+        : tensor<64x64xf32>, tensor<64x32xf32>, tensor<64x32xf32> -> tensor<64x64xf32>
+    %c = lathe.attention %q, %k, %v {heads = 4 : i64, kv_heads = 2 : i64, window = 16 : i64}
         : tensor<64x64xf32>, tensor<64x32xf32>, tensor<64x32xf32> -> tensor<64x64xf32>
     ```
   }];
@@ -831,7 +846,8 @@ def Lathe_AttentionOp : Lathe_Op<"attention", [Pure, DeclareOpInterfaceMethods<L
                        I64Attr:$heads, I64Attr:$kv_heads,
                        DefaultValuedAttr<Lathe_Normalizer,
                                          "::mlir::lathe::Normalizer::softmax">:$normalizer,
-                       DefaultValuedAttr<I64Attr, "1">:$phases);
+                       DefaultValuedAttr<I64Attr, "1">:$phases,
+                       DefaultValuedAttr<I64Attr, "0">:$window);
   let results = (outs Lathe_F32Tensor:$result);
   let assemblyFormat = [{
     $query `,` $key `,` $value (`at` $offset^)?
@@ -867,6 +883,8 @@ def Lathe_FusedAttentionOp : Lathe_Op<"fused_attention",
     maximum starts at 0 (ARCHITECTURES.md §5's stable form, with the shift
     clamped at 0 so that e^-m never overflows).
 
+    `window` batches sequences of that many rows, as on `lathe.attention`.
+
     The op works on tensors (before bufferization) and on memrefs (after);
     `lathe-expand-fused-attention` turns the memref form into loops.
 
@@ -882,7 +900,8 @@ def Lathe_FusedAttentionOp : Lathe_Op<"fused_attention",
                        AnyShaped:$init,
                        I64Attr:$heads, I64Attr:$kv_heads,
                        DefaultValuedAttr<Lathe_Normalizer,
-                                         "::mlir::lathe::Normalizer::softmax">:$normalizer);
+                                         "::mlir::lathe::Normalizer::softmax">:$normalizer,
+                       DefaultValuedAttr<I64Attr, "0">:$window);
   let results = (outs Variadic<AnyRankedTensor>:$result);
   let assemblyFormat = [{
     $query `,` $key `,` $value (`at` $offset^)? `into` $init
@@ -1071,7 +1090,8 @@ def Lathe_AttentionGradOp : Lathe_Op<"attention_grad", [Pure]> {
     a = e^z - 1 and d = sum |a| + 1e-8 over the visible scores z,
     `dS = e^z / d * ([a > 0] dP - sign(a) rowsum(dP * P))`. Then
     `dQ = s dS K`, `dK = s dS^T Q`; the key and value gradients of a shared
-    K/V head sum over the query heads of its group.
+    K/V head sum over the query heads of its group. `window` batches
+    sequences of that many rows, as on `lathe.attention`.
 
     ```mlir
     %dq, %dk, %dv = lathe.attention_grad %q, %k, %v, %do {heads = 4 : i64, kv_heads = 2 : i64}
@@ -1083,7 +1103,8 @@ def Lathe_AttentionGradOp : Lathe_Op<"attention_grad", [Pure]> {
                        Lathe_F32Tensor:$value, Lathe_F32Tensor:$result_grad,
                        I64Attr:$heads, I64Attr:$kv_heads,
                        DefaultValuedAttr<Lathe_Normalizer,
-                                         "::mlir::lathe::Normalizer::softmax">:$normalizer);
+                                         "::mlir::lathe::Normalizer::softmax">:$normalizer,
+                       DefaultValuedAttr<I64Attr, "0">:$window);
   let results = (outs Lathe_F32Tensor:$query_grad, Lathe_F32Tensor:$key_grad,
                       Lathe_F32Tensor:$value_grad);
   let assemblyFormat = [{
@@ -1401,6 +1422,41 @@ def Lathe_PadRowsOp : Lathe_Op<"pad_rows", [Pure]> {
 
     ```mlir
     %dpos = lathe.pad_rows %dx : tensor<8x32xf32> -> tensor<64x32xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def Lathe_RepeatRowsOp : Lathe_Op<"repeat_rows", [Pure,
+    DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
+  let summary = "The rows of a tensor, repeated: one copy per sequence of a batch.";
+  let description = [{
+    `result[s T + t, :] = input[t, :]` for an input [T, D] and a result
+    [N T, D]: a learned position table's first T rows added to each of the
+    N windows a training step packs into its rows. Its vector-Jacobian
+    product is `lathe.fold_rows`.
+
+    ```mlir
+    %pos4 = lathe.repeat_rows %pos : tensor<16x32xf32> -> tensor<64x32xf32>
+    ```
+  }];
+  let arguments = (ins Lathe_F32Tensor:$input);
+  let results = (outs Lathe_F32Tensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def Lathe_FoldRowsOp : Lathe_Op<"fold_rows", [Pure]> {
+  let summary = "The sum of a tensor's blocks of rows: the VJP of lathe.repeat_rows.";
+  let description = [{
+    `result[t, :] = sum over s of input[s T + t, :]` for an input [N T, D]
+    and a result [T, D].
+
+    ```mlir
+    %dpos = lathe.fold_rows %dx : tensor<64x32xf32> -> tensor<16x32xf32>
     ```
   }];
   let arguments = (ins Lathe_F32Tensor:$input);

@@ -155,7 +155,8 @@ LogicalResult RopeOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
   // A rotation's transpose is the rotation by minus the angle.
   out.set(getInputMutable(),
           RopeOp::create(b, getLoc(), getType(), dys[0], Value(),
-                         getHeads(), getBase(), /*inverse=*/!getInverse()));
+                         getHeads(), getBase(), /*inverse=*/!getInverse(),
+                         getWindow()));
   return success();
 }
 
@@ -169,7 +170,7 @@ LogicalResult AttentionOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
   auto g = AttentionGradOp::create(
       b, getLoc(), getQuery().getType(), getKey().getType(),
       getValue().getType(), getQuery(), getKey(), getValue(), dys[0],
-      getHeads(), getKvHeads(), getNormalizer());
+      getHeads(), getKvHeads(), getNormalizer(), getWindow());
   out.set(getQueryMutable(), g.getQueryGrad());
   out.set(getKeyMutable(), g.getKeyGrad());
   out.set(getValueMutable(), g.getValueGrad());
@@ -267,6 +268,15 @@ LogicalResult DcInjectOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
   Cotangents out(*this, grads);
   if (dys[0])
     out.set(getInputMutable(), CenterRowsOp::create(b, getLoc(), dys[0]));
+  return success();
+}
+
+LogicalResult RepeatRowsOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
+                                     SmallVectorImpl<Value> &grads) {
+  Cotangents out(*this, grads);
+  if (dys[0])
+    out.set(getInputMutable(), FoldRowsOp::create(b, getLoc(),
+                                                  getInput().getType(), dys[0]));
   return success();
 }
 

@@ -14,6 +14,9 @@ namespace mlir::lathe {
 /// are the runtime's, per step).
 struct TrainOptions {
   int64_t seq = 0; // the training window; 0 means max_seq
+  // Sequences per grad/accumulate_grad pass, packed as rows (--train-batch):
+  // the products then have batch * seq rows.
+  int64_t batch = 1;
   double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weightDecay = 0.1;
   double clip = 1.0; // max global gradient norm
   // "adamw", or "muon": Muon for the 2-D matrices of the blocks (names

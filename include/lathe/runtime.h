@@ -257,8 +257,13 @@ size_t lathe_session_last_supervision(const lathe_session_t *session,
                                       int64_t *out, size_t capacity);
 
 /// The training window of an artifact from lathec --train (its grad entry's
-/// length), or 0 for an inference artifact.
+/// length over the sequences it packs), or 0 for an inference artifact.
 size_t lathe_artifact_train_seq(const lathe_artifact_t *artifact);
+
+/// The sequences one grad/accumulate_grad pass packs as rows (lathec
+/// --train-batch; lathe_session_train_step's batch must be a multiple), or
+/// 0 for an inference artifact.
+size_t lathe_artifact_train_batch(const lathe_artifact_t *artifact);
 
 /// One optimizer step (an artifact from lathec --train): for each of the
 /// `batch` sequences (tokens and targets row-major [batch, seq], seq the

@@ -79,3 +79,31 @@ func.func @prefill(%q: memref<96x64xf32>, %k: memref<96x32xf32>, %v: memref<96x3
       : memref<96x64xf32>, memref<96x32xf32>, memref<96x32xf32>, memref<96x64xf32>
   return
 }
+
+// -----
+
+// A batch of windows of 24 rows in 72 (three training sequences): the
+// 64-row query tiles straddle sequences. The block's key loop starts at
+// its first row's sequence (first - first mod 24), and a key counts for a
+// row only from the row's own sequence start (key >= row - row mod 24) up
+// to the row; the softmax shift stays finite before a row's first key.
+// CHECK-LABEL: func.func @windows
+// CHECK: gpu.launch
+// CHECK: %[[FIRST:.*]] = arith.muli
+// CHECK: %[[ROW:.*]] = arith.minui
+// CHECK: %[[C24:.*]] = arith.constant 24 : index
+// CHECK: %[[ROFF:.*]] = arith.remui %[[ROW]], %[[C24]]
+// CHECK: %[[ROWFIRST:.*]] = arith.subi %[[ROW]], %[[ROFF]]
+// CHECK: %[[BOFF:.*]] = arith.remui %[[FIRST]], %{{.*}}
+// CHECK: %[[BLOCKFIRST:.*]] = arith.subi %[[FIRST]], %[[BOFF]]
+// CHECK: scf.for %{{.*}} = %[[BLOCKFIRST]] to
+// CHECK: gpu.barrier
+// CHECK: arith.cmpi uge, %{{.*}}, %[[ROWFIRST]]
+// CHECK: arith.cmpf oeq
+// CHECK: gpu.barrier
+func.func @windows(%q: memref<72x64xf32>, %k: memref<72x32xf32>, %v: memref<72x32xf32>,
+                   %o: memref<72x64xf32>) {
+  lathe.fused_attention %q, %k, %v into %o {heads = 4 : i64, kv_heads = 2 : i64, window = 24 : i64}
+      : memref<72x64xf32>, memref<72x32xf32>, memref<72x32xf32>, memref<72x64xf32>
+  return
+}

@@ -78,3 +78,22 @@ func.func @decode_softpick(%q: memref<1x4xf32>, %k: memref<8x2xf32>, %v: memref<
   return
 }
 
+
+// -----
+
+// A batch of windows (window = 4 over 8 rows): row i's key loop starts at
+// its sequence's first row, i - i mod 4, and the work estimate counts the
+// window's keys, not all 8 (2 heads * 8 rows * 4 keys * 4).
+// CHECK-LABEL: func.func @windows
+// CHECK: scf.parallel (%{{.*}}, %[[I:.*]]) = ({{.*}}) to ({{.*}}) step ({{.*}}) {
+// CHECK: %[[C4:.*]] = arith.constant 4 : index
+// CHECK: %[[OFF:.*]] = arith.remui %[[I]], %[[C4]] : index
+// CHECK: %[[FIRST:.*]] = arith.subi %[[I]], %[[OFF]] : index
+// CHECK: scf.for %{{.*}} = %[[FIRST]] to
+// CHECK: lathe.work = 256 : i64
+func.func @windows(%q: memref<8x8xf32>, %k: memref<8x4xf32>, %v: memref<8x4xf32>,
+                   %o: memref<8x8xf32>) {
+  lathe.fused_attention %q, %k, %v into %o {heads = 2 : i64, kv_heads = 1 : i64, window = 4 : i64}
+      : memref<8x8xf32>, memref<8x4xf32>, memref<8x4xf32>, memref<8x8xf32>
+  return
+}

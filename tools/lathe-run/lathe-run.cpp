@@ -314,6 +314,8 @@ int runInfo(const lathe_artifact_t *art) {
     if (steps)
       extra += ", deep supervision of " + std::to_string(supervised) +
                " in " + std::to_string(steps) + " steps";
+    if (size_t packed = lathe_artifact_train_batch(art); packed > 1)
+      extra += ", " + std::to_string(packed) + " sequences per pass";
     std::printf("train:   windows of %zu tokens%s\n", window, extra.c_str());
   }
   for (size_t i = 0; i < lathe_artifact_state_count(art); ++i) {
@@ -1377,6 +1379,20 @@ size_t requireTrainWindow(const lathe_artifact_t *art, const std::string &path) 
   return window;
 }
 
+// --batch for train and bench-train: 4 sequences by default (rounded up to
+// the sequences an artifact packs per pass), and always a multiple of them.
+int64_t parseTrainBatch(const lathe_artifact_t *art, const Options &opts) {
+  int64_t packed = int64_t(std::max<size_t>(1, lathe_artifact_train_batch(art)));
+  int64_t batch =
+      parseCount(opts, "--batch", (4 + packed - 1) / packed * packed, 1);
+  if (batch % packed != 0)
+    fail("bad --batch '" + std::to_string(batch) + "': this artifact trains " +
+         std::to_string(packed) + " sequences per pass (lathec --train-batch " +
+         std::to_string(packed) + "), so --batch must be a multiple of " +
+         std::to_string(packed));
+  return batch;
+}
+
 // The bytes of `path` as tokens, at most `limit` of them.
 std::vector<int32_t> readByteTokens(const std::string &path,
                                     size_t limit = SIZE_MAX) {
@@ -1569,7 +1585,7 @@ int runTrain(const lathe_artifact_t *art, const std::string &path,
   const std::string &dataPath = opts.require("--data", "train");
   const std::string &outPath = opts.require("--out", "train");
   int64_t steps = parseCount(opts, "--steps", 200, 1);
-  int64_t batch = parseCount(opts, "--batch", 4, 1);
+  int64_t batch = parseTrainBatch(art, opts);
   int64_t maxSeq = lathe_artifact_max_seq(art);
   int64_t seq = parseCount(opts, "--seq", int64_t(window), 1);
   if (seq > maxSeq)
@@ -1760,8 +1776,12 @@ uint64_t trainStepFlops(const lathe_artifact_t *art,
   uint64_t accumulate = entryFlops(art, entryIndex(art, "accumulate_grad"));
   uint64_t optimizer = entryFlops(art, entryIndex(art, "optimizer_step"));
   std::vector<int64_t> chosen(lathe_session_last_supervision(session, nullptr, 0));
-  if (chosen.empty())
-    return uint64_t(batch) * accumulate + optimizer;
+  if (chosen.empty()) {
+    // A pass packs train_batch sequences (the schedule's count covers them).
+    uint64_t passes = uint64_t(batch) /
+                      std::max<size_t>(1, lathe_artifact_train_batch(art));
+    return passes * accumulate + optimizer;
+  }
   lathe_session_last_supervision(session, chosen.data(), chosen.size());
   uint64_t n = chosen.size(), passes = uint64_t(chosen.back()) + 1;
   return uint64_t(batch) *
@@ -1774,7 +1794,7 @@ uint64_t trainStepFlops(const lathe_artifact_t *art,
 int runBenchTrain(const lathe_artifact_t *art, const std::string &path,
                   const Options &opts) {
   size_t window = requireTrainWindow(art, path);
-  int64_t batch = parseCount(opts, "--batch", 4, 1);
+  int64_t batch = parseTrainBatch(art, opts);
   int64_t steps = parseCount(opts, "--steps", 5, 1);
   int64_t warmupSteps = parseCount(opts, "--warmup-steps", 1, 0);
   int64_t seq = int64_t(window);

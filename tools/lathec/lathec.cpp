@@ -52,6 +52,12 @@ static cl::opt<bool> train(
 static cl::opt<int64_t> trainSeq(
     "train-seq", cl::desc("The training window in tokens (default: max_seq)"),
     cl::init(0), cl::cat(trainCategory));
+static cl::opt<int64_t> trainBatch(
+    "train-batch",
+    cl::desc("Sequences per grad/accumulate_grad pass, packed as rows so "
+             "that the matrix products see batch * seq rows (default 1); "
+             "lathe-run's --batch must be a multiple"),
+    cl::init(1), cl::cat(trainCategory));
 static cl::opt<double> adamBeta1("adam-beta1", cl::desc("AdamW beta1"),
                                  cl::init(0.9), cl::cat(trainCategory));
 static cl::opt<double> adamBeta2("adam-beta2", cl::desc("AdamW beta2"),
@@ -155,6 +161,7 @@ int main(int argc, char **argv) {
   }
   TrainOptions trainOptions;
   trainOptions.seq = trainSeq;
+  trainOptions.batch = trainBatch;
   trainOptions.beta1 = adamBeta1;
   trainOptions.beta2 = adamBeta2;
   trainOptions.eps = adamEps;
@@ -171,6 +178,8 @@ int main(int argc, char **argv) {
     return bad("--adam-beta1 and --adam-beta2 must be in [0, 1)");
   if (!(adamEps > 0) || !(weightDecay >= 0) || !(clipNorm > 0))
     return bad("--adam-eps and --clip must be > 0 and --weight-decay >= 0");
+  if (trainBatch < 1)
+    return bad("--train-batch must be >= 1");
   if (optimizer != "adamw" && optimizer != "muon")
     return bad("--optimizer must be adamw or muon");
   if (!(muonMomentum >= 0 && muonMomentum < 1) || !(muonLrScale > 0))

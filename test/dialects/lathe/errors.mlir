@@ -1003,3 +1003,44 @@ func.func @gemm_strided(%x: memref<8x16xf32, strided<[32, 1]>>, %w: memref<32x16
   lathe.gemm %x, %w into %y {m = 8 : i64, n = 32 : i64, k = 16 : i64, trans_a = false, trans_b = true, lda = 32 : i64, ldb = 16 : i64, ldd = 32 : i64} : memref<8x16xf32, strided<[32, 1]>>, memref<32x16xf32>, memref<8x32xf32>
   return
 }
+
+// -----
+
+func.func @attention_window_divides(%q: tensor<8x8xf32>, %k: tensor<8x4xf32>) {
+  // Packed sequences tile the rows.
+  // expected-error @+1 {{window (3) must be positive and divide the 8 rows}}
+  %a = lathe.attention %q, %k, %k {heads = 2 : i64, kv_heads = 1 : i64, window = 3 : i64} : tensor<8x8xf32>, tensor<8x4xf32>, tensor<8x4xf32> -> tensor<8x8xf32>
+  return
+}
+
+// -----
+
+func.func @rope_window_and_offset(%q: tensor<8x8xf32>, %pos: tensor<1xi32>) {
+  // expected-error @+1 {{takes a window or an offset, not both}}
+  %r = lathe.rope %q at %pos {heads = 2 : i64, base = 10000.0 : f64, window = 4 : i64} : tensor<8x8xf32>, tensor<1xi32> -> tensor<8x8xf32>
+  return
+}
+
+// -----
+
+func.func @dc_inject_window_negative(%x: tensor<8x8xf32>) {
+  // expected-error @+1 {{window (-4) must be positive and divide the 8 rows}}
+  %r = lathe.dc_inject %x {window = -4 : i64} : tensor<8x8xf32> -> tensor<8x8xf32>
+  return
+}
+
+// -----
+
+func.func @repeat_rows_not_multiple(%x: tensor<3x8xf32>) {
+  // expected-error @+1 {{a row count that is a multiple of 3 on the repeated side}}
+  %r = lathe.repeat_rows %x : tensor<3x8xf32> -> tensor<8x8xf32>
+  return
+}
+
+// -----
+
+func.func @fold_rows_width(%x: tensor<8x8xf32>) {
+  // expected-error @+1 {{needs the same width}}
+  %r = lathe.fold_rows %x : tensor<8x8xf32> -> tensor<4x4xf32>
+  return
+}

@@ -363,3 +363,22 @@ func.func @gemm(%x: memref<8x16xf32>, %w: memref<32x16xf32>, %y: memref<8x32xf32
   lathe.gemm %q, %q into %s epilogue(relu) precision(tf32) {m = 8 : i64, n = 8 : i64, k = 8 : i64, trans_a = false, trans_b = true, lda = 8 : i64, ldb = 8 : i64, ldd = 8 : i64, batch = 4 : i64, stride_a = 64 : i64, stride_b = 64 : i64, stride_d = 64 : i64} : memref<4x8x8xf32>, memref<4x8x8xf32>, memref<4x8x8xf32>
   return
 }
+
+// A training pass packs sequences as rows: `window` rows each.
+// CHECK-LABEL: func.func @packed_windows
+func.func @packed_windows(%q: tensor<8x8xf32>, %k: tensor<8x4xf32>,
+    %pos: tensor<4x8xf32>) -> (tensor<8x8xf32>, tensor<4x8xf32>) {
+  // CHECK: lathe.rope %{{.*}} {base = 1.000000e+04 : f64, heads = 2 : i64, window = 4 : i64}
+  %qr = lathe.rope %q {heads = 2 : i64, base = 10000.0 : f64, window = 4 : i64} : tensor<8x8xf32> -> tensor<8x8xf32>
+  // CHECK: lathe.dc_inject %{{.*}} {window = 4 : i64} : tensor<8x8xf32> -> tensor<8x8xf32>
+  %qd = lathe.dc_inject %qr {window = 4 : i64} : tensor<8x8xf32> -> tensor<8x8xf32>
+  // CHECK: lathe.attention %{{.*}}, %{{.*}}, %{{.*}} {heads = 2 : i64, kv_heads = 1 : i64, window = 4 : i64}
+  %a = lathe.attention %qd, %k, %k {heads = 2 : i64, kv_heads = 1 : i64, window = 4 : i64} : tensor<8x8xf32>, tensor<8x4xf32>, tensor<8x4xf32> -> tensor<8x8xf32>
+  // CHECK: lathe.attention_grad %{{.*}} {heads = 2 : i64, kv_heads = 1 : i64, window = 4 : i64}
+  %dq, %dk, %dv = lathe.attention_grad %qd, %k, %k, %a {heads = 2 : i64, kv_heads = 1 : i64, window = 4 : i64} : tensor<8x8xf32>, tensor<8x4xf32>, tensor<8x4xf32>, tensor<8x8xf32> -> tensor<8x8xf32>, tensor<8x4xf32>, tensor<8x4xf32>
+  // CHECK: lathe.repeat_rows %{{.*}} : tensor<4x8xf32> -> tensor<8x8xf32>
+  %p2 = lathe.repeat_rows %pos : tensor<4x8xf32> -> tensor<8x8xf32>
+  // CHECK: lathe.fold_rows %{{.*}} : tensor<8x8xf32> -> tensor<4x8xf32>
+  %dp = lathe.fold_rows %p2 : tensor<8x8xf32> -> tensor<4x8xf32>
+  return %dq, %dp : tensor<8x8xf32>, tensor<4x8xf32>
+}
