@@ -70,6 +70,7 @@ static void addGpuMapping(OpPassManager &pm,
   }
   pm.addPass(createAttentionToGpu());
   pm.addPass(createExpandFusedAttention());
+  pm.addPass(createExpandScatterRows());
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToParallelLoopsPass());
   // Views (a cache row at a dynamic position) become index arithmetic on
   // the base buffer, so every GPU kernel takes plain identity-layout buffers.
@@ -86,6 +87,7 @@ void mlir::lathe::buildCpuKernelsPipeline(OpPassManager &pm) {
   buildBufferizeKernelsPipeline(pm);
   pm.addPass(createContractionToBlas());
   pm.addPass(createExpandFusedAttention());
+  pm.addPass(createExpandScatterRows());
   pm.addPass(createPartitionKernels());
   addCpuLowering(pm);
 }

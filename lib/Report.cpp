@@ -65,6 +65,10 @@ static KernelCost costOf(func::FuncOp kernel) {
                                    : rows / window * window * (window + 1) / 2;
     cost.flops += op.getHeads() * pairs * (5 * op.getHeadDim() + 8);
   });
+  // A table gradient's scatter: one addition per element of its rows.
+  kernel.walk([&](ScatterAddRowsOp op) {
+    cost.flops += cast<ShapedType>(op.getRows().getType()).getNumElements();
+  });
   kernel.walk([&](linalg::LinalgOp op) {
     int64_t iterations = 1;
     for (int64_t range : op.getStaticLoopRanges())

@@ -52,6 +52,14 @@ LogicalResult differentiate(func::FuncOp fn, ArrayRef<ParamOp> params) {
   DenseMap<Value, Value> cotangent;
   llvm::StringMap<Value> paramGrad;
   auto accumulate = [&](Value &slot, Value grad, Location loc) {
+    // A table's scattered rows go straight into a gradient it already has
+    // (a tied LM head's): no [V, D] zero table, no [V, D] sum.
+    if (auto scatter = grad.getDefiningOp<EmbeddingGradOp>();
+        slot && scatter && !scatter.getAccumulate() && grad.use_empty()) {
+      scatter.getAccumulateMutable().assign(slot);
+      slot = grad;
+      return;
+    }
     slot = slot ? AddOp::create(b, loc, slot, grad).getResult() : grad;
   };
   cotangent[loss] = filled(b, loss.getLoc(), lossType, 1.0f);

@@ -40,8 +40,10 @@ static bool isInitFill(Operation *op) {
   if (!fill || !fill->hasOneUse())
     return false;
   OpOperand &use = *fill->getUses().begin();
-  auto consumer = dyn_cast<linalg::LinalgOp>(use.getOwner());
-  return consumer && consumer.isDpsInit(&use);
+  Operation *owner = use.getOwner();
+  if (!isa<linalg::LinalgOp, ScatterAddRowsOp>(owner))
+    return false;
+  return cast<DestinationStyleOpInterface>(owner).isDpsInit(&use);
 }
 
 static bool isInlinedConstant(Value v) {
@@ -103,7 +105,7 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
   }
 
   static bool isAnchor(Operation *op) {
-    if (isa<FusedAttentionOp>(op))
+    if (isa<FusedAttentionOp, ScatterAddRowsOp>(op))
       return true;
     return isa<linalg::LinalgOp>(op) && !isInitFill(op);
   }

@@ -152,6 +152,38 @@ def FormKernels : Pass<"lathe-form-kernels", "::mlir::ModuleOp"> {
                            "::mlir::arith::ArithDialect"];
 }
 
+def ExpandScatterRows : Pass<"lathe-expand-scatter-rows", "::mlir::ModuleOp"> {
+  let summary = "Turn bufferized lathe.scatter_add_rows into a loop nest.";
+  let description = [{
+    Runs on kernels after bufferization, for every target. The result is an
+    `scf.parallel` over groups of w columns (w = 8, 4, 2 or 1, the largest
+    that divides the width) whose body walks the rows in order and adds
+    each into the row its index names, w columns at a time as vectors.
+    Iterations own disjoint columns, so repeated indices need no atomics:
+    the parallel loop is what the CPU partitioner splits across threads
+    and what `lathe-map-kernels-to-gpu` maps to GPU threads.
+
+    ```mlir
+    lathe.scatter_add_rows %tok, %dx into %g
+        : memref<8xi32>, memref<8x64xf32>, memref<256x64xf32>
+    // becomes
+    scf.parallel (%c) = (%c0) to (%c8) step (%c1) {
+      scf.for %t = %c0 to %c8 step %c1 {
+        %v = memref.load %tok[%t] : memref<8xi32>
+        ...
+        %a = vector.load %g[%row, %col] : memref<256x64xf32>, vector<8xf32>
+        %b = vector.load %dx[%t, %col] : memref<8x64xf32>, vector<8xf32>
+        vector.store %sum, %g[%row, %col] : memref<256x64xf32>, vector<8xf32>
+      }
+    }
+    ```
+  }];
+  let dependentDialects = ["::mlir::scf::SCFDialect",
+                           "::mlir::vector::VectorDialect",
+                           "::mlir::memref::MemRefDialect",
+                           "::mlir::arith::ArithDialect"];
+}
+
 def ExpandFusedAttention : Pass<"lathe-expand-fused-attention", "::mlir::ModuleOp"> {
   let summary = "Turn bufferized lathe.fused_attention into one online-softmax loop nest.";
   let description = [{

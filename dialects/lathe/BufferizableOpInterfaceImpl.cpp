@@ -45,11 +45,39 @@ struct FusedAttentionBufferization
     return success();
   }
 };
+
+/// lathe.scatter_add_rows updates its init in place: the init is read as
+/// well as written (the rows add to what is there).
+struct ScatterAddRowsBufferization
+    : DstBufferizableOpInterfaceExternalModel<ScatterAddRowsBufferization,
+                                              ScatterAddRowsOp> {
+  bool bufferizesToMemoryRead(Operation *, OpOperand &,
+                              const AnalysisState &) const {
+    return true;
+  }
+  LogicalResult bufferize(Operation *op, RewriterBase &rewriter,
+                          const BufferizationOptions &options,
+                          BufferizationState &state) const {
+    SmallVector<Value> buffers;
+    for (Value operand : op->getOperands()) {
+      FailureOr<Value> buffer = getBuffer(rewriter, operand, options, state);
+      if (failed(buffer))
+        return failure();
+      buffers.push_back(*buffer);
+    }
+    rewriter.setInsertionPoint(op);
+    ScatterAddRowsOp::create(rewriter, op->getLoc(), TypeRange{}, buffers[0],
+                             buffers[1], buffers[2]);
+    replaceOpWithBufferizedValues(rewriter, op, buffers[2]);
+    return success();
+  }
+};
 } // namespace
 
 void mlir::lathe::registerBufferizableOpInterfaceExternalModels(
     DialectRegistry &registry) {
   registry.addExtension(+[](MLIRContext *ctx, LatheDialect *) {
     FusedAttentionOp::attachInterface<FusedAttentionBufferization>(*ctx);
+    ScatterAddRowsOp::attachInterface<ScatterAddRowsBufferization>(*ctx);
   });
 }

@@ -953,7 +953,57 @@ LogicalResult EmbeddingGradOp::verify() {
     return emitOpError() << "result width " << dim(getResult(), 1)
                          << " differs from the gradient's "
                          << dim(getResultGrad(), 1);
+  if (Value acc = getAccumulate())
+    return expectSameType(*this, acc, "accumulate", getType(), "the result");
   return success();
+}
+
+LogicalResult ScatterAddRowsOp::verify() {
+  auto indices = cast<ShapedType>(getIndices().getType());
+  auto rows = cast<ShapedType>(getRows().getType());
+  auto init = cast<ShapedType>(getInit().getType());
+  bool tensors = isa<RankedTensorType>(init);
+  for (Value v : getOperands())
+    if (isa<RankedTensorType>(v.getType()) != tensors)
+      return emitOpError("operands must be all tensors or all memrefs");
+  if (!indices.hasStaticShape() || indices.getRank() != 1 ||
+      !indices.getElementType().isInteger(32))
+    return emitOpError() << "expects static i32 indices [T], got " << indices;
+  if (!rows.hasStaticShape() || !init.hasStaticShape() || rows.getRank() != 2 ||
+      init.getRank() != 2 || !rows.getElementType().isF32() ||
+      rows.getElementType() != init.getElementType())
+    return emitOpError() << "expects static f32 rows [T, D] and init [V, D], "
+                            "got "
+                         << rows << " and " << init;
+  if (rows.getDimSize(0) != indices.getDimSize(0) ||
+      rows.getDimSize(1) != init.getDimSize(1))
+    return emitOpError() << "has " << rows.getDimSize(0) << " rows of width "
+                         << rows.getDimSize(1) << " for "
+                         << indices.getDimSize(0) << " indices into a table "
+                         << "of width " << init.getDimSize(1);
+  if (getNumResults() != (tensors ? 1u : 0u) ||
+      (tensors && getResult()[0].getType() != init))
+    return emitOpError() << "expects " << (tensors ? "one result of the init's "
+                                                     "type"
+                                                   : "no results")
+                         << " with " << (tensors ? "tensor" : "memref")
+                         << " operands";
+  return success();
+}
+
+void ScatterAddRowsOp::getEffects(
+    SmallVectorImpl<SideEffects::EffectInstance<MemoryEffects::Effect>>
+        &effects) {
+  // On buffers the op reads everything and updates (reads and writes) init.
+  for (OpOperand &operand : getOperation()->getOpOperands()) {
+    if (!isa<MemRefType>(operand.get().getType()))
+      continue;
+    effects.emplace_back(MemoryEffects::Read::get(), &operand,
+                         SideEffects::DefaultResource::get());
+    if (&operand == &getInitMutable())
+      effects.emplace_back(MemoryEffects::Write::get(), &operand,
+                           SideEffects::DefaultResource::get());
+  }
 }
 
 LogicalResult SumRowsOp::verify() {

@@ -98,7 +98,7 @@ LogicalResult EmbeddingOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
   if (dys[0])
     out.set(getTableMutable(),
             EmbeddingGradOp::create(b, getLoc(), getTable().getType(),
-                                    getTokens(), dys[0]));
+                                    getTokens(), dys[0], Value()));
   return success();
 }
 

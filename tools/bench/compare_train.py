@@ -9,8 +9,10 @@ run if either is set):
       tools/bench/compare_train.py [--spec examples/gpt2-124m.yaml] [--batch 4] [--seq 64]
 
 It
-  1. compiles the spec with `lathec --train --train-seq SEQ` and writes
-     weights with `lathe-run init`;
+  1. compiles the spec with `lathec --train --train-seq SEQ --train-batch
+     N` (N: --train-batch, default --batch: the whole batch as one pass of
+     BATCH x SEQ rows, as torch runs it) and writes weights with
+     `lathe-run init`;
   2. runs `lathe-run ART bench-train` (--warmup-steps 1, then --steps timed
      optimizer steps of --batch windows taken in order from --data);
   3. builds the same model in PyTorch eager (float32, batched, written from
@@ -48,6 +50,9 @@ def parse_args(argv):
     ap.add_argument("--data", default=os.path.join(REPO, "examples", "tinyshakespeare.txt"))
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=64)
+    ap.add_argument("--train-batch", type=int, default=None,
+                    help="sequences per lathe pass (lathec --train-batch; default: --batch, "
+                         "the whole batch in one pass, as torch runs it)")
     ap.add_argument("--steps", type=int, default=3, help="timed steps, after one warmup step")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=0)
@@ -188,7 +193,9 @@ def main():
     art = os.path.join(work, spec["name"] + ".train.lathe")
     weights = os.path.join(work, spec["name"] + ".safetensors")
     t0 = time.monotonic()
-    run("compile", [lathec, args.spec, "--train", "--train-seq", args.seq, "-o", art])
+    packed = args.train_batch or args.batch
+    run("compile", [lathec, args.spec, "--train", "--train-seq", args.seq, "--train-batch",
+                    packed, "-o", art])
     compile_seconds = time.monotonic() - t0
     run("init", [lathe_run, art, "init", "--seed", args.seed, "-o", weights])
     out = run("bench-train", [lathe_run, art, "bench-train", "--weights", weights, "--batch",
@@ -234,6 +241,7 @@ def main():
     torch_median = float(np.median(torch_seconds))
     result = {
         "spec": os.path.relpath(args.spec, REPO), "model": spec["name"], "batch": args.batch,
+        "train_batch": packed,
         "seq": args.seq, "timed_steps": args.steps, "threads": args.threads, "lr": args.lr,
         "compile_seconds": compile_seconds,
         "lathe": {k: lathe[k] for k in ("step_seconds", "step_median_seconds", "tokens_per_s",

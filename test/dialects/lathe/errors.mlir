@@ -1044,3 +1044,19 @@ func.func @fold_rows_width(%x: tensor<8x8xf32>) {
   %r = lathe.fold_rows %x : tensor<8x8xf32> -> tensor<4x4xf32>
   return
 }
+
+// -----
+
+func.func @scatter_add_rows_width(%t: tensor<4xi32>, %d: tensor<4x8xf32>, %g: tensor<16x4xf32>) {
+  // expected-error @+1 {{has 4 rows of width 8 for 4 indices into a table of width 4}}
+  %e = lathe.scatter_add_rows %t, %d into %g : tensor<4xi32>, tensor<4x8xf32>, tensor<16x4xf32> -> tensor<16x4xf32>
+  return
+}
+
+// -----
+
+func.func @embedding_grad_accumulate(%t: tensor<4xi32>, %d: tensor<4x8xf32>, %g: tensor<8x8xf32>) {
+  // expected-error @+1 {{accumulate must have the type of the result}}
+  %e = lathe.embedding_grad %t, %d into %g : tensor<4xi32>, tensor<4x8xf32>, tensor<8x8xf32> -> tensor<16x8xf32>
+  return
+}

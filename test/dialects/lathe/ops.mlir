@@ -252,6 +252,8 @@ func.func @loopformer(%x: tensor<4x8xf32>, %y: tensor<4x8xf32>, %s: tensor<1x8xf
 // CHECK: lathe.swiglu %{{.*}}, %{{.*}} : tensor<4x8xf32>
 // CHECK: lathe.swiglu_grad
 // CHECK: lathe.embedding_grad %{{.*}}, %{{.*}} : tensor<4xi32>, tensor<4x8xf32> -> tensor<16x8xf32>
+// CHECK: lathe.embedding_grad %{{.*}}, %{{.*}} into %{{.*}} : tensor<4xi32>, tensor<4x8xf32>, tensor<16x8xf32> -> tensor<16x8xf32>
+// CHECK: lathe.scatter_add_rows %{{.*}}, %{{.*}} into %{{.*}} : tensor<4xi32>, tensor<4x8xf32>, tensor<16x8xf32> -> tensor<16x8xf32>
 // CHECK: lathe.rope %{{.*}} {base = 1.000000e+04 : f64, heads = 2 : i64, inverse}
 func.func @training(%y: tensor<4x16xf32>, %t: tensor<4xi32>, %x: tensor<4x8xf32>, %g: tensor<8xf32>, %k: tensor<4x4xf32>) {
   %l = lathe.cross_entropy %y, %t : tensor<4x16xf32>, tensor<4xi32> -> tensor<1xf32>
@@ -262,6 +264,8 @@ func.func @training(%y: tensor<4x16xf32>, %t: tensor<4xi32>, %x: tensor<4x8xf32>
   %h = lathe.swiglu %x, %x : tensor<4x8xf32>
   %da, %db = lathe.swiglu_grad %x, %x, %h : tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<4x8xf32>
   %de = lathe.embedding_grad %t, %x : tensor<4xi32>, tensor<4x8xf32> -> tensor<16x8xf32>
+  %de2 = lathe.embedding_grad %t, %x into %de : tensor<4xi32>, tensor<4x8xf32>, tensor<16x8xf32> -> tensor<16x8xf32>
+  %de3 = lathe.scatter_add_rows %t, %x into %de2 : tensor<4xi32>, tensor<4x8xf32>, tensor<16x8xf32> -> tensor<16x8xf32>
   %r = lathe.rope %x {heads = 2 : i64, base = 1.0e+04 : f64, inverse} : tensor<4x8xf32> -> tensor<4x8xf32>
   return
 }
