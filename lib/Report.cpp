@@ -169,10 +169,10 @@ static std::string describe(std::pair<int, int> at) {
 }
 
 /// The predicted H100 times of a forward pass and, in a training artifact,
-/// of a training step: one accumulate_grad per sequence of the batch and
-/// one optimizer_step.
+/// of a training step: one accumulate_grad per pass (of `packed` sequences)
+/// and one optimizer_step.
 static void printPrediction(const llvm::StringMap<EntryRoofline> &rooflines,
-                            const CudaKernelsOptions &cuda,
+                            const CudaKernelsOptions &cuda, int64_t packed,
                             llvm::raw_ostream &os) {
   os << "h100 prediction (roofline: GEMM FLOPs at "
      << llvm::format("%.0f", gemmPeak(cuda) / 1e12) << " TFLOP/s ("
@@ -197,16 +197,30 @@ static void printPrediction(const llvm::StringMap<EntryRoofline> &rooflines,
   if (acc == rooflines.end() || opt == rooflines.end())
     return;
   const EntryRoofline &a = acc->second, &o = opt->second;
-  for (int batch : {1, 8, 64}) {
-    double step = batch * a.seconds + o.seconds;
-    double withLaunches = batch * a.withLaunches() + o.withLaunches();
-    int64_t tokens = int64_t(batch) * a.tokens;
-    os << "  training step, batch " << batch << " x " << a.tokens
+  // A pass packs `packed` sequences (lathec --train-batch): a batch of B
+  // runs B / packed passes, for batches that are whole passes.
+  int64_t window = a.tokens / packed;
+  SmallVector<int64_t> batches = {1, 8, 64};
+  if (!llvm::is_contained(batches, packed))
+    batches.push_back(packed);
+  llvm::sort(batches);
+  for (int64_t batch : batches) {
+    if (batch % packed != 0)
+      continue;
+    int64_t passes = batch / packed;
+    double step = passes * a.seconds + o.seconds;
+    double withLaunches = passes * a.withLaunches() + o.withLaunches();
+    int64_t tokens = batch * window;
+    os << "  training step, batch " << batch << " x " << window
        << " tokens: " << duration(step) << ", "
        << llvm::format("%.0f", rate(tokens, step)) << " tokens/s ("
        << duration(withLaunches) << ", "
        << llvm::format("%.0f", rate(tokens, withLaunches))
-       << " tokens/s with launches)\n";
+       << " tokens/s with launches)";
+    if (packed > 1)
+      os << ", " << passes << " pass" << (passes == 1 ? "" : "es") << " of "
+         << packed;
+    os << "\n";
   }
 }
 
@@ -287,7 +301,12 @@ LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os,
     os << lines;
   }
   if (roofline)
-    printPrediction(rooflines, *cuda, os);
+    printPrediction(rooflines, *cuda,
+                    planned->hasAttr("lathe.train_batch")
+                        ? planned->getAttrOfType<IntegerAttr>("lathe.train_batch")
+                              .getInt()
+                        : 1,
+                    os);
   return success();
 }
 

@@ -57,8 +57,9 @@ echo "(untrained weights: noise, but the model's own; the tests check them"
 echo " against a numpy reference)"
 echo
 echo "== training it on Shakespeare (examples/tinyshakespeare.txt) for ~30 s:"
-echo "   forward, loss, backward and AdamW, all compiled (lathec --train)"
-lathec examples/tiny.yaml --train -o build/demo/tiny.train.lathe
+echo "   forward, loss, backward and AdamW, all compiled (lathec --train; the"
+echo "   batch's 16 sequences run as one pass of 16 x 64 rows: --train-batch 16)"
+lathec examples/tiny.yaml --train --train-batch 16 -o build/demo/tiny.train.lathe
 lathe-run build/demo/tiny.train.lathe train --data examples/tinyshakespeare.txt \
   --steps 800 --batch 16 --lr 3e-3 --eval-every 200 --out build/demo/trained.safetensors
 echo
