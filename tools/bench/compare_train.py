@@ -22,8 +22,11 @@ It
      same steps on the same windows;
   4. checks that the losses agree step by step (the first before any update
      to --rtol, later ones to 10 --rtol: float32 updates drift apart);
-  5. prints ONE JSON object: both step times, tokens/s, peak RSS, the ratio
-     torch/lathe step time (> 1: lathe is faster) and the commands.
+  5. measures the machine's fp32 FMA peak (tools/bench/fma_peak.c, the same
+     threads) and the step floor it implies, FLOPs per step / peak;
+  6. prints ONE JSON object: both step times, tokens/s, peak RSS, the ratio
+     torch/lathe step time (> 1: lathe is faster), the machine's peak, the
+     floor and lathe's share of the peak, and the commands.
 
 Exit status: 0 when everything ran and the losses agree (speed goals do not
 fail it), 1 on an error or a loss mismatch.
@@ -87,6 +90,21 @@ COMMANDS = {}
 def log(msg):
     sys.stderr.write("compare_train: %s\n" % msg)
     sys.stderr.flush()
+
+
+def machine_peak(work, threads):
+    """tools/bench/fma_peak.c's fp32 FMA peak over `threads` threads, or why not."""
+    exe = os.path.join(work, "fma_peak")
+    src = os.path.join(REPO, "tools", "bench", "fma_peak.c")
+    build = subprocess.run(["cc", "-O3", "-mavx2", "-mfma", "-pthread", src, "-o", exe],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if build.returncode != 0:
+        return {"fma_peak": "not built: " + build.stderr.decode(errors="replace")[-200:]}
+    out = subprocess.run([exe, str(threads)], stdout=subprocess.PIPE)
+    if out.returncode != 0:
+        return {"fma_peak": "failed"}
+    d = json.loads(out.stdout)
+    return {"fma_peak_gflops": d["gflops"], "fma_peak_threads": d["threads"]}
 
 
 def run(name, cmd):
@@ -239,6 +257,7 @@ def main():
         ok &= good
         checks.append({"step": i + 1, "lathe": a, "torch": b, "rel": rel, "tol": tol, "ok": good})
     torch_median = float(np.median(torch_seconds))
+    peak = machine_peak(work, args.threads)
     result = {
         "spec": os.path.relpath(args.spec, REPO), "model": spec["name"], "batch": args.batch,
         "train_batch": packed,
@@ -254,6 +273,12 @@ def main():
                   "losses": torch_losses},
         "loss_check": {"ok": ok, "steps": checks},
         "ratios": {"torch_step_over_lathe_step": torch_median / lathe["step_median_seconds"]},
+        # The step's FLOPs at the machine's measured FMA peak: no step is faster.
+        "machine": dict(peak, step_floor_seconds=(
+            lathe["flops_per_step"] / (peak["fma_peak_gflops"] * 1e9)
+            if "fma_peak_gflops" in peak else None),
+            lathe_share_of_peak=(lathe["gflops_per_s"] / peak["fma_peak_gflops"]
+                                 if "fma_peak_gflops" in peak else None)),
         "goals": {"step_seconds_target": 0.9 if spec["name"] == "gpt2-124m" else None,
                   "note": "informational: a missed goal does not change the exit status"},
         "commands": dict(COMMANDS, this_script=CANONICAL + " " + " ".join(

@@ -18,15 +18,21 @@ using namespace mlir;
 using namespace mlir::lathe;
 namespace cl = llvm::cl;
 
+// lathec's own options in three categories; --help shows these and hides
+// the hundreds that linking LLVM and MLIR registers (--help-hidden lists all).
+static cl::OptionCategory lathecCategory("lathec");
+static cl::OptionCategory cudaCategory("CUDA (--target=cuda)");
 static cl::opt<std::string> inputPath(cl::Positional, cl::Required,
-                                      cl::desc("<spec.yaml | model.mlir>"));
+                                      cl::desc("<spec.yaml | model.mlir>"),
+                                      cl::cat(lathecCategory));
 static cl::opt<std::string> outputPath("o", cl::desc("Output file"),
                                        cl::value_desc("file"),
-                                       cl::init("-"));
+                                       cl::init("-"), cl::cat(lathecCategory));
 static cl::opt<Target> target(
     "target", cl::desc("Code generation target"), cl::init(Target::cpu),
     cl::values(clEnumValN(Target::cpu, "cpu", "native code for this CPU"),
-               clEnumValN(Target::cuda, "cuda", "PTX for NVIDIA GPUs")));
+               clEnumValN(Target::cuda, "cuda", "PTX for NVIDIA GPUs")),
+    cl::cat(lathecCategory));
 static cl::opt<Emit> emit(
     "emit", cl::desc("Print the IR at a stage instead of the artifact"),
     cl::init(Emit::artifact),
@@ -38,11 +44,12 @@ static cl::opt<Emit> emit(
                clEnumValN(Emit::ptx, "ptx", "PTX (cuda)"),
                clEnumValN(Emit::kernels, "kernels",
                           "PTX/cubin, manifest.json and a C header in the "
-                          "directory -o names (cuda)")));
+                          "directory -o names (cuda)")),
+    cl::cat(lathecCategory));
 static cl::opt<bool> report(
     "report",
     cl::desc("Print kernels per layer and each kernel's FLOPs and bytes"),
-    cl::init(false));
+    cl::init(false), cl::cat(lathecCategory));
 static cl::OptionCategory trainCategory("Training (--train)");
 static cl::opt<bool> train(
     "train",
@@ -88,24 +95,25 @@ static cl::opt<int64_t> layerParallel(
     "layer-parallel",
     cl::desc("SNLP: run the forward entry as this many identity-Newton "
              "iterations over all layers at once (exact at the layer count)"),
-    cl::init(0));
+    cl::init(0), cl::cat(lathecCategory));
 static cl::opt<std::string> gemm(
     "gemm",
     cl::desc("cuda: matrix products through cuBLASLt (cublaslt, with bias, "
              "GELU/ReLU and residual epilogues) or lathe's own kernels "
              "(kernels)"),
-    cl::init("cublaslt"));
+    cl::init("cublaslt"), cl::cat(cudaCategory));
 static cl::opt<std::string> gemmPrecision(
     "gemm-precision",
     cl::desc("cuda: the format cuBLASLt forms products in, accumulating in "
              "f32: f32, tf32, bf16 or f16"),
-    cl::init("f32"));
+    cl::init("f32"), cl::cat(cudaCategory));
 static cl::opt<std::string> gpuChip(
     "gpu-chip", cl::desc("Chip for --emit=llvm|ptx with --target=cuda"),
-    cl::init("sm_90"));
+    cl::init("sm_90"), cl::cat(cudaCategory));
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
+  cl::HideUnrelatedOptions({&lathecCategory, &trainCategory, &cudaCategory});
   cl::ParseCommandLineOptions(argc, argv, "lathe compiler\n");
   if (gpuChip != "sm_80" && gpuChip != "sm_90") {
     llvm::errs() << "lathec: error: --gpu-chip must be sm_80 or sm_90, got '"
