@@ -73,10 +73,108 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
                        positionOffset(b, op.getLoc(), op.getOffset()));
   }
 
-  /// lathe.assign is the same in-place write, of the whole tensor.
+  /// lathe.assign is the same in-place write, of the whole tensor; or,
+  /// where an elementwise generic computes the value, that generic writes
+  /// the target directly (no fresh buffer and no copy: an optimizer update
+  /// or a gradient sum moves each array once instead of three times).
   static void expandAssign(AssignOp op) {
+    if (writeThrough(op))
+      return;
     OpBuilder b(op);
     expandInPlaceWrite(b, op, op.getTarget(), op.getValue(), nullptr);
+  }
+
+  /// The value assigned to S is result r of an all-parallel generic whose
+  /// init r is fresh and indexed by the identity, nothing else uses it, and
+  /// the generic reads S (if at all) as one input through the identity, the
+  /// element it writes. That input becomes the generic's init r instead, a
+  /// slice of all of S that goes straight back into S (the in-place form
+  /// `outline` matches), and the body reads the element from its output
+  /// argument: bufferization then updates S's storage in place, where an
+  /// input aliasing the output would make it copy S. No one may read S
+  /// between the generic and the assign, as S's storage now changes at the
+  /// generic.
+  static bool writeThrough(AssignOp op) {
+    Value target = op.getTarget(), value = op.getValue();
+    auto generic = value.getDefiningOp<linalg::GenericOp>();
+    if (!generic || !value.hasOneUse() ||
+        generic->getBlock() != op->getBlock() ||
+        generic.getNumParallelLoops() != generic.getNumLoops())
+      return false;
+    unsigned r = cast<OpResult>(value).getResultNumber();
+    OpOperand *init = generic.getDpsInitOperand(r);
+    if (!init->get().getDefiningOp<tensor::EmptyOp>() ||
+        !generic.getMatchingIndexingMap(init).isIdentity())
+      return false;
+    // S itself, read elementwise, at most once; no other read of S's state.
+    // The storage a value reads: a state's or a parameter's name.
+    auto storage = [](Value v) -> StringRef {
+      if (auto read = v.getDefiningOp<CacheReadOp>())
+        return read.getName();
+      if (auto weight = v.getDefiningOp<WeightOp>())
+        return weight.getName();
+      return "";
+    };
+    StringRef targetStorage = storage(target);
+    OpOperand *readS = nullptr;
+    for (OpOperand *in : generic.getDpsInputOperands()) {
+      Value v = in->get();
+      bool same = v == target ||
+                  (!targetStorage.empty() && storage(v) == targetStorage);
+      if (!same)
+        continue;
+      if (v != target || readS ||
+          !generic.getMatchingIndexingMap(in).isIdentity())
+        return false;
+      readS = in;
+    }
+    for (Operation *user : target.getUsers())
+      if (user != generic && user != op && !user->isBeforeInBlock(generic))
+        return false;
+
+    OpBuilder b(generic);
+    Location loc = op.getLoc();
+    auto type = cast<RankedTensorType>(value.getType());
+    SmallVector<OpFoldResult> offsets(type.getRank(), b.getIndexAttr(0));
+    SmallVector<OpFoldResult> sizes;
+    for (int64_t d : type.getShape())
+      sizes.push_back(b.getIndexAttr(d));
+    SmallVector<OpFoldResult> strides(type.getRank(), b.getIndexAttr(1));
+    Value slot = tensor::ExtractSliceOp::create(b, loc, type, target, offsets,
+                                                sizes, strides);
+    init->set(slot);
+    if (readS) {
+      // Drop the input; its block argument's uses read the output's.
+      unsigned in = readS->getOperandNumber();
+      SmallVector<Value> inputs;
+      SmallVector<AffineMap> maps;
+      for (OpOperand *operand : generic.getDpsInputOperands())
+        if (operand != readS) {
+          inputs.push_back(operand->get());
+          maps.push_back(generic.getMatchingIndexingMap(operand));
+        }
+      for (OpOperand &operand : generic.getDpsInitsMutable())
+        maps.push_back(generic.getMatchingIndexingMap(&operand));
+      auto rebuilt = linalg::GenericOp::create(
+          b, generic.getLoc(), generic->getResultTypes(), inputs,
+          generic.getOutputs(), maps, generic.getIteratorTypesArray());
+      rebuilt->setDiscardableAttrs(generic->getDiscardableAttrDictionary());
+      rebuilt.getRegion().takeBody(generic.getRegion());
+      Block &body = rebuilt.getRegion().front();
+      body.getArgument(in).replaceAllUsesWith(
+          body.getArgument(generic.getNumDpsInputs() + r));
+      body.eraseArgument(in);
+      generic->replaceAllUsesWith(rebuilt->getResults());
+      generic->erase();
+      generic = rebuilt;
+      value = rebuilt->getResult(r);
+    }
+    b.setInsertionPointAfter(generic);
+    Value updated = tensor::InsertSliceOp::create(b, loc, value, target,
+                                                  offsets, sizes, strides);
+    op->getResult(0).replaceAllUsesWith(updated);
+    op->erase();
+    return true;
   }
 
   /// Writes `rows` into `dest` from row `start` (0 when null) as a copy into

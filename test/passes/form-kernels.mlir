@@ -119,6 +119,57 @@ func.func @prefill_write(%rows: tensor<8x4xf32>) -> tensor<8x4xf32> {
 
 // -----
 
+// Tests that assigning an elementwise generic's result to a state (a
+// gradient sum, an optimizer's update) writes the state in place: the
+// generic's init becomes the state's slice and its read of the state
+// becomes a read of its output argument, so the kernel has no fresh buffer
+// and no copy (and bufferization sees no input aliasing the output).
+
+// CHECK-LABEL: func.func @accumulate
+// CHECK: %[[S:.*]] = lathe.cache_read @g
+// CHECK: lathe.launch @accumulate_k0(%{{.*}}, %[[S]]) {tied = array<i64: 1>}
+// CHECK: func.func private @accumulate_k0(%[[G:.*]]: tensor<8x4xf32>, %{{.*}}: tensor<8x4xf32>, %[[OUT:.*]]: tensor<8x4xf32>)
+// CHECK: %[[SLOT:.*]] = tensor.extract_slice %[[OUT]][0, 0] [8, 4] [1, 1]
+// CHECK: %[[SUM:.*]] = linalg.generic {{.*}} ins(%[[G]] : tensor<8x4xf32>) outs(%[[SLOT]] : tensor<8x4xf32>)
+// CHECK-NEXT: ^bb0(%[[IN:.*]]: f32, %[[ACC:.*]]: f32):
+// CHECK-NEXT: arith.addf %[[ACC]], %[[IN]]
+// CHECK: tensor.insert_slice %[[SUM]] into %[[OUT]]
+// CHECK-NOT: linalg.copy
+lathe.cache @g : tensor<8x4xf32>
+func.func @accumulate(%grad: tensor<8x4xf32>) {
+  %s = lathe.cache_read @g : tensor<8x4xf32>
+  %e = tensor.empty() : tensor<8x4xf32>
+  %sum = linalg.generic {indexing_maps = [affine_map<(i, j) -> (i, j)>, affine_map<(i, j) -> (i, j)>, affine_map<(i, j) -> (i, j)>], iterator_types = ["parallel", "parallel"]}
+      ins(%s, %grad : tensor<8x4xf32>, tensor<8x4xf32>) outs(%e : tensor<8x4xf32>) {
+  ^bb0(%a: f32, %b: f32, %o: f32):
+    %r = arith.addf %a, %b : f32
+    linalg.yield %r : f32
+  } -> tensor<8x4xf32>
+  %n = lathe.assign %s, %sum : tensor<8x4xf32>
+  return
+}
+
+// Tests that a generic reading the state away from the element it writes
+// (here transposed) keeps the fresh buffer and the copy.
+
+// CHECK-LABEL: func.func @transposed
+// CHECK: func.func private @transposed_k0
+// CHECK: linalg.copy
+lathe.cache @sq : tensor<4x4xf32>
+func.func @transposed() {
+  %s = lathe.cache_read @sq : tensor<4x4xf32>
+  %e = tensor.empty() : tensor<4x4xf32>
+  %t = linalg.generic {indexing_maps = [affine_map<(i, j) -> (j, i)>, affine_map<(i, j) -> (i, j)>], iterator_types = ["parallel", "parallel"]}
+      ins(%s : tensor<4x4xf32>) outs(%e : tensor<4x4xf32>) {
+  ^bb0(%a: f32, %o: f32):
+    linalg.yield %a : f32
+  } -> tensor<4x4xf32>
+  %n = lathe.assign %s, %t : tensor<4x4xf32>
+  return
+}
+
+// -----
+
 // Tests accumulation into a live value (a residual connection). The first op
 // accumulates into %acc, an entry argument the kernel may not overwrite: the
 // kernel copies it into its output first. The second accumulates into %a, a
