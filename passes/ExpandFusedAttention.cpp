@@ -181,18 +181,11 @@ static void expand(FusedAttentionOp op) {
 struct ExpandFusedAttention
     : lathe::impl::ExpandFusedAttentionBase<ExpandFusedAttention> {
   void runOnOperation() override {
-    SmallVector<FusedAttentionOp> ops;
-    bool onTensors = false;
-    getOperation().walk([&](FusedAttentionOp op) {
-      if (!isa<MemRefType>(op.getInit().getType())) {
-        op.emitOpError("must be bufferized before lathe-expand-fused-attention");
-        onTensors = true;
-      }
-      ops.push_back(op);
-    });
-    if (onTensors)
+    FailureOr<SmallVector<FusedAttentionOp>> ops =
+        bufferizedOps<FusedAttentionOp>(getOperation(), "lathe-expand-fused-attention");
+    if (failed(ops))
       return signalPassFailure();
-    for (FusedAttentionOp op : ops)
+    for (FusedAttentionOp op : *ops)
       expand(op);
   }
 };

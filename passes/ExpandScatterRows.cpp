@@ -70,18 +70,11 @@ static void expand(ScatterAddRowsOp op) {
 struct ExpandScatterRows
     : lathe::impl::ExpandScatterRowsBase<ExpandScatterRows> {
   void runOnOperation() override {
-    SmallVector<ScatterAddRowsOp> ops;
-    bool onTensors = false;
-    getOperation().walk([&](ScatterAddRowsOp op) {
-      if (!isa<MemRefType>(op.getInit().getType())) {
-        op.emitOpError("must be bufferized before lathe-expand-scatter-rows");
-        onTensors = true;
-      }
-      ops.push_back(op);
-    });
-    if (onTensors)
+    FailureOr<SmallVector<ScatterAddRowsOp>> ops =
+        bufferizedOps<ScatterAddRowsOp>(getOperation(), "lathe-expand-scatter-rows");
+    if (failed(ops))
       return signalPassFailure();
-    for (ScatterAddRowsOp op : ops)
+    for (ScatterAddRowsOp op : *ops)
       expand(op);
   }
 };

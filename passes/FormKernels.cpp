@@ -135,13 +135,10 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
     OpBuilder b(generic);
     Location loc = op.getLoc();
     auto type = cast<RankedTensorType>(value.getType());
-    SmallVector<OpFoldResult> offsets(type.getRank(), b.getIndexAttr(0));
-    SmallVector<OpFoldResult> sizes;
-    for (int64_t d : type.getShape())
-      sizes.push_back(b.getIndexAttr(d));
-    SmallVector<OpFoldResult> strides(type.getRank(), b.getIndexAttr(1));
-    Value slot = tensor::ExtractSliceOp::create(b, loc, type, target, offsets,
-                                                sizes, strides);
+    Slice all = sliceOf(b, type, nullptr);
+    Value slot = tensor::ExtractSliceOp::create(b, loc, type, target,
+                                                all.offsets, all.sizes,
+                                                all.strides);
     init->set(slot);
     if (readS) {
       // Drop the input; its block argument's uses read the output's.
@@ -170,8 +167,8 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
       value = rebuilt->getResult(r);
     }
     b.setInsertionPointAfter(generic);
-    Value updated = tensor::InsertSliceOp::create(b, loc, value, target,
-                                                  offsets, sizes, strides);
+    Value updated = tensor::InsertSliceOp::create(
+        b, loc, value, target, all.offsets, all.sizes, all.strides);
     op->getResult(0).replaceAllUsesWith(updated);
     op->erase();
     return true;
@@ -183,23 +180,32 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
                                  Value rows, Value start) {
     Location loc = op->getLoc();
     auto rowsType = cast<RankedTensorType>(rows.getType());
-    SmallVector<OpFoldResult> offsets(rowsType.getRank(), b.getIndexAttr(0));
-    if (start)
-      offsets[0] = start;
-    SmallVector<OpFoldResult> sizes;
-    for (int64_t d : rowsType.getShape())
-      sizes.push_back(b.getIndexAttr(d));
-    SmallVector<OpFoldResult> strides(rowsType.getRank(), b.getIndexAttr(1));
-    Value slot = tensor::ExtractSliceOp::create(b, loc, rowsType, dest, offsets,
-                                                sizes, strides);
+    Slice at = sliceOf(b, rowsType, start);
+    Value slot = tensor::ExtractSliceOp::create(b, loc, rowsType, dest,
+                                                at.offsets, at.sizes, at.strides);
     auto copy = linalg::CopyOp::create(b, loc, rows, slot);
     if (Attribute group = op->getAttr(kFusionGroupAttrName))
       copy->setAttr(kFusionGroupAttrName, group);
     Value copied = copy.getResult(0);
-    Value updated = tensor::InsertSliceOp::create(b, loc, copied, dest, offsets,
-                                                  sizes, strides);
+    Value updated = tensor::InsertSliceOp::create(
+        b, loc, copied, dest, at.offsets, at.sizes, at.strides);
     op->getResult(0).replaceAllUsesWith(updated);
     op->erase();
+  }
+
+  /// A slice of `type`'s shape from row `start` (0 when null), unit strides.
+  struct Slice {
+    SmallVector<OpFoldResult> offsets, sizes, strides;
+  };
+  static Slice sliceOf(OpBuilder &b, RankedTensorType type, Value start) {
+    Slice s;
+    s.offsets.assign(type.getRank(), b.getIndexAttr(0));
+    if (start)
+      s.offsets[0] = start;
+    for (int64_t d : type.getShape())
+      s.sizes.push_back(b.getIndexAttr(d));
+    s.strides.assign(type.getRank(), b.getIndexAttr(1));
+    return s;
   }
 
   static bool isAnchor(Operation *op) {

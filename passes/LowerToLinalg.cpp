@@ -2101,7 +2101,6 @@ struct LowerSumRows : OpConversionPattern<SumRowsOp> {
   }
 };
 
-/// result[i, d] = i < T ? input[i, d] : 0, reading a clamped row.
 /// result[r, c] = input[r mod T, c].
 struct LowerRepeatRows : OpConversionPattern<RepeatRowsOp> {
   using OpConversionPattern::OpConversionPattern;
@@ -2154,6 +2153,7 @@ struct LowerFoldRows : OpConversionPattern<FoldRowsOp> {
   }
 };
 
+/// result[i, d] = i < T ? input[i, d] : 0, reading a clamped row.
 struct LowerPadRows : OpConversionPattern<PadRowsOp> {
   using OpConversionPattern::OpConversionPattern;
   LogicalResult

@@ -34,6 +34,25 @@ Value positionOffset(OpBuilder &b, Location loc, Value offset);
 /// the loops the GPU passes map (and vectorize) one kernel launch each.
 SmallVector<scf::ParallelOp> outermostParallelLoops(Operation *root);
 
+/// The ops of type OpT under `root`, for a pass that expands them into
+/// loops on buffers; failure, with an error naming `pass` on each, where one
+/// is still on tensors.
+template <typename OpT>
+FailureOr<SmallVector<OpT>> bufferizedOps(Operation *root, StringRef pass) {
+  SmallVector<OpT> ops;
+  bool onTensors = false;
+  root->walk([&](OpT op) {
+    if (!isa<MemRefType>(op.getInit().getType())) {
+      op.emitOpError("must be bufferized before ") << pass;
+      onTensors = true;
+    }
+    ops.push_back(op);
+  });
+  if (onTensors)
+    return failure();
+  return ops;
+}
+
 #define GEN_PASS_REGISTRATION
 #include "Passes.h.inc"
 

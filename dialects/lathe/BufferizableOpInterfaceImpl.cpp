@@ -1,8 +1,8 @@
 //===- BufferizableOpInterfaceImpl.cpp - bufferizing kernel ops --*- C++ -*-===//
 //
-// lathe.fused_attention is in destination-passing style, so one-shot
-// bufferization handles it like a linalg op: the result is the init's buffer,
-// and the op is recreated on buffers with no results.
+// lathe.fused_attention and lathe.scatter_add_rows are in destination-passing
+// style, so one-shot bufferization handles them like linalg ops: the result
+// is the init's buffer, and the op is recreated on buffers with no results.
 //
 //===----------------------------------------------------------------------===//
 
@@ -18,6 +18,20 @@ using namespace mlir::lathe;
 using namespace mlir::bufferization;
 
 namespace {
+/// Every operand's buffer, in operand order.
+LogicalResult getBuffers(Operation *op, RewriterBase &rewriter,
+                         const BufferizationOptions &options,
+                         BufferizationState &state,
+                         SmallVectorImpl<Value> &buffers) {
+  for (Value operand : op->getOperands()) {
+    FailureOr<Value> buffer = getBuffer(rewriter, operand, options, state);
+    if (failed(buffer))
+      return failure();
+    buffers.push_back(*buffer);
+  }
+  return success();
+}
+
 struct FusedAttentionBufferization
     : DstBufferizableOpInterfaceExternalModel<FusedAttentionBufferization,
                                               FusedAttentionOp> {
@@ -26,12 +40,8 @@ struct FusedAttentionBufferization
                           BufferizationState &state) const {
     auto attention = cast<FusedAttentionOp>(op);
     SmallVector<Value> buffers;
-    for (Value operand : op->getOperands()) {
-      FailureOr<Value> buffer = getBuffer(rewriter, operand, options, state);
-      if (failed(buffer))
-        return failure();
-      buffers.push_back(*buffer);
-    }
+    if (failed(getBuffers(op, rewriter, options, state, buffers)))
+      return failure();
     rewriter.setInsertionPoint(op);
     // Operand order: query, key, value, [offset], init.
     Value offset = attention.getOffset() ? buffers[3] : Value();
@@ -59,12 +69,8 @@ struct ScatterAddRowsBufferization
                           const BufferizationOptions &options,
                           BufferizationState &state) const {
     SmallVector<Value> buffers;
-    for (Value operand : op->getOperands()) {
-      FailureOr<Value> buffer = getBuffer(rewriter, operand, options, state);
-      if (failed(buffer))
-        return failure();
-      buffers.push_back(*buffer);
-    }
+    if (failed(getBuffers(op, rewriter, options, state, buffers)))
+      return failure();
     rewriter.setInsertionPoint(op);
     ScatterAddRowsOp::create(rewriter, op->getLoc(), TypeRange{}, buffers[0],
                              buffers[1], buffers[2]);

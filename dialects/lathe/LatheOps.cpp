@@ -702,21 +702,30 @@ LogicalResult FusedAttentionOp::verify() {
   return success();
 }
 
+/// The effects of a kernel-level op in destination-passing style: on
+/// tensors none; on buffers it reads its inputs and writes its init, which
+/// it also reads where `initRead` (an update rather than an overwrite).
+static void addBufferEffects(
+    Operation *op, OpOperand &init, bool initRead,
+    SmallVectorImpl<SideEffects::EffectInstance<MemoryEffects::Effect>>
+        &effects) {
+  for (OpOperand &operand : op->getOpOperands()) {
+    if (!isa<MemRefType>(operand.get().getType()))
+      continue;
+    bool isInit = &operand == &init;
+    if (!isInit || initRead)
+      effects.emplace_back(MemoryEffects::Read::get(), &operand,
+                           SideEffects::DefaultResource::get());
+    if (isInit)
+      effects.emplace_back(MemoryEffects::Write::get(), &operand,
+                           SideEffects::DefaultResource::get());
+  }
+}
+
 void FusedAttentionOp::getEffects(
     SmallVectorImpl<SideEffects::EffectInstance<MemoryEffects::Effect>>
         &effects) {
-  // On tensors the op is pure; on buffers it reads its inputs and writes
-  // (only) its init.
-  for (OpOperand &operand : getOperation()->getOpOperands()) {
-    if (!isa<MemRefType>(operand.get().getType()))
-      continue;
-    if (&operand == &getInitMutable())
-      effects.emplace_back(MemoryEffects::Write::get(), &operand,
-                           SideEffects::DefaultResource::get());
-    else
-      effects.emplace_back(MemoryEffects::Read::get(), &operand,
-                           SideEffects::DefaultResource::get());
-  }
+  addBufferEffects(*this, getInitMutable(), /*initRead=*/false, effects);
 }
 
 LogicalResult MlpOp::verify() {
@@ -994,16 +1003,8 @@ LogicalResult ScatterAddRowsOp::verify() {
 void ScatterAddRowsOp::getEffects(
     SmallVectorImpl<SideEffects::EffectInstance<MemoryEffects::Effect>>
         &effects) {
-  // On buffers the op reads everything and updates (reads and writes) init.
-  for (OpOperand &operand : getOperation()->getOpOperands()) {
-    if (!isa<MemRefType>(operand.get().getType()))
-      continue;
-    effects.emplace_back(MemoryEffects::Read::get(), &operand,
-                         SideEffects::DefaultResource::get());
-    if (&operand == &getInitMutable())
-      effects.emplace_back(MemoryEffects::Write::get(), &operand,
-                           SideEffects::DefaultResource::get());
-  }
+  // The rows add to what the table holds.
+  addBufferEffects(*this, getInitMutable(), /*initRead=*/true, effects);
 }
 
 LogicalResult SumRowsOp::verify() {
