@@ -56,7 +56,7 @@ lathe-run build/demo/tiny.lathe generate --weights build/demo/tiny.safetensors \
 echo "(untrained weights: noise, but the model's own; the tests check them"
 echo " against a numpy reference)"
 echo
-echo "== training it on Shakespeare (examples/tinyshakespeare.txt) for ~30 s:"
+echo "== training it on Shakespeare (examples/tinyshakespeare.txt) for ~15 s:"
 echo "   forward, loss, backward and AdamW, all compiled (lathec --train; the"
 echo "   batch's 16 sequences run as one pass of 16 x 64 rows: --train-batch 16)"
 lathec examples/tiny.yaml --train --train-batch 16 -o build/demo/tiny.train.lathe
