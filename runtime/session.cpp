@@ -720,10 +720,17 @@ extern "C" lathe_status_t lathe_session_grad(lathe_session_t *session,
                          "shape of parameter '{2}'",
                          path, i + 1, p->name()->str());
   }
-  if (uint64_t(n) != uint64_t(length))
+  if (uint64_t(n) != uint64_t(length)) {
+    size_t packed = lathe_artifact_train_batch(art);
+    if (packed > 1)
+      return makeStatusF("{0}: grad takes exactly {1} tokens and targets (the "
+                         "pass it was compiled for: {2} windows of {3}), not "
+                         "{4}",
+                         path, length, packed, length / int64_t(packed), n);
     return makeStatusF("{0}: grad takes exactly {1} tokens and targets (the "
                        "window it was compiled for), not {2}",
                        path, length, n);
+  }
   for (size_t i = 0; i < n; ++i) {
     LATHE_RETURN_IF_ERROR(session->checkToken(tokens[i], i));
     LATHE_RETURN_IF_ERROR(session->checkToken(targets[i], i));
