@@ -316,17 +316,10 @@ static void lowerTiled(FusedAttentionOp op) {
       arith::MinUIOp::create(lb, loc, arith::AddIOp::create(lb, loc, first, Q),
                              idx(lb, rows)),
       idx(lb, keys));
-  // In a batch of windows a row sees only its own sequence's keys, from
-  // row - row mod window; the block starts at its first row's sequence.
-  Value rowFirst = c0, blockFirst = c0;
-  if (int64_t window = op.getWindow()) {
-    auto seqStart = [&](Value r) -> Value {
-      return arith::SubIOp::create(
-          lb, loc, r, arith::RemUIOp::create(lb, loc, r, idx(lb, window)));
-    };
-    rowFirst = seqStart(row);
-    blockFirst = seqStart(first);
-  }
+  // In a batch of windows a row sees only its own sequence's keys; the
+  // block starts at its first row's sequence.
+  Value rowFirst = windowStart(lb, loc, row, op.getWindow());
+  Value blockFirst = windowStart(lb, loc, first, op.getWindow());
   RowStart start = rowStart(lb, loc, op, h, row);
   Value qCol = start.qCol, kvCol = start.kvCol, q = start.q;
   Value negInf = cst(lb, -std::numeric_limits<double>::infinity());
@@ -385,12 +378,8 @@ static void lowerTiled(FusedAttentionOp op) {
         gpu::BarrierOp::create(fb, l);
         scf::YieldOp::create(fb, l, keysOfTile.getResults());
       });
-  Value denom = tiles.getResult(1);
-  if (softpick)
-    denom = arith::AddFOp::create(lb, loc, denom, cst(lb, 1e-8));
-  Value out = arith::DivFOp::create(
-      lb, loc, tiles.getResult(2),
-      vector::BroadcastOp::create(lb, loc, vecType, denom));
+  Value out = normalizedRow(lb, loc, softpick, tiles.getResult(2),
+                            tiles.getResult(1));
   scf::IfOp::create(lb, loc, active, [&](OpBuilder &ib, Location il) {
     vector::StoreOp::create(ib, il, out, op.getInit(), ValueRange{row, qCol});
     scf::YieldOp::create(ib, il);

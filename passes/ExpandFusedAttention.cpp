@@ -26,6 +26,27 @@ namespace mlir::lathe {
 using namespace mlir;
 using namespace mlir::lathe;
 
+Value mlir::lathe::windowStart(OpBuilder &b, Location loc, Value row,
+                               int64_t window) {
+  if (window == 0)
+    return arith::ConstantIndexOp::create(b, loc, 0);
+  return arith::SubIOp::create(
+      b, loc, row,
+      arith::RemUIOp::create(b, loc, row,
+                             arith::ConstantIndexOp::create(b, loc, window)));
+}
+
+Value mlir::lathe::normalizedRow(OpBuilder &b, Location loc, bool softpick,
+                                 Value acc, Value denom) {
+  if (softpick)
+    denom = arith::AddFOp::create(
+        b, loc, denom, arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1e-8)));
+  return arith::DivFOp::create(
+      b, loc, acc,
+      vector::BroadcastOp::create(b, loc, cast<VectorType>(acc.getType()),
+                                  denom));
+}
+
 namespace {
 
 /// Keys scored together per step of the key loop.
@@ -71,11 +92,7 @@ static void expand(FusedAttentionOp op) {
   }
   Value visible = arith::MinUIOp::create(
       lb, loc, arith::AddIOp::create(lb, loc, position, c1), idx(lb, keys));
-  // In a batch of windows, row i's sequence starts at key i - i mod window.
-  Value firstKey = c0;
-  if (int64_t window = op.getWindow())
-    firstKey = arith::SubIOp::create(
-        lb, loc, i, arith::RemUIOp::create(lb, loc, i, idx(lb, window)));
+  Value firstKey = windowStart(lb, loc, i, op.getWindow());
   Value qCol = arith::MulIOp::create(lb, loc, h, idx(lb, headDim));
   Value kvCol = arith::MulIOp::create(
       lb, loc, arith::DivUIOp::create(lb, loc, h, idx(lb, group)),
@@ -168,12 +185,8 @@ static void expand(FusedAttentionOp op) {
         }
         scf::YieldOp::create(fb, l, ValueRange{mNew, denomNew, accNew});
       });
-  Value denom = keysLoop.getResult(1);
-  if (softpick)
-    denom = arith::AddFOp::create(lb, loc, denom, cst(lb, 1e-8));
-  Value out = arith::DivFOp::create(
-      lb, loc, keysLoop.getResult(2),
-      vector::BroadcastOp::create(lb, loc, vecType, denom));
+  Value out = normalizedRow(lb, loc, softpick, keysLoop.getResult(2),
+                            keysLoop.getResult(1));
   vector::StoreOp::create(lb, loc, out, op.getInit(), ValueRange{i, qCol});
   op.erase();
 }

@@ -48,7 +48,6 @@ static void expand(ScatterAddRowsOp op) {
       [&](OpBuilder &fb, Location l, Value t, ValueRange) {
         Value raw = memref::LoadOp::create(fb, l, op.getIndices(), ValueRange{t});
         Value row = arith::IndexCastOp::create(fb, l, fb.getIndexType(), raw);
-        Value sum;
         if (width == 1) {
           Value a = memref::LoadOp::create(fb, l, op.getInit(), ValueRange{row, col});
           Value x = memref::LoadOp::create(fb, l, op.getRows(), ValueRange{t, col});

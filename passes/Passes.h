@@ -30,6 +30,18 @@ inline constexpr llvm::StringLiteral kWorkAttrName = "lathe.work";
 /// it takes the offset tensor as an input.
 Value positionOffset(OpBuilder &b, Location loc, Value offset);
 
+/// Both attention expansions (the CPU loop nest and the GPU kernels) build
+/// these the same way; ExpandFusedAttention.cpp defines them.
+///
+/// The first key row `row` may see: 0, or in a batch of windows (a
+/// fused_attention's `window`, 0 for none) its window's first row,
+/// row - row mod window.
+Value windowStart(OpBuilder &b, Location loc, Value row, int64_t window);
+/// An online softmax's output row: the value sum over the denominator
+/// (softpick's denominator plus its 1e-8).
+Value normalizedRow(OpBuilder &b, Location loc, bool softpick, Value acc,
+                    Value denom);
+
 /// The scf.parallel loops under `root` that no other scf.parallel encloses:
 /// the loops the GPU passes map (and vectorize) one kernel launch each.
 SmallVector<scf::ParallelOp> outermostParallelLoops(Operation *root);
