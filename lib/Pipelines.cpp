@@ -88,6 +88,7 @@ void mlir::lathe::buildCpuKernelsPipeline(OpPassManager &pm) {
   pm.addPass(createContractionToBlas());
   pm.addPass(createExpandFusedAttention());
   pm.addPass(createExpandScatterRows());
+  pm.addPass(createOrderLoops());
   pm.addPass(createPartitionKernels());
   addCpuLowering(pm);
 }

@@ -1252,10 +1252,10 @@ private:
       in = input(p + "attn_res.mlp", loc);
       h = blockNorm(in, p + "mlp_norm", "mlp_scale", loc);
       Value y = MlpOp::create(
-          b, loc, f32({T, D}), mlpKind, h, weight(p + "mlp.w_gate.weight", loc),
+          b, loc, f32({T, D}), TypeRange(), mlpKind, h, weight(p + "mlp.w_gate.weight", loc),
           weight(p + "mlp.w_gate.bias", loc), weight(p + "mlp.w_up.weight", loc),
           weight(p + "mlp.w_up.bias", loc), weight(p + "mlp.w_down.weight", loc),
-          weight(p + "mlp.w_down.bias", loc), Value());
+          weight(p + "mlp.w_down.bias", loc), Value()).getResult();
       residual(y, loc, "mlp_gate");
     };
     auto layerLocOf = [&](int64_t l) -> Location {

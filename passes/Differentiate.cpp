@@ -39,7 +39,36 @@ Value filled(OpBuilder &b, Location loc, Type type, float value) {
       .getResult(0);
 }
 
-LogicalResult differentiate(func::FuncOp fn, ArrayRef<ParamOp> params) {
+/// The MLPs of `fn`'s body, rebuilt to also return their hidden values
+/// (lathe.mlp's `saved`), so that their VJPs read them instead of
+/// recomputing the up projection.
+void saveMlpHiddenValues(func::FuncOp fn) {
+  SmallVector<MlpOp> mlps;
+  for (Operation &op : fn.getBody().front())
+    if (auto mlp = llvm::dyn_cast<MlpOp>(op); mlp && mlp.getSaved().empty())
+      mlps.push_back(mlp);
+  for (MlpOp mlp : mlps) {
+    OpBuilder b(mlp);
+    auto hidden = RankedTensorType::get(
+        {mlp.getResult().getType().getDimSize(0),
+         mlp.getUpWeight().getType().getDimSize(0)},
+        b.getF32Type());
+    SmallVector<Type> saved(mlp.getKind() == MlpKind::swiglu ? 3 : 2, hidden);
+    auto full = MlpOp::create(
+        b, mlp.getLoc(), mlp.getResult().getType(), saved, mlp.getKind(),
+        mlp.getInput(), mlp.getGateWeight(), mlp.getGateBias(),
+        mlp.getUpWeight(), mlp.getUpBias(), mlp.getDownWeight(),
+        mlp.getDownBias(), mlp.getAccumulate());
+    full->setDiscardableAttrs(mlp->getDiscardableAttrDictionary());
+    mlp.getResult().replaceAllUsesWith(full.getResult());
+    mlp.erase();
+  }
+}
+
+LogicalResult differentiate(func::FuncOp fn, ArrayRef<ParamOp> params,
+                            bool recomputeMlp) {
+  if (!recomputeMlp)
+    saveMlpHiddenValues(fn);
   auto ret = llvm::cast<func::ReturnOp>(fn.getBody().front().getTerminator());
   auto lossType = RankedTensorType::get({1}, Float32Type::get(fn.getContext()));
   if (ret.getNumOperands() != 1 || ret.getOperand(0).getType() != lossType)
@@ -148,11 +177,13 @@ LogicalResult differentiate(func::FuncOp fn, ArrayRef<ParamOp> params) {
 }
 
 struct Differentiate : lathe::impl::DifferentiateBase<Differentiate> {
+  using Base::Base;
   void runOnOperation() override {
     ModuleOp module = getOperation();
     SmallVector<ParamOp> params(module.getOps<ParamOp>());
     for (auto fn : llvm::make_early_inc_range(module.getOps<func::FuncOp>()))
-      if (fn->hasAttr(kDifferentiateAttr) && failed(differentiate(fn, params)))
+      if (fn->hasAttr(kDifferentiateAttr) &&
+          failed(differentiate(fn, params, recomputeMlp)))
         return signalPassFailure();
   }
 };

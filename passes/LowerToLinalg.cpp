@@ -1028,10 +1028,10 @@ struct LowerMlp : OpConversionPattern<MlpOp> {
     GenericBuilder g{rewriter, op.getLoc(), groupOf(op)};
     Value x = adaptor.getInput();
     Value up = g.linear(x, adaptor.getUpWeight(), adaptor.getUpBias());
-    Value act;
+    Value act, gate;
     switch (op.getKind()) {
     case MlpKind::swiglu: {
-      Value gate = g.linear(x, adaptor.getGateWeight(), adaptor.getGateBias());
+      gate = g.linear(x, adaptor.getGateWeight(), adaptor.getGateBias());
       act = g.elementwise({gate, up}, [](OpBuilder &nb, Location l,
                                          ValueRange a) -> Value {
         return arith::MulFOp::create(nb, l, silu(nb, l, a[0]), a[1]);
@@ -1053,9 +1053,16 @@ struct LowerMlp : OpConversionPattern<MlpOp> {
       });
       break;
     }
-    rewriter.replaceOp(op, g.linear(act, adaptor.getDownWeight(),
-                                    adaptor.getDownBias(),
-                                    adaptor.getAccumulate()));
+    SmallVector<Value> results{g.linear(act, adaptor.getDownWeight(),
+                                        adaptor.getDownBias(),
+                                        adaptor.getAccumulate())};
+    // The hidden values the backward reads: the kernel writes them out.
+    if (!op.getSaved().empty()) {
+      if (gate)
+        results.push_back(gate);
+      results.append({up, act});
+    }
+    rewriter.replaceOp(op, results);
     return success();
   }
 };
@@ -2610,7 +2617,10 @@ static void foldResidualAdds(ModuleOp module) {
     for (unsigned i = 0; i < 2; ++i) {
       Operation *product = add->getOperand(i).getDefiningOp();
       Value residual = add->getOperand(1 - i);
-      if (!product || !product->hasOneUse() || residual == add->getOperand(i))
+      // Only the product's result counts: an MLP's saved hidden values are
+      // read by the backward and stay results of the fused op.
+      if (!product || !product->getResult(0).hasOneUse() ||
+          residual == add->getOperand(i))
         continue;
       OpBuilder b(add);
       Operation *fused = nullptr;
@@ -2623,11 +2633,13 @@ static void foldResidualAdds(ModuleOp module) {
       } else if (auto mlp = dyn_cast<MlpOp>(product)) {
         if (mlp.getAccumulate())
           continue;
-        fused = MlpOp::create(b, add.getLoc(), add.getType(), mlp.getKind(),
-                              mlp.getInput(), mlp.getGateWeight(),
-                              mlp.getGateBias(), mlp.getUpWeight(),
-                              mlp.getUpBias(), mlp.getDownWeight(),
-                              mlp.getDownBias(), residual);
+        auto fusedMlp = MlpOp::create(
+            b, add.getLoc(), add.getType(), mlp.getSaved().getTypes(),
+            mlp.getKind(), mlp.getInput(), mlp.getGateWeight(),
+            mlp.getGateBias(), mlp.getUpWeight(), mlp.getUpBias(),
+            mlp.getDownWeight(), mlp.getDownBias(), residual);
+        mlp.getSaved().replaceAllUsesWith(fusedMlp.getSaved());
+        fused = fusedMlp;
       } else {
         continue;
       }

@@ -24,19 +24,27 @@ using namespace mlir::lathe;
 
 namespace {
 
-/// Rows of the op's output when its first loop runs over them, else nullopt.
-static std::optional<int64_t> rowsOf(linalg::LinalgOp op) {
-  if (op.getNumDpsInits() != 1 || op.getNumLoops() == 0 ||
-      op.getIteratorTypesArray()[0] != utils::IteratorType::parallel)
+/// The rows of the op's output and the (parallel) loop that runs over them,
+/// else nullopt. lathe-order-loops may have moved that loop inward.
+struct RowLoop {
+  int64_t rows;
+  unsigned loop;
+};
+static std::optional<RowLoop> rowsOf(linalg::LinalgOp op) {
+  if (op.getNumDpsInits() != 1 || op.getNumLoops() == 0)
     return std::nullopt;
   OpOperand *init = op.getDpsInitOperand(0);
   AffineMap map = op.getMatchingIndexingMap(init);
-  if (map.getNumResults() == 0 || map.getResult(0) != getAffineDimExpr(0, op.getContext()))
+  if (map.getNumResults() == 0)
+    return std::nullopt;
+  auto dim = dyn_cast<AffineDimExpr>(map.getResult(0));
+  if (!dim || op.getIteratorTypesArray()[dim.getPosition()] !=
+                  utils::IteratorType::parallel)
     return std::nullopt;
   auto type = dyn_cast<MemRefType>(init->get().getType());
   if (!type || !type.hasStaticShape())
     return std::nullopt;
-  return type.getDimSize(0);
+  return RowLoop{type.getDimSize(0), dim.getPosition()};
 }
 
 struct PartitionKernels
@@ -111,7 +119,7 @@ struct PartitionKernels
       return partitionParallel(fn, loops.front());
 
     // Otherwise only plain kernels: structured ops, constants and the return.
-    SmallVector<linalg::LinalgOp> ops;
+    SmallVector<std::pair<linalg::LinalgOp, unsigned>> ops;
     std::optional<int64_t> rows;
     int64_t work = 0;
     for (Operation &op : fn.getBody().front()) {
@@ -120,11 +128,11 @@ struct PartitionKernels
       auto linalgOp = dyn_cast<linalg::LinalgOp>(op);
       if (!linalgOp)
         return;
-      std::optional<int64_t> n = rowsOf(linalgOp);
-      if (!n || (rows && *rows != *n))
+      std::optional<RowLoop> n = rowsOf(linalgOp);
+      if (!n || (rows && *rows != n->rows))
         return;
-      rows = n;
-      ops.push_back(linalgOp);
+      rows = n->rows;
+      ops.push_back({linalgOp, n->loop});
       int64_t iterations = 1;
       for (int64_t range : linalgOp.getStaticLoopRanges())
         iterations *= range;
@@ -136,16 +144,18 @@ struct PartitionKernels
 
     IRRewriter rewriter(fn.getContext());
     auto [lo, hi] = addPartArguments(rewriter, fn, *rows);
-    for (linalg::LinalgOp op : ops) {
+    for (auto [op, rowLoop] : ops) {
       rewriter.setInsertionPoint(op);
       FailureOr<linalg::LinalgLoops> loops = linalg::linalgOpToLoops(rewriter, op);
-      if (failed(loops) || loops->empty()) {
+      if (failed(loops) || loops->size() != op.getNumLoops()) {
         op.emitOpError("cannot be lowered to loops for partitioning");
         return signalPassFailure();
       }
-      auto outer = cast<scf::ForOp>(loops->front());
-      outer.getLowerBoundMutable().assign(lo);
-      outer.getUpperBoundMutable().assign(hi);
+      // The row loop's bounds are constants, so its range can be narrowed
+      // wherever it sits in the nest.
+      auto rowFor = cast<scf::ForOp>((*loops)[rowLoop]);
+      rowFor.getLowerBoundMutable().assign(lo);
+      rowFor.getUpperBoundMutable().assign(hi);
       rewriter.eraseOp(op);
     }
   }

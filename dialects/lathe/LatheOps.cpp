@@ -752,10 +752,21 @@ LogicalResult MlpOp::verify() {
       failed(verifyBias(*this, getUpBias(), width, "up bias")) ||
       failed(verifyBias(*this, getDownBias(), d, "down bias")))
     return failure();
-  if (getType() != getInput().getType())
+  if (getResult().getType() != getInput().getType())
     return emitOpError("result type must equal the input type");
-  if (getAccumulate() && getAccumulate().getType() != getType())
+  if (getAccumulate() && getAccumulate().getType() != getResult().getType())
     return emitOpError("accumulates into a tensor of another type");
+  size_t hidden = gated ? 3 : 2;
+  if (!getSaved().empty() && getSaved().size() != hidden)
+    return emitOpError() << "saves " << getSaved().size()
+                         << " hidden values; " << stringifyMlpKind(getKind())
+                         << " saves " << hidden << " or none";
+  auto savedType = RankedTensorType::get({dim(getInput(), 0), width},
+                                         Float32Type::get(getContext()));
+  for (Value v : getSaved())
+    if (v.getType() != savedType)
+      return emitOpError() << "saved hidden values must be " << savedType
+                           << ", got " << v.getType();
   return success();
 }
 

@@ -932,10 +932,20 @@ def Lathe_MlpOp : Lathe_Op<"mlp", [Pure, AttrSizedOperandSegments,
     width may differ from layer to layer. With `accumulate r`, the result is
     r + MLP(x): the residual connection, fused into the down projection.
 
+    Optional further results, `saved`, are the hidden values the VJP needs:
+    the pre-activation `x Wu^T + bu` and the activation for `gelu`/`relu2`;
+    the gate's pre-activation, then the up one, then the activation for
+    `swiglu`, each [rows, width]. lathe-differentiate asks for them so that
+    the backward reads them instead of recomputing the up projection (a
+    product of the MLP's forward cost). Without them the VJP recomputes.
+
     ```mlir
     %y = lathe.mlp swiglu %h gate %wg up %wu down %wd
         : (tensor<64x64xf32>, tensor<128x64xf32>, tensor<128x64xf32>,
            tensor<64x128xf32>) -> tensor<64x64xf32>
+    %y2, %u, %a = lathe.mlp gelu %h up %wu down %wd
+        : (tensor<64x64xf32>, tensor<256x64xf32>, tensor<64x256xf32>)
+        -> (tensor<64x64xf32>, tensor<64x256xf32>, tensor<64x256xf32>)
     %z = lathe.mlp gelu %h up %wu bias %bu down %wd bias %bd
         : (tensor<64x64xf32>, tensor<256x64xf32>, tensor<256xf32>,
            tensor<64x256xf32>, tensor<64xf32>) -> tensor<64x64xf32>
@@ -949,7 +959,7 @@ def Lathe_MlpOp : Lathe_Op<"mlp", [Pure, AttrSizedOperandSegments,
                        Lathe_F32Tensor:$down_weight,
                        Optional<Lathe_F32Tensor>:$down_bias,
                        Optional<Lathe_F32Tensor>:$accumulate);
-  let results = (outs Lathe_F32Tensor:$result);
+  let results = (outs Lathe_F32Tensor:$result, Variadic<Lathe_F32Tensor>:$saved);
   let assemblyFormat = [{
     $kind $input (`gate` $gate_weight^ (`bias` $gate_bias^)?)?
     `up` $up_weight (`bias` $up_bias^)? `down` $down_weight (`bias` $down_bias^)?

@@ -2,9 +2,9 @@
 //
 // Each differentiable op builds its operands' cotangents in lathe ops
 // (VjpOpInterface). The rules are the textbook ones; what is lathe's own is
-// that they stay at the architecture level: the backward of an MLP is two
-// recomputed projections, one lathe.swiglu_grad and four products, which
-// kernel formation can fuse like the forward.
+// that they stay at the architecture level: the backward of an MLP is one
+// lathe.swiglu_grad and four products over the hidden values its forward
+// saved, which kernel formation can fuse like the forward.
 //
 // Where an op's attributes select math that has no VJP here yet (a position
 // offset, phases), buildVjp fails with an error on the op naming what is
@@ -185,8 +185,10 @@ LogicalResult MlpOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
     return success();
   Location loc = getLoc();
   Value x = getInput(), wu = getUpWeight(), wd = getDownWeight();
-  // Recompute the hidden pre-activations rather than keep them: [T, width]
-  // per layer is the largest activation of a decoder.
+  // The hidden values come from the forward when it saved them (see
+  // lathe-differentiate), else they are recomputed: [T, width] per layer is
+  // a decoder's largest activation, and a product of x is cheap to redo.
+  ValueRange saved = getSaved();
   auto hidden = [&](Value w, Value bias) -> Value {
     auto t = RankedTensorType::get(
         {tensorType(x).getDimSize(0), tensorType(w).getDimSize(0)},
@@ -197,12 +199,14 @@ LogicalResult MlpOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
     return bias ? SumRowsOp::create(b, loc, bias.getType(), d).getResult()
                 : Value();
   };
-  Value u = hidden(wu, getUpBias());
+  bool gated = getKind() == MlpKind::swiglu;
+  Value u = saved.empty() ? hidden(wu, getUpBias()) : saved[gated ? 1 : 0];
   Value dx, du;
-  if (getKind() == MlpKind::swiglu) {
+  if (gated) {
     Value wg = getGateWeight();
-    Value g = hidden(wg, getGateBias());
-    Value h = SwigluOp::create(b, loc, g, u);
+    Value g = saved.empty() ? hidden(wg, getGateBias()) : saved[0];
+    Value h = saved.empty() ? SwigluOp::create(b, loc, g, u).getResult()
+                            : saved[2];
     auto [dh, dwd] = linearVjp(b, loc, h, wd, dy);
     out.set(getDownWeightMutable(), dwd);
     auto act = SwigluGradOp::create(b, loc, g.getType(), u.getType(), g, u, dh);
@@ -212,7 +216,9 @@ LogicalResult MlpOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
     du = act.getUpGrad();
     dx = dxg;
   } else {
-    Value h = ActivationOp::create(b, loc, getKind(), u);
+    Value h = saved.empty()
+                  ? ActivationOp::create(b, loc, getKind(), u).getResult()
+                  : saved[1];
     auto [dh, dwd] = linearVjp(b, loc, h, wd, dy);
     out.set(getDownWeightMutable(), dwd);
     du = ActivationGradOp::create(b, loc, getKind(), u, dh);

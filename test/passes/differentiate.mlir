@@ -1,4 +1,5 @@
 // RUN: lathe-opt %s --lathe-differentiate --split-input-file | FileCheck %s
+// RUN: lathe-opt %s --lathe-differentiate=recompute-mlp --split-input-file | FileCheck %s --check-prefix=RECOMPUTE
 
 // A norm, a head tied to the embedding, and a parameter the loss does not
 // read: the function returns the loss, then one gradient per lathe.param in
@@ -39,8 +40,10 @@ func.func @grad(%tok: tensor<4xi32>, %t: tensor<4xi32>) -> tensor<1xf32> attribu
 // -----
 
 // A decoder layer's pieces: RoPE's VJP is the inverse rotation; attention's
-// is one lathe.attention_grad; a SwiGLU MLP recomputes its two hidden
-// projections, and its residual passes the cotangent straight through.
+// is one lathe.attention_grad; a SwiGLU MLP's forward saves its gate and up
+// pre-activations and its activation, which the backward reads (with
+// recompute-mlp it recomputes the two projections and the activation), and
+// its residual passes the cotangent straight through.
 lathe.param @"wq" : tensor<8x8xf32> init(normal, std = 0.02)
 lathe.param @"wk" : tensor<4x8xf32> init(normal, std = 0.02)
 lathe.param @"wg" : tensor<16x8xf32> init(normal, std = 0.02)
@@ -48,14 +51,22 @@ lathe.param @"wu" : tensor<16x8xf32> init(normal, std = 0.02)
 lathe.param @"wd" : tensor<8x16xf32> init(normal, std = 0.02)
 lathe.param @"head" : tensor<16x8xf32> init(normal, std = 0.02)
 // CHECK-LABEL: func.func @layer
+// CHECK: %{{.*}}, %[[S:.*]]:3 = lathe.mlp swiglu {{.*}} -> (tensor<4x8xf32>, tensor<4x16xf32>, tensor<4x16xf32>, tensor<4x16xf32>)
 // CHECK: lathe.cross_entropy_grad
-// CHECK: %[[U:.*]] = lathe.linear %[[A:[^ ,]*]], %{{.*}} : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
-// CHECK: %[[G:.*]] = lathe.linear %[[A]], %{{.*}} : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
-// CHECK: lathe.swiglu %[[G]], %[[U]]
-// CHECK: lathe.swiglu_grad %[[G]], %[[U]]
+// CHECK-NOT: lathe.swiglu %
+// CHECK: %[[DH:.*]] = lathe.matmul %{{.*}}, %{{.*}} : tensor<4x8xf32>, tensor<8x16xf32> -> tensor<4x16xf32>
+// CHECK: lathe.matmul %{{.*}}, %[[S]]#2 {transpose_lhs}
+// CHECK: lathe.swiglu_grad %[[S]]#0, %[[S]]#1, %[[DH]]
 // CHECK: lathe.attention_grad {{.*}} {heads = 2 : i64, kv_heads = 1 : i64}
 // CHECK: lathe.rope {{.*}}inverse
 // CHECK: lathe.rope {{.*}}inverse
+// RECOMPUTE-LABEL: func.func @layer
+// RECOMPUTE: lathe.mlp swiglu {{.*}} -> tensor<4x8xf32>
+// RECOMPUTE: lathe.cross_entropy_grad
+// RECOMPUTE: %[[U:.*]] = lathe.linear %[[A:[^ ,]*]], %{{.*}} : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
+// RECOMPUTE: %[[G:.*]] = lathe.linear %[[A]], %{{.*}} : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
+// RECOMPUTE: lathe.swiglu %[[G]], %[[U]]
+// RECOMPUTE: lathe.swiglu_grad %[[G]], %[[U]]
 func.func @layer(%x: tensor<4x8xf32>, %t: tensor<4xi32>) -> tensor<1xf32> attributes {lathe.differentiate} {
   %wq = lathe.weight @"wq" : tensor<8x8xf32>
   %wk = lathe.weight @"wk" : tensor<4x8xf32>

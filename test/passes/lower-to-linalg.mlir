@@ -165,6 +165,24 @@ func.func @residuals(%x: tensor<4x8xf32>, %a: tensor<4x8xf32>, %wo: tensor<8x8xf
 
 // -----
 
+// Tests that an MLP that saves its hidden values for the backward returns
+// the up GEMM's result and the activation as well, and that its residual
+// add still folds into the down GEMM while they are read.
+
+// CHECK-LABEL: func.func @saved_hidden
+// CHECK: %[[U:.*]] = linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "reduction"]
+// CHECK: %[[A:.*]] = linalg.generic {{.*}} ins(%[[U]] : tensor<4x12xf32>)
+// CHECK: %[[Y:.*]] = linalg.generic {{.*}} ins(%[[A]], %{{.*}} : tensor<4x12xf32>, tensor<8x12xf32>) outs(%arg0 : tensor<4x8xf32>)
+// CHECK: return %[[Y]], %[[U]], %[[A]]
+func.func @saved_hidden(%x: tensor<4x8xf32>, %a: tensor<4x8xf32>, %wu: tensor<12x8xf32>,
+                        %wd: tensor<8x12xf32>) -> (tensor<4x8xf32>, tensor<4x12xf32>, tensor<4x12xf32>) {
+  %m, %u, %h = lathe.mlp relu2 %a up %wu down %wd : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<8x12xf32>) -> (tensor<4x8xf32>, tensor<4x12xf32>, tensor<4x12xf32>)
+  %y = lathe.add %m, %x : tensor<4x8xf32>
+  return %y, %u, %h : tensor<4x8xf32>, tensor<4x12xf32>, tensor<4x12xf32>
+}
+
+// -----
+
 // Tests the Three-Phase Transformer's ops. The per-phase RMSNorm sums
 // squares per (row, stripe) through a floordiv map; the rotation first makes
 // [D] cos/sin tables of each column's angle (theta at (c mod stripe) / 2,

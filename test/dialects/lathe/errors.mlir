@@ -191,6 +191,23 @@ func.func @mlp_bias(%x: tensor<4x8xf32>, %w: tensor<12x8xf32>, %b: tensor<8xf32>
 
 // -----
 
+func.func @mlp_saved_count(%x: tensor<4x8xf32>, %w: tensor<12x8xf32>, %d: tensor<8x12xf32>) {
+  // A gated MLP saves gate, up and activation, or nothing.
+  // expected-error @+1 {{saves 2 hidden values; swiglu saves 3 or none}}
+  %y:3 = lathe.mlp swiglu %x gate %w up %w down %d : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<12x8xf32>, tensor<8x12xf32>) -> (tensor<4x8xf32>, tensor<4x12xf32>, tensor<4x12xf32>)
+  return
+}
+
+// -----
+
+func.func @mlp_saved_type(%x: tensor<4x8xf32>, %w: tensor<12x8xf32>, %d: tensor<8x12xf32>) {
+  // expected-error @+1 {{saved hidden values must be 'tensor<4x12xf32>', got 'tensor<4x8xf32>'}}
+  %y:3 = lathe.mlp gelu %x up %w down %d : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<8x12xf32>) -> (tensor<4x8xf32>, tensor<4x12xf32>, tensor<4x8xf32>)
+  return
+}
+
+// -----
+
 func.func @linear_bias(%x: tensor<4x8xf32>, %w: tensor<16x8xf32>, %b: tensor<8xf32>) {
   // expected-error @+1 {{bias must have 16 elements}}
   %y = lathe.linear %x, %w bias %b : tensor<4x8xf32>, tensor<16x8xf32>, tensor<8xf32> -> tensor<4x16xf32>

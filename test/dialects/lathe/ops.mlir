@@ -47,7 +47,10 @@ func.func @options(%x: tensor<4x8xf32>, %g: tensor<8xf32>, %w: tensor<12x8xf32>,
   // CHECK: lathe.mlp gelu %{{.*}} up %{{.*}} bias %{{.*}} down %{{.*}} bias %{{.*}} :
   %m = lathe.mlp gelu %n up %w bias %b down %wd bias %g : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<12xf32>, tensor<8x12xf32>, tensor<8xf32>) -> tensor<4x8xf32>
   // CHECK: lathe.mlp relu2 %{{.*}} up %{{.*}} down %{{.*}} :
-  %r = lathe.mlp relu2 %m up %w down %wd : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<8x12xf32>) -> tensor<4x8xf32>
+  %r0 = lathe.mlp relu2 %m up %w down %wd : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<8x12xf32>) -> tensor<4x8xf32>
+  // An MLP that also returns its hidden values for the backward.
+  // CHECK: %{{.*}}, %{{.*}}:2 = lathe.mlp relu2 %{{.*}} up %{{.*}} down %{{.*}} : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<8x12xf32>) -> (tensor<4x8xf32>, tensor<4x12xf32>, tensor<4x12xf32>)
+  %r, %ru, %ra = lathe.mlp relu2 %r0 up %w down %wd : (tensor<4x8xf32>, tensor<12x8xf32>, tensor<8x12xf32>) -> (tensor<4x8xf32>, tensor<4x12xf32>, tensor<4x12xf32>)
   // CHECK: lathe.attention %{{.*}}, %{{.*}}, %{{.*}} normalizer(softpick) {heads = 2 : i64, kv_heads = 2 : i64}
   %a = lathe.attention %r, %r, %r normalizer(softpick) {heads = 2 : i64, kv_heads = 2 : i64} : tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
   return %a : tensor<4x8xf32>
