@@ -161,9 +161,25 @@ LogicalResult differentiate(func::FuncOp fn, ArrayRef<ParamOp> params,
       return fn.emitOpError() << "accumulates gradients, but there is no "
                                  "lathe.cache @\"" << state << "\" of type "
                               << p.getTensorType();
+    // A weight's gradient product accumulates into the state in its GEMM
+    // (beta = 1), where the product was: its operands die there as before.
+    auto product = g.getDefiningOp<MatmulOp>();
+    if (product && (product.getAccumulate() || !g.use_empty()))
+      product = nullptr;
+    OpBuilder::InsertionGuard guard(b);
+    if (product)
+      b.setInsertionPointAfter(product);
     Value sum = CacheReadOp::create(b, p.getLoc(), p.getTensorType(),
                                     FlatSymbolRefAttr::get(cache.getSymNameAttr()));
-    Value added = AddOp::create(b, p.getLoc(), sum, g);
+    Value added;
+    if (product) {
+      added = MatmulOp::create(b, product.getLoc(), product.getType(),
+                               product.getLhs(), product.getRhs(), sum,
+                               product.getTransposeLhs());
+      product.erase();
+    } else {
+      added = AddOp::create(b, p.getLoc(), sum, g);
+    }
     AssignOp::create(b, p.getLoc(), sum, added);
   }
   func::ReturnOp::create(b, ret.getLoc(), results);

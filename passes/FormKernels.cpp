@@ -84,7 +84,9 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
     expandInPlaceWrite(b, op, op.getTarget(), op.getValue(), nullptr);
   }
 
-  /// The value assigned to S is result r of an all-parallel generic whose
+  /// The value assigned to S is result r of a generic that accumulates
+  /// into S through its init r (and reads S nowhere else), which then gets
+  /// S's slice as that init; or of an all-parallel generic whose
   /// init r is fresh and indexed by the identity, nothing else uses it, and
   /// the generic reads S (if at all) as one input through the identity, the
   /// element it writes. That input becomes the generic's init r instead, a
@@ -98,13 +100,21 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
     Value target = op.getTarget(), value = op.getValue();
     auto generic = value.getDefiningOp<linalg::GenericOp>();
     if (!generic || !value.hasOneUse() ||
-        generic->getBlock() != op->getBlock() ||
-        generic.getNumParallelLoops() != generic.getNumLoops())
+        generic->getBlock() != op->getBlock())
       return false;
     unsigned r = cast<OpResult>(value).getResultNumber();
     OpOperand *init = generic.getDpsInitOperand(r);
-    if (!init->get().getDefiningOp<tensor::EmptyOp>() ||
-        !generic.getMatchingIndexingMap(init).isIdentity())
+    // A generic that already accumulates into S through its output (a
+    // gradient GEMM with beta = 1) only needs S's storage as that output.
+    bool accumulates = init->get() == target &&
+                       llvm::none_of(generic.getDpsInputOperands(),
+                                     [&](OpOperand *in) {
+                                       return in->get() == target;
+                                     });
+    if (!accumulates &&
+        (!init->get().getDefiningOp<tensor::EmptyOp>() ||
+         !generic.getMatchingIndexingMap(init).isIdentity() ||
+         generic.getNumParallelLoops() != generic.getNumLoops()))
       return false;
     // S itself, read elementwise, at most once; no other read of S's state.
     // The storage a value reads: a state's or a parameter's name.

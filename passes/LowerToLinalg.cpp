@@ -1572,9 +1572,11 @@ struct LowerMatmul : OpConversionPattern<MatmulOp> {
     // Loops (m, n, k): out[m, n] += op(lhs)[m, k] * rhs[k, n].
     AffineMap lhs = op.getTransposeLhs() ? g.map(3, {g.d(2), g.d(0)})
                                          : g.map(3, {g.d(0), g.d(2)});
+    Value init = adaptor.getAccumulate()
+                     ? adaptor.getAccumulate()
+                     : g.filled(shapeOf(op.getResult()), 0.0);
     Value r = g.generic(
-        {adaptor.getLhs(), adaptor.getRhs()},
-        g.filled(shapeOf(op.getResult()), 0.0),
+        {adaptor.getLhs(), adaptor.getRhs()}, init,
         {lhs, g.map(3, {g.d(2), g.d(1)}), g.map(3, {g.d(0), g.d(1)})},
         {kPar, kPar, kRed}, mulAdd);
     rewriter.replaceOp(op, r);

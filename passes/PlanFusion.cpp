@@ -47,7 +47,8 @@ struct PlanFusion : lathe::impl::PlanFusionBase<PlanFusion> {
               CacheWriteOp, EmbeddingOp, AddOp, PhaseRotateOp, DcInjectOp,
               DepthAttentionOp, ParcaeInjectOp, SubOp, ModulatedRmsNormOp,
               GatedAddOp, SinusoidOp, SiluOp, RowSumSquaresOp, AdamwOp,
-              AssignOp, SelectiveGateOp, HaltConfidenceOp, HaltIfOp>(op)) {
+              AssignOp, SelectiveGateOp, HaltConfidenceOp, HaltIfOp,
+              MatmulOp>(op)) {
         ops.push_back(op);
         groups.insert(op);
       }

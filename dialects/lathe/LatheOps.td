@@ -1044,23 +1044,32 @@ def Lathe_CrossEntropyGradOp : Lathe_Op<"cross_entropy_grad", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Lathe_MatmulOp : Lathe_Op<"matmul", [Pure]> {
+def Lathe_MatmulOp : Lathe_Op<"matmul", [Pure,
+    OptionalTypesMatchWith<"accumulate has the result's type", "result",
+                           "accumulate", "$_self">]> {
   let summary = "A matrix product, the left side optionally transposed.";
   let description = [{
     `result = op(lhs) rhs`, with op the transpose under `transpose_lhs`:
     the two products of a linear layer's VJP, dx = dy W and dW = dy^T x.
+    With `accumulate s`, the result is s + op(lhs) rhs: gradient
+    accumulation adds a weight's gradient into its state this way, in the
+    GEMM (beta = 1) rather than through a [out, in] temporary and a sum.
 
     ```mlir
     %dx = lathe.matmul %dy, %w : tensor<8x32xf32>, tensor<32x64xf32> -> tensor<8x64xf32>
     %dw = lathe.matmul %dy, %x {transpose_lhs}
         : tensor<8x32xf32>, tensor<8x64xf32> -> tensor<32x64xf32>
+    %sum = lathe.matmul %dy, %x accumulate %s {transpose_lhs}
+        : tensor<8x32xf32>, tensor<8x64xf32> -> tensor<32x64xf32>
     ```
   }];
   let arguments = (ins Lathe_F32Tensor:$lhs, Lathe_F32Tensor:$rhs,
+                       Optional<Lathe_F32Tensor>:$accumulate,
                        UnitAttr:$transpose_lhs);
   let results = (outs Lathe_F32Tensor:$result);
   let assemblyFormat = [{
-    $lhs `,` $rhs attr-dict `:` type($lhs) `,` type($rhs) `->` type($result)
+    $lhs `,` $rhs (`accumulate` $accumulate^)? attr-dict `:` type($lhs) `,`
+    type($rhs) `->` type($result)
   }];
   let hasVerifier = 1;
 }

@@ -47,8 +47,8 @@ RankedTensorType tensorType(Value v) {
 /// layer's VJP makes (the weight in nn.Linear layout [out, in]).
 std::pair<Value, Value> linearVjp(OpBuilder &b, Location loc, Value x, Value w,
                                   Value dy) {
-  Value dx = MatmulOp::create(b, loc, tensorType(x), dy, w, false);
-  Value dw = MatmulOp::create(b, loc, tensorType(w), dy, x, true);
+  Value dx = MatmulOp::create(b, loc, tensorType(x), dy, w, Value(), false);
+  Value dw = MatmulOp::create(b, loc, tensorType(w), dy, x, Value(), true);
   return {dx, dw};
 }
 

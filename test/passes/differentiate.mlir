@@ -205,3 +205,34 @@ func.func @gate(%u: tensor<4x8xf32>, %h: tensor<4x8xf32>, %t: tensor<4xi32>) -> 
   %l = lathe.add %ce, %bce : tensor<1xf32>
   return %l : tensor<1xf32>
 }
+
+// -----
+
+// Gradient accumulation (lathe.accumulate_gradients): the function returns
+// the loss alone. A weight whose gradient is one product accumulates into
+// its state in that product (lathe.matmul accumulate, beta = 1), where the
+// product was; any other gradient is added to its state.
+lathe.param @"w" : tensor<16x8xf32> init(normal, std = 0.02)
+lathe.param @"g" : tensor<8xf32> init(ones)
+lathe.cache @"grad.w" : tensor<16x8xf32>
+lathe.cache @"grad.g" : tensor<8xf32>
+// CHECK-LABEL: func.func @accumulate
+// CHECK-SAME: -> tensor<1xf32>
+// CHECK: %[[DY:.*]] = lathe.cross_entropy_grad
+// CHECK: %[[SW:.*]] = lathe.cache_read @grad.w
+// CHECK-NEXT: %[[AW:.*]] = lathe.matmul %[[DY]], %{{.*}} accumulate %[[SW]] {transpose_lhs}
+// CHECK-NEXT: lathe.assign %[[SW]], %[[AW]]
+// CHECK: lathe.rms_norm_grad
+// CHECK: %[[SG:.*]] = lathe.cache_read @grad.g
+// CHECK-NEXT: %[[AG:.*]] = lathe.add %[[SG]], %{{.*}} : tensor<8xf32>
+// CHECK-NEXT: lathe.assign %[[SG]], %[[AG]]
+// CHECK-NEXT: return %{{.*}} : tensor<1xf32>
+// RECOMPUTE-LABEL: func.func @accumulate
+func.func @accumulate(%x: tensor<4x8xf32>, %t: tensor<4xi32>) -> tensor<1xf32> attributes {lathe.differentiate, lathe.accumulate_gradients} {
+  %g = lathe.weight @"g" : tensor<8xf32>
+  %h = lathe.rms_norm %x, %g {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  %w = lathe.weight @"w" : tensor<16x8xf32>
+  %y = lathe.linear %h, %w : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
+  %l = lathe.cross_entropy %y, %t : tensor<4x16xf32>, tensor<4xi32> -> tensor<1xf32>
+  return %l : tensor<1xf32>
+}

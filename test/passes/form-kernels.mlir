@@ -149,6 +149,32 @@ func.func @accumulate(%grad: tensor<8x4xf32>) {
   return
 }
 
+// Tests that a GEMM accumulating into a state (a weight's gradient added
+// into grad.<name>, beta = 1) gets the state's slice as its output: no
+// fresh buffer, no copy.
+
+// CHECK-LABEL: func.func @gemm_into_state
+// CHECK: %[[S:.*]] = lathe.cache_read @gw
+// CHECK: lathe.launch @gemm_into_state_k0(%{{.*}}, %{{.*}}, %[[S]]) {tied = array<i64: 2>}
+// CHECK: func.func private @gemm_into_state_k0(%[[DY:.*]]: tensor<8x16xf32>, %[[X:.*]]: tensor<8x4xf32>, %{{.*}}: tensor<16x4xf32>, %[[OUT:.*]]: tensor<16x4xf32>)
+// CHECK: %[[SLOT:.*]] = tensor.extract_slice %[[OUT]][0, 0] [16, 4] [1, 1]
+// CHECK: %[[DW:.*]] = linalg.generic {{.*}} ins(%[[DY]], %[[X]] : tensor<8x16xf32>, tensor<8x4xf32>) outs(%[[SLOT]] : tensor<16x4xf32>)
+// CHECK: tensor.insert_slice %[[DW]] into %[[OUT]]
+// CHECK-NOT: linalg.copy
+lathe.cache @gw : tensor<16x4xf32>
+func.func @gemm_into_state(%dy: tensor<8x16xf32>, %x: tensor<8x4xf32>) {
+  %s = lathe.cache_read @gw : tensor<16x4xf32>
+  %dw = linalg.generic {indexing_maps = [affine_map<(o, i, t) -> (t, o)>, affine_map<(o, i, t) -> (t, i)>, affine_map<(o, i, t) -> (o, i)>], iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%dy, %x : tensor<8x16xf32>, tensor<8x4xf32>) outs(%s : tensor<16x4xf32>) {
+  ^bb0(%a: f32, %b: f32, %o: f32):
+    %m = arith.mulf %a, %b : f32
+    %r = arith.addf %o, %m : f32
+    linalg.yield %r : f32
+  } -> tensor<16x4xf32>
+  %n = lathe.assign %s, %dw : tensor<16x4xf32>
+  return
+}
+
 // Tests that a generic reading the state away from the element it writes
 // (here transposed) keeps the fresh buffer and the copy.
 

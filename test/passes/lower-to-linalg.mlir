@@ -469,3 +469,22 @@ func.func @deep_supervision(%pre: tensor<4x8xf32>, %a: tensor<8xf32>, %d: tensor
   %dz = lathe.binary_cross_entropy_grad %z, %acc, %l : tensor<4x1xf32>, tensor<1xf32>
   return %dpre, %da, %direct, %dz : tensor<4x8xf32>, tensor<8xf32>, tensor<4x8xf32>, tensor<4x1xf32>
 }
+
+// -----
+
+// Tests that lathe.matmul is one (m, n, k) reduction generic reading lhs
+// transposed under transpose_lhs, into zeros, or into its accumulator
+// (beta = 1) when it has one.
+
+// CHECK-DAG: #[[LHST:.*]] = affine_map<(d0, d1, d2) -> (d2, d0)>
+// CHECK-DAG: #[[RHS:.*]] = affine_map<(d0, d1, d2) -> (d2, d1)>
+// CHECK-DAG: #[[OUT:.*]] = affine_map<(d0, d1, d2) -> (d0, d1)>
+// CHECK-LABEL: func.func @matmul
+// CHECK: %[[Z:.*]] = linalg.fill
+// CHECK: %[[DW:.*]] = linalg.generic {indexing_maps = [#[[LHST]], #[[RHS]], #[[OUT]]], iterator_types = ["parallel", "parallel", "reduction"]} ins(%arg0, %arg1 : tensor<4x16xf32>, tensor<4x8xf32>) outs(%[[Z]] : tensor<16x8xf32>)
+// CHECK: linalg.generic {indexing_maps = [#[[LHST]], #[[RHS]], #[[OUT]]], iterator_types = ["parallel", "parallel", "reduction"]} ins(%arg0, %arg1 : tensor<4x16xf32>, tensor<4x8xf32>) outs(%[[DW]] : tensor<16x8xf32>)
+func.func @matmul(%dy: tensor<4x16xf32>, %x: tensor<4x8xf32>) -> tensor<16x8xf32> {
+  %dw = lathe.matmul %dy, %x {transpose_lhs} : tensor<4x16xf32>, tensor<4x8xf32> -> tensor<16x8xf32>
+  %dw2 = lathe.matmul %dy, %x accumulate %dw {transpose_lhs} : tensor<4x16xf32>, tensor<4x8xf32> -> tensor<16x8xf32>
+  return %dw2 : tensor<16x8xf32>
+}

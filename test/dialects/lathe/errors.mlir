@@ -567,6 +567,14 @@ func.func @matmul_contract(%a: tensor<4x16xf32>, %b: tensor<8x8xf32>) {
 
 // -----
 
+func.func @matmul_accumulate(%a: tensor<4x16xf32>, %b: tensor<16x8xf32>, %s: tensor<4x4xf32>) {
+  // expected-error @+1 {{failed to verify that accumulate has the result's type}}
+  %c = "lathe.matmul"(%a, %b, %s) : (tensor<4x16xf32>, tensor<16x8xf32>, tensor<4x4xf32>) -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
 func.func @rms_norm_grad_gain(%x: tensor<4x8xf32>, %g: tensor<8xf32>, %h: tensor<4xf32>) {
   // expected-error @+1 {{gain_grad must have the type of the gain ('tensor<8xf32>'), got 'tensor<4xf32>'}}
   %dx, %dg = lathe.rms_norm_grad %x, %g, %x {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<4xf32>

@@ -250,6 +250,7 @@ func.func @loopformer(%x: tensor<4x8xf32>, %y: tensor<4x8xf32>, %s: tensor<1x8xf
 // CHECK: lathe.cross_entropy %{{.*}}, %{{.*}} : tensor<4x16xf32>, tensor<4xi32> -> tensor<1xf32>
 // CHECK: lathe.cross_entropy_grad
 // CHECK: lathe.matmul %{{.*}}, %{{.*}} {transpose_lhs} : tensor<4x16xf32>, tensor<4x8xf32> -> tensor<16x8xf32>
+// CHECK: lathe.matmul %{{.*}}, %{{.*}} accumulate %{{.*}} {transpose_lhs} : tensor<4x16xf32>, tensor<4x8xf32> -> tensor<16x8xf32>
 // CHECK: lathe.rms_norm_grad
 // CHECK: lathe.attention_grad %{{.*}} {heads = 2 : i64, kv_heads = 1 : i64}
 // CHECK: lathe.swiglu %{{.*}}, %{{.*}} : tensor<4x8xf32>
@@ -262,6 +263,7 @@ func.func @training(%y: tensor<4x16xf32>, %t: tensor<4xi32>, %x: tensor<4x8xf32>
   %l = lathe.cross_entropy %y, %t : tensor<4x16xf32>, tensor<4xi32> -> tensor<1xf32>
   %dy = lathe.cross_entropy_grad %y, %t, %l : tensor<4x16xf32>, tensor<4xi32>, tensor<1xf32> -> tensor<4x16xf32>
   %dw = lathe.matmul %dy, %x {transpose_lhs} : tensor<4x16xf32>, tensor<4x8xf32> -> tensor<16x8xf32>
+  %dw2 = lathe.matmul %dy, %x accumulate %dw {transpose_lhs} : tensor<4x16xf32>, tensor<4x8xf32> -> tensor<16x8xf32>
   %dx, %dg = lathe.rms_norm_grad %x, %g, %x {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<8xf32>
   %dq, %dk, %dv = lathe.attention_grad %x, %k, %k, %x {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>
   %h = lathe.swiglu %x, %x : tensor<4x8xf32>
