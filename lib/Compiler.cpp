@@ -121,8 +121,10 @@ LogicalResult mlir::lathe::compile(ModuleOp module,
     return failure();
   }
   // The backward graph is lathe ops too: --emit=lathe shows it.
-  if (failed(run(module, [](OpPassManager &pm) {
-        pm.addPass(createDifferentiate());
+  if (failed(run(module, [&](OpPassManager &pm) {
+        DifferentiateOptions differentiate;
+        differentiate.recomputeMlp = options.recomputeMlp;
+        pm.addPass(createDifferentiate(differentiate));
       })))
     return failure();
   if (options.emit == Emit::lathe) {

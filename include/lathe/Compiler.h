@@ -28,6 +28,9 @@ struct CompileOptions {
   /// cuda: GEMMs through cuBLASLt or lathe's kernels, and their precision
   /// (the chip is set per chip compiled).
   CudaKernelsOptions cuda;
+  /// Training: MLPs recompute their hidden values in the backward instead of
+  /// saving them (less memory, one more up projection per MLP).
+  bool recomputeMlp = false;
 };
 
 /// The chips every cuda artifact carries PTX for.

@@ -65,6 +65,12 @@ static cl::opt<int64_t> trainBatch(
              "that the matrix products see batch * seq rows (default 1); "
              "lathe-run's --batch must be a multiple"),
     cl::init(1), cl::cat(trainCategory));
+static cl::opt<bool> trainRecomputeMlp(
+    "train-recompute-mlp",
+    cl::desc("Recompute each MLP's hidden values in the backward instead of "
+             "keeping them from the forward: less memory ([rows, width] two "
+             "or three times per layer), one more up projection per MLP"),
+    cl::init(false), cl::cat(trainCategory));
 static cl::opt<double> adamBeta1("adam-beta1", cl::desc("AdamW beta1"),
                                  cl::init(0.9), cl::cat(trainCategory));
 static cl::opt<double> adamBeta2("adam-beta2", cl::desc("AdamW beta2"),
@@ -212,6 +218,7 @@ int main(int argc, char **argv) {
   options.gpuChip = gpuChip;
   options.cuda.gemmLibrary = gemm == "cublaslt";
   options.cuda.gemmPrecision = gemmPrecision;
+  options.recomputeMlp = trainRecomputeMlp;
   if (emit == Emit::kernels) {
     if (outputPath == "-") {
       llvm::errs() << "lathec: error: --emit=kernels needs a directory: -o DIR\n";
