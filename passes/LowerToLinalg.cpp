@@ -1885,7 +1885,8 @@ struct LowerEmbeddingGrad : OpConversionPattern<EmbeddingGradOp> {
 /// Attention's VJP over the whole causal window, on materialised
 /// probabilities (training windows are short; a fused backward kernel like
 /// the forward's is the next step): S = s q k^T, P = softmax(S) under the
-/// causal mask, dP = dO v^T, dS = s P (dP - rowsum(P dP)), then
+/// causal mask, dP = dO v^T, dS = s P (dP - rowsum(P dP)) (the row sum
+/// taken as dO . o from the forward's output when the op has it), then
 /// dQ = dS k, dK = dS^T q and dV = P^T dO. q and dO are first copied into
 /// [KV, G T, hd] (K/V head a; row g T + i for query head a G + g at row i)
 /// and k, v into [KV, T, hd], so that the five products are batched GEMMs
@@ -2015,32 +2016,47 @@ struct LowerAttentionGrad : OpConversionPattern<AttentionGradOp> {
                            nb, l, a[0],
                            arith::MulFOp::create(nb, l, floor, in.cst(1e-8)));
                      });
+    // The probability at a score, from its row's maximum and normaliser.
+    auto probability = [&](OpBuilder &nb, Location l, Value s, Value rowMax,
+                           Value norm) -> Value {
+      GenericBuilder in{nb, l};
+      Value e = expShifted(nb, l, s, rowMax);
+      if (softpick)
+        e = arith::MaximumFOp::create(nb, l, pickA(nb, l, e, rowMax),
+                                      in.cst(0.0));
+      return arith::DivFOp::create(nb, l, e, norm);
+    };
     Value P = g.generic(
         {S, mx, se}, g.empty({B, GT, T}), {full, row, row, full}, all,
         [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
-          GenericBuilder in{nb, l};
-          Value e = expShifted(nb, l, a[0], a[1]);
-          if (softpick)
-            e = arith::MaximumFOp::create(nb, l, pickA(nb, l, e, a[1]),
-                                          in.cst(0.0));
-          return arith::DivFOp::create(nb, l, e, a[2]);
+          return probability(nb, l, a[0], a[1], a[2]);
         });
-    Value rs = g.generic({P, dP}, g.filled({B, GT}, 0.0), {full, full, row},
-                         rowReduce, dot);
+    // rs = rowsum(P dP) = dO . o per query row (o = P V, the forward's
+    // output): hd columns per row instead of T keys, and no pass over the
+    // [T, T] tensors, when the op has the output.
+    Value rs;
+    if (Value o = adaptor.getOutput())
+      rs = g.generic({dO, splitQ(o)}, g.filled({B, GT}, 0.0),
+                     {full, full, row}, rowReduce, dot);
+    else
+      rs = g.generic({P, dP}, g.filled({B, GT}, 0.0), {full, full, row},
+                     rowReduce, dot);
     // softmax: dZ = P (dP - rs); softpick: dZ = E / d ([A > 0] dP - sign(A) rs).
-    // dS = s dZ, the scores being scaled.
+    // dS = s dZ, the scores being scaled. P is recomputed here from S rather
+    // than read: one [T, T] read instead of two.
     Value dS = g.generic(
-        {P, dP, rs, S, mx, se}, g.empty({B, GT, T}),
-        {full, full, row, full, row, row, full}, all,
+        {dP, rs, S, mx, se}, g.empty({B, GT, T}),
+        {full, row, full, row, row, full}, all,
         [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
           GenericBuilder in{nb, l};
           Value dz;
           if (!softpick) {
-            dz = arith::MulFOp::create(nb, l, a[0],
-                                       arith::SubFOp::create(nb, l, a[1], a[2]));
+            Value p = probability(nb, l, a[2], a[3], a[4]);
+            dz = arith::MulFOp::create(nb, l, p,
+                                       arith::SubFOp::create(nb, l, a[0], a[1]));
           } else {
-            Value e = expShifted(nb, l, a[3], a[4]);
-            Value A = pickA(nb, l, e, a[4]);
+            Value e = expShifted(nb, l, a[2], a[3]);
+            Value A = pickA(nb, l, e, a[3]);
             Value pos = arith::CmpFOp::create(nb, l, arith::CmpFPredicate::OGT,
                                               A, in.cst(0.0));
             Value neg = arith::CmpFOp::create(nb, l, arith::CmpFPredicate::OLT,
@@ -2048,11 +2064,11 @@ struct LowerAttentionGrad : OpConversionPattern<AttentionGradOp> {
             Value sign = arith::SelectOp::create(
                 nb, l, pos, in.cst(1.0),
                 arith::SelectOp::create(nb, l, neg, in.cst(-1.0), in.cst(0.0)));
-            Value gate = arith::SelectOp::create(nb, l, pos, a[1], in.cst(0.0));
+            Value gate = arith::SelectOp::create(nb, l, pos, a[0], in.cst(0.0));
             Value inner = arith::SubFOp::create(
-                nb, l, gate, arith::MulFOp::create(nb, l, sign, a[2]));
+                nb, l, gate, arith::MulFOp::create(nb, l, sign, a[1]));
             dz = arith::MulFOp::create(
-                nb, l, arith::DivFOp::create(nb, l, e, a[5]), inner);
+                nb, l, arith::DivFOp::create(nb, l, e, a[4]), inner);
           }
           return arith::MulFOp::create(nb, l, dz, in.cst(scale));
         });

@@ -1099,7 +1099,9 @@ def Lathe_RmsNormGradOp : Lathe_Op<"rms_norm_grad", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Lathe_AttentionGradOp : Lathe_Op<"attention_grad", [Pure]> {
+def Lathe_AttentionGradOp : Lathe_Op<"attention_grad", [Pure,
+    OptionalTypesMatchWith<"output has the query's type", "query", "output",
+                           "$_self">]> {
   let summary = "The VJP of causal GQA attention over the whole window.";
   let description = [{
     Recomputes the probabilities P of `lathe.attention` (same q, k, v,
@@ -1112,14 +1114,23 @@ def Lathe_AttentionGradOp : Lathe_Op<"attention_grad", [Pure]> {
     K/V head sum over the query heads of its group. `window` batches
     sequences of that many rows, as on `lathe.attention`.
 
+    With `output o`, the forward's result, `rowsum(dP * P)` is taken as
+    `rowsum(dO * o)` per head, the same number (o = P V), over head_dim
+    columns instead of over every key: the lowering then makes no pass over
+    P and dP for it.
+
     ```mlir
     %dq, %dk, %dv = lathe.attention_grad %q, %k, %v, %do {heads = 4 : i64, kv_heads = 2 : i64}
+        : tensor<8x64xf32>, tensor<8x32xf32>, tensor<8x32xf32>, tensor<8x64xf32>
+        -> tensor<8x64xf32>, tensor<8x32xf32>, tensor<8x32xf32>
+    %dq2, %dk2, %dv2 = lathe.attention_grad %q, %k, %v, %do output %o {heads = 4 : i64, kv_heads = 2 : i64}
         : tensor<8x64xf32>, tensor<8x32xf32>, tensor<8x32xf32>, tensor<8x64xf32>
         -> tensor<8x64xf32>, tensor<8x32xf32>, tensor<8x32xf32>
     ```
   }];
   let arguments = (ins Lathe_F32Tensor:$query, Lathe_F32Tensor:$key,
                        Lathe_F32Tensor:$value, Lathe_F32Tensor:$result_grad,
+                       Optional<Lathe_F32Tensor>:$output,
                        I64Attr:$heads, I64Attr:$kv_heads,
                        DefaultValuedAttr<Lathe_Normalizer,
                                          "::mlir::lathe::Normalizer::softmax">:$normalizer,
@@ -1127,7 +1138,7 @@ def Lathe_AttentionGradOp : Lathe_Op<"attention_grad", [Pure]> {
   let results = (outs Lathe_F32Tensor:$query_grad, Lathe_F32Tensor:$key_grad,
                       Lathe_F32Tensor:$value_grad);
   let assemblyFormat = [{
-    $query `,` $key `,` $value `,` $result_grad
+    $query `,` $key `,` $value `,` $result_grad (`output` $output^)?
     (`normalizer` `(` $normalizer^ `)`)? attr-dict `:` type($query) `,`
     type($key) `,` type($value) `,` type($result_grad) `->` type($query_grad)
     `,` type($key_grad) `,` type($value_grad)

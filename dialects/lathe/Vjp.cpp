@@ -170,7 +170,7 @@ LogicalResult AttentionOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
   auto g = AttentionGradOp::create(
       b, getLoc(), getQuery().getType(), getKey().getType(),
       getValue().getType(), getQuery(), getKey(), getValue(), dys[0],
-      getHeads(), getKvHeads(), getNormalizer(), getWindow());
+      getResult(), getHeads(), getKvHeads(), getNormalizer(), getWindow());
   out.set(getQueryMutable(), g.getQueryGrad());
   out.set(getKeyMutable(), g.getKeyGrad());
   out.set(getValueMutable(), g.getValueGrad());

@@ -51,13 +51,14 @@ lathe.param @"wu" : tensor<16x8xf32> init(normal, std = 0.02)
 lathe.param @"wd" : tensor<8x16xf32> init(normal, std = 0.02)
 lathe.param @"head" : tensor<16x8xf32> init(normal, std = 0.02)
 // CHECK-LABEL: func.func @layer
+// CHECK: %[[ATT:.*]] = lathe.attention %
 // CHECK: %{{.*}}, %[[S:.*]]:3 = lathe.mlp swiglu {{.*}} -> (tensor<4x8xf32>, tensor<4x16xf32>, tensor<4x16xf32>, tensor<4x16xf32>)
 // CHECK: lathe.cross_entropy_grad
 // CHECK-NOT: lathe.swiglu %
 // CHECK: %[[DH:.*]] = lathe.matmul %{{.*}}, %{{.*}} : tensor<4x8xf32>, tensor<8x16xf32> -> tensor<4x16xf32>
 // CHECK: lathe.matmul %{{.*}}, %[[S]]#2 {transpose_lhs}
 // CHECK: lathe.swiglu_grad %[[S]]#0, %[[S]]#1, %[[DH]]
-// CHECK: lathe.attention_grad {{.*}} {heads = 2 : i64, kv_heads = 1 : i64}
+// CHECK: lathe.attention_grad {{.*}} output %[[ATT]] {heads = 2 : i64, kv_heads = 1 : i64}
 // CHECK: lathe.rope {{.*}}inverse
 // CHECK: lathe.rope {{.*}}inverse
 // RECOMPUTE-LABEL: func.func @layer

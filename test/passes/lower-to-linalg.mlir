@@ -488,3 +488,24 @@ func.func @matmul(%dy: tensor<4x16xf32>, %x: tensor<4x8xf32>) -> tensor<16x8xf32
   %dw2 = lathe.matmul %dy, %x accumulate %dw {transpose_lhs} : tensor<4x16xf32>, tensor<4x8xf32> -> tensor<16x8xf32>
   return %dw2 : tensor<16x8xf32>
 }
+
+// -----
+
+// Tests that attention's VJP sums rowsum(dP * P) as dO . o over the head's
+// 8 columns when it has the forward's output (o = P V), and over the 4 keys
+// of [B, G T, T] = [1, 8, 4] probabilities without it.
+
+// CHECK-LABEL: func.func @attention_grad_output
+// CHECK-NOT: ins(%{{.*}}, %{{.*}} : tensor<1x8x4xf32>, tensor<1x8x4xf32>) outs(%{{.*}} : tensor<1x8xf32>)
+// CHECK: iterator_types = ["parallel", "parallel", "reduction"]} ins(%{{.*}}, %{{.*}} : tensor<1x8x8xf32>, tensor<1x8x8xf32>) outs(%{{.*}} : tensor<1x8xf32>)
+// CHECK-NOT: ins(%{{.*}}, %{{.*}} : tensor<1x8x4xf32>, tensor<1x8x4xf32>) outs(%{{.*}} : tensor<1x8xf32>)
+// CHECK-LABEL: func.func @attention_grad_no_output
+// CHECK: iterator_types = ["parallel", "parallel", "reduction"]} ins(%{{.*}}, %{{.*}} : tensor<1x8x4xf32>, tensor<1x8x4xf32>) outs(%{{.*}} : tensor<1x8xf32>)
+func.func @attention_grad_output(%q: tensor<4x16xf32>, %k: tensor<4x8xf32>, %o: tensor<4x16xf32>, %do: tensor<4x16xf32>) -> (tensor<4x16xf32>, tensor<4x8xf32>, tensor<4x8xf32>) {
+  %dq, %dk, %dv = lathe.attention_grad %q, %k, %k, %do output %o {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x16xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x16xf32> -> tensor<4x16xf32>, tensor<4x8xf32>, tensor<4x8xf32>
+  return %dq, %dk, %dv : tensor<4x16xf32>, tensor<4x8xf32>, tensor<4x8xf32>
+}
+func.func @attention_grad_no_output(%q: tensor<4x16xf32>, %k: tensor<4x8xf32>, %do: tensor<4x16xf32>) -> (tensor<4x16xf32>, tensor<4x8xf32>, tensor<4x8xf32>) {
+  %dq, %dk, %dv = lathe.attention_grad %q, %k, %k, %do {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x16xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x16xf32> -> tensor<4x16xf32>, tensor<4x8xf32>, tensor<4x8xf32>
+  return %dq, %dk, %dv : tensor<4x16xf32>, tensor<4x8xf32>, tensor<4x8xf32>
+}

@@ -583,6 +583,15 @@ func.func @rms_norm_grad_gain(%x: tensor<4x8xf32>, %g: tensor<8xf32>, %h: tensor
 
 // -----
 
+func.func @attention_grad_output(%q: tensor<4x8xf32>, %k: tensor<4x4xf32>) {
+  // The forward's output has the query's shape.
+  // expected-error @+1 {{failed to verify that output has the query's type}}
+  %dq, %dk, %dv = "lathe.attention_grad"(%q, %k, %k, %q, %k) <{heads = 2 : i64, kv_heads = 1 : i64}> : (tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x8xf32>, tensor<4x4xf32>) -> (tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>)
+  return
+}
+
+// -----
+
 func.func @attention_grad_key(%q: tensor<4x8xf32>, %k: tensor<4x4xf32>, %w: tensor<4x8xf32>) {
   // expected-error @+1 {{key_grad must have the type of the key ('tensor<4x4xf32>'), got 'tensor<4x8xf32>'}}
   %dq, %dk, %dv = lathe.attention_grad %q, %k, %k, %q {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x4xf32>

@@ -253,6 +253,7 @@ func.func @loopformer(%x: tensor<4x8xf32>, %y: tensor<4x8xf32>, %s: tensor<1x8xf
 // CHECK: lathe.matmul %{{.*}}, %{{.*}} accumulate %{{.*}} {transpose_lhs} : tensor<4x16xf32>, tensor<4x8xf32> -> tensor<16x8xf32>
 // CHECK: lathe.rms_norm_grad
 // CHECK: lathe.attention_grad %{{.*}} {heads = 2 : i64, kv_heads = 1 : i64}
+// CHECK: lathe.attention_grad %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} output %{{.*}} {heads = 2 : i64, kv_heads = 1 : i64}
 // CHECK: lathe.swiglu %{{.*}}, %{{.*}} : tensor<4x8xf32>
 // CHECK: lathe.swiglu_grad
 // CHECK: lathe.embedding_grad %{{.*}}, %{{.*}} : tensor<4xi32>, tensor<4x8xf32> -> tensor<16x8xf32>
@@ -266,6 +267,7 @@ func.func @training(%y: tensor<4x16xf32>, %t: tensor<4xi32>, %x: tensor<4x8xf32>
   %dw2 = lathe.matmul %dy, %x accumulate %dw {transpose_lhs} : tensor<4x16xf32>, tensor<4x8xf32> -> tensor<16x8xf32>
   %dx, %dg = lathe.rms_norm_grad %x, %g, %x {eps = 1.0e-05 : f64} : tensor<4x8xf32>, tensor<8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<8xf32>
   %dq, %dk, %dv = lathe.attention_grad %x, %k, %k, %x {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>
+  %dq2, %dk2, %dv2 = lathe.attention_grad %x, %k, %k, %x output %x {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>
   %h = lathe.swiglu %x, %x : tensor<4x8xf32>
   %da, %db = lathe.swiglu_grad %x, %x, %h : tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>, tensor<4x8xf32>
   %de = lathe.embedding_grad %t, %x : tensor<4xi32>, tensor<4x8xf32> -> tensor<16x8xf32>
