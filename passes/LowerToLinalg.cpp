@@ -2026,52 +2026,66 @@ struct LowerAttentionGrad : OpConversionPattern<AttentionGradOp> {
                                       in.cst(0.0));
       return arith::DivFOp::create(nb, l, e, norm);
     };
-    Value P = g.generic(
-        {S, mx, se}, g.empty({B, GT, T}), {full, row, row, full}, all,
-        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
-          return probability(nb, l, a[0], a[1], a[2]);
-        });
-    // rs = rowsum(P dP) = dO . o per query row (o = P V, the forward's
-    // output): hd columns per row instead of T keys, and no pass over the
-    // [T, T] tensors, when the op has the output.
-    Value rs;
-    if (Value o = adaptor.getOutput())
-      rs = g.generic({dO, splitQ(o)}, g.filled({B, GT}, 0.0),
-                     {full, full, row}, rowReduce, dot);
-    else
-      rs = g.generic({P, dP}, g.filled({B, GT}, 0.0), {full, full, row},
-                     rowReduce, dot);
     // softmax: dZ = P (dP - rs); softpick: dZ = E / d ([A > 0] dP - sign(A) rs).
-    // dS = s dZ, the scores being scaled. P is recomputed here from S rather
-    // than read: one [T, T] read instead of two.
-    Value dS = g.generic(
-        {dP, rs, S, mx, se}, g.empty({B, GT, T}),
-        {full, row, full, row, row, full}, all,
-        [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
-          GenericBuilder in{nb, l};
-          Value dz;
-          if (!softpick) {
+    // dS = s dZ, the scores being scaled; P is recomputed from S.
+    auto scoreGrad = [&](OpBuilder &nb, Location l, Value dp, Value r, Value s,
+                         Value rowMax, Value norm) -> Value {
+      GenericBuilder in{nb, l};
+      Value dz;
+      if (!softpick) {
+        Value p = probability(nb, l, s, rowMax, norm);
+        dz = arith::MulFOp::create(nb, l, p, arith::SubFOp::create(nb, l, dp, r));
+      } else {
+        Value e = expShifted(nb, l, s, rowMax);
+        Value A = pickA(nb, l, e, rowMax);
+        Value pos = arith::CmpFOp::create(nb, l, arith::CmpFPredicate::OGT, A,
+                                          in.cst(0.0));
+        Value neg = arith::CmpFOp::create(nb, l, arith::CmpFPredicate::OLT, A,
+                                          in.cst(0.0));
+        Value sign = arith::SelectOp::create(
+            nb, l, pos, in.cst(1.0),
+            arith::SelectOp::create(nb, l, neg, in.cst(-1.0), in.cst(0.0)));
+        Value gate = arith::SelectOp::create(nb, l, pos, dp, in.cst(0.0));
+        Value inner = arith::SubFOp::create(
+            nb, l, gate, arith::MulFOp::create(nb, l, sign, r));
+        dz = arith::MulFOp::create(nb, l, arith::DivFOp::create(nb, l, e, norm),
+                                   inner);
+      }
+      return arith::MulFOp::create(nb, l, dz, in.cst(scale));
+    };
+    Value P, dS;
+    if (Value o = adaptor.getOutput()) {
+      // rs = rowsum(P dP) = dO . o per query row (o = P V, the forward's
+      // output): hd columns per row instead of T keys. Then P (for dV) and
+      // dS come out of one pass over S and dP.
+      Value rs = g.generic({dO, splitQ(o)}, g.filled({B, GT}, 0.0),
+                           {full, full, row}, rowReduce, dot);
+      auto scores = RankedTensorType::get({B, GT, T}, rewriter.getF32Type());
+      auto both = g.tag(linalg::GenericOp::create(
+          rewriter, op.getLoc(), TypeRange{scores, scores},
+          ValueRange{dP, rs, S, mx, se},
+          ValueRange{g.empty({B, GT, T}), g.empty({B, GT, T})},
+          ArrayRef<AffineMap>{full, row, full, row, row, full, full}, all,
+          [&](OpBuilder &nb, Location l, ValueRange a) {
             Value p = probability(nb, l, a[2], a[3], a[4]);
-            dz = arith::MulFOp::create(nb, l, p,
-                                       arith::SubFOp::create(nb, l, a[0], a[1]));
-          } else {
-            Value e = expShifted(nb, l, a[2], a[3]);
-            Value A = pickA(nb, l, e, a[3]);
-            Value pos = arith::CmpFOp::create(nb, l, arith::CmpFPredicate::OGT,
-                                              A, in.cst(0.0));
-            Value neg = arith::CmpFOp::create(nb, l, arith::CmpFPredicate::OLT,
-                                              A, in.cst(0.0));
-            Value sign = arith::SelectOp::create(
-                nb, l, pos, in.cst(1.0),
-                arith::SelectOp::create(nb, l, neg, in.cst(-1.0), in.cst(0.0)));
-            Value gate = arith::SelectOp::create(nb, l, pos, a[0], in.cst(0.0));
-            Value inner = arith::SubFOp::create(
-                nb, l, gate, arith::MulFOp::create(nb, l, sign, a[1]));
-            dz = arith::MulFOp::create(
-                nb, l, arith::DivFOp::create(nb, l, e, a[4]), inner);
-          }
-          return arith::MulFOp::create(nb, l, dz, in.cst(scale));
-        });
+            Value ds = scoreGrad(nb, l, a[0], a[1], a[2], a[3], a[4]);
+            linalg::YieldOp::create(nb, l, ValueRange{p, ds});
+          }));
+      P = both.getResult(0);
+      dS = both.getResult(1);
+    } else {
+      P = g.generic({S, mx, se}, g.empty({B, GT, T}), {full, row, row, full},
+                    all, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                      return probability(nb, l, a[0], a[1], a[2]);
+                    });
+      Value rs = g.generic({P, dP}, g.filled({B, GT}, 0.0), {full, full, row},
+                           rowReduce, dot);
+      dS = g.generic({dP, rs, S, mx, se}, g.empty({B, GT, T}),
+                     {full, row, full, row, row, full}, all,
+                     [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
+                       return scoreGrad(nb, l, a[0], a[1], a[2], a[3], a[4]);
+                     });
+    }
     // Loops (a, r, c, j): dQ[a, r, c] = sum_j dS[a, r, j] k[a, j, c].
     Value dQ = g.generic({dS, k}, g.filled({B, GT, hd}, 0.0),
                          {g.map(4, {g.d(0), g.d(1), g.d(3)}),

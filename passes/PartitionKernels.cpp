@@ -30,21 +30,28 @@ struct RowLoop {
   int64_t rows;
   unsigned loop;
 };
+/// With several outputs, all of them must have their rows on one loop.
 static std::optional<RowLoop> rowsOf(linalg::LinalgOp op) {
-  if (op.getNumDpsInits() != 1 || op.getNumLoops() == 0)
+  if (op.getNumDpsInits() == 0 || op.getNumLoops() == 0)
     return std::nullopt;
-  OpOperand *init = op.getDpsInitOperand(0);
-  AffineMap map = op.getMatchingIndexingMap(init);
-  if (map.getNumResults() == 0)
-    return std::nullopt;
-  auto dim = dyn_cast<AffineDimExpr>(map.getResult(0));
-  if (!dim || op.getIteratorTypesArray()[dim.getPosition()] !=
-                  utils::IteratorType::parallel)
-    return std::nullopt;
-  auto type = dyn_cast<MemRefType>(init->get().getType());
-  if (!type || !type.hasStaticShape())
-    return std::nullopt;
-  return RowLoop{type.getDimSize(0), dim.getPosition()};
+  std::optional<RowLoop> found;
+  for (OpOperand &init : op.getDpsInitsMutable()) {
+    AffineMap map = op.getMatchingIndexingMap(&init);
+    if (map.getNumResults() == 0)
+      return std::nullopt;
+    auto dim = dyn_cast<AffineDimExpr>(map.getResult(0));
+    if (!dim || op.getIteratorTypesArray()[dim.getPosition()] !=
+                    utils::IteratorType::parallel)
+      return std::nullopt;
+    auto type = dyn_cast<MemRefType>(init.get().getType());
+    if (!type || !type.hasStaticShape())
+      return std::nullopt;
+    RowLoop here{type.getDimSize(0), dim.getPosition()};
+    if (found && (found->rows != here.rows || found->loop != here.loop))
+      return std::nullopt;
+    found = here;
+  }
+  return found;
 }
 
 struct PartitionKernels

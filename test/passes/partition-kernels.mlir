@@ -74,3 +74,26 @@ func.func @attention(%x: memref<8x4xf32>, %y: memref<8x4xf32>) attributes {lathe
   } {lathe.work = 1000000 : i64}
   return
 }
+
+// -----
+
+// Tests that a generic with two outputs (attention's VJP makes P and dS in
+// one pass) is partitioned when both have their rows on the same loop.
+
+// CHECK-LABEL: func.func @two_outputs(
+// CHECK-SAME: %[[PART:[a-z0-9]+]]: index, %[[PARTS:[a-z0-9]+]]: index)
+// CHECK: %[[LO:.*]] = arith.minui
+// CHECK: %[[HI:.*]] = arith.minui
+// CHECK: scf.for %{{.*}} = %[[LO]] to %[[HI]]
+// CHECK-NOT: linalg.
+func.func @two_outputs(%x: memref<64x8xf32>, %p: memref<64x8xf32>, %q: memref<64x8xf32>) attributes {lathe.kernel} {
+  linalg.generic {indexing_maps = [affine_map<(i, j) -> (i, j)>, affine_map<(i, j) -> (i, j)>, affine_map<(i, j) -> (i, j)>],
+                  iterator_types = ["parallel", "parallel"]}
+      ins(%x : memref<64x8xf32>) outs(%p, %q : memref<64x8xf32>, memref<64x8xf32>) {
+  ^bb0(%a: f32, %o: f32, %o2: f32):
+    %s = arith.addf %a, %a : f32
+    %m = arith.mulf %a, %a : f32
+    linalg.yield %s, %m : f32, f32
+  }
+  return
+}
