@@ -84,10 +84,10 @@ struct PartitionKernels
     if (work < minWork)
       return;
     IRRewriter rewriter(fn.getContext());
-    auto [lo, hi] = addPartArguments(rewriter, fn, *ub);
+    std::pair<Value, Value> range = addPartArguments(rewriter, fn, *ub);
     rewriter.modifyOpInPlace(loop, [&] {
-      loop.getLowerBoundMutable().slice(0, 1).assign(lo);
-      loop.getUpperBoundMutable().slice(0, 1).assign(hi);
+      loop.getLowerBoundMutable().slice(0, 1).assign(range.first);
+      loop.getUpperBoundMutable().slice(0, 1).assign(range.second);
     });
   }
 
