@@ -49,17 +49,8 @@ void saveMlpHiddenValues(func::FuncOp fn) {
       mlps.push_back(mlp);
   for (MlpOp mlp : mlps) {
     OpBuilder b(mlp);
-    auto hidden = RankedTensorType::get(
-        {mlp.getResult().getType().getDimSize(0),
-         mlp.getUpWeight().getType().getDimSize(0)},
-        b.getF32Type());
-    SmallVector<Type> saved(mlp.getKind() == MlpKind::swiglu ? 3 : 2, hidden);
-    auto full = MlpOp::create(
-        b, mlp.getLoc(), mlp.getResult().getType(), saved, mlp.getKind(),
-        mlp.getInput(), mlp.getGateWeight(), mlp.getGateBias(),
-        mlp.getUpWeight(), mlp.getUpBias(), mlp.getDownWeight(),
-        mlp.getDownBias(), mlp.getAccumulate());
-    full->setDiscardableAttrs(mlp->getDiscardableAttrDictionary());
+    SmallVector<Type> saved(mlp.getNumHidden(), mlp.getHiddenType());
+    MlpOp full = mlp.cloneWith(b, saved, mlp.getAccumulate());
     mlp.getResult().replaceAllUsesWith(full.getResult());
     mlp.erase();
   }

@@ -2665,11 +2665,7 @@ static void foldResidualAdds(ModuleOp module) {
       } else if (auto mlp = dyn_cast<MlpOp>(product)) {
         if (mlp.getAccumulate())
           continue;
-        auto fusedMlp = MlpOp::create(
-            b, add.getLoc(), add.getType(), mlp.getSaved().getTypes(),
-            mlp.getKind(), mlp.getInput(), mlp.getGateWeight(),
-            mlp.getGateBias(), mlp.getUpWeight(), mlp.getUpBias(),
-            mlp.getDownWeight(), mlp.getDownBias(), residual);
+        MlpOp fusedMlp = mlp.cloneWith(b, mlp.getSaved().getTypes(), residual);
         mlp.getSaved().replaceAllUsesWith(fusedMlp.getSaved());
         fused = fusedMlp;
       } else {

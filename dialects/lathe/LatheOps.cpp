@@ -728,6 +728,20 @@ void FusedAttentionOp::getEffects(
   addBufferEffects(*this, getInitMutable(), /*initRead=*/false, effects);
 }
 
+RankedTensorType MlpOp::getHiddenType() {
+  return RankedTensorType::get({dim(getInput(), 0), dim(getUpWeight(), 0)},
+                               Float32Type::get(getContext()));
+}
+
+MlpOp MlpOp::cloneWith(OpBuilder &b, TypeRange saved, Value accumulate) {
+  auto mlp = MlpOp::create(b, getLoc(), getResult().getType(), saved,
+                           getKind(), getInput(), getGateWeight(),
+                           getGateBias(), getUpWeight(), getUpBias(),
+                           getDownWeight(), getDownBias(), accumulate);
+  mlp->setDiscardableAttrs(getOperation()->getDiscardableAttrDictionary());
+  return mlp;
+}
+
 LogicalResult MlpOp::verify() {
   bool gated = getKind() == MlpKind::swiglu;
   if (gated && !getGateWeight())
@@ -756,13 +770,11 @@ LogicalResult MlpOp::verify() {
     return emitOpError("result type must equal the input type");
   if (getAccumulate() && getAccumulate().getType() != getResult().getType())
     return emitOpError("accumulates into a tensor of another type");
-  size_t hidden = gated ? 3 : 2;
-  if (!getSaved().empty() && getSaved().size() != hidden)
+  if (!getSaved().empty() && getSaved().size() != getNumHidden())
     return emitOpError() << "saves " << getSaved().size()
                          << " hidden values; " << stringifyMlpKind(getKind())
-                         << " saves " << hidden << " or none";
-  auto savedType = RankedTensorType::get({dim(getInput(), 0), width},
-                                         Float32Type::get(getContext()));
+                         << " saves " << getNumHidden() << " or none";
+  RankedTensorType savedType = getHiddenType();
   for (Value v : getSaved())
     if (v.getType() != savedType)
       return emitOpError() << "saved hidden values must be " << savedType

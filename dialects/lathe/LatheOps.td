@@ -966,6 +966,20 @@ def Lathe_MlpOp : Lathe_Op<"mlp", [Pure, AttrSizedOperandSegments,
     (`accumulate` $accumulate^)? attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// [rows, width]: the type of each saved hidden value.
+    ::mlir::RankedTensorType getHiddenType();
+    /// How many hidden values an MLP that saves them returns (3 gated, 2
+    /// not).
+    unsigned getNumHidden() {
+      return getKind() == ::mlir::lathe::MlpKind::swiglu ? 3 : 2;
+    }
+    /// This MLP again at `b`'s point, with `saved` as the saved values'
+    /// types and `accumulate` as its residual, keeping its other operands
+    /// and its discardable attributes (the fusion group).
+    MlpOp cloneWith(::mlir::OpBuilder &b, ::mlir::TypeRange saved,
+                    ::mlir::Value accumulate);
+  }];
 }
 
 def Lathe_AddOp : Lathe_Op<"add", [Pure, SameOperandsAndResultType, Commutative,

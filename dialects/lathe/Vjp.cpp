@@ -190,10 +190,7 @@ LogicalResult MlpOp::buildVjp(OpBuilder &b, ArrayRef<Value> dys,
   // a decoder's largest activation, and a product of x is cheap to redo.
   ValueRange saved = getSaved();
   auto hidden = [&](Value w, Value bias) -> Value {
-    auto t = RankedTensorType::get(
-        {tensorType(x).getDimSize(0), tensorType(w).getDimSize(0)},
-        b.getF32Type());
-    return LinearOp::create(b, loc, t, x, w, bias, Value());
+    return LinearOp::create(b, loc, getHiddenType(), x, w, bias, Value());
   };
   auto biasGrad = [&](Value bias, Value d) -> Value {
     return bias ? SumRowsOp::create(b, loc, bias.getType(), d).getResult()
