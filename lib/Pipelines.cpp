@@ -50,6 +50,9 @@ static void addCpuLowering(OpPassManager &pm) {
   pm.addPass(createFinalizeMemRefToLLVMConversionPass());
   pm.addPass(createConvertMathToLLVMPass());
   pm.addPass(createArithToLLVMConversionPass());
+  // Vectors built element by element (the emulated warp products') start
+  // from ub.poison.
+  pm.addPass(createUBToLLVMConversionPass());
   pm.addPass(createConvertControlFlowToLLVMPass());
   ConvertFuncToLLVMPassOptions func;
   // One pointer per buffer: kernels are called by the runtime, not by MLIR.
@@ -68,7 +71,9 @@ static void addGpuMapping(OpPassManager &pm,
     gemm.precision = options.gemmPrecision;
     pm.addPass(createContractionToGemm(gemm));
   }
-  pm.addPass(createAttentionToGpu());
+  AttentionToGpuOptions attention;
+  attention.precision = options.gemmPrecision;
+  pm.addPass(createAttentionToGpu(attention));
   pm.addPass(createExpandFusedAttention());
   pm.addPass(createExpandScatterRows());
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToParallelLoopsPass());
@@ -112,6 +117,8 @@ void mlir::lathe::buildCudaKernelsPipeline(OpPassManager &pm,
   target.features = options.features;
   target.optLevel = 3;
   pm.addPass(createGpuNVVMAttachTarget(target));
+  // Attention's warp products (nvgpu.mma.sync) to NVVM's mma intrinsics.
+  pm.addNestedPass<gpu::GPUModuleOp>(createConvertNVGPUToNVVMPass());
   ConvertGpuOpsToNVVMOpsOptions nvvm;
   nvvm.useBarePtrCallConv = true;
   pm.addNestedPass<gpu::GPUModuleOp>(createConvertGpuOpsToNVVMOps(nvvm));

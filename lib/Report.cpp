@@ -12,6 +12,7 @@
 #include "Targets.h"
 
 #include "GemmView.h"
+#include "Passes.h"
 
 #include "lathe/LatheOps.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -28,8 +29,10 @@ using namespace mlir::lathe;
 namespace {
 struct KernelCost {
   // gemmFlops: the part in matrix products (contractions), which the cuda
-  // target gives cuBLASLt; the rest runs on lathe's own kernels.
-  int64_t flops = 0, bytes = 0, gemmFlops = 0;
+  // target gives cuBLASLt; tensorFlops: the part in attention's products
+  // where lathe's own kernel runs them on tensor cores (tf32); the rest
+  // runs on CUDA cores.
+  int64_t flops = 0, bytes = 0, gemmFlops = 0, tensorFlops = 0;
 };
 } // namespace
 
@@ -47,7 +50,9 @@ static int64_t bytesOf(Type type) {
   return t.getNumElements() * ((t.getElementTypeBitWidth() + 7) / 8);
 }
 
-static KernelCost costOf(func::FuncOp kernel) {
+/// `precision`: the cuda target's product format (f32 without one), which
+/// decides whether attention's products run on tensor cores.
+static KernelCost costOf(func::FuncOp kernel, StringRef precision = "f32") {
   KernelCost cost;
   for (Type t : kernel.getFunctionType().getInputs())
     cost.bytes += bytesOf(t);
@@ -64,6 +69,9 @@ static KernelCost costOf(func::FuncOp kernel) {
     int64_t pairs = op.getOffset() ? rows * keys
                                    : rows / window * window * (window + 1) / 2;
     cost.flops += op.getHeads() * pairs * (5 * op.getHeadDim() + 8);
+    // Of which q . k and the weighted value sum, 4 * head_dim per pair.
+    if (attentionUsesTensorCores(op, precision))
+      cost.tensorFlops += op.getHeads() * pairs * 4 * op.getHeadDim();
   });
   // A table gradient's scatter: one addition per element of its rows.
   kernel.walk([&](ScatterAddRowsOp op) {
@@ -97,6 +105,9 @@ static KernelCost costOf(func::FuncOp kernel) {
 /// stream launch without CUDA graphs).
 constexpr double kH100Fp32Flops = 67e12, kH100Bytes = 3.35e12,
                  kLaunchSeconds = 2e-6;
+/// Dense tf32 on tensor cores: what lathe's attention kernel runs its
+/// products in below f32 (lathe-attention-to-gpu).
+constexpr double kH100Tf32Flops = 495e12;
 
 static double gemmPeak(const CudaKernelsOptions &cuda) {
   if (!cuda.gemmLibrary)
@@ -119,11 +130,11 @@ static std::string duration(double seconds) {
   return out;
 }
 
-/// The arithmetic's time: products at the GEMM peak, the rest on CUDA
-/// cores.
+/// The arithmetic's time: products at the GEMM peak, attention's
+/// tensor-core products at the tf32 peak, the rest on CUDA cores.
 static double computeSeconds(const KernelCost &c, double peak) {
-  return double(c.gemmFlops) / peak +
-         double(c.flops - c.gemmFlops) / kH100Fp32Flops;
+  return double(c.gemmFlops) / peak + double(c.tensorFlops) / kH100Tf32Flops +
+         double(c.flops - c.gemmFlops - c.tensorFlops) / kH100Fp32Flops;
 }
 
 /// What one entry costs on the roofline, summed over its launches.
@@ -178,7 +189,12 @@ static void printPrediction(const llvm::StringMap<EntryRoofline> &rooflines,
      << llvm::format("%.0f", gemmPeak(cuda) / 1e12) << " TFLOP/s ("
      << (cuda.gemmLibrary ? "cuBLASLt, " + cuda.gemmPrecision
                           : std::string("lathe's kernels, f32"))
-     << "), other FLOPs at 67 TFLOP/s fp32, 3.35 TB/s HBM3; every operand "
+     << "), "
+     << (cuda.gemmPrecision != "f32"
+             ? "attention's tensor-core FLOPs at 495 TFLOP/s (lathe's "
+               "kernels, tf32), "
+             : "")
+     << "other FLOPs at 67 TFLOP/s fp32, 3.35 TB/s HBM3; every operand "
         "and result moved once at the compiled fp32 width; no overlap "
         "between kernels; 'with launches' adds 2 us per launch):\n";
   auto rate = [](int64_t tokens, double seconds) {
@@ -254,7 +270,8 @@ LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os,
       exits.insert(launch);
     entry.walk([&](LaunchOp launch) {
       auto kernel = symbols.lookup<func::FuncOp>(launch.getCallee());
-      KernelCost c = costOf(kernel);
+      KernelCost c = costOf(kernel, roofline ? StringRef(cuda->gemmPrecision)
+                                             : StringRef("f32"));
       std::pair<int, int> layer = layerOf(launch.getLoc());
       ++perLayer[layer];
       ++count;
@@ -262,8 +279,12 @@ LogicalResult mlir::lathe::printReport(ModuleOp planned, llvm::raw_ostream &os,
       total.bytes += c.bytes;
       detail << "  " << launch.getCallee() << "  " << describe(layer)
              << "  flops " << c.flops;
-      if (roofline)
-        detail << " (gemm " << c.gemmFlops << ")";
+      if (roofline) {
+        detail << " (gemm " << c.gemmFlops;
+        if (c.tensorFlops)
+          detail << ", tensor cores " << c.tensorFlops;
+        detail << ")";
+      }
       detail << "  bytes " << c.bytes;
       if (roofline) {
         double t = std::max(computeSeconds(c, peak),

@@ -18,6 +18,7 @@
 #include "Passes.h"
 
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
 #include <cmath>
@@ -388,16 +389,375 @@ static void lowerTiled(FusedAttentionOp op) {
   op.erase();
 }
 
+/// x rounded to tf32 (10 mantissa bits; to nearest, ties to even, as the
+/// emulated device's reference GEMM rounds) in integer arithmetic, which
+/// PTX and the emulation run alike. Attention's operands are finite, and a
+/// softmax weight lies in [0, 1], so no infinity or NaN reaches it.
+static Value roundTf32(OpBuilder &b, Location l, Value x) {
+  Type i32 = b.getI32Type();
+  auto i32Const = [&](int32_t v) {
+    return arith::ConstantOp::create(b, l, b.getI32IntegerAttr(v));
+  };
+  Value u = arith::BitcastOp::create(b, l, i32, x);
+  Value odd = arith::AndIOp::create(
+      b, l, arith::ShRUIOp::create(b, l, u, i32Const(13)), i32Const(1));
+  u = arith::AddIOp::create(
+      b, l, arith::AddIOp::create(b, l, u, i32Const(0xfff)), odd);
+  u = arith::AndIOp::create(b, l, u, i32Const(~0x1fff));
+  return arith::BitcastOp::create(b, l, b.getF32Type(), u);
+}
+
+/// Query rows per warp in the tensor-core kernel: an m16n8k8 product's rows.
+constexpr int64_t kWarpRows = 16;
+
+/// The tensor-core form: a block per (head, tile of up to 64 query rows),
+/// a warp per 16 rows. Per key tile (K and V in shared memory, rounded to
+/// tf32 once), each warp forms its 16 x keyTile scores S = Q K^T with
+/// m16n8k8 tf32 products (Q's fragments, scaled and rounded, stay in
+/// registers), leaves them in shared memory, and after a barrier a thread
+/// per row runs the tile's softmax step on its row: the new maximum, the
+/// rescale of the running sums, the weights P (rounded to tf32, in place of
+/// S) and the denominator, kept in shared memory as the row's state. After
+/// another barrier each warp rescales its output fragments and adds P V,
+/// again with m16n8k8 products. Only the two products run on tensor cores;
+/// the softmax, masks (causal, windows) and softpick are the CUDA-core
+/// kernel's, tile by tile instead of key by key.
+static void lowerTensorCore(FusedAttentionOp op) {
+  OpBuilder b(op);
+  Location loc = op.getLoc();
+  MLIRContext *ctx = op.getContext();
+  auto qType = cast<MemRefType>(op.getQuery().getType());
+  auto kType = cast<MemRefType>(op.getKey().getType());
+  int64_t rows = qType.getDimSize(0), keys = kType.getDimSize(0),
+          heads = op.getHeads(), headDim = op.getHeadDim(),
+          group = op.getHeads() / op.getKvHeads();
+  int64_t warps = (std::min<int64_t>(rows, 64) + kWarpRows - 1) / kWarpRows;
+  int64_t queryTile = warps * kWarpRows, threads = warps * 32;
+  // K and V tiles within 32 KiB of shared memory, whole 8-key steps.
+  int64_t keyTile = 32;
+  while (keyTile > 8 && 2 * keyTile * headDim * 4 > 32 * 1024)
+    keyTile /= 2;
+  keyTile = std::min(keyTile, (keys + 7) / 8 * 8);
+  bool softpick = op.getNormalizer() == Normalizer::softpick;
+  Type f32 = b.getF32Type();
+  auto shared = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
+  auto sharedOf = [&](int64_t n) {
+    return MemRefType::get({n}, f32, MemRefLayoutAttrInterface(), shared);
+  };
+  auto aType = VectorType::get({4, 1}, f32), bType = VectorType::get({2, 1}, f32),
+       cType = VectorType::get({2, 2}, f32);
+
+  auto idx = [&](OpBuilder &ob, int64_t v) { return indexConst(ob, loc, v); };
+  auto cst = [&](OpBuilder &ob, double v) { return f32Const(ob, loc, v); };
+  Value one = idx(b, 1);
+  int64_t queryTiles = (rows + queryTile - 1) / queryTile;
+  auto launch = gpu::LaunchOp::create(
+      b, loc, idx(b, heads), idx(b, queryTiles), one, idx(b, threads), one,
+      one, /*dynamicSharedMemorySize=*/nullptr, /*asyncTokenType=*/nullptr,
+      /*asyncDependencies=*/ValueRange{},
+      TypeRange{sharedOf(keyTile * headDim), sharedOf(keyTile * headDim),
+                sharedOf(queryTile * keyTile), sharedOf(queryTile),
+                sharedOf(queryTile), sharedOf(queryTile)});
+  Block &body = launch.getBody().front();
+  OpBuilder lb = OpBuilder::atBlockBegin(&body);
+  Value h = launch.getBlockIds().x, tile = launch.getBlockIds().y,
+        t = launch.getThreadIds().x;
+  ValueRange attributions = launch.getWorkgroupAttributions();
+  Value sK = attributions[0], sV = attributions[1], sS = attributions[2],
+        sMax = attributions[3], sDenom = attributions[4],
+        sRescale = attributions[5];
+  Value c0 = idx(lb, 0), c1 = idx(lb, 1), D = idx(lb, headDim),
+        Q = idx(lb, queryTile), K = idx(lb, keyTile), T = idx(lb, threads);
+  auto add = [&](OpBuilder &ob, Value x, Value y) -> Value {
+    return arith::AddIOp::create(ob, loc, x, y);
+  };
+  auto addc = [&](OpBuilder &ob, Value x, int64_t y) -> Value {
+    return y == 0 ? x : add(ob, x, idx(ob, y));
+  };
+  auto mul = [&](OpBuilder &ob, Value x, Value y) -> Value {
+    return arith::MulIOp::create(ob, loc, x, y);
+  };
+  auto load = [&](OpBuilder &ob, Value m, Value at) -> Value {
+    return memref::LoadOp::create(ob, loc, m, ValueRange{at});
+  };
+  auto store = [&](OpBuilder &ob, Value v, Value m, Value at) {
+    memref::StoreOp::create(ob, loc, v, m, ValueRange{at});
+  };
+  auto mma = [&](OpBuilder &ob, Value a, Value bf, Value c) -> Value {
+    return nvgpu::MmaSyncOp::create(ob, loc, a, bf, c,
+                                    ArrayRef<int64_t>{16, 8, 8},
+                                    /*tf32Enabled=*/true);
+  };
+
+  // This lane's place in the fragments: group g (rows g and g + 8 of its
+  // warp's 16) and q (its columns within a group of 4 lanes).
+  Value c32 = idx(lb, 32), c4 = idx(lb, 4);
+  Value warp = arith::DivUIOp::create(lb, loc, t, c32);
+  Value lane = arith::RemUIOp::create(lb, loc, t, c32);
+  Value g = arith::DivUIOp::create(lb, loc, lane, c4);
+  Value q = arith::RemUIOp::create(lb, loc, lane, c4);
+  Value localRow[2];
+  localRow[0] = add(lb, mul(lb, warp, idx(lb, kWarpRows)), g);
+  localRow[1] = addc(lb, localRow[0], 8);
+  Value first = mul(lb, tile, Q);
+  Value fragRow[2];
+  for (int i = 0; i < 2; ++i)
+    fragRow[i] = arith::MinUIOp::create(lb, loc, add(lb, first, localRow[i]),
+                                        idx(lb, rows - 1));
+  Value qCol = mul(lb, h, D);
+  Value kvCol = mul(lb, arith::DivUIOp::create(lb, loc, h, idx(lb, group)), D);
+
+  // Q's A fragments for the head_dim / 8 steps of S's products, scaled by
+  // 1/sqrt(head_dim) and rounded once.
+  Value scale = cst(lb, 1.0f / std::sqrt(static_cast<float>(headDim)));
+  SmallVector<Value> qFrags;
+  for (int64_t kk = 0; kk < headDim / 8; ++kk) {
+    SmallVector<Value, 4> elems;
+    for (int reg = 0; reg < 4; ++reg) {
+      Value col = addc(lb, add(lb, qCol, q), 8 * kk + 4 * (reg / 2));
+      Value x = memref::LoadOp::create(lb, loc, op.getQuery(),
+                                       ValueRange{fragRow[reg % 2], col});
+      elems.push_back(roundTf32(lb, loc, arith::MulFOp::create(lb, loc, x, scale)));
+    }
+    qFrags.push_back(vector::FromElementsOp::create(lb, loc, aType, elems));
+  }
+
+  // Each row's softmax state, kept by its thread in shared memory: the
+  // maximum (softpick's starts at 0, its clamp) and the denominator.
+  Value negInf = cst(lb, -std::numeric_limits<double>::infinity());
+  Value isRowThread =
+      arith::CmpIOp::create(lb, loc, arith::CmpIPredicate::ult, t, Q);
+  scf::IfOp::create(lb, loc, isRowThread, [&](OpBuilder &ib, Location) {
+    store(ib, softpick ? cst(ib, 0.0) : negInf, sMax, t);
+    store(ib, cst(ib, 0.0), sDenom, t);
+    scf::YieldOp::create(ib, loc);
+  });
+
+  Value blockEnd = arith::MinUIOp::create(
+      lb, loc,
+      arith::MinUIOp::create(lb, loc, add(lb, first, Q), idx(lb, rows)),
+      idx(lb, keys));
+  Value blockFirst = windowStart(lb, loc, first, op.getWindow());
+  Value zeroFrag = arith::ConstantOp::create(
+      lb, loc, DenseElementsAttr::get(cType, lb.getF32FloatAttr(0.0)));
+  SmallVector<Value> outInit(headDim / 8, zeroFrag);
+  auto tiles = scf::ForOp::create(
+      lb, loc, blockFirst, blockEnd, K, outInit,
+      [&](OpBuilder &fb, Location l, Value k0, ValueRange outFrags) {
+        // K and V rows k0.. into shared memory, rounded to tf32; element
+        // e = r D + c by thread e mod threads (consecutive threads,
+        // consecutive columns). The barrier after it also orders the row
+        // states' first stores before any thread reads them.
+        scf::ForOp::create(
+            fb, l, t, idx(fb, keyTile * headDim), T, ValueRange{},
+            [&](OpBuilder &ib, Location il, Value e, ValueRange) {
+              Value r = arith::DivUIOp::create(ib, il, e, D);
+              Value c = arith::RemUIOp::create(ib, il, e, D);
+              Value key = add(ib, k0, r);
+              Value inside = arith::CmpIOp::create(
+                  ib, il, arith::CmpIPredicate::ult, key, idx(ib, keys));
+              Value safe = arith::MinUIOp::create(ib, il, key, idx(ib, keys - 1));
+              Value col = add(ib, kvCol, c);
+              for (auto [from, to] : {std::pair<Value, Value>{op.getKey(), sK},
+                                      {op.getValue(), sV}}) {
+                Value x = memref::LoadOp::create(ib, il, from,
+                                                 ValueRange{safe, col});
+                x = arith::SelectOp::create(ib, il, inside, roundTf32(ib, il, x),
+                                            cst(ib, 0.0));
+                store(ib, x, to, e);
+              }
+              scf::YieldOp::create(ib, il);
+            });
+        gpu::BarrierOp::create(fb, l);
+
+        // S for the warp's 16 rows, 8 keys at a time: B[k][n] = K[n][k],
+        // so lane (g, q) gives K[8n + g][8kk + q] and [8kk + q + 4].
+        for (int64_t n = 0; n < keyTile / 8; ++n) {
+          Value acc = zeroFrag;
+          Value kRow = mul(fb, addc(fb, g, 8 * n), D);
+          for (int64_t kk = 0; kk < headDim / 8; ++kk) {
+            Value at = addc(fb, add(fb, kRow, q), 8 * kk);
+            Value bf = vector::FromElementsOp::create(
+                fb, l, bType,
+                ValueRange{load(fb, sK, at), load(fb, sK, addc(fb, at, 4))});
+            acc = mma(fb, qFrags[kk], bf, acc);
+          }
+          for (int i = 0; i < 2; ++i)
+            for (int j = 0; j < 2; ++j) {
+              Value at = addc(fb,
+                              add(fb, mul(fb, localRow[i], K),
+                                  mul(fb, q, idx(fb, 2))),
+                              8 * n + j);
+              store(fb,
+                    vector::ExtractOp::create(fb, l, acc,
+                                              ArrayRef<int64_t>{i, j}),
+                    sS, at);
+            }
+        }
+        gpu::BarrierOp::create(fb, l);
+
+        // The tile's softmax step, a thread per row: its maximum over the
+        // visible keys first, then the weights at the new maximum.
+        scf::IfOp::create(fb, l, isRowThread, [&](OpBuilder &ib, Location il) {
+          Value row = arith::MinUIOp::create(ib, il, add(ib, first, t),
+                                             idx(ib, rows - 1));
+          Value visible = arith::MinUIOp::create(ib, il, addc(ib, row, 1),
+                                                 idx(ib, keys));
+          Value rowFirst = windowStart(ib, il, row, op.getWindow());
+          Value rowAt = mul(ib, t, K);
+          // The score of key k0 + j, -inf where the row does not see it.
+          auto masked = [&](OpBuilder &jb, Value j) -> std::pair<Value, Value> {
+            Value key = add(jb, k0, j);
+            Value valid = arith::CmpIOp::create(
+                jb, il, arith::CmpIPredicate::ult, key, visible);
+            if (op.getWindow())
+              valid = arith::AndIOp::create(
+                  jb, il, valid,
+                  arith::CmpIOp::create(jb, il, arith::CmpIPredicate::uge, key,
+                                        rowFirst));
+            Value s = load(jb, sS, add(jb, rowAt, j));
+            return {arith::SelectOp::create(jb, il, valid, s, negInf), valid};
+          };
+          Value mOld = load(ib, sMax, t);
+          auto maxLoop = scf::ForOp::create(
+              ib, il, c0, K, c1, ValueRange{mOld},
+              [&](OpBuilder &jb, Location jl, Value j, ValueRange st) {
+                scf::YieldOp::create(
+                    jb, jl,
+                    ValueRange{arith::MaximumFOp::create(
+                        jb, jl, st[0], masked(jb, j).first)});
+              });
+          Value mNew = maxLoop.getResult(0);
+          // A row that has seen no key yet (in a batch of windows, a tile
+          // before its window) keeps the maximum -inf: shift by 0 then, so
+          // that its rescale and weights are e^-inf = 0, not NaN.
+          Value shift = mNew;
+          if (!softpick)
+            shift = arith::SelectOp::create(
+                ib, il,
+                arith::CmpFOp::create(ib, il, arith::CmpFPredicate::OEQ, mNew,
+                                      negInf),
+                cst(ib, 0.0), mNew);
+          Value rescale = math::ExpOp::create(
+              ib, il, arith::SubFOp::create(ib, il, mOld, shift));
+          Value floor;
+          if (softpick)
+            floor = math::ExpOp::create(ib, il,
+                                        arith::NegFOp::create(ib, il, mNew));
+          auto sumLoop = scf::ForOp::create(
+              ib, il, c0, K, c1, ValueRange{cst(ib, 0.0)},
+              [&](OpBuilder &jb, Location jl, Value j, ValueRange st) {
+                auto [s, valid] = masked(jb, j);
+                Value e = math::ExpOp::create(
+                    jb, jl, arith::SubFOp::create(jb, jl, s, shift));
+                Value weight = e, mass = e;
+                if (softpick) {
+                  // e^(s-m) - e^(-m): numerator relu, denominator |.|
+                  Value d = arith::SubFOp::create(jb, jl, e, floor);
+                  weight = arith::MaximumFOp::create(jb, jl, d, cst(jb, 0.0));
+                  mass = arith::SelectOp::create(
+                      jb, jl, valid, math::AbsFOp::create(jb, jl, d),
+                      cst(jb, 0.0));
+                }
+                store(jb, roundTf32(jb, jl, weight), sS, add(jb, rowAt, j));
+                scf::YieldOp::create(
+                    jb, jl,
+                    ValueRange{arith::AddFOp::create(jb, jl, st[0], mass)});
+              });
+          store(ib, mNew, sMax, t);
+          store(ib,
+                arith::AddFOp::create(
+                    ib, il,
+                    arith::MulFOp::create(ib, il, load(ib, sDenom, t), rescale),
+                    sumLoop.getResult(0)),
+                sDenom, t);
+          store(ib, rescale, sRescale, t);
+          scf::YieldOp::create(ib, il);
+        });
+        gpu::BarrierOp::create(fb, l);
+
+        // O = O rescaled + P V: P's A fragments from shared memory, V's B
+        // fragments (B[k][n] = V[8kk + k][8n' + n]).
+        Value r0 = load(fb, sRescale, localRow[0]);
+        Value r1 = load(fb, sRescale, localRow[1]);
+        Value rescaleFrag = vector::FromElementsOp::create(
+            fb, l, cType, ValueRange{r0, r0, r1, r1});
+        SmallVector<Value> next;
+        for (Value frag : outFrags)
+          next.push_back(arith::MulFOp::create(fb, l, frag, rescaleFrag));
+        for (int64_t kk = 0; kk < keyTile / 8; ++kk) {
+          SmallVector<Value, 4> elems;
+          for (int reg = 0; reg < 4; ++reg)
+            elems.push_back(load(
+                fb, sS,
+                addc(fb, add(fb, mul(fb, localRow[reg % 2], K), q),
+                     8 * kk + 4 * (reg / 2))));
+          Value pFrag = vector::FromElementsOp::create(fb, l, aType, elems);
+          for (int64_t n = 0; n < headDim / 8; ++n) {
+            Value at = addc(fb, add(fb, mul(fb, addc(fb, q, 8 * kk), D), g),
+                            8 * n);
+            Value bf = vector::FromElementsOp::create(
+                fb, l, bType,
+                ValueRange{load(fb, sV, at),
+                           load(fb, sV, addc(fb, at, 4 * headDim))});
+            next[n] = mma(fb, pFrag, bf, next[n]);
+          }
+        }
+        // The next tile must not overwrite this one while others read it.
+        gpu::BarrierOp::create(fb, l);
+        scf::YieldOp::create(fb, l, next);
+      });
+
+  // Each lane's output: rows g and g + 8 of its warp, columns 2q and
+  // 2q + 1 of each 8, over the row's denominator; rows past the end of a
+  // last, partial tile store nothing.
+  for (int i = 0; i < 2; ++i) {
+    Value denom = load(lb, sDenom, localRow[i]);
+    if (softpick)
+      denom = arith::AddFOp::create(lb, loc, denom, cst(lb, 1e-8));
+    Value row = add(lb, first, localRow[i]);
+    Value inside =
+        arith::CmpIOp::create(lb, loc, arith::CmpIPredicate::ult, row,
+                              idx(lb, rows));
+    scf::IfOp::create(lb, loc, inside, [&](OpBuilder &ib, Location il) {
+      for (int64_t n = 0; n < headDim / 8; ++n)
+        for (int j = 0; j < 2; ++j) {
+          Value x = vector::ExtractOp::create(ib, il, tiles.getResult(n),
+                                              ArrayRef<int64_t>{i, j});
+          Value col = addc(ib, add(ib, qCol, mul(ib, q, idx(ib, 2))),
+                           8 * n + j);
+          memref::StoreOp::create(ib, il,
+                                  arith::DivFOp::create(ib, il, x, denom),
+                                  op.getInit(), ValueRange{row, col});
+        }
+      scf::YieldOp::create(ib, il);
+    });
+  }
+  gpu::TerminatorOp::create(lb, loc);
+  op.erase();
+}
+
+} // namespace
+
+bool mlir::lathe::attentionUsesTensorCores(FusedAttentionOp op,
+                                           StringRef precision) {
+  return precision != "f32" && !op.getOffset() && op.getHeadDim() % 8 == 0;
+}
+
+namespace {
 struct AttentionToGpu
     : lathe::impl::AttentionToGpuBase<AttentionToGpu> {
+  using Base::Base;
   void runOnOperation() override {
-    SmallVector<FusedAttentionOp> decode, tiled;
+    SmallVector<FusedAttentionOp> decode, tiled, tensorCore;
     getOperation().walk([&](FusedAttentionOp op) {
       auto q = dyn_cast<MemRefType>(op.getQuery().getType());
       if (!q)
         return;
       if (q.getDimSize(0) == 1 && op.getOffset())
         decode.push_back(op);
+      else if (attentionUsesTensorCores(op, precision))
+        tensorCore.push_back(op);
       else if (!op.getOffset())
         tiled.push_back(op);
     });
@@ -405,6 +765,8 @@ struct AttentionToGpu
       lowerDecode(op);
     for (FusedAttentionOp op : tiled)
       lowerTiled(op);
+    for (FusedAttentionOp op : tensorCore)
+      lowerTensorCore(op);
   }
 };
 

@@ -14,7 +14,9 @@
 #include "lathe/LatheDialect.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
@@ -27,6 +29,97 @@ using namespace mlir;
 using namespace mlir::lathe;
 
 namespace {
+
+/// What splits a kernel into phases: a barrier, and a warp's matrix product,
+/// whose lanes read each other's fragments (it starts a phase, so that every
+/// lane has made its fragments before any lane reads them).
+static bool splitsPhases(Operation *op) {
+  return isa<gpu::BarrierOp, nvgpu::MmaSyncOp>(op);
+}
+
+/// The one warp product the emulation runs: m16n8k8 with tf32 inputs and
+/// f32 accumulators, in the fragment shapes nvgpu.mma.sync gives it.
+static bool isEmulatedMma(nvgpu::MmaSyncOp mma) {
+  Type f32 = Float32Type::get(mma.getContext());
+  auto is = [&](Value v, int64_t rows, int64_t cols) {
+    return v.getType() == VectorType::get({rows, cols}, f32);
+  };
+  return mma.getTf32Enabled() &&
+         llvm::equal(mma.getMmaShapeAsArray(), ArrayRef<int64_t>{16, 8, 8}) &&
+         is(mma.getMatrixA(), 4, 1) && is(mma.getMatrixB(), 2, 1) &&
+         is(mma.getMatrixC(), 2, 2) && is(mma.getRes(), 2, 2);
+}
+
+/// The CPU meaning of one lane's share of `mma.sync.m16n8k8.row.col.f32.
+/// tf32.tf32.f32`, as a function of the module: its warp's 32 A and 32 B
+/// fragments (static buffers, which the bare-pointer calling convention
+/// passes), this lane and its C fragment; it returns the lane's D fragment. The fragment layout is the PTX ISA's for m16n8k8
+/// .tf32 (and nvgpu's vector<4x1>, vector<2x1>, vector<2x2> rows are its
+/// registers in order), with g = lane / 4 and q = lane mod 4:
+///   A (16 x 8):  a0 (g, q), a1 (g + 8, q), a2 (g, q + 4), a3 (g + 8, q + 4)
+///   B (8 x 8):   b0 (k = q, n = g), b1 (k = q + 4, n = g)
+///   C, D (16 x 8): c0 (g, 2q), c1 (g, 2q + 1), c2 (g + 8, 2q), c3 (g + 8,
+///                2q + 1)
+/// So A[r][k] is register (r / 8) + 2 (k / 4) of lane 4 (r mod 8) + k mod 4,
+/// and B[k][n] register k / 4 of lane 4 n + k mod 4. The tensor core reads
+/// only a tf32's 19 upper bits: the rest are cleared here too.
+static func::FuncOp mmaFunction(ModuleOp module) {
+  constexpr llvm::StringLiteral name = "__lathe_emulated_mma_m16n8k8_tf32";
+  if (auto fn = module.lookupSymbol<func::FuncOp>(name))
+    return fn;
+  Location loc = module.getLoc();
+  OpBuilder b = OpBuilder::atBlockEnd(module.getBody());
+  Type f32 = b.getF32Type(), i32 = b.getI32Type(), index = b.getIndexType();
+  auto aType = VectorType::get({4, 1}, f32), bType = VectorType::get({2, 1}, f32),
+       cType = VectorType::get({2, 2}, f32);
+  auto fn = func::FuncOp::create(
+      b, loc, name,
+      b.getFunctionType({MemRefType::get({32}, aType),
+                         MemRefType::get({32}, bType), index, cType},
+                        {cType}));
+  fn.setPrivate();
+  Block *entry = fn.addEntryBlock();
+  b.setInsertionPointToStart(entry);
+  Value aFrags = entry->getArgument(0), bFrags = entry->getArgument(1),
+        lane = entry->getArgument(2), c = entry->getArgument(3);
+  auto idx = [&](int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); };
+  Value g = arith::DivUIOp::create(b, loc, lane, idx(4));
+  Value q = arith::RemUIOp::create(b, loc, lane, idx(4));
+  Value mask = arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(~0x1fff));
+  auto tf32 = [&](Value x) {
+    Value bits = arith::BitcastOp::create(b, loc, i32, x);
+    return arith::BitcastOp::create(
+        b, loc, f32, arith::AndIOp::create(b, loc, bits, mask));
+  };
+  auto element = [&](Value frags, Value fromLane, int64_t reg) {
+    Value frag = memref::LoadOp::create(b, loc, frags, ValueRange{fromLane});
+    return tf32(vector::ExtractOp::create(b, loc, frag,
+                                          ArrayRef<int64_t>{reg, 0}));
+  };
+  Value d = c;
+  for (int64_t i = 0; i < 4; ++i) {
+    // Element i of this lane's D: row g + 8 (i / 2), column 2q + i mod 2.
+    Value col = arith::AddIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, q, idx(2)), idx(i % 2));
+    Value sum = vector::ExtractOp::create(b, loc, c,
+                                          ArrayRef<int64_t>{i / 2, i % 2});
+    for (int64_t k = 0; k < 8; ++k) {
+      Value aLane = arith::AddIOp::create(
+          b, loc, arith::MulIOp::create(b, loc, g, idx(4)), idx(k % 4));
+      Value bLane = arith::AddIOp::create(
+          b, loc, arith::MulIOp::create(b, loc, col, idx(4)), idx(k % 4));
+      Value a = element(aFrags, aLane, i / 2 + 2 * (k / 4));
+      Value bk = element(bFrags, bLane, k / 4);
+      sum = arith::AddFOp::create(b, loc, sum,
+                                  arith::MulFOp::create(b, loc, a, bk));
+    }
+    d = vector::InsertOp::create(b, loc, sum, d,
+                                 ArrayRef<int64_t>{i / 2, i % 2});
+  }
+  func::ReturnOp::create(b, loc, d);
+  return fn;
+}
+
 struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
@@ -67,12 +160,23 @@ struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
                         "exchange values (shuffle or reduction)");
         return WalkResult::interrupt();
       }
-      if (isa<gpu::BarrierOp>(op) && op->getBlock() != &body &&
+      if (auto mma = dyn_cast<nvgpu::MmaSyncOp>(op); mma && !isEmulatedMma(mma)) {
+        op->emitOpError("cannot be emulated yet: only m16n8k8 products of "
+                        "tf32 fragments into f32 are");
+        return WalkResult::interrupt();
+      }
+      if (splitsPhases(op) && op->getBlock() != &body &&
           !(isa<scf::ForOp>(op->getParentOp()) &&
             op->getParentOp()->getBlock() == &body)) {
-        op->emitOpError("cannot be emulated yet: a barrier inside control "
-                        "flow other than a loop at the top of the kernel "
-                        "(only those split it into phases)");
+        op->emitOpError("cannot be emulated yet: ")
+            << (isa<gpu::BarrierOp>(op) ? "a barrier" : "a warp's matrix product")
+            << " inside control flow other than a loop at the top of the "
+               "kernel (only those split it into phases)";
+        return WalkResult::interrupt();
+      }
+      if (op->getDialect() == op->getContext()->getLoadedDialect("nvgpu") &&
+          !isa<nvgpu::MmaSyncOp>(op)) {
+        op->emitOpError("cannot be emulated: no CPU meaning is given to it");
         return WalkResult::interrupt();
       }
       if (op->getDialect() == op->getContext()->getLoadedDialect("gpu") &&
@@ -115,9 +219,8 @@ struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
     llvm::SmallPtrSet<Operation *, 2> split;
     for (Operation &op : body.without_terminator())
       if (auto loop = dyn_cast<scf::ForOp>(op))
-        if (llvm::any_of(loop.getBody()->getOperations(), [](Operation &o) {
-              return isa<gpu::BarrierOp>(o);
-            }))
+        if (llvm::any_of(loop.getBody()->getOperations(),
+                         [](Operation &o) { return splitsPhases(&o); }))
           split.insert(loop);
     auto isId = [](Operation *op) {
       return isa<gpu::BlockIdOp, gpu::ThreadIdOp, gpu::GridDimOp,
@@ -128,6 +231,9 @@ struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
         phases.emplace_back();
         continue;
       }
+      // A warp's product starts a phase and runs in it.
+      if (isa<nvgpu::MmaSyncOp>(op))
+        phases.emplace_back();
       // Ids and sizes are bound per phase, not cloned.
       if (isId(&op))
         continue;
@@ -143,10 +249,11 @@ struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
       phases.emplace_back();
       phases.back().loop = loop;
       for (Operation &inner : loop.getBody()->without_terminator()) {
-        if (isa<gpu::BarrierOp>(inner)) {
+        if (splitsPhases(&inner)) {
           phases.emplace_back();
           phases.back().loop = loop;
-          continue;
+          if (isa<gpu::BarrierOp>(inner))
+            continue;
         }
         if (isId(&inner))
           continue;
@@ -215,6 +322,22 @@ struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
                                      "same for every thread of a block");
             spilled.insert(result);
           }
+    // A warp's product reads every lane's A and B fragments, so they are
+    // kept per thread even where a lane could recompute its own. The
+    // defining phase is the only one that writes them, and it runs before
+    // the product's, so no lane reads a fragment another has replaced.
+    SmallVector<nvgpu::MmaSyncOp> products;
+    body.walk([&](nvgpu::MmaSyncOp mma) { products.push_back(mma); });
+    for (nvgpu::MmaSyncOp mma : products)
+      for (Value fragment : {mma.getMatrixA(), mma.getMatrixB()}) {
+        Operation *def = fragment.getDefiningOp();
+        if (!def || !phaseOf.count(def))
+          return mma.emitOpError("cannot be emulated yet: a fragment that is "
+                                 "not made by an op of the kernel's body or "
+                                 "of a split loop's (a loop's carried value, "
+                                 "an argument)");
+        spilled.insert(fragment);
+      }
 
     MLIRContext *ctx = kernel.getContext();
     Location loc = kernel.getLoc();
@@ -251,6 +374,11 @@ struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
     Value first = bound(part);
     Value last = bound(arith::AddIOp::create(b, loc, part, one));
     auto blockLoop = scf::ForOp::create(b, loc, first, last, one);
+    // The blocks' buffers (workgroup memory, per-thread values) are made
+    // once, before the loop over blocks, and each block reuses them: a
+    // block writes them before it reads them, as on a GPU, and an alloca
+    // inside the loop would grow the stack with every block of the part.
+    OpBuilder ab(blockLoop);
     b.setInsertionPointToStart(blockLoop.getBody());
     Value linear = blockLoop.getInductionVar();
     Value bx = arith::RemUIOp::create(b, loc, linear, grid[0]);
@@ -269,7 +397,7 @@ struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
       auto type = cast<MemRefType>(attribution.getType());
       auto local = MemRefType::get(type.getShape(), type.getElementType(),
                                    type.getLayout());
-      shared.map(attribution, memref::AllocaOp::create(b, loc, local));
+      shared.map(attribution, memref::AllocaOp::create(ab, loc, local));
     }
     auto dim = [](gpu::Dimension d) { return static_cast<unsigned>(d); };
     // Ids and sizes other than the thread's, for a split loop's bounds.
@@ -282,15 +410,25 @@ struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
         shared.map(size.getResult(), block[dim(size.getDimension())]);
     }
     Value threads = arith::MulIOp::create(
-        b, loc, arith::MulIOp::create(b, loc, block[0], block[1]), block[2]);
+        ab, loc, arith::MulIOp::create(ab, loc, block[0], block[1]), block[2]);
     auto perThread = [&](Type type) {
       return memref::AllocaOp::create(
-          b, loc, MemRefType::get({ShapedType::kDynamic}, type),
+          ab, loc, MemRefType::get({ShapedType::kDynamic}, type),
           ValueRange{threads});
     };
     DenseMap<Value, Value> spillOf;
     for (Value v : spilled)
       spillOf[v] = perThread(v.getType());
+    // A warp's fragments, gathered from the per-thread buffers for each
+    // product (once per function: an alloca in a loop would grow the stack).
+    Value warpFrags[2];
+    if (!products.empty()) {
+      Type f32 = ab.getF32Type();
+      warpFrags[0] = memref::AllocaOp::create(
+          ab, loc, MemRefType::get({32}, VectorType::get({4, 1}, f32)));
+      warpFrags[1] = memref::AllocaOp::create(
+          ab, loc, MemRefType::get({32}, VectorType::get({2, 1}, f32)));
+    }
     // A split loop's i-th carried value: its iter_arg inside, its result
     // after; both read the same per-thread buffer.
     DenseMap<Value, Value> carried;
@@ -402,7 +540,33 @@ struct EmulateGpu : lathe::impl::EmulateGpuBase<EmulateGpu> {
             bring(operand);
         });
       for (Operation *op : phase.ops) {
-        nb.clone(*op, map);
+        if (auto mma = dyn_cast<nvgpu::MmaSyncOp>(op)) {
+          // The lane's share of its warp's product, from the warp's
+          // fragments as every lane left them in the phases before.
+          Value c32 = arith::ConstantIndexOp::create(nb, loc, 32);
+          Value lane = arith::RemUIOp::create(nb, loc, slot, c32);
+          Value warp = arith::SubIOp::create(nb, loc, slot, lane);
+          scf::ForOp::create(
+              nb, loc, zero, c32, one, ValueRange{},
+              [&](OpBuilder &lb, Location ll, Value l, ValueRange) {
+                Value from = arith::AddIOp::create(lb, ll, warp, l);
+                Value frags[2] = {mma.getMatrixA(), mma.getMatrixB()};
+                for (int i = 0; i < 2; ++i)
+                  memref::StoreOp::create(
+                      lb, ll,
+                      memref::LoadOp::create(lb, ll, spillOf.lookup(frags[i]),
+                                             ValueRange{from}),
+                      warpFrags[i], ValueRange{l});
+                scf::YieldOp::create(lb, ll);
+              });
+          auto call = func::CallOp::create(
+              nb, loc, mmaFunction(module),
+              ValueRange{warpFrags[0], warpFrags[1], lane,
+                         map.lookup(mma.getMatrixC())});
+          map.map(mma.getRes(), call.getResult(0));
+        } else {
+          nb.clone(*op, map);
+        }
         for (Value result : op->getResults())
           if (auto spill = spillOf.find(result); spill != spillOf.end())
             memref::StoreOp::create(nb, loc, map.lookup(result), spill->second,

@@ -42,6 +42,12 @@ Value windowStart(OpBuilder &b, Location loc, Value row, int64_t window);
 Value normalizedRow(OpBuilder &b, Location loc, bool softpick, Value acc,
                     Value denom);
 
+/// Whether lathe-attention-to-gpu gives `op` its tensor-core kernel when
+/// products are formed in `precision` (f32, tf32, bf16, f16): many query
+/// rows, no position, head_dim a multiple of 8 and a precision below f32.
+/// The cuda report prices such attention's products at the tf32 peak.
+bool attentionUsesTensorCores(FusedAttentionOp op, StringRef precision);
+
 /// The scf.parallel loops under `root` that no other scf.parallel encloses:
 /// the loops the GPU passes map (and vectorize) one kernel launch each.
 SmallVector<scf::ParallelOp> outermostParallelLoops(Operation *root);

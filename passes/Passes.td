@@ -269,13 +269,24 @@ def EmulateGpu : Pass<"lathe-emulate-gpu", "::mlir::ModuleOp"> {
     inside it; its bounds must be the same for every thread (they are
     cloned at block level, and a bound that depends on the thread id is
     refused), and its loop-carried values are kept per thread in buffers
-    of the block. Workgroup memory attributions become one buffer per
-    block, shared by its phases. A value made in one phase and used in a
+    of the block. Workgroup memory attributions become one buffer shared
+    by a block's phases. Every buffer is made once, before the loop over
+    blocks, and reused by each block of the part (a block writes before it
+    reads, as on a GPU), so the stack does not grow with the blocks. A value made in one phase and used in a
     later one is recomputed there when it is a pure function of ids, sizes,
     constants, arguments and a split loop's counter, and otherwise kept per
-    thread in a buffer of the block (scalars and vectors). Barriers inside
-    other control flow, shuffles, reductions and private attributions are
-    refused rather than run wrongly. The host functions that launched the kernels
+    thread in a buffer of the block (scalars and vectors).
+
+    A warp's matrix product (`nvgpu.mma.sync`, m16n8k8 with tf32 fragments
+    into f32, which lathe-attention-to-gpu makes) splits like a barrier: it
+    starts a phase, its A and B fragments are kept per thread, and each
+    lane computes its own D fragment from its warp's 32 A and B fragments,
+    placed as the PTX ISA's fragment layout places them, with each input
+    cut to tf32's 19 bits as the tensor core reads it. So a fragment that
+    the kernel builds wrongly gives wrong emulated results, as on a GPU.
+    Barriers and products inside other control flow, other products,
+    shuffles, reductions and private attributions are refused rather than
+    run wrongly. The host functions that launched the kernels
     and the `gpu.module` are erased: the runtime launches the kernels
     itself.
 
@@ -295,7 +306,8 @@ def EmulateGpu : Pass<"lathe-emulate-gpu", "::mlir::ModuleOp"> {
   let dependentDialects = ["::mlir::scf::SCFDialect", "::mlir::gpu::GPUDialect",
                            "::mlir::func::FuncDialect",
                            "::mlir::arith::ArithDialect",
-                           "::mlir::memref::MemRefDialect"];
+                           "::mlir::memref::MemRefDialect",
+                           "::mlir::vector::VectorDialect"];
 }
 
 def OrderLoops : Pass<"lathe-order-loops", "::mlir::ModuleOp"> {
@@ -540,6 +552,32 @@ def AttentionToGpu : Pass<"lathe-attention-to-gpu", "::mlir::ModuleOp"> {
     global memory once per block rather than once per row. Rows of a last,
     partial tile compute on a clamped row and store nothing.
 
+    With `precision` below f32 (lathec's `--gemm-precision` tf32, bf16 or
+    f16) and head_dim a multiple of 8, many-row attention runs its two
+    products on tensor cores: a warp per 16 query rows, `nvgpu.mma.sync`
+    m16n8k8 with tf32 fragments (bf16 and f16 also take tf32 here, which
+    loses less), f32 accumulators. Per key tile of up to 32 keys, each warp
+    forms its rows' scores Q K^T from Q's fragments (scaled and rounded to
+    tf32 once, kept in registers) and the K tile in shared memory, and
+    leaves them in shared memory; after a barrier a thread per row takes
+    the tile's softmax step (new maximum, rescale, weights rounded to tf32
+    in place of the scores, denominator), and after another each warp
+    rescales its output fragments and adds P V from the V tile. The masks,
+    windows, GQA and softpick are the CUDA-core kernel's.
+
+    ```mlir
+    // --lathe-attention-to-gpu=precision=tf32, 64 rows, head_dim 16
+    gpu.launch ... threads(%t, ...) in (%c128, %c1, %c1) workgroup(...) {
+      %q0 = vector.from_elements ... : vector<4x1xf32>
+      %o:2 = scf.for %k0 = ... iter_args(...) -> (vector<2x2xf32>, vector<2x2xf32>) {
+        ...
+        %s = nvgpu.mma.sync(%q0, %kf, %acc) {mmaShape = [16, 8, 8], tf32Enabled}
+            : (vector<4x1xf32>, vector<2x1xf32>, vector<2x2xf32>) -> vector<2x2xf32>
+        ...
+      }
+    }
+    ```
+
     ```mlir
     lathe.fused_attention %q, %k, %v at %pos into %o {heads = 4 : i64, kv_heads = 2 : i64}
         : memref<1x64xf32>, memref<32x32xf32>, memref<32x32xf32>, memref<1x64xf32>, memref<1xi32>
@@ -553,7 +591,13 @@ def AttentionToGpu : Pass<"lathe-attention-to-gpu", "::mlir::ModuleOp"> {
     }
     ```
   }];
+  let options = [
+    Option<"precision", "precision", "std::string", /*default=*/"\"f32\"",
+           "The format products are formed in (f32, tf32, bf16 or f16): "
+           "below f32, many-row attention uses tensor cores in tf32">
+  ];
   let dependentDialects = ["::mlir::gpu::GPUDialect",
+                           "::mlir::nvgpu::NVGPUDialect",
                            "::mlir::scf::SCFDialect",
                            "::mlir::vector::VectorDialect",
                            "::mlir::arith::ArithDialect",

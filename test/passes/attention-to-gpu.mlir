@@ -1,4 +1,5 @@
 // RUN: lathe-opt %s --lathe-attention-to-gpu --split-input-file | FileCheck %s
+// RUN: lathe-opt %s --lathe-attention-to-gpu=precision=tf32 --split-input-file | FileCheck %s --check-prefix=TC
 
 // Tests decoding (one query row, a position) with GQA, 4 heads over 2 K/V
 // heads of head_dim 16 and a 64-row cache: one block per head, 64 threads
@@ -105,5 +106,59 @@ func.func @windows(%q: memref<72x64xf32>, %k: memref<72x32xf32>, %v: memref<72x3
                    %o: memref<72x64xf32>) {
   lathe.fused_attention %q, %k, %v into %o {heads = 4 : i64, kv_heads = 2 : i64, window = 24 : i64}
       : memref<72x64xf32>, memref<72x32xf32>, memref<72x32xf32>, memref<72x64xf32>
+  return
+}
+
+// -----
+
+// Tests the tensor-core form (precision below f32): 40 rows of 4 heads
+// (head_dim 16) over 2 K/V heads take blocks of (head, 48 rows), a warp
+// per 16 rows (96 threads); workgroup memory holds the K and V tiles (32
+// keys x 16), the scores (48 x 32) and the rows' maximum, denominator and
+// rescale. Q's two A fragments (head_dim / 8) are made before the tile
+// loop, which carries the two output fragments (head_dim / 8 columns of
+// 8). Per tile: the K/V load and a barrier; S = Q K^T as 4 key steps x 2
+// head_dim steps of m16n8k8 tf32 products; a barrier; the row threads'
+// softmax step; a barrier; the output fragments rescaled and P V as 4 key
+// steps x 2 column blocks; a barrier. At f32 the same op keeps the CUDA-core
+// kernel.
+
+// CHECK-LABEL: func.func @tensor_cores
+// CHECK-NOT: nvgpu.mma.sync
+// CHECK: return
+
+// TC-LABEL: func.func @tensor_cores
+// TC-NOT: lathe.fused_attention
+// TC: gpu.launch blocks(%{{.*}}, %{{.*}}, %{{.*}}) in (%{{.*}} = %c4, %{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}}) threads(%{{.*}}, %{{.*}}, %{{.*}}) in (%{{.*}} = %c96,
+// TC-SAME: workgroup(%[[SK:.*]] : memref<512xf32, #gpu.address_space<workgroup>>, %[[SV:.*]] : memref<512xf32, #gpu.address_space<workgroup>>, %[[SS:.*]] : memref<1536xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<48xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<48xf32, #gpu.address_space<workgroup>>, %[[SR:.*]] : memref<48xf32, #gpu.address_space<workgroup>>)
+// TC: %[[Q0:.*]] = vector.from_elements {{.*}} : vector<4x1xf32>
+// TC: %[[Q1:.*]] = vector.from_elements {{.*}} : vector<4x1xf32>
+// TC: %[[O:.*]]:2 = scf.for {{.*}} iter_args({{.*}}) -> (vector<2x2xf32>, vector<2x2xf32>)
+// TC: memref.store %{{.*}}, %[[SK]]
+// TC: gpu.barrier
+// TC: %[[S0:.*]] = nvgpu.mma.sync(%[[Q0]], %{{.*}}, %cst{{.*}}) {mmaShape = [16, 8, 8], tf32Enabled} : (vector<4x1xf32>, vector<2x1xf32>, vector<2x2xf32>) -> vector<2x2xf32>
+// TC: nvgpu.mma.sync(%[[Q1]], %{{.*}}, %[[S0]])
+// TC: %[[S1:.*]] = nvgpu.mma.sync(%[[Q0]], %{{.*}}, %cst{{.*}}) {mmaShape = [16, 8, 8], tf32Enabled} : (vector<4x1xf32>, vector<2x1xf32>, vector<2x2xf32>) -> vector<2x2xf32>
+// TC: nvgpu.mma.sync(%[[Q1]], %{{.*}}, %[[S1]])
+// TC: %[[S2:.*]] = nvgpu.mma.sync(%[[Q0]], %{{.*}}, %cst{{.*}}) {mmaShape = [16, 8, 8], tf32Enabled} : (vector<4x1xf32>, vector<2x1xf32>, vector<2x2xf32>) -> vector<2x2xf32>
+// TC: nvgpu.mma.sync(%[[Q1]], %{{.*}}, %[[S2]])
+// TC: %[[S3:.*]] = nvgpu.mma.sync(%[[Q0]], %{{.*}}, %cst{{.*}}) {mmaShape = [16, 8, 8], tf32Enabled} : (vector<4x1xf32>, vector<2x1xf32>, vector<2x2xf32>) -> vector<2x2xf32>
+// TC: nvgpu.mma.sync(%[[Q1]], %{{.*}}, %[[S3]])
+// TC: gpu.barrier
+// TC: scf.if
+// TC: math.exp
+// TC: gpu.barrier
+// TC: %[[R:.*]] = vector.from_elements %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : vector<2x2xf32>
+// TC: arith.mulf %{{.*}}, %[[R]] : vector<2x2xf32>
+// TC: arith.mulf %{{.*}}, %[[R]] : vector<2x2xf32>
+// TC-COUNT-8: nvgpu.mma.sync
+// TC-NEXT: gpu.barrier
+// TC-NEXT: scf.yield
+// TC: vector.extract %[[O]]#0[0, 0]
+// TC: memref.store %{{.*}}, %{{.*}}[%{{.*}}, %{{.*}}] : memref<40x64xf32>
+// TC: gpu.terminator
+func.func @tensor_cores(%q: memref<40x64xf32>, %k: memref<40x32xf32>, %v: memref<40x32xf32>, %o: memref<40x64xf32>) {
+  lathe.fused_attention %q, %k, %v into %o {heads = 4 : i64, kv_heads = 2 : i64}
+      : memref<40x64xf32>, memref<40x32xf32>, memref<40x32xf32>, memref<40x64xf32>
   return
 }

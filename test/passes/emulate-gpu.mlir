@@ -53,17 +53,19 @@ module attributes {gpu.container_module} {
 
 // -----
 
-// Tests a barrier with workgroup memory: one buffer per block (allocated
-// in the block loop), and two thread loops, one per phase. The global index
+// Tests a barrier with workgroup memory: one buffer that every block of
+// the part reuses (allocated before the block loop, so the stack does not
+// grow with the blocks), and two thread loops, one per phase. The global index
 // is a function of ids and sizes, so the second phase recomputes it; the
 // value loaded before the barrier is kept per thread in a buffer of the
 // block and reloaded at the thread's slot (tz * by + ty) * bx + tx.
 
 // CHECK-LABEL: func.func @reverse(
 // CHECK-SAME: %[[IN:[^:]*]]: memref<64xf32>, %[[OUT:[^:]*]]: memref<64xf32>, %{{[^:]*}}: index, %{{[^:]*}}: index, %{{[^:]*}}: index, %[[SX:[^:]*]]: index, %[[SY:[^:]*]]: index, %[[SZ:[^:]*]]: index,
-// CHECK: scf.for %[[B:.*]] =
 // CHECK: %[[TILE:.*]] = memref.alloca() : memref<16xf32>
 // CHECK: %[[SPILL:.*]] = memref.alloca(%{{.*}}) : memref<?xf32>
+// CHECK: scf.for %[[B:.*]] =
+// CHECK-NOT: memref.alloca
 // CHECK: scf.for
 // CHECK: scf.for
 // CHECK: scf.for %[[TX:.*]] =
@@ -115,10 +117,10 @@ module attributes {gpu.container_module} {
 // the same for every thread, so they are cloned at block level.
 
 // CHECK-LABEL: func.func @tiles(
-// CHECK: scf.for %[[B:.*]] =
 // CHECK: %[[TILE:.*]] = memref.alloca() : memref<16xf32>
 // CHECK-DAG: %[[ACC:.*]] = memref.alloca(%{{.*}}) : memref<?xf32>
 // CHECK-DAG: %[[VEC:.*]] = memref.alloca(%{{.*}}) : memref<?xvector<2xf32>>
+// CHECK: scf.for %[[B:.*]] =
 // The init phase: each thread's starting values.
 // CHECK: scf.for
 // CHECK: scf.for
@@ -236,6 +238,166 @@ module attributes {gpu.container_module} {
     gpu.func @lane(%m: memref<64xi32>) kernel {
       // expected-error @+1 {{'gpu.lane_id' op cannot be emulated: no CPU meaning is given to it}}
       %l = gpu.lane_id
+      gpu.return
+    }
+  }
+}
+
+// -----
+
+// Tests a warp's matrix product: it starts a phase (the lanes' fragments are
+// all made before any lane reads them), its A and B fragments are kept per
+// thread, and each lane gathers its warp's 32 A and 32 B fragments (from
+// slot warp + l) into two buffers made once per function, then calls the
+// module's m16n8k8 tf32 function for its own D fragment, which the next
+// phase reads back.
+
+// CHECK-LABEL: func.func @mma(
+// CHECK-DAG: %[[WA:.*]] = memref.alloca() : memref<32xvector<4x1xf32>>
+// CHECK-DAG: %[[WB:.*]] = memref.alloca() : memref<32xvector<2x1xf32>>
+// CHECK-DAG: %[[SA:.*]] = memref.alloca(%{{.*}}) : memref<?xvector<4x1xf32>>
+// CHECK-DAG: %[[SB:.*]] = memref.alloca(%{{.*}}) : memref<?xvector<2x1xf32>>
+// CHECK-DAG: %[[SD:.*]] = memref.alloca(%{{.*}}) : memref<?xvector<2x2xf32>>
+// The first phase: each lane's fragments.
+// CHECK: scf.for %[[TX:.*]] =
+// CHECK: memref.store %{{.*}}, %[[SA]][%[[SLOT:.*]]] : memref<?xvector<4x1xf32>>
+// CHECK: memref.store %{{.*}}, %[[SB]][%[[SLOT]]] : memref<?xvector<2x1xf32>>
+// The second: the product, from the warp's fragments.
+// CHECK: scf.for %[[TX2:.*]] =
+// CHECK: %[[LANE:.*]] = arith.remui %[[SLOT2:.*]], %[[C32:.*]] : index
+// CHECK: %[[WARP:.*]] = arith.subi %[[SLOT2]], %[[LANE]] : index
+// CHECK: scf.for %[[L:.*]] = %{{.*}} to %[[C32]]
+// CHECK: %[[FROM:.*]] = arith.addi %[[WARP]], %[[L]]
+// CHECK: memref.load %[[SA]][%[[FROM]]]
+// CHECK: memref.store %{{.*}}, %[[WA]][%[[L]]]
+// CHECK: memref.load %[[SB]][%[[FROM]]]
+// CHECK: memref.store %{{.*}}, %[[WB]][%[[L]]]
+// CHECK: %[[D:.*]] = func.call @__lathe_emulated_mma_m16n8k8_tf32(%[[WA]], %[[WB]], %[[LANE]], %{{.*}})
+// CHECK: memref.store %[[D]], %[[SD]]
+// The third phase stores the lane's D fragment.
+// CHECK: scf.for
+// CHECK: memref.load %[[SD]]
+// CHECK: vector.extract
+// The function: element 0 of D is row g, column 2q; its step k reads A[g][k]
+// (lane 4g + k mod 4, register 2 (k / 4)) and B[k][2q] (lane 4 (2q) + k mod
+// 4, register k / 4), each cut to tf32 (mask -8192 = 0xffffe000). So steps
+// 0-3 read A's register 0 and B's 0, steps 4-7 A's 2 and B's 1; element 2
+// (row g + 8) reads A's registers 1 and 3.
+// CHECK-LABEL: func.func private @__lathe_emulated_mma_m16n8k8_tf32(
+// CHECK-SAME: %[[A:[^:]*]]: memref<32xvector<4x1xf32>>, %[[B:[^:]*]]: memref<32xvector<2x1xf32>>, %[[LN:[^:]*]]: index, %[[C:[^:]*]]: vector<2x2xf32>) -> vector<2x2xf32>
+// CHECK: %[[G:.*]] = arith.divui %[[LN]], %{{.*}}
+// CHECK: %[[Q:.*]] = arith.remui %[[LN]], %{{.*}}
+// CHECK: %[[MASK:.*]] = arith.constant -8192 : i32
+// CHECK: %[[Q2:.*]] = arith.muli %[[Q]], %{{.*}}
+// CHECK: %[[COL:.*]] = arith.addi %[[Q2]], %{{.*}}
+// CHECK: %[[C00:.*]] = vector.extract %[[C]][0, 0]
+// CHECK: %[[G4:.*]] = arith.muli %[[G]], %{{.*}}
+// CHECK: %[[AL:.*]] = arith.addi %[[G4]], %{{.*}}
+// CHECK: %[[COL4:.*]] = arith.muli %[[COL]], %{{.*}}
+// CHECK: %[[BL:.*]] = arith.addi %[[COL4]], %{{.*}}
+// CHECK: %[[AF:.*]] = memref.load %[[A]][%[[AL]]]
+// CHECK: %[[AE:.*]] = vector.extract %[[AF]][0, 0] : f32 from vector<4x1xf32>
+// CHECK: %[[AI:.*]] = arith.bitcast %[[AE]] : f32 to i32
+// CHECK: %[[AM:.*]] = arith.andi %[[AI]], %[[MASK]]
+// CHECK: %[[AT:.*]] = arith.bitcast %[[AM]] : i32 to f32
+// CHECK: %[[BF:.*]] = memref.load %[[B]][%[[BL]]]
+// CHECK: %[[BE:.*]] = vector.extract %[[BF]][0, 0] : f32 from vector<2x1xf32>
+// CHECK: %[[BI:.*]] = arith.bitcast %[[BE]] : f32 to i32
+// CHECK: %[[BM:.*]] = arith.andi %[[BI]], %[[MASK]]
+// CHECK: %[[BT:.*]] = arith.bitcast %[[BM]] : i32 to f32
+// CHECK: %[[P0:.*]] = arith.mulf %[[AT]], %[[BT]]
+// CHECK: arith.addf %[[C00]], %[[P0]]
+// CHECK-COUNT-3: vector.extract %{{.*}}[0, 0] : f32 from vector<4x1xf32>
+// CHECK: vector.extract %{{.*}}[2, 0] : f32 from vector<4x1xf32>
+// CHECK-NEXT: arith.bitcast
+// CHECK-NEXT: arith.andi
+// CHECK-NEXT: arith.bitcast
+// CHECK-NEXT: memref.load %[[B]]
+// CHECK-NEXT: vector.extract %{{.*}}[1, 0] : f32 from vector<2x1xf32>
+// CHECK: vector.insert %{{.*}}, %[[C]] [0, 0]
+// CHECK: vector.extract %[[C]][0, 1]
+// CHECK: vector.insert %{{.*}} [0, 1]
+// CHECK: vector.extract %[[C]][1, 0]
+// CHECK: vector.extract %{{.*}}[1, 0] : f32 from vector<4x1xf32>
+// CHECK: vector.extract %{{.*}}[3, 0] : f32 from vector<4x1xf32>
+// CHECK: vector.insert %{{.*}} [1, 0]
+// CHECK: %[[DD:.*]] = vector.insert %{{.*}} [1, 1]
+// CHECK: return %[[DD]]
+module attributes {gpu.container_module} {
+  gpu.module @lathe_kernels {
+    gpu.func @mma(%a: memref<256xf32>, %b: memref<64xf32>, %out: memref<128xf32>) kernel {
+      %c2 = arith.constant 2 : index
+      %c4 = arith.constant 4 : index
+      %c64 = arith.constant 64 : index
+      %c128 = arith.constant 128 : index
+      %c192 = arith.constant 192 : index
+      %zero = arith.constant dense<0.0> : vector<2x2xf32>
+      %tx = gpu.thread_id x
+      %i = arith.muli %tx, %c4 : index
+      %a0 = memref.load %a[%tx] : memref<256xf32>
+      %ia = arith.addi %tx, %c64 : index
+      %a1 = memref.load %a[%ia] : memref<256xf32>
+      %ib = arith.addi %tx, %c128 : index
+      %a2 = memref.load %a[%ib] : memref<256xf32>
+      %ic = arith.addi %tx, %c192 : index
+      %a3 = memref.load %a[%ic] : memref<256xf32>
+      %af = vector.from_elements %a0, %a1, %a2, %a3 : vector<4x1xf32>
+      %b0 = memref.load %b[%tx] : memref<64xf32>
+      %jb = arith.addi %tx, %c2 : index
+      %b1 = memref.load %b[%jb] : memref<64xf32>
+      %bf = vector.from_elements %b0, %b1 : vector<2x1xf32>
+      %d = nvgpu.mma.sync (%af, %bf, %zero) {mmaShape = [16, 8, 8], tf32Enabled}
+          : (vector<4x1xf32>, vector<2x1xf32>, vector<2x2xf32>) -> vector<2x2xf32>
+      gpu.barrier
+      %d0 = vector.extract %d[0, 0] : f32 from vector<2x2xf32>
+      memref.store %d0, %out[%i] : memref<128xf32>
+      gpu.return
+    }
+  }
+}
+
+// -----
+
+// A warp's product under a condition would leave lanes without a turn, and
+// only the product the attention kernels make is given a CPU meaning.
+module attributes {gpu.container_module} {
+  gpu.module @lathe_kernels {
+    gpu.func @conditional_mma(%a: vector<4x1xf32>, %b: vector<2x1xf32>, %c: vector<2x2xf32>, %p: i1) kernel {
+      scf.if %p {
+        // expected-error @+1 {{cannot be emulated yet: a warp's matrix product inside control flow other than a loop at the top of the kernel}}
+        %d = nvgpu.mma.sync (%a, %b, %c) {mmaShape = [16, 8, 8], tf32Enabled}
+            : (vector<4x1xf32>, vector<2x1xf32>, vector<2x2xf32>) -> vector<2x2xf32>
+      }
+      gpu.return
+    }
+  }
+}
+
+// -----
+
+module attributes {gpu.container_module} {
+  gpu.module @lathe_kernels {
+    gpu.func @f16_mma(%a: vector<4x2xf16>, %b: vector<2x2xf16>, %c: vector<2x2xf32>) kernel {
+      // expected-error @+1 {{cannot be emulated yet: only m16n8k8 products of tf32 fragments into f32 are}}
+      %d = nvgpu.mma.sync (%a, %b, %c) {mmaShape = [16, 8, 16]}
+          : (vector<4x2xf16>, vector<2x2xf16>, vector<2x2xf32>) -> vector<2x2xf32>
+      gpu.return
+    }
+  }
+}
+
+// -----
+
+module attributes {gpu.container_module} {
+  gpu.module @lathe_kernels {
+    gpu.func @argument_fragment(%a: vector<4x1xf32>, %m: memref<64xf32>) kernel {
+      %c0 = arith.constant 0 : index
+      %zero = arith.constant dense<0.0> : vector<2x2xf32>
+      %b0 = memref.load %m[%c0] : memref<64xf32>
+      %bf = vector.from_elements %b0, %b0 : vector<2x1xf32>
+      // expected-error @+1 {{cannot be emulated yet: a fragment that is not made by an op of the kernel's body}}
+      %d = nvgpu.mma.sync (%a, %bf, %zero) {mmaShape = [16, 8, 8], tf32Enabled}
+          : (vector<4x1xf32>, vector<2x1xf32>, vector<2x2xf32>) -> vector<2x2xf32>
       gpu.return
     }
   }
