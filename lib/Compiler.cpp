@@ -131,7 +131,9 @@ LogicalResult mlir::lathe::compile(ModuleOp module,
     module.print(out);
     return success();
   }
-  if (failed(run(module, buildLatheToKernelsPipeline)))
+  if (failed(run(module, [&](OpPassManager &pm) {
+        buildLatheToKernelsPipeline(pm, options.target == Target::cuda);
+      })))
     return failure();
   if (options.emit == Emit::linalg) {
     module.print(out);

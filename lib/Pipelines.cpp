@@ -15,9 +15,12 @@
 using namespace mlir;
 using namespace mlir::lathe;
 
-void mlir::lathe::buildLatheToKernelsPipeline(OpPassManager &pm) {
+void mlir::lathe::buildLatheToKernelsPipeline(OpPassManager &pm,
+                                              bool gpuAttentionGrad) {
   pm.addPass(createPlanFusion());
-  pm.addPass(createLowerToLinalg());
+  LowerToLinalgOptions lower;
+  lower.gpuAttentionGrad = gpuAttentionGrad;
+  pm.addPass(createLowerToLinalg(lower));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createFormKernels());
   pm.addPass(createCSEPass());
@@ -136,7 +139,7 @@ void mlir::lathe::registerLathePipelines() {
   PassPipelineRegistration<>(
       "lathe-to-kernels",
       "Lower lathe ops to linalg, form kernels and plan the arena",
-      buildLatheToKernelsPipeline);
+      [](OpPassManager &pm) { buildLatheToKernelsPipeline(pm); });
   PassPipelineRegistration<>(
       "lathe-cpu-kernels",
       "Bufferize extracted kernels and lower them to the LLVM dialect",

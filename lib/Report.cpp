@@ -73,6 +73,17 @@ static KernelCost costOf(func::FuncOp kernel, StringRef precision = "f32") {
     if (attentionUsesTensorCores(op, precision))
       cost.tensorFlops += op.getHeads() * pairs * 4 * op.getHeadDim();
   });
+  // Attention's tiled gradient (lathe-attention-to-gpu): per visible pair
+  // the row pass scores it twice (its online maximum, then dQ) and forms
+  // dO . v and dQ's multiply-add (8 head_dim), the key pass scores it again
+  // and forms dO . v, dK's and dV's multiply-adds (8 head_dim), plus about
+  // 40 for the exps, the online rescale and the weight and score gradient.
+  kernel.walk([&](FusedAttentionGradOp op) {
+    int64_t rows = cast<ShapedType>(op.getQuery().getType()).getDimSize(0);
+    int64_t window = op.getWindow() > 0 ? op.getWindow() : rows;
+    int64_t pairs = rows / window * window * (window + 1) / 2;
+    cost.flops += op.getHeads() * pairs * (16 * op.getHeadDim() + 40);
+  });
   // A table gradient's scatter: one addition per element of its rows.
   kernel.walk([&](ScatterAddRowsOp op) {
     cost.flops += cast<ShapedType>(op.getRows().getType()).getNumElements();

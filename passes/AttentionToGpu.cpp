@@ -109,6 +109,40 @@ static Value score(OpBuilder &b, Location l, Value q, Value k) {
                                      Value(), fast.getValue());
 }
 
+/// Threads of a block stage rows first.. first + tileRows of `from`, columns
+/// col.. col + width, into `to` (row-major, tileRows x width) for each
+/// (from, to) pair: element e by thread e mod `threads` (consecutive
+/// threads, consecutive columns), 0 for rows past `rows`, each loaded
+/// value mapped by `transform` where one is given (the tf32 kernel
+/// rounds).
+static void stageRows(
+    OpBuilder &b, Location l, Value t, int64_t threads, Value first,
+    int64_t tileRows, int64_t width, int64_t rows, Value col,
+    ArrayRef<std::pair<Value, Value>> copies,
+    function_ref<Value(OpBuilder &, Location, Value)> transform = nullptr) {
+  scf::ForOp::create(
+      b, l, t, indexConst(b, l, tileRows * width), indexConst(b, l, threads),
+      ValueRange{}, [&](OpBuilder &ib, Location il, Value e, ValueRange) {
+        Value w = indexConst(ib, il, width);
+        Value r = arith::DivUIOp::create(ib, il, e, w);
+        Value c = arith::RemUIOp::create(ib, il, e, w);
+        Value row = arith::AddIOp::create(ib, il, first, r);
+        Value inside = arith::CmpIOp::create(ib, il, arith::CmpIPredicate::ult,
+                                             row, indexConst(ib, il, rows));
+        Value safe = arith::MinUIOp::create(ib, il, row,
+                                            indexConst(ib, il, rows - 1));
+        Value at = arith::AddIOp::create(ib, il, col, c);
+        for (auto [from, to] : copies) {
+          Value x = memref::LoadOp::create(ib, il, from, ValueRange{safe, at});
+          if (transform)
+            x = transform(ib, il, x);
+          x = arith::SelectOp::create(ib, il, inside, x, f32Const(ib, il, 0.0));
+          memref::StoreOp::create(ib, il, x, to, ValueRange{e});
+        }
+        scf::YieldOp::create(ib, il);
+      });
+}
+
 /// What a (head, query row) pair starts from: the head's query columns and
 /// its K/V head's columns, the query row scaled by 1/sqrt(head_dim), and
 /// the online softmax's initial state (softpick's shift is clamped at 0, as
@@ -328,28 +362,9 @@ static void lowerTiled(FusedAttentionOp op) {
       lb, loc, blockFirst, blockEnd, K,
       ValueRange{start.init.m, start.init.denom, start.init.acc},
       [&](OpBuilder &fb, Location l, Value k0, ValueRange state) {
-        // Load K and V rows k0.. into shared memory, element e = r D + c by
-        // thread e mod Q: consecutive threads, consecutive columns.
-        auto load = scf::ForOp::create(
-            fb, l, t, idx(fb, keyTile * headDim), Q, ValueRange{},
-            [&](OpBuilder &ib, Location il, Value e, ValueRange) {
-              Value r = arith::DivUIOp::create(ib, il, e, D);
-              Value c = arith::RemUIOp::create(ib, il, e, D);
-              Value key = arith::AddIOp::create(ib, il, k0, r);
-              Value inside = arith::CmpIOp::create(
-                  ib, il, arith::CmpIPredicate::ult, key, idx(ib, keys));
-              Value safe = arith::MinUIOp::create(ib, il, key, idx(ib, keys - 1));
-              Value col = arith::AddIOp::create(ib, il, kvCol, c);
-              for (auto [from, to] : {std::pair<Value, Value>{op.getKey(), sK},
-                                      {op.getValue(), sV}}) {
-                Value x = memref::LoadOp::create(ib, il, from,
-                                                 ValueRange{safe, col});
-                x = arith::SelectOp::create(ib, il, inside, x, cst(ib, 0.0));
-                memref::StoreOp::create(ib, il, x, to, ValueRange{e});
-              }
-              scf::YieldOp::create(ib, il);
-            });
-        (void)load;
+        // Load K and V rows k0.. into shared memory.
+        stageRows(fb, l, t, queryTile, k0, keyTile, headDim, keys, kvCol,
+                  {{op.getKey(), sK}, {op.getValue(), sV}});
         gpu::BarrierOp::create(fb, l);
         auto keysOfTile = scf::ForOp::create(
             fb, l, c0, K, c1, ValueRange{state[0], state[1], state[2]},
@@ -467,7 +482,7 @@ static void lowerTensorCore(FusedAttentionOp op) {
         sMax = attributions[3], sDenom = attributions[4],
         sRescale = attributions[5];
   Value c0 = idx(lb, 0), c1 = idx(lb, 1), D = idx(lb, headDim),
-        Q = idx(lb, queryTile), K = idx(lb, keyTile), T = idx(lb, threads);
+        Q = idx(lb, queryTile), K = idx(lb, keyTile);
   auto add = [&](OpBuilder &ob, Value x, Value y) -> Value {
     return arith::AddIOp::create(ob, loc, x, y);
   };
@@ -548,26 +563,8 @@ static void lowerTensorCore(FusedAttentionOp op) {
         // e = r D + c by thread e mod threads (consecutive threads,
         // consecutive columns). The barrier after it also orders the row
         // states' first stores before any thread reads them.
-        scf::ForOp::create(
-            fb, l, t, idx(fb, keyTile * headDim), T, ValueRange{},
-            [&](OpBuilder &ib, Location il, Value e, ValueRange) {
-              Value r = arith::DivUIOp::create(ib, il, e, D);
-              Value c = arith::RemUIOp::create(ib, il, e, D);
-              Value key = add(ib, k0, r);
-              Value inside = arith::CmpIOp::create(
-                  ib, il, arith::CmpIPredicate::ult, key, idx(ib, keys));
-              Value safe = arith::MinUIOp::create(ib, il, key, idx(ib, keys - 1));
-              Value col = add(ib, kvCol, c);
-              for (auto [from, to] : {std::pair<Value, Value>{op.getKey(), sK},
-                                      {op.getValue(), sV}}) {
-                Value x = memref::LoadOp::create(ib, il, from,
-                                                 ValueRange{safe, col});
-                x = arith::SelectOp::create(ib, il, inside, roundTf32(ib, il, x),
-                                            cst(ib, 0.0));
-                store(ib, x, to, e);
-              }
-              scf::YieldOp::create(ib, il);
-            });
+        stageRows(fb, l, t, threads, k0, keyTile, headDim, keys, kvCol,
+                  {{op.getKey(), sK}, {op.getValue(), sV}}, roundTf32);
         gpu::BarrierOp::create(fb, l);
 
         // S for the warp's 16 rows, 8 keys at a time: B[k][n] = K[n][k],
@@ -737,6 +734,457 @@ static void lowerTensorCore(FusedAttentionOp op) {
   op.erase();
 }
 
+/// What one (query row, key) pair contributes to attention's gradient,
+/// given the row's shift S (its maximum scaled score; softpick's clamped at
+/// 0), normaliser and rs = rowsum(dO * o): the weight p (for dV) and
+/// ds = dL/d(q . k) (for dQ and dK). The formulas are lathe.attention_grad's
+/// (lathe-lower-to-linalg's): e = e^(z - S) with z the scaled score; softmax
+/// p = e / norm, dz = p (dp - rs); softpick A = e - e^-S,
+/// p = max(A, 0) / norm, dz = e / norm ([A > 0] dp - sign(A) rs); then
+/// ds = dz / sqrt(head_dim). A pair the row does not see gives 0, 0.
+struct PairGrad {
+  Value p, ds;
+};
+static PairGrad pairGrad(OpBuilder &b, Location l, bool softpick, float scale,
+                         Value valid, Value s, Value dp, Value shift,
+                         Value norm, Value rs) {
+  Value zero = f32Const(b, l, 0.0);
+  Value z = arith::MulFOp::create(b, l, s, f32Const(b, l, scale));
+  Value e = arith::SelectOp::create(
+      b, l, valid,
+      math::ExpOp::create(b, l, arith::SubFOp::create(b, l, z, shift)), zero);
+  Value p, dz;
+  if (!softpick) {
+    p = arith::DivFOp::create(b, l, e, norm);
+    dz = arith::MulFOp::create(b, l, p, arith::SubFOp::create(b, l, dp, rs));
+  } else {
+    Value floor =
+        math::ExpOp::create(b, l, arith::NegFOp::create(b, l, shift));
+    Value a = arith::SelectOp::create(
+        b, l, valid, arith::SubFOp::create(b, l, e, floor), zero);
+    p = arith::DivFOp::create(b, l, arith::MaximumFOp::create(b, l, a, zero),
+                              norm);
+    Value pos =
+        arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, a, zero);
+    Value neg =
+        arith::CmpFOp::create(b, l, arith::CmpFPredicate::OLT, a, zero);
+    Value sign = arith::SelectOp::create(
+        b, l, pos, f32Const(b, l, 1.0),
+        arith::SelectOp::create(b, l, neg, f32Const(b, l, -1.0), zero));
+    Value gate = arith::SelectOp::create(b, l, pos, dp, zero);
+    dz = arith::MulFOp::create(
+        b, l, arith::DivFOp::create(b, l, e, norm),
+        arith::SubFOp::create(b, l, gate,
+                              arith::MulFOp::create(b, l, sign, rs)));
+  }
+  // Masked pairs give exactly 0 whatever the row's stats (a padding row's
+  // normaliser is 0).
+  Value ds = arith::MulFOp::create(b, l, dz, f32Const(b, l, scale));
+  return {arith::SelectOp::create(b, l, valid, p, zero),
+          arith::SelectOp::create(b, l, valid, ds, zero)};
+}
+
+/// Rows of a tile that take `bytesPerRow` of shared memory each: at most
+/// 64, at most `rows`, and within 40 KiB (below the 48 KiB a block may
+/// have without opting in to more).
+static int64_t tileWithin(int64_t bytesPerRow, int64_t rows) {
+  int64_t tile = 64;
+  while (tile > 8 && tile * bytesPerRow > 40 * 1024)
+    tile /= 2;
+  return std::min(tile, rows);
+}
+
+/// lathe.fused_attention_grad as two launches, each tiled like the forward
+/// kernel, with no [T, T] tensor anywhere:
+///
+/// Rows: a block per (head, tile of up to 64 query rows), a thread per row.
+/// A first loop over K tiles in shared memory takes each row's maximum
+/// scaled score and normaliser online (rescaling the normaliser when the
+/// maximum grows); each row leaves its shift, normaliser and rs = dO . o in
+/// the stats workspace. A second loop over K and V tiles has each row
+/// thread form its pairs' score gradients ds into shared memory, then, after
+/// a barrier, add ds k into its dQ row.
+///
+/// Keys: a block per (K/V head, tile of up to 64 keys), a thread per key.
+/// One loop over (query head of the group, tile of the rows that may see
+/// the block's keys) stages Q, dO and those rows' stats in shared memory;
+/// each key thread forms its pairs' weights p and score gradients ds into
+/// shared memory, then, after a barrier, adds ds q into its dK row and p dO
+/// into its dV row. The group's query heads thus add into their shared K/V
+/// head in one thread, without atomics.
+///
+/// The barriers also bound what a thread keeps in registers: the gradient
+/// rows accumulate in the op's own (global) buffers, read and written once
+/// per tile, and the rows that dot products need are reloaded after each
+/// barrier (which LLVM may not move loads across), so that at head_dim 64
+/// no phase holds more than about three head_dim vectors.
+static void lowerGrad(FusedAttentionGradOp op) {
+  OpBuilder b(op);
+  Location loc = op.getLoc();
+  MLIRContext *ctx = op.getContext();
+  int64_t rows = cast<MemRefType>(op.getQuery().getType()).getDimSize(0),
+          heads = op.getHeads(), kvHeads = op.getKvHeads(),
+          headDim = op.getHeadDim(), group = heads / kvHeads,
+          window = op.getWindow();
+  bool softpick = op.getNormalizer() == Normalizer::softpick;
+  float scale = 1.0f / std::sqrt(static_cast<float>(headDim));
+  Type f32 = b.getF32Type();
+  auto vecType = VectorType::get({headDim}, f32);
+  auto shared = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
+  auto sharedOf = [&](int64_t n) {
+    return MemRefType::get({n}, f32, MemRefLayoutAttrInterface(), shared);
+  };
+  auto idx = [&](OpBuilder &ob, int64_t v) { return indexConst(ob, loc, v); };
+  auto cst = [&](OpBuilder &ob, double v) { return f32Const(ob, loc, v); };
+  auto add = [&](OpBuilder &ob, Value x, Value y) -> Value {
+    return arith::AddIOp::create(ob, loc, x, y);
+  };
+  auto mul = [&](OpBuilder &ob, Value x, Value y) -> Value {
+    return arith::MulIOp::create(ob, loc, x, y);
+  };
+  auto minu = [&](OpBuilder &ob, Value x, Value y) -> Value {
+    return arith::MinUIOp::create(ob, loc, x, y);
+  };
+  auto ult = [&](OpBuilder &ob, Value x, Value y) -> Value {
+    return arith::CmpIOp::create(ob, loc, arith::CmpIPredicate::ult, x, y);
+  };
+  auto vload = [&](OpBuilder &ob, Value m, ValueRange at) -> Value {
+    return vector::LoadOp::create(ob, loc, vecType, m, at);
+  };
+  auto fma = [&](OpBuilder &ob, Value w, Value x, Value acc) -> Value {
+    return vector::FMAOp::create(
+        ob, loc, vector::BroadcastOp::create(ob, loc, vecType, w), x, acc);
+  };
+  auto zeros = [&](OpBuilder &ob) -> Value {
+    return vector::BroadcastOp::create(ob, loc, vecType, cst(ob, 0.0));
+  };
+  // Under `cond`, `body` (an scf.if without results).
+  auto when = [&](OpBuilder &ob, Value cond,
+                  function_ref<void(OpBuilder &)> body) {
+    scf::IfOp::create(ob, loc, cond, [&](OpBuilder &ib, Location il) {
+      body(ib);
+      scf::YieldOp::create(ib, il);
+    });
+  };
+  // row[col..] += sum over `count` entries i of w(i) x(i), where the
+  // accumulator is a gradient row in global memory (see above).
+  auto accumulate = [&](OpBuilder &ob, Value into, Value row, Value col,
+                        int64_t count,
+                        function_ref<std::pair<Value, Value>(OpBuilder &, Value)>
+                            term) {
+    Value acc = vload(ob, into, {row, col});
+    auto sum = scf::ForOp::create(
+        ob, loc, idx(ob, 0), idx(ob, count), idx(ob, 1), ValueRange{acc},
+        [&](OpBuilder &ib, Location il, Value i, ValueRange run) {
+          auto [w, x] = term(ib, i);
+          scf::YieldOp::create(ib, il, ValueRange{fma(ib, w, x, run[0])});
+        });
+    vector::StoreOp::create(ob, loc, sum.getResult(0), into,
+                            ValueRange{row, col});
+  };
+  // A thread's pairs, `count` of them: first every dp = dO . v into
+  // `scratch` (slots slot0..), then every score s = q . k, handed to
+  // `finish` with its dp. The thread's own dO (or v) and q (or k) rows are
+  // loaded right before the loop that needs them, so that the two are never
+  // held together with the streamed rows (at head_dim 32 that kept the key
+  // pass within 128 registers on sm_90).
+  auto pairPasses =
+      [&](OpBuilder &fb, int64_t count, Value scratch, Value slot0,
+          function_ref<Value(OpBuilder &)> ownDp,
+          function_ref<Value(OpBuilder &, Value)> dpOperand,
+          function_ref<Value(OpBuilder &)> ownScore,
+          function_ref<Value(OpBuilder &, Value)> scoreOperand,
+          function_ref<void(OpBuilder &, Value, Value, Value)> finish) {
+        auto each = [&](function_ref<void(OpBuilder &, Value)> body) {
+          scf::ForOp::create(fb, loc, idx(fb, 0), idx(fb, count), idx(fb, 1),
+                             ValueRange{},
+                             [&](OpBuilder &ib, Location il, Value r,
+                                 ValueRange) {
+                               body(ib, r);
+                               scf::YieldOp::create(ib, il);
+                             });
+        };
+        Value mine = ownDp(fb);
+        each([&](OpBuilder &ib, Value r) {
+          memref::StoreOp::create(
+              ib, loc, score(ib, loc, mine, dpOperand(ib, r)), scratch,
+              ValueRange{add(ib, slot0, r)});
+        });
+        Value mineScore = ownScore(fb);
+        each([&](OpBuilder &ib, Value r) {
+          Value dp = memref::LoadOp::create(ib, loc, scratch,
+                                            ValueRange{add(ib, slot0, r)});
+          finish(ib, r, score(ib, loc, mineScore, scoreOperand(ib, r)), dp);
+        });
+      };
+  Value one = idx(b, 1);
+  // The shift at running maximum m: m, or softpick's max(m, 0).
+  auto shiftOf = [&](OpBuilder &ob, Value m) -> Value {
+    return softpick ? arith::MaximumFOp::create(ob, loc, m, cst(ob, 0.0))
+                    : m;
+  };
+
+  // --- Rows: the stats and dQ. ---
+  // Per key of a tile: its K and V rows, and each row thread's ds for it.
+  int64_t rowTile = std::min<int64_t>(64, rows);
+  int64_t keyTile = tileWithin(8 * headDim + 4 * rowTile, rows);
+  auto rowLaunch = gpu::LaunchOp::create(
+      b, loc, idx(b, heads), idx(b, (rows + rowTile - 1) / rowTile), one,
+      idx(b, rowTile), one, one, /*dynamicSharedMemorySize=*/nullptr,
+      /*asyncTokenType=*/nullptr, /*asyncDependencies=*/ValueRange{},
+      TypeRange{sharedOf(keyTile * headDim), sharedOf(keyTile * headDim),
+                sharedOf(rowTile * keyTile)});
+  {
+    OpBuilder lb = OpBuilder::atBlockBegin(&rowLaunch.getBody().front());
+    Value h = rowLaunch.getBlockIds().x, tile = rowLaunch.getBlockIds().y,
+          t = rowLaunch.getThreadIds().x;
+    ValueRange attributions = rowLaunch.getWorkgroupAttributions();
+    Value sK = attributions[0], sV = attributions[1], sDS = attributions[2];
+    Value D = idx(lb, headDim), K = idx(lb, keyTile), c0 = idx(lb, 0),
+          c1 = idx(lb, 1);
+    Value negInf = cst(lb, -std::numeric_limits<double>::infinity());
+    Value first = mul(lb, tile, idx(lb, rowTile));
+    Value raw = add(lb, first, t);
+    Value active = ult(lb, raw, idx(lb, rows));
+    Value row = minu(lb, raw, idx(lb, rows - 1));
+    Value visible = add(lb, row, c1);
+    Value rowFirst = windowStart(lb, loc, row, window);
+    Value blockFirst = windowStart(lb, loc, first, window);
+    Value blockEnd = minu(lb, add(lb, first, idx(lb, rowTile)), idx(lb, rows));
+    Value qCol = mul(lb, h, D);
+    Value kvCol = mul(lb, arith::DivUIOp::create(lb, loc, h, idx(lb, group)), D);
+    // K (and V) rows k0.. of this head's K/V head into shared memory, 0
+    // past the last key.
+    auto loadTiles = [&](OpBuilder &fb, Location l, Value k0, bool withV) {
+      SmallVector<std::pair<Value, Value>> copies = {{op.getKey(), sK}};
+      if (withV)
+        copies.push_back({op.getValue(), sV});
+      stageRows(fb, l, t, rowTile, k0, keyTile, headDim, rows, kvCol, copies);
+      gpu::BarrierOp::create(fb, l);
+    };
+    auto validKey = [&](OpBuilder &ib, Value key) -> Value {
+      Value valid = ult(ib, key, visible);
+      if (window)
+        valid = arith::AndIOp::create(
+            ib, loc, valid,
+            arith::CmpIOp::create(ib, loc, arith::CmpIPredicate::uge, key,
+                                  rowFirst));
+      return valid;
+    };
+    // The row's maximum scaled score m and normaliser d at shift S(m),
+    // online: d <- d e^(S(m) - S(m')) + term(z, S(m')).
+    auto stats = scf::ForOp::create(
+        lb, loc, blockFirst, blockEnd, K, ValueRange{negInf, cst(lb, 0.0)},
+        [&](OpBuilder &fb, Location l, Value k0, ValueRange st) {
+          loadTiles(fb, l, k0, /*withV=*/false);
+          Value q = vload(fb, op.getQuery(), {row, qCol});
+          auto keys = scf::ForOp::create(
+              fb, l, c0, K, c1, ValueRange{st[0], st[1]},
+              [&](OpBuilder &ib, Location il, Value r, ValueRange run) {
+                Value k = vload(ib, sK, {mul(ib, r, D)});
+                Value valid = validKey(ib, add(ib, k0, r));
+                Value z = arith::MulFOp::create(ib, il, score(ib, il, q, k),
+                                                cst(ib, scale));
+                Value m = arith::MaximumFOp::create(ib, il, run[0], z);
+                Value sNew = shiftOf(ib, m);
+                Value rescale = math::ExpOp::create(
+                    ib, il, arith::SubFOp::create(ib, il, shiftOf(ib, run[0]),
+                                                  sNew));
+                Value e = math::ExpOp::create(
+                    ib, il, arith::SubFOp::create(ib, il, z, sNew));
+                Value term = e;
+                if (softpick)
+                  term = math::AbsFOp::create(
+                      ib, il,
+                      arith::SubFOp::create(
+                          ib, il, e,
+                          math::ExpOp::create(
+                              ib, il, arith::NegFOp::create(ib, il, sNew))));
+                Value d = arith::AddFOp::create(
+                    ib, il, arith::MulFOp::create(ib, il, run[1], rescale),
+                    term);
+                // A key the row does not see changes nothing (and before
+                // its first visible key the above is e^(-inf + inf)).
+                scf::YieldOp::create(
+                    ib, il,
+                    ValueRange{arith::SelectOp::create(ib, il, valid, m, run[0]),
+                               arith::SelectOp::create(ib, il, valid, d,
+                                                       run[1])});
+              });
+          gpu::BarrierOp::create(fb, l);
+          scf::YieldOp::create(fb, l, keys.getResults());
+        });
+    // Every row sees its own key, so the maximum is finite here.
+    Value shift = shiftOf(lb, stats.getResult(0));
+    Value norm = stats.getResult(1);
+    if (softpick)
+      norm = arith::AddFOp::create(
+          lb, loc, norm,
+          arith::MulFOp::create(
+              lb, loc, cst(lb, 1e-8),
+              math::ExpOp::create(lb, loc,
+                                  arith::NegFOp::create(lb, loc, shift))));
+    Value rs = score(lb, loc, vload(lb, op.getResultGrad(), {row, qCol}),
+                     vload(lb, op.getOutput(), {row, qCol}));
+    when(lb, active, [&](OpBuilder &ib) {
+      Value col = mul(ib, h, idx(ib, 3));
+      Value rowStats[3] = {shift, norm, rs};
+      for (int64_t i = 0; i < 3; ++i)
+        memref::StoreOp::create(ib, loc, rowStats[i], op.getStatsInit(),
+                                ValueRange{row, add(ib, col, idx(ib, i))});
+      vector::StoreOp::create(ib, loc, zeros(ib), op.getQueryGradInit(),
+                              ValueRange{row, qCol});
+    });
+    Value dsRow = mul(lb, t, K);
+    scf::ForOp::create(
+        lb, loc, blockFirst, blockEnd, K, ValueRange{},
+        [&](OpBuilder &fb, Location l, Value k0, ValueRange) {
+          loadTiles(fb, l, k0, /*withV=*/true);
+          // This row's score gradients against the tile's keys.
+          pairPasses(
+              fb, keyTile, sDS, dsRow,
+              [&](OpBuilder &ob) {
+                return vload(ob, op.getResultGrad(), {row, qCol});
+              },
+              [&](OpBuilder &ob, Value r) { return vload(ob, sV, {mul(ob, r, D)}); },
+              [&](OpBuilder &ob) { return vload(ob, op.getQuery(), {row, qCol}); },
+              [&](OpBuilder &ob, Value r) { return vload(ob, sK, {mul(ob, r, D)}); },
+              [&](OpBuilder &ib, Value r, Value sc, Value dp) {
+                PairGrad pg =
+                    pairGrad(ib, loc, softpick, scale,
+                             validKey(ib, add(ib, k0, r)), sc, dp, shift, norm, rs);
+                memref::StoreOp::create(ib, loc, pg.ds, sDS,
+                                        ValueRange{add(ib, dsRow, r)});
+              });
+          gpu::BarrierOp::create(fb, l);
+          when(fb, active, [&](OpBuilder &ib) {
+            accumulate(ib, op.getQueryGradInit(), row, qCol, keyTile,
+                       [&](OpBuilder &jb, Value r) -> std::pair<Value, Value> {
+                         return {memref::LoadOp::create(
+                                     jb, loc, sDS,
+                                     ValueRange{add(jb, dsRow, r)}),
+                                 vload(jb, sK, {mul(jb, r, D)})};
+                       });
+          });
+          // The next tile must not overwrite this one while others read it.
+          gpu::BarrierOp::create(fb, l);
+          scf::YieldOp::create(fb, l);
+        });
+    gpu::TerminatorOp::create(lb, loc);
+  }
+
+  // --- Keys: dK and dV, over the group's query heads. ---
+  // Per query row of a tile: its Q and dO rows, its 3 stats, and each key
+  // thread's p and ds for it.
+  int64_t keyBlock = std::min<int64_t>(64, rows);
+  int64_t queryTile = tileWithin(8 * headDim + 12 + 8 * keyBlock, rows);
+  auto keyLaunch = gpu::LaunchOp::create(
+      b, loc, idx(b, kvHeads), idx(b, (rows + keyBlock - 1) / keyBlock), one,
+      idx(b, keyBlock), one, one, /*dynamicSharedMemorySize=*/nullptr,
+      /*asyncTokenType=*/nullptr, /*asyncDependencies=*/ValueRange{},
+      TypeRange{sharedOf(queryTile * headDim), sharedOf(queryTile * headDim),
+                sharedOf(queryTile * 3), sharedOf(keyBlock * queryTile),
+                sharedOf(keyBlock * queryTile)});
+  {
+    OpBuilder lb = OpBuilder::atBlockBegin(&keyLaunch.getBody().front());
+    Value a = keyLaunch.getBlockIds().x, tile = keyLaunch.getBlockIds().y,
+          t = keyLaunch.getThreadIds().x;
+    ValueRange attributions = keyLaunch.getWorkgroupAttributions();
+    Value sQ = attributions[0], sDO = attributions[1], sStat = attributions[2],
+          sP = attributions[3], sDS = attributions[4];
+    Value D = idx(lb, headDim), c0 = idx(lb, 0), c1 = idx(lb, 1),
+          c3 = idx(lb, 3), QT = idx(lb, queryTile);
+    Value first = mul(lb, tile, idx(lb, keyBlock));
+    Value raw = add(lb, first, t);
+    Value active = ult(lb, raw, idx(lb, rows));
+    Value key = minu(lb, raw, idx(lb, rows - 1));
+    Value kvCol = mul(lb, a, D);
+    // Rows that see key j: j <= row < the end of j's window. The block's
+    // rows run from its first key to its last key's window end.
+    auto windowEnd = [&](OpBuilder &ob, Value j) -> Value {
+      if (!window)
+        return idx(ob, rows);
+      return minu(ob, add(ob, windowStart(ob, loc, j, window), idx(ob, window)),
+                  idx(ob, rows));
+    };
+    Value keyEnd = windowEnd(lb, key);
+    Value lastKey = arith::SubIOp::create(
+        lb, loc, minu(lb, add(lb, first, idx(lb, keyBlock)), idx(lb, rows)), c1);
+    Value span = arith::SubIOp::create(lb, loc, windowEnd(lb, lastKey), first);
+    Value tiles = arith::CeilDivUIOp::create(lb, loc, span, QT);
+    Value steps = mul(lb, tiles, idx(lb, group));
+    when(lb, active, [&](OpBuilder &ib) {
+      vector::StoreOp::create(ib, loc, zeros(ib), op.getKeyGradInit(),
+                              ValueRange{key, kvCol});
+      vector::StoreOp::create(ib, loc, zeros(ib), op.getValueGradInit(),
+                              ValueRange{key, kvCol});
+    });
+    Value pRow = mul(lb, t, QT);
+    scf::ForOp::create(
+        lb, loc, c0, steps, c1, ValueRange{},
+        [&](OpBuilder &fb, Location l, Value step, ValueRange) {
+          // Query head a G + step / tiles, rows r0.. of tile step mod tiles.
+          Value h = add(fb, mul(fb, a, idx(fb, group)),
+                        arith::DivUIOp::create(fb, l, step, tiles));
+          Value r0 = add(fb, first,
+                         mul(fb, arith::RemUIOp::create(fb, l, step, tiles), QT));
+          Value qCol = mul(fb, h, D);
+          stageRows(fb, l, t, keyBlock, r0, queryTile, headDim, rows, qCol,
+                    {{op.getQuery(), sQ}, {op.getResultGrad(), sDO}});
+          // The rows' shift, normaliser and rs (0 past the last row, which
+          // no key thread counts).
+          stageRows(fb, l, t, keyBlock, r0, queryTile, 3, rows,
+                    mul(fb, h, c3), {{op.getStatsInit(), sStat}});
+          gpu::BarrierOp::create(fb, l);
+          // This key's weights and score gradients against the tile's rows.
+          pairPasses(
+              fb, queryTile, sDS, pRow,
+              [&](OpBuilder &ob) { return vload(ob, op.getValue(), {key, kvCol}); },
+              [&](OpBuilder &ob, Value r) { return vload(ob, sDO, {mul(ob, r, D)}); },
+              [&](OpBuilder &ob) { return vload(ob, op.getKey(), {key, kvCol}); },
+              [&](OpBuilder &ob, Value r) { return vload(ob, sQ, {mul(ob, r, D)}); },
+              [&](OpBuilder &ib, Value r, Value sc, Value dp) {
+                Value qRow = add(ib, r0, r);
+                Value valid = arith::AndIOp::create(
+                    ib, loc,
+                    arith::CmpIOp::create(ib, loc, arith::CmpIPredicate::uge,
+                                          qRow, key),
+                    ult(ib, qRow, keyEnd));
+                Value sAt = mul(ib, r, c3);
+                auto stat = [&](int64_t i) -> Value {
+                  return memref::LoadOp::create(
+                      ib, loc, sStat, ValueRange{add(ib, sAt, idx(ib, i))});
+                };
+                PairGrad pg = pairGrad(ib, loc, softpick, scale, valid, sc, dp,
+                                       stat(0), stat(1), stat(2));
+                Value slot = add(ib, pRow, r);
+                memref::StoreOp::create(ib, loc, pg.p, sP, ValueRange{slot});
+                memref::StoreOp::create(ib, loc, pg.ds, sDS, ValueRange{slot});
+              });
+          gpu::BarrierOp::create(fb, l);
+          when(fb, active, [&](OpBuilder &ib) {
+            auto rowTerm = [&](Value weights, Value from) {
+              return [&, weights, from](OpBuilder &jb,
+                                        Value r) -> std::pair<Value, Value> {
+                return {memref::LoadOp::create(jb, loc, weights,
+                                               ValueRange{add(jb, pRow, r)}),
+                        vload(jb, from, {mul(jb, r, D)})};
+              };
+            };
+            accumulate(ib, op.getKeyGradInit(), key, kvCol, queryTile,
+                       rowTerm(sDS, sQ));
+            accumulate(ib, op.getValueGradInit(), key, kvCol, queryTile,
+                       rowTerm(sP, sDO));
+          });
+          // The next tile must not overwrite this one while others read it.
+          gpu::BarrierOp::create(fb, l);
+          scf::YieldOp::create(fb, l);
+        });
+    gpu::TerminatorOp::create(lb, loc);
+  }
+  op.erase();
+}
+
 } // namespace
 
 bool mlir::lathe::attentionUsesTensorCores(FusedAttentionOp op,
@@ -749,6 +1197,13 @@ struct AttentionToGpu
     : lathe::impl::AttentionToGpuBase<AttentionToGpu> {
   using Base::Base;
   void runOnOperation() override {
+    SmallVector<FusedAttentionGradOp> grads;
+    getOperation().walk([&](FusedAttentionGradOp op) {
+      if (isa<MemRefType>(op.getQuery().getType()))
+        grads.push_back(op);
+    });
+    for (FusedAttentionGradOp op : grads)
+      lowerGrad(op);
     SmallVector<FusedAttentionOp> decode, tiled, tensorCore;
     getOperation().walk([&](FusedAttentionOp op) {
       auto q = dyn_cast<MemRefType>(op.getQuery().getType());

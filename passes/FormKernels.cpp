@@ -219,7 +219,7 @@ struct FormKernels : lathe::impl::FormKernelsBase<FormKernels> {
   }
 
   static bool isAnchor(Operation *op) {
-    if (isa<FusedAttentionOp, ScatterAddRowsOp>(op))
+    if (isa<FusedAttentionOp, FusedAttentionGradOp, ScatterAddRowsOp>(op))
       return true;
     return isa<linalg::LinalgOp>(op) && !isInitFill(op);
   }

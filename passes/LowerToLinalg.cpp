@@ -3055,9 +3055,42 @@ struct LowerHaltIf : OpConversionPattern<HaltIfOp> {
   }
 };
 
+/// Attention's gradient as one kernel-level op: the cuda target's tiled
+/// kernels recompute the scores per tile, where the structured lowering
+/// keeps [heads, T, T] scores, weights and their gradient in memory. It
+/// needs the forward's output (rowsum(dO * o) stands for rowsum(dP * P)).
+static void fuseAttentionGrads(ModuleOp module) {
+  SmallVector<AttentionGradOp> grads;
+  module.walk([&](AttentionGradOp op) {
+    if (op.getOutput())
+      grads.push_back(op);
+  });
+  for (AttentionGradOp op : grads) {
+    OpBuilder b(op);
+    GenericBuilder g{b, op.getLoc(), groupOf(op)};
+    int64_t rows = shapeOf(op.getQuery())[0];
+    Value stats = g.empty({rows, 3 * int64_t(op.getHeads())});
+    auto fused = FusedAttentionGradOp::create(
+        b, op.getLoc(),
+        TypeRange{op.getQueryGrad().getType(), op.getKeyGrad().getType(),
+                  op.getValueGrad().getType(), stats.getType()},
+        op.getQuery(), op.getKey(), op.getValue(), op.getResultGrad(),
+        op.getOutput(), g.empty(shapeOf(op.getQuery())),
+        g.empty(shapeOf(op.getKey())), g.empty(shapeOf(op.getKey())), stats,
+        op.getHeadsAttr(), op.getKvHeadsAttr(), op.getNormalizerAttr(),
+        op.getWindowAttr());
+    g.tag(fused);
+    op.replaceAllUsesWith(fused.getResults().take_front(3));
+    op.erase();
+  }
+}
+
 struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
+  using Base::Base;
   void runOnOperation() override {
     foldResidualAdds(getOperation());
+    if (gpuAttentionGrad)
+      fuseAttentionGrads(getOperation());
     MLIRContext *ctx = &getContext();
     ConversionTarget target(*ctx);
     target.addLegalDialect<linalg::LinalgDialect, tensor::TensorDialect,
@@ -3067,7 +3100,7 @@ struct LowerToLinalg : lathe::impl::LowerToLinalgBase<LowerToLinalg> {
     // outlines them, so no pass in between can drop the write as unused.
     target.addLegalOp<ParamOp, WeightOp, LaunchOp, CacheOp, CacheReadOp,
                       CacheWriteOp, AssignOp, FusedAttentionOp,
-                      ScatterAddRowsOp>();
+                      FusedAttentionGradOp, ScatterAddRowsOp>();
     target.addIllegalDialect<LatheDialect>();
     RewritePatternSet patterns(ctx);
     patterns.add<LowerEmbedding, LowerRmsNorm, LowerLayerNorm, LowerLinear,

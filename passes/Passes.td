@@ -109,7 +109,9 @@ def LowerToLinalg : Pass<"lathe-lower-to-linalg", "::mlir::ModuleOp"> {
     `lathe.depth_attention`, `lathe.parcae_inject`, LoopFormer's
     conditioning ops) into `linalg.generic` ops on tensors, leaving
     `lathe.weight` and `lathe.param` in place. Attention becomes one
-    `lathe.fused_attention` (its online softmax is no structured op).
+    `lathe.fused_attention` (its online softmax is no structured op); with
+    `gpu-attention-grad` (the cuda target), its gradient with the forward's
+    output becomes one `lathe.fused_attention_grad`.
     Residual adds fold into the GEMM before them when nothing else reads the
     product. Every op created carries the source op's `lathe.fusion_group`.
 
@@ -123,6 +125,12 @@ def LowerToLinalg : Pass<"lathe-lower-to-linalg", "::mlir::ModuleOp"> {
         ins(%x, %w : ...) outs(%z : tensor<8x32xf32>) {...}
     ```
   }];
+  let options = [
+    Option<"gpuAttentionGrad", "gpu-attention-grad", "bool", /*default=*/"false",
+           "Attention's gradient (with the forward's output) becomes one "
+           "lathe.fused_attention_grad, which the cuda target lowers to "
+           "kernels with no [T, T] tensor; else structured ops">
+  ];
   let dependentDialects = ["::mlir::linalg::LinalgDialect",
                            "::mlir::tensor::TensorDialect",
                            "::mlir::arith::ArithDialect",
@@ -528,7 +536,7 @@ def ContractionToGemm : Pass<"lathe-contraction-to-gemm", "::mlir::ModuleOp"> {
 }
 
 def AttentionToGpu : Pass<"lathe-attention-to-gpu", "::mlir::ModuleOp"> {
-  let summary = "Attention kernels whose block's threads share keys through shared memory.";
+  let summary = "Attention kernels (and its gradient's) whose block's threads share keys through shared memory.";
   let description = [{
     cuda only, on bufferized kernels, before `lathe-expand-fused-attention`;
     the same online softmax, with the threads of a block working together.
@@ -551,6 +559,18 @@ def AttentionToGpu : Pass<"lathe-attention-to-gpu", "::mlir::ModuleOp"> {
     and meet again before the next tile. Each K/V element is read from
     global memory once per block rather than once per row. Rows of a last,
     partial tile compute on a clamped row and store nothing.
+
+    Attention's gradient (`lathe.fused_attention_grad`): two launches
+    tiled like the forward, so no [T, T] tensor exists. Rows: a block per
+    (head, tile of up to 64 query rows), a thread per row; a loop over K
+    tiles takes each row's maximum and normaliser online, a loop over K
+    and V tiles forms each pair's weight and score gradient and sums dQ;
+    each row leaves its shift, normaliser and rowsum(dO * o) in the op's
+    stats workspace. Keys: a block per (K/V head, tile of up to 64 keys), a
+    thread per key; a loop over (query head of the group, tile of the rows
+    that may see the block's keys) stages Q, dO and those rows' stats in
+    shared memory, and each key sums its dK and dV (the group's heads add
+    up in the thread, without atomics).
 
     With `precision` below f32 (lathec's `--gemm-precision` tf32, bf16 or
     f16) and head_dim a multiple of 8, many-row attention runs its two

@@ -1,8 +1,9 @@
 //===- BufferizableOpInterfaceImpl.cpp - bufferizing kernel ops --*- C++ -*-===//
 //
-// lathe.fused_attention and lathe.scatter_add_rows are in destination-passing
-// style, so one-shot bufferization handles them like linalg ops: the result
-// is the init's buffer, and the op is recreated on buffers with no results.
+// lathe.fused_attention, lathe.fused_attention_grad and
+// lathe.scatter_add_rows are in destination-passing style, so one-shot
+// bufferization handles them like linalg ops: the results are the inits'
+// buffers, and the op is recreated on buffers with no results.
 //
 //===----------------------------------------------------------------------===//
 
@@ -32,27 +33,38 @@ LogicalResult getBuffers(Operation *op, RewriterBase &rewriter,
   return success();
 }
 
-struct FusedAttentionBufferization
-    : DstBufferizableOpInterfaceExternalModel<FusedAttentionBufferization,
-                                              FusedAttentionOp> {
+/// The same op on the operands' buffers, with no results, in place of `op`:
+/// its inits' buffers stand for its results. Every kernel-level op here
+/// bufferizes this way; they differ only in whether the init is also read.
+static LogicalResult bufferizeOnBuffers(Operation *op, RewriterBase &rewriter,
+                                        const BufferizationOptions &options,
+                                        BufferizationState &state) {
+  SmallVector<Value> buffers;
+  if (failed(getBuffers(op, rewriter, options, state, buffers)))
+    return failure();
+  rewriter.setInsertionPoint(op);
+  OperationState onBuffers(op->getLoc(), op->getName());
+  onBuffers.addOperands(buffers);
+  onBuffers.addAttributes(op->getAttrs());
+  rewriter.create(onBuffers);
+  auto dps = cast<DestinationStyleOpInterface>(op);
+  SmallVector<Value> inits;
+  for (OpOperand &init : dps.getDpsInitsMutable())
+    inits.push_back(buffers[init.getOperandNumber()]);
+  replaceOpWithBufferizedValues(rewriter, op, inits);
+  return success();
+}
+
+/// lathe.fused_attention and lathe.fused_attention_grad overwrite their
+/// inits (the output; the gradients and the stats workspace).
+template <typename OpT>
+struct OverwritingKernelBufferization
+    : DstBufferizableOpInterfaceExternalModel<
+          OverwritingKernelBufferization<OpT>, OpT> {
   LogicalResult bufferize(Operation *op, RewriterBase &rewriter,
                           const BufferizationOptions &options,
                           BufferizationState &state) const {
-    auto attention = cast<FusedAttentionOp>(op);
-    SmallVector<Value> buffers;
-    if (failed(getBuffers(op, rewriter, options, state, buffers)))
-      return failure();
-    rewriter.setInsertionPoint(op);
-    // Operand order: query, key, value, [offset], init.
-    Value offset = attention.getOffset() ? buffers[3] : Value();
-    FusedAttentionOp::create(rewriter, op->getLoc(), TypeRange{}, buffers[0],
-                             buffers[1], buffers[2], offset, buffers.back(),
-                             attention.getHeadsAttr(),
-                             attention.getKvHeadsAttr(),
-                             attention.getNormalizerAttr(),
-                             attention.getWindowAttr());
-    replaceOpWithBufferizedValues(rewriter, op, buffers.back());
-    return success();
+    return bufferizeOnBuffers(op, rewriter, options, state);
   }
 };
 
@@ -68,14 +80,7 @@ struct ScatterAddRowsBufferization
   LogicalResult bufferize(Operation *op, RewriterBase &rewriter,
                           const BufferizationOptions &options,
                           BufferizationState &state) const {
-    SmallVector<Value> buffers;
-    if (failed(getBuffers(op, rewriter, options, state, buffers)))
-      return failure();
-    rewriter.setInsertionPoint(op);
-    ScatterAddRowsOp::create(rewriter, op->getLoc(), TypeRange{}, buffers[0],
-                             buffers[1], buffers[2]);
-    replaceOpWithBufferizedValues(rewriter, op, buffers[2]);
-    return success();
+    return bufferizeOnBuffers(op, rewriter, options, state);
   }
 };
 } // namespace
@@ -83,7 +88,10 @@ struct ScatterAddRowsBufferization
 void mlir::lathe::registerBufferizableOpInterfaceExternalModels(
     DialectRegistry &registry) {
   registry.addExtension(+[](MLIRContext *ctx, LatheDialect *) {
-    FusedAttentionOp::attachInterface<FusedAttentionBufferization>(*ctx);
+    FusedAttentionOp::attachInterface<
+        OverwritingKernelBufferization<FusedAttentionOp>>(*ctx);
+    FusedAttentionGradOp::attachInterface<
+        OverwritingKernelBufferization<FusedAttentionGradOp>>(*ctx);
     ScatterAddRowsOp::attachInterface<ScatterAddRowsBufferization>(*ctx);
   });
 }

@@ -678,27 +678,36 @@ LogicalResult AttentionOp::verify() {
 // FusedAttentionOp
 //===----------------------------------------------------------------------===//
 
+/// The rule of lathe's kernel-level ops in destination-passing style: all
+/// operands tensors (a result per init, the updated init, of its type) or
+/// all memrefs (no results).
+static LogicalResult verifyKernelForm(DestinationStyleOpInterface op) {
+  bool tensors = isa<RankedTensorType>(op->getOperand(0).getType());
+  for (Value v : op->getOperands())
+    if (isa<RankedTensorType>(v.getType()) != tensors)
+      return op->emitOpError("operands must be all tensors or all memrefs");
+  unsigned want = tensors ? op.getNumDpsInits() : 0;
+  if (op->getNumResults() != want)
+    return op->emitOpError() << "expects " << want << " results with "
+                             << (tensors ? "tensor" : "memref")
+                             << " operands, got " << op->getNumResults();
+  for (OpResult result : op->getResults())
+    if (result.getType() != op.getDpsInits()[result.getResultNumber()].getType())
+      return op->emitOpError("result type must equal the init type");
+  return success();
+}
+
 LogicalResult FusedAttentionOp::verify() {
   if (failed(verifyAttention(*this, getQuery(), getKey(), getValue(),
                              getOffset(), getHeads(), getKvHeads(),
-                             getWindow())))
+                             getWindow())) ||
+      failed(verifyKernelForm(*this)))
     return failure();
-  // Either all tensors (one result, the updated init) or all memrefs (none).
-  bool tensors = isa<RankedTensorType>(getInit().getType());
-  for (Value v : getOperands())
-    if (isa<RankedTensorType>(v.getType()) != tensors)
-      return emitOpError("operands must be all tensors or all memrefs");
-  if (getNumResults() != (tensors ? 1u : 0u))
-    return emitOpError() << "expects " << (tensors ? 1 : 0)
-                         << " results with " << (tensors ? "tensor" : "memref")
-                         << " operands, got " << getNumResults();
   auto init = cast<ShapedType>(getInit().getType());
   auto query = cast<ShapedType>(getQuery().getType());
   if (init.getShape() != query.getShape() ||
       init.getElementType() != query.getElementType())
     return emitOpError("init must have the query's shape and element type");
-  if (tensors && getResult()[0].getType() != getInit().getType())
-    return emitOpError("result type must equal the init type");
   return success();
 }
 
@@ -957,6 +966,54 @@ LogicalResult AttentionGradOp::verify() {
       failed(expectSameType(*this, getKeyGrad(), "key_grad", k, "the key")))
     return failure();
   return expectSameType(*this, getValueGrad(), "value_grad", k, "the key");
+}
+
+//===----------------------------------------------------------------------===//
+// FusedAttentionGradOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult FusedAttentionGradOp::verify() {
+  if (failed(verifyAttention(*this, getQuery(), getKey(), getValue(),
+                             /*offset=*/nullptr, getHeads(), getKvHeads(),
+                             getWindow())) ||
+      failed(verifyKernelForm(*this)))
+    return failure();
+  Type q = getQuery().getType(), k = getKey().getType();
+  for (auto [name, v, like, likeName] :
+       {std::tuple<StringRef, Value, Type, StringRef>{
+            "result_grad", getResultGrad(), q, "the query"},
+        {"output", getOutput(), q, "the query"},
+        {"query_grad_init", getQueryGradInit(), q, "the query"},
+        {"key_grad_init", getKeyGradInit(), k, "the key"},
+        {"value_grad_init", getValueGradInit(), k, "the key"}})
+    if (failed(expectSameType(*this, v, name, like, likeName)))
+      return failure();
+  auto stats = cast<ShapedType>(getStatsInit().getType());
+  int64_t rows = dim(getQuery(), 0);
+  if (!stats.hasStaticShape() || stats.getRank() != 2 ||
+      stats.getDimSize(0) != rows ||
+      stats.getDimSize(1) != 3 * int64_t(getHeads()) ||
+      !stats.getElementType().isF32())
+    return emitOpError() << "stats_init must be f32 [" << rows << ", "
+                         << 3 * int64_t(getHeads())
+                         << "] (rows, 3 * heads), got " << stats;
+  return success();
+}
+
+void FusedAttentionGradOp::getEffects(
+    SmallVectorImpl<SideEffects::EffectInstance<MemoryEffects::Effect>>
+        &effects) {
+  // Inputs read; the four inits written, not read.
+  for (OpOperand &operand : getOperation()->getOpOperands()) {
+    if (!isa<MemRefType>(operand.get().getType()))
+      continue;
+    if (isDpsInit(&operand))
+      effects.emplace_back(MemoryEffects::Write::get(), &operand,
+                           SideEffects::DefaultResource::get());
+    else
+      effects.emplace_back(MemoryEffects::Read::get(), &operand,
+                           SideEffects::DefaultResource::get());
+  }
 }
 
 LogicalResult SwigluGradOp::verify() {

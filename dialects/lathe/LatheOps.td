@@ -921,6 +921,67 @@ def Lathe_FusedAttentionOp : Lathe_Op<"fused_attention",
   }];
 }
 
+def Lathe_FusedAttentionGradOp : Lathe_Op<"fused_attention_grad",
+    [DestinationStyleOpInterface,
+     DeclareOpInterfaceMethods<MemoryEffectsOpInterface>]> {
+  let summary = "Attention's gradient as one kernel: no [T, T] tensor in memory.";
+  let description = [{
+    The kernel-level form of `lathe.attention_grad` with `output` (the
+    forward's result o), in destination-passing style: the same math, with
+    the query, key and value gradients written into the first three inits.
+    `lathe-lower-to-linalg` produces it for the cuda target
+    (`gpu-attention-grad`), where the structured lowering's [heads, T, T]
+    scores, weights and score gradient would be most of a training pass's
+    memory traffic; `lathe-attention-to-gpu` lowers it.
+
+    The fourth init, `stats` ([rows, 3 * heads]), is the kernel's workspace,
+    planned like any other buffer: per query row and head, the softmax's
+    shift (the row's maximum scaled score; softpick's clamped at 0), its
+    normaliser and rowsum(dO * o). A row pass computes them and dQ; a key
+    pass reads them to form dK and dV. Nothing else reads it.
+
+    Only many-row attention without a position has a gradient: the same
+    shape rules as `lathe.attention_grad`. The op works on tensors (four
+    results, the updated inits) and on memrefs (none).
+
+    ```mlir
+    %dq, %dk, %dv, %st = lathe.fused_attention_grad %q, %k, %v, %do, %o
+        into %dq0, %dk0, %dv0, %st0 {heads = 4 : i64, kv_heads = 2 : i64}
+        : tensor<8x64xf32>, tensor<8x32xf32>, tensor<8x32xf32>, tensor<8x64xf32>,
+          tensor<8x64xf32>, tensor<8x64xf32>, tensor<8x32xf32>, tensor<8x32xf32>,
+          tensor<8x12xf32>
+        -> tensor<8x64xf32>, tensor<8x32xf32>, tensor<8x32xf32>, tensor<8x12xf32>
+    ```
+  }];
+  let arguments = (ins AnyShaped:$query, AnyShaped:$key, AnyShaped:$value,
+                       AnyShaped:$result_grad, AnyShaped:$output,
+                       AnyShaped:$query_grad_init, AnyShaped:$key_grad_init,
+                       AnyShaped:$value_grad_init, AnyShaped:$stats_init,
+                       I64Attr:$heads, I64Attr:$kv_heads,
+                       DefaultValuedAttr<Lathe_Normalizer,
+                                         "::mlir::lathe::Normalizer::softmax">:$normalizer,
+                       DefaultValuedAttr<I64Attr, "0">:$window);
+  let results = (outs Variadic<AnyRankedTensor>:$results);
+  let assemblyFormat = [{
+    $query `,` $key `,` $value `,` $result_grad `,` $output `into`
+    $query_grad_init `,` $key_grad_init `,` $value_grad_init `,` $stats_init
+    (`normalizer` `(` $normalizer^ `)`)? attr-dict
+    `:` type($query) `,` type($key) `,` type($value) `,` type($result_grad)
+    `,` type($output) `,` type($query_grad_init) `,` type($key_grad_init)
+    `,` type($value_grad_init) `,` type($stats_init) (`->` type($results)^)?
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    ::mlir::MutableOperandRange getDpsInitsMutable() {
+      return ::mlir::MutableOperandRange(getOperation(), 5, 4);
+    }
+    int64_t getHeadDim() {
+      return ::llvm::cast<::mlir::ShapedType>(getQuery().getType())
+                 .getDimSize(1) / getHeads();
+    }
+  }];
+}
+
 def Lathe_MlpOp : Lathe_Op<"mlp", [Pure, AttrSizedOperandSegments,
     DeclareOpInterfaceMethods<Lathe_VjpOpInterface>]> {
   let summary = "The MLP of a decoder layer: gated (SwiGLU) or plain (GELU, ReLU²).";

@@ -15,7 +15,10 @@
 namespace mlir::lathe {
 
 /// lathe ops → linalg → kernels → planned arena (the `linalg` stage).
-void buildLatheToKernelsPipeline(OpPassManager &pm);
+/// `gpuAttentionGrad`: attention's gradient as one kernel-level op
+/// (lathe.fused_attention_grad), which only the cuda target lowers.
+void buildLatheToKernelsPipeline(OpPassManager &pm,
+                                 bool gpuAttentionGrad = false);
 
 /// Bufferizes the extracted kernels into `(memref...) -> ()` functions.
 void buildBufferizeKernelsPipeline(OpPassManager &pm);

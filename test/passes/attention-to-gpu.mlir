@@ -162,3 +162,72 @@ func.func @tensor_cores(%q: memref<40x64xf32>, %k: memref<40x32xf32>, %v: memref
       : memref<40x64xf32>, memref<40x32xf32>, memref<40x32xf32>, memref<40x64xf32>
   return
 }
+
+// -----
+
+// Tests attention's tiled gradient: 40 rows of 4 heads (head_dim 16) over 2
+// K/V heads, no [T, T] buffer anywhere. Rows: a block per (head, tile of
+// 40 rows), a thread per row; K and V tiles of 40 keys and the rows' score
+// gradients (40 x 40, one tile) in workgroup memory. A loop over K tiles
+// takes the rows' online maximum and normaliser; the row's (shift,
+// normaliser, rs) go to the stats workspace and its dQ row is zeroed; then
+// per K/V tile, the row's score gradients into workgroup memory, a
+// barrier, and dQ's row read, summed into and written back. Keys: a block
+// per (K/V head, tile of 40 keys), a thread per key, Q and dO tiles, the
+// rows' stats and the pairs' weights and score gradients in workgroup
+// memory; dK and dV rows zeroed, then one loop over (query head of the
+// group, row tile) pairs: stage, barrier, pairs, barrier, dK and dV rows
+// summed into.
+
+// CHECK-LABEL: func.func @grad
+// CHECK-NOT: 40x40xf32
+// CHECK: gpu.launch blocks(%{{.*}}, %{{.*}}, %{{.*}}) in (%{{.*}} = %c4{{(_[0-9]+)?}}, %{{[^ ]*}} = %c1{{(_[0-9]+)?}}, %{{[^ ]*}} = %c1{{(_[0-9]+)?}}) threads(%{{.*}}, %{{.*}}, %{{.*}}) in (%{{.*}} = %c40{{(_[0-9]+)?}},
+// CHECK-SAME: workgroup(%[[SK:[^ ]*]] : memref<640xf32, #gpu.address_space<workgroup>>, %[[SV:[^ ]*]] : memref<640xf32, #gpu.address_space<workgroup>>, %[[SDS:[^ ]*]] : memref<1600xf32, #gpu.address_space<workgroup>>)
+// CHECK: %[[ST:.*]]:2 = scf.for
+// CHECK: gpu.barrier
+// CHECK: math.exp
+// CHECK: gpu.barrier
+// CHECK: scf.if
+// CHECK: memref.store %[[ST]]#0, %arg8
+// CHECK: memref.store %[[ST]]#1, %arg8
+// CHECK: memref.store %{{.*}}, %arg8
+// CHECK: vector.store %{{.*}}, %arg5
+// CHECK: scf.for
+// CHECK: memref.store %{{.*}}, %[[SV]]
+// CHECK: gpu.barrier
+// CHECK: memref.store %{{.*}}, %[[SDS]]
+// CHECK: gpu.barrier
+// CHECK: scf.if
+// CHECK: vector.load %arg5
+// CHECK: vector.fma
+// CHECK: vector.store %{{.*}}, %arg5
+// CHECK: gpu.barrier
+// CHECK: gpu.terminator
+// CHECK: gpu.launch blocks(%{{.*}}, %{{.*}}, %{{.*}}) in (%{{.*}} = %c2{{(_[0-9]+)?}}, %{{[^ ]*}} = %c1{{(_[0-9]+)?}}, %{{[^ ]*}} = %c1{{(_[0-9]+)?}}) threads(%{{.*}}, %{{.*}}, %{{.*}}) in (%{{.*}} = %c40{{(_[0-9]+)?}},
+// CHECK-SAME: workgroup(%[[SQ:[^ ]*]] : memref<640xf32, #gpu.address_space<workgroup>>, %{{[^ ]*}} : memref<640xf32, #gpu.address_space<workgroup>>, %{{[^ ]*}} : memref<120xf32, #gpu.address_space<workgroup>>, %[[SP:[^ ]*]] : memref<1600xf32, #gpu.address_space<workgroup>>, %[[SDS2:[^ ]*]] : memref<1600xf32, #gpu.address_space<workgroup>>)
+// CHECK: scf.if
+// CHECK: vector.store %{{.*}}, %arg6
+// CHECK: vector.store %{{.*}}, %arg7
+// CHECK: scf.for %{{.*}} = %c0{{.*}} to
+// CHECK: memref.store %{{.*}}, %[[SQ]]
+// CHECK: memref.load %arg8
+// CHECK: gpu.barrier
+// CHECK: memref.store %{{.*}}, %[[SP]]
+// CHECK: memref.store %{{.*}}, %[[SDS2]]
+// CHECK: gpu.barrier
+// CHECK: scf.if
+// CHECK: vector.fma
+// CHECK: vector.store %{{.*}}, %arg6
+// CHECK: vector.fma
+// CHECK: vector.store %{{.*}}, %arg7
+// CHECK: gpu.barrier
+// CHECK: gpu.terminator
+// CHECK-NOT: lathe.fused_attention_grad
+func.func @grad(%q: memref<40x64xf32>, %k: memref<40x32xf32>, %v: memref<40x32xf32>, %do: memref<40x64xf32>,
+                %o: memref<40x64xf32>, %dq: memref<40x64xf32>, %dk: memref<40x32xf32>, %dv: memref<40x32xf32>,
+                %st: memref<40x12xf32>) {
+  lathe.fused_attention_grad %q, %k, %v, %do, %o into %dq, %dk, %dv, %st {heads = 4 : i64, kv_heads = 2 : i64}
+      : memref<40x64xf32>, memref<40x32xf32>, memref<40x32xf32>, memref<40x64xf32>, memref<40x64xf32>,
+        memref<40x64xf32>, memref<40x32xf32>, memref<40x32xf32>, memref<40x12xf32>
+  return
+}

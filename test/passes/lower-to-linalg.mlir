@@ -1,4 +1,5 @@
 // RUN: lathe-opt %s --lathe-lower-to-linalg --split-input-file | FileCheck %s
+// RUN: lathe-opt %s --lathe-lower-to-linalg=gpu-attention-grad --split-input-file | FileCheck %s --check-prefix=GPU
 
 // Tests that a linear layer becomes one reduction generic over (t, o, i) that
 // reads the weight in nn.Linear [out, in] layout, into a zero-filled result.
@@ -501,6 +502,21 @@ func.func @matmul(%dy: tensor<4x16xf32>, %x: tensor<4x8xf32>) -> tensor<16x8xf32
 // CHECK-NOT: ins(%{{.*}}, %{{.*}} : tensor<1x8x4xf32>, tensor<1x8x4xf32>) outs(%{{.*}} : tensor<1x8xf32>)
 // CHECK-LABEL: func.func @attention_grad_no_output
 // CHECK: iterator_types = ["parallel", "parallel", "reduction"]} ins(%{{.*}}, %{{.*}} : tensor<1x8x4xf32>, tensor<1x8x4xf32>) outs(%{{.*}} : tensor<1x8xf32>)
+// With gpu-attention-grad (the cuda target), the gradient with the
+// forward's output is one kernel-level op into fresh gradients and a
+// [rows, 3 heads] stats workspace, and no [heads, T, T] tensor is made;
+// without the output it keeps the structured lowering.
+// GPU-LABEL: func.func @attention_grad_output
+// GPU-NOT: tensor<1x8x8xf32>
+// GPU-DAG: %[[DQ:.*]] = tensor.empty() : tensor<4x16xf32>
+// GPU-DAG: %[[DK:.*]] = tensor.empty() : tensor<4x8xf32>
+// GPU-DAG: %[[DV:.*]] = tensor.empty() : tensor<4x8xf32>
+// GPU-DAG: %[[ST:.*]] = tensor.empty() : tensor<4x6xf32>
+// GPU: %[[G:.*]]:4 = lathe.fused_attention_grad %arg0, %arg1, %arg1, %arg3, %arg2 into %[[DQ]], %[[DK]], %[[DV]], %[[ST]] {heads = 2 : i64, kv_heads = 1 : i64}
+// GPU-NOT: tensor<1x8x8xf32>
+// GPU: return %[[G]]#0, %[[G]]#1, %[[G]]#2
+// GPU-LABEL: func.func @attention_grad_no_output
+// GPU: tensor<1x8x8xf32>
 func.func @attention_grad_output(%q: tensor<4x16xf32>, %k: tensor<4x8xf32>, %o: tensor<4x16xf32>, %do: tensor<4x16xf32>) -> (tensor<4x16xf32>, tensor<4x8xf32>, tensor<4x8xf32>) {
   %dq, %dk, %dv = lathe.attention_grad %q, %k, %k, %do output %o {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x16xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x16xf32> -> tensor<4x16xf32>, tensor<4x8xf32>, tensor<4x8xf32>
   return %dq, %dk, %dv : tensor<4x16xf32>, tensor<4x8xf32>, tensor<4x8xf32>

@@ -382,6 +382,39 @@ func.func @fused_attention_offset(%q: memref<1x8xf32>, %k: memref<4x4xf32>, %p: 
 
 // -----
 
+func.func @fused_attention_grad_stats(%q: memref<4x8xf32>, %k: memref<4x4xf32>, %s: memref<4x4xf32>) {
+  // The workspace holds shift, normaliser and rs per row and head.
+  // expected-error @+1 {{stats_init must be f32 [4, 6] (rows, 3 * heads), got 'memref<4x4xf32>'}}
+  lathe.fused_attention_grad %q, %k, %k, %q, %q into %q, %k, %k, %s {heads = 2 : i64, kv_heads = 1 : i64} : memref<4x8xf32>, memref<4x4xf32>, memref<4x4xf32>, memref<4x8xf32>, memref<4x8xf32>, memref<4x8xf32>, memref<4x4xf32>, memref<4x4xf32>, memref<4x4xf32>
+  return
+}
+
+// -----
+
+func.func @fused_attention_grad_init(%q: memref<4x8xf32>, %k: memref<4x4xf32>, %s: memref<4x6xf32>) {
+  // expected-error @+1 {{key_grad_init must have the type of the key ('memref<4x4xf32>'), got 'memref<4x8xf32>'}}
+  lathe.fused_attention_grad %q, %k, %k, %q, %q into %q, %q, %k, %s {heads = 2 : i64, kv_heads = 1 : i64} : memref<4x8xf32>, memref<4x4xf32>, memref<4x4xf32>, memref<4x8xf32>, memref<4x8xf32>, memref<4x8xf32>, memref<4x8xf32>, memref<4x4xf32>, memref<4x6xf32>
+  return
+}
+
+// -----
+
+func.func @fused_attention_grad_results(%q: tensor<4x8xf32>, %k: tensor<4x4xf32>, %s: tensor<4x6xf32>) {
+  // expected-error @+1 {{expects 4 results with tensor operands, got 3}}
+  %g:3 = lathe.fused_attention_grad %q, %k, %k, %q, %q into %q, %k, %k, %s {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x6xf32> -> tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>
+  return
+}
+
+// -----
+
+func.func @fused_attention_grad_mixed(%q: tensor<4x8xf32>, %k: tensor<4x4xf32>, %s: memref<4x6xf32>) {
+  // expected-error @+1 {{operands must be all tensors or all memrefs}}
+  lathe.fused_attention_grad %q, %k, %k, %q, %q into %q, %k, %k, %s {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, memref<4x6xf32>
+  return
+}
+
+// -----
+
 // A constant init needs its value, and only a constant init takes one.
 // expected-error @+1 {{with init 'constant' needs a value}}
 lathe.param @c : tensor<4xf32> init(constant)

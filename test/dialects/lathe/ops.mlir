@@ -103,6 +103,18 @@ func.func @fused_attention(%q: tensor<4x8xf32>, %k: tensor<4x4xf32>, %e: tensor<
   return %a : tensor<4x8xf32>
 }
 
+// The kernel-level attention gradient, on tensors (four results: the
+// gradients and the stats workspace) and on buffers (none).
+// CHECK-LABEL: func.func @fused_attention_grad
+func.func @fused_attention_grad(%q: tensor<4x8xf32>, %k: tensor<4x4xf32>, %s: tensor<4x6xf32>,
+                                %mq: memref<4x8xf32>, %mk: memref<4x4xf32>, %ms: memref<4x6xf32>) -> tensor<4x8xf32> {
+  // CHECK: %{{.*}}:4 = lathe.fused_attention_grad %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} into %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x6xf32> -> tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x6xf32>
+  %g:4 = lathe.fused_attention_grad %q, %k, %k, %q, %q into %q, %k, %k, %s {heads = 2 : i64, kv_heads = 1 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x6xf32> -> tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x6xf32>
+  // CHECK: lathe.fused_attention_grad %{{.*}} normalizer(softpick) {heads = 2 : i64, kv_heads = 1 : i64, window = 2 : i64} : memref<4x8xf32>, memref<4x4xf32>, memref<4x4xf32>, memref<4x8xf32>, memref<4x8xf32>, memref<4x8xf32>, memref<4x4xf32>, memref<4x4xf32>, memref<4x6xf32>{{$}}
+  lathe.fused_attention_grad %mq, %mk, %mk, %mq, %mq into %mq, %mk, %mk, %ms normalizer(softpick) {heads = 2 : i64, kv_heads = 1 : i64, window = 2 : i64} : memref<4x8xf32>, memref<4x4xf32>, memref<4x4xf32>, memref<4x8xf32>, memref<4x8xf32>, memref<4x8xf32>, memref<4x4xf32>, memref<4x4xf32>, memref<4x6xf32>
+  return %g#0 : tensor<4x8xf32>
+}
+
 // The Three-Phase Transformer's ops, and constant-initialised parameters.
 // CHECK: lathe.param @theta : tensor<16xf32> init(constant = 1.250000e-01)
 lathe.param @theta : tensor<16xf32> init(constant = 0.125)
