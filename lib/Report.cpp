@@ -52,6 +52,13 @@ static int64_t bytesOf(Type type) {
 
 /// `precision`: the cuda target's product format (f32 without one), which
 /// decides whether attention's products run on tensor cores.
+/// The (query, key) pairs causal attention over `rows` rows sees: per
+/// window (0 for none) of W rows, W (W + 1) / 2.
+static int64_t visiblePairs(int64_t rows, int64_t window) {
+  int64_t w = window > 0 ? window : rows;
+  return rows / w * w * (w + 1) / 2;
+}
+
 static KernelCost costOf(func::FuncOp kernel, StringRef precision = "f32") {
   KernelCost cost;
   for (Type t : kernel.getFunctionType().getInputs())
@@ -65,9 +72,8 @@ static KernelCost costOf(func::FuncOp kernel, StringRef precision = "f32") {
     int64_t rows = cast<ShapedType>(op.getQuery().getType()).getDimSize(0);
     int64_t keys = cast<ShapedType>(op.getKey().getType()).getDimSize(0);
     // A batch of windows masks each window on its own.
-    int64_t window = op.getWindow() > 0 ? op.getWindow() : rows;
-    int64_t pairs = op.getOffset() ? rows * keys
-                                   : rows / window * window * (window + 1) / 2;
+    int64_t pairs =
+        op.getOffset() ? rows * keys : visiblePairs(rows, op.getWindow());
     cost.flops += op.getHeads() * pairs * (5 * op.getHeadDim() + 8);
     // Of which q . k and the weighted value sum, 4 * head_dim per pair.
     if (attentionUsesTensorCores(op, precision))
@@ -80,9 +86,8 @@ static KernelCost costOf(func::FuncOp kernel, StringRef precision = "f32") {
   // 40 for the exps, the online rescale and the weight and score gradient.
   kernel.walk([&](FusedAttentionGradOp op) {
     int64_t rows = cast<ShapedType>(op.getQuery().getType()).getDimSize(0);
-    int64_t window = op.getWindow() > 0 ? op.getWindow() : rows;
-    int64_t pairs = rows / window * window * (window + 1) / 2;
-    cost.flops += op.getHeads() * pairs * (16 * op.getHeadDim() + 40);
+    cost.flops += op.getHeads() * visiblePairs(rows, op.getWindow()) *
+                  (16 * op.getHeadDim() + 40);
   });
   // A table gradient's scatter: one addition per element of its rows.
   kernel.walk([&](ScatterAddRowsOp op) {

@@ -34,6 +34,18 @@ using namespace mlir::lathe;
 
 namespace {
 
+/// Rows (keys, query rows) of a shared-memory tile that take `bytesPerRow`
+/// each: at most `most`, halved down to 8 while the tile passes `budget`
+/// bytes. Every tiled kernel here sizes its tiles this way, under the
+/// 48 KiB a block may have without opting in to more.
+static int64_t tileWithin(int64_t bytesPerRow, int64_t budget,
+                          int64_t most = 64) {
+  int64_t tile = most;
+  while (tile > 8 && tile * bytesPerRow > budget)
+    tile /= 2;
+  return tile;
+}
+
 /// Threads per head: 128, fewer where the partial value sums (T x head_dim
 /// floats) would pass 32 KiB of shared memory, and never more than the
 /// cache has rows.
@@ -295,11 +307,8 @@ static void lowerDecode(FusedAttentionOp op) {
 /// tiles of 2 x keys x head_dim floats stay within 32 KiB of shared memory.
 static std::pair<int64_t, int64_t> tilesFor(int64_t rows, int64_t keys,
                                             int64_t headDim) {
-  int64_t queryTile = std::min<int64_t>(64, rows);
-  int64_t keyTile = 64;
-  while (keyTile > 8 && 2 * keyTile * headDim * 4 > 32 * 1024)
-    keyTile /= 2;
-  return {queryTile, std::min(keyTile, keys)};
+  return {std::min<int64_t>(64, rows),
+          std::min(tileWithin(8 * headDim, 32 * 1024), keys)};
 }
 
 static void lowerTiled(FusedAttentionOp op) {
@@ -449,10 +458,8 @@ static void lowerTensorCore(FusedAttentionOp op) {
   int64_t warps = (std::min<int64_t>(rows, 64) + kWarpRows - 1) / kWarpRows;
   int64_t queryTile = warps * kWarpRows, threads = warps * 32;
   // K and V tiles within 32 KiB of shared memory, whole 8-key steps.
-  int64_t keyTile = 32;
-  while (keyTile > 8 && 2 * keyTile * headDim * 4 > 32 * 1024)
-    keyTile /= 2;
-  keyTile = std::min(keyTile, (keys + 7) / 8 * 8);
+  int64_t keyTile = std::min(tileWithin(8 * headDim, 32 * 1024, /*most=*/32),
+                             (keys + 7) / 8 * 8);
   bool softpick = op.getNormalizer() == Normalizer::softpick;
   Type f32 = b.getF32Type();
   auto shared = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
@@ -734,66 +741,6 @@ static void lowerTensorCore(FusedAttentionOp op) {
   op.erase();
 }
 
-/// What one (query row, key) pair contributes to attention's gradient,
-/// given the row's shift S (its maximum scaled score; softpick's clamped at
-/// 0), normaliser and rs = rowsum(dO * o): the weight p (for dV) and
-/// ds = dL/d(q . k) (for dQ and dK). The formulas are lathe.attention_grad's
-/// (lathe-lower-to-linalg's): e = e^(z - S) with z the scaled score; softmax
-/// p = e / norm, dz = p (dp - rs); softpick A = e - e^-S,
-/// p = max(A, 0) / norm, dz = e / norm ([A > 0] dp - sign(A) rs); then
-/// ds = dz / sqrt(head_dim). A pair the row does not see gives 0, 0.
-struct PairGrad {
-  Value p, ds;
-};
-static PairGrad pairGrad(OpBuilder &b, Location l, bool softpick, float scale,
-                         Value valid, Value s, Value dp, Value shift,
-                         Value norm, Value rs) {
-  Value zero = f32Const(b, l, 0.0);
-  Value z = arith::MulFOp::create(b, l, s, f32Const(b, l, scale));
-  Value e = arith::SelectOp::create(
-      b, l, valid,
-      math::ExpOp::create(b, l, arith::SubFOp::create(b, l, z, shift)), zero);
-  Value p, dz;
-  if (!softpick) {
-    p = arith::DivFOp::create(b, l, e, norm);
-    dz = arith::MulFOp::create(b, l, p, arith::SubFOp::create(b, l, dp, rs));
-  } else {
-    Value floor =
-        math::ExpOp::create(b, l, arith::NegFOp::create(b, l, shift));
-    Value a = arith::SelectOp::create(
-        b, l, valid, arith::SubFOp::create(b, l, e, floor), zero);
-    p = arith::DivFOp::create(b, l, arith::MaximumFOp::create(b, l, a, zero),
-                              norm);
-    Value pos =
-        arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, a, zero);
-    Value neg =
-        arith::CmpFOp::create(b, l, arith::CmpFPredicate::OLT, a, zero);
-    Value sign = arith::SelectOp::create(
-        b, l, pos, f32Const(b, l, 1.0),
-        arith::SelectOp::create(b, l, neg, f32Const(b, l, -1.0), zero));
-    Value gate = arith::SelectOp::create(b, l, pos, dp, zero);
-    dz = arith::MulFOp::create(
-        b, l, arith::DivFOp::create(b, l, e, norm),
-        arith::SubFOp::create(b, l, gate,
-                              arith::MulFOp::create(b, l, sign, rs)));
-  }
-  // Masked pairs give exactly 0 whatever the row's stats (a padding row's
-  // normaliser is 0).
-  Value ds = arith::MulFOp::create(b, l, dz, f32Const(b, l, scale));
-  return {arith::SelectOp::create(b, l, valid, p, zero),
-          arith::SelectOp::create(b, l, valid, ds, zero)};
-}
-
-/// Rows of a tile that take `bytesPerRow` of shared memory each: at most
-/// 64, at most `rows`, and within 40 KiB (below the 48 KiB a block may
-/// have without opting in to more).
-static int64_t tileWithin(int64_t bytesPerRow, int64_t rows) {
-  int64_t tile = 64;
-  while (tile > 8 && tile * bytesPerRow > 40 * 1024)
-    tile /= 2;
-  return std::min(tile, rows);
-}
-
 /// lathe.fused_attention_grad as two launches, each tiled like the forward
 /// kernel, with no [T, T] tensor anywhere:
 ///
@@ -815,9 +762,10 @@ static int64_t tileWithin(int64_t bytesPerRow, int64_t rows) {
 ///
 /// The barriers also bound what a thread keeps in registers: the gradient
 /// rows accumulate in the op's own (global) buffers, read and written once
-/// per tile, and the rows that dot products need are reloaded after each
-/// barrier (which LLVM may not move loads across), so that at head_dim 64
-/// no phase holds more than about three head_dim vectors.
+/// per tile, the rows that dot products need are reloaded after each
+/// barrier (which LLVM may not move loads across), and a thread's pairs
+/// take two loops (pairPasses), so that no phase holds more than about two
+/// head_dim vectors besides the streamed ones.
 static void lowerGrad(FusedAttentionGradOp op) {
   OpBuilder b(op);
   Location loc = op.getLoc();
@@ -927,7 +875,8 @@ static void lowerGrad(FusedAttentionGradOp op) {
   // --- Rows: the stats and dQ. ---
   // Per key of a tile: its K and V rows, and each row thread's ds for it.
   int64_t rowTile = std::min<int64_t>(64, rows);
-  int64_t keyTile = tileWithin(8 * headDim + 4 * rowTile, rows);
+  int64_t keyTile =
+      std::min(tileWithin(8 * headDim + 4 * rowTile, 40 * 1024), rows);
   auto rowLaunch = gpu::LaunchOp::create(
       b, loc, idx(b, heads), idx(b, (rows + rowTile - 1) / rowTile), one,
       idx(b, rowTile), one, one, /*dynamicSharedMemorySize=*/nullptr,
@@ -1050,8 +999,8 @@ static void lowerGrad(FusedAttentionGradOp op) {
               [&](OpBuilder &ob) { return vload(ob, op.getQuery(), {row, qCol}); },
               [&](OpBuilder &ob, Value r) { return vload(ob, sK, {mul(ob, r, D)}); },
               [&](OpBuilder &ib, Value r, Value sc, Value dp) {
-                PairGrad pg =
-                    pairGrad(ib, loc, softpick, scale,
+                AttentionPairGrad pg =
+                    attentionPairGrad(ib, loc, softpick, scale,
                              validKey(ib, add(ib, k0, r)), sc, dp, shift, norm, rs);
                 memref::StoreOp::create(ib, loc, pg.ds, sDS,
                                         ValueRange{add(ib, dsRow, r)});
@@ -1077,7 +1026,8 @@ static void lowerGrad(FusedAttentionGradOp op) {
   // Per query row of a tile: its Q and dO rows, its 3 stats, and each key
   // thread's p and ds for it.
   int64_t keyBlock = std::min<int64_t>(64, rows);
-  int64_t queryTile = tileWithin(8 * headDim + 12 + 8 * keyBlock, rows);
+  int64_t queryTile =
+      std::min(tileWithin(8 * headDim + 12 + 8 * keyBlock, 40 * 1024), rows);
   auto keyLaunch = gpu::LaunchOp::create(
       b, loc, idx(b, kvHeads), idx(b, (rows + keyBlock - 1) / keyBlock), one,
       idx(b, keyBlock), one, one, /*dynamicSharedMemorySize=*/nullptr,
@@ -1155,7 +1105,7 @@ static void lowerGrad(FusedAttentionGradOp op) {
                   return memref::LoadOp::create(
                       ib, loc, sStat, ValueRange{add(ib, sAt, idx(ib, i))});
                 };
-                PairGrad pg = pairGrad(ib, loc, softpick, scale, valid, sc, dp,
+                AttentionPairGrad pg = attentionPairGrad(ib, loc, softpick, scale, valid, sc, dp,
                                        stat(0), stat(1), stat(2));
                 Value slot = add(ib, pRow, r);
                 memref::StoreOp::create(ib, loc, pg.p, sP, ValueRange{slot});

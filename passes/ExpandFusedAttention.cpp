@@ -47,6 +47,50 @@ Value mlir::lathe::normalizedRow(OpBuilder &b, Location loc, bool softpick,
                                   denom));
 }
 
+AttentionPairGrad mlir::lathe::attentionPairGrad(OpBuilder &b, Location l,
+                                                bool softpick, float scale,
+                                                Value valid, Value s, Value dp,
+                                                Value shift, Value norm,
+                                                Value rs) {
+  auto cst = [&](double v) -> Value {
+    return arith::ConstantOp::create(b, l, b.getF32FloatAttr(v));
+  };
+  Value zero = cst(0.0);
+  Value z = arith::MulFOp::create(b, l, s, cst(scale));
+  Value e = arith::SelectOp::create(
+      b, l, valid,
+      math::ExpOp::create(b, l, arith::SubFOp::create(b, l, z, shift)), zero);
+  Value p, dz;
+  if (!softpick) {
+    p = arith::DivFOp::create(b, l, e, norm);
+    dz = arith::MulFOp::create(b, l, p, arith::SubFOp::create(b, l, dp, rs));
+  } else {
+    Value floor =
+        math::ExpOp::create(b, l, arith::NegFOp::create(b, l, shift));
+    Value a = arith::SelectOp::create(
+        b, l, valid, arith::SubFOp::create(b, l, e, floor), zero);
+    p = arith::DivFOp::create(b, l, arith::MaximumFOp::create(b, l, a, zero),
+                              norm);
+    Value pos =
+        arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, a, zero);
+    Value neg =
+        arith::CmpFOp::create(b, l, arith::CmpFPredicate::OLT, a, zero);
+    Value sign = arith::SelectOp::create(
+        b, l, pos, cst(1.0),
+        arith::SelectOp::create(b, l, neg, cst(-1.0), zero));
+    Value gate = arith::SelectOp::create(b, l, pos, dp, zero);
+    dz = arith::MulFOp::create(
+        b, l, arith::DivFOp::create(b, l, e, norm),
+        arith::SubFOp::create(b, l, gate,
+                              arith::MulFOp::create(b, l, sign, rs)));
+  }
+  // Masked pairs give exactly 0 whatever the row's stats (a padding row's
+  // normaliser is 0).
+  Value ds = arith::MulFOp::create(b, l, dz, cst(scale));
+  return {arith::SelectOp::create(b, l, valid, p, zero),
+          arith::SelectOp::create(b, l, valid, ds, zero)};
+}
+
 namespace {
 
 /// Keys scored together per step of the key loop.

@@ -2016,42 +2016,13 @@ struct LowerAttentionGrad : OpConversionPattern<AttentionGradOp> {
                            nb, l, a[0],
                            arith::MulFOp::create(nb, l, floor, in.cst(1e-8)));
                      });
-    // The probability at a score, from its row's maximum and normaliser.
-    auto probability = [&](OpBuilder &nb, Location l, Value s, Value rowMax,
-                           Value norm) -> Value {
-      GenericBuilder in{nb, l};
-      Value e = expShifted(nb, l, s, rowMax);
-      if (softpick)
-        e = arith::MaximumFOp::create(nb, l, pickA(nb, l, e, rowMax),
-                                      in.cst(0.0));
-      return arith::DivFOp::create(nb, l, e, norm);
-    };
-    // softmax: dZ = P (dP - rs); softpick: dZ = E / d ([A > 0] dP - sign(A) rs).
-    // dS = s dZ, the scores being scaled; P is recomputed from S.
-    auto scoreGrad = [&](OpBuilder &nb, Location l, Value dp, Value r, Value s,
-                         Value rowMax, Value norm) -> Value {
-      GenericBuilder in{nb, l};
-      Value dz;
-      if (!softpick) {
-        Value p = probability(nb, l, s, rowMax, norm);
-        dz = arith::MulFOp::create(nb, l, p, arith::SubFOp::create(nb, l, dp, r));
-      } else {
-        Value e = expShifted(nb, l, s, rowMax);
-        Value A = pickA(nb, l, e, rowMax);
-        Value pos = arith::CmpFOp::create(nb, l, arith::CmpFPredicate::OGT, A,
-                                          in.cst(0.0));
-        Value neg = arith::CmpFOp::create(nb, l, arith::CmpFPredicate::OLT, A,
-                                          in.cst(0.0));
-        Value sign = arith::SelectOp::create(
-            nb, l, pos, in.cst(1.0),
-            arith::SelectOp::create(nb, l, neg, in.cst(-1.0), in.cst(0.0)));
-        Value gate = arith::SelectOp::create(nb, l, pos, dp, in.cst(0.0));
-        Value inner = arith::SubFOp::create(
-            nb, l, gate, arith::MulFOp::create(nb, l, sign, r));
-        dz = arith::MulFOp::create(nb, l, arith::DivFOp::create(nb, l, e, norm),
-                                   inner);
-      }
-      return arith::MulFOp::create(nb, l, dz, in.cst(scale));
+    // A pair's weight P and score gradient dS (the scores being scaled),
+    // from S, dP, its row's maximum, normaliser and rs: the formulas the
+    // GPU's tiled gradient uses too (attentionPairGrad).
+    auto pair = [&](OpBuilder &nb, Location l, Value dp, Value r, Value s,
+                    Value rowMax, Value norm) {
+      return attentionPairGrad(nb, l, softpick, scale, visible(nb, l), s, dp,
+                               shift(nb, l, rowMax), norm, r);
     };
     Value P, dS;
     if (Value o = adaptor.getOutput()) {
@@ -2067,23 +2038,25 @@ struct LowerAttentionGrad : OpConversionPattern<AttentionGradOp> {
           ValueRange{g.empty({B, GT, T}), g.empty({B, GT, T})},
           ArrayRef<AffineMap>{full, row, full, row, row, full, full}, all,
           [&](OpBuilder &nb, Location l, ValueRange a) {
-            Value p = probability(nb, l, a[2], a[3], a[4]);
-            Value ds = scoreGrad(nb, l, a[0], a[1], a[2], a[3], a[4]);
-            linalg::YieldOp::create(nb, l, ValueRange{p, ds});
+            AttentionPairGrad pg = pair(nb, l, a[0], a[1], a[2], a[3], a[4]);
+            linalg::YieldOp::create(nb, l, ValueRange{pg.p, pg.ds});
           }));
       P = both.getResult(0);
       dS = both.getResult(1);
     } else {
       P = g.generic({S, mx, se}, g.empty({B, GT, T}), {full, row, row, full},
                     all, [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
-                      return probability(nb, l, a[0], a[1], a[2]);
+                      // The weight needs no dP or rs (its dS is dead code).
+                      GenericBuilder in{nb, l};
+                      return pair(nb, l, in.cst(0.0), in.cst(0.0), a[0], a[1],
+                                  a[2]).p;
                     });
       Value rs = g.generic({P, dP}, g.filled({B, GT}, 0.0), {full, full, row},
                            rowReduce, dot);
       dS = g.generic({dP, rs, S, mx, se}, g.empty({B, GT, T}),
                      {full, row, full, row, row, full}, all,
                      [&](OpBuilder &nb, Location l, ValueRange a) -> Value {
-                       return scoreGrad(nb, l, a[0], a[1], a[2], a[3], a[4]);
+                       return pair(nb, l, a[0], a[1], a[2], a[3], a[4]).ds;
                      });
     }
     // Loops (a, r, c, j): dQ[a, r, c] = sum_j dS[a, r, j] k[a, j, c].

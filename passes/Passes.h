@@ -48,6 +48,23 @@ Value normalizedRow(OpBuilder &b, Location loc, bool softpick, Value acc,
 /// The cuda report prices such attention's products at the tf32 peak.
 bool attentionUsesTensorCores(FusedAttentionOp op, StringRef precision);
 
+/// What one (query row, key) pair contributes to attention's gradient, for
+/// the structured lowering of lathe.attention_grad and the GPU's tiled one
+/// alike: given the unscaled score s = q . k, dp = dO . v, the row's shift S
+/// (its maximum scaled score; softpick's clamped at 0), normaliser and
+/// rs = rowsum(dO * o), the weight p (for dV) and ds = dL/d(q . k) (for dQ
+/// and dK). With z = s / sqrt(head_dim) and e = e^(z - S): softmax
+/// p = e / norm, dz = p (dp - rs); softpick A = e - e^-S,
+/// p = max(A, 0) / norm, dz = e / norm ([A > 0] dp - sign(A) rs); then
+/// ds = dz / sqrt(head_dim) (`scale`). A pair that is not `valid` gives 0, 0.
+struct AttentionPairGrad {
+  Value p, ds;
+};
+AttentionPairGrad attentionPairGrad(OpBuilder &b, Location l, bool softpick,
+                                    float scale, Value valid, Value s,
+                                    Value dp, Value shift, Value norm,
+                                    Value rs);
+
 /// The scf.parallel loops under `root` that no other scf.parallel encloses:
 /// the loops the GPU passes map (and vectorize) one kernel launch each.
 SmallVector<scf::ParallelOp> outermostParallelLoops(Operation *root);
